@@ -1,0 +1,272 @@
+//! Per-app batching and routing: events accepted for an app collect in its
+//! open batch until `max_wait_ms` or `max_events`; then, for each webhook,
+//! the matching events become one delivery (split to fit the sink), stored
+//! and handed to the dispatcher.
+//!
+//! Each event travels with the app config it was accepted under, and a
+//! batch never mixes configs: an event under a new config first closes the
+//! batch open under the old one. So a config change never reroutes an
+//! accepted event.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{App, Webhook};
+use crate::delivery::{BODY_OVERHEAD, BatchIds, Delivery, Dispatcher, now_ms};
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::store::{DeliveryRecord, SharedStore};
+
+enum Message {
+    /// Events accepted under this config.
+    Events(Arc<App>, Vec<Event>),
+    /// The app's config changed or it was removed: close the open batch now.
+    ConfigChanged,
+}
+
+/// What every app's batcher shares.
+#[derive(Debug)]
+struct Shared {
+    dispatcher: Arc<Dispatcher>,
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    ids: Arc<BatchIds>,
+    backlog: Arc<AtomicU64>,
+}
+
+/// The batchers of all apps, one task each, started on an app's first event.
+#[derive(Debug)]
+pub struct Batchers {
+    shared: Arc<Shared>,
+    senders: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Message>>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Batchers {
+    /// Batchers handing their deliveries to `dispatcher`.
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+        ids: Arc<BatchIds>,
+        backlog: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                dispatcher,
+                store,
+                metrics,
+                ids,
+                backlog,
+            }),
+            senders: Mutex::default(),
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// Adds accepted events to their app's open batch.
+    pub fn push(&self, app: Arc<App>, events: Vec<Event>) {
+        let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
+        let sender = senders.entry(app.id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.tasks
+                .lock()
+                .expect("tasks lock is never held across a panic")
+                .spawn(run(self.shared.clone(), rx));
+            tx
+        });
+        if sender.send(Message::Events(app, events)).is_err() {
+            tracing::error!("events pushed after shutdown began; ingest should have refused them");
+        }
+    }
+
+    /// Closes the open batch of each of these apps now (their config changed).
+    pub fn config_changed<'a>(&self, app_ids: impl IntoIterator<Item = &'a Arc<str>>) {
+        let senders = self.senders.lock().expect("senders lock is never held across a panic");
+        for id in app_ids {
+            if let Some(sender) = senders.get(id) {
+                let _ = sender.send(Message::ConfigChanged);
+            }
+        }
+    }
+
+    /// Closes every open batch, hands it to the dispatcher and stops.
+    pub async fn flush_and_stop(&self) {
+        self.senders.lock().expect("senders lock is never held across a panic").clear();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+struct OpenBatch {
+    app: Arc<App>,
+    events: Vec<Event>,
+    closes_at: Instant,
+}
+
+async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>) {
+    let mut open: Option<OpenBatch> = None;
+    loop {
+        let closes_at = open.as_ref().map(|b| b.closes_at);
+        tokio::select! {
+            message = incoming.recv() => match message {
+                Some(Message::Events(app, events)) => {
+                    for event in events {
+                        if open.as_ref().is_some_and(|b| !Arc::ptr_eq(&b.app, &app)) {
+                            close(&shared, open.take()).await;
+                        }
+                        if !app.batching.enabled {
+                            form(&shared, &app, vec![event]).await;
+                            continue;
+                        }
+                        let batch = open.get_or_insert_with(|| OpenBatch {
+                            app: app.clone(),
+                            events: Vec::new(),
+                            closes_at: Instant::now() + Duration::from_millis(app.batching.max_wait_ms),
+                        });
+                        batch.events.push(event);
+                        if batch.events.len() >= app.batching.max_events {
+                            close(&shared, open.take()).await;
+                        }
+                    }
+                }
+                Some(Message::ConfigChanged) => close(&shared, open.take()).await,
+                None => {
+                    close(&shared, open.take()).await;
+                    return;
+                }
+            },
+            () = sleep_until(closes_at), if closes_at.is_some() => close(&shared, open.take()).await,
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn close(shared: &Shared, batch: Option<OpenBatch>) {
+    if let Some(batch) = batch {
+        form(shared, &batch.app, batch.events).await;
+    }
+}
+
+/// Routes one app batch to its webhooks, stores the deliveries and
+/// dispatches them.
+async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    shared.metrics.batches_formed.inc();
+    let batch_time_ms = now_ms();
+    let mut deliveries = Vec::new();
+    for webhook in &app.webhooks {
+        let selected: Vec<&Event> = events.iter().filter(|e| webhook.wants(&e.name, &e.channel)).collect();
+        for chunk in chunk_to_fit(&selected, webhook.max_body_bytes) {
+            deliveries.push(new_delivery(shared, app, webhook, chunk, batch_time_ms));
+        }
+    }
+    let records: Vec<DeliveryRecord> = deliveries.iter().map(|d| d.record.clone()).collect();
+    if let Err(error) = shared.store.commit_batch(&app.id, events.len(), &records).await {
+        tracing::error!(app = %app.id, %error, "could not store formed batches; delivering from memory");
+    }
+    let consumed: u64 = events.iter().map(|e| e.len() as u64).sum();
+    let queued: u64 = records.iter().map(|r| r.events.len() as u64).sum();
+    shared.backlog.fetch_add(queued, AtomicOrdering::Relaxed);
+    shared.backlog.fetch_sub(consumed, AtomicOrdering::Relaxed);
+    for delivery in deliveries {
+        shared.dispatcher.dispatch(delivery);
+    }
+}
+
+fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&Event], batch_time_ms: u64) -> Delivery {
+    let (key, batch_id) = shared.ids.next();
+    let mut joined = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(&event.json);
+    }
+    Delivery {
+        record: DeliveryRecord {
+            key,
+            batch_id,
+            app_id: app.id.to_string(),
+            webhook_id: webhook.id.to_string(),
+            events: joined,
+            event_count: events.len(),
+            batch_time_ms,
+            attempts: 0,
+            history: Vec::new(),
+        },
+        webhook: webhook.clone(),
+    }
+}
+
+/// Splits events so each body stays within `limit` bytes. An event too large
+/// on its own goes alone; the sink's refusal then dead-letters it.
+fn chunk_to_fit<'a, 'e>(events: &'a [&'e Event], limit: Option<usize>) -> Vec<&'a [&'e Event]> {
+    if events.is_empty() {
+        return Vec::new();
+    }
+    let Some(limit) = limit else {
+        return vec![events];
+    };
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, BODY_OVERHEAD);
+    for (i, event) in events.iter().enumerate() {
+        let add = event.len() + usize::from(i > start);
+        if i > start && size + add > limit {
+            chunks.push(&events[start..i]);
+            start = i;
+            size = BODY_OVERHEAD + event.len();
+        } else {
+            size += add;
+        }
+    }
+    chunks.push(&events[start..]);
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(size: usize) -> Event {
+        let pad = "x".repeat(size - 26);
+        let json = format!(r#"{{"name":"n","channel":"{pad}"}}"#);
+        assert_eq!(json.len(), size);
+        Event {
+            name: "n".into(),
+            channel: pad.into(),
+            json: json.into(),
+        }
+    }
+
+    #[test]
+    fn chunks_respect_the_limit() {
+        let events: Vec<Event> = (0..10).map(|_| event(100)).collect();
+        let refs: Vec<&Event> = events.iter().collect();
+        let limit = BODY_OVERHEAD + 100 * 3 + 2;
+        let chunks = chunk_to_fit(&refs, Some(limit));
+        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        for chunk in &chunks {
+            let body = BODY_OVERHEAD + chunk.iter().map(|e| e.len()).sum::<usize>() + chunk.len() - 1;
+            assert!(body <= limit);
+        }
+        assert_eq!(chunk_to_fit(&refs, None).len(), 1);
+        let big = [event(500)];
+        let refs: Vec<&Event> = big.iter().collect();
+        assert_eq!(chunk_to_fit(&refs, Some(200)).len(), 1, "an oversize event goes alone");
+    }
+}

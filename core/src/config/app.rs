@@ -1,0 +1,452 @@
+//! One app definition: its validation and its runtime form.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookline_sink_api::{Sink, json_type_name};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::settings::{BatchingSettings, RetrySettings};
+use crate::sinks::SinkRegistry;
+
+use super::file::LoadDefaults;
+
+/// A validated app, ready to route and deliver its events.
+#[derive(Debug)]
+pub struct App {
+    /// The app id (`/apps/{id}/webhook_events`).
+    pub id: Arc<str>,
+    /// The app key (`X-Pusher-Key`).
+    pub key: Arc<str>,
+    /// The app secret: signs deliveries, authenticates ingest.
+    pub secret: Secret,
+    /// A disabled app's ingest answers 403.
+    pub enabled: bool,
+    /// How this app's events are batched.
+    pub batching: BatchingSettings,
+    /// Where its events go.
+    pub webhooks: Vec<Arc<Webhook>>,
+    /// The file the app was loaded from.
+    pub source: Arc<Path>,
+    /// The definition as loaded (after `${NAME}` substitution), to tell a
+    /// changed app from an unchanged one on reload.
+    pub definition: Value,
+}
+
+/// A secret string that never shows itself in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<Arc<str>>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for signing. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One delivery target of an app.
+#[derive(Debug)]
+pub struct Webhook {
+    /// Stable identity for retries, dead letters and metrics.
+    pub id: Arc<str>,
+    /// The sink plugin's kind (`http`, `lambda`).
+    pub kind: &'static str,
+    /// Event names this webhook receives.
+    pub event_types: HashSet<Box<str>>,
+    /// soketi's channel-name filter.
+    pub channel_filter: ChannelFilter,
+    /// Extra headers (HTTP headers, or merged into a Lambda payload's).
+    pub headers: Vec<(String, String)>,
+    /// The built target.
+    pub sink: Arc<dyn Sink>,
+    /// Attempt timeout.
+    pub timeout: Duration,
+    /// Retry policy.
+    pub retry: RetrySettings,
+    /// Batches in flight at once.
+    pub max_in_flight: usize,
+    /// Whether batches may overtake each other.
+    pub ordering: Ordering,
+    /// Largest signed body the sink takes, if it has a limit.
+    pub max_body_bytes: Option<usize>,
+}
+
+impl Webhook {
+    /// Whether this webhook receives an event with this name and channel.
+    pub fn wants(&self, name: &str, channel: &str) -> bool {
+        self.event_types.contains(name) && self.channel_filter.matches(channel)
+    }
+}
+
+/// soketi's `filter`: both conditions must hold when both are set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFilter {
+    /// The channel name must start with this.
+    pub channel_name_starts_with: Option<String>,
+    /// The channel name must end with this.
+    pub channel_name_ends_with: Option<String>,
+}
+
+impl ChannelFilter {
+    /// Whether a channel passes the filter.
+    pub fn matches(&self, channel: &str) -> bool {
+        self.channel_name_starts_with
+            .as_deref()
+            .is_none_or(|p| channel.starts_with(p))
+            && self
+                .channel_name_ends_with
+                .as_deref()
+                .is_none_or(|s| channel.ends_with(s))
+    }
+}
+
+/// `ordering` of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Up to `max_in_flight` batches at once; a retried batch may be overtaken.
+    None,
+    /// One batch at a time in formation order; a failing batch holds the rest.
+    Strict,
+}
+
+/// Partial overrides of [`BatchingSettings`] in an app file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchingOverride {
+    enabled: Option<bool>,
+    max_wait_ms: Option<u64>,
+    max_events: Option<usize>,
+}
+
+/// Partial overrides of [`RetrySettings`] in an app or webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryOverride {
+    max_age_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    min_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+impl RetryOverride {
+    fn apply(self, base: RetrySettings) -> Result<RetrySettings, String> {
+        let merged = RetrySettings {
+            max_age_ms: self.max_age_ms.unwrap_or(base.max_age_ms),
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            min_backoff_ms: self.min_backoff_ms.unwrap_or(base.min_backoff_ms),
+            max_backoff_ms: self.max_backoff_ms.unwrap_or(base.max_backoff_ms),
+        };
+        if merged.min_backoff_ms == 0 || merged.max_backoff_ms < merged.min_backoff_ms {
+            return Err(format!(
+                "`retry` needs 0 < min_backoff_ms <= max_backoff_ms, got {} and {}",
+                merged.min_backoff_ms, merged.max_backoff_ms
+            ));
+        }
+        Ok(merged)
+    }
+}
+
+/// Keys of a webhook object that the engine itself reads.
+const ENGINE_WEBHOOK_KEYS: &[&str] = &[
+    "id",
+    "event_types",
+    "filter",
+    "filters",
+    "headers",
+    "timeout_ms",
+    "retry",
+    "max_in_flight",
+    "ordering",
+];
+
+/// Builds an app from its JSON object (env references already resolved).
+/// Errors are messages without the file name; the caller adds it.
+pub(crate) fn build_app(
+    definition: Value,
+    source: &Arc<Path>,
+    sinks: &SinkRegistry,
+    defaults: &LoadDefaults,
+    warnings: &mut Vec<String>,
+) -> Result<App, String> {
+    let Value::Object(obj) = &definition else {
+        return Err(format!("an app must be a JSON object, found {}", json_type_name(&definition)));
+    };
+    let id = required_str(obj, "id")?;
+    let label = format!("app {id:?}");
+    let key = required_str(obj, "key").map_err(|e| format!("{label}: {e}"))?;
+    let secret = required_str(obj, "secret").map_err(|e| format!("{label}: {e}"))?;
+    let enabled = match obj.get("enabled") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        // soketi's SQL app managers store booleans as 0/1.
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
+        Some(other) => {
+            return Err(format!("{label}: `enabled` must be true or false, found {}", json_type_name(other)));
+        }
+    };
+    let batching = match obj.get("batching") {
+        None | Some(Value::Null) => defaults.batching,
+        Some(v) => {
+            let o: BatchingOverride = serde_json::from_value(v.clone())
+                .map_err(|e| format!("{label}: `batching`: {e}"))?;
+            BatchingSettings {
+                enabled: o.enabled.unwrap_or(defaults.batching.enabled),
+                max_wait_ms: o.max_wait_ms.unwrap_or(defaults.batching.max_wait_ms),
+                max_events: o.max_events.unwrap_or(defaults.batching.max_events),
+            }
+        }
+    };
+    if batching.max_events == 0 {
+        return Err(format!("{label}: `batching.max_events` must be at least 1"));
+    }
+    let app_retry = match obj.get("retry") {
+        None | Some(Value::Null) => defaults.retry,
+        Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
+            .map_err(|e| format!("{label}: `retry`: {e}"))?
+            .apply(defaults.retry)
+            .map_err(|e| format!("{label}: {e}"))?,
+    };
+    if let Some(filters) = obj.get("filters")
+        && !is_empty_chain(filters)
+    {
+        return Err(format!(
+            "{label}: `filters` (WASM filter chains) are not supported by this build yet; remove them"
+        ));
+    }
+
+    let webhooks_value = match obj.get("webhooks") {
+        None | Some(Value::Null) => Value::Array(vec![]),
+        // soketi accepts the webhooks as a JSON string (from env or SQL).
+        Some(Value::String(text)) => serde_json::from_str(text)
+            .map_err(|e| format!("{label}: `webhooks` is a string that is not a JSON array: {e}"))?,
+        Some(v) => v.clone(),
+    };
+    let Value::Array(items) = webhooks_value else {
+        return Err(format!("{label}: `webhooks` must be an array"));
+    };
+
+    let mut built = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let Value::Object(spec) = item else {
+            return Err(format!("{label}: webhook {index} must be an object"));
+        };
+        let webhook = build_webhook(spec, sinks, defaults, app_retry, warnings, &label, index)
+            .map_err(|e| format!("{label}: webhook {index}: {e}"))?;
+        built.push(webhook);
+    }
+    let webhooks = assign_ids(built).map_err(|e| format!("{label}: {e}"))?;
+
+    Ok(App {
+        id: id.into(),
+        key: key.into(),
+        secret: Secret::new(secret),
+        enabled,
+        batching,
+        webhooks,
+        source: source.clone(),
+        definition,
+    })
+}
+
+/// A webhook before its default id is decided.
+struct PendingWebhook {
+    explicit_id: Option<String>,
+    selector: String,
+    webhook: Webhook,
+}
+
+fn build_webhook(
+    spec: &Map<String, Value>,
+    sinks: &SinkRegistry,
+    defaults: &LoadDefaults,
+    app_retry: RetrySettings,
+    warnings: &mut Vec<String>,
+    label: &str,
+    index: usize,
+) -> Result<PendingWebhook, String> {
+    let (kind, selector, sink) = sinks.build(spec).map_err(|e| e.message)?;
+    for key in spec.keys() {
+        if !ENGINE_WEBHOOK_KEYS.contains(&key.as_str()) && !sinks.plugin_keys().any(|k| k == key) {
+            warnings.push(format!("{label}: webhook {index}: unknown key `{key}` is ignored"));
+        }
+    }
+    let explicit_id = match spec.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => return Err("`id` must be a non-empty string".to_string()),
+    };
+    let event_types = match spec.get("event_types") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().map(Box::from).ok_or("`event_types` must hold strings only"))
+            .collect::<Result<HashSet<Box<str>>, _>>()?,
+        Some(Value::Array(_)) => {
+            return Err("`event_types` is empty, so the webhook would receive nothing; list the event names it wants".to_string());
+        }
+        Some(_) => return Err("`event_types` must be an array of event names".to_string()),
+        None => {
+            return Err("`event_types` is missing; list the event names this webhook receives (e.g. [\"channel_occupied\"])".to_string());
+        }
+    };
+    let channel_filter = channel_filter(spec)?;
+    let headers = match spec.get("headers") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                Value::Number(n) => Ok((k.clone(), n.to_string())),
+                other => Err(format!("header `{k}` must be a string, found {}", json_type_name(other))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("`headers` must be an object of header names to values".to_string()),
+    };
+    let timeout = match spec.get("timeout_ms") {
+        None | Some(Value::Null) => sink.default_timeout(),
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => return Err("`timeout_ms` must be a positive whole number of milliseconds".to_string()),
+        },
+    };
+    let retry = match spec.get("retry") {
+        None | Some(Value::Null) => app_retry,
+        Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
+            .map_err(|e| format!("`retry`: {e}"))?
+            .apply(app_retry)?,
+    };
+    let max_in_flight = match spec.get("max_in_flight") {
+        None | Some(Value::Null) => defaults.max_in_flight,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => n as usize,
+            _ => return Err("`max_in_flight` must be a whole number of at least 1".to_string()),
+        },
+    };
+    let ordering = match spec.get("ordering") {
+        None | Some(Value::Null) => Ordering::None,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())?,
+    };
+    let max_body_bytes = sink.max_body_bytes(&headers);
+    Ok(PendingWebhook {
+        explicit_id,
+        selector,
+        webhook: Webhook {
+            id: Arc::from(""),
+            kind,
+            event_types,
+            channel_filter,
+            headers,
+            sink,
+            timeout,
+            retry,
+            max_in_flight,
+            ordering,
+            max_body_bytes,
+        },
+    })
+}
+
+/// soketi's `filter`, or an object-valued `filters` with the same keys (the
+/// form soketi's own documentation shows).
+fn channel_filter(spec: &Map<String, Value>) -> Result<ChannelFilter, String> {
+    let (key, value) = match (spec.get("filter"), spec.get("filters")) {
+        (Some(v), _) if !v.is_null() => ("filter", v),
+        (_, Some(v @ Value::Object(_))) => ("filters", v),
+        _ => return Ok(ChannelFilter::default()),
+    };
+    serde_json::from_value(value.clone()).map_err(|e| {
+        format!("`{key}` must be an object with `channel_name_starts_with` and/or `channel_name_ends_with`: {e}")
+    })
+}
+
+/// Explicit ids must be unique; the others default to the target, with
+/// `#2`, `#3`… for repeats.
+fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<Arc<Webhook>>, String> {
+    let mut taken: HashSet<String> = HashSet::new();
+    for p in &pending {
+        if let Some(id) = &p.explicit_id
+            && !taken.insert(id.clone())
+        {
+            return Err(format!("two webhooks have the id {id:?}; webhook ids must be unique within an app"));
+        }
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    let mut repeats: std::collections::HashMap<String, usize> = Default::default();
+    for mut p in pending {
+        let id = match p.explicit_id {
+            Some(id) => id,
+            None => {
+                let n = repeats.entry(p.selector.clone()).or_insert(0);
+                *n += 1;
+                let id = if *n == 1 { p.selector.clone() } else { format!("{}#{n}", p.selector) };
+                if !taken.insert(id.clone()) {
+                    return Err(format!(
+                        "the default webhook id {id:?} is also used as an explicit `id`; give this webhook an `id` of its own"
+                    ));
+                }
+                id
+            }
+        };
+        p.webhook.id = Arc::from(id);
+        out.push(Arc::new(p.webhook));
+    }
+    Ok(out)
+}
+
+fn is_empty_chain(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    }
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
+    match obj.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(format!("`{key}` is empty")),
+        Some(other) => Err(format!("`{key}` must be a string, found {}", json_type_name(other))),
+        None => Err(format!("`{key}` is missing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_filter_needs_both_conditions() {
+        let f = ChannelFilter {
+            channel_name_starts_with: Some("private-".into()),
+            channel_name_ends_with: Some("-chat".into()),
+        };
+        assert!(f.matches("private-room-chat"));
+        assert!(!f.matches("private-room"));
+        assert!(!f.matches("room-chat"));
+        assert!(ChannelFilter::default().matches("anything"));
+    }
+
+    #[test]
+    fn secret_never_shows_in_debug() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

@@ -1,0 +1,105 @@
+//! `${NAME}` references to environment variables inside app files.
+
+use std::sync::Arc;
+
+/// Looks up an environment variable. The binary passes the real
+/// environment; tests pass a map. (Only the binary reads the environment.)
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Replaces every `${NAME}` in `text`. `$${` stays a literal `${`.
+/// Returns the name of the first unset variable as the error.
+pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> {
+    if !text.contains('$') {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(escaped) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = escaped;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| "an unclosed `${`".to_string())?;
+            let name = &inner[..end];
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("`${{{name}}}` is not a valid variable reference"));
+            }
+            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Substitutes references in every string of a JSON tree, in place.
+/// `path` names the position for the error message.
+pub(crate) fn substitute_tree(
+    value: &mut serde_json::Value,
+    env: &EnvLookup,
+    path: &mut Vec<String>,
+) -> Result<(), String> {
+    match value {
+        serde_json::Value::String(s) => {
+            *s = substitute(s, env).map_err(|e| format!("{e} (in `{}`)", path.join(".")))?;
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                substitute_tree(item, env, path)?;
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                path.push(k.clone());
+                substitute_tree(v, env, path)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> EnvLookup {
+        Arc::new(|name| (name == "SECRET").then(|| "s3".to_string()))
+    }
+
+    #[test]
+    fn replaces_references() {
+        assert_eq!(substitute("a-${SECRET}-b", &env()).unwrap(), "a-s3-b");
+        assert_eq!(substitute("$5 and $${SECRET}", &env()).unwrap(), "$5 and ${SECRET}");
+        assert_eq!(substitute("plain", &env()).unwrap(), "plain");
+    }
+
+    #[test]
+    fn unset_and_malformed_references_are_errors() {
+        assert_eq!(
+            substitute("${MISSING}", &env()).unwrap_err(),
+            "environment variable MISSING is not set"
+        );
+        assert!(substitute("${SECRET", &env()).unwrap_err().contains("unclosed"));
+        assert!(substitute("${1A}", &env()).unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn error_names_the_field() {
+        let mut v = serde_json::json!({"webhooks": [{"headers": {"x": "${NOPE}"}}]});
+        let err = substitute_tree(&mut v, &env(), &mut vec![]).unwrap_err();
+        assert_eq!(err, "environment variable NOPE is not set (in `webhooks.0.headers.x`)");
+    }
+}

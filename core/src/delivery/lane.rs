@@ -1,0 +1,291 @@
+//! One webhook's lane: a queue of ready deliveries, a set of deliveries
+//! waiting to be retried, and at most `max_in_flight` attempts at once
+//! (one, in formation order, for `ordering: "strict"`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::Duration;
+
+use hookline_sink_api::{DeliveryError, RetryClass};
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::retry::{NextStep, next_step};
+use super::{Delivery, LaneContext, now_ms};
+use crate::config::Ordering;
+use crate::metrics::DeliveryLabels;
+use crate::store::{AttemptRecord, DeadLetter};
+
+/// Runs until the lane's sender is dropped and everything it held is
+/// delivered or dead-lettered.
+pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedReceiver<Delivery>) {
+    let mut ready: VecDeque<Delivery> = VecDeque::new();
+    // Keyed by (due time, sequence) so equal due times keep their order.
+    let mut waiting: BTreeMap<(Instant, u64), Delivery> = BTreeMap::new();
+    let mut in_flight: JoinSet<(Delivery, Result<(), DeliveryError>)> = JoinSet::new();
+    let mut sequence = 0u64;
+    let mut open = true;
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+
+    loop {
+        start_ready(&ctx, &mut ready, &waiting, &mut in_flight);
+        if !open && ready.is_empty() && waiting.is_empty() && in_flight.is_empty() {
+            return;
+        }
+        let next_due = waiting.keys().next().map(|(due, _)| *due);
+        tokio::select! {
+            received = incoming.recv(), if open => match received {
+                Some(delivery) => ready.push_back(delivery),
+                None => open = false,
+            },
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let (delivery, outcome) = match joined {
+                    Ok(done) => done,
+                    Err(panic) => {
+                        tracing::error!(error = %panic, "a delivery attempt panicked; its batch is lost");
+                        continue;
+                    }
+                };
+                match outcome {
+                    Ok(()) => succeeded(&ctx, delivery).await,
+                    Err(error) => {
+                        if let Some((due, delivery)) = failed(&ctx, delivery, error, &mut ready, &mut rng).await {
+                            // In a strict lane this holds everything behind it:
+                            // `start_ready` starts nothing while anything waits.
+                            sequence += 1;
+                            waiting.insert((due, sequence), delivery);
+                        }
+                    }
+                }
+            },
+            () = sleep_until(next_due), if next_due.is_some() => {
+                let now = Instant::now();
+                while let Some(entry) = waiting.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let delivery = entry.remove();
+                    if delivery.webhook.ordering == Ordering::Strict {
+                        ready.push_front(delivery);
+                    } else {
+                        ready.push_back(delivery);
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts attempts while the lane has room.
+fn start_ready(
+    ctx: &Arc<LaneContext>,
+    ready: &mut VecDeque<Delivery>,
+    waiting: &BTreeMap<(Instant, u64), Delivery>,
+    in_flight: &mut JoinSet<(Delivery, Result<(), DeliveryError>)>,
+) {
+    while let Some(front) = ready.front() {
+        let (limit, strict) = match front.webhook.ordering {
+            Ordering::Strict => (1, true),
+            Ordering::None => (front.webhook.max_in_flight, false),
+        };
+        // A strict lane holds everything behind a batch waiting to retry.
+        if in_flight.len() >= limit || (strict && !waiting.is_empty()) {
+            return;
+        }
+        let delivery = ready.pop_front().expect("front() was Some");
+        let ctx = ctx.clone();
+        in_flight.spawn(async move {
+            let outcome = ctx.attempt(&delivery).await;
+            (delivery, outcome)
+        });
+    }
+}
+
+async fn succeeded(ctx: &LaneContext, delivery: Delivery) {
+    let record = &delivery.record;
+    ctx.metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            sink: delivery.webhook.kind,
+            outcome: "success",
+        })
+        .inc();
+    let age_ms = now_ms().saturating_sub(record.batch_time_ms);
+    ctx.metrics.delivery_latency.observe(age_ms as f64 / 1000.0);
+    tracing::debug!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+        events = record.event_count, "delivered");
+    if let Err(error) = ctx.store.delivered(record.key).await {
+        tracing::error!(%error, batch_id = %record.batch_id, "could not mark a delivered batch; it may be sent again");
+    }
+    finish(ctx, &delivery);
+}
+
+/// Handles a failed attempt; returns the delivery and when to retry it, or
+/// `None` when it was split or dead-lettered.
+async fn failed(
+    ctx: &LaneContext,
+    mut delivery: Delivery,
+    error: DeliveryError,
+    ready: &mut VecDeque<Delivery>,
+    rng: &mut rand::rngs::StdRng,
+) -> Option<(Instant, Delivery)> {
+    let class = error.retry_class();
+    let record = &mut delivery.record;
+    if !matches!(class, RetryClass::RetryAfter(_)) {
+        record.attempts += 1;
+    }
+    record.history.push(AttemptRecord {
+        at_ms: now_ms(),
+        status: error.status(),
+        error: error.to_string(),
+    });
+    let age = Duration::from_millis(now_ms().saturating_sub(record.batch_time_ms));
+    let step = next_step(class, &delivery.webhook.retry, record.attempts, age, rng);
+    let outcome = match step {
+        NextStep::RetryIn(_) => "retry",
+        NextStep::Split => "split",
+        NextStep::GiveUp(_) => "dead_letter",
+    };
+    ctx.metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            sink: delivery.webhook.kind,
+            outcome,
+        })
+        .inc();
+    let record = &delivery.record;
+    match step {
+        NextStep::RetryIn(delay) => {
+            tracing::warn!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+                attempts = record.attempts, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
+            if let Err(store_error) = ctx.store.record_failure(record).await {
+                tracing::error!(error = %store_error, "could not record a failed attempt");
+            }
+            Some((Instant::now() + delay, delivery))
+        }
+        NextStep::Split if record.event_count > 1 => {
+            tracing::warn!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+                events = record.event_count, %error, "batch too large for the target, splitting");
+            let halves = split(ctx, &delivery);
+            if let Err(store_error) = ctx.store.commit_batch(&record.app_id, 0, &halves.iter().map(|d| d.record.clone()).collect::<Vec<_>>()).await {
+                tracing::error!(error = %store_error, "could not store split batches");
+            }
+            let _ = ctx.store.delivered(record.key).await;
+            for half in halves {
+                ctx.metrics.queue_depth.inc();
+                ready.push_front(half);
+            }
+            finish(ctx, &delivery);
+            None
+        }
+        NextStep::Split => {
+            let reason = format!("a single event is larger than the target accepts: {error}");
+            dead_letter(ctx, delivery, reason).await;
+            None
+        }
+        NextStep::GiveUp(reason) => {
+            let reason = format!("{reason}: {error}");
+            dead_letter(ctx, delivery, reason).await;
+            None
+        }
+    }
+}
+
+/// Splits a delivery's events in two halves, each with its own batch id.
+fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
+    let events = split_events(&delivery.record.events);
+    let mid = events.len() / 2;
+    let mut halves = Vec::with_capacity(2);
+    for (part, chunk) in [&events[..mid], &events[mid..]].into_iter().enumerate() {
+        let (key, _) = ctx.ids.next();
+        let mut record = delivery.record.clone();
+        record.key = key;
+        record.batch_id = format!("{}.{}", delivery.record.batch_id, part + 1);
+        record.events = chunk.join(",");
+        record.event_count = chunk.len();
+        record.history.clear();
+        record.attempts = 0;
+        ctx.backlog.fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
+        halves.push(Delivery {
+            record,
+            webhook: delivery.webhook.clone(),
+        });
+    }
+    // Second half behind the first, both ahead of the queue.
+    halves.reverse();
+    halves
+}
+
+/// Splits `e1,e2,…` (canonical JSON objects) at top-level commas.
+fn split_events(joined: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0usize);
+    for (i, b) in joined.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            b',' if depth == 0 => {
+                parts.push(&joined[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < joined.len() {
+        parts.push(&joined[start..]);
+    }
+    parts
+}
+
+async fn dead_letter(ctx: &LaneContext, delivery: Delivery, reason: String) {
+    let record = &delivery.record;
+    tracing::error!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+        attempts = record.attempts, %reason, "delivery dead-lettered");
+    let letter = DeadLetter {
+        record: delivery.record.clone(),
+        reason,
+        dead_at_ms: now_ms(),
+    };
+    if let Err(error) = ctx.store.dead_letter(letter).await {
+        tracing::error!(%error, batch_id = %record.batch_id, "could not store a dead letter");
+    }
+    finish(ctx, &delivery);
+}
+
+/// Releases a finished delivery's share of the backlog.
+fn finish(ctx: &LaneContext, delivery: &Delivery) {
+    ctx.metrics.queue_depth.dec();
+    ctx.backlog
+        .fetch_sub(delivery.record.events.len() as u64, AtomicOrdering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_events;
+
+    #[test]
+    fn splits_only_at_top_level_commas() {
+        let joined = r#"{"a":[1,2],"b":"x,}"},{"c":"\"{,"},{}"#;
+        assert_eq!(split_events(joined), vec![r#"{"a":[1,2],"b":"x,}"}"#, r#"{"c":"\"{,"}"#, "{}"]);
+    }
+}

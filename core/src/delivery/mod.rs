@@ -1,0 +1,189 @@
+//! Delivery: per-webhook lanes that send formed batches with bounded
+//! concurrency (or strictly in order), re-stamp and re-sign every attempt,
+//! retry by policy, split what is too large, and dead-letter what fails.
+//!
+//! Sinks only send; everything about *when* and *how often* lives here, once
+//! for every sink kind (Vector's shared driver, not per-sink loops).
+
+mod lane;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::Webhook;
+use crate::metrics::Metrics;
+use crate::registry::AppRegistry;
+use crate::signing::hmac_sha256_hex;
+use crate::store::{DeliveryRecord, SharedStore};
+
+/// One batch for one webhook, on its way.
+#[derive(Debug)]
+pub struct Delivery {
+    /// What the store keeps of it.
+    pub record: DeliveryRecord,
+    /// The webhook as configured when the batch was formed: routing is
+    /// frozen at formation, only the signing secret follows the config.
+    pub webhook: Arc<Webhook>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The body of one attempt: `{"time_ms":…,"events":[…]}`.
+pub fn render_body(time_ms: u64, events: &str) -> String {
+    let mut body = String::with_capacity(events.len() + 40);
+    body.push_str("{\"time_ms\":");
+    body.push_str(itoa_u64(time_ms).as_str());
+    body.push_str(",\"events\":[");
+    body.push_str(events);
+    body.push_str("]}");
+    body
+}
+
+/// Bytes a body adds around its events, with a 16-digit `time_ms`.
+pub const BODY_OVERHEAD: usize = "{\"time_ms\":,\"events\":[]}".len() + 16;
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+/// Makes batch ids unique across restarts: a random prefix per process and
+/// a counter.
+#[derive(Debug)]
+pub struct BatchIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Default for BatchIds {
+    fn default() -> Self {
+        Self {
+            prefix: format!("{:016x}", rand::random::<u64>()),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl BatchIds {
+    /// A fresh id and store key.
+    pub fn next(&self) -> (u64, String) {
+        let n = self.next.fetch_add(1, AtomicOrdering::Relaxed);
+        (n, format!("{}-{n:x}", self.prefix))
+    }
+}
+
+/// What every lane shares.
+#[derive(Debug)]
+pub(crate) struct LaneContext {
+    pub(crate) registry: Arc<AppRegistry>,
+    pub(crate) store: SharedStore,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ids: Arc<BatchIds>,
+    /// Bytes of undelivered events; ingest answers 503 past the limit.
+    pub(crate) backlog: Arc<AtomicU64>,
+}
+
+impl LaneContext {
+    /// Renders, signs and sends one attempt.
+    pub(crate) async fn attempt(&self, delivery: &Delivery) -> Result<(), hookline_sink_api::DeliveryError> {
+        let record = &delivery.record;
+        let Some(credentials) = self.registry.credentials(&record.app_id) else {
+            return Err(hookline_sink_api::DeliveryError::Final(format!(
+                "no key or secret is known for app {:?}",
+                record.app_id
+            )));
+        };
+        let body = render_body(now_ms(), &record.events);
+        let signature = hmac_sha256_hex(credentials.secret.expose().as_bytes(), body.as_bytes());
+        let signed_headers = [
+            ("X-Pusher-Key", credentials.key.to_string()),
+            ("X-Pusher-Signature", signature),
+            ("X-Hookline-Batch-Id", record.batch_id.clone()),
+            ("X-Hookline-Batch-Time", record.batch_time_ms.to_string()),
+        ];
+        let webhook = &delivery.webhook;
+        let request = hookline_sink_api::SinkRequest {
+            body: bytes::Bytes::from(body),
+            signed_headers: &signed_headers,
+            extra_headers: &webhook.headers,
+            timeout: webhook.timeout,
+        };
+        // The sink may enforce the timeout itself; this bounds it regardless.
+        match tokio::time::timeout(webhook.timeout + Duration::from_millis(50), webhook.sink.send(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(hookline_sink_api::DeliveryError::Timeout),
+        }
+    }
+}
+
+type LaneKey = (Arc<str>, Arc<str>);
+
+/// Routes formed deliveries to their webhook's lane, creating lanes on demand.
+#[derive(Debug)]
+pub struct Dispatcher {
+    ctx: Arc<LaneContext>,
+    lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Delivery>>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher signing with `registry`'s credentials.
+    pub fn new(
+        registry: Arc<AppRegistry>,
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+        ids: Arc<BatchIds>,
+        backlog: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            ctx: Arc::new(LaneContext {
+                registry,
+                store,
+                metrics,
+                ids,
+                backlog,
+            }),
+            lanes: Mutex::default(),
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// Queues a delivery on its webhook's lane.
+    pub fn dispatch(&self, delivery: Delivery) {
+        self.ctx.metrics.queue_depth.inc();
+        let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
+        let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
+        let sender = lanes.entry(key).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let ctx = self.ctx.clone();
+            self.tasks
+                .lock()
+                .expect("tasks lock is never held across a panic")
+                .spawn(lane::run(ctx, rx));
+            tx
+        });
+        if let Err(unsent) = sender.send(delivery) {
+            // Lanes only stop after `close`; reaching here is a shutdown race.
+            tracing::error!(batch_id = %unsent.0.record.batch_id, "delivery queued after shutdown began; it is lost");
+        }
+    }
+
+    /// Stops taking deliveries and waits up to `grace` for every lane to
+    /// finish what it holds. Returns whether everything finished.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.lanes.lock().expect("lanes lock is never held across a panic").clear();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
+        let all = async { while tasks.join_next().await.is_some() {} };
+        tokio::time::timeout(grace, all).await.is_ok()
+    }
+}

@@ -1,0 +1,111 @@
+//! When to try a failed delivery again: exponential backoff with full
+//! jitter, bounded by the retry window and attempt count.
+
+use std::time::Duration;
+
+use hookline_sink_api::RetryClass;
+use rand::Rng;
+
+use crate::settings::RetrySettings;
+
+/// What to do with a delivery after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// Try again after this delay.
+    RetryIn(Duration),
+    /// Split the batch and send the halves now.
+    Split,
+    /// Give up: dead-letter with this reason.
+    GiveUp(String),
+}
+
+/// Decides the next step.
+///
+/// `attempts` counts attempts so far (including the failed one, unless it
+/// was a `Retry-After` wait, which does not count); `age` is the time since
+/// the batch was formed.
+pub fn next_step(
+    class: RetryClass,
+    policy: &RetrySettings,
+    attempts: u32,
+    age: Duration,
+    rng: &mut impl Rng,
+) -> NextStep {
+    let window = Duration::from_millis(policy.max_age_ms);
+    let delay = match class {
+        RetryClass::Final => return NextStep::GiveUp("the target refused the batch (not retryable)".into()),
+        RetryClass::Split => return NextStep::Split,
+        RetryClass::RetryAfter(wait) => wait.min(Duration::from_millis(policy.max_backoff_ms)),
+        RetryClass::Retry => {
+            if policy.max_attempts > 0 && attempts >= policy.max_attempts {
+                return NextStep::GiveUp(format!("gave up after {attempts} attempts"));
+            }
+            backoff(attempts, policy, rng)
+        }
+    };
+    if age + delay > window {
+        return NextStep::GiveUp(format!(
+            "retry window of {} s exhausted after {attempts} attempts",
+            window.as_secs()
+        ));
+    }
+    NextStep::RetryIn(delay)
+}
+
+/// Full jitter: uniform in `[0, min(max, min * 2^(attempts-1))]`.
+pub fn backoff(attempts: u32, policy: &RetrySettings, rng: &mut impl Rng) -> Duration {
+    let exp = attempts.saturating_sub(1).min(32);
+    let cap = policy
+        .min_backoff_ms
+        .saturating_mul(1u64 << exp)
+        .min(policy.max_backoff_ms);
+    Duration::from_millis(rng.random_range(0..=cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn policy() -> RetrySettings {
+        RetrySettings::default()
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempts in 1..40 {
+            let cap = (1000u64 << (attempts - 1).min(32)).min(300_000);
+            for _ in 0..50 {
+                let d = backoff(attempts, &policy(), &mut rng);
+                assert!(d <= Duration::from_millis(cap), "{attempts}: {d:?} > {cap}");
+            }
+        }
+        let big: Vec<_> = (0..200).map(|_| backoff(30, &policy(), &mut rng)).collect();
+        assert!(big.iter().any(|d| *d > Duration::from_secs(150)), "jitter spans the range");
+    }
+
+    #[test]
+    fn gives_up_at_max_attempts_and_window() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let limited = RetrySettings {
+            max_attempts: 3,
+            ..policy()
+        };
+        assert!(matches!(next_step(RetryClass::Retry, &limited, 2, Duration::ZERO, &mut rng), NextStep::RetryIn(_)));
+        assert!(matches!(next_step(RetryClass::Retry, &limited, 3, Duration::ZERO, &mut rng), NextStep::GiveUp(_)));
+        let day = Duration::from_millis(policy().max_age_ms);
+        assert!(matches!(next_step(RetryClass::Retry, &policy(), 1, day, &mut rng), NextStep::GiveUp(_)));
+        assert!(matches!(next_step(RetryClass::Final, &policy(), 1, Duration::ZERO, &mut rng), NextStep::GiveUp(_)));
+        assert_eq!(next_step(RetryClass::Split, &policy(), 1, Duration::ZERO, &mut rng), NextStep::Split);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let wait = next_step(RetryClass::RetryAfter(Duration::from_secs(3)), &policy(), 100, Duration::ZERO, &mut rng);
+        assert_eq!(wait, NextStep::RetryIn(Duration::from_secs(3)));
+        let capped = next_step(RetryClass::RetryAfter(Duration::from_secs(9999)), &policy(), 1, Duration::ZERO, &mut rng);
+        assert_eq!(capped, NextStep::RetryIn(Duration::from_secs(300)));
+    }
+}

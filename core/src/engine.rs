@@ -1,0 +1,225 @@
+//! The engine: wires the registry, store, batchers and dispatcher together,
+//! serves the HTTP routes, reloads apps, and shuts down without losing what
+//! was accepted.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::batcher::Batchers;
+use crate::config::{App, AppLoader, EnvLookup, LoadDefaults};
+use crate::delivery::{BatchIds, Dispatcher};
+use crate::event::Event;
+use crate::metrics::{Metrics, RefusedLabels};
+use crate::registry::{AppRegistry, ReloadReport};
+use crate::settings::Settings;
+use crate::sinks::SinkRegistry;
+use crate::store::{MemoryStore, SharedStore};
+
+/// Why ingest cannot take events right now (answered 503).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// Shutdown has begun.
+    #[error("hookline is shutting down; retry against another instance or after restart")]
+    ShuttingDown,
+    /// The undelivered backlog is over `max_backlog_bytes`.
+    #[error("the delivery backlog is over max_backlog_bytes ({0} bytes); retry later")]
+    BacklogFull(u64),
+    /// The store could not keep the events.
+    #[error("the events could not be stored ({0}); retry later")]
+    Store(String),
+}
+
+impl Refusal {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::BacklogFull(_) => "backlog_full",
+            Refusal::Store(_) => "store_error",
+        }
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Store open, config loaded, not shutting down.
+    pub ready: bool,
+    /// The config generation (bumped on every reload).
+    pub generation: u64,
+    /// Apps serving.
+    pub apps: usize,
+    /// App files refused (their last good apps keep serving).
+    pub file_errors: Vec<String>,
+    /// Bytes of undelivered events.
+    pub backlog_bytes: u64,
+}
+
+/// The running engine.
+#[derive(Debug)]
+pub struct Engine {
+    settings: Settings,
+    registry: Arc<AppRegistry>,
+    store: SharedStore,
+    batchers: Batchers,
+    dispatcher: Arc<Dispatcher>,
+    metrics: Arc<Metrics>,
+    backlog: Arc<AtomicU64>,
+    shutting_down: AtomicBool,
+}
+
+impl Engine {
+    /// Builds the engine and loads the apps directory once. Bad app files are
+    /// reported in the returned report, not as an error; only an unreadable
+    /// apps directory is an error.
+    pub async fn start(
+        settings: Settings,
+        sinks: SinkRegistry,
+        env: EnvLookup,
+    ) -> Result<(Arc<Self>, ReloadReport), std::io::Error> {
+        let loader = AppLoader::new(sinks, LoadDefaults::from(&settings), env);
+        let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let metrics = Arc::new(Metrics::new());
+        let ids = Arc::new(BatchIds::default());
+        let backlog = Arc::new(AtomicU64::new(0));
+        let dispatcher = Arc::new(Dispatcher::new(
+            registry.clone(),
+            store.clone(),
+            metrics.clone(),
+            ids.clone(),
+            backlog.clone(),
+        ));
+        let batchers = Batchers::new(dispatcher.clone(), store.clone(), metrics.clone(), ids, backlog.clone());
+        let engine = Arc::new(Self {
+            settings,
+            registry,
+            store,
+            batchers,
+            dispatcher,
+            metrics,
+            backlog,
+            shutting_down: AtomicBool::new(false),
+        });
+        let report = engine.reload().await?;
+        Ok((engine, report))
+    }
+
+    /// The settings the engine runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The app registry.
+    pub fn registry(&self) -> &Arc<AppRegistry> {
+        &self.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Re-reads the apps directory, logs what changed, and closes the open
+    /// batches of changed and removed apps under their old config.
+    pub async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
+        let report = self.registry.reload().await?;
+        self.batchers
+            .config_changed(report.changed.iter().chain(report.removed.iter()));
+        for warning in &report.warnings {
+            tracing::warn!("{warning}");
+        }
+        for failure in &report.failures {
+            for problem in &failure.problems {
+                tracing::error!(file = %failure.path.display(), "{problem}; the file's last good apps keep serving");
+            }
+        }
+        let result = if report.failures.is_empty() { "ok" } else { "partial" };
+        self.metrics.reloads.get_or_create(&RefusedLabels { reason: result }).inc();
+        tracing::info!(
+            generation = report.generation,
+            added = ?report.added,
+            removed = ?report.removed,
+            changed = ?report.changed,
+            failed_files = report.failures.len(),
+            apps = self.registry.snapshot().apps().count(),
+            "apps loaded"
+        );
+        Ok(report)
+    }
+
+    /// Takes accepted events: stores them, then adds them to the app's open
+    /// batch. Once this returns `Ok`, ingest may answer 2xx.
+    pub async fn accept(&self, app: &Arc<App>, events: Vec<Event>, _kind: &'static str) -> Result<(), Refusal> {
+        if self.shutting_down.load(AtomicOrdering::Acquire) {
+            return Err(Refusal::ShuttingDown);
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let limit = self.settings.delivery.max_backlog_bytes;
+        if self.backlog.load(AtomicOrdering::Relaxed) > limit {
+            return Err(Refusal::BacklogFull(limit));
+        }
+        self.store
+            .accept(&app.id, &events)
+            .await
+            .map_err(|e| Refusal::Store(e.to_string()))?;
+        let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+        self.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
+        self.batchers.push(app.clone(), events);
+        Ok(())
+    }
+
+    /// What `/readyz` shows.
+    pub fn status(&self) -> Status {
+        let snapshot = self.registry.snapshot();
+        Status {
+            ready: !self.shutting_down.load(AtomicOrdering::Acquire) && snapshot.generation > 0,
+            generation: snapshot.generation,
+            apps: snapshot.apps().count(),
+            file_errors: snapshot.errors().map(ToString::to_string).collect(),
+            backlog_bytes: self.backlog.load(AtomicOrdering::Relaxed),
+        }
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves, then stops
+    /// ingest, flushes open batches and waits up to the grace period for
+    /// deliveries to finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), std::io::Error> {
+        let router = crate::ingest::router(self.clone());
+        let engine = self.clone();
+        let stop = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ingest now answers 503, flushing batches");
+            engine.shutting_down.store(true, AtomicOrdering::Release);
+        };
+        axum::serve(listener, router).with_graceful_shutdown(stop).await?;
+        self.shutting_down.store(true, AtomicOrdering::Release);
+        self.batchers.flush_and_stop().await;
+        let grace = self.settings.shutdown.grace();
+        if self.dispatcher.drain(grace).await {
+            tracing::info!("every accepted event was delivered or dead-lettered; bye");
+        } else {
+            tracing::warn!(
+                backlog_bytes = self.backlog.load(AtomicOrdering::Relaxed),
+                grace_ms = grace.as_millis() as u64,
+                "grace period over with deliveries still pending; they are lost with the in-memory store"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! Pusher webhook events as Hookline carries them: the routing fields
+//! decoded, and the whole object kept as the exact text JavaScript's
+//! `JSON.stringify` gives for it, so every field (known or not) and its order
+//! survive to the receiver byte for byte.
+
+use crate::json;
+
+/// One event, ready to be routed and delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The event's `name` (`channel_occupied`, `client_event`, …).
+    pub name: Box<str>,
+    /// The event's `channel`.
+    pub channel: Box<str>,
+    /// The whole event object as canonical JSON text (see [`crate::json`]).
+    pub json: Box<str>,
+}
+
+impl Event {
+    /// Builds an event from a parsed JSON object, checking that it has
+    /// string `name` and `channel` fields. `index` names it in errors.
+    pub fn from_value(value: &json::Value, index: usize) -> Result<Self, BodyError> {
+        if value.as_object().is_none() {
+            return Err(BodyError(format!("event {index} is not a JSON object")));
+        }
+        let field = |key: &str| -> Result<Box<str>, BodyError> {
+            match value.get(key) {
+                Some(v) => v.as_str().map(Box::from).ok_or_else(|| {
+                    BodyError(format!("event {index} has a `{key}` that is not a string"))
+                }),
+                None => Err(BodyError(format!("event {index} has no `{key}`"))),
+            }
+        };
+        let name = field("name")?;
+        let channel = field("channel")?;
+        let mut text = String::new();
+        value.write_canonical(&mut text);
+        Ok(Self {
+            name,
+            channel,
+            json: text.into_boxed_str(),
+        })
+    }
+
+    /// Size of the event's JSON text in bytes.
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Whether the event's JSON text is empty (never, for a parsed event).
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+}
+
+/// An ingest body: `{"events": [...]}` (native) or `{"time_ms": …,
+/// "events": [...]}` (relay).
+#[derive(Debug)]
+pub struct IngestBody {
+    /// The relay body's `time_ms`, when present.
+    pub time_ms: Option<f64>,
+    /// The events, in the order they arrived.
+    pub events: Vec<Event>,
+}
+
+/// Why an ingest body was refused (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+
+/// Parses an ingest body, keeping every event's fields and order.
+pub fn parse_ingest_body(body: &[u8]) -> Result<IngestBody, BodyError> {
+    let value = json::parse(body).map_err(|e| BodyError(format!("body is not valid JSON: {e}")))?;
+    if value.as_object().is_none() {
+        return Err(BodyError(
+            "body must be a JSON object like {\"events\": [...]}".to_string(),
+        ));
+    }
+    let events = match value.get("events") {
+        Some(events) => events.as_array().ok_or_else(|| {
+            BodyError("`events` must be an array of event objects".to_string())
+        })?,
+        None => return Err(BodyError("body has no `events` array".to_string())),
+    };
+    let time_ms = match value.get("time_ms") {
+        None => None,
+        Some(t) => Some(t.as_f64().ok_or_else(|| {
+            BodyError("`time_ms` must be a number of milliseconds".to_string())
+        })?),
+    };
+    let events = events
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Event::from_value(v, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(IngestBody { time_ms, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_unknown_fields_and_order() {
+        let body = br#"{"events":[{"channel":"c","name":"n","zeta":1.0,"alpha":{"b":1,"a":2}}]}"#;
+        let parsed = parse_ingest_body(body).unwrap();
+        assert_eq!(parsed.events.len(), 1);
+        assert_eq!(&*parsed.events[0].name, "n");
+        assert_eq!(&*parsed.events[0].channel, "c");
+        assert_eq!(
+            &*parsed.events[0].json,
+            r#"{"channel":"c","name":"n","zeta":1,"alpha":{"b":1,"a":2}}"#
+        );
+    }
+
+    #[test]
+    fn refuses_events_without_name_or_channel() {
+        let err = parse_ingest_body(br#"{"events":[{"name":"a","channel":"b"},{"channel":"c"}]}"#)
+            .unwrap_err();
+        assert_eq!(err.0, "event 1 has no `name`");
+        let err = parse_ingest_body(br#"{"events":[{"name":"a","channel":5}]}"#).unwrap_err();
+        assert_eq!(err.0, "event 0 has a `channel` that is not a string");
+        let err = parse_ingest_body(br#"{"events":[3]}"#).unwrap_err();
+        assert_eq!(err.0, "event 0 is not a JSON object");
+    }
+
+    #[test]
+    fn refuses_malformed_bodies() {
+        assert!(parse_ingest_body(b"{").unwrap_err().0.starts_with("body is not valid JSON"));
+        assert_eq!(parse_ingest_body(b"{}").unwrap_err().0, "body has no `events` array");
+        assert!(parse_ingest_body(br#"{"events":{}}"#).is_err());
+        assert!(parse_ingest_body(br#"[]"#).is_err());
+    }
+
+    #[test]
+    fn reads_relay_time() {
+        let parsed = parse_ingest_body(br#"{"time_ms":1700000000000,"events":[]}"#).unwrap();
+        assert_eq!(parsed.time_ms, Some(1_700_000_000_000.0));
+    }
+}

@@ -1,0 +1,277 @@
+//! The HTTP front door: native ingest (`POST /apps/{app_id}/webhook_events`,
+//! authenticated like the Pusher HTTP API), relay ingest (`POST
+//! /pusher/webhooks`, signed like a Pusher webhook), and the health and
+//! metrics endpoints.
+//!
+//! Refusals are checked in the contract's order (§3.3): 404 unknown app,
+//! 413 too large, 401 bad signature, 403 disabled, 400 malformed, 503 busy.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+
+use crate::config::App;
+use crate::engine::{Engine, Refusal};
+use crate::event::parse_ingest_body;
+use crate::metrics::{IngestLabels, RefusedLabels};
+use crate::signing::{
+    constant_time_eq_ignore_ascii_case, md5_hex, pusher_string_to_sign, verify_hmac_sha256_hex,
+};
+
+/// How far a native request's `auth_timestamp` may be from our clock.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+
+/// The daemon's HTTP routes.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/apps/{app_id}/webhook_events", post(native))
+        .route("/pusher/webhooks", post(relay))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(engine)
+}
+
+/// An ingest refusal: a status, a metric label and a message for the caller.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+fn answer(engine: &Engine, result: Result<(), Refused>) -> Response {
+    match result {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+        Err(refused) => {
+            engine
+                .metrics()
+                .requests_refused
+                .get_or_create(&RefusedLabels { reason: refused.reason })
+                .inc();
+            let body = serde_json::json!({ "error": refused.message }).to_string();
+            (refused.status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+async fn native(
+    State(engine): State<Arc<Engine>>,
+    Path(app_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = native_inner(&engine, &app_id, query.as_deref().unwrap_or(""), &headers, body).await;
+    answer(&engine, result)
+}
+
+async fn native_inner(
+    engine: &Engine,
+    app_id: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), Refused> {
+    let snapshot = engine.registry().snapshot();
+    let app = snapshot
+        .app(app_id)
+        .cloned()
+        .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, "unknown_app", format!("unknown app id {app_id:?}")))?;
+    let body = read_body(engine, headers, body).await?;
+    let path = format!("/apps/{app_id}/webhook_events");
+    check_native_auth(&app, &path, query, &body)?;
+    accept(engine, &app, &body, "native").await
+}
+
+async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body) -> Response {
+    let result = relay_inner(&engine, &headers, body).await;
+    answer(&engine, result)
+}
+
+async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<(), Refused> {
+    let body = read_body(engine, headers, body).await?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let key = header("x-pusher-key")
+        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing X-Pusher-Key header"))?;
+    let signature = header("x-pusher-signature")
+        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing X-Pusher-Signature header"))?;
+    let app = engine
+        .registry()
+        .snapshot()
+        .app_by_key(key)
+        .cloned()
+        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("unknown app key {key:?}")))?;
+    if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), &body, signature) {
+        return Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "X-Pusher-Signature is not the HMAC-SHA256 of the body with the app secret",
+        ));
+    }
+    if !app.enabled {
+        return Err(disabled(&app));
+    }
+    let parsed = parse_ingest_body(&body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let Some(time_ms) = parsed.time_ms else {
+        return Err(Refused::new(StatusCode::BAD_REQUEST, "malformed", "relay body has no `time_ms`"));
+    };
+    let max_age = engine.settings().ingest.relay_max_age_ms as f64;
+    let age_ms = unix_ms() as f64 - time_ms;
+    if age_ms > max_age {
+        return Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "stale",
+            format!(
+                "`time_ms` is {} s old, older than relay_max_age_ms ({} s); captured webhooks cannot be replayed",
+                (age_ms / 1000.0) as u64,
+                max_age / 1000.0
+            ),
+        ));
+    }
+    engine
+        .accept(&app, parsed.events, "relay")
+        .await
+        .map_err(busy)?;
+    Ok(())
+}
+
+/// Reads the body, refusing it with 413 past the limit.
+async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<Bytes, Refused> {
+    let limit = engine.settings().ingest.max_body_bytes;
+    let too_large = || {
+        Refused::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is larger than max_body_bytes ({limit} bytes); send fewer events per request"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if is_limit {
+            too_large()
+        } else {
+            Refused::new(StatusCode::BAD_REQUEST, "malformed", format!("could not read the body: {e}"))
+        }
+    })
+}
+
+/// Pusher HTTP API authentication of a native request.
+fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<(), Refused> {
+    let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let take = |params: &mut Vec<(String, String)>, name: &str| {
+        params
+            .iter()
+            .position(|(k, _)| k == name)
+            .map(|i| params.remove(i).1)
+    };
+    let signature = take(&mut params, "auth_signature")
+        .ok_or_else(|| unauthorized("missing auth_signature query parameter".into()))?;
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let key = get("auth_key").ok_or_else(|| unauthorized("missing auth_key query parameter".into()))?;
+    if key != &*app.key {
+        return Err(unauthorized(format!("auth_key {key:?} is not this app's key")));
+    }
+    match get("auth_version") {
+        Some("1.0") => {}
+        Some(other) => return Err(unauthorized(format!("auth_version must be 1.0, got {other:?}"))),
+        None => return Err(unauthorized("missing auth_version query parameter".into())),
+    }
+    let timestamp = get("auth_timestamp")
+        .ok_or_else(|| unauthorized("missing auth_timestamp query parameter".into()))?
+        .parse::<i64>()
+        .map_err(|_| unauthorized("auth_timestamp must be whole seconds since the Unix epoch".into()))?;
+    let skew = (unix_ms() as i64 / 1000 - timestamp).unsigned_abs();
+    if skew > MAX_CLOCK_SKEW.as_secs() {
+        return Err(unauthorized(format!(
+            "auth_timestamp is {skew} s away from the server's clock (at most {} s allowed); check the client's clock",
+            MAX_CLOCK_SKEW.as_secs()
+        )));
+    }
+    match get("body_md5") {
+        Some(claimed) => {
+            if !constant_time_eq_ignore_ascii_case(md5_hex(body).as_bytes(), claimed.as_bytes()) {
+                return Err(unauthorized("body_md5 does not match the body".into()));
+            }
+        }
+        None if !body.is_empty() => return Err(unauthorized("missing body_md5 query parameter".into())),
+        None => {}
+    }
+    let to_sign = pusher_string_to_sign("POST", path, &mut params);
+    if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), to_sign.as_bytes(), &signature) {
+        return Err(unauthorized(
+            "auth_signature does not match; sign with the app secret as the Pusher HTTP API does".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str) -> Result<(), Refused> {
+    if !app.enabled {
+        return Err(disabled(app));
+    }
+    let parsed = parse_ingest_body(body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let count = parsed.events.len() as u64;
+    engine.accept(app, parsed.events, kind).await.map_err(busy)?;
+    engine
+        .metrics()
+        .events_received
+        .get_or_create(&IngestLabels {
+            app: app.id.to_string(),
+            ingest: kind,
+        })
+        .inc_by(count);
+    Ok(())
+}
+
+fn disabled(app: &App) -> Refused {
+    Refused::new(StatusCode::FORBIDDEN, "disabled", format!("app {:?} is disabled", app.id))
+}
+
+fn busy(refusal: Refusal) -> Refused {
+    Refused::new(StatusCode::SERVICE_UNAVAILABLE, refusal.reason(), refusal.to_string())
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+    let status = engine.status();
+    let code = if status.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&status).unwrap_or_default()).into_response()
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        engine.metrics().render(),
+    )
+        .into_response()
+}

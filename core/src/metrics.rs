@@ -1,0 +1,102 @@
+//! Prometheus metrics, served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels naming an app and how its events came in.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngestLabels {
+    /// The app id.
+    pub app: String,
+    /// `native` or `relay`.
+    pub ingest: &'static str,
+}
+
+/// Labels of a refused ingest request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// Short reason (`unauthorized`, `too_large`, …).
+    pub reason: &'static str,
+}
+
+/// Labels of a delivery attempt's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// The sink kind (`http`, `lambda`).
+    pub sink: &'static str,
+    /// `success`, `retry`, `dead_letter`, `split`.
+    pub outcome: &'static str,
+}
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Events accepted, by app and ingest kind.
+    pub events_received: Family<IngestLabels, Counter>,
+    /// Ingest requests refused, by reason.
+    pub requests_refused: Family<RefusedLabels, Counter>,
+    /// Batches formed (one per app batch, before routing).
+    pub batches_formed: Counter,
+    /// Delivery attempts by sink kind and outcome.
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Seconds from batch formation to successful delivery.
+    pub delivery_latency: Histogram,
+    /// Deliveries waiting or in flight.
+    pub queue_depth: Gauge,
+    /// Successful reloads and failed files.
+    pub reloads: Family<RefusedLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookline");
+        let events_received = Family::<IngestLabels, Counter>::default();
+        registry.register("events_received", "Events accepted by ingest", events_received.clone());
+        let requests_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register("ingest_refused", "Ingest requests refused", requests_refused.clone());
+        let batches_formed = Counter::default();
+        registry.register("batches_formed", "App batches formed", batches_formed.clone());
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register("delivery_attempts", "Delivery attempts by outcome", deliveries.clone());
+        let delivery_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from batch formation to successful delivery",
+            delivery_latency.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register("queue_depth", "Deliveries waiting or in flight", queue_depth.clone());
+        let reloads = Family::<RefusedLabels, Counter>::default();
+        registry.register("reloads", "Config reloads by result", reloads.clone());
+        Self {
+            registry,
+            events_received,
+            requests_refused,
+            batches_formed,
+            deliveries,
+            delivery_latency,
+            queue_depth,
+            reloads,
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,310 @@
+//! The app registry: the current set of apps, swapped atomically as a
+//! whole on every (re)load, with each file's last good version kept when a
+//! new version of it fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{App, AppLoader, FileError, Secret, is_app_file};
+
+/// One consistent view of every app. Ingest and delivery read it without
+/// locks; a reload replaces it whole.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Bumped on every reload that changed something.
+    pub generation: u64,
+    by_id: HashMap<Arc<str>, Arc<App>>,
+    by_key: HashMap<Arc<str>, Arc<App>>,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+/// What the registry knows of one app file.
+#[derive(Debug, Clone, Default)]
+pub struct FileState {
+    /// The apps serving from this file (its last good version).
+    pub apps: Vec<Arc<App>>,
+    /// Why the file's current contents were refused, if they were.
+    pub error: Option<FileError>,
+}
+
+impl Snapshot {
+    /// The app with this id.
+    pub fn app(&self, id: &str) -> Option<&Arc<App>> {
+        self.by_id.get(id)
+    }
+
+    /// The app with this key.
+    pub fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.by_key.get(key)
+    }
+
+    /// Every app, in no particular order.
+    pub fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.by_id.values()
+    }
+
+    /// Every app file seen and its state.
+    pub fn files(&self) -> &BTreeMap<PathBuf, FileState> {
+        &self.files
+    }
+
+    /// The refused files' errors.
+    pub fn errors(&self) -> impl Iterator<Item = &FileError> {
+        self.files.values().filter_map(|f| f.error.as_ref())
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// The generation after the reload.
+    pub generation: u64,
+    /// Apps that appeared.
+    pub added: Vec<Arc<str>>,
+    /// Apps that are gone.
+    pub removed: Vec<Arc<str>>,
+    /// Apps whose definition changed.
+    pub changed: Vec<Arc<str>>,
+    /// Files refused this time (their last good apps keep serving).
+    pub failures: Vec<FileError>,
+    /// Things accepted that look like mistakes.
+    pub warnings: Vec<String>,
+}
+
+impl ReloadReport {
+    /// Whether any app was added, removed or changed.
+    pub fn changed_anything(&self) -> bool {
+        !(self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty())
+    }
+}
+
+/// The key and secret an app last had, to sign its remaining batches after
+/// it was removed.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// `X-Pusher-Key`.
+    pub key: Arc<str>,
+    /// The signing secret.
+    pub secret: Secret,
+}
+
+/// Holds the current [`Snapshot`] and reloads it from the apps directory.
+#[derive(Debug)]
+pub struct AppRegistry {
+    dir: PathBuf,
+    loader: AppLoader,
+    current: ArcSwap<Snapshot>,
+    /// Removed apps' credentials, so their accepted batches still get signed.
+    last_known: Mutex<HashMap<Arc<str>, Credentials>>,
+    /// Serialises reloads (watcher, SIGHUP) so they never interleave.
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl AppRegistry {
+    /// A registry over `dir`, empty until [`Self::reload`] runs.
+    pub fn new(dir: impl Into<PathBuf>, loader: AppLoader) -> Self {
+        Self {
+            dir: dir.into(),
+            loader,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            last_known: Mutex::default(),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The apps directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The key and secret to sign an app's deliveries with now: the current
+    /// ones, or the last known ones for a removed app.
+    pub fn credentials(&self, app_id: &str) -> Option<Credentials> {
+        if let Some(app) = self.current.load().app(app_id) {
+            return Some(Credentials {
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+            });
+        }
+        self.last_known
+            .lock()
+            .expect("last_known lock is never held across a panic")
+            .get(app_id)
+            .cloned()
+    }
+
+    /// Re-reads every app file and swaps in the result. A file that fails
+    /// keeps its last good apps; a file that disappeared takes its apps away.
+    pub async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
+        let _guard = self.reload_lock.lock().await;
+        let previous = self.snapshot();
+        let (files, failures, warnings) = self.read_dir(&previous)?;
+        let mut next = resolve(files, &previous);
+        let mut report = diff(&previous, &next);
+        report.failures = failures;
+        report.warnings = warnings;
+        next.generation = previous.generation + 1;
+        report.generation = next.generation;
+        {
+            let mut last_known = self.last_known.lock().expect("last_known lock is never held across a panic");
+            for app in next.by_id.values() {
+                last_known.insert(
+                    app.id.clone(),
+                    Credentials {
+                        key: app.key.clone(),
+                        secret: app.secret.clone(),
+                    },
+                );
+            }
+        }
+        let conflicts: Vec<FileError> = next.errors().filter(|e| !report.failures.contains(e)).cloned().collect();
+        report.failures.extend(conflicts);
+        self.current.store(Arc::new(next));
+        Ok(report)
+    }
+
+    /// Loads every file; returns the per-file candidates (new apps, or the
+    /// last good ones with the error) plus this round's failures.
+    fn read_dir(
+        &self,
+        previous: &Snapshot,
+    ) -> Result<(Vec<(PathBuf, Candidate)>, Vec<FileError>, Vec<String>), std::io::Error> {
+        let mut paths = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read the apps directory {}: {e}", self.dir.display()))
+        })?;
+        for entry in entries {
+            let path = entry?.path();
+            if is_app_file(&path) && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        let mut failures = Vec::new();
+        let mut warnings = Vec::new();
+        for path in paths {
+            let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
+            match self.loader.load_file(&path) {
+                Ok(loaded) => {
+                    warnings.extend(loaded.warnings.into_iter().map(|w| format!("{}: {w}", path.display())));
+                    let unchanged = same_apps(&loaded.apps, &last_good);
+                    files.push((
+                        path,
+                        Candidate {
+                            apps: if unchanged { last_good.clone() } else { loaded.apps },
+                            fallback: last_good,
+                            changed: !unchanged,
+                            error: None,
+                        },
+                    ));
+                }
+                Err(error) => {
+                    failures.push(error.clone());
+                    files.push((
+                        path,
+                        Candidate {
+                            apps: last_good.clone(),
+                            fallback: last_good,
+                            changed: false,
+                            error: Some(error),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok((files, failures, warnings))
+    }
+}
+
+/// One file's apps as proposed for the next snapshot.
+struct Candidate {
+    apps: Vec<Arc<App>>,
+    /// The file's last good apps, kept if `apps` conflicts with another file.
+    fallback: Vec<Arc<App>>,
+    changed: bool,
+    error: Option<FileError>,
+}
+
+/// Builds the next snapshot. Unchanged files claim their app ids and keys
+/// first, so a changed file that now conflicts with them is the one refused.
+fn resolve(files: Vec<(PathBuf, Candidate)>, _previous: &Snapshot) -> Snapshot {
+    let mut next = Snapshot::default();
+    let mut owner_of_id: HashMap<Arc<str>, PathBuf> = HashMap::new();
+    let mut owner_of_key: HashMap<Arc<str>, PathBuf> = HashMap::new();
+    let (stable, changed): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, c)| !c.changed);
+    for (path, candidate) in stable.into_iter().chain(changed) {
+        let conflict = candidate.apps.iter().find_map(|app| {
+            if let Some(other) = owner_of_id.get(&app.id) {
+                Some(format!("app id {:?} is also defined in {}; ids must be unique across files", app.id, other.display()))
+            } else {
+                owner_of_key.get(&app.key).map(|other| {
+                    format!("app key {:?} (app {:?}) is also used in {}; keys must be unique across files", app.key, app.id, other.display())
+                })
+            }
+        });
+        let (apps, error) = match conflict {
+            None => (candidate.apps, candidate.error),
+            Some(problem) => {
+                let fallback_ok = candidate
+                    .fallback
+                    .iter()
+                    .all(|a| !owner_of_id.contains_key(&a.id) && !owner_of_key.contains_key(&a.key));
+                let kept = if fallback_ok { candidate.fallback } else { Vec::new() };
+                (
+                    kept,
+                    Some(FileError {
+                        path: path.clone(),
+                        problems: vec![problem],
+                    }),
+                )
+            }
+        };
+        for app in &apps {
+            owner_of_id.insert(app.id.clone(), path.clone());
+            owner_of_key.insert(app.key.clone(), path.clone());
+            next.by_id.insert(app.id.clone(), app.clone());
+            next.by_key.insert(app.key.clone(), app.clone());
+        }
+        next.files.insert(path, FileState { apps, error });
+    }
+    next
+}
+
+fn diff(previous: &Snapshot, next: &Snapshot) -> ReloadReport {
+    let mut report = ReloadReport::default();
+    for (id, app) in &next.by_id {
+        match previous.by_id.get(id) {
+            None => report.added.push(id.clone()),
+            Some(old) if !Arc::ptr_eq(old, app) => report.changed.push(id.clone()),
+            Some(_) => {}
+        }
+    }
+    for id in previous.by_id.keys() {
+        if !next.by_id.contains_key(id) {
+            report.removed.push(id.clone());
+        }
+    }
+    report.added.sort();
+    report.removed.sort();
+    report.changed.sort();
+    report
+}
+
+/// Whether a file's freshly loaded apps equal its last good ones, so the
+/// old `Arc`s (and their built sinks) can be kept.
+fn same_apps(new: &[Arc<App>], old: &[Arc<App>]) -> bool {
+    new.len() == old.len()
+        && new
+            .iter()
+            .zip(old)
+            .all(|(a, b)| a.definition == b.definition)
+}

@@ -1,0 +1,229 @@
+//! The daemon's own configuration (§8 of the product contract): listen
+//! address, directories, and the defaults for ingest, batching, delivery,
+//! retries, dead letters, filters and shutdown.
+//!
+//! This module only defines the shape and its defaults; layering the file,
+//! `HOOKLINE_*` environment variables and flags is the binary's job, because
+//! only the binary reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `hookline serve` can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the ingest, health and metrics endpoints listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the app files.
+    pub apps_dir: PathBuf,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// `text` (readable) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// Ingest limits.
+    pub ingest: IngestSettings,
+    /// Default batching, which app files may override.
+    pub batching: BatchingSettings,
+    /// Delivery defaults.
+    pub delivery: DeliverySettings,
+    /// Default retry policy, which apps and webhooks may override.
+    pub retry: RetrySettings,
+    /// Dead-letter store settings.
+    pub dead_letter: DeadLetterSettings,
+    /// Default limits for WASM filters.
+    pub filters: FilterSettings,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7077)),
+            apps_dir: PathBuf::from("./apps"),
+            data_dir: PathBuf::from("./hookline-data"),
+            log_format: LogFormat::Text,
+            ingest: IngestSettings::default(),
+            batching: BatchingSettings::default(),
+            delivery: DeliverySettings::default(),
+            retry: RetrySettings::default(),
+            dead_letter: DeadLetterSettings::default(),
+            filters: FilterSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Relay bodies whose `time_ms` is older than this are refused.
+    pub relay_max_age_ms: u64,
+    /// When ingest answers 2xx: after the store's fsync, or before the write.
+    pub durability: Durability,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            relay_max_age_ms: 600_000,
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+/// When an accepted event counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// 2xx only once the events are fsynced.
+    Fsync,
+    /// 2xx before the disk write.
+    Memory,
+}
+
+/// `[batching]`, and an app file's `batching`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingSettings {
+    /// With batching off, every event is its own batch.
+    pub enabled: bool,
+    /// A batch closes this long after its first event.
+    pub max_wait_ms: u64,
+    /// A batch closes when it holds this many events.
+    pub max_events: usize,
+}
+
+impl Default for BatchingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_wait_ms: 50,
+            max_events: 100,
+        }
+    }
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Attempt timeout for sinks whose own default does not apply.
+    pub timeout_ms: u64,
+    /// Batches in flight at once per webhook.
+    pub max_in_flight: usize,
+    /// Past this many bytes of undelivered events, ingest answers 503.
+    pub max_backlog_bytes: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            max_in_flight: 8,
+            max_backlog_bytes: 1 << 30,
+        }
+    }
+}
+
+/// `[retry]`, and the `retry` object of apps and webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    /// A batch is dead-lettered once it is this old.
+    pub max_age_ms: u64,
+    /// At most this many attempts; 0 means bounded by `max_age_ms` only.
+    pub max_attempts: u32,
+    /// The first backoff's upper bound.
+    pub min_backoff_ms: u64,
+    /// The largest backoff.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_age_ms: 86_400_000,
+            max_attempts: 0,
+            min_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+        }
+    }
+}
+
+/// `[dead_letter]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterSettings {
+    /// How long dead letters are kept.
+    pub retention_ms: u64,
+}
+
+impl Default for DeadLetterSettings {
+    fn default() -> Self {
+        Self {
+            retention_ms: 7 * 86_400_000,
+        }
+    }
+}
+
+/// `[filters]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSettings {
+    /// CPU deadline per filter call.
+    pub cpu_ms: u64,
+    /// Memory cap per filter instance.
+    pub memory_mb: u64,
+    /// Most events a filter may return.
+    pub max_output_events: usize,
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        Self {
+            cpu_ms: 50,
+            memory_mb: 64,
+            max_output_events: 10_000,
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// How long shutdown waits for in-flight deliveries.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { grace_ms: 10_000 }
+    }
+}
+
+impl ShutdownSettings {
+    /// The grace period as a duration.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+}

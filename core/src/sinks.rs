@@ -1,0 +1,100 @@
+//! The sink plugin registry: which plugin builds a webhook, chosen by which
+//! selector key (`url`, `lambda_function`, …) the webhook carries.
+
+use std::sync::Arc;
+
+use hookline_sink_api::{Sink, SinkConfigError, SinkPlugin, WebhookSpec};
+
+/// The plugins the daemon was started with. The engine knows no plugin by
+/// name; the binary registers them.
+#[derive(Clone, Default)]
+pub struct SinkRegistry {
+    plugins: Vec<Arc<dyn SinkPlugin>>,
+}
+
+impl std::fmt::Debug for SinkRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.plugins.iter().map(|p| p.kind())).finish()
+    }
+}
+
+impl SinkRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a plugin. Panics if another plugin already claims its selector
+    /// key: that is a programming error in the binary.
+    pub fn register(&mut self, plugin: Arc<dyn SinkPlugin>) -> &mut Self {
+        assert!(
+            self.plugins.iter().all(|p| p.selector_key() != plugin.selector_key()),
+            "two sink plugins claim `{}`",
+            plugin.selector_key()
+        );
+        self.plugins.push(plugin);
+        self
+    }
+
+    /// The selector keys, for error messages (`` `url` or `lambda_function` ``).
+    pub fn selector_keys(&self) -> Vec<&'static str> {
+        self.plugins.iter().map(|p| p.selector_key()).collect()
+    }
+
+    /// Every key some plugin reads, so the engine can accept them.
+    pub fn plugin_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.plugins
+            .iter()
+            .flat_map(|p| std::iter::once(p.selector_key()).chain(p.own_keys().iter().copied()))
+    }
+
+    /// Picks the plugin for a webhook and builds its sink; returns the
+    /// plugin's kind, the selector value (the default webhook id) and the sink.
+    pub fn build(
+        &self,
+        spec: &WebhookSpec,
+    ) -> Result<(&'static str, String, Arc<dyn Sink>), SinkConfigError> {
+        let present: Vec<&Arc<dyn SinkPlugin>> = self
+            .plugins
+            .iter()
+            .filter(|p| spec.get(p.selector_key()).is_some_and(|v| !v.is_null()))
+            .collect();
+        let keys = || {
+            self.selector_keys()
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        let plugin = match present.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(SinkConfigError::new(format!(
+                    "a webhook needs a target: set {}",
+                    keys()
+                )));
+            }
+            _ => {
+                return Err(SinkConfigError::new(format!(
+                    "a webhook has exactly one target, but this one sets {}",
+                    present
+                        .iter()
+                        .map(|p| format!("`{}`", p.selector_key()))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                )));
+            }
+        };
+        let selector = match spec.get(plugin.selector_key()) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => {
+                return Err(SinkConfigError::new(format!(
+                    "`{}` must be a non-empty string",
+                    plugin.selector_key()
+                )));
+            }
+        };
+        let sink = plugin.build(spec)?;
+        Ok((plugin.kind(), selector, Arc::from(sink)))
+    }
+}

@@ -1,0 +1,248 @@
+//! The sink plugin interface of Hookline.
+//!
+//! A *sink* is one delivery target kind (HTTP endpoint, AWS Lambda function, …).
+//! Plugins implement [`SinkPlugin`], which turns a webhook's JSON definition
+//! from an app file into a runtime [`Sink`]. The engine owns everything else:
+//! batching, rendering and signing the body, concurrency, retries and dead
+//! letters. A sink only knows how to send one already-signed request and how
+//! to describe what happened as a typed [`DeliveryError`].
+//!
+//! This crate is deliberately small (like `axum-core`) so that plugins depend
+//! on it alone, never on the engine or on each other.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A boxed future, as returned by [`Sink::send`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The JSON object of one webhook, as written in an app file (after `${NAME}`
+/// references were resolved).
+pub type WebhookSpec = serde_json::Map<String, serde_json::Value>;
+
+/// A delivery target kind: builds [`Sink`]s from webhook definitions.
+pub trait SinkPlugin: Send + Sync + 'static {
+    /// The short name of the kind, used in logs and metrics (`"http"`).
+    fn kind(&self) -> &'static str;
+
+    /// The webhook key whose presence selects this plugin (`"url"`).
+    fn selector_key(&self) -> &'static str;
+
+    /// The webhook keys this plugin reads besides [`Self::selector_key`]
+    /// (`"region"`, `"lambda"`), so the engine can tell users about keys
+    /// that belong to another kind.
+    fn own_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Validates a webhook definition and builds its runtime sink.
+    ///
+    /// Called whenever the app file holding the webhook is loaded; the
+    /// returned sink is used for every delivery formed under that config.
+    fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError>;
+}
+
+/// A built delivery target: sends one signed request.
+pub trait Sink: Send + Sync + fmt::Debug + 'static {
+    /// A human-readable target for logs, without credentials
+    /// (`"http://example.com/hook"`, `"lambda:my-fn@eu-west-1"`).
+    fn describe(&self) -> String;
+
+    /// The largest body (the signed `{"time_ms", "events"}` JSON text) this
+    /// sink can send in one request, once its own envelope is counted;
+    /// `None` when there is no limit. The engine splits batches to fit.
+    fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize>;
+
+    /// The timeout the engine applies to an attempt when the webhook sets none.
+    fn default_timeout(&self) -> Duration;
+
+    /// Sends one attempt. The engine enforces the timeout around this future
+    /// as well, so a sink need not, but may, apply `request.timeout` itself.
+    fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// One attempt at delivering a batch, already rendered and signed.
+#[derive(Debug, Clone)]
+pub struct SinkRequest<'a> {
+    /// The exact body bytes that were signed.
+    pub body: Bytes,
+    /// The Pusher and Hookline headers, in this order: `X-Pusher-Key`,
+    /// `X-Pusher-Signature`, `X-Hookline-Batch-Id`, `X-Hookline-Batch-Time`.
+    /// They always win over [`Self::extra_headers`].
+    pub signed_headers: &'a [(&'static str, String)],
+    /// The webhook's own `headers` from the app file.
+    pub extra_headers: &'a [(String, String)],
+    /// How long the attempt may take.
+    pub timeout: Duration,
+}
+
+/// Why an attempt failed, typed so the engine can decide whether to retry
+/// without reading message text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// The attempt did not finish within its timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection could not be made or broke (DNS, refused, reset, TLS).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The target answered with a non-success status.
+    #[error("answered {code}{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    Status {
+        /// The status code (HTTP status, or the Lambda API's).
+        code: u16,
+        /// The target's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+        /// A short excerpt of the answer body, for the dead-letter record.
+        detail: String,
+    },
+    /// The request was too large for the target; the engine splits the batch.
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    /// The target is throttling us; retried without using up an attempt
+    /// when `retry_after` is known.
+    #[error("throttled{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        /// How long the target asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// A failure the target says is transient (a Lambda function error,
+    /// a service error, a function not ready yet).
+    #[error("{0}")]
+    Transient(String),
+    /// A failure that no retry will fix (not found, access denied, invalid
+    /// request, a 3xx or 4xx answer).
+    #[error("{0}")]
+    Final(String),
+}
+
+/// What the engine should do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Retry with backoff; the attempt counts.
+    Retry,
+    /// Retry after the given delay; the attempt does not count (`429` with
+    /// `Retry-After`).
+    RetryAfter(Duration),
+    /// Split the batch in two and send the halves.
+    Split,
+    /// Give up and dead-letter the batch.
+    Final,
+}
+
+impl DeliveryError {
+    /// Classifies this error per the product contract (§5 Retries).
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            DeliveryError::Timeout | DeliveryError::Connect(_) | DeliveryError::Transient(_) => {
+                RetryClass::Retry
+            }
+            DeliveryError::Throttled { retry_after } => match retry_after {
+                Some(d) => RetryClass::RetryAfter(*d),
+                None => RetryClass::Retry,
+            },
+            DeliveryError::Status {
+                code, retry_after, ..
+            } => match code {
+                429 => match retry_after {
+                    Some(d) => RetryClass::RetryAfter(*d),
+                    None => RetryClass::Retry,
+                },
+                413 => RetryClass::Split,
+                408 | 425 | 500..=599 => RetryClass::Retry,
+                _ => RetryClass::Final,
+            },
+            DeliveryError::TooLarge(_) => RetryClass::Split,
+            DeliveryError::Final(_) => RetryClass::Final,
+        }
+    }
+
+    /// The status code, when the target answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            DeliveryError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook definition a plugin refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkConfigError {
+    /// What is wrong and what to do about it, naming the offending key.
+    pub message: String,
+}
+
+impl SinkConfigError {
+    /// Creates an error with the given message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads an optional string key from a webhook spec, refusing other types.
+pub fn optional_str<'a>(spec: &'a WebhookSpec, key: &str) -> Result<Option<&'a str>, SinkConfigError> {
+    match spec.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(SinkConfigError::new(format!(
+            "`{key}` must be a string, found {}",
+            json_type_name(other)
+        ))),
+    }
+}
+
+/// The JSON type of a value, for error messages (`"a number"`).
+pub fn json_type_name(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, retry_after: Option<u64>) -> DeliveryError {
+        DeliveryError::Status {
+            code,
+            retry_after: retry_after.map(Duration::from_secs),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn classifies_statuses_per_contract() {
+        for code in [408, 425, 500, 502, 503, 599] {
+            assert_eq!(status(code, None).retry_class(), RetryClass::Retry, "{code}");
+        }
+        for code in [300, 301, 302, 304, 400, 401, 403, 404, 410, 422] {
+            assert_eq!(status(code, None).retry_class(), RetryClass::Final, "{code}");
+        }
+        assert_eq!(
+            status(429, Some(7)).retry_class(),
+            RetryClass::RetryAfter(Duration::from_secs(7))
+        );
+        assert_eq!(status(429, None).retry_class(), RetryClass::Retry);
+        assert_eq!(status(413, None).retry_class(), RetryClass::Split);
+    }
+
+    #[test]
+    fn network_failures_are_retried() {
+        assert_eq!(DeliveryError::Timeout.retry_class(), RetryClass::Retry);
+        assert_eq!(DeliveryError::Connect("refused".into()).retry_class(), RetryClass::Retry);
+        assert_eq!(DeliveryError::Final("gone".into()).retry_class(), RetryClass::Final);
+    }
+}

@@ -1,0 +1,300 @@
+//! The `http` sink plugin: a webhook with a `url` key is delivered by POSTing
+//! the signed body to that URL.
+//!
+//! One pooled [`reqwest::Client`] is shared by every http webhook (it is
+//! cheap to clone and keeps connections alive per host). Redirects are not
+//! followed: a 3xx is a final answer, as the product contract says.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookline_sink_api::{
+    BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec,
+    optional_str,
+};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+
+/// The `User-Agent` every delivery carries.
+pub const USER_AGENT_VALUE: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
+
+/// Longest excerpt of an error answer kept for logs and dead letters.
+const DETAIL_LIMIT: usize = 512;
+
+/// Builds [`HttpSink`]s for webhooks that carry a `url`.
+#[derive(Debug, Clone)]
+pub struct HttpSinkPlugin {
+    /// Shared by every sink this plugin builds, so connections are pooled.
+    client: reqwest::Client,
+}
+
+impl HttpSinkPlugin {
+    /// Creates the plugin with its pooled client.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT_VALUE)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+impl SinkPlugin for HttpSinkPlugin {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn selector_key(&self) -> &'static str {
+        "url"
+    }
+
+    fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
+        let raw = optional_str(spec, "url")?.ok_or_else(|| SinkConfigError::new("`url` is missing"))?;
+        let url = url::Url::parse(raw)
+            .map_err(|e| SinkConfigError::new(format!("`url` {raw:?} is not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SinkConfigError::new(format!(
+                "`url` {raw:?} must start with http:// or https://"
+            )));
+        }
+        if url.host().is_none() {
+            return Err(SinkConfigError::new(format!("`url` {raw:?} has no host")));
+        }
+        Ok(Box::new(HttpSink {
+            client: self.client.clone(),
+            described: redact_userinfo(&url),
+            url,
+        }))
+    }
+}
+
+/// POSTs batches to one URL.
+#[derive(Debug)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: url::Url,
+    /// The URL without any `user:password@`, for logs.
+    described: String,
+}
+
+impl Sink for HttpSink {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn max_body_bytes(&self, _extra_headers: &[(String, String)]) -> Option<usize> {
+        None
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let headers = build_headers(&request)?;
+            let response = self
+                .client
+                .post(self.url.clone())
+                .headers(headers)
+                .timeout(request.timeout)
+                .body(request.body)
+                .send()
+                .await
+                .map_err(classify_reqwest_error)?;
+            let status = response.status();
+            if status.is_success() {
+                // Drain the body so the connection goes back to the pool.
+                let _ = response.bytes().await;
+                return Ok(());
+            }
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let detail = excerpt(response.bytes().await.unwrap_or_default());
+            Err(DeliveryError::Status {
+                code: status.as_u16(),
+                retry_after,
+                detail,
+            })
+        })
+    }
+}
+
+/// The webhook's own headers first, then the signed ones, which replace any
+/// header of the same name, and the fixed `Content-Type`.
+fn build_headers(request: &SinkRequest<'_>) -> Result<http::HeaderMap, DeliveryError> {
+    let mut headers = http::HeaderMap::with_capacity(request.extra_headers.len() + 6);
+    for (name, value) in request.extra_headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| DeliveryError::Final(format!("webhook header name {name:?} is not valid in HTTP")))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| DeliveryError::Final(format!("webhook header {name} has a value that is not valid in HTTP")))?;
+        headers.append(name, value);
+    }
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    for (name, value) in request.signed_headers {
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| DeliveryError::Final(format!("header {name} has a value that is not valid in HTTP")))?;
+        headers.insert(HeaderName::from_static(lowercase_static(name)), value);
+    }
+    Ok(headers)
+}
+
+/// `HeaderName::from_static` needs lowercase; the signed header names are
+/// fixed, so map them once here.
+fn lowercase_static(name: &'static str) -> &'static str {
+    match name {
+        "X-Pusher-Key" => "x-pusher-key",
+        "X-Pusher-Signature" => "x-pusher-signature",
+        "X-Hookline-Batch-Id" => "x-hookline-batch-id",
+        "X-Hookline-Batch-Time" => "x-hookline-batch-time",
+        other => {
+            debug_assert!(other.bytes().all(|b| !b.is_ascii_uppercase()), "{other}");
+            other
+        }
+    }
+}
+
+fn classify_reqwest_error(error: reqwest::Error) -> DeliveryError {
+    if error.is_timeout() {
+        DeliveryError::Timeout
+    } else if error.is_builder() {
+        DeliveryError::Final(format!("could not build the request: {error}"))
+    } else {
+        // Connect errors, resets, TLS and protocol errors are all worth
+        // another try: the endpoint may come back.
+        DeliveryError::Connect(error_chain(&error))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate_parse(value)?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form
+/// RFC 9110 requires senders to use.
+fn httpdate_parse(value: &str) -> Option<std::time::SystemTime> {
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: u64 = day.parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| m == month)? as u64
+        + 1;
+    let year: u64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn excerpt(body: Bytes) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(DETAIL_LIMIT)]);
+    text.trim().to_string()
+}
+
+fn redact_userinfo(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() || shown.password().is_some() {
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+    }
+    // Query strings often carry tokens.
+    if shown.query().is_some() {
+        shown.set_query(Some("…"));
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> WebhookSpec {
+        json.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn refuses_non_http_urls() {
+        let plugin = HttpSinkPlugin::new().unwrap();
+        let err = plugin.build(&spec(serde_json::json!({"url": "ftp://x/y"}))).unwrap_err();
+        assert!(err.message.contains("http://"), "{err}");
+        let err = plugin.build(&spec(serde_json::json!({"url": "not a url"}))).unwrap_err();
+        assert!(err.message.contains("not a valid URL"), "{err}");
+        let err = plugin.build(&spec(serde_json::json!({"url": 5}))).unwrap_err();
+        assert!(err.message.contains("must be a string"), "{err}");
+    }
+
+    #[test]
+    fn describe_hides_credentials_and_query() {
+        let plugin = HttpSinkPlugin::new().unwrap();
+        let sink = plugin
+            .build(&spec(serde_json::json!({"url": "https://user:pw@example.com/h?token=s3cret"})))
+            .unwrap();
+        let shown = sink.describe();
+        assert!(!shown.contains("pw") && !shown.contains("s3cret"), "{shown}");
+        assert!(shown.starts_with("https://example.com/h"), "{shown}");
+    }
+
+    #[test]
+    fn parses_retry_after_forms() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn signed_headers_win_over_webhook_headers() {
+        let signed = [("X-Pusher-Key", "k".to_string()), ("X-Pusher-Signature", "abc".to_string())];
+        let extra = [
+            ("x-pusher-signature".to_string(), "forged".to_string()),
+            ("Content-Type".to_string(), "text/plain".to_string()),
+            ("X-Custom".to_string(), "1".to_string()),
+        ];
+        let request = SinkRequest {
+            body: Bytes::new(),
+            signed_headers: &signed,
+            extra_headers: &extra,
+            timeout: Duration::from_secs(1),
+        };
+        let headers = build_headers(&request).unwrap();
+        assert_eq!(headers.get_all("x-pusher-signature").iter().count(), 1);
+        assert_eq!(headers["x-pusher-signature"], "abc");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-custom"], "1");
+    }
+}

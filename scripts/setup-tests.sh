@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Installs everything Hookline's tests need beyond the Rust toolchain itself:
+#   * the wasm32-wasip2 Rust target (WASM filters),
+#   * the Node test peers (npm `pusher`, from tests/peers/package-lock.json),
+#   * a Python venv at tests/peers/.venv with PyPI `pusher` (tests/peers/requirements.txt).
+# Idempotent: steps whose result is already up to date are skipped.
+# Runnable from any directory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+PEERS="$ROOT/tests/peers"
+VENV="$PEERS/.venv"
+
+say() { printf 'setup-tests: %s\n' "$*"; }
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Runs a command as root (directly, or through sudo when there is one).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        say "need root to run: $*" >&2
+        return 1
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# --- 1. Rust target for WASM filters -----------------------------------------
+if ! command -v rustup >/dev/null 2>&1; then
+    say "rustup not found (needed for the wasm32-wasip2 target)" >&2
+    exit 1
+fi
+if rustup target list --installed 2>/dev/null | grep -qx 'wasm32-wasip2'; then
+    say "rust target wasm32-wasip2: present"
+else
+    say "rust target wasm32-wasip2: installing"
+    rustup target add wasm32-wasip2
+fi
+
+# --- 2. Node peers (npm pusher) ----------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "node and npm are needed for the test peers" >&2
+    exit 1
+fi
+NPM_STAMP="$PEERS/node_modules/.hookline-setup-stamp"
+if [ -f "$PEERS/package-lock.json" ]; then
+    want="$(sha "$PEERS/package-lock.json") $(node --version)"
+    if [ -f "$NPM_STAMP" ] && [ "$(cat "$NPM_STAMP")" = "$want" ] \
+        && [ -f "$PEERS/node_modules/pusher/package.json" ]; then
+        say "node peers: up to date"
+    else
+        say "node peers: npm ci"
+        (cd "$PEERS" && npm ci --no-audit --no-fund --loglevel=error)
+        printf '%s\n' "$want" > "$NPM_STAMP"
+    fi
+else
+    say "node peers: no package-lock.json, npm install"
+    (cd "$PEERS" && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# --- 3. Python peer (PyPI pusher) in a venv -----------------------------------
+if ! command -v python3 >/dev/null 2>&1; then
+    say "python3 not found" >&2
+    exit 1
+fi
+# A venv whose interpreter no longer runs (e.g. python3 was replaced) is rebuilt.
+if [ -d "$VENV" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    say "python venv: broken, recreating"
+    rm -rf "$VENV"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    # Debian's python3 lacks ensurepip until python3-venv is installed.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    say "python venv: creating $VENV"
+    if ! python3 -m venv "$VENV"; then
+        # e.g. Debian wants the versioned python3.X-venv package.
+        rm -rf "$VENV"
+        pyver="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+        apt_install python3-venv "python${pyver}-venv"
+        python3 -m venv "$VENV"
+    fi
+fi
+PIP_STAMP="$VENV/.hookline-setup-stamp"
+want="$(sha "$PEERS/requirements.txt")"
+if [ -f "$PIP_STAMP" ] && [ "$(cat "$PIP_STAMP")" = "$want" ] \
+    && "$VENV/bin/python" -c 'import pusher' >/dev/null 2>&1; then
+    say "python peer: up to date"
+else
+    say "python peer: pip install -r tests/peers/requirements.txt"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r "$PEERS/requirements.txt"
+    printf '%s\n' "$want" > "$PIP_STAMP"
+fi
+
+say "done"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The single test command: installs the test prerequisites, builds everything
+# and runs the whole test suite. Extra arguments go to `cargo test`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+
+scripts/setup-tests.sh
+
+# Where the end-to-end tests find the real Pusher-library peers (tests/peers).
+export HOOKLINE_TEST_NODE="${HOOKLINE_TEST_NODE:-node}"
+export HOOKLINE_TEST_PYTHON="${HOOKLINE_TEST_PYTHON:-$ROOT/tests/peers/.venv/bin/python}"
+export HOOKLINE_TEST_PEERS="${HOOKLINE_TEST_PEERS:-$ROOT/tests/peers}"
+
+echo "test: cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+echo "test: cargo test --workspace"
+cargo test --workspace "$@"
+
+# ---------------------------------------------------------------------------
+# MORE TEST STEPS GO HERE (e.g. building example WASM filters, clippy, docs).
+# ---------------------------------------------------------------------------

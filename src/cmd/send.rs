@@ -1,0 +1,63 @@
+//! `hookline send`: publish one event through the native ingest, signed as
+//! a Pusher server library would sign it.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use hookline_core::json::write_js_string;
+use hookline_core::signing::pusher_signed_query;
+
+/// Flags of `hookline send`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The app id.
+    #[arg(long)]
+    app: String,
+    /// The app key.
+    #[arg(long)]
+    key: String,
+    /// The app secret.
+    #[arg(long)]
+    secret: String,
+    /// The event name (channel_occupied, member_added, client_event, …).
+    #[arg(long)]
+    event: String,
+    /// The channel.
+    #[arg(long)]
+    channel: String,
+    /// The event's `data` (a string, as Pusher sends it).
+    #[arg(long)]
+    data: Option<String>,
+    /// Hookline's address.
+    #[arg(long, default_value = "http://127.0.0.1:7077")]
+    url: String,
+}
+
+pub(crate) async fn run(args: Args) -> Result<ExitCode> {
+    let mut event = String::from("{\"name\":");
+    write_js_string(&args.event, &mut event);
+    event.push_str(",\"channel\":");
+    write_js_string(&args.channel, &mut event);
+    if let Some(data) = &args.data {
+        event.push_str(",\"data\":");
+        write_js_string(data, &mut event);
+    }
+    event.push('}');
+    let body = format!("{{\"events\":[{event}]}}");
+    let path = format!("/apps/{}/webhook_events", args.app);
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let query = pusher_signed_query(&args.key, &args.secret, &path, body.as_bytes(), timestamp);
+    let url = format!("{}{path}?{query}", args.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach hookline at {}; is `hookline serve` running?", args.url))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{} {}", status.as_u16(), text.trim());
+    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

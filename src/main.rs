@@ -1,0 +1,58 @@
+//! The `hookline` command: the daemon and its companion tools.
+//!
+//! This binary only parses flags, reads the environment and the config
+//! file, and calls into `hookline-core`; everything else lives there.
+
+mod cmd;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Delivers Pusher-protocol webhook events to HTTP endpoints and AWS Lambda,
+/// batched, filtered, signed and retried.
+#[derive(Debug, Parser)]
+#[command(name = "hookline", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(cmd::serve::Args),
+    /// Load and validate every app file as `serve` would; exit non-zero on any problem.
+    Check(cmd::check::Args),
+    /// Publish one event through the native ingest, signed.
+    Send(cmd::send::Args),
+    /// Run a local webhook receiver that prints each delivery and checks its signature.
+    Listen(cmd::listen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Check(args) => cmd::check::run(args).await,
+            Command::Send(args) => cmd::send::run(args).await,
+            Command::Listen(args) => cmd::listen::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
