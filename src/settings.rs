@@ -54,7 +54,8 @@ use serde::Deserialize;
 /// names of real settings are read, so unrelated `HOOKLINE_*` variables are
 /// left alone.
 fn apply_env(table: &mut Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
-    let defaults = Table::try_from(Settings::default()).context("default settings must serialize")?;
+    let defaults =
+        Table::try_from(Settings::default()).context("default settings must serialize")?;
     for (name, raw) in vars {
         let Some(rest) = name.strip_prefix("HOOKLINE_") else {
             continue;
@@ -69,7 +70,9 @@ fn apply_env(table: &mut Table, vars: impl Iterator<Item = (String, String)>) ->
                 table.insert(key, value);
             }
             Some(section) => {
-                let entry = table.entry(section.clone()).or_insert_with(|| Value::Table(Table::new()));
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| Value::Table(Table::new()));
                 let Value::Table(inner) = entry else {
                     bail!("config file: `{section}` must be a table");
                 };
@@ -89,7 +92,9 @@ fn locate(defaults: &Table, name: &str) -> Option<(Option<String>, String)> {
     }
     for (section, value) in defaults {
         if let Value::Table(inner) = value
-            && let Some(key) = name.strip_prefix(section.as_str()).and_then(|k| k.strip_prefix('_'))
+            && let Some(key) = name
+                .strip_prefix(section.as_str())
+                .and_then(|k| k.strip_prefix('_'))
             && inner.contains_key(key)
         {
             return Some((Some(section.clone()), key.to_string()));
@@ -132,6 +137,9 @@ mod tests {
         assert_eq!(settings.dead_letter.retention_ms, 7);
         assert_eq!(settings.listen.to_string(), "0.0.0.0:1");
         assert!(!settings.batching.enabled);
-        assert_eq!(settings.ingest.durability, hookline_core::settings::Durability::Memory);
+        assert_eq!(
+            settings.ingest.durability,
+            hookline_core::settings::Durability::Memory
+        );
     }
 }

@@ -72,7 +72,10 @@ impl Batchers {
 
     /// Adds accepted events to their app's open batch.
     pub fn push(&self, app: Arc<App>, events: Vec<Event>) {
-        let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
+        let mut senders = self
+            .senders
+            .lock()
+            .expect("senders lock is never held across a panic");
         let sender = senders.entry(app.id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.tasks
@@ -88,7 +91,10 @@ impl Batchers {
 
     /// Closes the open batch of each of these apps now (their config changed).
     pub fn config_changed<'a>(&self, app_ids: impl IntoIterator<Item = &'a Arc<str>>) {
-        let senders = self.senders.lock().expect("senders lock is never held across a panic");
+        let senders = self
+            .senders
+            .lock()
+            .expect("senders lock is never held across a panic");
         for id in app_ids {
             if let Some(sender) = senders.get(id) {
                 let _ = sender.send(Message::ConfigChanged);
@@ -98,8 +104,16 @@ impl Batchers {
 
     /// Closes every open batch, hands it to the dispatcher and stops.
     pub async fn flush_and_stop(&self) {
-        self.senders.lock().expect("senders lock is never held across a panic").clear();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
+        self.senders
+            .lock()
+            .expect("senders lock is never held across a panic")
+            .clear();
+        let mut tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .expect("tasks lock is never held across a panic"),
+        );
         while tasks.join_next().await.is_some() {}
     }
 }
@@ -170,13 +184,20 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
     let batch_time_ms = now_ms();
     let mut deliveries = Vec::new();
     for webhook in &app.webhooks {
-        let selected: Vec<&Event> = events.iter().filter(|e| webhook.wants(&e.name, &e.channel)).collect();
+        let selected: Vec<&Event> = events
+            .iter()
+            .filter(|e| webhook.wants(&e.name, &e.channel))
+            .collect();
         for chunk in chunk_to_fit(&selected, webhook.max_body_bytes) {
             deliveries.push(new_delivery(shared, app, webhook, chunk, batch_time_ms));
         }
     }
     let records: Vec<DeliveryRecord> = deliveries.iter().map(|d| d.record.clone()).collect();
-    if let Err(error) = shared.store.commit_batch(&app.id, events.len(), &records).await {
+    if let Err(error) = shared
+        .store
+        .commit_batch(&app.id, events.len(), &records)
+        .await
+    {
         tracing::error!(app = %app.id, %error, "could not store formed batches; delivering from memory");
     }
     let consumed: u64 = events.iter().map(|e| e.len() as u64).sum();
@@ -188,7 +209,13 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
     }
 }
 
-fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&Event], batch_time_ms: u64) -> Delivery {
+fn new_delivery(
+    shared: &Shared,
+    app: &App,
+    webhook: &Arc<Webhook>,
+    events: &[&Event],
+    batch_time_ms: u64,
+) -> Delivery {
     let (key, batch_id) = shared.ids.next();
     let mut joined = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
     for (i, event) in events.iter().enumerate() {
@@ -243,7 +270,7 @@ mod tests {
     use super::*;
 
     fn event(size: usize) -> Event {
-        let pad = "x".repeat(size - 26);
+        let pad = "x".repeat(size - 25);
         let json = format!(r#"{{"name":"n","channel":"{pad}"}}"#);
         assert_eq!(json.len(), size);
         Event {
@@ -259,14 +286,22 @@ mod tests {
         let refs: Vec<&Event> = events.iter().collect();
         let limit = BODY_OVERHEAD + 100 * 3 + 2;
         let chunks = chunk_to_fit(&refs, Some(limit));
-        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
         for chunk in &chunks {
-            let body = BODY_OVERHEAD + chunk.iter().map(|e| e.len()).sum::<usize>() + chunk.len() - 1;
+            let body =
+                BODY_OVERHEAD + chunk.iter().map(|e| e.len()).sum::<usize>() + chunk.len() - 1;
             assert!(body <= limit);
         }
         assert_eq!(chunk_to_fit(&refs, None).len(), 1);
         let big = [event(500)];
         let refs: Vec<&Event> = big.iter().collect();
-        assert_eq!(chunk_to_fit(&refs, Some(200)).len(), 1, "an oversize event goes alone");
+        assert_eq!(
+            chunk_to_fit(&refs, Some(200)).len(),
+            1,
+            "an oversize event goes alone"
+        );
     }
 }

@@ -94,7 +94,13 @@ impl Engine {
             ids.clone(),
             backlog.clone(),
         ));
-        let batchers = Batchers::new(dispatcher.clone(), store.clone(), metrics.clone(), ids, backlog.clone());
+        let batchers = Batchers::new(
+            dispatcher.clone(),
+            store.clone(),
+            metrics.clone(),
+            ids,
+            backlog.clone(),
+        );
         let engine = Arc::new(Self {
             settings,
             registry,
@@ -143,8 +149,15 @@ impl Engine {
                 tracing::error!(file = %failure.path.display(), "{problem}; the file's last good apps keep serving");
             }
         }
-        let result = if report.failures.is_empty() { "ok" } else { "partial" };
-        self.metrics.reloads.get_or_create(&RefusedLabels { reason: result }).inc();
+        let result = if report.failures.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
+        self.metrics
+            .reloads
+            .get_or_create(&RefusedLabels { reason: result })
+            .inc();
         tracing::info!(
             generation = report.generation,
             added = ?report.added,
@@ -159,7 +172,12 @@ impl Engine {
 
     /// Takes accepted events: stores them, then adds them to the app's open
     /// batch. Once this returns `Ok`, ingest may answer 2xx.
-    pub async fn accept(&self, app: &Arc<App>, events: Vec<Event>, _kind: &'static str) -> Result<(), Refusal> {
+    pub async fn accept(
+        &self,
+        app: &Arc<App>,
+        events: Vec<Event>,
+        _kind: &'static str,
+    ) -> Result<(), Refusal> {
         if self.shutting_down.load(AtomicOrdering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
@@ -207,7 +225,9 @@ impl Engine {
             tracing::info!("shutting down: ingest now answers 503, flushing batches");
             engine.shutting_down.store(true, AtomicOrdering::Release);
         };
-        axum::serve(listener, router).with_graceful_shutdown(stop).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await?;
         self.shutting_down.store(true, AtomicOrdering::Release);
         self.batchers.flush_and_stop().await;
         let grace = self.settings.shutdown.grace();

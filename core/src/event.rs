@@ -77,17 +77,18 @@ pub fn parse_ingest_body(body: &[u8]) -> Result<IngestBody, BodyError> {
         ));
     }
     let events = match value.get("events") {
-        Some(events) => events.as_array().ok_or_else(|| {
-            BodyError("`events` must be an array of event objects".to_string())
-        })?,
+        Some(events) => events
+            .as_array()
+            .ok_or_else(|| BodyError("`events` must be an array of event objects".to_string()))?,
         None => return Err(BodyError("body has no `events` array".to_string())),
     };
-    let time_ms = match value.get("time_ms") {
-        None => None,
-        Some(t) => Some(t.as_f64().ok_or_else(|| {
-            BodyError("`time_ms` must be a number of milliseconds".to_string())
-        })?),
-    };
+    let time_ms =
+        match value.get("time_ms") {
+            None => None,
+            Some(t) => Some(t.as_f64().ok_or_else(|| {
+                BodyError("`time_ms` must be a number of milliseconds".to_string())
+            })?),
+        };
     let events = events
         .iter()
         .enumerate()
@@ -126,8 +127,16 @@ mod tests {
 
     #[test]
     fn refuses_malformed_bodies() {
-        assert!(parse_ingest_body(b"{").unwrap_err().0.starts_with("body is not valid JSON"));
-        assert_eq!(parse_ingest_body(b"{}").unwrap_err().0, "body has no `events` array");
+        assert!(
+            parse_ingest_body(b"{")
+                .unwrap_err()
+                .0
+                .starts_with("body is not valid JSON")
+        );
+        assert_eq!(
+            parse_ingest_body(b"{}").unwrap_err().0,
+            "body has no `events` array"
+        );
         assert!(parse_ingest_body(br#"{"events":{}}"#).is_err());
         assert!(parse_ingest_body(br#"[]"#).is_err());
     }

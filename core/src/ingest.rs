@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use bytes::Bytes;
 
 use crate::config::App;
@@ -59,15 +59,27 @@ impl Refused {
 
 fn answer(engine: &Engine, result: Result<(), Refused>) -> Response {
     match result {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response(),
         Err(refused) => {
             engine
                 .metrics()
                 .requests_refused
-                .get_or_create(&RefusedLabels { reason: refused.reason })
+                .get_or_create(&RefusedLabels {
+                    reason: refused.reason,
+                })
                 .inc();
             let body = serde_json::json!({ "error": refused.message }).to_string();
-            (refused.status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            (
+                refused.status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
         }
     }
 }
@@ -79,7 +91,14 @@ async fn native(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = native_inner(&engine, &app_id, query.as_deref().unwrap_or(""), &headers, body).await;
+    let result = native_inner(
+        &engine,
+        &app_id,
+        query.as_deref().unwrap_or(""),
+        &headers,
+        body,
+    )
+    .await;
     answer(&engine, result)
 }
 
@@ -91,10 +110,13 @@ async fn native_inner(
     body: Body,
 ) -> Result<(), Refused> {
     let snapshot = engine.registry().snapshot();
-    let app = snapshot
-        .app(app_id)
-        .cloned()
-        .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, "unknown_app", format!("unknown app id {app_id:?}")))?;
+    let app = snapshot.app(app_id).cloned().ok_or_else(|| {
+        Refused::new(
+            StatusCode::NOT_FOUND,
+            "unknown_app",
+            format!("unknown app id {app_id:?}"),
+        )
+    })?;
     let body = read_body(engine, headers, body).await?;
     let path = format!("/apps/{app_id}/webhook_events");
     check_native_auth(&app, &path, query, &body)?;
@@ -109,16 +131,32 @@ async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body
 async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<(), Refused> {
     let body = read_body(engine, headers, body).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let key = header("x-pusher-key")
-        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing X-Pusher-Key header"))?;
-    let signature = header("x-pusher-signature")
-        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing X-Pusher-Signature header"))?;
+    let key = header("x-pusher-key").ok_or_else(|| {
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing X-Pusher-Key header",
+        )
+    })?;
+    let signature = header("x-pusher-signature").ok_or_else(|| {
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing X-Pusher-Signature header",
+        )
+    })?;
     let app = engine
         .registry()
         .snapshot()
         .app_by_key(key)
         .cloned()
-        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("unknown app key {key:?}")))?;
+        .ok_or_else(|| {
+            Refused::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("unknown app key {key:?}"),
+            )
+        })?;
     if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), &body, signature) {
         return Err(Refused::new(
             StatusCode::UNAUTHORIZED,
@@ -129,9 +167,14 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
     if !app.enabled {
         return Err(disabled(&app));
     }
-    let parsed = parse_ingest_body(&body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let parsed = parse_ingest_body(&body)
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
     let Some(time_ms) = parsed.time_ms else {
-        return Err(Refused::new(StatusCode::BAD_REQUEST, "malformed", "relay body has no `time_ms`"));
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "relay body has no `time_ms`",
+        ));
     };
     let max_age = engine.settings().ingest.relay_max_age_ms as f64;
     let age_ms = unix_ms() as f64 - time_ms;
@@ -160,7 +203,9 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
         Refused::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("body is larger than max_body_bytes ({limit} bytes); send fewer events per request"),
+            format!(
+                "body is larger than max_body_bytes ({limit} bytes); send fewer events per request"
+            ),
         )
     };
     let declared = headers
@@ -176,15 +221,22 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
         if is_limit {
             too_large()
         } else {
-            Refused::new(StatusCode::BAD_REQUEST, "malformed", format!("could not read the body: {e}"))
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("could not read the body: {e}"),
+            )
         }
     })
 }
 
 /// Pusher HTTP API authentication of a native request.
 fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<(), Refused> {
-    let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let unauthorized =
+        |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let take = |params: &mut Vec<(String, String)>, name: &str| {
         params
             .iter()
@@ -193,20 +245,34 @@ fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<
     };
     let signature = take(&mut params, "auth_signature")
         .ok_or_else(|| unauthorized("missing auth_signature query parameter".into()))?;
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let key = get("auth_key").ok_or_else(|| unauthorized("missing auth_key query parameter".into()))?;
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let key =
+        get("auth_key").ok_or_else(|| unauthorized("missing auth_key query parameter".into()))?;
     if key != &*app.key {
-        return Err(unauthorized(format!("auth_key {key:?} is not this app's key")));
+        return Err(unauthorized(format!(
+            "auth_key {key:?} is not this app's key"
+        )));
     }
     match get("auth_version") {
         Some("1.0") => {}
-        Some(other) => return Err(unauthorized(format!("auth_version must be 1.0, got {other:?}"))),
+        Some(other) => {
+            return Err(unauthorized(format!(
+                "auth_version must be 1.0, got {other:?}"
+            )));
+        }
         None => return Err(unauthorized("missing auth_version query parameter".into())),
     }
     let timestamp = get("auth_timestamp")
         .ok_or_else(|| unauthorized("missing auth_timestamp query parameter".into()))?
         .parse::<i64>()
-        .map_err(|_| unauthorized("auth_timestamp must be whole seconds since the Unix epoch".into()))?;
+        .map_err(|_| {
+            unauthorized("auth_timestamp must be whole seconds since the Unix epoch".into())
+        })?;
     let skew = (unix_ms() as i64 / 1000 - timestamp).unsigned_abs();
     if skew > MAX_CLOCK_SKEW.as_secs() {
         return Err(unauthorized(format!(
@@ -215,30 +281,49 @@ fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<
         )));
     }
     match get("body_md5") {
-        Some(claimed) => {
-            if !constant_time_eq_ignore_ascii_case(md5_hex(body).as_bytes(), claimed.as_bytes()) {
-                return Err(unauthorized("body_md5 does not match the body".into()));
-            }
+        Some(claimed)
+            if !constant_time_eq_ignore_ascii_case(
+                md5_hex(body).as_bytes(),
+                claimed.as_bytes(),
+            ) =>
+        {
+            return Err(unauthorized("body_md5 does not match the body".into()));
         }
-        None if !body.is_empty() => return Err(unauthorized("missing body_md5 query parameter".into())),
-        None => {}
+        None if !body.is_empty() => {
+            return Err(unauthorized("missing body_md5 query parameter".into()));
+        }
+        _ => {}
     }
     let to_sign = pusher_string_to_sign("POST", path, &mut params);
-    if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), to_sign.as_bytes(), &signature) {
+    if !verify_hmac_sha256_hex(
+        app.secret.expose().as_bytes(),
+        to_sign.as_bytes(),
+        &signature,
+    ) {
         return Err(unauthorized(
-            "auth_signature does not match; sign with the app secret as the Pusher HTTP API does".into(),
+            "auth_signature does not match; sign with the app secret as the Pusher HTTP API does"
+                .into(),
         ));
     }
     Ok(())
 }
 
-async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str) -> Result<(), Refused> {
+async fn accept(
+    engine: &Engine,
+    app: &Arc<App>,
+    body: &[u8],
+    kind: &'static str,
+) -> Result<(), Refused> {
     if !app.enabled {
         return Err(disabled(app));
     }
-    let parsed = parse_ingest_body(body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let parsed = parse_ingest_body(body)
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
     let count = parsed.events.len() as u64;
-    engine.accept(app, parsed.events, kind).await.map_err(busy)?;
+    engine
+        .accept(app, parsed.events, kind)
+        .await
+        .map_err(busy)?;
     engine
         .metrics()
         .events_received
@@ -251,26 +336,48 @@ async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str
 }
 
 fn disabled(app: &App) -> Refused {
-    Refused::new(StatusCode::FORBIDDEN, "disabled", format!("app {:?} is disabled", app.id))
+    Refused::new(
+        StatusCode::FORBIDDEN,
+        "disabled",
+        format!("app {:?} is disabled", app.id),
+    )
 }
 
 fn busy(refusal: Refusal) -> Refused {
-    Refused::new(StatusCode::SERVICE_UNAVAILABLE, refusal.reason(), refusal.to_string())
+    Refused::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        refusal.reason(),
+        refusal.to_string(),
+    )
 }
 
 fn unix_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     let status = engine.status();
-    let code = if status.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&status).unwrap_or_default()).into_response()
+    let code = if status.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&status).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         engine.metrics().render(),
     )
         .into_response()

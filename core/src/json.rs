@@ -523,7 +523,10 @@ impl<'a> Parser<'a> {
         let pos = pos.min(self.bytes.len());
         let prefix = &self.bytes[..pos];
         let line = 1 + prefix.iter().filter(|&&b| b == b'\n').count();
-        let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line_start = prefix
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         // Count characters, not bytes: skip UTF-8 continuation bytes.
         let column = 1 + prefix[line_start..]
             .iter()
@@ -541,7 +544,10 @@ impl<'a> Parser<'a> {
     #[cold]
     fn expected(&self, what: &str) -> JsonError {
         if self.pos >= self.bytes.len() {
-            self.error_at(self.pos, format!("unexpected end of input, expected {what}"))
+            self.error_at(
+                self.pos,
+                format!("unexpected end of input, expected {what}"),
+            )
         } else {
             self.error_at(self.pos, format!("expected {what}"))
         }
@@ -776,9 +782,10 @@ impl<'a> Parser<'a> {
     fn hex4(&mut self) -> Result<u32, JsonError> {
         let mut unit = 0;
         for _ in 0..4 {
-            let digit = self.peek().and_then(hex_value).ok_or_else(|| {
-                self.expected("4 hex digits after '\\u'")
-            })?;
+            let digit = self
+                .peek()
+                .and_then(hex_value)
+                .ok_or_else(|| self.expected("4 hex digits after '\\u'"))?;
             unit = unit << 4 | digit;
             self.pos += 1;
         }
@@ -943,7 +950,9 @@ impl<'a> Parser<'a> {
                 out.push_str(&scratch[key.key_start - body_start..key.key_end - body_start]);
                 out.push(':');
                 let value = spans[value_member];
-                out.push_str(&scratch[value.key_end + 1 - body_start..value.value_end - body_start]);
+                out.push_str(
+                    &scratch[value.key_end + 1 - body_start..value.value_end - body_start],
+                );
             }
         }
         self.spans.truncate(base);
@@ -1263,7 +1272,12 @@ fn member_order<'k>(n: usize, key: impl Fn(usize) -> &'k str) -> Option<Vec<(usi
         Some(index) => (false, index),
         None => (true, 0),
     });
-    Some(groups.into_iter().map(|(_, first, last)| (first, last)).collect())
+    Some(
+        groups
+            .into_iter()
+            .map(|(_, first, last)| (first, last))
+            .collect(),
+    )
 }
 
 fn has_duplicate_keys<'k>(n: usize, key: &impl Fn(usize) -> &'k str) -> bool {
@@ -1307,7 +1321,10 @@ mod tests {
     fn canon(input: &str) -> String {
         let streamed = canonicalize(input.as_bytes()).unwrap();
         let tree = parse(input.as_bytes()).unwrap().to_canonical_string();
-        assert_eq!(streamed, tree, "canonicalize and parse disagree on {input:?}");
+        assert_eq!(
+            streamed, tree,
+            "canonicalize and parse disagree on {input:?}"
+        );
         streamed
     }
 
@@ -1315,7 +1332,10 @@ mod tests {
     fn error(input: &[u8]) -> JsonError {
         let streamed = canonicalize(input).unwrap_err();
         let tree = parse(input).unwrap_err();
-        assert_eq!(streamed, tree, "canonicalize and parse disagree on {input:?}");
+        assert_eq!(
+            streamed, tree,
+            "canonicalize and parse disagree on {input:?}"
+        );
         streamed
     }
 
@@ -1370,7 +1390,10 @@ mod tests {
             r#"{"1":[{"b":3,"a":2}],"z":{"0":2,"y":3}}"#
         );
         // Already canonical objects stay as they are.
-        assert_eq!(canon(r#"{"0":1,"1":2,"x":3,"a":4}"#), r#"{"0":1,"1":2,"x":3,"a":4}"#);
+        assert_eq!(
+            canon(r#"{"0":1,"1":2,"x":3,"a":4}"#),
+            r#"{"0":1,"1":2,"x":3,"a":4}"#
+        );
     }
 
     #[test]
@@ -1452,7 +1475,11 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(canon(input), expected, "input {input}");
-            assert_eq!(canon(&format!("[{input}]")), format!("[{expected}]"), "input {input}");
+            assert_eq!(
+                canon(&format!("[{input}]")),
+                format!("[{expected}]"),
+                "input {input}"
+            );
         }
         assert!(parse(b"-0").unwrap().as_f64().unwrap().is_sign_negative());
         assert_eq!(parse(b"1e400").unwrap().as_f64(), Some(f64::INFINITY));
@@ -1476,7 +1503,10 @@ mod tests {
         assert_eq!(canon(r#""a\"b\\c""#), r#""a\"b\\c""#);
         assert_eq!(canon(r#""\/ and /""#), r#""/ and /""#);
         assert_eq!(canon(r#""\b\f\n\r\t""#), r#""\b\f\n\r\t""#);
-        assert_eq!(canon(r#""\u0008\u000C\u000a\u000D\u0009""#), r#""\b\f\n\r\t""#);
+        assert_eq!(
+            canon(r#""\u0008\u000C\u000a\u000D\u0009""#),
+            r#""\b\f\n\r\t""#
+        );
         assert_eq!(canon(r#""\u0000""#), r#""\u0000""#);
         assert_eq!(canon(r#""\u001F\u001f\u007f""#), "\"\\u001f\\u001f\u{7f}\"");
         assert_eq!(canon(r#""\u0041\u00e9\u00E9""#), r#""Aéé""#);
@@ -1508,7 +1538,10 @@ mod tests {
             let raw = format!("\"a{ch}\"");
             let err = error(raw.as_bytes());
             assert_eq!((err.line, err.column), (1, 3), "control {c}");
-            assert_eq!(err.message, format!("unescaped control character 0x{c:02x} in string"));
+            assert_eq!(
+                err.message,
+                format!("unescaped control character 0x{c:02x} in string")
+            );
         }
     }
 
@@ -1537,7 +1570,10 @@ mod tests {
     fn write_js_string_escapes() {
         let mut out = String::new();
         write_js_string("a\"b\\c/\u{1}\u{1f}\u{7f}\u{2028}é😀\0", &mut out);
-        assert_eq!(out, "\"a\\\"b\\\\c/\\u0001\\u001f\u{7f}\u{2028}é😀\\u0000\"");
+        assert_eq!(
+            out,
+            "\"a\\\"b\\\\c/\\u0001\\u001f\u{7f}\u{2028}é😀\\u0000\""
+        );
         let mut long = String::new();
         write_js_string("0123456789abcdef\"0123456789", &mut long);
         assert_eq!(long, "\"0123456789abcdef\\\"0123456789\"");
@@ -1556,12 +1592,22 @@ mod tests {
 
     #[test]
     fn value_accessors() {
-        let value = parse(br#"{"b":"x\ty","a":[1,true,null],"n":-2.5,"1":{"k":"v"},"b":"last"}"#).unwrap();
+        let value =
+            parse(br#"{"b":"x\ty","a":[1,true,null],"n":-2.5,"1":{"k":"v"},"b":"last"}"#).unwrap();
         assert_eq!(value.get("b").and_then(Value::as_str), Some("last"));
         assert_eq!(value.get("n").and_then(Value::as_f64), Some(-2.5));
         assert!(value.get("a").unwrap().as_array().unwrap()[2].is_null());
-        assert_eq!(value.get("a").unwrap().as_array().unwrap()[1].as_bool(), Some(true));
-        assert_eq!(value.get("1").and_then(|v| v.get("k")).and_then(Value::as_str), Some("v"));
+        assert_eq!(
+            value.get("a").unwrap().as_array().unwrap()[1].as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            value
+                .get("1")
+                .and_then(|v| v.get("k"))
+                .and_then(Value::as_str),
+            Some("v")
+        );
         assert_eq!(value.get("missing"), None);
         assert_eq!(value.get("a").unwrap().get("0"), None);
         let keys: Vec<&str> = value
@@ -1579,7 +1625,10 @@ mod tests {
 
         let escaped = parse(br#""tab\there \"q\" \u00e9""#).unwrap();
         assert_eq!(escaped.as_str(), Some("tab\there \"q\" é"));
-        assert_eq!(escaped.as_js_string().unwrap().escaped(), "tab\\there \\\"q\\\" é");
+        assert_eq!(
+            escaped.as_js_string().unwrap().escaped(),
+            "tab\\there \\\"q\\\" é"
+        );
         let key = JsString::from("a\"b");
         assert_eq!(key.escaped(), "a\\\"b");
         assert_eq!(key, "a\"b");
@@ -1604,15 +1653,26 @@ mod tests {
         assert_eq!(err.column, MAX_DEPTH + 1);
         assert_eq!(err.message, "nesting deeper than 128 levels is not allowed");
         let objects = "{\"a\":".repeat(MAX_DEPTH + 1) + "1" + &"}".repeat(MAX_DEPTH + 1);
-        assert!(error(objects.as_bytes()).message.starts_with("nesting deeper"));
+        assert!(
+            error(objects.as_bytes())
+                .message
+                .starts_with("nesting deeper")
+        );
         // Hostile input fails quickly instead of overflowing the stack.
         let hostile = "[".repeat(1_000_000);
-        assert!(error(hostile.as_bytes()).message.starts_with("nesting deeper"));
+        assert!(
+            error(hostile.as_bytes())
+                .message
+                .starts_with("nesting deeper")
+        );
     }
 
     #[test]
     fn syntax_errors_say_what_and_where() {
-        assert_eq!(error_text(r#"{"a":}"#), "expected a JSON value at line 1 column 6");
+        assert_eq!(
+            error_text(r#"{"a":}"#),
+            "expected a JSON value at line 1 column 6"
+        );
         assert_eq!(
             error_text("[1,]"),
             "trailing comma is not allowed, expected a JSON value at line 1 column 4"
@@ -1621,8 +1681,14 @@ mod tests {
             error_text(r#"{"a":1,}"#),
             "trailing comma is not allowed, expected a string key at line 1 column 8"
         );
-        assert_eq!(error_text("01"), "leading zeros are not allowed in numbers at line 1 column 2");
-        assert_eq!(error_text("-01"), "leading zeros are not allowed in numbers at line 1 column 3");
+        assert_eq!(
+            error_text("01"),
+            "leading zeros are not allowed in numbers at line 1 column 2"
+        );
+        assert_eq!(
+            error_text("-01"),
+            "leading zeros are not allowed in numbers at line 1 column 3"
+        );
         assert_eq!(
             error_text("\"a\tb\""),
             "unescaped control character 0x09 in string at line 1 column 3"
@@ -1635,42 +1701,111 @@ mod tests {
             error_text("{\n  \"a\": 1,\n  \"b\": 2 x\n}"),
             "expected ',' or '}' at line 3 column 10"
         );
-        assert_eq!(error_text("[1 2]"), "expected ',' or ']' at line 1 column 4");
-        assert_eq!(error_text("{\"a\" 1}"), "expected ':' after the object key at line 1 column 6");
-        assert_eq!(error_text("{1:2}"), "expected a string key or '}' at line 1 column 2");
-        assert_eq!(error_text("{\"a\":1,2}"), "expected a string key at line 1 column 8");
-        assert_eq!(error_text(""), "unexpected end of input, expected a JSON value at line 1 column 1");
-        assert_eq!(error_text("  "), "unexpected end of input, expected a JSON value at line 1 column 3");
-        assert_eq!(error_text("[1"), "unexpected end of input, expected ',' or ']' at line 1 column 3");
+        assert_eq!(
+            error_text("[1 2]"),
+            "expected ',' or ']' at line 1 column 4"
+        );
+        assert_eq!(
+            error_text("{\"a\" 1}"),
+            "expected ':' after the object key at line 1 column 6"
+        );
+        assert_eq!(
+            error_text("{1:2}"),
+            "expected a string key or '}' at line 1 column 2"
+        );
+        assert_eq!(
+            error_text("{\"a\":1,2}"),
+            "expected a string key at line 1 column 8"
+        );
+        assert_eq!(
+            error_text(""),
+            "unexpected end of input, expected a JSON value at line 1 column 1"
+        );
+        assert_eq!(
+            error_text("  "),
+            "unexpected end of input, expected a JSON value at line 1 column 3"
+        );
+        assert_eq!(
+            error_text("[1"),
+            "unexpected end of input, expected ',' or ']' at line 1 column 3"
+        );
         assert_eq!(
             error_text("\"abc"),
             "unexpected end of input, expected '\"' to close the string at line 1 column 5"
         );
-        assert_eq!(error_text("tru"), "unexpected end of input, expected 'true' at line 1 column 4");
+        assert_eq!(
+            error_text("tru"),
+            "unexpected end of input, expected 'true' at line 1 column 4"
+        );
         assert_eq!(error_text("nulL"), "expected 'null' at line 1 column 4");
-        assert_eq!(error_text("-"), "unexpected end of input, expected a digit after '-' at line 1 column 2");
-        assert_eq!(error_text("1."), "unexpected end of input, expected a digit after the decimal point at line 1 column 3");
-        assert_eq!(error_text("1.e5"), "expected a digit after the decimal point at line 1 column 3");
-        assert_eq!(error_text("1e+"), "unexpected end of input, expected a digit in the exponent at line 1 column 4");
+        assert_eq!(
+            error_text("-"),
+            "unexpected end of input, expected a digit after '-' at line 1 column 2"
+        );
+        assert_eq!(
+            error_text("1."),
+            "unexpected end of input, expected a digit after the decimal point at line 1 column 3"
+        );
+        assert_eq!(
+            error_text("1.e5"),
+            "expected a digit after the decimal point at line 1 column 3"
+        );
+        assert_eq!(
+            error_text("1e+"),
+            "unexpected end of input, expected a digit in the exponent at line 1 column 4"
+        );
         assert_eq!(error_text(".5"), "expected a JSON value at line 1 column 1");
         assert_eq!(error_text("+1"), "expected a JSON value at line 1 column 1");
-        assert_eq!(error_text("NaN"), "expected a JSON value at line 1 column 1");
-        assert_eq!(error_text("Infinity"), "expected a JSON value at line 1 column 1");
+        assert_eq!(
+            error_text("NaN"),
+            "expected a JSON value at line 1 column 1"
+        );
+        assert_eq!(
+            error_text("Infinity"),
+            "expected a JSON value at line 1 column 1"
+        );
         assert_eq!(
             error_text(r#""\x""#),
             "invalid escape sequence, expected one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u at line 1 column 2"
         );
-        assert_eq!(error_text(r#""\u12G4""#), "expected 4 hex digits after '\\u' at line 1 column 6");
-        assert_eq!(error_text(r#""\'""#).split(" at ").next(), Some("invalid escape sequence, expected one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u"));
-        assert_eq!(error_text("[1] // c"), "expected end of input after the JSON value at line 1 column 5");
-        assert_eq!(error_text("/* c */ 1"), "expected a JSON value at line 1 column 1");
-        assert_eq!(error_text("'a'"), "expected a JSON value at line 1 column 1");
+        assert_eq!(
+            error_text(r#""\u12G4""#),
+            "expected 4 hex digits after '\\u' at line 1 column 6"
+        );
+        assert_eq!(
+            error_text(r#""\'""#).split(" at ").next(),
+            Some("invalid escape sequence, expected one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u")
+        );
+        assert_eq!(
+            error_text("[1] // c"),
+            "expected end of input after the JSON value at line 1 column 5"
+        );
+        assert_eq!(
+            error_text("/* c */ 1"),
+            "expected a JSON value at line 1 column 1"
+        );
+        assert_eq!(
+            error_text("'a'"),
+            "expected a JSON value at line 1 column 1"
+        );
         // Only space, tab, LF and CR are whitespace.
-        assert_eq!(error_text("\u{a0}1"), "expected a JSON value at line 1 column 1");
-        assert_eq!(error_text("\u{feff}1"), "expected a JSON value at line 1 column 1");
-        assert_eq!(error_text("1\u{c}"), "expected end of input after the JSON value at line 1 column 2");
+        assert_eq!(
+            error_text("\u{a0}1"),
+            "expected a JSON value at line 1 column 1"
+        );
+        assert_eq!(
+            error_text("\u{feff}1"),
+            "expected a JSON value at line 1 column 1"
+        );
+        assert_eq!(
+            error_text("1\u{c}"),
+            "expected end of input after the JSON value at line 1 column 2"
+        );
         // Columns count characters, not bytes.
-        assert_eq!(error_text("[\"é😀\" x]"), "expected ',' or ']' at line 1 column 7");
+        assert_eq!(
+            error_text("[\"é😀\" x]"),
+            "expected ',' or ']' at line 1 column 7"
+        );
     }
 
     #[test]

@@ -63,13 +63,29 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("hookline");
         let events_received = Family::<IngestLabels, Counter>::default();
-        registry.register("events_received", "Events accepted by ingest", events_received.clone());
+        registry.register(
+            "events_received",
+            "Events accepted by ingest",
+            events_received.clone(),
+        );
         let requests_refused = Family::<RefusedLabels, Counter>::default();
-        registry.register("ingest_refused", "Ingest requests refused", requests_refused.clone());
+        registry.register(
+            "ingest_refused",
+            "Ingest requests refused",
+            requests_refused.clone(),
+        );
         let batches_formed = Counter::default();
-        registry.register("batches_formed", "App batches formed", batches_formed.clone());
+        registry.register(
+            "batches_formed",
+            "App batches formed",
+            batches_formed.clone(),
+        );
         let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register("delivery_attempts", "Delivery attempts by outcome", deliveries.clone());
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome",
+            deliveries.clone(),
+        );
         let delivery_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "delivery_latency_seconds",
@@ -77,7 +93,11 @@ impl Metrics {
             delivery_latency.clone(),
         );
         let queue_depth = Gauge::default();
-        registry.register("queue_depth", "Deliveries waiting or in flight", queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Deliveries waiting or in flight",
+            queue_depth.clone(),
+        );
         let reloads = Family::<RefusedLabels, Counter>::default();
         registry.register("reloads", "Config reloads by result", reloads.clone());
         Self {

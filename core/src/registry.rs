@@ -154,7 +154,10 @@ impl AppRegistry {
         next.generation = previous.generation + 1;
         report.generation = next.generation;
         {
-            let mut last_known = self.last_known.lock().expect("last_known lock is never held across a panic");
+            let mut last_known = self
+                .last_known
+                .lock()
+                .expect("last_known lock is never held across a panic");
             for app in next.by_id.values() {
                 last_known.insert(
                     app.id.clone(),
@@ -165,7 +168,11 @@ impl AppRegistry {
                 );
             }
         }
-        let conflicts: Vec<FileError> = next.errors().filter(|e| !report.failures.contains(e)).cloned().collect();
+        let conflicts: Vec<FileError> = next
+            .errors()
+            .filter(|e| !report.failures.contains(e))
+            .cloned()
+            .collect();
         report.failures.extend(conflicts);
         self.current.store(Arc::new(next));
         Ok(report)
@@ -173,13 +180,13 @@ impl AppRegistry {
 
     /// Loads every file; returns the per-file candidates (new apps, or the
     /// last good ones with the error) plus this round's failures.
-    fn read_dir(
-        &self,
-        previous: &Snapshot,
-    ) -> Result<(Vec<(PathBuf, Candidate)>, Vec<FileError>, Vec<String>), std::io::Error> {
+    fn read_dir(&self, previous: &Snapshot) -> Result<DirRead, std::io::Error> {
         let mut paths = Vec::new();
         let entries = std::fs::read_dir(&self.dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot read the apps directory {}: {e}", self.dir.display()))
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot read the apps directory {}: {e}", self.dir.display()),
+            )
         })?;
         for entry in entries {
             let path = entry?.path();
@@ -192,15 +199,28 @@ impl AppRegistry {
         let mut failures = Vec::new();
         let mut warnings = Vec::new();
         for path in paths {
-            let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
+            let last_good = previous
+                .files
+                .get(&path)
+                .map(|f| f.apps.clone())
+                .unwrap_or_default();
             match self.loader.load_file(&path) {
                 Ok(loaded) => {
-                    warnings.extend(loaded.warnings.into_iter().map(|w| format!("{}: {w}", path.display())));
+                    warnings.extend(
+                        loaded
+                            .warnings
+                            .into_iter()
+                            .map(|w| format!("{}: {w}", path.display())),
+                    );
                     let unchanged = same_apps(&loaded.apps, &last_good);
                     files.push((
                         path,
                         Candidate {
-                            apps: if unchanged { last_good.clone() } else { loaded.apps },
+                            apps: if unchanged {
+                                last_good.clone()
+                            } else {
+                                loaded.apps
+                            },
                             fallback: last_good,
                             changed: !unchanged,
                             error: None,
@@ -224,6 +244,9 @@ impl AppRegistry {
         Ok((files, failures, warnings))
     }
 }
+
+/// Per-file candidates, this round's failures, and warnings.
+type DirRead = (Vec<(PathBuf, Candidate)>, Vec<FileError>, Vec<String>);
 
 /// One file's apps as proposed for the next snapshot.
 struct Candidate {
@@ -254,11 +277,14 @@ fn resolve(files: Vec<(PathBuf, Candidate)>, _previous: &Snapshot) -> Snapshot {
         let (apps, error) = match conflict {
             None => (candidate.apps, candidate.error),
             Some(problem) => {
-                let fallback_ok = candidate
-                    .fallback
-                    .iter()
-                    .all(|a| !owner_of_id.contains_key(&a.id) && !owner_of_key.contains_key(&a.key));
-                let kept = if fallback_ok { candidate.fallback } else { Vec::new() };
+                let fallback_ok = candidate.fallback.iter().all(|a| {
+                    !owner_of_id.contains_key(&a.id) && !owner_of_key.contains_key(&a.key)
+                });
+                let kept = if fallback_ok {
+                    candidate.fallback
+                } else {
+                    Vec::new()
+                };
                 (
                     kept,
                     Some(FileError {

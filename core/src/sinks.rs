@@ -14,7 +14,9 @@ pub struct SinkRegistry {
 
 impl std::fmt::Debug for SinkRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.plugins.iter().map(|p| p.kind())).finish()
+        f.debug_list()
+            .entries(self.plugins.iter().map(|p| p.kind()))
+            .finish()
     }
 }
 
@@ -28,7 +30,9 @@ impl SinkRegistry {
     /// key: that is a programming error in the binary.
     pub fn register(&mut self, plugin: Arc<dyn SinkPlugin>) -> &mut Self {
         assert!(
-            self.plugins.iter().all(|p| p.selector_key() != plugin.selector_key()),
+            self.plugins
+                .iter()
+                .all(|p| p.selector_key() != plugin.selector_key()),
             "two sink plugins claim `{}`",
             plugin.selector_key()
         );

@@ -27,9 +27,16 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     };
     let settings = load(args.config.as_deref(), &flags)?;
     if !settings.apps_dir.is_dir() {
-        bail!("the apps directory {} does not exist (--apps DIR)", settings.apps_dir.display());
+        bail!(
+            "the apps directory {} does not exist (--apps DIR)",
+            settings.apps_dir.display()
+        );
     }
-    let loader = AppLoader::new(super::sink_registry()?, LoadDefaults::from(&settings), super::process_env());
+    let loader = AppLoader::new(
+        super::sink_registry()?,
+        LoadDefaults::from(&settings),
+        super::process_env(),
+    );
     let registry = AppRegistry::new(settings.apps_dir.clone(), loader);
     let report = registry.reload().await?;
     for warning in &report.warnings {
@@ -42,7 +49,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let files = snapshot.files().len();
     let apps = snapshot.apps().count();
     if report.failures.is_empty() {
-        println!("ok: {apps} apps in {files} files under {}", settings.apps_dir.display());
+        println!(
+            "ok: {apps} apps in {files} files under {}",
+            settings.apps_dir.display()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(

@@ -186,7 +186,10 @@ pub(crate) fn build_app(
     warnings: &mut Vec<String>,
 ) -> Result<App, String> {
     let Value::Object(obj) = &definition else {
-        return Err(format!("an app must be a JSON object, found {}", json_type_name(&definition)));
+        return Err(format!(
+            "an app must be a JSON object, found {}",
+            json_type_name(&definition)
+        ));
     };
     let id = required_str(obj, "id")?;
     let label = format!("app {id:?}");
@@ -199,7 +202,10 @@ pub(crate) fn build_app(
         Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
         Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
         Some(other) => {
-            return Err(format!("{label}: `enabled` must be true or false, found {}", json_type_name(other)));
+            return Err(format!(
+                "{label}: `enabled` must be true or false, found {}",
+                json_type_name(other)
+            ));
         }
     };
     let batching = match obj.get("batching") {
@@ -235,8 +241,9 @@ pub(crate) fn build_app(
     let webhooks_value = match obj.get("webhooks") {
         None | Some(Value::Null) => Value::Array(vec![]),
         // soketi accepts the webhooks as a JSON string (from env or SQL).
-        Some(Value::String(text)) => serde_json::from_str(text)
-            .map_err(|e| format!("{label}: `webhooks` is a string that is not a JSON array: {e}"))?,
+        Some(Value::String(text)) => serde_json::from_str(text).map_err(|e| {
+            format!("{label}: `webhooks` is a string that is not a JSON array: {e}")
+        })?,
         Some(v) => v.clone(),
     };
     let Value::Array(items) = webhooks_value else {
@@ -285,7 +292,9 @@ fn build_webhook(
     let (kind, selector, sink) = sinks.build(spec).map_err(|e| e.message)?;
     for key in spec.keys() {
         if !ENGINE_WEBHOOK_KEYS.contains(&key.as_str()) && !sinks.plugin_keys().any(|k| k == key) {
-            warnings.push(format!("{label}: webhook {index}: unknown key `{key}` is ignored"));
+            warnings.push(format!(
+                "{label}: webhook {index}: unknown key `{key}` is ignored"
+            ));
         }
     }
     let explicit_id = match spec.get("id") {
@@ -296,7 +305,11 @@ fn build_webhook(
     let event_types = match spec.get("event_types") {
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
-            .map(|v| v.as_str().map(Box::from).ok_or("`event_types` must hold strings only"))
+            .map(|v| {
+                v.as_str()
+                    .map(Box::from)
+                    .ok_or("`event_types` must hold strings only")
+            })
             .collect::<Result<HashSet<Box<str>>, _>>()?,
         Some(Value::Array(_)) => {
             return Err("`event_types` is empty, so the webhook would receive nothing; list the event names it wants".to_string());
@@ -314,7 +327,10 @@ fn build_webhook(
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
                 Value::Number(n) => Ok((k.clone(), n.to_string())),
-                other => Err(format!("header `{k}` must be a string, found {}", json_type_name(other))),
+                other => Err(format!(
+                    "header `{k}` must be a string, found {}",
+                    json_type_name(other)
+                )),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("`headers` must be an object of header names to values".to_string()),
@@ -323,7 +339,11 @@ fn build_webhook(
         None | Some(Value::Null) => sink.default_timeout(),
         Some(v) => match v.as_u64() {
             Some(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => return Err("`timeout_ms` must be a positive whole number of milliseconds".to_string()),
+            _ => {
+                return Err(
+                    "`timeout_ms` must be a positive whole number of milliseconds".to_string(),
+                );
+            }
         },
     };
     let retry = match spec.get("retry") {
@@ -385,7 +405,9 @@ fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<Arc<Webhook>>, String>
         if let Some(id) = &p.explicit_id
             && !taken.insert(id.clone())
         {
-            return Err(format!("two webhooks have the id {id:?}; webhook ids must be unique within an app"));
+            return Err(format!(
+                "two webhooks have the id {id:?}; webhook ids must be unique within an app"
+            ));
         }
     }
     let mut out = Vec::with_capacity(pending.len());
@@ -396,7 +418,11 @@ fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<Arc<Webhook>>, String>
             None => {
                 let n = repeats.entry(p.selector.clone()).or_insert(0);
                 *n += 1;
-                let id = if *n == 1 { p.selector.clone() } else { format!("{}#{n}", p.selector) };
+                let id = if *n == 1 {
+                    p.selector.clone()
+                } else {
+                    format!("{}#{n}", p.selector)
+                };
                 if !taken.insert(id.clone()) {
                     return Err(format!(
                         "the default webhook id {id:?} is also used as an explicit `id`; give this webhook an `id` of its own"
@@ -423,7 +449,10 @@ fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, S
     match obj.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
         Some(Value::String(_)) => Err(format!("`{key}` is empty")),
-        Some(other) => Err(format!("`{key}` must be a string, found {}", json_type_name(other))),
+        Some(other) => Err(format!(
+            "`{key}` must be a string, found {}",
+            json_type_name(other)
+        )),
         None => Err(format!("`{key}` is missing")),
     }
 }

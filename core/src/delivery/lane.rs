@@ -177,7 +177,15 @@ async fn failed(
             tracing::warn!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
                 events = record.event_count, %error, "batch too large for the target, splitting");
             let halves = split(ctx, &delivery);
-            if let Err(store_error) = ctx.store.commit_batch(&record.app_id, 0, &halves.iter().map(|d| d.record.clone()).collect::<Vec<_>>()).await {
+            if let Err(store_error) = ctx
+                .store
+                .commit_batch(
+                    &record.app_id,
+                    0,
+                    &halves.iter().map(|d| d.record.clone()).collect::<Vec<_>>(),
+                )
+                .await
+            {
                 tracing::error!(error = %store_error, "could not store split batches");
             }
             let _ = ctx.store.delivered(record.key).await;
@@ -215,7 +223,8 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
         record.event_count = chunk.len();
         record.history.clear();
         record.attempts = 0;
-        ctx.backlog.fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
+        ctx.backlog
+            .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
         halves.push(Delivery {
             record,
             webhook: delivery.webhook.clone(),
@@ -286,6 +295,9 @@ mod tests {
     #[test]
     fn splits_only_at_top_level_commas() {
         let joined = r#"{"a":[1,2],"b":"x,}"},{"c":"\"{,"},{}"#;
-        assert_eq!(split_events(joined), vec![r#"{"a":[1,2],"b":"x,}"}"#, r#"{"c":"\"{,"}"#, "{}"]);
+        assert_eq!(
+            split_events(joined),
+            vec![r#"{"a":[1,2],"b":"x,}"}"#, r#"{"c":"\"{,"}"#, "{}"]
+        );
     }
 }

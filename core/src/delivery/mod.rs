@@ -95,7 +95,10 @@ pub(crate) struct LaneContext {
 
 impl LaneContext {
     /// Renders, signs and sends one attempt.
-    pub(crate) async fn attempt(&self, delivery: &Delivery) -> Result<(), hookline_sink_api::DeliveryError> {
+    pub(crate) async fn attempt(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<(), hookline_sink_api::DeliveryError> {
         let record = &delivery.record;
         let Some(credentials) = self.registry.credentials(&record.app_id) else {
             return Err(hookline_sink_api::DeliveryError::Final(format!(
@@ -119,7 +122,12 @@ impl LaneContext {
             timeout: webhook.timeout,
         };
         // The sink may enforce the timeout itself; this bounds it regardless.
-        match tokio::time::timeout(webhook.timeout + Duration::from_millis(50), webhook.sink.send(request)).await {
+        match tokio::time::timeout(
+            webhook.timeout + Duration::from_millis(50),
+            webhook.sink.send(request),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(hookline_sink_api::DeliveryError::Timeout),
         }
@@ -161,8 +169,14 @@ impl Dispatcher {
     /// Queues a delivery on its webhook's lane.
     pub fn dispatch(&self, delivery: Delivery) {
         self.ctx.metrics.queue_depth.inc();
-        let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
-        let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
+        let key: LaneKey = (
+            Arc::from(delivery.record.app_id.as_str()),
+            delivery.webhook.id.clone(),
+        );
+        let mut lanes = self
+            .lanes
+            .lock()
+            .expect("lanes lock is never held across a panic");
         let sender = lanes.entry(key).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let ctx = self.ctx.clone();
@@ -181,8 +195,16 @@ impl Dispatcher {
     /// Stops taking deliveries and waits up to `grace` for every lane to
     /// finish what it holds. Returns whether everything finished.
     pub async fn drain(&self, grace: Duration) -> bool {
-        self.lanes.lock().expect("lanes lock is never held across a panic").clear();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
+        self.lanes
+            .lock()
+            .expect("lanes lock is never held across a panic")
+            .clear();
+        let mut tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .expect("tasks lock is never held across a panic"),
+        );
         let all = async { while tasks.join_next().await.is_some() {} };
         tokio::time::timeout(grace, all).await.is_ok()
     }

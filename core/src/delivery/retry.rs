@@ -33,14 +33,19 @@ pub fn next_step(
 ) -> NextStep {
     let window = Duration::from_millis(policy.max_age_ms);
     let delay = match class {
-        RetryClass::Final => return NextStep::GiveUp("the target refused the batch (not retryable)".into()),
+        RetryClass::Final => {
+            return NextStep::GiveUp("the target refused the batch (not retryable)".into());
+        }
         RetryClass::Split => return NextStep::Split,
         RetryClass::RetryAfter(wait) => wait.min(Duration::from_millis(policy.max_backoff_ms)),
-        RetryClass::Retry => {
+        RetryClass::Retry { at_least } => {
             if policy.max_attempts > 0 && attempts >= policy.max_attempts {
                 return NextStep::GiveUp(format!("gave up after {attempts} attempts"));
             }
-            backoff(attempts, policy, rng)
+            let asked = at_least
+                .unwrap_or_default()
+                .min(Duration::from_millis(policy.max_backoff_ms));
+            backoff(attempts, policy, rng).max(asked)
         }
     };
     if age + delay > window {
@@ -82,7 +87,10 @@ mod tests {
             }
         }
         let big: Vec<_> = (0..200).map(|_| backoff(30, &policy(), &mut rng)).collect();
-        assert!(big.iter().any(|d| *d > Duration::from_secs(150)), "jitter spans the range");
+        assert!(
+            big.iter().any(|d| *d > Duration::from_secs(150)),
+            "jitter spans the range"
+        );
     }
 
     #[test]
@@ -92,20 +100,80 @@ mod tests {
             max_attempts: 3,
             ..policy()
         };
-        assert!(matches!(next_step(RetryClass::Retry, &limited, 2, Duration::ZERO, &mut rng), NextStep::RetryIn(_)));
-        assert!(matches!(next_step(RetryClass::Retry, &limited, 3, Duration::ZERO, &mut rng), NextStep::GiveUp(_)));
+        assert!(matches!(
+            next_step(
+                RetryClass::Retry { at_least: None },
+                &limited,
+                2,
+                Duration::ZERO,
+                &mut rng
+            ),
+            NextStep::RetryIn(_)
+        ));
+        assert!(matches!(
+            next_step(
+                RetryClass::Retry { at_least: None },
+                &limited,
+                3,
+                Duration::ZERO,
+                &mut rng
+            ),
+            NextStep::GiveUp(_)
+        ));
         let day = Duration::from_millis(policy().max_age_ms);
-        assert!(matches!(next_step(RetryClass::Retry, &policy(), 1, day, &mut rng), NextStep::GiveUp(_)));
-        assert!(matches!(next_step(RetryClass::Final, &policy(), 1, Duration::ZERO, &mut rng), NextStep::GiveUp(_)));
-        assert_eq!(next_step(RetryClass::Split, &policy(), 1, Duration::ZERO, &mut rng), NextStep::Split);
+        assert!(matches!(
+            next_step(
+                RetryClass::Retry { at_least: None },
+                &policy(),
+                1,
+                day,
+                &mut rng
+            ),
+            NextStep::GiveUp(_)
+        ));
+        assert!(matches!(
+            next_step(RetryClass::Final, &policy(), 1, Duration::ZERO, &mut rng),
+            NextStep::GiveUp(_)
+        ));
+        assert_eq!(
+            next_step(RetryClass::Split, &policy(), 1, Duration::ZERO, &mut rng),
+            NextStep::Split
+        );
+    }
+
+    #[test]
+    fn a_retryable_answers_retry_after_is_a_lower_bound() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..20 {
+            let class = RetryClass::Retry {
+                at_least: Some(Duration::from_secs(2)),
+            };
+            let NextStep::RetryIn(d) = next_step(class, &policy(), 1, Duration::ZERO, &mut rng)
+            else {
+                panic!("retries")
+            };
+            assert!(d >= Duration::from_secs(2));
+        }
     }
 
     #[test]
     fn retry_after_is_honoured_within_bounds() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let wait = next_step(RetryClass::RetryAfter(Duration::from_secs(3)), &policy(), 100, Duration::ZERO, &mut rng);
+        let wait = next_step(
+            RetryClass::RetryAfter(Duration::from_secs(3)),
+            &policy(),
+            100,
+            Duration::ZERO,
+            &mut rng,
+        );
         assert_eq!(wait, NextStep::RetryIn(Duration::from_secs(3)));
-        let capped = next_step(RetryClass::RetryAfter(Duration::from_secs(9999)), &policy(), 1, Duration::ZERO, &mut rng);
+        let capped = next_step(
+            RetryClass::RetryAfter(Duration::from_secs(9999)),
+            &policy(),
+            1,
+            Duration::ZERO,
+            &mut rng,
+        );
         assert_eq!(capped, NextStep::RetryIn(Duration::from_secs(300)));
     }
 }

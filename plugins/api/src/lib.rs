@@ -123,10 +123,15 @@ pub enum DeliveryError {
 /// What the engine should do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryClass {
-    /// Retry with backoff; the attempt counts.
-    Retry,
+    /// Retry with backoff; the attempt counts. `at_least` is the target's
+    /// `Retry-After` on a retryable answer (a 503, say): the backoff is
+    /// never shorter.
+    Retry {
+        /// The least delay the target asked for.
+        at_least: Option<Duration>,
+    },
     /// Retry after the given delay; the attempt does not count (`429` with
-    /// `Retry-After`).
+    /// `Retry-After`, throttling with a known wait).
     RetryAfter(Duration),
     /// Split the batch in two and send the halves.
     Split,
@@ -139,21 +144,23 @@ impl DeliveryError {
     pub fn retry_class(&self) -> RetryClass {
         match self {
             DeliveryError::Timeout | DeliveryError::Connect(_) | DeliveryError::Transient(_) => {
-                RetryClass::Retry
+                RetryClass::Retry { at_least: None }
             }
             DeliveryError::Throttled { retry_after } => match retry_after {
                 Some(d) => RetryClass::RetryAfter(*d),
-                None => RetryClass::Retry,
+                None => RetryClass::Retry { at_least: None },
             },
             DeliveryError::Status {
                 code, retry_after, ..
             } => match code {
                 429 => match retry_after {
                     Some(d) => RetryClass::RetryAfter(*d),
-                    None => RetryClass::Retry,
+                    None => RetryClass::Retry { at_least: None },
                 },
                 413 => RetryClass::Split,
-                408 | 425 | 500..=599 => RetryClass::Retry,
+                408 | 425 | 500..=599 => RetryClass::Retry {
+                    at_least: *retry_after,
+                },
                 _ => RetryClass::Final,
             },
             DeliveryError::TooLarge(_) => RetryClass::Split,
@@ -188,7 +195,10 @@ impl SinkConfigError {
 }
 
 /// Reads an optional string key from a webhook spec, refusing other types.
-pub fn optional_str<'a>(spec: &'a WebhookSpec, key: &str) -> Result<Option<&'a str>, SinkConfigError> {
+pub fn optional_str<'a>(
+    spec: &'a WebhookSpec,
+    key: &str,
+) -> Result<Option<&'a str>, SinkConfigError> {
     match spec.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
@@ -226,23 +236,47 @@ mod tests {
     #[test]
     fn classifies_statuses_per_contract() {
         for code in [408, 425, 500, 502, 503, 599] {
-            assert_eq!(status(code, None).retry_class(), RetryClass::Retry, "{code}");
+            assert_eq!(
+                status(code, None).retry_class(),
+                RetryClass::Retry { at_least: None },
+                "{code}"
+            );
         }
+        assert_eq!(
+            status(503, Some(2)).retry_class(),
+            RetryClass::Retry {
+                at_least: Some(Duration::from_secs(2))
+            }
+        );
         for code in [300, 301, 302, 304, 400, 401, 403, 404, 410, 422] {
-            assert_eq!(status(code, None).retry_class(), RetryClass::Final, "{code}");
+            assert_eq!(
+                status(code, None).retry_class(),
+                RetryClass::Final,
+                "{code}"
+            );
         }
         assert_eq!(
             status(429, Some(7)).retry_class(),
             RetryClass::RetryAfter(Duration::from_secs(7))
         );
-        assert_eq!(status(429, None).retry_class(), RetryClass::Retry);
+        assert_eq!(
+            status(429, None).retry_class(),
+            RetryClass::Retry { at_least: None }
+        );
         assert_eq!(status(413, None).retry_class(), RetryClass::Split);
     }
 
     #[test]
     fn network_failures_are_retried() {
-        assert_eq!(DeliveryError::Timeout.retry_class(), RetryClass::Retry);
-        assert_eq!(DeliveryError::Connect("refused".into()).retry_class(), RetryClass::Retry);
-        assert_eq!(DeliveryError::Final("gone".into()).retry_class(), RetryClass::Final);
+        let retry = RetryClass::Retry { at_least: None };
+        assert_eq!(DeliveryError::Timeout.retry_class(), retry);
+        assert_eq!(
+            DeliveryError::Connect("refused".into()).retry_class(),
+            retry
+        );
+        assert_eq!(
+            DeliveryError::Final("gone".into()).retry_class(),
+            RetryClass::Final
+        );
     }
 }

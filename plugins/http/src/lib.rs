@@ -50,7 +50,8 @@ impl SinkPlugin for HttpSinkPlugin {
     }
 
     fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
-        let raw = optional_str(spec, "url")?.ok_or_else(|| SinkConfigError::new("`url` is missing"))?;
+        let raw =
+            optional_str(spec, "url")?.ok_or_else(|| SinkConfigError::new("`url` is missing"))?;
         let url = url::Url::parse(raw)
             .map_err(|e| SinkConfigError::new(format!("`url` {raw:?} is not a valid URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -129,17 +130,24 @@ impl Sink for HttpSink {
 fn build_headers(request: &SinkRequest<'_>) -> Result<http::HeaderMap, DeliveryError> {
     let mut headers = http::HeaderMap::with_capacity(request.extra_headers.len() + 6);
     for (name, value) in request.extra_headers {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| DeliveryError::Final(format!("webhook header name {name:?} is not valid in HTTP")))?;
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| DeliveryError::Final(format!("webhook header {name} has a value that is not valid in HTTP")))?;
+        let name = HeaderName::try_from(name.as_str()).map_err(|_| {
+            DeliveryError::Final(format!("webhook header name {name:?} is not valid in HTTP"))
+        })?;
+        let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+            DeliveryError::Final(format!(
+                "webhook header {name} has a value that is not valid in HTTP"
+            ))
+        })?;
         headers.append(name, value);
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     for (name, value) in request.signed_headers {
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| DeliveryError::Final(format!("header {name} has a value that is not valid in HTTP")))?;
+        let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+            DeliveryError::Final(format!(
+                "header {name} has a value that is not valid in HTTP"
+            ))
+        })?;
         headers.insert(HeaderName::from_static(lowercase_static(name)), value);
     }
     Ok(headers)
@@ -190,7 +198,10 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate_parse(value)?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form
@@ -201,15 +212,21 @@ fn httpdate_parse(value: &str) -> Option<std::time::SystemTime> {
         return None;
     };
     let day: u64 = day.parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| m == month)? as u64
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as u64
         + 1;
     let year: u64 = year.parse().ok()?;
     let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let doy = (153 * mo + 2) / 5 + day - 1;
@@ -248,11 +265,17 @@ mod tests {
     #[test]
     fn refuses_non_http_urls() {
         let plugin = HttpSinkPlugin::new().unwrap();
-        let err = plugin.build(&spec(serde_json::json!({"url": "ftp://x/y"}))).unwrap_err();
+        let err = plugin
+            .build(&spec(serde_json::json!({"url": "ftp://x/y"})))
+            .unwrap_err();
         assert!(err.message.contains("http://"), "{err}");
-        let err = plugin.build(&spec(serde_json::json!({"url": "not a url"}))).unwrap_err();
+        let err = plugin
+            .build(&spec(serde_json::json!({"url": "not a url"})))
+            .unwrap_err();
         assert!(err.message.contains("not a valid URL"), "{err}");
-        let err = plugin.build(&spec(serde_json::json!({"url": 5}))).unwrap_err();
+        let err = plugin
+            .build(&spec(serde_json::json!({"url": 5})))
+            .unwrap_err();
         assert!(err.message.contains("must be a string"), "{err}");
     }
 
@@ -260,10 +283,15 @@ mod tests {
     fn describe_hides_credentials_and_query() {
         let plugin = HttpSinkPlugin::new().unwrap();
         let sink = plugin
-            .build(&spec(serde_json::json!({"url": "https://user:pw@example.com/h?token=s3cret"})))
+            .build(&spec(
+                serde_json::json!({"url": "https://user:pw@example.com/h?token=s3cret"}),
+            ))
             .unwrap();
         let shown = sink.describe();
-        assert!(!shown.contains("pw") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("pw") && !shown.contains("s3cret"),
+            "{shown}"
+        );
         assert!(shown.starts_with("https://example.com/h"), "{shown}");
     }
 
@@ -279,7 +307,10 @@ mod tests {
 
     #[test]
     fn signed_headers_win_over_webhook_headers() {
-        let signed = [("X-Pusher-Key", "k".to_string()), ("X-Pusher-Signature", "abc".to_string())];
+        let signed = [
+            ("X-Pusher-Key", "k".to_string()),
+            ("X-Pusher-Signature", "abc".to_string()),
+        ];
         let extra = [
             ("x-pusher-signature".to_string(), "forged".to_string()),
             ("Content-Type".to_string(), "text/plain".to_string()),

@@ -1,0 +1,242 @@
+//! App files end to end: soketi's formats load unchanged, `hookline check`
+//! reports problems with file and line, and a bad file never stops the good
+//! ones from serving.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn check(dir: &Path) -> (bool, String, String) {
+    let output = Command::new(hookline_bin())
+        .arg("check")
+        .arg("--apps")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The soketi array-format example, verbatim.
+fn soketi_example() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps/soketi-array.json"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_soketi_array_example_passes_check() {
+    let apps = AppsDir::new();
+    apps.write("soketi.json", &soketi_example());
+    let (ok, stdout, stderr) = check(apps.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("ok: 2 apps in 1 files"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_soketi_array_file_loads_unchanged_and_routes_like_soketi() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write(
+        "soketi.json",
+        &soketi_example().replace("http://127.0.0.1:7078", &receiver.url("")),
+    );
+    let daemon = Daemon::start(apps.path());
+
+    let chat = events_body(&[
+        ("channel_occupied", "private-a-chat"),
+        ("client_event", "private-a-chat"),
+        ("client_event", "public"),
+    ]);
+    assert_eq!(
+        native(&daemon, "chat-app", "chat-key", "chat-secret", &chat)
+            .await
+            .0,
+        200
+    );
+    let presence = events_body(&[("member_added", "presence-x"), ("member_added", "other")]);
+    assert_eq!(
+        native(
+            &daemon,
+            "presence-app",
+            "presence-key",
+            "presence-secret",
+            &presence
+        )
+        .await
+        .0,
+        200
+    );
+
+    let lifecycle = receiver.wait_for("/chat/lifecycle", 1).await;
+    let messages = receiver.wait_for("/chat/messages", 1).await;
+    let members = receiver.wait_for("/presence", 1).await;
+    assert_eq!(lifecycle[0].event_names(), ["channel_occupied"]);
+    assert_eq!(messages[0].event_names(), ["client_event"]);
+    assert_eq!(messages[0].json()["events"][0]["channel"], "private-a-chat");
+    assert_eq!(messages[0].header("x-source"), "hookline-example");
+    assert_eq!(members[0].json()["events"][0]["channel"], "presence-x");
+    assert_eq!(members[0].event_count(), 1);
+    assert_officially_valid("chat-key", "chat-secret", &[lifecycle, messages].concat());
+    assert_officially_valid("presence-key", "presence-secret", &members);
+}
+
+#[test]
+fn check_names_the_broken_file_and_line() {
+    let apps = AppsDir::new();
+    apps.write("good.json", &soketi_example());
+    apps.write(
+        "broken.json",
+        "[\n  {\"id\": \"x\", \"key\": \"k\",\n    \"secret\": }\n]\n",
+    );
+    let (ok, stdout, stderr) = check(apps.path());
+    assert!(!ok, "check must fail: {stdout}{stderr}");
+    let broken = apps.path().join("broken.json");
+    assert!(
+        stderr.contains(&format!("{}: line 3 column 15", broken.display())),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("1 of 2 files have problems; 2 apps would serve"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_validation_problems_with_what_to_do() {
+    let apps = AppsDir::new();
+    apps.write(
+        "a.toml",
+        r#"
+[[apps]]
+id = "a"
+key = "k"
+secret = "${HOOKLINE_TEST_UNSET_VARIABLE}"
+
+[[apps]]
+id = "b"
+key = "kb"
+secret = "s"
+webhooks = [{ url = "http://x/h" }]
+
+[[apps]]
+id = "c"
+key = "kc"
+secret = "s"
+webhooks = [{ event_types = ["a"] }]
+"#,
+    );
+    apps.write(
+        "dup.json",
+        r#"[{"id": "a2", "key": "k2", "secret": "s", "webhooks": [
+            {"id": "same", "url": "http://x/1", "event_types": ["a"]},
+            {"id": "same", "url": "http://x/2", "event_types": ["a"]}]}]"#,
+    );
+    let (ok, _, stderr) = check(apps.path());
+    assert!(!ok);
+    assert!(
+        stderr
+            .contains("environment variable HOOKLINE_TEST_UNSET_VARIABLE is not set (in `secret`)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("app \"b\": webhook 0: `event_types` is missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("app \"c\": webhook 0: a webhook needs a target: set `url`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("two webhooks have the id \"same\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn duplicate_ids_and_keys_across_files_are_refused_naming_both() {
+    let apps = AppsDir::new();
+    apps.write("1.json", r#"{"id": "a", "key": "k", "secret": "s"}"#);
+    apps.write("2.json", r#"{"id": "a", "key": "other", "secret": "s"}"#);
+    apps.write("3.json", r#"{"id": "b", "key": "k", "secret": "s"}"#);
+    let (ok, _, stderr) = check(apps.path());
+    assert!(!ok);
+    let one = apps.path().join("1.json");
+    assert!(
+        stderr.contains(&format!(
+            "app id \"a\" is also defined in {}",
+            one.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "app key \"k\" (app \"b\") is also used in {}",
+            one.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_file_does_not_stop_the_good_ones() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write(
+        "good.json",
+        &format!(r#"{{"id": "good", "key": "kg", "secret": "sg", "webhooks": [{{"url": "{}", "event_types": ["cache_miss"]}}]}}"#, receiver.url("/g")),
+    );
+    apps.write("bad.json", r#"{"id": "bad", "key": "kb", "secret": "sb", "webhooks": [{"url": "ftp://nope", "event_types": ["x"]}]}"#);
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(
+            &daemon,
+            "good",
+            "kg",
+            "sg",
+            &events_body(&[("cache_miss", "c")])
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        native(
+            &daemon,
+            "bad",
+            "kb",
+            "sb",
+            &events_body(&[("cache_miss", "c")])
+        )
+        .await
+        .0,
+        404
+    );
+    receiver.wait_for("/g", 1).await;
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("bad.json") && logs.contains("must start with http:// or https://"),
+        "{logs}"
+    );
+    let ready: serde_json::Value = serde_json::from_str(
+        &reqwest::get(format!("{}/readyz", daemon.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        ready["ready"], true,
+        "a bad app file does not make the daemon unready"
+    );
+    assert_eq!(ready["file_errors"].as_array().unwrap().len(), 1);
+}

@@ -1,0 +1,361 @@
+//! Delivery end to end: routing per webhook, batching, signatures checked
+//! by the official Pusher libraries, exact JavaScript re-stringification,
+//! retries, and shutdown flushing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn start(apps_json: &str, receiver: &Receiver) -> (AppsDir, Daemon) {
+    start_with(apps_json, receiver, DaemonOptions::default())
+}
+
+fn start_with(apps_json: &str, receiver: &Receiver, options: DaemonOptions) -> (AppsDir, Daemon) {
+    let apps = AppsDir::new();
+    apps.write(
+        "apps.json",
+        &apps_json.replace("RECEIVER", &receiver.url("")),
+    );
+    let daemon = Daemon::start_with(apps.path(), options);
+    (apps, daemon)
+}
+
+#[tokio::test]
+async fn each_webhook_gets_exactly_its_events_in_its_own_signed_body() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 200}, "webhooks": [
+            {"url": "RECEIVER/lifecycle", "event_types": ["channel_occupied", "channel_vacated"]},
+            {"url": "RECEIVER/chat", "event_types": ["client_event"],
+             "filter": {"channel_name_starts_with": "private-", "channel_name_ends_with": "-chat"}},
+            {"url": "RECEIVER/presence", "event_types": ["member_added", "member_removed", "channel_occupied"],
+             "filters": {"channel_name_starts_with": "presence-"}},
+            {"url": "RECEIVER/never", "event_types": ["cache_miss"]}
+        ]}"#,
+        &receiver,
+    );
+    let body = r#"{"events":[
+        {"name":"channel_occupied","channel":"presence-lobby"},
+        {"name":"client_event","channel":"private-room-chat","event":"client-typing","data":"{}","socket_id":"1.2"},
+        {"name":"client_event","channel":"private-room","event":"client-typing","data":"{}","socket_id":"1.2"},
+        {"name":"member_added","channel":"presence-lobby","user_id":"u1"},
+        {"name":"channel_vacated","channel":"room-2"},
+        {"name":"member_added","channel":"other","user_id":"u2"}
+    ]}"#;
+    let answer = publish_with_npm(&daemon.url(), "a", "ka", "sa", body, &[]);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    receiver.wait_for("/lifecycle", 1).await;
+    receiver.wait_for("/chat", 1).await;
+    receiver.wait_for("/presence", 1).await;
+    daemon
+        .wait_metric("hookline_batches_formed_total", 1.0)
+        .await;
+
+    let channels = |path: &str| -> Vec<(String, String)> {
+        let got = receiver.on(path);
+        assert_eq!(got.len(), 1, "{path} gets one batch");
+        got[0].json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().into(),
+                    e["channel"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let pair = |n: &str, c: &str| (n.to_string(), c.to_string());
+    assert_eq!(
+        channels("/lifecycle"),
+        [
+            pair("channel_occupied", "presence-lobby"),
+            pair("channel_vacated", "room-2")
+        ]
+    );
+    assert_eq!(
+        channels("/chat"),
+        [pair("client_event", "private-room-chat")]
+    );
+    assert_eq!(
+        channels("/presence"),
+        [
+            pair("channel_occupied", "presence-lobby"),
+            pair("member_added", "presence-lobby")
+        ]
+    );
+    assert!(
+        receiver.on("/never").is_empty(),
+        "an empty selection sends nothing"
+    );
+
+    let all = receiver.all();
+    let signatures: std::collections::HashSet<_> = all
+        .iter()
+        .map(|r| r.header("x-pusher-signature").to_string())
+        .collect();
+    assert_eq!(
+        signatures.len(),
+        3,
+        "each webhook has its own body and signature"
+    );
+    assert_officially_valid("ka", "sa", &all);
+    for delivery in &all {
+        assert_eq!(delivery.header("content-type"), "application/json");
+        assert_eq!(delivery.header("x-pusher-key"), "ka");
+        assert!(delivery.header("user-agent").starts_with("hookline/"));
+        assert!(!delivery.header("x-hookline-batch-id").is_empty());
+        let batch_time: u64 = delivery.header("x-hookline-batch-time").parse().unwrap();
+        assert!(batch_time <= delivery.json()["time_ms"].as_u64().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn bodies_restringify_exactly_in_javascript() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [{"url": "RECEIVER/h", "event_types": ["client_event"]}]}"#,
+        &receiver,
+    );
+    // Raw bytes as a client might send them: odd numbers, integer-like keys
+    // after others, duplicate keys, escapes, non-ASCII, emoji, control chars.
+    let body = concat!(
+        r#"{"events":[{"name":"client_event","channel":"private-x","event":"client-msg","#,
+        r#""data":"h\u00e9llo \"w\u00f6rld\" \\ \/ \ud83d\ude00 😀 \u0001\t\n\u001f \u2028 中文","#,
+        r#""b":1.0,"a":1e21,"big":12345678901234567890,"neg":-0,"small":1E-7,"10":"ten","2":"two","#,
+        r#""dup":1,"dup":{"z":1,"y":[1.50,2e0]},"lone":"\ud800"}]}"#
+    );
+    let answer = publish_with_npm(&daemon.url(), "a", "ka", "sa", body, &[]);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let got = receiver.wait_for("/h", 1).await;
+    let text = &got[0].body;
+    let events_start = text.find("\"events\":").unwrap();
+    assert_eq!(
+        &text[events_start..],
+        concat!(
+            r#""events":[{"2":"two","10":"ten","name":"client_event","channel":"private-x","event":"client-msg","#,
+            "\"data\":\"h\u{e9}llo \\\"w\u{f6}rld\\\" \\\\ / \u{1F600} \u{1F600} \\u0001\\t\\n\\u001f \u{2028} \u{4E2D}\u{6587}\",",
+            r#""b":1,"a":1e+21,"big":12345678901234567000,"neg":0,"small":1e-7,"dup":{"z":1,"y":[1.5,2]},"lone":"\ud800"}]}"#
+        )
+    );
+    // The official verifiers, including Node's JSON.stringify(JSON.parse(body)) === body.
+    assert_officially_valid("ka", "sa", &got);
+}
+
+#[tokio::test]
+async fn events_within_the_window_share_one_batch_and_max_events_splits() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"[{"id": "w", "key": "kw", "secret": "sw", "batching": {"max_wait_ms": 1000, "max_events": 1000},
+             "webhooks": [{"url": "RECEIVER/window", "event_types": ["channel_occupied"]}]},
+            {"id": "m", "key": "km", "secret": "sm", "batching": {"max_wait_ms": 300, "max_events": 3},
+             "webhooks": [{"url": "RECEIVER/max", "event_types": ["channel_occupied"], "ordering": "strict"}]}]"#,
+        &receiver,
+    );
+    let sent_at = Instant::now();
+    for i in 0..3 {
+        let body = events_body(&[("channel_occupied", &format!("c{i}"))]);
+        assert_eq!(native(&daemon, "w", "kw", "sw", &body).await.0, 200);
+    }
+    let window = receiver.wait_for("/window", 1).await;
+    assert_eq!(
+        window[0].event_count(),
+        3,
+        "three requests within the window form one batch"
+    );
+    assert!(
+        sent_at.elapsed() >= Duration::from_millis(1000),
+        "the batch waited for its window"
+    );
+
+    let seven: Vec<(String, String)> = (0..7)
+        .map(|i| ("channel_occupied".to_string(), format!("m{i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = seven
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        native(&daemon, "m", "km", "sm", &events_body(&refs))
+            .await
+            .0,
+        200
+    );
+    let max = receiver.wait_for_events("/max", 7).await;
+    let sizes: Vec<usize> = max.iter().map(Received::event_count).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    let channels: Vec<String> = max
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+        .map(|e| e["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        channels,
+        (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>(),
+        "a strict webhook keeps formation order"
+    );
+    assert_officially_valid("km", "sm", &max);
+}
+
+#[tokio::test]
+async fn with_batching_off_every_event_is_its_own_delivery() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+            "webhooks": [{"url": "RECEIVER/h", "event_types": ["member_added"]}]}"#,
+        &receiver,
+    );
+    let body = events_body(&[
+        ("member_added", "p1"),
+        ("member_added", "p2"),
+        ("member_added", "p3"),
+    ]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    let got = receiver.wait_for("/h", 3).await;
+    assert!(got.iter().all(|r| r.event_count() == 1));
+    let ids: std::collections::HashSet<_> = got
+        .iter()
+        .map(|r| r.header("x-hookline-batch-id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "each its own batch id");
+    assert_officially_valid("ka", "sa", &got);
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_retried_with_the_same_batch_id_and_a_400_is_not() {
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/flaky",
+        vec![Reply::status(503).with_header("retry-after", "1")],
+    );
+    receiver.script("/refuses", vec![Reply::status(400)]);
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [
+            {"url": "RECEIVER/flaky", "event_types": ["channel_occupied"]},
+            {"url": "RECEIVER/refuses", "event_types": ["channel_occupied"]}]}"#,
+        &receiver,
+    );
+    assert_eq!(
+        native(
+            &daemon,
+            "a",
+            "ka",
+            "sa",
+            &events_body(&[("channel_occupied", "c")])
+        )
+        .await
+        .0,
+        200
+    );
+    let flaky = receiver.wait_for("/flaky", 2).await;
+    assert_eq!(
+        flaky[0].header("x-hookline-batch-id"),
+        flaky[1].header("x-hookline-batch-id")
+    );
+    assert_eq!(flaky[0].json()["events"], flaky[1].json()["events"]);
+    assert!(
+        flaky[1].at - flaky[0].at >= Duration::from_millis(900),
+        "Retry-After: 1 was honoured"
+    );
+    assert!(
+        flaky[1].json()["time_ms"].as_u64() > flaky[0].json()["time_ms"].as_u64(),
+        "re-stamped"
+    );
+    assert_officially_valid("ka", "sa", &flaky);
+
+    // The 400 is final: once it is dead-lettered no attempt can follow.
+    daemon
+        .wait_metric(
+            r#"hookline_delivery_attempts_total{sink="http",outcome="dead_letter"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(receiver.on("/refuses").len(), 1, "a 400 is not retried");
+    assert_eq!(
+        daemon
+            .metric(r#"hookline_delivery_attempts_total{sink="http",outcome="success"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn webhook_headers_are_sent_but_never_replace_the_signed_ones() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [{"url": "RECEIVER/h", "event_types": ["cache_miss"],
+            "headers": {"Authorization": "Bearer t", "X-Pusher-Signature": "forged", "Content-Type": "text/plain"}}]}"#,
+        &receiver,
+    );
+    assert_eq!(
+        native(
+            &daemon,
+            "a",
+            "ka",
+            "sa",
+            &events_body(&[("cache_miss", "c")])
+        )
+        .await
+        .0,
+        200
+    );
+    let got = receiver.wait_for("/h", 1).await;
+    assert_eq!(got[0].header("authorization"), "Bearer t");
+    assert_ne!(got[0].header("x-pusher-signature"), "forged");
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_officially_valid("ka", "sa", &got);
+}
+
+#[tokio::test]
+async fn sigterm_delivers_the_open_batch_before_exiting() {
+    let receiver = Receiver::start().await;
+    let (_apps, mut daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 600000},
+            "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied"]}]}"#,
+        &receiver,
+    );
+    let body = events_body(&[("channel_occupied", "c1"), ("channel_occupied", "c2")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    assert!(receiver.all().is_empty(), "the batch is still open");
+    daemon.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = daemon.wait();
+        (status, daemon)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.success(),
+        "exit status {:?}; logs:\n{}",
+        status.0,
+        status.1.logs()
+    );
+    let got = receiver.on("/h");
+    assert_eq!(got.len(), 1, "delivered before exit");
+    assert_eq!(got[0].event_count(), 2);
+}
+
+#[tokio::test]
+async fn each_app_signs_with_its_own_secret() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"[{"id": "one", "key": "k1", "secret": "s1", "webhooks": [{"url": "RECEIVER/one", "event_types": ["channel_occupied"]}]},
+            {"id": "two", "key": "k2", "secret": "s2", "webhooks": [{"url": "RECEIVER/two", "event_types": ["channel_occupied"]}]}]"#,
+        &receiver,
+    );
+    let body = events_body(&[("channel_occupied", "c")]);
+    assert_eq!(native(&daemon, "one", "k1", "s1", &body).await.0, 200);
+    assert_eq!(native(&daemon, "two", "k2", "s2", &body).await.0, 200);
+    let one = receiver.wait_for("/one", 1).await;
+    let two = receiver.wait_for("/two", 1).await;
+    assert_officially_valid("k1", "s1", &one);
+    assert_officially_valid("k2", "s2", &two);
+    assert_eq!(
+        verify_with_npm("k1", "s1", &two)[0]["valid"],
+        false,
+        "the verifier can fail"
+    );
+}
