@@ -51,6 +51,15 @@ else
     rustup target add wasm32-wasip2
 fi
 
+for component in clippy rustfmt; do
+    if rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        say "rust component $component: present"
+    else
+        say "rust component $component: installing"
+        rustup component add "$component"
+    fi
+done
+
 # --- 2. Node peers (npm pusher) ----------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "node and npm are needed for the test peers" >&2

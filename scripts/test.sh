@@ -13,6 +13,12 @@ export HOOKLINE_TEST_NODE="${HOOKLINE_TEST_NODE:-node}"
 export HOOKLINE_TEST_PYTHON="${HOOKLINE_TEST_PYTHON:-$ROOT/tests/peers/.venv/bin/python}"
 export HOOKLINE_TEST_PEERS="${HOOKLINE_TEST_PEERS:-$ROOT/tests/peers}"
 
+echo "test: cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+echo "test: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "test: cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
