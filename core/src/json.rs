@@ -1485,6 +1485,49 @@ mod tests {
         assert_eq!(parse(b"1e400").unwrap().as_f64(), Some(f64::INFINITY));
     }
 
+    /// Random inputs from the cross-check against node, with the output that
+    /// node v20's `JSON.stringify(JSON.parse(input))` gave.
+    #[test]
+    fn matches_recorded_node_output() {
+        let cases = [
+            (
+                r##"{"\ud800":"x", "a":-5737614832915157163500150,"0":"a","0" :9734182838.7235453642}"##,
+                r##"{"0":9734182838.723545,"\ud800":"x","a":-5.737614832915157e+24}"##,
+            ),
+            (
+                r##"{ " ":"","99":false,"4294967296":1e308,"4294967296":"\/aZabcda"}"##,
+                r##"{"99":false," ":"","4294967296":"/aZabcda"}"##,
+            ),
+            (
+                r##"{"__proto__":"\fuD9D1\udeca\uD9A0\udc39'𐀀","950":  false,"__proto__":1041797975956439697274042263424514577076E-115} "##,
+                r##"{"950":false,"__proto__":1.0417979759564396e-76}"##,
+            ),
+            (
+                r##"[{"1":{"\u0031":"}\u0001","event":1.7976931348623157e308}},""]"##,
+                r##"[{"1":{"1":"}\u0001","event":1.7976931348623157e+308}},""]"##,
+            ),
+            (
+                r##"{"1":20473530827083459.9816779203e+2}"##,
+                r##"{"1":2047353082708346000}"##,
+            ),
+            (
+                r##""Z\u0005a\u349D{abcdefghijk\u0009[\uDF40\u00060/xhello\uDE5B\raqq'\u000F""##,
+                r##""Z\u0005a㒝{abcdefghijk\t[\udf40\u00060/xhello\ude5b\raqq'\u000f""##,
+            ),
+            (
+                r##""hello0\",\uD9AC\",}\/'0abcdefghijklm\u0009[9/\u0010\bqq" "##,
+                r##""hello0\",\ud9ac\",}/'0abcdefghijklm\t[9/\u0010\bqq""##,
+            ),
+            (
+                r##""\u99f8:\uD580\ud9e3abcdefghijkl""##,
+                r##""駸:햀\ud9e3abcdefghijkl""##,
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(canon(input), expected, "input {input}");
+        }
+    }
+
     #[test]
     fn write_js_number_matches_javascript() {
         assert_eq!(number(f64::NAN), "null");

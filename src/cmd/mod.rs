@@ -17,6 +17,7 @@ pub(crate) fn sink_registry() -> Result<SinkRegistry> {
     let mut sinks = SinkRegistry::new();
     let http = hookline_sink_http::HttpSinkPlugin::new().context("cannot build the HTTP client")?;
     sinks.register(Arc::new(http));
+    sinks.register(Arc::new(hookline_sink_lambda::LambdaSinkPlugin::new()));
     Ok(sinks)
 }
 

@@ -1,0 +1,206 @@
+//! The lambda webhook's own keys, soketi-compatible: `lambda_function`,
+//! `region`, and the `lambda` object (`async`, `region`, `client_options`,
+//! `max_payload_bytes`).
+
+use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use serde::Deserialize;
+
+/// AWS's limit for an `Event` (asynchronous) invocation payload.
+pub const EVENT_PAYLOAD_LIMIT: usize = 1024 * 1024;
+/// AWS's limit for a `RequestResponse` (synchronous) invocation payload.
+pub const REQUEST_RESPONSE_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+
+/// A validated lambda webhook target.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LambdaTarget {
+    /// Name, partial ARN or full ARN (with or without qualifier), passed
+    /// through as `FunctionName`.
+    pub function: String,
+    /// The function's region.
+    pub region: String,
+    /// `InvocationType=Event` when true, `RequestResponse` otherwise.
+    pub asynchronous: bool,
+    /// Inline credentials; `None` means the standard AWS chain.
+    pub credentials: Option<InlineCredentials>,
+    /// Endpoint override (LocalStack, tests).
+    pub endpoint: Option<String>,
+    /// Largest invocation payload.
+    pub max_payload_bytes: usize,
+}
+
+impl std::fmt::Debug for LambdaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaTarget")
+            .field("function", &self.function)
+            .field("region", &self.region)
+            .field("asynchronous", &self.asynchronous)
+            .field("credentials", &self.credentials.as_ref().map(|_| "inline"))
+            .field("endpoint", &self.endpoint)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .finish()
+    }
+}
+
+/// `lambda.client_options.credentials`, as soketi (the AWS JS SDK) names them.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineCredentials {
+    /// The access key id.
+    #[serde(rename = "accessKeyId")]
+    pub access_key_id: String,
+    /// The secret access key. Never logged.
+    #[serde(rename = "secretAccessKey")]
+    pub secret_access_key: String,
+    /// An optional session token. Never logged.
+    #[serde(rename = "sessionToken", default)]
+    pub session_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LambdaObject {
+    #[serde(rename = "async", default)]
+    asynchronous: Option<bool>,
+    region: Option<String>,
+    client_options: Option<ClientOptions>,
+    max_payload_bytes: Option<usize>,
+}
+
+/// soketi passes `client_options` to the AWS JS SDK; Hookline reads the
+/// credentials and the endpoint and ignores the rest.
+#[derive(Debug, Default, Deserialize)]
+struct ClientOptions {
+    credentials: Option<InlineCredentials>,
+    endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for InlineCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineCredentials(***)")
+    }
+}
+
+impl LambdaTarget {
+    /// Reads and validates a webhook's lambda keys.
+    pub fn from_spec(spec: &WebhookSpec) -> Result<Self, SinkConfigError> {
+        let function = optional_str(spec, "lambda_function")?
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                SinkConfigError::new("`lambda_function` must be a function name or ARN")
+            })?
+            .to_string();
+        let lambda: LambdaObject = match spec.get("lambda") {
+            None | Some(serde_json::Value::Null) => LambdaObject::default(),
+            Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone())
+                .map_err(|e| SinkConfigError::new(format!("`lambda`: {e}")))?,
+            Some(other) => {
+                return Err(SinkConfigError::new(format!(
+                    "`lambda` must be an object, found {}",
+                    json_type_name(other)
+                )));
+            }
+        };
+        let region = match (optional_str(spec, "region")?, lambda.region.as_deref()) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(SinkConfigError::new(format!(
+                    "`region` ({a}) and `lambda.region` ({b}) disagree; keep one"
+                )));
+            }
+            (Some(r), _) | (None, Some(r)) if !r.is_empty() => r.to_string(),
+            _ => {
+                return Err(SinkConfigError::new(format!(
+                    "the Lambda webhook for {function:?} names no region; set `region` (or `lambda.region`), e.g. \"us-east-1\""
+                )));
+            }
+        };
+        let asynchronous = lambda.asynchronous.unwrap_or(false);
+        let options = lambda.client_options.unwrap_or_default();
+        if let Some(credentials) = &options.credentials
+            && (credentials.access_key_id.is_empty() || credentials.secret_access_key.is_empty())
+        {
+            return Err(SinkConfigError::new(
+                "`lambda.client_options.credentials` needs a non-empty `accessKeyId` and `secretAccessKey`",
+            ));
+        }
+        if let Some(endpoint) = &options.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(SinkConfigError::new(format!(
+                "`lambda.client_options.endpoint` {endpoint:?} must start with http:// or https://"
+            )));
+        }
+        let default_limit = if asynchronous {
+            EVENT_PAYLOAD_LIMIT
+        } else {
+            REQUEST_RESPONSE_PAYLOAD_LIMIT
+        };
+        let max_payload_bytes = lambda.max_payload_bytes.unwrap_or(default_limit);
+        if max_payload_bytes < 1024 {
+            return Err(SinkConfigError::new(
+                "`lambda.max_payload_bytes` must be at least 1024",
+            ));
+        }
+        Ok(Self {
+            function,
+            region,
+            asynchronous,
+            credentials: options.credentials,
+            endpoint: options.endpoint,
+            max_payload_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(json: serde_json::Value) -> Result<LambdaTarget, SinkConfigError> {
+        LambdaTarget::from_spec(json.as_object().unwrap())
+    }
+
+    #[test]
+    fn reads_the_soketi_forms() {
+        let page = target(serde_json::json!({"lambda_function": "my-function-arn", "region": "us-east-1", "event_types": ["x"]})).unwrap();
+        assert_eq!(page.region, "us-east-1");
+        assert!(!page.asynchronous);
+        assert_eq!(page.max_payload_bytes, REQUEST_RESPONSE_PAYLOAD_LIMIT);
+        let soketi = target(serde_json::json!({
+            "lambda_function": "arn:aws:lambda:eu-central-1:123456789012:function:f:prod",
+            "lambda": {"async": true, "region": "eu-central-1",
+                       "client_options": {"credentials": {"accessKeyId": "AK", "secretAccessKey": "SK"}, "maxAttempts": 3}}
+        }))
+        .unwrap();
+        assert!(soketi.asynchronous);
+        assert_eq!(soketi.max_payload_bytes, EVENT_PAYLOAD_LIMIT);
+        assert_eq!(soketi.credentials.as_ref().unwrap().access_key_id, "AK");
+        assert!(
+            !format!("{soketi:?}").contains("SK"),
+            "credentials never show in Debug"
+        );
+    }
+
+    #[test]
+    fn a_missing_region_is_an_error_not_us_east_1() {
+        let err = target(serde_json::json!({"lambda_function": "f"})).unwrap_err();
+        assert!(err.message.contains("names no region"), "{err}");
+        let err = target(
+            serde_json::json!({"lambda_function": "f", "region": "a", "lambda": {"region": "b"}}),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn refuses_typos_in_the_lambda_object() {
+        let err = target(
+            serde_json::json!({"lambda_function": "f", "region": "r", "lambda": {"asynch": true}}),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("unknown field `asynch`"), "{err}");
+        let err = target(serde_json::json!({"lambda_function": "f", "region": "r",
+            "lambda": {"client_options": {"credentials": {"accessKeyId": "a", "secretKey": "b"}}}}))
+        .unwrap_err();
+        assert!(err.message.contains("secretKey"), "{err}");
+    }
+}

@@ -1,0 +1,457 @@
+//! The `lambda` sink plugin: a webhook with a `lambda_function` key is
+//! delivered by invoking that AWS Lambda function, as soketi's "AWS Lambda
+//! trigger" does — but with the signature in the payload, inline or chained
+//! credentials, one client per distinct (region, credentials, endpoint),
+//! and every retry left to Hookline's policy.
+//!
+//! The payload is `{"payload": <the signed body>, "headers": {<webhook
+//! headers>, "X-Pusher-Key", "X-Pusher-Signature", "X-Hookline-Batch-Id",
+//! "X-Hookline-Batch-Time"}}`. The body is inserted as the exact signed
+//! bytes, so `JSON.stringify(event.payload)` in the function reproduces them.
+
+mod config;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use aws_sdk_lambda::Client;
+use aws_sdk_lambda::config::{Region, SharedHttpClient, retry::RetryConfig};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::invoke::InvokeError;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use hookline_sink_api::{
+    BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec,
+};
+use tokio::sync::OnceCell;
+
+pub use config::{
+    EVENT_PAYLOAD_LIMIT, InlineCredentials, LambdaTarget, REQUEST_RESPONSE_PAYLOAD_LIMIT,
+};
+
+/// Room kept in the payload limit for the envelope's signed headers
+/// (key, signature, batch id and time, and their names).
+const SIGNED_HEADERS_ALLOWANCE: usize = 1024;
+
+/// Builds [`LambdaSink`]s for webhooks that carry a `lambda_function`.
+pub struct LambdaSinkPlugin {
+    /// One connection pool for every Lambda client (rustls with ring, the
+    /// same TLS stack as the http sink).
+    http: SharedHttpClient,
+    /// Clients in use, by what distinguishes them; weak so that a client goes
+    /// away with the last webhook using it.
+    clients: Mutex<HashMap<ClientKey, Weak<Client>>>,
+}
+
+impl std::fmt::Debug for LambdaSinkPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaSinkPlugin").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    region: String,
+    endpoint: Option<String>,
+    /// (access key id, secret, token); `None` for the standard chain.
+    credentials: Option<(String, String, Option<String>)>,
+}
+
+impl Default for LambdaSinkPlugin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LambdaSinkPlugin {
+    /// Creates the plugin and its shared HTTP client.
+    pub fn new() -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        Self {
+            http,
+            clients: Mutex::default(),
+        }
+    }
+
+    fn client_for(&self, target: &LambdaTarget) -> Arc<Client> {
+        let key = ClientKey {
+            region: target.region.clone(),
+            endpoint: target.endpoint.clone(),
+            credentials: target.credentials.as_ref().map(|c| {
+                (
+                    c.access_key_id.clone(),
+                    c.secret_access_key.clone(),
+                    c.session_token.clone(),
+                )
+            }),
+        };
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("clients lock is never held across a panic");
+        if let Some(client) = clients.get(&key).and_then(Weak::upgrade) {
+            return client;
+        }
+        clients.retain(|_, weak| weak.strong_count() > 0);
+        let credentials = match &target.credentials {
+            Some(c) => SharedCredentialsProvider::new(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                c.session_token.clone(),
+                None,
+                "hookline-app-file",
+            )),
+            None => SharedCredentialsProvider::new(StandardChain::new(
+                target.region.clone(),
+                self.http.clone(),
+            )),
+        };
+        let mut builder = aws_sdk_lambda::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(target.region.clone()))
+            .credentials_provider(credentials)
+            .http_client(self.http.clone())
+            // Hookline's retry policy owns every attempt.
+            .retry_config(RetryConfig::disabled());
+        if let Some(endpoint) = &target.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = Arc::new(Client::from_conf(builder.build()));
+        clients.insert(key, Arc::downgrade(&client));
+        client
+    }
+}
+
+impl SinkPlugin for LambdaSinkPlugin {
+    fn kind(&self) -> &'static str {
+        "lambda"
+    }
+
+    fn selector_key(&self) -> &'static str {
+        "lambda_function"
+    }
+
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["region", "lambda"]
+    }
+
+    fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
+        let target = LambdaTarget::from_spec(spec)?;
+        let client = self.client_for(&target);
+        Ok(Box::new(LambdaSink { client, target }))
+    }
+}
+
+/// The standard AWS credential chain (environment, shared files with
+/// `AWS_PROFILE`, web identity, container and instance roles), resolved on
+/// first use because building it is asynchronous and `build` is not.
+#[derive(Debug)]
+struct StandardChain {
+    region: String,
+    http: SharedHttpClient,
+    chain: OnceCell<Option<SharedCredentialsProvider>>,
+}
+
+impl StandardChain {
+    fn new(region: String, http: SharedHttpClient) -> Self {
+        Self {
+            region,
+            http,
+            chain: OnceCell::new(),
+        }
+    }
+}
+
+impl ProvideCredentials for StandardChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| async {
+                    let config = aws_config::defaults(BehaviorVersion::latest())
+                        .region(Region::new(self.region.clone()))
+                        .http_client(self.http.clone())
+                        .retry_config(RetryConfig::standard())
+                        .load()
+                        .await;
+                    config.credentials_provider()
+                })
+                .await;
+            match chain {
+                Some(chain) => chain.provide_credentials().await,
+                None => Err(
+                    aws_credential_types::provider::error::CredentialsError::not_loaded(
+                        "the standard AWS credential chain found no provider",
+                    ),
+                ),
+            }
+        })
+    }
+}
+
+/// Invokes one function.
+pub struct LambdaSink {
+    client: Arc<Client>,
+    target: LambdaTarget,
+}
+
+impl std::fmt::Debug for LambdaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaSink")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink for LambdaSink {
+    fn describe(&self) -> String {
+        format!("lambda:{}@{}", self.target.function, self.target.region)
+    }
+
+    fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize> {
+        let envelope = r#"{"payload":,"headers":{}}"#.len()
+            + extra_headers
+                .iter()
+                .map(|(k, v)| json_string(k).len() + json_string(v).len() + 2)
+                .sum::<usize>()
+            + SIGNED_HEADERS_ALLOWANCE;
+        Some(self.target.max_payload_bytes.saturating_sub(envelope))
+    }
+
+    fn default_timeout(&self) -> Duration {
+        if self.target.asynchronous {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(120)
+        }
+    }
+
+    fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let payload = envelope(&request);
+            if payload.len() > self.target.max_payload_bytes {
+                return Err(DeliveryError::TooLarge(format!(
+                    "invocation payload of {} bytes is over the limit of {} bytes",
+                    payload.len(),
+                    self.target.max_payload_bytes
+                )));
+            }
+            let invocation_type = if self.target.asynchronous {
+                InvocationType::Event
+            } else {
+                InvocationType::RequestResponse
+            };
+            let result = self
+                .client
+                .invoke()
+                .function_name(&self.target.function)
+                .invocation_type(invocation_type)
+                .payload(Blob::new(payload))
+                .send()
+                .await;
+            match result {
+                Ok(output) => {
+                    if let Some(kind) = output.function_error() {
+                        let detail = output
+                            .payload()
+                            .map(|p| {
+                                String::from_utf8_lossy(&p.as_ref()[..p.as_ref().len().min(512)])
+                                    .into_owned()
+                            })
+                            .unwrap_or_default();
+                        return Err(DeliveryError::Transient(format!(
+                            "function error ({kind}): {detail}"
+                        )));
+                    }
+                    let expected = if self.target.asynchronous { 202 } else { 200 };
+                    if output.status_code() == expected {
+                        Ok(())
+                    } else {
+                        Err(DeliveryError::Transient(format!(
+                            "Invoke answered {} where {expected} was expected",
+                            output.status_code()
+                        )))
+                    }
+                }
+                Err(error) => Err(classify(error)),
+            }
+        })
+    }
+}
+
+/// Wraps the signed body in the payload the function receives. The Pusher
+/// headers are written last and replace any webhook header of the same
+/// name (case-insensitively), as soketi merges them.
+fn envelope(request: &SinkRequest<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(request.body.len() + 512);
+    out.extend_from_slice(br#"{"payload":"#);
+    out.extend_from_slice(&request.body);
+    out.extend_from_slice(br#","headers":{"#);
+    let mut first = true;
+    let mut write = |out: &mut Vec<u8>, name: &str, value: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(json_string(name).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(json_string(value).as_bytes());
+    };
+    for (name, value) in request.extra_headers {
+        if request
+            .signed_headers
+            .iter()
+            .any(|(signed, _)| signed.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        write(&mut out, name, value);
+    }
+    for (name, value) in request.signed_headers {
+        write(&mut out, name, value);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// Maps the SDK's typed errors to delivery outcomes; never reads messages.
+fn classify(error: SdkError<InvokeError>) -> DeliveryError {
+    match error {
+        SdkError::TimeoutError(_) => DeliveryError::Timeout,
+        SdkError::DispatchFailure(failure) => {
+            if failure.is_timeout() {
+                DeliveryError::Timeout
+            } else {
+                DeliveryError::Connect(format!(
+                    "{:?}",
+                    failure.as_connector_error().map(|e| e.to_string())
+                ))
+            }
+        }
+        SdkError::ResponseError(e) => {
+            DeliveryError::Connect(format!("unreadable response: {:?}", e.raw().status()))
+        }
+        SdkError::ConstructionFailure(_) => {
+            DeliveryError::Final("the Invoke request could not be built".to_string())
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let error = service.into_err();
+            let code = error.code().unwrap_or("unknown error").to_string();
+            match error {
+                InvokeError::TooManyRequestsException(e) => DeliveryError::Throttled {
+                    retry_after: e
+                        .retry_after_seconds()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs),
+                },
+                InvokeError::RequestTooLargeException(_) => {
+                    DeliveryError::TooLarge("RequestTooLargeException".to_string())
+                }
+                InvokeError::ResourceNotFoundException(_) => DeliveryError::Final(
+                    "ResourceNotFoundException: the function does not exist".to_string(),
+                ),
+                InvokeError::ResourceConflictException(_)
+                | InvokeError::ResourceNotReadyException(_)
+                | InvokeError::ServiceException(_)
+                | InvokeError::Ec2ThrottledException(_)
+                | InvokeError::Ec2UnexpectedException(_)
+                | InvokeError::EniLimitReachedException(_)
+                | InvokeError::SubnetIpAddressLimitReachedException(_)
+                | InvokeError::SnapStartNotReadyException(_)
+                | InvokeError::SnapStartTimeoutException(_)
+                | InvokeError::EfsMountConnectivityException(_)
+                | InvokeError::EfsMountTimeoutException(_)
+                | InvokeError::RecursiveInvocationException(_) => DeliveryError::Transient(code),
+                _ => match status {
+                    429 => DeliveryError::Throttled { retry_after: None },
+                    500..=599 => DeliveryError::Transient(code),
+                    _ => DeliveryError::Final(format!("{code} (status {status})")),
+                },
+            }
+        }
+        other => DeliveryError::Connect(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_embeds_the_exact_body_and_pusher_headers_win() {
+        let body = bytes::Bytes::from_static(
+            br#"{"time_ms":1,"events":[{"name":"a","channel":"\u001f\ud800"}]}"#,
+        );
+        let signed = [
+            ("X-Pusher-Key", "k".to_string()),
+            ("X-Pusher-Signature", "sig".to_string()),
+        ];
+        let extra = [
+            ("x-pusher-signature".to_string(), "forged".to_string()),
+            ("X-Env".to_string(), "prod".to_string()),
+        ];
+        let request = SinkRequest {
+            body: body.clone(),
+            signed_headers: &signed,
+            extra_headers: &extra,
+            timeout: Duration::from_secs(1),
+        };
+        let payload = String::from_utf8(envelope(&request)).unwrap();
+        assert_eq!(
+            payload,
+            format!(
+                r#"{{"payload":{},"headers":{{"X-Env":"prod","X-Pusher-Key":"k","X-Pusher-Signature":"sig"}}}}"#,
+                std::str::from_utf8(&body).unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn body_limit_leaves_room_for_the_envelope() {
+        let plugin = LambdaSinkPlugin::new();
+        let spec = serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"max_payload_bytes": 10000}});
+        let sink = plugin.build(spec.as_object().unwrap()).unwrap();
+        let limit = sink.max_body_bytes(&[]).unwrap();
+        assert!(
+            limit < 10000 - SIGNED_HEADERS_ALLOWANCE && limit > 8000,
+            "{limit}"
+        );
+        assert_eq!(sink.describe(), "lambda:f@eu-west-1");
+    }
+
+    #[test]
+    fn clients_are_shared_per_region_credentials_and_endpoint() {
+        let plugin = LambdaSinkPlugin::new();
+        let target = |region: &str, key: &str| {
+            LambdaTarget::from_spec(
+                serde_json::json!({"lambda_function": "f", "region": region,
+                    "lambda": {"client_options": {"credentials": {"accessKeyId": key, "secretAccessKey": "s"}}}})
+                .as_object()
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let a = plugin.client_for(&target("eu-west-1", "A"));
+        let b = plugin.client_for(&target("eu-west-1", "A"));
+        let c = plugin.client_for(&target("eu-west-1", "B"));
+        let d = plugin.client_for(&target("us-east-1", "A"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert!(!Arc::ptr_eq(&a, &d));
+    }
+}
