@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::config::{App, Webhook};
 use crate::delivery::{BODY_OVERHEAD, BatchIds, Delivery, Dispatcher, now_ms};
 use crate::event::Event;
+use crate::filter::ChainOutcome;
 use crate::metrics::Metrics;
 use crate::store::{DeliveryRecord, SharedStore};
 
@@ -184,12 +185,25 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
     let batch_time_ms = now_ms();
     let mut deliveries = Vec::new();
     for webhook in &app.webhooks {
-        let selected: Vec<&Event> = events
+        let selected: Vec<Event> = events
             .iter()
             .filter(|e| webhook.wants(&e.name, &e.channel))
+            .cloned()
             .collect();
-        for chunk in chunk_to_fit(&selected, webhook.max_body_bytes) {
-            deliveries.push(new_delivery(shared, app, webhook, chunk, batch_time_ms));
+        if selected.is_empty() {
+            continue;
+        }
+        let (selected, pending_filter) =
+            match run_filters(app, webhook, batch_time_ms, selected).await {
+                FilterResult::Deliver(events) => (events, false),
+                FilterResult::Retry(events) => (events, true),
+                FilterResult::Nothing => continue,
+            };
+        let refs: Vec<&Event> = selected.iter().collect();
+        for chunk in chunk_to_fit(&refs, webhook.max_body_bytes) {
+            let mut delivery = new_delivery(shared, app, webhook, chunk, batch_time_ms);
+            delivery.record.pending_filter = pending_filter;
+            deliveries.push(delivery);
         }
     }
     let records: Vec<DeliveryRecord> = deliveries.iter().map(|d| d.record.clone()).collect();
@@ -206,6 +220,44 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
     shared.backlog.fetch_sub(consumed, AtomicOrdering::Relaxed);
     for delivery in deliveries {
         shared.dispatcher.dispatch(delivery);
+    }
+}
+
+enum FilterResult {
+    Deliver(Vec<Event>),
+    /// A filter asked for a retry: deliver these unfiltered events only after
+    /// the chain succeeds on them.
+    Retry(Vec<Event>),
+    Nothing,
+}
+
+/// Runs the webhook's filter chain on a blocking thread.
+async fn run_filters(
+    app: &Arc<App>,
+    webhook: &Arc<Webhook>,
+    batch_time_ms: u64,
+    events: Vec<Event>,
+) -> FilterResult {
+    if webhook.filters.is_empty() {
+        return FilterResult::Deliver(events);
+    }
+    let (app_id, hook) = (app.id.clone(), webhook.clone());
+    let unfiltered = events.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        hook.filters.run(&app_id, &hook.id, batch_time_ms, events)
+    })
+    .await;
+    match outcome {
+        Ok(ChainOutcome::Deliver(events)) => FilterResult::Deliver(events),
+        Ok(ChainOutcome::Drop(reason)) => {
+            tracing::debug!(app = %app.id, webhook = %webhook.id, %reason, "filters delivered nothing");
+            FilterResult::Nothing
+        }
+        Ok(ChainOutcome::Retry(_)) => FilterResult::Retry(unfiltered),
+        Err(panic) => {
+            tracing::error!(app = %app.id, webhook = %webhook.id, error = %panic, "the filter chain panicked; retrying the batch");
+            FilterResult::Retry(unfiltered)
+        }
     }
 }
 
@@ -235,6 +287,7 @@ fn new_delivery(
             batch_time_ms,
             attempts: 0,
             history: Vec::new(),
+            pending_filter: false,
         },
         webhook: webhook.clone(),
     }

@@ -13,6 +13,7 @@ use crate::batcher::Batchers;
 use crate::config::{App, AppLoader, EnvLookup, LoadDefaults};
 use crate::delivery::{BatchIds, Dispatcher};
 use crate::event::Event;
+use crate::filter::FilterHost;
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::registry::{AppRegistry, ReloadReport};
 use crate::settings::Settings;
@@ -81,7 +82,14 @@ impl Engine {
         sinks: SinkRegistry,
         env: EnvLookup,
     ) -> Result<(Arc<Self>, ReloadReport), std::io::Error> {
-        let loader = AppLoader::new(sinks, LoadDefaults::from(&settings), env);
+        let filters = FilterHost::new(
+            settings.filters.clone(),
+            Some(settings.data_dir.join("filter-cache")),
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut defaults = LoadDefaults::from(&settings);
+        defaults.filters = Some(filters);
+        let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
         let store: SharedStore = Arc::new(MemoryStore::new());
         let metrics = Arc::new(Metrics::new());

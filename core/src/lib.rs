@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod event;
+pub mod filter;
 pub mod ingest;
 pub mod json;
 pub mod metrics;

@@ -10,6 +10,7 @@ use hookline_sink_api::{Sink, json_type_name};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::filter::{FilterChain, FilterHost, FilterSpec, OnError};
 use crate::settings::{BatchingSettings, RetrySettings};
 use crate::sinks::SinkRegistry;
 
@@ -84,6 +85,8 @@ pub struct Webhook {
     pub ordering: Ordering,
     /// Largest signed body the sink takes, if it has a limit.
     pub max_body_bytes: Option<usize>,
+    /// The app's WASM filters, then the webhook's own.
+    pub filters: FilterChain,
 }
 
 impl Webhook {
@@ -230,13 +233,12 @@ pub(crate) fn build_app(
             .apply(defaults.retry)
             .map_err(|e| format!("{label}: {e}"))?,
     };
-    if let Some(filters) = obj.get("filters")
-        && !is_empty_chain(filters)
-    {
-        return Err(format!(
-            "{label}: `filters` (WASM filter chains) are not supported by this build yet; remove them"
-        ));
-    }
+    let base_dir = source.parent().unwrap_or(Path::new("."));
+    let app_filters = match obj.get("filters") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(value) => filter_specs(value, base_dir, defaults)
+            .map_err(|e| format!("{label}: `filters`: {e}"))?,
+    };
 
     let webhooks_value = match obj.get("webhooks") {
         None | Some(Value::Null) => Value::Array(vec![]),
@@ -255,11 +257,23 @@ pub(crate) fn build_app(
         let Value::Object(spec) = item else {
             return Err(format!("{label}: webhook {index} must be an object"));
         };
-        let webhook = build_webhook(spec, sinks, defaults, app_retry, warnings, &label, index)
-            .map_err(|e| format!("{label}: webhook {index}: {e}"))?;
+        let place = format!("{label}: webhook {index}");
+        let webhook = build_webhook(spec, sinks, defaults, app_retry, warnings, &place, base_dir)
+            .map_err(|e| format!("{place}: {e}"))?;
         built.push(webhook);
     }
-    let webhooks = assign_ids(built).map_err(|e| format!("{label}: {e}"))?;
+    let mut webhooks = Vec::with_capacity(built.len());
+    for (index, pending) in assign_ids(built)
+        .map_err(|e| format!("{label}: {e}"))?
+        .into_iter()
+        .enumerate()
+    {
+        let mut webhook = pending.webhook;
+        let specs = app_filters.iter().chain(&pending.filter_specs);
+        webhook.filters = load_chain(specs, defaults.filters.as_ref(), id, &webhook.id)
+            .map_err(|e| format!("{label}: webhook {index} ({}): {e}", webhook.id))?;
+        webhooks.push(Arc::new(webhook));
+    }
 
     Ok(App {
         id: id.into(),
@@ -278,6 +292,7 @@ struct PendingWebhook {
     explicit_id: Option<String>,
     selector: String,
     webhook: Webhook,
+    filter_specs: Vec<FilterSpec>,
 }
 
 fn build_webhook(
@@ -286,15 +301,13 @@ fn build_webhook(
     defaults: &LoadDefaults,
     app_retry: RetrySettings,
     warnings: &mut Vec<String>,
-    label: &str,
-    index: usize,
+    place: &str,
+    base_dir: &Path,
 ) -> Result<PendingWebhook, String> {
     let (kind, selector, sink) = sinks.build(spec).map_err(|e| e.message)?;
     for key in spec.keys() {
         if !ENGINE_WEBHOOK_KEYS.contains(&key.as_str()) && !sinks.plugin_keys().any(|k| k == key) {
-            warnings.push(format!(
-                "{label}: webhook {index}: unknown key `{key}` is ignored"
-            ));
+            warnings.push(format!("{place}: unknown key `{key}` is ignored"));
         }
     }
     let explicit_id = match spec.get("id") {
@@ -365,9 +378,16 @@ fn build_webhook(
             .map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())?,
     };
     let max_body_bytes = sink.max_body_bytes(&headers);
+    let filter_specs = match spec.get("filters") {
+        Some(value @ Value::Array(_)) => {
+            filter_specs(value, base_dir, defaults).map_err(|e| format!("`filters`: {e}"))?
+        }
+        _ => Vec::new(),
+    };
     Ok(PendingWebhook {
         explicit_id,
         selector,
+        filter_specs,
         webhook: Webhook {
             id: Arc::from(""),
             kind,
@@ -380,6 +400,7 @@ fn build_webhook(
             max_in_flight,
             ordering,
             max_body_bytes,
+            filters: FilterChain::default(),
         },
     })
 }
@@ -399,7 +420,7 @@ fn channel_filter(spec: &Map<String, Value>) -> Result<ChannelFilter, String> {
 
 /// Explicit ids must be unique; the others default to the target, with
 /// `#2`, `#3`… for repeats.
-fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<Arc<Webhook>>, String> {
+fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<PendingWebhook>, String> {
     let mut taken: HashSet<String> = HashSet::new();
     for p in &pending {
         if let Some(id) = &p.explicit_id
@@ -410,10 +431,10 @@ fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<Arc<Webhook>>, String>
             ));
         }
     }
-    let mut out = Vec::with_capacity(pending.len());
+    let mut out: Vec<PendingWebhook> = Vec::with_capacity(pending.len());
     let mut repeats: std::collections::HashMap<String, usize> = Default::default();
     for mut p in pending {
-        let id = match p.explicit_id {
+        let id = match p.explicit_id.clone() {
             Some(id) => id,
             None => {
                 let n = repeats.entry(p.selector.clone()).or_insert(0);
@@ -432,17 +453,78 @@ fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<Arc<Webhook>>, String>
             }
         };
         p.webhook.id = Arc::from(id);
-        out.push(Arc::new(p.webhook));
+        out.push(p);
     }
     Ok(out)
 }
 
-fn is_empty_chain(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Array(items) => items.is_empty(),
-        _ => false,
+/// One entry of `filters` as written in an app file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterEntry {
+    wasm: String,
+    #[serde(default)]
+    config: Value,
+    on_error: Option<OnError>,
+    cpu_ms: Option<u64>,
+    memory_mb: Option<u64>,
+}
+
+/// Reads a `filters` array; paths are relative to the app file.
+fn filter_specs(
+    value: &Value,
+    base_dir: &Path,
+    defaults: &LoadDefaults,
+) -> Result<Vec<FilterSpec>, String> {
+    let Value::Array(items) = value else {
+        return Err("must be an array of {\"wasm\": \"path.wasm\", …} entries".to_string());
+    };
+    let limits = defaults
+        .filters
+        .as_ref()
+        .map(|h| h.defaults().clone())
+        .unwrap_or_default();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let entry: FilterEntry =
+                serde_json::from_value(item.clone()).map_err(|e| format!("entry {i}: {e}"))?;
+            let cpu_ms = entry.cpu_ms.unwrap_or(limits.cpu_ms);
+            let memory_mb = entry.memory_mb.unwrap_or(limits.memory_mb);
+            if cpu_ms == 0 || memory_mb == 0 {
+                return Err(format!(
+                    "entry {i}: `cpu_ms` and `memory_mb` must be at least 1"
+                ));
+            }
+            Ok(FilterSpec {
+                path: base_dir.join(&entry.wasm),
+                config: serde_json::to_string(&entry.config)
+                    .expect("a JSON value always serializes"),
+                on_error: entry.on_error.unwrap_or(OnError::Retry),
+                cpu_ms,
+                memory_mb,
+            })
+        })
+        .collect()
+}
+
+/// Loads (compiles, checks, validates) a webhook's chain.
+fn load_chain<'a>(
+    specs: impl Iterator<Item = &'a FilterSpec>,
+    host: Option<&Arc<FilterHost>>,
+    app_id: &str,
+    webhook_id: &str,
+) -> Result<FilterChain, String> {
+    let mut chain = FilterChain::default();
+    for spec in specs {
+        let host = host.ok_or("WASM filters are not available in this command")?;
+        chain.filters.push(
+            host.load(spec.clone(), app_id, webhook_id)
+                .map_err(|e| e.to_string())?,
+        );
     }
+    Ok(chain)
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {

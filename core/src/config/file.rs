@@ -22,6 +22,8 @@ pub struct LoadDefaults {
     pub retry: RetrySettings,
     /// `[delivery] max_in_flight`
     pub max_in_flight: usize,
+    /// The WASM filter host; `None` refuses app files that use filters.
+    pub filters: Option<std::sync::Arc<crate::filter::FilterHost>>,
 }
 
 impl From<&Settings> for LoadDefaults {
@@ -30,6 +32,7 @@ impl From<&Settings> for LoadDefaults {
             batching: settings.batching,
             retry: settings.retry,
             max_in_flight: settings.delivery.max_in_flight,
+            filters: None,
         }
     }
 }

@@ -105,7 +105,8 @@ fn start_ready(
         let delivery = ready.pop_front().expect("front() was Some");
         let ctx = ctx.clone();
         in_flight.spawn(async move {
-            let outcome = ctx.attempt(&delivery).await;
+            let mut delivery = delivery;
+            let outcome = ctx.attempt(&mut delivery).await;
             (delivery, outcome)
         });
     }

@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::Webhook;
+use crate::event::Event;
+use crate::filter::ChainOutcome;
 use crate::metrics::Metrics;
 use crate::registry::AppRegistry;
 use crate::signing::hmac_sha256_hex;
@@ -94,11 +96,23 @@ pub(crate) struct LaneContext {
 }
 
 impl LaneContext {
-    /// Renders, signs and sends one attempt.
+    /// Renders, signs and sends one attempt; first re-runs the filters when
+    /// an earlier run asked for a retry.
     pub(crate) async fn attempt(
         &self,
-        delivery: &Delivery,
+        delivery: &mut Delivery,
     ) -> Result<(), hookline_sink_api::DeliveryError> {
+        if delivery.record.pending_filter {
+            match self.refilter(delivery).await {
+                Refiltered::Send => {}
+                Refiltered::Nothing => return Ok(()),
+                Refiltered::Failed(reason) => {
+                    return Err(hookline_sink_api::DeliveryError::Transient(format!(
+                        "filter failed: {reason}"
+                    )));
+                }
+            }
+        }
         let record = &delivery.record;
         let Some(credentials) = self.registry.credentials(&record.app_id) else {
             return Err(hookline_sink_api::DeliveryError::Final(format!(
@@ -132,6 +146,72 @@ impl LaneContext {
             Err(_) => Err(hookline_sink_api::DeliveryError::Timeout),
         }
     }
+}
+
+enum Refiltered {
+    Send,
+    Nothing,
+    Failed(String),
+}
+
+impl LaneContext {
+    /// Runs the webhook's *current* chain (or, if the webhook is gone, the
+    /// one it was formed with) on a delivery whose filters asked for a retry.
+    async fn refilter(&self, delivery: &mut Delivery) -> Refiltered {
+        let record = &delivery.record;
+        let current = self
+            .registry
+            .snapshot()
+            .app(&record.app_id)
+            .and_then(|app| {
+                app.webhooks
+                    .iter()
+                    .find(|w| *w.id == *record.webhook_id)
+                    .cloned()
+            })
+            .unwrap_or_else(|| delivery.webhook.clone());
+        let events = match parse_joined(&record.events) {
+            Ok(events) => events,
+            Err(error) => {
+                return Refiltered::Failed(format!("stored events are unreadable: {error}"));
+            }
+        };
+        let (app_id, time_ms) = (record.app_id.clone(), record.batch_time_ms);
+        let outcome = tokio::task::spawn_blocking(move || {
+            current.filters.run(&app_id, &current.id, time_ms, events)
+        })
+        .await;
+        match outcome {
+            Ok(ChainOutcome::Deliver(events)) => {
+                let record = &mut delivery.record;
+                record.events = events
+                    .iter()
+                    .map(|e| &*e.json)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                record.event_count = events.len();
+                record.pending_filter = false;
+                Refiltered::Send
+            }
+            Ok(ChainOutcome::Drop(reason)) => {
+                tracing::debug!(batch_id = %delivery.record.batch_id, %reason, "filters delivered nothing on retry");
+                Refiltered::Nothing
+            }
+            Ok(ChainOutcome::Retry(reason)) => Refiltered::Failed(reason),
+            Err(panic) => Refiltered::Failed(format!("the filter chain panicked: {panic}")),
+        }
+    }
+}
+
+/// Parses `e1,e2,…` (canonical event objects) back into events.
+fn parse_joined(joined: &str) -> Result<Vec<Event>, String> {
+    let value = crate::json::parse(format!("[{joined}]").as_bytes()).map_err(|e| e.to_string())?;
+    let items = value.as_array().ok_or("not an array")?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Event::from_value(v, i).map_err(|e| e.0))
+        .collect()
 }
 
 type LaneKey = (Arc<str>, Arc<str>);

@@ -50,6 +50,10 @@ pub struct DeliveryRecord {
     pub attempts: u32,
     /// Every attempt's outcome, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// A filter with `on_error: retry` failed on these events: the webhook's
+    /// then-current chain runs again before the next attempt.
+    #[serde(default)]
+    pub pending_filter: bool,
 }
 
 /// One failed attempt, as shown by `hookline dlq show`.

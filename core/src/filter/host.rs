@@ -1,0 +1,600 @@
+//! The wasmtime side: engine, sandboxed linker, compile cache, instances.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::convert::{from_wit, to_wit};
+use super::{FilterError, FilterSpec};
+use crate::event::Event;
+use crate::settings::FilterSettings;
+
+/// Host bindings of the `hookline:filter` world (`sdk/wit/filter.wit`).
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit/filter.wit",
+        world: "filter",
+    });
+}
+
+pub(crate) use bindings::hookline::filter::types as wit;
+
+/// The WIT package version this host implements.
+const WIT_PACKAGE: &str = "hookline:filter";
+const WIT_VERSION: &str = "0.1.0";
+/// Interfaces a filter may import (by package), besides the world's `log`.
+const ALLOWED_PACKAGES: &[&str] = &[
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+/// How often the epoch advances: the CPU deadline's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Captured stdout/stderr per instance.
+const OUTPUT_CAP: usize = 64 * 1024;
+/// Longest log message kept from a filter.
+const LOG_MESSAGE_CAP: usize = 4096;
+/// Largest total of event bytes a filter may return.
+const OUTPUT_BYTES_CAP: usize = 64 << 20;
+
+/// Compiles and caches filter components, and holds the sandbox's linker.
+pub struct FilterHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    /// Compiled components by content and engine hash, so that one file used
+    /// by many webhooks compiles once.
+    compiled: Mutex<HashMap<String, Component>>,
+    defaults: FilterSettings,
+    /// Components compiled from source in this process.
+    pub compilations: AtomicU64,
+    /// Components loaded from the on-disk cache.
+    pub cache_hits: AtomicU64,
+}
+
+impl std::fmt::Debug for FilterHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterHost")
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-instance state: the WASI context (nothing granted) and limits.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    /// Where log lines come from.
+    label: Arc<str>,
+    /// Log lines left in the current call.
+    log_budget: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::FilterImports for HostState {
+    fn log(&mut self, level: wit::Level, message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        let message = truncate(&message, LOG_MESSAGE_CAP);
+        let filter = &*self.label;
+        match level {
+            wit::Level::Debug => tracing::debug!(filter, "{message}"),
+            wit::Level::Info => tracing::info!(filter, "{message}"),
+            wit::Level::Warn => tracing::warn!(filter, "{message}"),
+            wit::Level::Error => tracing::error!(filter, "{message}"),
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+struct HasTable;
+impl HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+struct HasState;
+impl HasData for HasState {
+    type Data<'a> = &'a mut HostState;
+}
+
+impl FilterHost {
+    /// A host whose compiled components are cached under `cache_dir`.
+    pub fn new(
+        defaults: FilterSettings,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Arc<Self>, FilterError> {
+        let fail = |message: String| FilterError {
+            path: "<host>".to_string(),
+            message,
+        };
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine =
+            Engine::new(&config).map_err(|e| fail(format!("cannot start wasmtime: {e:#}")))?;
+        let linker =
+            sandbox_linker(&engine).map_err(|e| fail(format!("cannot link the sandbox: {e:#}")))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                fail(format!(
+                    "cannot create the filter cache {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("hookline-filter-epoch".to_string())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| fail(format!("cannot start the deadline ticker: {e}")))?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache_dir,
+            compiled: Mutex::default(),
+            defaults,
+            compilations: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+        }))
+    }
+
+    /// The daemon-wide filter defaults (`[filters]`).
+    pub fn defaults(&self) -> &FilterSettings {
+        &self.defaults
+    }
+
+    /// Loads a filter for one (app, webhook): compiles it (or takes it from
+    /// the cache), checks its imports, and runs `validate-config`.
+    pub fn load(
+        self: &Arc<Self>,
+        spec: FilterSpec,
+        app_id: &str,
+        webhook_id: &str,
+    ) -> Result<Arc<LoadedFilter>, FilterError> {
+        let path_text = spec.path.display().to_string();
+        let fail = |message: String| FilterError {
+            path: path_text.clone(),
+            message,
+        };
+        let component = self.component(&spec.path).map_err(&fail)?;
+        check_imports(&self.engine, &component).map_err(&fail)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
+        let pre = bindings::FilterPre::new(pre).map_err(|e| {
+            fail(format!(
+                "does not implement the {WIT_PACKAGE}@{WIT_VERSION} `filter` world (build it with the hookline-filter SDK): {e:#}"
+            ))
+        })?;
+        let loaded = Arc::new(LoadedFilter {
+            label: Arc::from(format!("{app_id}/{webhook_id}/{}", spec.path.display())),
+            spec,
+            pre,
+            host: self.clone(),
+            pool: Mutex::default(),
+            max_output_events: self.defaults.max_output_events,
+        });
+        loaded.validate_config()?;
+        Ok(loaded)
+    }
+
+    fn component(&self, path: &Path) -> Result<Component, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let key = format!(
+            "{}-{:016x}",
+            hex::encode(Sha256::digest(&bytes)),
+            engine_hash.finish()
+        );
+        if let Some(component) = self
+            .compiled
+            .lock()
+            .expect("compiled lock is never held across a panic")
+            .get(&key)
+        {
+            return Ok(component.clone());
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{key}.cwasm")));
+        if let Some(file) = cached.as_ref().filter(|f| f.is_file()) {
+            match load_precompiled(&self.engine, file) {
+                Ok(component) => {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    self.remember(key, &component);
+                    return Ok(component);
+                }
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "ignoring an unusable cached filter")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, &bytes).map_err(|e| {
+            format!("is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}")
+        })?;
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        if let Some(file) = cached
+            && let Err(error) = store_precompiled(&component, &file)
+        {
+            tracing::warn!(file = %file.display(), %error, "cannot cache the compiled filter");
+        }
+        self.remember(key, &component);
+        Ok(component)
+    }
+
+    fn remember(&self, key: String, component: &Component) {
+        self.compiled
+            .lock()
+            .expect("compiled lock is never held across a panic")
+            .insert(key, component.clone());
+    }
+}
+
+/// Reads a component we compiled and wrote ourselves.
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, file: &Path) -> Result<Component, String> {
+    // SAFETY: the file is one this host wrote with `Component::serialize`
+    // into its own cache directory inside the data directory, named by the
+    // hash of the source and of the engine's compatibility settings; wasmtime
+    // also checks the header and engine compatibility before using it.
+    unsafe { Component::deserialize_file(engine, file) }.map_err(|e| format!("{e:#}"))
+}
+
+fn store_precompiled(component: &Component, file: &Path) -> Result<(), String> {
+    let bytes = component.serialize().map_err(|e| format!("{e:#}"))?;
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, file).map_err(|e| e.to_string())
+}
+
+/// Refuses any import outside the sandbox's allowlist, naming it.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
+    for (name, _) in component.component_type().imports(engine) {
+        if name == "log" || ALLOWED_PACKAGES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        if let Some(rest) = name.strip_prefix(WIT_PACKAGE) {
+            let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
+            if version != WIT_VERSION {
+                return Err(format!(
+                    "was built against {WIT_PACKAGE}@{version}, but this Hookline provides {WIT_PACKAGE}@{WIT_VERSION}; rebuild it with a matching hookline-filter SDK"
+                ));
+            }
+            continue;
+        }
+        return Err(format!(
+            "imports `{name}`, which filters may not use (allowed: wasi:io, wasi:cli, wasi:clocks, wasi:random, wasi:filesystem with nothing opened, and the world's `log`)"
+        ));
+    }
+    Ok(())
+}
+
+/// The linker with exactly the granted WASI interfaces (not the all-in-one
+/// `add_to_linker`, which would also link sockets).
+fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sync};
+    let mut l = Linker::<HostState>::new(engine);
+    io::error::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
+    sync::io::poll::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
+    sync::io::streams::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(&mut l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(&mut l, HostState::clocks)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(&mut l, HostState::random)?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(&mut l, HostState::random)?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(&mut l, HostState::random)?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(
+        &mut l,
+        HostState::filesystem,
+    )?;
+    sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(
+        &mut l,
+        HostState::filesystem,
+    )?;
+    bindings::Filter::add_to_linker::<HostState, HasState>(&mut l, |s| s)?;
+    Ok(l)
+}
+
+/// A filter loaded for one (app, webhook), with its reusable instances.
+pub struct LoadedFilter {
+    spec: FilterSpec,
+    label: Arc<str>,
+    pre: bindings::FilterPre<HostState>,
+    host: Arc<FilterHost>,
+    /// Instances that finished their last call cleanly; one that trapped or
+    /// erred is dropped, never reused.
+    pool: Mutex<Vec<Instance>>,
+    max_output_events: usize,
+}
+
+impl std::fmt::Debug for LoadedFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedFilter")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Filter,
+    /// Bytes of stdout/stderr already logged.
+    logged: (usize, usize),
+}
+
+impl LoadedFilter {
+    /// The entry this filter was loaded from.
+    pub fn spec(&self) -> &FilterSpec {
+        &self.spec
+    }
+
+    fn error(&self, message: impl Into<String>) -> FilterError {
+        FilterError {
+            path: self.spec.path.display().to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn instantiate(&self) -> Result<Instance, FilterError> {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let memory =
+            usize::try_from(self.spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .instances(32)
+                .tables(64)
+                .memories(8)
+                .trap_on_grow_failure(true)
+                .build(),
+            stdout,
+            stderr,
+            label: self.label.clone(),
+            log_budget: 0,
+        };
+        let mut store = Store::new(&self.host.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        store.epoch_deadline_trap();
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.error(format!("cannot be instantiated: {e:#}")))?;
+        Ok(Instance {
+            store,
+            bindings,
+            logged: (0, 0),
+        })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.spec.cpu_ms.max(1) * 1000 / EPOCH_TICK.as_micros().max(1) as u64).max(1)
+    }
+
+    /// Runs `work` on a pooled (or fresh) instance; the instance goes back to
+    /// the pool only if the call succeeded.
+    fn with_instance<R>(
+        &self,
+        work: impl FnOnce(&mut Instance) -> Result<R, FilterError>,
+    ) -> Result<R, FilterError> {
+        let pooled = self
+            .pool
+            .lock()
+            .expect("pool lock is never held across a panic")
+            .pop();
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => self.instantiate()?,
+        };
+        instance.store.data_mut().log_budget = 100;
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        let result = work(&mut instance);
+        self.forward_output(&mut instance);
+        if result.is_ok() {
+            self.pool
+                .lock()
+                .expect("pool lock is never held across a panic")
+                .push(instance);
+        }
+        result
+    }
+
+    fn forward_output(&self, instance: &mut Instance) {
+        let state = instance.store.data();
+        let (out, err) = (state.stdout.contents(), state.stderr.contents());
+        for (bytes, logged, stream) in [
+            (&out, &mut instance.logged.0, "stdout"),
+            (&err, &mut instance.logged.1, "stderr"),
+        ] {
+            if bytes.len() > *logged {
+                let text = String::from_utf8_lossy(&bytes[*logged..]);
+                for line in text.lines().filter(|l| !l.is_empty()) {
+                    tracing::info!(
+                        filter = &*self.label,
+                        stream,
+                        "{}",
+                        truncate(line, LOG_MESSAGE_CAP)
+                    );
+                }
+                *logged = bytes.len();
+            }
+        }
+    }
+
+    /// Runs `validate-config` with this entry's config.
+    pub fn validate_config(&self) -> Result<(), FilterError> {
+        self.with_instance(|instance| {
+            match instance
+                .bindings
+                .call_validate_config(&mut instance.store, &self.spec.config)
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => {
+                    Err(self.error(format!("config refused by the filter: {message}")))
+                }
+                Err(trap) => Err(self.error(format!(
+                    "trapped in validate-config: {}",
+                    describe_trap(&trap)
+                ))),
+            }
+        })
+    }
+
+    /// Runs the filter once. `Ok(None)` means deliver nothing.
+    pub fn call(
+        &self,
+        app_id: &str,
+        webhook_id: &str,
+        time_ms: u64,
+        events: &[Event],
+    ) -> Result<Option<Vec<Event>>, FilterError> {
+        let batch = wit::Batch {
+            time_ms,
+            events: events.iter().map(to_wit).collect(),
+        };
+        let ctx = wit::Context {
+            app_id: app_id.to_string(),
+            webhook: webhook_id.to_string(),
+            config: self.spec.config.clone(),
+        };
+        let verdict = self.with_instance(|instance| {
+            match instance
+                .bindings
+                .call_filter(&mut instance.store, &ctx, &batch)
+            {
+                Ok(Ok(verdict)) => Ok(verdict),
+                Ok(Err(message)) => Err(self.error(format!("returned an error: {message}"))),
+                Err(trap) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
+            }
+        })?;
+        match verdict {
+            wit::Verdict::Keep => Ok(Some(events.to_vec())),
+            wit::Verdict::Drop(reason) => {
+                tracing::debug!(app = app_id, webhook = webhook_id, filter = &*self.label, %reason, "filter dropped a batch");
+                Ok(None)
+            }
+            wit::Verdict::Select(indices) => {
+                let mut seen = vec![false; events.len()];
+                let mut out = Vec::with_capacity(indices.len());
+                for index in indices {
+                    let i = index as usize;
+                    if i >= events.len() {
+                        return Err(self.error(format!(
+                            "select: index {index} is out of range for {} events",
+                            events.len()
+                        )));
+                    }
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(self.error(format!("select: index {index} appears twice")));
+                    }
+                    out.push(events[i].clone());
+                }
+                Ok(Some(out))
+            }
+            wit::Verdict::Replace(batch) => {
+                if batch.events.len() > self.max_output_events {
+                    return Err(self.error(format!(
+                        "replace: {} events is more than filters.max_output_events ({})",
+                        batch.events.len(),
+                        self.max_output_events
+                    )));
+                }
+                let mut total = 0usize;
+                let mut out = Vec::with_capacity(batch.events.len());
+                for (i, event) in batch.events.iter().enumerate() {
+                    let event = from_wit(event, i).map_err(|m| self.error(m))?;
+                    total += event.len();
+                    if total > OUTPUT_BYTES_CAP {
+                        return Err(self.error(format!(
+                            "replace: the events are over {OUTPUT_BYTES_CAP} bytes"
+                        )));
+                    }
+                    out.push(event);
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+}
+
+/// A trap in words: deadline, memory cap, or the guest's own trap.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "ran past its CPU deadline (cpu_ms)".to_string(),
+        Some(wasmtime::Trap::AllocationTooLarge) => "hit its memory cap (memory_mb)".to_string(),
+        _ => {
+            let text = format!("{error:#}");
+            if text.contains("memory") && text.contains("limit") {
+                format!("hit its memory cap (memory_mb): {}", truncate(&text, 512))
+            } else {
+                truncate(&text, 1024).to_string()
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

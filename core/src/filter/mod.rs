@@ -1,0 +1,119 @@
+//! The WASM filter host: loads filter components (compiled once, cached on
+//! disk), links only the WASI interfaces the sandbox grants, and runs filter
+//! chains under a CPU deadline and a memory cap.
+//!
+//! A chain runs once per batch and webhook when the batch is formed; its
+//! result is what is stored and delivered. Calls are synchronous wasmtime
+//! calls: callers run [`FilterChain::run`] on a blocking thread, never on the
+//! async workers.
+
+mod convert;
+mod host;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::event::Event;
+
+pub use host::{FilterHost, LoadedFilter};
+
+/// What a failing filter entry does (`on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The batch takes the retry path and the then-current filter runs again;
+    /// it is neither delivered unfiltered nor lost.
+    Retry,
+    /// This filter is passed over; the batch goes on as it came in.
+    Skip,
+    /// The batch is dropped.
+    Drop,
+}
+
+/// One entry of an app file's `filters`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterSpec {
+    /// The component, resolved against the app file's directory.
+    pub path: PathBuf,
+    /// The `config` as JSON text (`null` if none).
+    pub config: String,
+    /// What a failure does.
+    pub on_error: OnError,
+    /// CPU deadline per call.
+    pub cpu_ms: u64,
+    /// Memory cap per instance.
+    pub memory_mb: u64,
+}
+
+/// Why a filter could not load or a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("filter {path}: {message}")]
+pub struct FilterError {
+    /// The filter's path, for messages.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The filters a webhook's batches go through: the app's, then its own.
+#[derive(Debug, Clone, Default)]
+pub struct FilterChain {
+    /// In order.
+    pub filters: Vec<Arc<LoadedFilter>>,
+}
+
+/// What a chain decided for one batch.
+#[derive(Debug)]
+pub enum ChainOutcome {
+    /// Deliver these events (possibly none were changed).
+    Deliver(Vec<Event>),
+    /// Deliver nothing, for this reason.
+    Drop(String),
+    /// A filter with `on_error: retry` failed: retry the batch later.
+    Retry(String),
+}
+
+impl FilterChain {
+    /// Whether the chain has no filters.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Runs every filter in order. Blocking: call it off the async workers.
+    pub fn run(
+        &self,
+        app_id: &str,
+        webhook_id: &str,
+        time_ms: u64,
+        mut events: Vec<Event>,
+    ) -> ChainOutcome {
+        for filter in &self.filters {
+            match filter.call(app_id, webhook_id, time_ms, &events) {
+                Ok(Some(next)) => events = next,
+                Ok(None) => {
+                    return ChainOutcome::Drop(format!(
+                        "dropped by {}",
+                        filter.spec().path.display()
+                    ));
+                }
+                Err(error) => match filter.spec().on_error {
+                    OnError::Skip => {
+                        tracing::warn!(app = app_id, webhook = webhook_id, %error, "filter failed; skipping it (on_error: skip)");
+                    }
+                    OnError::Drop => {
+                        tracing::warn!(app = app_id, webhook = webhook_id, %error, "filter failed; dropping the batch (on_error: drop)");
+                        return ChainOutcome::Drop(error.to_string());
+                    }
+                    OnError::Retry => {
+                        tracing::warn!(app = app_id, webhook = webhook_id, %error, "filter failed; the batch will be retried (on_error: retry)");
+                        return ChainOutcome::Retry(error.to_string());
+                    }
+                },
+            }
+            if events.is_empty() {
+                return ChainOutcome::Drop("no events left".to_string());
+            }
+        }
+        ChainOutcome::Deliver(events)
+    }
+}
