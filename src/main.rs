@@ -29,14 +29,14 @@ enum Command {
     Send(cmd::send::Args),
     /// Run a local webhook receiver that prints each delivery and checks its signature.
     Listen(cmd::listen::Args),
+    /// Work with WASM filters.
+    #[command(subcommand)]
+    Filter(cmd::filter::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Check(args) => cmd::check::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Listen(args) => cmd::listen::run(args).await,
+            Command::Filter(command) => cmd::filter::run(command).await,
         }
     });
     match result {

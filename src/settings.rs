@@ -20,8 +20,8 @@ pub(crate) struct FlagOverrides {
 pub(crate) fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Settings> {
     let mut table = Table::new();
     if let Some(path) = config_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
         table = text
             .parse::<Table>()
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
@@ -54,8 +54,7 @@ use serde::Deserialize;
 /// names of real settings are read, so unrelated `HOOKLINE_*` variables are
 /// left alone.
 fn apply_env(table: &mut Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
-    let defaults =
-        Table::try_from(Settings::default()).context("default settings must serialize")?;
+    let defaults = Table::try_from(Settings::default()).context("default settings must serialize")?;
     for (name, raw) in vars {
         let Some(rest) = name.strip_prefix("HOOKLINE_") else {
             continue;
@@ -92,9 +91,7 @@ fn locate(defaults: &Table, name: &str) -> Option<(Option<String>, String)> {
     }
     for (section, value) in defaults {
         if let Value::Table(inner) = value
-            && let Some(key) = name
-                .strip_prefix(section.as_str())
-                .and_then(|k| k.strip_prefix('_'))
+            && let Some(key) = name.strip_prefix(section.as_str()).and_then(|k| k.strip_prefix('_'))
             && inner.contains_key(key)
         {
             return Some((Some(section.clone()), key.to_string()));
@@ -137,9 +134,6 @@ mod tests {
         assert_eq!(settings.dead_letter.retention_ms, 7);
         assert_eq!(settings.listen.to_string(), "0.0.0.0:1");
         assert!(!settings.batching.enabled);
-        assert_eq!(
-            settings.ingest.durability,
-            hookline_core::settings::Durability::Memory
-        );
+        assert_eq!(settings.ingest.durability, hookline_core::settings::Durability::Memory);
     }
 }

@@ -25,10 +25,7 @@ fn check(dir: &Path) -> (bool, String, String) {
 
 /// The soketi array-format example, verbatim.
 fn soketi_example() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps/soketi-array.json"),
-    )
-    .unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps/soketi-array.json")).unwrap()
 }
 
 #[test]
@@ -56,22 +53,14 @@ async fn a_soketi_array_file_loads_unchanged_and_routes_like_soketi() {
         ("client_event", "public"),
     ]);
     assert_eq!(
-        native(&daemon, "chat-app", "chat-key", "chat-secret", &chat)
-            .await
-            .0,
+        native(&daemon, "chat-app", "chat-key", "chat-secret", &chat).await.0,
         200
     );
     let presence = events_body(&[("member_added", "presence-x"), ("member_added", "other")]);
     assert_eq!(
-        native(
-            &daemon,
-            "presence-app",
-            "presence-key",
-            "presence-secret",
-            &presence
-        )
-        .await
-        .0,
+        native(&daemon, "presence-app", "presence-key", "presence-secret", &presence)
+            .await
+            .0,
         200
     );
 
@@ -142,8 +131,7 @@ webhooks = [{ event_types = ["a"] }]
     let (ok, _, stderr) = check(apps.path());
     assert!(!ok);
     assert!(
-        stderr
-            .contains("environment variable HOOKLINE_TEST_UNSET_VARIABLE is not set (in `secret`)"),
+        stderr.contains("environment variable HOOKLINE_TEST_UNSET_VARIABLE is not set (in `secret`)"),
         "{stderr}"
     );
     assert!(
@@ -154,10 +142,7 @@ webhooks = [{ event_types = ["a"] }]
         stderr.contains("app \"c\": webhook 0: a webhook needs a target: set `url`"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("two webhooks have the id \"same\""),
-        "{stderr}"
-    );
+    assert!(stderr.contains("two webhooks have the id \"same\""), "{stderr}");
 }
 
 #[test]
@@ -170,17 +155,11 @@ fn duplicate_ids_and_keys_across_files_are_refused_naming_both() {
     assert!(!ok);
     let one = apps.path().join("1.json");
     assert!(
-        stderr.contains(&format!(
-            "app id \"a\" is also defined in {}",
-            one.display()
-        )),
+        stderr.contains(&format!("app id \"a\" is also defined in {}", one.display())),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!(
-            "app key \"k\" (app \"b\") is also used in {}",
-            one.display()
-        )),
+        stderr.contains(&format!("app key \"k\" (app \"b\") is also used in {}", one.display())),
         "{stderr}"
     );
 }
@@ -193,30 +172,21 @@ async fn a_bad_file_does_not_stop_the_good_ones() {
         "good.json",
         &format!(r#"{{"id": "good", "key": "kg", "secret": "sg", "webhooks": [{{"url": "{}", "event_types": ["cache_miss"]}}]}}"#, receiver.url("/g")),
     );
-    apps.write("bad.json", r#"{"id": "bad", "key": "kb", "secret": "sb", "webhooks": [{"url": "ftp://nope", "event_types": ["x"]}]}"#);
+    apps.write(
+        "bad.json",
+        r#"{"id": "bad", "key": "kb", "secret": "sb", "webhooks": [{"url": "ftp://nope", "event_types": ["x"]}]}"#,
+    );
     let daemon = Daemon::start(apps.path());
     assert_eq!(
-        native(
-            &daemon,
-            "good",
-            "kg",
-            "sg",
-            &events_body(&[("cache_miss", "c")])
-        )
-        .await
-        .0,
+        native(&daemon, "good", "kg", "sg", &events_body(&[("cache_miss", "c")]))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        native(
-            &daemon,
-            "bad",
-            "kb",
-            "sb",
-            &events_body(&[("cache_miss", "c")])
-        )
-        .await
-        .0,
+        native(&daemon, "bad", "kb", "sb", &events_body(&[("cache_miss", "c")]))
+            .await
+            .0,
         404
     );
     receiver.wait_for("/g", 1).await;
@@ -234,9 +204,6 @@ async fn a_bad_file_does_not_stop_the_good_ones() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        ready["ready"], true,
-        "a bad app file does not make the daemon unready"
-    );
+    assert_eq!(ready["ready"], true, "a bad app file does not make the daemon unready");
     assert_eq!(ready["file_errors"].as_array().unwrap().len(), 1);
 }

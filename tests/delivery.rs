@@ -14,10 +14,7 @@ fn start(apps_json: &str, receiver: &Receiver) -> (AppsDir, Daemon) {
 
 fn start_with(apps_json: &str, receiver: &Receiver, options: DaemonOptions) -> (AppsDir, Daemon) {
     let apps = AppsDir::new();
-    apps.write(
-        "apps.json",
-        &apps_json.replace("RECEIVER", &receiver.url("")),
-    );
+    apps.write("apps.json", &apps_json.replace("RECEIVER", &receiver.url("")));
     let daemon = Daemon::start_with(apps.path(), options);
     (apps, daemon)
 }
@@ -49,9 +46,7 @@ async fn each_webhook_gets_exactly_its_events_in_its_own_signed_body() {
     receiver.wait_for("/lifecycle", 1).await;
     receiver.wait_for("/chat", 1).await;
     receiver.wait_for("/presence", 1).await;
-    daemon
-        .wait_metric("hookline_batches_formed_total", 1.0)
-        .await;
+    daemon.wait_metric("hookline_batches_formed_total", 1.0).await;
 
     let channels = |path: &str| -> Vec<(String, String)> {
         let got = receiver.on(path);
@@ -76,10 +71,7 @@ async fn each_webhook_gets_exactly_its_events_in_its_own_signed_body() {
             pair("channel_vacated", "room-2")
         ]
     );
-    assert_eq!(
-        channels("/chat"),
-        [pair("client_event", "private-room-chat")]
-    );
+    assert_eq!(channels("/chat"), [pair("client_event", "private-room-chat")]);
     assert_eq!(
         channels("/presence"),
         [
@@ -87,21 +79,12 @@ async fn each_webhook_gets_exactly_its_events_in_its_own_signed_body() {
             pair("member_added", "presence-lobby")
         ]
     );
-    assert!(
-        receiver.on("/never").is_empty(),
-        "an empty selection sends nothing"
-    );
+    assert!(receiver.on("/never").is_empty(), "an empty selection sends nothing");
 
     let all = receiver.all();
-    let signatures: std::collections::HashSet<_> = all
-        .iter()
-        .map(|r| r.header("x-pusher-signature").to_string())
-        .collect();
-    assert_eq!(
-        signatures.len(),
-        3,
-        "each webhook has its own body and signature"
-    );
+    let signatures: std::collections::HashSet<_> =
+        all.iter().map(|r| r.header("x-pusher-signature").to_string()).collect();
+    assert_eq!(signatures.len(), 3, "each webhook has its own body and signature");
     assert_officially_valid("ka", "sa", &all);
     for delivery in &all {
         assert_eq!(delivery.header("content-type"), "application/json");
@@ -174,16 +157,8 @@ async fn events_within_the_window_share_one_batch_and_max_events_splits() {
     let seven: Vec<(String, String)> = (0..7)
         .map(|i| ("channel_occupied".to_string(), format!("m{i}")))
         .collect();
-    let refs: Vec<(&str, &str)> = seven
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    assert_eq!(
-        native(&daemon, "m", "km", "sm", &events_body(&refs))
-            .await
-            .0,
-        200
-    );
+    let refs: Vec<(&str, &str)> = seven.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(native(&daemon, "m", "km", "sm", &events_body(&refs)).await.0, 200);
     let max = receiver.wait_for_events("/max", 7).await;
     let sizes: Vec<usize> = max.iter().map(Received::event_count).collect();
     assert_eq!(sizes, [3, 3, 1]);
@@ -208,11 +183,7 @@ async fn with_batching_off_every_event_is_its_own_delivery() {
             "webhooks": [{"url": "RECEIVER/h", "event_types": ["member_added"]}]}"#,
         &receiver,
     );
-    let body = events_body(&[
-        ("member_added", "p1"),
-        ("member_added", "p2"),
-        ("member_added", "p3"),
-    ]);
+    let body = events_body(&[("member_added", "p1"), ("member_added", "p2"), ("member_added", "p3")]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
     let got = receiver.wait_for("/h", 3).await;
     assert!(got.iter().all(|r| r.event_count() == 1));
@@ -227,10 +198,7 @@ async fn with_batching_off_every_event_is_its_own_delivery() {
 #[tokio::test]
 async fn a_503_with_retry_after_is_retried_with_the_same_batch_id_and_a_400_is_not() {
     let receiver = Receiver::start().await;
-    receiver.script(
-        "/flaky",
-        vec![Reply::status(503).with_header("retry-after", "1")],
-    );
+    receiver.script("/flaky", vec![Reply::status(503).with_header("retry-after", "1")]);
     receiver.script("/refuses", vec![Reply::status(400)]);
     let (_apps, daemon) = start(
         r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [
@@ -239,15 +207,9 @@ async fn a_503_with_retry_after_is_retried_with_the_same_batch_id_and_a_400_is_n
         &receiver,
     );
     assert_eq!(
-        native(
-            &daemon,
-            "a",
-            "ka",
-            "sa",
-            &events_body(&[("channel_occupied", "c")])
-        )
-        .await
-        .0,
+        native(&daemon, "a", "ka", "sa", &events_body(&[("channel_occupied", "c")]))
+            .await
+            .0,
         200
     );
     let flaky = receiver.wait_for("/flaky", 2).await;
@@ -291,15 +253,9 @@ async fn webhook_headers_are_sent_but_never_replace_the_signed_ones() {
         &receiver,
     );
     assert_eq!(
-        native(
-            &daemon,
-            "a",
-            "ka",
-            "sa",
-            &events_body(&[("cache_miss", "c")])
-        )
-        .await
-        .0,
+        native(&daemon, "a", "ka", "sa", &events_body(&[("cache_miss", "c")]))
+            .await
+            .0,
         200
     );
     let got = receiver.wait_for("/h", 1).await;

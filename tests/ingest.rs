@@ -40,20 +40,9 @@ async fn npm_pusher_signed_post_is_accepted_and_delivered() {
 async fn wrong_secret_stale_timestamp_and_tampered_body_are_refused() {
     let (_receiver, _apps, daemon) = setup().await;
     let body = events_body(&[("channel_occupied", "room-1")]);
-    let wrong = publish_with_npm(
-        &daemon.url(),
-        "app-1",
-        "key-1",
-        "not-the-secret",
-        &body,
-        &[],
-    );
+    let wrong = publish_with_npm(&daemon.url(), "app-1", "key-1", "not-the-secret", &body, &[]);
     assert_eq!(wrong.status, 401, "{}", wrong.body);
-    assert!(
-        wrong.body.contains("auth_signature does not match"),
-        "{}",
-        wrong.body
-    );
+    assert!(wrong.body.contains("auth_signature does not match"), "{}", wrong.body);
 
     let stale = publish_with_npm(
         &daemon.url(),
@@ -66,20 +55,9 @@ async fn wrong_secret_stale_timestamp_and_tampered_body_are_refused() {
     assert_eq!(stale.status, 401, "{}", stale.body);
     assert!(stale.body.contains("auth_timestamp is 7"), "{}", stale.body);
 
-    let tampered = publish_with_npm(
-        &daemon.url(),
-        "app-1",
-        "key-1",
-        "secret-1",
-        &body,
-        &["--tamper"],
-    );
+    let tampered = publish_with_npm(&daemon.url(), "app-1", "key-1", "secret-1", &body, &["--tamper"]);
     assert_eq!(tampered.status, 401, "{}", tampered.body);
-    assert!(
-        tampered.body.contains("body_md5 does not match"),
-        "{}",
-        tampered.body
-    );
+    assert!(tampered.body.contains("body_md5 does not match"), "{}", tampered.body);
 
     // A request within the allowed skew still passes.
     let ok = publish_with_npm(
@@ -161,10 +139,7 @@ async fn refusals_have_their_status_and_say_what_is_wrong() {
         (
             "oversize body",
             "app-1",
-            format!(
-                r#"{{"events":[{{"name":"a","channel":"{}"}}]}}"#,
-                "x".repeat(5000)
-            ),
+            format!(r#"{{"events":[{{"name":"a","channel":"{}"}}]}}"#, "x".repeat(5000)),
             413,
             "max_body_bytes",
         ),
@@ -204,27 +179,15 @@ async fn refusals_have_their_status_and_say_what_is_wrong() {
 #[tokio::test]
 async fn unknown_app_is_404_before_the_body_size_is_checked() {
     let (_receiver, _apps, daemon) = setup().await;
-    let big = format!(
-        r#"{{"events":[{{"name":"a","channel":"{}"}}]}}"#,
-        "x".repeat(5000)
-    );
+    let big = format!(r#"{{"events":[{{"name":"a","channel":"{}"}}]}}"#, "x".repeat(5000));
     assert_eq!(native(&daemon, "nope", "k", "s", &big).await.0, 404);
     // 413 before 401: an oversize body with a bad signature is "too large".
-    assert_eq!(
-        native(&daemon, "app-1", "key-1", "wrong", &big).await.0,
-        413
-    );
+    assert_eq!(native(&daemon, "app-1", "key-1", "wrong", &big).await.0, 413);
     // 401 before 403: a disabled app with a bad signature is "unauthorized".
     assert_eq!(
-        native(
-            &daemon,
-            "off",
-            "key-off",
-            "wrong",
-            &events_body(&[("a", "b")])
-        )
-        .await
-        .0,
+        native(&daemon, "off", "key-off", "wrong", &events_body(&[("a", "b")]))
+            .await
+            .0,
         401
     );
 }
@@ -232,13 +195,9 @@ async fn unknown_app_is_404_before_the_body_size_is_checked() {
 #[tokio::test]
 async fn health_endpoints_answer() {
     let (_receiver, _apps, daemon) = setup().await;
-    let health = reqwest::get(format!("{}/healthz", daemon.url()))
-        .await
-        .unwrap();
+    let health = reqwest::get(format!("{}/healthz", daemon.url())).await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready = reqwest::get(format!("{}/readyz", daemon.url()))
-        .await
-        .unwrap();
+    let ready = reqwest::get(format!("{}/readyz", daemon.url())).await.unwrap();
     assert_eq!(ready.status(), 200);
     let status: serde_json::Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
     assert_eq!(status["apps"], 2);
@@ -248,8 +207,5 @@ async fn health_endpoints_answer() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("hookline_batches_formed_total 0"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("hookline_batches_formed_total 0"), "{metrics}");
 }

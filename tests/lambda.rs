@@ -73,9 +73,7 @@ async fn event_and_request_response_invocations_for_name_and_arn_forms() {
 
     let body = r#"{"events":[{"name":"client_event","channel":"private-é","event":"client-msg","data":"héllo 😀 \"q\" \\ \u0001\u001f\n\t","user_id":"u"}]}"#;
     assert_eq!(native(&daemon, "l", "lk", "ls", body).await.0, 200);
-    let all = server
-        .wait_until("three invocations", |all| all.len() >= 3)
-        .await;
+    let all = server.wait_until("three invocations", |all| all.len() >= 3).await;
     assert_eq!(all.len(), 3, "no extra requests");
     let mut names = function_names(&all);
     names.sort();
@@ -96,10 +94,7 @@ async fn event_and_request_response_invocations_for_name_and_arn_forms() {
         } else {
             "RequestResponse"
         };
-        assert_eq!(
-            invocation["invocation_type"], expected_type,
-            "{invocation:#}"
-        );
+        assert_eq!(invocation["invocation_type"], expected_type, "{invocation:#}");
         let status = if expected_type == "Event" { 202 } else { 200 };
         assert_eq!(invocation["status"], status);
 
@@ -115,16 +110,10 @@ async fn event_and_request_response_invocations_for_name_and_arn_forms() {
         if invocation["function"] == "fn-async" {
             assert_eq!(headers["X-Env"], "test", "webhook headers are merged");
         }
-        assert_ne!(
-            headers["X-Pusher-Signature"], "forged",
-            "the Pusher headers win"
-        );
+        assert_ne!(headers["X-Pusher-Signature"], "forged", "the Pusher headers win");
         // The soketi page's handler, completed, verifies it with node…
         let raw = invocation["body"].as_str().unwrap();
-        assert!(
-            example_lambda_accepts("ls", raw),
-            "the example handler refused {raw}"
-        );
+        assert!(example_lambda_accepts("ls", raw), "the example handler refused {raw}");
         // …and refuses it with one byte of the payload flipped.
         let flipped = raw.replacen("client-msg", "client-msh", 1);
         assert!(
@@ -155,9 +144,7 @@ async fn credentials_from_the_environment_and_from_a_profile_sign_the_requests()
         ]);
         let daemon = Daemon::start_with(apps.path(), env);
         assert_eq!(native(&daemon, "c", "ck", "cs", &body).await.0, 200);
-        let all = server
-            .wait_until("one invocation", |all| !all.is_empty())
-            .await;
+        let all = server.wait_until("one invocation", |all| !all.is_empty()).await;
         assert_eq!(all[0]["access_key"], "AKIDFROMENV");
         assert_eq!(all[0]["signature_valid"], true, "{:#}", all[0]);
         assert_eq!(all[0]["headers"]["x-amz-security-token"], "env-token");
@@ -177,9 +164,7 @@ async fn credentials_from_the_environment_and_from_a_profile_sign_the_requests()
     ]);
     let daemon = Daemon::start_with(apps.path(), env);
     assert_eq!(native(&daemon, "c", "ck", "cs", &body).await.0, 200);
-    let all = server
-        .wait_until("a second invocation", |all| all.len() >= 2)
-        .await;
+    let all = server.wait_until("a second invocation", |all| all.len() >= 2).await;
     assert_eq!(all[1]["access_key"], "AKIDFROMPROFILE");
     assert_eq!(all[1]["signature_valid"], true, "{:#}", all[1]);
 }
@@ -188,7 +173,10 @@ async fn credentials_from_the_environment_and_from_a_profile_sign_the_requests()
 async fn a_webhook_without_region_fails_check_while_other_apps_load() {
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
-    apps.write("noregion.json", r#"{"id": "nr", "key": "nrk", "secret": "s", "webhooks": [{"lambda_function": "fn", "event_types": ["a"]}]}"#);
+    apps.write(
+        "noregion.json",
+        r#"{"id": "nr", "key": "nrk", "secret": "s", "webhooks": [{"lambda_function": "fn", "event_types": ["a"]}]}"#,
+    );
     apps.write(
         "good.json",
         &json!({"id": "g", "key": "gk", "secret": "gs", "webhooks": [{"url": receiver.url("/g"), "event_types": ["a"]}]}).to_string(),
@@ -201,21 +189,18 @@ async fn a_webhook_without_region_fails_check_while_other_apps_load() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("noregion.json: app \"nr\": webhook 0: the Lambda webhook for \"fn\" names no region; set `region`"),
+        stderr.contains(
+            "noregion.json: app \"nr\": webhook 0: the Lambda webhook for \"fn\" names no region; set `region`"
+        ),
         "{stderr}"
     );
     let daemon = Daemon::start_with(apps.path(), isolated_aws(&[]));
     assert_eq!(
-        native(&daemon, "g", "gk", "gs", &events_body(&[("a", "c")]))
-            .await
-            .0,
+        native(&daemon, "g", "gk", "gs", &events_body(&[("a", "c")])).await.0,
         200
     );
     receiver.wait_for("/g", 1).await;
-    assert!(
-        daemon.logs().contains("names no region"),
-        "serve reports it"
-    );
+    assert!(daemon.logs().contains("names no region"), "serve reports it");
 }
 
 #[tokio::test]
@@ -226,12 +211,8 @@ async fn retries_follow_the_policy_with_no_hidden_sdk_retries() {
     server
         .script("throttled", json!([{"kind": "throttle", "retry_after": 1}]))
         .await;
-    server
-        .script("missing", json!([{"kind": "not_found"}]))
-        .await;
-    server
-        .script("failing", json!([{"kind": "function_error"}]))
-        .await;
+    server.script("missing", json!([{"kind": "not_found"}])).await;
+    server.script("failing", json!([{"kind": "function_error"}])).await;
     let apps = AppsDir::new();
     let app = json!({"id": "r", "key": "rk", "secret": "rs", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200}, "webhooks": [
         {"lambda_function": "throttled", "event_types": ["e"], "lambda": async_options},
@@ -241,9 +222,7 @@ async fn retries_follow_the_policy_with_no_hidden_sdk_retries() {
     apps.write("app.json", &app.to_string());
     let daemon = Daemon::start_with(apps.path(), isolated_aws(&[]));
     assert_eq!(
-        native(&daemon, "r", "rk", "rs", &events_body(&[("e", "c")]))
-            .await
-            .0,
+        native(&daemon, "r", "rk", "rs", &events_body(&[("e", "c")])).await.0,
         200
     );
 
@@ -276,11 +255,7 @@ async fn retries_follow_the_policy_with_no_hidden_sdk_retries() {
         [429, 202]
     );
     let batch = |i: &Value| payload(i)["headers"]["X-Hookline-Batch-Id"].clone();
-    assert_eq!(
-        batch(&throttled[0]),
-        batch(&throttled[1]),
-        "same batch id on the retry"
-    );
+    assert_eq!(batch(&throttled[0]), batch(&throttled[1]), "same batch id on the retry");
 
     let missing = of("missing");
     assert_eq!(missing.len(), 1, "404 is final: {missing:#?}");
@@ -306,9 +281,7 @@ async fn retries_follow_the_policy_with_no_hidden_sdk_retries() {
 #[tokio::test]
 async fn batches_over_the_payload_limit_are_split_and_a_413_splits_and_resends() {
     let server = LambdaServer::start(&[(AKID, SECRET_KEY, None)]);
-    server
-        .script("too-large-once", json!([{"kind": "too_large"}]))
-        .await;
+    server.script("too-large-once", json!([{"kind": "too_large"}])).await;
     let mut limited = inline_credentials(&server.endpoint());
     limited["max_payload_bytes"] = json!(4096);
     let apps = AppsDir::new();
@@ -337,36 +310,22 @@ async fn batches_over_the_payload_limit_are_split_and_a_413_splits_and_resends()
         })
         .await;
     let limited: Vec<&Value> = all.iter().filter(|i| i["function"] == "limited").collect();
-    assert!(
-        limited.len() >= 3,
-        "split into several invocations: {}",
-        limited.len()
-    );
+    assert!(limited.len() >= 3, "split into several invocations: {}", limited.len());
     let mut channels = Vec::new();
     for invocation in &limited {
         assert!(invocation["body"].as_str().unwrap().len() <= 4096);
         for event in payload(invocation)["payload"]["events"].as_array().unwrap() {
             channels.push(event["channel"].as_str().unwrap().to_string());
         }
-        assert!(example_lambda_accepts(
-            "ss",
-            invocation["body"].as_str().unwrap()
-        ));
+        assert!(example_lambda_accepts("ss", invocation["body"].as_str().unwrap()));
     }
     channels.sort();
     let mut expected: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
     expected.sort();
     assert_eq!(channels, expected, "every event exactly once");
 
-    let resent: Vec<&Value> = all
-        .iter()
-        .filter(|i| i["function"] == "too-large-once")
-        .collect();
+    let resent: Vec<&Value> = all.iter().filter(|i| i["function"] == "too-large-once").collect();
     assert_eq!(resent[0]["status"], 413);
-    assert_eq!(
-        resent.len(),
-        3,
-        "the refused batch was resent as two halves"
-    );
+    assert_eq!(resent.len(), 3, "the refused batch was resent as two halves");
     assert_eq!(count(&all, "too-large-once"), 20);
 }

@@ -73,10 +73,7 @@ impl Batchers {
 
     /// Adds accepted events to their app's open batch.
     pub fn push(&self, app: Arc<App>, events: Vec<Event>) {
-        let mut senders = self
-            .senders
-            .lock()
-            .expect("senders lock is never held across a panic");
+        let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
         let sender = senders.entry(app.id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.tasks
@@ -92,10 +89,7 @@ impl Batchers {
 
     /// Closes the open batch of each of these apps now (their config changed).
     pub fn config_changed<'a>(&self, app_ids: impl IntoIterator<Item = &'a Arc<str>>) {
-        let senders = self
-            .senders
-            .lock()
-            .expect("senders lock is never held across a panic");
+        let senders = self.senders.lock().expect("senders lock is never held across a panic");
         for id in app_ids {
             if let Some(sender) = senders.get(id) {
                 let _ = sender.send(Message::ConfigChanged);
@@ -109,12 +103,7 @@ impl Batchers {
             .lock()
             .expect("senders lock is never held across a panic")
             .clear();
-        let mut tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .expect("tasks lock is never held across a panic"),
-        );
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
         while tasks.join_next().await.is_some() {}
     }
 }
@@ -193,12 +182,11 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
         if selected.is_empty() {
             continue;
         }
-        let (selected, pending_filter) =
-            match run_filters(app, webhook, batch_time_ms, selected).await {
-                FilterResult::Deliver(events) => (events, false),
-                FilterResult::Retry(events) => (events, true),
-                FilterResult::Nothing => continue,
-            };
+        let (selected, pending_filter) = match run_filters(app, webhook, batch_time_ms, selected).await {
+            FilterResult::Deliver(events) => (events, false),
+            FilterResult::Retry(events) => (events, true),
+            FilterResult::Nothing => continue,
+        };
         let refs: Vec<&Event> = selected.iter().collect();
         for chunk in chunk_to_fit(&refs, webhook.max_body_bytes) {
             let mut delivery = new_delivery(shared, app, webhook, chunk, batch_time_ms);
@@ -207,11 +195,7 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
         }
     }
     let records: Vec<DeliveryRecord> = deliveries.iter().map(|d| d.record.clone()).collect();
-    if let Err(error) = shared
-        .store
-        .commit_batch(&app.id, events.len(), &records)
-        .await
-    {
+    if let Err(error) = shared.store.commit_batch(&app.id, events.len(), &records).await {
         tracing::error!(app = %app.id, %error, "could not store formed batches; delivering from memory");
     }
     let consumed: u64 = events.iter().map(|e| e.len() as u64).sum();
@@ -232,21 +216,13 @@ enum FilterResult {
 }
 
 /// Runs the webhook's filter chain on a blocking thread.
-async fn run_filters(
-    app: &Arc<App>,
-    webhook: &Arc<Webhook>,
-    batch_time_ms: u64,
-    events: Vec<Event>,
-) -> FilterResult {
+async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64, events: Vec<Event>) -> FilterResult {
     if webhook.filters.is_empty() {
         return FilterResult::Deliver(events);
     }
     let (app_id, hook) = (app.id.clone(), webhook.clone());
     let unfiltered = events.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        hook.filters.run(&app_id, &hook.id, batch_time_ms, events)
-    })
-    .await;
+    let outcome = tokio::task::spawn_blocking(move || hook.filters.run(&app_id, &hook.id, batch_time_ms, events)).await;
     match outcome {
         Ok(ChainOutcome::Deliver(events)) => FilterResult::Deliver(events),
         Ok(ChainOutcome::Drop(reason)) => {
@@ -261,13 +237,7 @@ async fn run_filters(
     }
 }
 
-fn new_delivery(
-    shared: &Shared,
-    app: &App,
-    webhook: &Arc<Webhook>,
-    events: &[&Event],
-    batch_time_ms: u64,
-) -> Delivery {
+fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&Event], batch_time_ms: u64) -> Delivery {
     let (key, batch_id) = shared.ids.next();
     let mut joined = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
     for (i, event) in events.iter().enumerate() {
@@ -339,22 +309,14 @@ mod tests {
         let refs: Vec<&Event> = events.iter().collect();
         let limit = BODY_OVERHEAD + 100 * 3 + 2;
         let chunks = chunk_to_fit(&refs, Some(limit));
-        assert_eq!(
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
-            vec![3, 3, 3, 1]
-        );
+        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         for chunk in &chunks {
-            let body =
-                BODY_OVERHEAD + chunk.iter().map(|e| e.len()).sum::<usize>() + chunk.len() - 1;
+            let body = BODY_OVERHEAD + chunk.iter().map(|e| e.len()).sum::<usize>() + chunk.len() - 1;
             assert!(body <= limit);
         }
         assert_eq!(chunk_to_fit(&refs, None).len(), 1);
         let big = [event(500)];
         let refs: Vec<&Event> = big.iter().collect();
-        assert_eq!(
-            chunk_to_fit(&refs, Some(200)).len(),
-            1,
-            "an oversize event goes alone"
-        );
+        assert_eq!(chunk_to_fit(&refs, Some(200)).len(), 1, "an oversize event goes alone");
     }
 }

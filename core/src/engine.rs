@@ -82,9 +82,11 @@ impl Engine {
         sinks: SinkRegistry,
         env: EnvLookup,
     ) -> Result<(Arc<Self>, ReloadReport), std::io::Error> {
+        let metrics = Arc::new(Metrics::new());
         let filters = FilterHost::new(
             settings.filters.clone(),
             Some(settings.data_dir.join("filter-cache")),
+            Some(&metrics),
         )
         .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut defaults = LoadDefaults::from(&settings);
@@ -92,7 +94,6 @@ impl Engine {
         let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
         let store: SharedStore = Arc::new(MemoryStore::new());
-        let metrics = Arc::new(Metrics::new());
         let ids = Arc::new(BatchIds::default());
         let backlog = Arc::new(AtomicU64::new(0));
         let dispatcher = Arc::new(Dispatcher::new(
@@ -102,13 +103,7 @@ impl Engine {
             ids.clone(),
             backlog.clone(),
         ));
-        let batchers = Batchers::new(
-            dispatcher.clone(),
-            store.clone(),
-            metrics.clone(),
-            ids,
-            backlog.clone(),
-        );
+        let batchers = Batchers::new(dispatcher.clone(), store.clone(), metrics.clone(), ids, backlog.clone());
         let engine = Arc::new(Self {
             settings,
             registry,
@@ -157,11 +152,7 @@ impl Engine {
                 tracing::error!(file = %failure.path.display(), "{problem}; the file's last good apps keep serving");
             }
         }
-        let result = if report.failures.is_empty() {
-            "ok"
-        } else {
-            "partial"
-        };
+        let result = if report.failures.is_empty() { "ok" } else { "partial" };
         self.metrics
             .reloads
             .get_or_create(&RefusedLabels { reason: result })
@@ -180,12 +171,7 @@ impl Engine {
 
     /// Takes accepted events: stores them, then adds them to the app's open
     /// batch. Once this returns `Ok`, ingest may answer 2xx.
-    pub async fn accept(
-        &self,
-        app: &Arc<App>,
-        events: Vec<Event>,
-        _kind: &'static str,
-    ) -> Result<(), Refusal> {
+    pub async fn accept(&self, app: &Arc<App>, events: Vec<Event>, _kind: &'static str) -> Result<(), Refusal> {
         if self.shutting_down.load(AtomicOrdering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
@@ -233,9 +219,7 @@ impl Engine {
             tracing::info!("shutting down: ingest now answers 503, flushing batches");
             engine.shutting_down.store(true, AtomicOrdering::Release);
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await?;
+        axum::serve(listener, router).with_graceful_shutdown(stop).await?;
         self.shutting_down.store(true, AtomicOrdering::Release);
         self.batchers.flush_and_stop().await;
         let grace = self.settings.shutdown.grace();

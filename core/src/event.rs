@@ -25,9 +25,10 @@ impl Event {
         }
         let field = |key: &str| -> Result<Box<str>, BodyError> {
             match value.get(key) {
-                Some(v) => v.as_str().map(Box::from).ok_or_else(|| {
-                    BodyError(format!("event {index} has a `{key}` that is not a string"))
-                }),
+                Some(v) => v
+                    .as_str()
+                    .map(Box::from)
+                    .ok_or_else(|| BodyError(format!("event {index} has a `{key}` that is not a string"))),
                 None => Err(BodyError(format!("event {index} has no `{key}`"))),
             }
         };
@@ -82,13 +83,13 @@ pub fn parse_ingest_body(body: &[u8]) -> Result<IngestBody, BodyError> {
             .ok_or_else(|| BodyError("`events` must be an array of event objects".to_string()))?,
         None => return Err(BodyError("body has no `events` array".to_string())),
     };
-    let time_ms =
-        match value.get("time_ms") {
-            None => None,
-            Some(t) => Some(t.as_f64().ok_or_else(|| {
-                BodyError("`time_ms` must be a number of milliseconds".to_string())
-            })?),
-        };
+    let time_ms = match value.get("time_ms") {
+        None => None,
+        Some(t) => Some(
+            t.as_f64()
+                .ok_or_else(|| BodyError("`time_ms` must be a number of milliseconds".to_string()))?,
+        ),
+    };
     let events = events
         .iter()
         .enumerate()
@@ -116,8 +117,7 @@ mod tests {
 
     #[test]
     fn refuses_events_without_name_or_channel() {
-        let err = parse_ingest_body(br#"{"events":[{"name":"a","channel":"b"},{"channel":"c"}]}"#)
-            .unwrap_err();
+        let err = parse_ingest_body(br#"{"events":[{"name":"a","channel":"b"},{"channel":"c"}]}"#).unwrap_err();
         assert_eq!(err.0, "event 1 has no `name`");
         let err = parse_ingest_body(br#"{"events":[{"name":"a","channel":5}]}"#).unwrap_err();
         assert_eq!(err.0, "event 0 has a `channel` that is not a string");
@@ -133,10 +133,7 @@ mod tests {
                 .0
                 .starts_with("body is not valid JSON")
         );
-        assert_eq!(
-            parse_ingest_body(b"{}").unwrap_err().0,
-            "body has no `events` array"
-        );
+        assert_eq!(parse_ingest_body(b"{}").unwrap_err().0, "body has no `events` array");
         assert!(parse_ingest_body(br#"{"events":{}}"#).is_err());
         assert!(parse_ingest_body(br#"[]"#).is_err());
     }

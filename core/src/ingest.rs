@@ -21,9 +21,7 @@ use crate::config::App;
 use crate::engine::{Engine, Refusal};
 use crate::event::parse_ingest_body;
 use crate::metrics::{IngestLabels, RefusedLabels};
-use crate::signing::{
-    constant_time_eq_ignore_ascii_case, md5_hex, pusher_string_to_sign, verify_hmac_sha256_hex,
-};
+use crate::signing::{constant_time_eq_ignore_ascii_case, md5_hex, pusher_string_to_sign, verify_hmac_sha256_hex};
 
 /// How far a native request's `auth_timestamp` may be from our clock.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
@@ -59,27 +57,15 @@ impl Refused {
 
 fn answer(engine: &Engine, result: Result<(), Refused>) -> Response {
     match result {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
         Err(refused) => {
             engine
                 .metrics()
                 .requests_refused
-                .get_or_create(&RefusedLabels {
-                    reason: refused.reason,
-                })
+                .get_or_create(&RefusedLabels { reason: refused.reason })
                 .inc();
             let body = serde_json::json!({ "error": refused.message }).to_string();
-            (
-                refused.status,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response()
+            (refused.status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     }
 }
@@ -91,14 +77,7 @@ async fn native(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = native_inner(
-        &engine,
-        &app_id,
-        query.as_deref().unwrap_or(""),
-        &headers,
-        body,
-    )
-    .await;
+    let result = native_inner(&engine, &app_id, query.as_deref().unwrap_or(""), &headers, body).await;
     answer(&engine, result)
 }
 
@@ -131,13 +110,8 @@ async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body
 async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<(), Refused> {
     let body = read_body(engine, headers, body).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let key = header("x-pusher-key").ok_or_else(|| {
-        Refused::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing X-Pusher-Key header",
-        )
-    })?;
+    let key = header("x-pusher-key")
+        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing X-Pusher-Key header"))?;
     let signature = header("x-pusher-signature").ok_or_else(|| {
         Refused::new(
             StatusCode::UNAUTHORIZED,
@@ -145,18 +119,13 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
             "missing X-Pusher-Signature header",
         )
     })?;
-    let app = engine
-        .registry()
-        .snapshot()
-        .app_by_key(key)
-        .cloned()
-        .ok_or_else(|| {
-            Refused::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("unknown app key {key:?}"),
-            )
-        })?;
+    let app = engine.registry().snapshot().app_by_key(key).cloned().ok_or_else(|| {
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("unknown app key {key:?}"),
+        )
+    })?;
     if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), &body, signature) {
         return Err(Refused::new(
             StatusCode::UNAUTHORIZED,
@@ -167,8 +136,7 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
     if !app.enabled {
         return Err(disabled(&app));
     }
-    let parsed = parse_ingest_body(&body)
-        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let parsed = parse_ingest_body(&body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
     let Some(time_ms) = parsed.time_ms else {
         return Err(Refused::new(
             StatusCode::BAD_REQUEST,
@@ -189,10 +157,7 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
             ),
         ));
     }
-    engine
-        .accept(&app, parsed.events, "relay")
-        .await
-        .map_err(busy)?;
+    engine.accept(&app, parsed.events, "relay").await.map_err(busy)?;
     Ok(())
 }
 
@@ -203,9 +168,7 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
         Refused::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!(
-                "body is larger than max_body_bytes ({limit} bytes); send fewer events per request"
-            ),
+            format!("body is larger than max_body_bytes ({limit} bytes); send fewer events per request"),
         )
     };
     let declared = headers
@@ -216,8 +179,7 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
         return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let is_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        let is_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if is_limit {
             too_large()
         } else {
@@ -232,47 +194,29 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
 
 /// Pusher HTTP API authentication of a native request.
 fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<(), Refused> {
-    let unauthorized =
-        |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+    let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let take = |params: &mut Vec<(String, String)>, name: &str| {
-        params
-            .iter()
-            .position(|(k, _)| k == name)
-            .map(|i| params.remove(i).1)
+        params.iter().position(|(k, _)| k == name).map(|i| params.remove(i).1)
     };
     let signature = take(&mut params, "auth_signature")
         .ok_or_else(|| unauthorized("missing auth_signature query parameter".into()))?;
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let key =
-        get("auth_key").ok_or_else(|| unauthorized("missing auth_key query parameter".into()))?;
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let key = get("auth_key").ok_or_else(|| unauthorized("missing auth_key query parameter".into()))?;
     if key != &*app.key {
-        return Err(unauthorized(format!(
-            "auth_key {key:?} is not this app's key"
-        )));
+        return Err(unauthorized(format!("auth_key {key:?} is not this app's key")));
     }
     match get("auth_version") {
         Some("1.0") => {}
         Some(other) => {
-            return Err(unauthorized(format!(
-                "auth_version must be 1.0, got {other:?}"
-            )));
+            return Err(unauthorized(format!("auth_version must be 1.0, got {other:?}")));
         }
         None => return Err(unauthorized("missing auth_version query parameter".into())),
     }
     let timestamp = get("auth_timestamp")
         .ok_or_else(|| unauthorized("missing auth_timestamp query parameter".into()))?
         .parse::<i64>()
-        .map_err(|_| {
-            unauthorized("auth_timestamp must be whole seconds since the Unix epoch".into())
-        })?;
+        .map_err(|_| unauthorized("auth_timestamp must be whole seconds since the Unix epoch".into()))?;
     let skew = (unix_ms() as i64 / 1000 - timestamp).unsigned_abs();
     if skew > MAX_CLOCK_SKEW.as_secs() {
         return Err(unauthorized(format!(
@@ -281,12 +225,7 @@ fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<
         )));
     }
     match get("body_md5") {
-        Some(claimed)
-            if !constant_time_eq_ignore_ascii_case(
-                md5_hex(body).as_bytes(),
-                claimed.as_bytes(),
-            ) =>
-        {
+        Some(claimed) if !constant_time_eq_ignore_ascii_case(md5_hex(body).as_bytes(), claimed.as_bytes()) => {
             return Err(unauthorized("body_md5 does not match the body".into()));
         }
         None if !body.is_empty() => {
@@ -295,35 +234,21 @@ fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<
         _ => {}
     }
     let to_sign = pusher_string_to_sign("POST", path, &mut params);
-    if !verify_hmac_sha256_hex(
-        app.secret.expose().as_bytes(),
-        to_sign.as_bytes(),
-        &signature,
-    ) {
+    if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), to_sign.as_bytes(), &signature) {
         return Err(unauthorized(
-            "auth_signature does not match; sign with the app secret as the Pusher HTTP API does"
-                .into(),
+            "auth_signature does not match; sign with the app secret as the Pusher HTTP API does".into(),
         ));
     }
     Ok(())
 }
 
-async fn accept(
-    engine: &Engine,
-    app: &Arc<App>,
-    body: &[u8],
-    kind: &'static str,
-) -> Result<(), Refused> {
+async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str) -> Result<(), Refused> {
     if !app.enabled {
         return Err(disabled(app));
     }
-    let parsed = parse_ingest_body(body)
-        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let parsed = parse_ingest_body(body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
     let count = parsed.events.len() as u64;
-    engine
-        .accept(app, parsed.events, kind)
-        .await
-        .map_err(busy)?;
+    engine.accept(app, parsed.events, kind).await.map_err(busy)?;
     engine
         .metrics()
         .events_received
@@ -344,11 +269,7 @@ fn disabled(app: &App) -> Refused {
 }
 
 fn busy(refusal: Refusal) -> Refused {
-    Refused::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        refusal.reason(),
-        refusal.to_string(),
-    )
+    Refused::new(StatusCode::SERVICE_UNAVAILABLE, refusal.reason(), refusal.to_string())
 }
 
 fn unix_ms() -> u128 {

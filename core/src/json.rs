@@ -305,10 +305,8 @@ impl Object {
 }
 
 /// Iterator over the (key, value) pairs of an [`Object`], in canonical order.
-pub type ObjectIter<'a> = std::iter::Map<
-    std::slice::Iter<'a, (JsString, Value)>,
-    fn(&'a (JsString, Value)) -> (&'a JsString, &'a Value),
->;
+pub type ObjectIter<'a> =
+    std::iter::Map<std::slice::Iter<'a, (JsString, Value)>, fn(&'a (JsString, Value)) -> (&'a JsString, &'a Value)>;
 
 impl<'a> IntoIterator for &'a Object {
     type Item = (&'a JsString, &'a Value);
@@ -523,15 +521,9 @@ impl<'a> Parser<'a> {
         let pos = pos.min(self.bytes.len());
         let prefix = &self.bytes[..pos];
         let line = 1 + prefix.iter().filter(|&&b| b == b'\n').count();
-        let line_start = prefix
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         // Count characters, not bytes: skip UTF-8 continuation bytes.
-        let column = 1 + prefix[line_start..]
-            .iter()
-            .filter(|&&b| b & 0xC0 != 0x80)
-            .count();
+        let column = 1 + prefix[line_start..].iter().filter(|&&b| b & 0xC0 != 0x80).count();
         JsonError {
             line,
             column,
@@ -544,10 +536,7 @@ impl<'a> Parser<'a> {
     #[cold]
     fn expected(&self, what: &str) -> JsonError {
         if self.pos >= self.bytes.len() {
-            self.error_at(
-                self.pos,
-                format!("unexpected end of input, expected {what}"),
-            )
+            self.error_at(self.pos, format!("unexpected end of input, expected {what}"))
         } else {
             self.error_at(self.pos, format!("expected {what}"))
         }
@@ -674,22 +663,14 @@ impl<'a> Parser<'a> {
     #[inline]
     fn run_str(&self, start: usize, end: usize) -> Result<&'a str, JsonError> {
         let bytes: &'a [u8] = self.bytes;
-        std::str::from_utf8(&bytes[start..end]).map_err(|e| {
-            self.error_at(
-                start + e.valid_up_to(),
-                "invalid UTF-8 byte sequence in string",
-            )
-        })
+        std::str::from_utf8(&bytes[start..end])
+            .map_err(|e| self.error_at(start + e.valid_up_to(), "invalid UTF-8 byte sequence in string"))
     }
 
     /// Lexes the rest of a string whose opening quote has been consumed,
     /// appending its canonical escaped form to `out` and, if `decoded` is
     /// given, its decoded text there. Consumes the closing quote.
-    fn string_body(
-        &mut self,
-        out: &mut String,
-        mut decoded: Option<&mut DecodeState>,
-    ) -> Result<(), JsonError> {
+    fn string_body(&mut self, out: &mut String, mut decoded: Option<&mut DecodeState>) -> Result<(), JsonError> {
         loop {
             let start = self.pos;
             let end = scan_plain(self.bytes, start);
@@ -708,10 +689,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'\\') => self.escape(out, decoded.as_deref_mut())?,
                 Some(&c) => {
-                    return Err(self.error_at(
-                        end,
-                        format!("unescaped control character 0x{c:02x} in string"),
-                    ));
+                    return Err(self.error_at(end, format!("unescaped control character 0x{c:02x} in string")));
                 }
                 None => return Err(self.expected("'\"' to close the string")),
             }
@@ -719,11 +697,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Handles the escape sequence at the current position (a backslash).
-    fn escape(
-        &mut self,
-        out: &mut String,
-        decoded: Option<&mut DecodeState>,
-    ) -> Result<(), JsonError> {
+    fn escape(&mut self, out: &mut String, decoded: Option<&mut DecodeState>) -> Result<(), JsonError> {
         let escape_pos = self.pos;
         self.pos += 1;
         let Some(c) = self.peek() else {
@@ -744,8 +718,9 @@ impl<'a> Parser<'a> {
                 match unit {
                     0xD800..=0xDBFF => {
                         let low = match self.bytes.get(self.pos..self.pos + 2) {
-                            Some(b"\\u") => hex4_at(self.bytes, self.pos + 2)
-                                .filter(|low| (0xDC00..=0xDFFF).contains(low)),
+                            Some(b"\\u") => {
+                                hex4_at(self.bytes, self.pos + 2).filter(|low| (0xDC00..=0xDFFF).contains(low))
+                            }
                             _ => None,
                         };
                         if let Some(low) = low {
@@ -932,9 +907,7 @@ impl<'a> Parser<'a> {
         let spans = &self.spans[base..];
         let order = {
             let text: &str = out;
-            member_order(spans.len(), |i| {
-                &text[spans[i].key_start + 1..spans[i].key_end - 1]
-            })
+            member_order(spans.len(), |i| &text[spans[i].key_start + 1..spans[i].key_end - 1])
         };
         if let Some(order) = order {
             // Rewrite the members in canonical order from a copy.
@@ -950,9 +923,7 @@ impl<'a> Parser<'a> {
                 out.push_str(&scratch[key.key_start - body_start..key.key_end - body_start]);
                 out.push(':');
                 let value = spans[value_member];
-                out.push_str(
-                    &scratch[value.key_end + 1 - body_start..value.value_end - body_start],
-                );
+                out.push_str(&scratch[value.key_end + 1 - body_start..value.value_end - body_start]);
             }
         }
         self.spans.truncate(base);
@@ -963,10 +934,7 @@ impl<'a> Parser<'a> {
 
     #[cold]
     fn trailing_comma(&self, what: &str) -> JsonError {
-        self.error_at(
-            self.pos,
-            format!("trailing comma is not allowed, expected {what}"),
-        )
+        self.error_at(self.pos, format!("trailing comma is not allowed, expected {what}"))
     }
 
     // ----- tree building ---------------------------------------------------
@@ -1189,9 +1157,7 @@ fn hex_value(b: u8) -> Option<u32> {
 /// The four hex digits at `pos`, if there are four.
 fn hex4_at(bytes: &[u8], pos: usize) -> Option<u32> {
     let digits = bytes.get(pos..pos + 4)?;
-    digits
-        .iter()
-        .try_fold(0, |unit, &b| Some(unit << 4 | hex_value(b)?))
+    digits.iter().try_fold(0, |unit, &b| Some(unit << 4 | hex_value(b)?))
 }
 
 /// The index a key denotes if it is an array index in the spec's sense: the
@@ -1201,9 +1167,7 @@ fn array_index(key: &str) -> Option<u32> {
     match bytes {
         [b'0'] => Some(0),
         [b'1'..=b'9', rest @ ..] if rest.len() < 10 && rest.iter().all(u8::is_ascii_digit) => {
-            let value = bytes
-                .iter()
-                .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+            let value = bytes.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
             u32::try_from(value).ok().filter(|&v| v != u32::MAX)
         }
         _ => None,
@@ -1272,12 +1236,7 @@ fn member_order<'k>(n: usize, key: impl Fn(usize) -> &'k str) -> Option<Vec<(usi
         Some(index) => (false, index),
         None => (true, 0),
     });
-    Some(
-        groups
-            .into_iter()
-            .map(|(_, first, last)| (first, last))
-            .collect(),
-    )
+    Some(groups.into_iter().map(|(_, first, last)| (first, last)).collect())
 }
 
 fn has_duplicate_keys<'k>(n: usize, key: &impl Fn(usize) -> &'k str) -> bool {
@@ -1321,10 +1280,7 @@ mod tests {
     fn canon(input: &str) -> String {
         let streamed = canonicalize(input.as_bytes()).unwrap();
         let tree = parse(input.as_bytes()).unwrap().to_canonical_string();
-        assert_eq!(
-            streamed, tree,
-            "canonicalize and parse disagree on {input:?}"
-        );
+        assert_eq!(streamed, tree, "canonicalize and parse disagree on {input:?}");
         streamed
     }
 
@@ -1332,10 +1288,7 @@ mod tests {
     fn error(input: &[u8]) -> JsonError {
         let streamed = canonicalize(input).unwrap_err();
         let tree = parse(input).unwrap_err();
-        assert_eq!(
-            streamed, tree,
-            "canonicalize and parse disagree on {input:?}"
-        );
+        assert_eq!(streamed, tree, "canonicalize and parse disagree on {input:?}");
         streamed
     }
 
@@ -1390,10 +1343,7 @@ mod tests {
             r#"{"1":[{"b":3,"a":2}],"z":{"0":2,"y":3}}"#
         );
         // Already canonical objects stay as they are.
-        assert_eq!(
-            canon(r#"{"0":1,"1":2,"x":3,"a":4}"#),
-            r#"{"0":1,"1":2,"x":3,"a":4}"#
-        );
+        assert_eq!(canon(r#"{"0":1,"1":2,"x":3,"a":4}"#), r#"{"0":1,"1":2,"x":3,"a":4}"#);
     }
 
     #[test]
@@ -1475,11 +1425,7 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(canon(input), expected, "input {input}");
-            assert_eq!(
-                canon(&format!("[{input}]")),
-                format!("[{expected}]"),
-                "input {input}"
-            );
+            assert_eq!(canon(&format!("[{input}]")), format!("[{expected}]"), "input {input}");
         }
         assert!(parse(b"-0").unwrap().as_f64().unwrap().is_sign_negative());
         assert_eq!(parse(b"1e400").unwrap().as_f64(), Some(f64::INFINITY));
@@ -1546,10 +1492,7 @@ mod tests {
         assert_eq!(canon(r#""a\"b\\c""#), r#""a\"b\\c""#);
         assert_eq!(canon(r#""\/ and /""#), r#""/ and /""#);
         assert_eq!(canon(r#""\b\f\n\r\t""#), r#""\b\f\n\r\t""#);
-        assert_eq!(
-            canon(r#""\u0008\u000C\u000a\u000D\u0009""#),
-            r#""\b\f\n\r\t""#
-        );
+        assert_eq!(canon(r#""\u0008\u000C\u000a\u000D\u0009""#), r#""\b\f\n\r\t""#);
         assert_eq!(canon(r#""\u0000""#), r#""\u0000""#);
         assert_eq!(canon(r#""\u001F\u001f\u007f""#), "\"\\u001f\\u001f\u{7f}\"");
         assert_eq!(canon(r#""\u0041\u00e9\u00E9""#), r#""Aéé""#);
@@ -1581,10 +1524,7 @@ mod tests {
             let raw = format!("\"a{ch}\"");
             let err = error(raw.as_bytes());
             assert_eq!((err.line, err.column), (1, 3), "control {c}");
-            assert_eq!(
-                err.message,
-                format!("unescaped control character 0x{c:02x} in string")
-            );
+            assert_eq!(err.message, format!("unescaped control character 0x{c:02x} in string"));
         }
     }
 
@@ -1613,10 +1553,7 @@ mod tests {
     fn write_js_string_escapes() {
         let mut out = String::new();
         write_js_string("a\"b\\c/\u{1}\u{1f}\u{7f}\u{2028}é😀\0", &mut out);
-        assert_eq!(
-            out,
-            "\"a\\\"b\\\\c/\\u0001\\u001f\u{7f}\u{2028}é😀\\u0000\""
-        );
+        assert_eq!(out, "\"a\\\"b\\\\c/\\u0001\\u001f\u{7f}\u{2028}é😀\\u0000\"");
         let mut long = String::new();
         write_js_string("0123456789abcdef\"0123456789", &mut long);
         assert_eq!(long, "\"0123456789abcdef\\\"0123456789\"");
@@ -1635,20 +1572,13 @@ mod tests {
 
     #[test]
     fn value_accessors() {
-        let value =
-            parse(br#"{"b":"x\ty","a":[1,true,null],"n":-2.5,"1":{"k":"v"},"b":"last"}"#).unwrap();
+        let value = parse(br#"{"b":"x\ty","a":[1,true,null],"n":-2.5,"1":{"k":"v"},"b":"last"}"#).unwrap();
         assert_eq!(value.get("b").and_then(Value::as_str), Some("last"));
         assert_eq!(value.get("n").and_then(Value::as_f64), Some(-2.5));
         assert!(value.get("a").unwrap().as_array().unwrap()[2].is_null());
+        assert_eq!(value.get("a").unwrap().as_array().unwrap()[1].as_bool(), Some(true));
         assert_eq!(
-            value.get("a").unwrap().as_array().unwrap()[1].as_bool(),
-            Some(true)
-        );
-        assert_eq!(
-            value
-                .get("1")
-                .and_then(|v| v.get("k"))
-                .and_then(Value::as_str),
+            value.get("1").and_then(|v| v.get("k")).and_then(Value::as_str),
             Some("v")
         );
         assert_eq!(value.get("missing"), None);
@@ -1668,10 +1598,7 @@ mod tests {
 
         let escaped = parse(br#""tab\there \"q\" \u00e9""#).unwrap();
         assert_eq!(escaped.as_str(), Some("tab\there \"q\" é"));
-        assert_eq!(
-            escaped.as_js_string().unwrap().escaped(),
-            "tab\\there \\\"q\\\" é"
-        );
+        assert_eq!(escaped.as_js_string().unwrap().escaped(), "tab\\there \\\"q\\\" é");
         let key = JsString::from("a\"b");
         assert_eq!(key.escaped(), "a\\\"b");
         assert_eq!(key, "a\"b");
@@ -1696,26 +1623,15 @@ mod tests {
         assert_eq!(err.column, MAX_DEPTH + 1);
         assert_eq!(err.message, "nesting deeper than 128 levels is not allowed");
         let objects = "{\"a\":".repeat(MAX_DEPTH + 1) + "1" + &"}".repeat(MAX_DEPTH + 1);
-        assert!(
-            error(objects.as_bytes())
-                .message
-                .starts_with("nesting deeper")
-        );
+        assert!(error(objects.as_bytes()).message.starts_with("nesting deeper"));
         // Hostile input fails quickly instead of overflowing the stack.
         let hostile = "[".repeat(1_000_000);
-        assert!(
-            error(hostile.as_bytes())
-                .message
-                .starts_with("nesting deeper")
-        );
+        assert!(error(hostile.as_bytes()).message.starts_with("nesting deeper"));
     }
 
     #[test]
     fn syntax_errors_say_what_and_where() {
-        assert_eq!(
-            error_text(r#"{"a":}"#),
-            "expected a JSON value at line 1 column 6"
-        );
+        assert_eq!(error_text(r#"{"a":}"#), "expected a JSON value at line 1 column 6");
         assert_eq!(
             error_text("[1,]"),
             "trailing comma is not allowed, expected a JSON value at line 1 column 4"
@@ -1744,22 +1660,13 @@ mod tests {
             error_text("{\n  \"a\": 1,\n  \"b\": 2 x\n}"),
             "expected ',' or '}' at line 3 column 10"
         );
-        assert_eq!(
-            error_text("[1 2]"),
-            "expected ',' or ']' at line 1 column 4"
-        );
+        assert_eq!(error_text("[1 2]"), "expected ',' or ']' at line 1 column 4");
         assert_eq!(
             error_text("{\"a\" 1}"),
             "expected ':' after the object key at line 1 column 6"
         );
-        assert_eq!(
-            error_text("{1:2}"),
-            "expected a string key or '}' at line 1 column 2"
-        );
-        assert_eq!(
-            error_text("{\"a\":1,2}"),
-            "expected a string key at line 1 column 8"
-        );
+        assert_eq!(error_text("{1:2}"), "expected a string key or '}' at line 1 column 2");
+        assert_eq!(error_text("{\"a\":1,2}"), "expected a string key at line 1 column 8");
         assert_eq!(
             error_text(""),
             "unexpected end of input, expected a JSON value at line 1 column 1"
@@ -1799,14 +1706,8 @@ mod tests {
         );
         assert_eq!(error_text(".5"), "expected a JSON value at line 1 column 1");
         assert_eq!(error_text("+1"), "expected a JSON value at line 1 column 1");
-        assert_eq!(
-            error_text("NaN"),
-            "expected a JSON value at line 1 column 1"
-        );
-        assert_eq!(
-            error_text("Infinity"),
-            "expected a JSON value at line 1 column 1"
-        );
+        assert_eq!(error_text("NaN"), "expected a JSON value at line 1 column 1");
+        assert_eq!(error_text("Infinity"), "expected a JSON value at line 1 column 1");
         assert_eq!(
             error_text(r#""\x""#),
             "invalid escape sequence, expected one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u at line 1 column 2"
@@ -1823,32 +1724,17 @@ mod tests {
             error_text("[1] // c"),
             "expected end of input after the JSON value at line 1 column 5"
         );
-        assert_eq!(
-            error_text("/* c */ 1"),
-            "expected a JSON value at line 1 column 1"
-        );
-        assert_eq!(
-            error_text("'a'"),
-            "expected a JSON value at line 1 column 1"
-        );
+        assert_eq!(error_text("/* c */ 1"), "expected a JSON value at line 1 column 1");
+        assert_eq!(error_text("'a'"), "expected a JSON value at line 1 column 1");
         // Only space, tab, LF and CR are whitespace.
-        assert_eq!(
-            error_text("\u{a0}1"),
-            "expected a JSON value at line 1 column 1"
-        );
-        assert_eq!(
-            error_text("\u{feff}1"),
-            "expected a JSON value at line 1 column 1"
-        );
+        assert_eq!(error_text("\u{a0}1"), "expected a JSON value at line 1 column 1");
+        assert_eq!(error_text("\u{feff}1"), "expected a JSON value at line 1 column 1");
         assert_eq!(
             error_text("1\u{c}"),
             "expected end of input after the JSON value at line 1 column 2"
         );
         // Columns count characters, not bytes.
-        assert_eq!(
-            error_text("[\"é😀\" x]"),
-            "expected ',' or ']' at line 1 column 7"
-        );
+        assert_eq!(error_text("[\"é😀\" x]"), "expected ',' or ']' at line 1 column 7");
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Successful reloads and failed files.
     pub reloads: Family<RefusedLabels, Counter>,
+    /// Filter components compiled from source.
+    pub filter_compilations: Counter,
+    /// Filter components loaded from the on-disk compile cache.
+    pub filter_cache_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -63,29 +67,13 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("hookline");
         let events_received = Family::<IngestLabels, Counter>::default();
-        registry.register(
-            "events_received",
-            "Events accepted by ingest",
-            events_received.clone(),
-        );
+        registry.register("events_received", "Events accepted by ingest", events_received.clone());
         let requests_refused = Family::<RefusedLabels, Counter>::default();
-        registry.register(
-            "ingest_refused",
-            "Ingest requests refused",
-            requests_refused.clone(),
-        );
+        registry.register("ingest_refused", "Ingest requests refused", requests_refused.clone());
         let batches_formed = Counter::default();
-        registry.register(
-            "batches_formed",
-            "App batches formed",
-            batches_formed.clone(),
-        );
+        registry.register("batches_formed", "App batches formed", batches_formed.clone());
         let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
-            "delivery_attempts",
-            "Delivery attempts by outcome",
-            deliveries.clone(),
-        );
+        registry.register("delivery_attempts", "Delivery attempts by outcome", deliveries.clone());
         let delivery_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "delivery_latency_seconds",
@@ -93,15 +81,25 @@ impl Metrics {
             delivery_latency.clone(),
         );
         let queue_depth = Gauge::default();
-        registry.register(
-            "queue_depth",
-            "Deliveries waiting or in flight",
-            queue_depth.clone(),
-        );
+        registry.register("queue_depth", "Deliveries waiting or in flight", queue_depth.clone());
         let reloads = Family::<RefusedLabels, Counter>::default();
         registry.register("reloads", "Config reloads by result", reloads.clone());
+        let filter_compilations = Counter::default();
+        registry.register(
+            "filter_compilations",
+            "Filter components compiled from source",
+            filter_compilations.clone(),
+        );
+        let filter_cache_hits = Counter::default();
+        registry.register(
+            "filter_cache_hits",
+            "Filter components loaded from the compile cache",
+            filter_cache_hits.clone(),
+        );
         Self {
             registry,
+            filter_compilations,
+            filter_cache_hits,
             events_received,
             requests_refused,
             batches_formed,
@@ -115,8 +113,7 @@ impl Metrics {
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

@@ -199,28 +199,15 @@ impl AppRegistry {
         let mut failures = Vec::new();
         let mut warnings = Vec::new();
         for path in paths {
-            let last_good = previous
-                .files
-                .get(&path)
-                .map(|f| f.apps.clone())
-                .unwrap_or_default();
+            let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
             match self.loader.load_file(&path) {
                 Ok(loaded) => {
-                    warnings.extend(
-                        loaded
-                            .warnings
-                            .into_iter()
-                            .map(|w| format!("{}: {w}", path.display())),
-                    );
+                    warnings.extend(loaded.warnings.into_iter().map(|w| format!("{}: {w}", path.display())));
                     let unchanged = same_apps(&loaded.apps, &last_good);
                     files.push((
                         path,
                         Candidate {
-                            apps: if unchanged {
-                                last_good.clone()
-                            } else {
-                                loaded.apps
-                            },
+                            apps: if unchanged { last_good.clone() } else { loaded.apps },
                             fallback: last_good,
                             changed: !unchanged,
                             error: None,
@@ -267,24 +254,30 @@ fn resolve(files: Vec<(PathBuf, Candidate)>, _previous: &Snapshot) -> Snapshot {
     for (path, candidate) in stable.into_iter().chain(changed) {
         let conflict = candidate.apps.iter().find_map(|app| {
             if let Some(other) = owner_of_id.get(&app.id) {
-                Some(format!("app id {:?} is also defined in {}; ids must be unique across files", app.id, other.display()))
+                Some(format!(
+                    "app id {:?} is also defined in {}; ids must be unique across files",
+                    app.id,
+                    other.display()
+                ))
             } else {
                 owner_of_key.get(&app.key).map(|other| {
-                    format!("app key {:?} (app {:?}) is also used in {}; keys must be unique across files", app.key, app.id, other.display())
+                    format!(
+                        "app key {:?} (app {:?}) is also used in {}; keys must be unique across files",
+                        app.key,
+                        app.id,
+                        other.display()
+                    )
                 })
             }
         });
         let (apps, error) = match conflict {
             None => (candidate.apps, candidate.error),
             Some(problem) => {
-                let fallback_ok = candidate.fallback.iter().all(|a| {
-                    !owner_of_id.contains_key(&a.id) && !owner_of_key.contains_key(&a.key)
-                });
-                let kept = if fallback_ok {
-                    candidate.fallback
-                } else {
-                    Vec::new()
-                };
+                let fallback_ok = candidate
+                    .fallback
+                    .iter()
+                    .all(|a| !owner_of_id.contains_key(&a.id) && !owner_of_key.contains_key(&a.key));
+                let kept = if fallback_ok { candidate.fallback } else { Vec::new() };
                 (
                     kept,
                     Some(FileError {
@@ -328,9 +321,5 @@ fn diff(previous: &Snapshot, next: &Snapshot) -> ReloadReport {
 /// Whether a file's freshly loaded apps equal its last good ones, so the
 /// old `Arc`s (and their built sinks) can be kept.
 fn same_apps(new: &[Arc<App>], old: &[Arc<App>]) -> bool {
-    new.len() == old.len()
-        && new
-            .iter()
-            .zip(old)
-            .all(|(a, b)| a.definition == b.definition)
+    new.len() == old.len() && new.iter().zip(old).all(|(a, b)| a.definition == b.definition)
 }

@@ -33,12 +33,7 @@ pub fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let lower = |bytes: &[u8]| {
-        bytes
-            .iter()
-            .map(u8::to_ascii_lowercase)
-            .collect::<Vec<u8>>()
-    };
+    let lower = |bytes: &[u8]| bytes.iter().map(u8::to_ascii_lowercase).collect::<Vec<u8>>();
     lower(a).ct_eq(&lower(b)).into()
 }
 
@@ -60,13 +55,7 @@ pub fn pusher_string_to_sign(method: &str, path: &str, params: &mut [(String, St
 
 /// The signed query string for a `POST` to `path` with `body`, as a Pusher
 /// server library would send it.
-pub fn pusher_signed_query(
-    key: &str,
-    secret: &str,
-    path: &str,
-    body: &[u8],
-    timestamp: u64,
-) -> String {
+pub fn pusher_signed_query(key: &str, secret: &str, path: &str, body: &[u8], timestamp: u64) -> String {
     let mut params = vec![
         ("auth_key".to_string(), key.to_string()),
         ("auth_timestamp".to_string(), timestamp.to_string()),

@@ -14,9 +14,7 @@ pub struct SinkRegistry {
 
 impl std::fmt::Debug for SinkRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.plugins.iter().map(|p| p.kind()))
-            .finish()
+        f.debug_list().entries(self.plugins.iter().map(|p| p.kind())).finish()
     }
 }
 
@@ -30,9 +28,7 @@ impl SinkRegistry {
     /// key: that is a programming error in the binary.
     pub fn register(&mut self, plugin: Arc<dyn SinkPlugin>) -> &mut Self {
         assert!(
-            self.plugins
-                .iter()
-                .all(|p| p.selector_key() != plugin.selector_key()),
+            self.plugins.iter().all(|p| p.selector_key() != plugin.selector_key()),
             "two sink plugins claim `{}`",
             plugin.selector_key()
         );
@@ -54,10 +50,7 @@ impl SinkRegistry {
 
     /// Picks the plugin for a webhook and builds its sink; returns the
     /// plugin's kind, the selector value (the default webhook id) and the sink.
-    pub fn build(
-        &self,
-        spec: &WebhookSpec,
-    ) -> Result<(&'static str, String, Arc<dyn Sink>), SinkConfigError> {
+    pub fn build(&self, spec: &WebhookSpec) -> Result<(&'static str, String, Arc<dyn Sink>), SinkConfigError> {
         let present: Vec<&Arc<dyn SinkPlugin>> = self
             .plugins
             .iter()

@@ -72,9 +72,7 @@ impl Event {
 
     /// `data` parsed as JSON, when it is a JSON text.
     pub fn data_json(&self) -> Option<serde_json::Value> {
-        self.data
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
+        self.data.as_deref().and_then(|d| serde_json::from_str(d).ok())
     }
 
     /// The `extra` fields as a JSON object.
@@ -105,8 +103,14 @@ impl Batch {
     /// is all of them, [`Verdict::Drop`] if none, else [`Verdict::Select`].
     /// Kept events are delivered byte for byte as they arrived.
     pub fn retain(&self, mut keep: impl FnMut(&Event) -> bool) -> Verdict {
-        let kept: Vec<u32> = (0..self.events.len() as u32)
-            .filter(|&i| keep(&self.events[i as usize]))
+        self.retain_indexed(|_, event| keep(event))
+    }
+
+    /// Like [`Batch::retain`], with each event's index.
+    pub fn retain_indexed(&self, mut keep: impl FnMut(usize, &Event) -> bool) -> Verdict {
+        let kept: Vec<u32> = (0..self.events.len())
+            .filter(|&i| keep(i, &self.events[i]))
+            .map(|i| i as u32)
             .collect();
         if kept.len() == self.events.len() {
             Verdict::Keep
@@ -241,9 +245,7 @@ macro_rules! export_filter {
         const _: () = {
             struct __HooklineFilterExport;
             impl $crate::__private::bindings::Guest for __HooklineFilterExport {
-                fn validate_config(
-                    config: ::std::string::String,
-                ) -> ::std::result::Result<(), ::std::string::String> {
+                fn validate_config(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::validate_config::<$filter>(&config)
                 }
                 fn filter(
@@ -293,10 +295,7 @@ pub mod __private {
             static CONFIG: RefCell<Option<(String, Box<dyn Any>)>> = const { RefCell::new(None) };
         }
 
-        fn with_config<F: Filter, R>(
-            text: &str,
-            run: impl FnOnce(&F::Config) -> R,
-        ) -> Result<R, String>
+        fn with_config<F: Filter, R>(text: &str, run: impl FnOnce(&F::Config) -> R) -> Result<R, String>
         where
             F::Config: 'static,
         {
@@ -310,9 +309,7 @@ pub mod __private {
                     *cell = Some((text.to_string(), Box::new(parsed)));
                 }
                 let (_, config) = cell.as_ref().expect("just filled");
-                Ok(run(config
-                    .downcast_ref::<F::Config>()
-                    .expect("checked above")))
+                Ok(run(config.downcast_ref::<F::Config>().expect("checked above")))
             })
         }
 
@@ -323,10 +320,7 @@ pub mod __private {
             with_config::<F, _>(text, |c| F::validate_config(c))?
         }
 
-        pub fn filter<F: Filter>(
-            ctx: wit::Context,
-            batch: wit::Batch,
-        ) -> Result<wit::Verdict, String>
+        pub fn filter<F: Filter>(ctx: wit::Context, batch: wit::Batch) -> Result<wit::Verdict, String>
         where
             F::Config: 'static,
         {
@@ -398,10 +392,6 @@ mod tests {
         }
         assert_eq!(parse_config::<C>("null").unwrap(), C::default());
         assert_eq!(parse_config::<C>(r#"{"n":3}"#).unwrap(), C { n: 3 });
-        assert!(
-            parse_config::<C>("[")
-                .unwrap_err()
-                .starts_with("invalid config")
-        );
+        assert!(parse_config::<C>("[").unwrap_err().starts_with("invalid config"));
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use hookline_core::config::{AppLoader, LoadDefaults};
+use hookline_core::filter::FilterHost;
 use hookline_core::registry::AppRegistry;
 
 use crate::settings::{FlagOverrides, load};
@@ -32,11 +33,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             settings.apps_dir.display()
         );
     }
-    let loader = AppLoader::new(
-        super::sink_registry()?,
-        LoadDefaults::from(&settings),
-        super::process_env(),
-    );
+    let mut defaults = LoadDefaults::from(&settings);
+    defaults.filters = Some(FilterHost::new(settings.filters.clone(), None, None)?);
+    let loader = AppLoader::new(super::sink_registry()?, defaults, super::process_env());
     let registry = AppRegistry::new(settings.apps_dir.clone(), loader);
     let report = registry.reload().await?;
     for warning in &report.warnings {
@@ -49,10 +48,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let files = snapshot.files().len();
     let apps = snapshot.apps().count();
     if report.failures.is_empty() {
-        println!(
-            "ok: {apps} apps in {files} files under {}",
-            settings.apps_dir.display()
-        );
+        println!("ok: {apps} apps in {files} files under {}", settings.apps_dir.display());
         Ok(ExitCode::SUCCESS)
     } else {
         println!(

@@ -40,17 +40,10 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> &'static str {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let verdict = match &secret {
         None => "signature not checked (pass --secret)",
-        Some(secret)
-            if verify_hmac_sha256_hex(secret.as_bytes(), &body, header("x-pusher-signature")) =>
-        {
+        Some(secret) if verify_hmac_sha256_hex(secret.as_bytes(), &body, header("x-pusher-signature")) => {
             "signature OK"
         }
         Some(_) => "signature INVALID",

@@ -55,12 +55,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         .body(body)
         .send()
         .await
-        .with_context(|| {
-            format!(
-                "cannot reach hookline at {}; is `hookline serve` running?",
-                args.url
-            )
-        })?;
+        .with_context(|| format!("cannot reach hookline at {}; is `hookline serve` running?", args.url))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     println!("{} {}", status.as_u16(), text.trim());

@@ -40,22 +40,15 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let settings = load(args.config.as_deref(), &flags)?;
     super::init_logging(settings.log_format);
     if !settings.apps_dir.exists() {
-        std::fs::create_dir_all(&settings.apps_dir).with_context(|| {
-            format!(
-                "cannot create the apps directory {}",
-                settings.apps_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&settings.apps_dir)
+            .with_context(|| format!("cannot create the apps directory {}", settings.apps_dir.display()))?;
         tracing::warn!(dir = %settings.apps_dir.display(), "the apps directory did not exist; created it empty: add app files there");
     }
     let listen = settings.listen;
-    let (engine, _report) =
-        Engine::start(settings, super::sink_registry()?, super::process_env()).await?;
+    let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| {
-            format!("cannot listen on {listen}; is another hookline running? (--listen ADDR)")
-        })?;
+        .with_context(|| format!("cannot listen on {listen}; is another hookline running? (--listen ADDR)"))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "hookline ready");
     // A machine-readable line on stdout for scripts and tests (logs go to stderr).

@@ -41,6 +41,8 @@ pub struct DaemonOptions {
     pub env: Vec<(String, String)>,
     /// Extra flags after `serve`.
     pub args: Vec<String>,
+    /// The data directory (default: a fresh one per daemon).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -61,7 +63,7 @@ impl Daemon {
             .arg(apps)
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(options.data_dir.clone().unwrap_or_else(|| dir.path().join("data")))
             .args(&options.args)
             .env("RUST_LOG", "info,hookline_core=debug")
             .stdin(Stdio::null())
@@ -150,10 +152,7 @@ impl Daemon {
             .await
             .unwrap();
         text.lines()
-            .find_map(|line| {
-                line.strip_prefix(selector)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
+            .find_map(|line| line.strip_prefix(selector).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or(0.0)
     }
 
@@ -263,9 +262,7 @@ impl Receiver {
         let state = Arc::new(ReceiverState::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .fallback(record)
-            .with_state(state.clone());
+        let app = axum::Router::new().fallback(record).with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, state }
     }
@@ -321,21 +318,13 @@ impl Receiver {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "receiver did not get what the test waited for; got {:#?}",
-                    self.all()
-                );
+                panic!("receiver did not get what the test waited for; got {:#?}", self.all());
             }
         }
     }
 }
 
-async fn record(
-    State(state): State<Arc<ReceiverState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn record(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let reply = state
         .replies
@@ -426,12 +415,7 @@ fn run_peer(mut command: Command, stdin: &str) -> String {
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}; run scripts/setup-tests.sh"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -452,21 +436,12 @@ pub struct Answer {
 /// Publishes `body` (sent byte for byte) with npm `pusher`'s signed
 /// `post({path: "/webhook_events", body})`. `extra` adds flags such as
 /// `--timestamp-offset -700` or `--tamper`.
-pub fn publish_with_npm(
-    daemon_url: &str,
-    app: &str,
-    key: &str,
-    secret: &str,
-    body: &str,
-    extra: &[&str],
-) -> Answer {
+pub fn publish_with_npm(daemon_url: &str, app: &str, key: &str, secret: &str, body: &str, extra: &[&str]) -> Answer {
     check_peers_installed();
     let mut command = Command::new(node());
     command
         .arg(peers_dir().join("publish.js"))
-        .args([
-            "--url", daemon_url, "--app-id", app, "--key", key, "--secret", secret,
-        ])
+        .args(["--url", daemon_url, "--app-id", app, "--key", key, "--secret", secret])
         .args(extra);
     let out = run_peer(command, body);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -510,10 +485,7 @@ pub fn verify_with_pypi(key: &str, secret: &str, deliveries: &[Received]) -> Vec
 /// Asserts both official libraries accept every delivery.
 pub fn assert_officially_valid(key: &str, secret: &str, deliveries: &[Received]) {
     assert!(!deliveries.is_empty());
-    for (d, v) in deliveries
-        .iter()
-        .zip(verify_with_npm(key, secret, deliveries))
-    {
+    for (d, v) in deliveries.iter().zip(verify_with_npm(key, secret, deliveries)) {
         assert_eq!(v["valid"], true, "npm pusher refused {d:#?}");
         assert_eq!(v["content_type_ok"], true, "{d:#?}");
         assert_eq!(
@@ -521,10 +493,7 @@ pub fn assert_officially_valid(key: &str, secret: &str, deliveries: &[Received])
             "JSON.stringify(JSON.parse(body)) != body for {d:#?}"
         );
     }
-    for (d, ok) in deliveries
-        .iter()
-        .zip(verify_with_pypi(key, secret, deliveries))
-    {
+    for (d, ok) in deliveries.iter().zip(verify_with_pypi(key, secret, deliveries)) {
         assert!(ok, "PyPI pusher refused {d:#?}");
     }
 }
@@ -533,10 +502,7 @@ pub fn assert_officially_valid(key: &str, secret: &str, deliveries: &[Received])
 // Direct requests.
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// POSTs `body` to the relay endpoint signed with `secret`.
@@ -559,21 +525,9 @@ pub fn sign(secret: &str, body: &str) -> String {
 
 /// POSTs a native ingest body signed by our own signer (for tests that are
 /// not about signing itself).
-pub async fn native(
-    daemon: &Daemon,
-    app: &str,
-    key: &str,
-    secret: &str,
-    body: &str,
-) -> (u16, String) {
+pub async fn native(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> (u16, String) {
     let path = format!("/apps/{app}/webhook_events");
-    let query = hookline_core::signing::pusher_signed_query(
-        key,
-        secret,
-        &path,
-        body.as_bytes(),
-        unix_ms() / 1000,
-    );
+    let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
     let response = reqwest::Client::new()
         .post(format!("{}{path}?{query}", daemon.url()))
         .header("content-type", "application/json")
@@ -607,9 +561,7 @@ impl LambdaServer {
     /// Starts the server accepting these `(access key id, secret, token)`.
     pub fn start(credentials: &[(&str, &str, Option<&str>)]) -> Self {
         let mut command = Command::new(python());
-        command
-            .arg(peers_dir().join("lambda_server.py"))
-            .args(["--port", "0"]);
+        command.arg(peers_dir().join("lambda_server.py")).args(["--port", "0"]);
         for (id, secret, token) in credentials {
             let value = match token {
                 Some(token) => format!("{id}:{secret}:{token}"),
@@ -663,21 +615,14 @@ impl LambdaServer {
     }
 
     /// Waits until `done` holds for the requests received so far.
-    pub async fn wait_until(
-        &self,
-        what: &str,
-        done: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> Vec<serde_json::Value> {
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let all = self.invocations().await;
             if done(&all) {
                 return all;
             }
-            assert!(
-                Instant::now() < deadline,
-                "lambda server: {what}; got {all:#?}"
-            );
+            assert!(Instant::now() < deadline, "lambda server: {what}; got {all:#?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -701,12 +646,7 @@ pub fn example_lambda_accepts(secret: &str, payload: &str) -> bool {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut child = command.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     match output.status.code() {
         Some(0) => true,
@@ -716,4 +656,48 @@ pub fn example_lambda_accepts(secret: &str, payload: &str) -> bool {
             String::from_utf8_lossy(&output.stdout)
         ),
     }
+}
+
+// ---------------------------------------------------------------------------
+// WASM filters, compiled from source for wasm32-wasip2 in the test run.
+
+/// Builds the example and fixture filters once per test process and returns
+/// the directory holding the `.wasm` components.
+pub fn wasm_filters() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target = root.join("target/wasm");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let output = Command::new(cargo)
+                .current_dir(root)
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+                .arg(&target)
+                .args([
+                    "-p",
+                    "drop-by-channel",
+                    "-p",
+                    "redact-client-data",
+                    "-p",
+                    "collapse-client-events",
+                ])
+                .args(["-p", "hostile-filter", "-p", "uses-sockets"])
+                .output()
+                .expect("run cargo");
+            assert!(
+                output.status.success(),
+                "building the filters for wasm32-wasip2 failed (scripts/setup-tests.sh installs the target):\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            target.join("wasm32-wasip2/release")
+        })
+        .clone()
+}
+
+/// The path of one built filter component (`drop_by_channel.wasm`).
+pub fn wasm_filter(file: &str) -> PathBuf {
+    let path = wasm_filters().join(file);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
 }

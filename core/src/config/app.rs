@@ -214,8 +214,8 @@ pub(crate) fn build_app(
     let batching = match obj.get("batching") {
         None | Some(Value::Null) => defaults.batching,
         Some(v) => {
-            let o: BatchingOverride = serde_json::from_value(v.clone())
-                .map_err(|e| format!("{label}: `batching`: {e}"))?;
+            let o: BatchingOverride =
+                serde_json::from_value(v.clone()).map_err(|e| format!("{label}: `batching`: {e}"))?;
             BatchingSettings {
                 enabled: o.enabled.unwrap_or(defaults.batching.enabled),
                 max_wait_ms: o.max_wait_ms.unwrap_or(defaults.batching.max_wait_ms),
@@ -236,16 +236,14 @@ pub(crate) fn build_app(
     let base_dir = source.parent().unwrap_or(Path::new("."));
     let app_filters = match obj.get("filters") {
         None | Some(Value::Null) => Vec::new(),
-        Some(value) => filter_specs(value, base_dir, defaults)
-            .map_err(|e| format!("{label}: `filters`: {e}"))?,
+        Some(value) => filter_specs(value, base_dir, defaults).map_err(|e| format!("{label}: `filters`: {e}"))?,
     };
 
     let webhooks_value = match obj.get("webhooks") {
         None | Some(Value::Null) => Value::Array(vec![]),
         // soketi accepts the webhooks as a JSON string (from env or SQL).
-        Some(Value::String(text)) => serde_json::from_str(text).map_err(|e| {
-            format!("{label}: `webhooks` is a string that is not a JSON array: {e}")
-        })?,
+        Some(Value::String(text)) => serde_json::from_str(text)
+            .map_err(|e| format!("{label}: `webhooks` is a string that is not a JSON array: {e}"))?,
         Some(v) => v.clone(),
     };
     let Value::Array(items) = webhooks_value else {
@@ -318,18 +316,20 @@ fn build_webhook(
     let event_types = match spec.get("event_types") {
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(Box::from)
-                    .ok_or("`event_types` must hold strings only")
-            })
+            .map(|v| v.as_str().map(Box::from).ok_or("`event_types` must hold strings only"))
             .collect::<Result<HashSet<Box<str>>, _>>()?,
         Some(Value::Array(_)) => {
-            return Err("`event_types` is empty, so the webhook would receive nothing; list the event names it wants".to_string());
+            return Err(
+                "`event_types` is empty, so the webhook would receive nothing; list the event names it wants"
+                    .to_string(),
+            );
         }
         Some(_) => return Err("`event_types` must be an array of event names".to_string()),
         None => {
-            return Err("`event_types` is missing; list the event names this webhook receives (e.g. [\"channel_occupied\"])".to_string());
+            return Err(
+                "`event_types` is missing; list the event names this webhook receives (e.g. [\"channel_occupied\"])"
+                    .to_string(),
+            );
         }
     };
     let channel_filter = channel_filter(spec)?;
@@ -353,9 +353,7 @@ fn build_webhook(
         Some(v) => match v.as_u64() {
             Some(ms) if ms > 0 => Duration::from_millis(ms),
             _ => {
-                return Err(
-                    "`timeout_ms` must be a positive whole number of milliseconds".to_string(),
-                );
+                return Err("`timeout_ms` must be a positive whole number of milliseconds".to_string());
             }
         },
     };
@@ -374,8 +372,9 @@ fn build_webhook(
     };
     let ordering = match spec.get("ordering") {
         None | Some(Value::Null) => Ordering::None,
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())?,
+        Some(v) => {
+            serde_json::from_value(v.clone()).map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())?
+        }
     };
     let max_body_bytes = sink.max_body_bytes(&headers);
     let filter_specs = match spec.get("filters") {
@@ -471,11 +470,7 @@ struct FilterEntry {
 }
 
 /// Reads a `filters` array; paths are relative to the app file.
-fn filter_specs(
-    value: &Value,
-    base_dir: &Path,
-    defaults: &LoadDefaults,
-) -> Result<Vec<FilterSpec>, String> {
+fn filter_specs(value: &Value, base_dir: &Path, defaults: &LoadDefaults) -> Result<Vec<FilterSpec>, String> {
     let Value::Array(items) = value else {
         return Err("must be an array of {\"wasm\": \"path.wasm\", …} entries".to_string());
     };
@@ -488,19 +483,15 @@ fn filter_specs(
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let entry: FilterEntry =
-                serde_json::from_value(item.clone()).map_err(|e| format!("entry {i}: {e}"))?;
+            let entry: FilterEntry = serde_json::from_value(item.clone()).map_err(|e| format!("entry {i}: {e}"))?;
             let cpu_ms = entry.cpu_ms.unwrap_or(limits.cpu_ms);
             let memory_mb = entry.memory_mb.unwrap_or(limits.memory_mb);
             if cpu_ms == 0 || memory_mb == 0 {
-                return Err(format!(
-                    "entry {i}: `cpu_ms` and `memory_mb` must be at least 1"
-                ));
+                return Err(format!("entry {i}: `cpu_ms` and `memory_mb` must be at least 1"));
             }
             Ok(FilterSpec {
                 path: base_dir.join(&entry.wasm),
-                config: serde_json::to_string(&entry.config)
-                    .expect("a JSON value always serializes"),
+                config: serde_json::to_string(&entry.config).expect("a JSON value always serializes"),
                 on_error: entry.on_error.unwrap_or(OnError::Retry),
                 cpu_ms,
                 memory_mb,
@@ -519,10 +510,9 @@ fn load_chain<'a>(
     let mut chain = FilterChain::default();
     for spec in specs {
         let host = host.ok_or("WASM filters are not available in this command")?;
-        chain.filters.push(
-            host.load(spec.clone(), app_id, webhook_id)
-                .map_err(|e| e.to_string())?,
-        );
+        chain
+            .filters
+            .push(host.load(spec.clone(), app_id, webhook_id).map_err(|e| e.to_string())?);
     }
     Ok(chain)
 }
@@ -531,10 +521,7 @@ fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, S
     match obj.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
         Some(Value::String(_)) => Err(format!("`{key}` is empty")),
-        Some(other) => Err(format!(
-            "`{key}` must be a string, found {}",
-            json_type_name(other)
-        )),
+        Some(other) => Err(format!("`{key}` must be a string, found {}", json_type_name(other))),
         None => Err(format!("`{key}` is missing")),
     }
 }

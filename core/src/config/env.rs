@@ -21,9 +21,7 @@ pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> 
             out.push_str("${");
             rest = escaped;
         } else if let Some(inner) = after.strip_prefix('{') {
-            let end = inner
-                .find('}')
-                .ok_or_else(|| "an unclosed `${`".to_string())?;
+            let end = inner.find('}').ok_or_else(|| "an unclosed `${`".to_string())?;
             let name = &inner[..end];
             let valid = !name.is_empty()
                 && !name.starts_with(|c: char| c.is_ascii_digit())
@@ -31,8 +29,7 @@ pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> 
             if !valid {
                 return Err(format!("`${{{name}}}` is not a valid variable reference"));
             }
-            let value =
-                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &inner[end + 1..];
         } else {
@@ -85,10 +82,7 @@ mod tests {
     #[test]
     fn replaces_references() {
         assert_eq!(substitute("a-${SECRET}-b", &env()).unwrap(), "a-s3-b");
-        assert_eq!(
-            substitute("$5 and $${SECRET}", &env()).unwrap(),
-            "$5 and ${SECRET}"
-        );
+        assert_eq!(substitute("$5 and $${SECRET}", &env()).unwrap(), "$5 and ${SECRET}");
         assert_eq!(substitute("plain", &env()).unwrap(), "plain");
     }
 
@@ -98,25 +92,14 @@ mod tests {
             substitute("${MISSING}", &env()).unwrap_err(),
             "environment variable MISSING is not set"
         );
-        assert!(
-            substitute("${SECRET", &env())
-                .unwrap_err()
-                .contains("unclosed")
-        );
-        assert!(
-            substitute("${1A}", &env())
-                .unwrap_err()
-                .contains("not a valid")
-        );
+        assert!(substitute("${SECRET", &env()).unwrap_err().contains("unclosed"));
+        assert!(substitute("${1A}", &env()).unwrap_err().contains("not a valid"));
     }
 
     #[test]
     fn error_names_the_field() {
         let mut v = serde_json::json!({"webhooks": [{"headers": {"x": "${NOPE}"}}]});
         let err = substitute_tree(&mut v, &env(), &mut vec![]).unwrap_err();
-        assert_eq!(
-            err,
-            "environment variable NOPE is not set (in `webhooks.0.headers.x`)"
-        );
+        assert_eq!(err, "environment variable NOPE is not set (in `webhooks.0.headers.x`)");
     }
 }

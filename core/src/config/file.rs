@@ -44,11 +44,7 @@ pub fn is_app_file(path: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .is_none_or(|n| n.starts_with('.'));
-    !hidden
-        && matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("json" | "toml")
-        )
+    !hidden && matches!(path.extension().and_then(|e| e.to_str()), Some("json" | "toml"))
 }
 
 /// Everything wrong with one app file.
@@ -105,11 +101,7 @@ impl AppLoader {
     /// A loader building sinks from `sinks`, with `defaults` for unset fields
     /// and `env` resolving `${NAME}` references.
     pub fn new(sinks: SinkRegistry, defaults: LoadDefaults, env: EnvLookup) -> Self {
-        Self {
-            sinks,
-            defaults,
-            env,
-        }
+        Self { sinks, defaults, env }
     }
 
     /// Reads and validates one file. Any problem fails the whole file, so a
@@ -119,8 +111,7 @@ impl AppLoader {
             path: path.to_path_buf(),
             problems,
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
         self.load_text(path, &text).map_err(fail)
     }
 
@@ -137,8 +128,7 @@ impl AppLoader {
             obj @ Value::Object(_) => vec![obj],
             _ => {
                 return Err(vec![
-                    "an app file holds an app object, an array of apps, or {\"apps\": [...]}"
-                        .to_string(),
+                    "an app file holds an app object, an array of apps, or {\"apps\": [...]}".to_string(),
                 ]);
             }
         };
@@ -152,19 +142,10 @@ impl AppLoader {
                     .get("id")
                     .and_then(Value::as_str)
                     .map(|id| format!("app {id:?}"));
-                problems.push(format!(
-                    "{}: {e}",
-                    name.unwrap_or_else(|| format!("app {index}"))
-                ));
+                problems.push(format!("{}: {e}", name.unwrap_or_else(|| format!("app {index}"))));
                 continue;
             }
-            match build_app(
-                definition,
-                &source,
-                &self.sinks,
-                &self.defaults,
-                &mut warnings,
-            ) {
+            match build_app(definition, &source, &self.sinks, &self.defaults, &mut warnings) {
                 Ok(app) => apps.push(Arc::new(app)),
                 Err(e) => problems.push(e),
             }
@@ -176,10 +157,7 @@ impl AppLoader {
                 problems.push(format!("app id {:?} is defined twice in this file", app.id));
             }
             if !seen_keys.insert(app.key.clone()) {
-                problems.push(format!(
-                    "app key {:?} is used by two apps in this file",
-                    app.key
-                ));
+                problems.push(format!("app key {:?} is used by two apps in this file", app.key));
             }
         }
         if problems.is_empty() {
@@ -226,13 +204,8 @@ mod tests {
     use super::*;
 
     fn loader() -> AppLoader {
-        let env: EnvLookup =
-            Arc::new(|name| (name == "APP_SECRET").then(|| "from-env".to_string()));
-        AppLoader::new(
-            SinkRegistry::new(),
-            LoadDefaults::from(&Settings::default()),
-            env,
-        )
+        let env: EnvLookup = Arc::new(|name| (name == "APP_SECRET").then(|| "from-env".to_string()));
+        AppLoader::new(SinkRegistry::new(), LoadDefaults::from(&Settings::default()), env)
     }
 
     #[test]
@@ -258,14 +231,7 @@ mod tests {
         let loaded = loader().load_text(Path::new("a.json"), one).unwrap();
         assert_eq!(loaded.apps[0].secret.expose(), "from-env");
         let array = r#"[{"id":"a","key":"k","secret":"s"},{"id":"b","key":"k2","secret":"s"}]"#;
-        assert_eq!(
-            loader()
-                .load_text(Path::new("a.json"), array)
-                .unwrap()
-                .apps
-                .len(),
-            2
-        );
+        assert_eq!(loader().load_text(Path::new("a.json"), array).unwrap().apps.len(), 2);
         let toml = "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\n[[apps]]\nid = \"b\"\nkey = \"k2\"\nsecret = \"s\"\nenabled = false\n";
         let loaded = loader().load_text(Path::new("a.toml"), toml).unwrap();
         assert_eq!(loaded.apps.len(), 2);

@@ -98,10 +98,7 @@ pub(crate) struct LaneContext {
 impl LaneContext {
     /// Renders, signs and sends one attempt; first re-runs the filters when
     /// an earlier run asked for a retry.
-    pub(crate) async fn attempt(
-        &self,
-        delivery: &mut Delivery,
-    ) -> Result<(), hookline_sink_api::DeliveryError> {
+    pub(crate) async fn attempt(&self, delivery: &mut Delivery) -> Result<(), hookline_sink_api::DeliveryError> {
         if delivery.record.pending_filter {
             match self.refilter(delivery).await {
                 Refiltered::Send => {}
@@ -136,12 +133,7 @@ impl LaneContext {
             timeout: webhook.timeout,
         };
         // The sink may enforce the timeout itself; this bounds it regardless.
-        match tokio::time::timeout(
-            webhook.timeout + Duration::from_millis(50),
-            webhook.sink.send(request),
-        )
-        .await
-        {
+        match tokio::time::timeout(webhook.timeout + Duration::from_millis(50), webhook.sink.send(request)).await {
             Ok(result) => result,
             Err(_) => Err(hookline_sink_api::DeliveryError::Timeout),
         }
@@ -163,12 +155,7 @@ impl LaneContext {
             .registry
             .snapshot()
             .app(&record.app_id)
-            .and_then(|app| {
-                app.webhooks
-                    .iter()
-                    .find(|w| *w.id == *record.webhook_id)
-                    .cloned()
-            })
+            .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned())
             .unwrap_or_else(|| delivery.webhook.clone());
         let events = match parse_joined(&record.events) {
             Ok(events) => events,
@@ -177,18 +164,12 @@ impl LaneContext {
             }
         };
         let (app_id, time_ms) = (record.app_id.clone(), record.batch_time_ms);
-        let outcome = tokio::task::spawn_blocking(move || {
-            current.filters.run(&app_id, &current.id, time_ms, events)
-        })
-        .await;
+        let outcome =
+            tokio::task::spawn_blocking(move || current.filters.run(&app_id, &current.id, time_ms, events)).await;
         match outcome {
             Ok(ChainOutcome::Deliver(events)) => {
                 let record = &mut delivery.record;
-                record.events = events
-                    .iter()
-                    .map(|e| &*e.json)
-                    .collect::<Vec<_>>()
-                    .join(",");
+                record.events = events.iter().map(|e| &*e.json).collect::<Vec<_>>().join(",");
                 record.event_count = events.len();
                 record.pending_filter = false;
                 Refiltered::Send
@@ -249,14 +230,8 @@ impl Dispatcher {
     /// Queues a delivery on its webhook's lane.
     pub fn dispatch(&self, delivery: Delivery) {
         self.ctx.metrics.queue_depth.inc();
-        let key: LaneKey = (
-            Arc::from(delivery.record.app_id.as_str()),
-            delivery.webhook.id.clone(),
-        );
-        let mut lanes = self
-            .lanes
-            .lock()
-            .expect("lanes lock is never held across a panic");
+        let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
+        let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
         let sender = lanes.entry(key).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let ctx = self.ctx.clone();
@@ -279,12 +254,7 @@ impl Dispatcher {
             .lock()
             .expect("lanes lock is never held across a panic")
             .clear();
-        let mut tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .expect("tasks lock is never held across a panic"),
-        );
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
         let all = async { while tasks.join_next().await.is_some() {} };
         tokio::time::timeout(grace, all).await.is_ok()
     }

@@ -122,13 +122,7 @@ mod tests {
         ));
         let day = Duration::from_millis(policy().max_age_ms);
         assert!(matches!(
-            next_step(
-                RetryClass::Retry { at_least: None },
-                &policy(),
-                1,
-                day,
-                &mut rng
-            ),
+            next_step(RetryClass::Retry { at_least: None }, &policy(), 1, day, &mut rng),
             NextStep::GiveUp(_)
         ));
         assert!(matches!(
@@ -148,8 +142,7 @@ mod tests {
             let class = RetryClass::Retry {
                 at_least: Some(Duration::from_secs(2)),
             };
-            let NextStep::RetryIn(d) = next_step(class, &policy(), 1, Duration::ZERO, &mut rng)
-            else {
+            let NextStep::RetryIn(d) = next_step(class, &policy(), 1, Duration::ZERO, &mut rng) else {
                 panic!("retries")
             };
             assert!(d >= Duration::from_secs(2));

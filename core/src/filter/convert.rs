@@ -88,9 +88,9 @@ pub(crate) fn from_wit(event: &wit::Event, index: usize) -> Result<Event, String
     if let Some(extra) = &event.extra {
         let parsed = json::parse(extra.as_bytes())
             .map_err(|e| format!("replace: event {index} has an `extra` that is not JSON: {e}"))?;
-        let object = parsed.as_object().ok_or_else(|| {
-            format!("replace: event {index} has an `extra` that is not a JSON object")
-        })?;
+        let object = parsed
+            .as_object()
+            .ok_or_else(|| format!("replace: event {index} has an `extra` that is not a JSON object"))?;
         for (key, value) in object {
             let typed = match key.as_str() {
                 Some("name" | "channel") => true,
@@ -116,8 +116,7 @@ pub(crate) fn from_wit(event: &wit::Event, index: usize) -> Result<Event, String
     text.push('}');
     // Integer-like keys from `extra` move first and duplicates collapse, as
     // JSON.stringify(JSON.parse(…)) would do at the receiver.
-    let canonical =
-        json::canonicalize(text.as_bytes()).map_err(|e| format!("replace: event {index}: {e}"))?;
+    let canonical = json::canonicalize(text.as_bytes()).map_err(|e| format!("replace: event {index}: {e}"))?;
     Ok(Event {
         name: event.name.clone().into_boxed_str(),
         channel: event.channel.clone().into_boxed_str(),
@@ -181,10 +180,6 @@ mod tests {
     fn replaced_events_need_a_name_and_channel() {
         let mut wit = to_wit(&event(r#"{"name":"n","channel":"c"}"#));
         wit.channel.clear();
-        assert!(
-            from_wit(&wit, 3)
-                .unwrap_err()
-                .contains("event 3 has an empty channel")
-        );
+        assert!(from_wit(&wit, 3).unwrap_err().contains("event 3 has an empty channel"));
     }
 }

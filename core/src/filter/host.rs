@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -20,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::convert::{from_wit, to_wit};
 use super::{FilterError, FilterSpec};
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::settings::FilterSettings;
 
 /// Host bindings of the `hookline:filter` world (`sdk/wit/filter.wit`).
@@ -62,9 +63,9 @@ pub struct FilterHost {
     compiled: Mutex<HashMap<String, Component>>,
     defaults: FilterSettings,
     /// Components compiled from source in this process.
-    pub compilations: AtomicU64,
+    compilations: Counter,
     /// Components loaded from the on-disk cache.
-    pub cache_hits: AtomicU64,
+    cache_hits: Counter,
 }
 
 impl std::fmt::Debug for FilterHost {
@@ -128,9 +129,11 @@ impl HasData for HasState {
 
 impl FilterHost {
     /// A host whose compiled components are cached under `cache_dir`.
+    /// `metrics`, when given, counts compilations and cache hits.
     pub fn new(
         defaults: FilterSettings,
         cache_dir: Option<PathBuf>,
+        metrics: Option<&Metrics>,
     ) -> Result<Arc<Self>, FilterError> {
         let fail = |message: String| FilterError {
             path: "<host>".to_string(),
@@ -138,17 +141,11 @@ impl FilterHost {
         };
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
-        let engine =
-            Engine::new(&config).map_err(|e| fail(format!("cannot start wasmtime: {e:#}")))?;
-        let linker =
-            sandbox_linker(&engine).map_err(|e| fail(format!("cannot link the sandbox: {e:#}")))?;
+        let engine = Engine::new(&config).map_err(|e| fail(format!("cannot start wasmtime: {e:#}")))?;
+        let linker = sandbox_linker(&engine).map_err(|e| fail(format!("cannot link the sandbox: {e:#}")))?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                fail(format!(
-                    "cannot create the filter cache {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create the filter cache {}: {e}", dir.display())))?;
         }
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -167,8 +164,8 @@ impl FilterHost {
             cache_dir,
             compiled: Mutex::default(),
             defaults,
-            compilations: AtomicU64::new(0),
-            cache_hits: AtomicU64::new(0),
+            compilations: metrics.map(|m| m.filter_compilations.clone()).unwrap_or_default(),
+            cache_hits: metrics.map(|m| m.filter_cache_hits.clone()).unwrap_or_default(),
         }))
     }
 
@@ -216,14 +213,8 @@ impl FilterHost {
     fn component(&self, path: &Path) -> Result<Component, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
-        let key = format!(
-            "{}-{:016x}",
-            hex::encode(Sha256::digest(&bytes)),
-            engine_hash.finish()
-        );
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let key = format!("{}-{:016x}", hex::encode(Sha256::digest(&bytes)), engine_hash.finish());
         if let Some(component) = self
             .compiled
             .lock()
@@ -232,14 +223,11 @@ impl FilterHost {
         {
             return Ok(component.clone());
         }
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{key}.cwasm")));
+        let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{key}.cwasm")));
         if let Some(file) = cached.as_ref().filter(|f| f.is_file()) {
             match load_precompiled(&self.engine, file) {
                 Ok(component) => {
-                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    self.cache_hits.inc();
                     self.remember(key, &component);
                     return Ok(component);
                 }
@@ -248,10 +236,9 @@ impl FilterHost {
                 }
             }
         }
-        let component = Component::new(&self.engine, &bytes).map_err(|e| {
-            format!("is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}")
-        })?;
-        self.compilations.fetch_add(1, Ordering::Relaxed);
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| format!("is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}"))?;
+        self.compilations.inc();
         if let Some(file) = cached
             && let Err(error) = store_precompiled(&component, &file)
         {
@@ -331,14 +318,8 @@ fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
     cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
     cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
-    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(
-        &mut l,
-        HostState::filesystem,
-    )?;
-    sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(
-        &mut l,
-        HostState::filesystem,
-    )?;
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(&mut l, HostState::filesystem)?;
+    sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(&mut l, HostState::filesystem)?;
     bindings::Filter::add_to_linker::<HostState, HasState>(&mut l, |s| s)?;
     Ok(l)
 }
@@ -390,8 +371,7 @@ impl LoadedFilter {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
-        let memory =
-            usize::try_from(self.spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let memory = usize::try_from(self.spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -428,15 +408,8 @@ impl LoadedFilter {
 
     /// Runs `work` on a pooled (or fresh) instance; the instance goes back to
     /// the pool only if the call succeeded.
-    fn with_instance<R>(
-        &self,
-        work: impl FnOnce(&mut Instance) -> Result<R, FilterError>,
-    ) -> Result<R, FilterError> {
-        let pooled = self
-            .pool
-            .lock()
-            .expect("pool lock is never held across a panic")
-            .pop();
+    fn with_instance<R>(&self, work: impl FnOnce(&mut Instance) -> Result<R, FilterError>) -> Result<R, FilterError> {
+        let pooled = self.pool.lock().expect("pool lock is never held across a panic").pop();
         let mut instance = match pooled {
             Some(instance) => instance,
             None => self.instantiate()?,
@@ -464,12 +437,7 @@ impl LoadedFilter {
             if bytes.len() > *logged {
                 let text = String::from_utf8_lossy(&bytes[*logged..]);
                 for line in text.lines().filter(|l| !l.is_empty()) {
-                    tracing::info!(
-                        filter = &*self.label,
-                        stream,
-                        "{}",
-                        truncate(line, LOG_MESSAGE_CAP)
-                    );
+                    tracing::info!(filter = &*self.label, stream, "{}", truncate(line, LOG_MESSAGE_CAP));
                 }
                 *logged = bytes.len();
             }
@@ -484,13 +452,8 @@ impl LoadedFilter {
                 .call_validate_config(&mut instance.store, &self.spec.config)
             {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(message)) => {
-                    Err(self.error(format!("config refused by the filter: {message}")))
-                }
-                Err(trap) => Err(self.error(format!(
-                    "trapped in validate-config: {}",
-                    describe_trap(&trap)
-                ))),
+                Ok(Err(message)) => Err(self.error(format!("config refused by the filter: {message}"))),
+                Err(trap) => Err(self.error(format!("trapped in validate-config: {}", describe_trap(&trap)))),
             }
         })
     }
@@ -503,6 +466,18 @@ impl LoadedFilter {
         time_ms: u64,
         events: &[Event],
     ) -> Result<Option<Vec<Event>>, FilterError> {
+        self.call_verbose(app_id, webhook_id, time_ms, events)
+            .map(|(_, events)| events)
+    }
+
+    /// Runs the filter once and also says what it decided.
+    pub fn call_verbose(
+        &self,
+        app_id: &str,
+        webhook_id: &str,
+        time_ms: u64,
+        events: &[Event],
+    ) -> Result<(Decision, Option<Vec<Event>>), FilterError> {
         let batch = wit::Batch {
             time_ms,
             events: events.iter().map(to_wit).collect(),
@@ -512,23 +487,22 @@ impl LoadedFilter {
             webhook: webhook_id.to_string(),
             config: self.spec.config.clone(),
         };
-        let verdict = self.with_instance(|instance| {
-            match instance
-                .bindings
-                .call_filter(&mut instance.store, &ctx, &batch)
-            {
-                Ok(Ok(verdict)) => Ok(verdict),
-                Ok(Err(message)) => Err(self.error(format!("returned an error: {message}"))),
-                Err(trap) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
-            }
-        })?;
+        let verdict =
+            self.with_instance(
+                |instance| match instance.bindings.call_filter(&mut instance.store, &ctx, &batch) {
+                    Ok(Ok(verdict)) => Ok(verdict),
+                    Ok(Err(message)) => Err(self.error(format!("returned an error: {message}"))),
+                    Err(trap) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
+                },
+            )?;
         match verdict {
-            wit::Verdict::Keep => Ok(Some(events.to_vec())),
+            wit::Verdict::Keep => Ok((Decision::Keep, Some(events.to_vec()))),
             wit::Verdict::Drop(reason) => {
                 tracing::debug!(app = app_id, webhook = webhook_id, filter = &*self.label, %reason, "filter dropped a batch");
-                Ok(None)
+                Ok((Decision::Drop(reason), None))
             }
             wit::Verdict::Select(indices) => {
+                let decision = Decision::Select(indices.clone());
                 let mut seen = vec![false; events.len()];
                 let mut out = Vec::with_capacity(indices.len());
                 for index in indices {
@@ -544,7 +518,7 @@ impl LoadedFilter {
                     }
                     out.push(events[i].clone());
                 }
-                Ok(Some(out))
+                Ok((decision, Some(out)))
             }
             wit::Verdict::Replace(batch) => {
                 if batch.events.len() > self.max_output_events {
@@ -560,14 +534,36 @@ impl LoadedFilter {
                     let event = from_wit(event, i).map_err(|m| self.error(m))?;
                     total += event.len();
                     if total > OUTPUT_BYTES_CAP {
-                        return Err(self.error(format!(
-                            "replace: the events are over {OUTPUT_BYTES_CAP} bytes"
-                        )));
+                        return Err(self.error(format!("replace: the events are over {OUTPUT_BYTES_CAP} bytes")));
                     }
                     out.push(event);
                 }
-                Ok(Some(out))
+                Ok((Decision::Replace(out.len()), Some(out)))
             }
+        }
+    }
+}
+
+/// What a filter decided, for `hookline filter run` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Deliver the batch unchanged.
+    Keep,
+    /// Deliver nothing, for this reason.
+    Drop(String),
+    /// Deliver the events at these indices.
+    Select(Vec<u32>),
+    /// Deliver a new batch of this many events.
+    Replace(usize),
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Keep => write!(f, "keep"),
+            Decision::Drop(reason) => write!(f, "drop ({reason})"),
+            Decision::Select(indices) => write!(f, "select {indices:?}"),
+            Decision::Replace(n) => write!(f, "replace ({n} events)"),
         }
     }
 }
@@ -576,13 +572,16 @@ impl LoadedFilter {
 fn describe_trap(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "ran past its CPU deadline (cpu_ms)".to_string(),
-        Some(wasmtime::Trap::AllocationTooLarge) => "hit its memory cap (memory_mb)".to_string(),
-        _ => {
-            let text = format!("{error:#}");
-            if text.contains("memory") && text.contains("limit") {
-                format!("hit its memory cap (memory_mb): {}", truncate(&text, 512))
+        Some(wasmtime::Trap::UnreachableCodeReached) => "panicked or aborted (wasm `unreachable`)".to_string(),
+        Some(trap) => trap.to_string(),
+        None => {
+            // The limiter's refusal to grow memory surfaces as an error whose
+            // root cause names the growth; the backtrace above it is noise.
+            let cause = error.root_cause().to_string();
+            if cause.contains("growing memory") {
+                format!("hit its memory cap (memory_mb): {cause}")
             } else {
-                truncate(&text, 1024).to_string()
+                truncate(&cause, 1024).to_string()
             }
         }
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::event::Event;
 
-pub use host::{FilterHost, LoadedFilter};
+pub use host::{Decision, FilterHost, LoadedFilter};
 
 /// What a failing filter entry does (`on_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -80,21 +80,12 @@ impl FilterChain {
     }
 
     /// Runs every filter in order. Blocking: call it off the async workers.
-    pub fn run(
-        &self,
-        app_id: &str,
-        webhook_id: &str,
-        time_ms: u64,
-        mut events: Vec<Event>,
-    ) -> ChainOutcome {
+    pub fn run(&self, app_id: &str, webhook_id: &str, time_ms: u64, mut events: Vec<Event>) -> ChainOutcome {
         for filter in &self.filters {
             match filter.call(app_id, webhook_id, time_ms, &events) {
                 Ok(Some(next)) => events = next,
                 Ok(None) => {
-                    return ChainOutcome::Drop(format!(
-                        "dropped by {}",
-                        filter.spec().path.display()
-                    ));
+                    return ChainOutcome::Drop(format!("dropped by {}", filter.spec().path.display()));
                 }
                 Err(error) => match filter.spec().on_error {
                     OnError::Skip => {

@@ -25,11 +25,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn accept<'a>(
-        &'a self,
-        _app_id: &'a str,
-        _events: &'a [Event],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn accept<'a>(&'a self, _app_id: &'a str, _events: &'a [Event]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -42,10 +38,7 @@ impl Store for MemoryStore {
         Box::pin(async { Ok(()) })
     }
 
-    fn record_failure<'a>(
-        &'a self,
-        _record: &'a DeliveryRecord,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn record_failure<'a>(&'a self, _record: &'a DeliveryRecord) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -64,10 +57,7 @@ impl Store for MemoryStore {
     }
 
     fn dead_letters(&self, app_id: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
-        let dead = self
-            .dead
-            .lock()
-            .expect("dead-letter lock is never held across a panic");
+        let dead = self.dead.lock().expect("dead-letter lock is never held across a panic");
         Ok(dead
             .values()
             .filter(|l| app_id.is_none_or(|id| l.record.app_id == id))

@@ -87,11 +87,7 @@ pub struct StoreError(pub String);
 /// of calls.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Keeps accepted events until a batch holding them is committed.
-    fn accept<'a>(
-        &'a self,
-        app_id: &'a str,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Stores formed deliveries and releases the events they came from.
     fn commit_batch<'a>(
@@ -102,10 +98,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Records a failed attempt.
-    fn record_failure<'a>(
-        &'a self,
-        record: &'a DeliveryRecord,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn record_failure<'a>(&'a self, record: &'a DeliveryRecord) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Forgets a delivered batch.
     fn delivered(&self, key: DeliveryKey) -> BoxFuture<'_, Result<(), StoreError>>;

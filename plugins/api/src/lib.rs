@@ -150,17 +150,13 @@ impl DeliveryError {
                 Some(d) => RetryClass::RetryAfter(*d),
                 None => RetryClass::Retry { at_least: None },
             },
-            DeliveryError::Status {
-                code, retry_after, ..
-            } => match code {
+            DeliveryError::Status { code, retry_after, .. } => match code {
                 429 => match retry_after {
                     Some(d) => RetryClass::RetryAfter(*d),
                     None => RetryClass::Retry { at_least: None },
                 },
                 413 => RetryClass::Split,
-                408 | 425 | 500..=599 => RetryClass::Retry {
-                    at_least: *retry_after,
-                },
+                408 | 425 | 500..=599 => RetryClass::Retry { at_least: *retry_after },
                 _ => RetryClass::Final,
             },
             DeliveryError::TooLarge(_) => RetryClass::Split,
@@ -195,10 +191,7 @@ impl SinkConfigError {
 }
 
 /// Reads an optional string key from a webhook spec, refusing other types.
-pub fn optional_str<'a>(
-    spec: &'a WebhookSpec,
-    key: &str,
-) -> Result<Option<&'a str>, SinkConfigError> {
+pub fn optional_str<'a>(spec: &'a WebhookSpec, key: &str) -> Result<Option<&'a str>, SinkConfigError> {
     match spec.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
@@ -249,20 +242,13 @@ mod tests {
             }
         );
         for code in [300, 301, 302, 304, 400, 401, 403, 404, 410, 422] {
-            assert_eq!(
-                status(code, None).retry_class(),
-                RetryClass::Final,
-                "{code}"
-            );
+            assert_eq!(status(code, None).retry_class(), RetryClass::Final, "{code}");
         }
         assert_eq!(
             status(429, Some(7)).retry_class(),
             RetryClass::RetryAfter(Duration::from_secs(7))
         );
-        assert_eq!(
-            status(429, None).retry_class(),
-            RetryClass::Retry { at_least: None }
-        );
+        assert_eq!(status(429, None).retry_class(), RetryClass::Retry { at_least: None });
         assert_eq!(status(413, None).retry_class(), RetryClass::Split);
     }
 
@@ -270,13 +256,7 @@ mod tests {
     fn network_failures_are_retried() {
         let retry = RetryClass::Retry { at_least: None };
         assert_eq!(DeliveryError::Timeout.retry_class(), retry);
-        assert_eq!(
-            DeliveryError::Connect("refused".into()).retry_class(),
-            retry
-        );
-        assert_eq!(
-            DeliveryError::Final("gone".into()).retry_class(),
-            RetryClass::Final
-        );
+        assert_eq!(DeliveryError::Connect("refused".into()).retry_class(), retry);
+        assert_eq!(DeliveryError::Final("gone".into()).retry_class(), RetryClass::Final);
     }
 }

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookline_sink_api::{
-    BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec,
-    optional_str,
+    BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec, optional_str,
 };
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -50,10 +49,9 @@ impl SinkPlugin for HttpSinkPlugin {
     }
 
     fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
-        let raw =
-            optional_str(spec, "url")?.ok_or_else(|| SinkConfigError::new("`url` is missing"))?;
-        let url = url::Url::parse(raw)
-            .map_err(|e| SinkConfigError::new(format!("`url` {raw:?} is not a valid URL: {e}")))?;
+        let raw = optional_str(spec, "url")?.ok_or_else(|| SinkConfigError::new("`url` is missing"))?;
+        let url =
+            url::Url::parse(raw).map_err(|e| SinkConfigError::new(format!("`url` {raw:?} is not a valid URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(SinkConfigError::new(format!(
                 "`url` {raw:?} must start with http:// or https://"
@@ -130,24 +128,18 @@ impl Sink for HttpSink {
 fn build_headers(request: &SinkRequest<'_>) -> Result<http::HeaderMap, DeliveryError> {
     let mut headers = http::HeaderMap::with_capacity(request.extra_headers.len() + 6);
     for (name, value) in request.extra_headers {
-        let name = HeaderName::try_from(name.as_str()).map_err(|_| {
-            DeliveryError::Final(format!("webhook header name {name:?} is not valid in HTTP"))
-        })?;
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| DeliveryError::Final(format!("webhook header name {name:?} is not valid in HTTP")))?;
         let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
-            DeliveryError::Final(format!(
-                "webhook header {name} has a value that is not valid in HTTP"
-            ))
+            DeliveryError::Final(format!("webhook header {name} has a value that is not valid in HTTP"))
         })?;
         headers.append(name, value);
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     for (name, value) in request.signed_headers {
-        let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
-            DeliveryError::Final(format!(
-                "header {name} has a value that is not valid in HTTP"
-            ))
-        })?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| DeliveryError::Final(format!("header {name} has a value that is not valid in HTTP")))?;
         headers.insert(HeaderName::from_static(lowercase_static(name)), value);
     }
     Ok(headers)
@@ -273,9 +265,7 @@ mod tests {
             .build(&spec(serde_json::json!({"url": "not a url"})))
             .unwrap_err();
         assert!(err.message.contains("not a valid URL"), "{err}");
-        let err = plugin
-            .build(&spec(serde_json::json!({"url": 5})))
-            .unwrap_err();
+        let err = plugin.build(&spec(serde_json::json!({"url": 5}))).unwrap_err();
         assert!(err.message.contains("must be a string"), "{err}");
     }
 
@@ -288,10 +278,7 @@ mod tests {
             ))
             .unwrap();
         let shown = sink.describe();
-        assert!(
-            !shown.contains("pw") && !shown.contains("s3cret"),
-            "{shown}"
-        );
+        assert!(!shown.contains("pw") && !shown.contains("s3cret"), "{shown}");
         assert!(shown.starts_with("https://example.com/h"), "{shown}");
     }
 

@@ -85,14 +85,13 @@ impl LambdaTarget {
     pub fn from_spec(spec: &WebhookSpec) -> Result<Self, SinkConfigError> {
         let function = optional_str(spec, "lambda_function")?
             .filter(|f| !f.is_empty())
-            .ok_or_else(|| {
-                SinkConfigError::new("`lambda_function` must be a function name or ARN")
-            })?
+            .ok_or_else(|| SinkConfigError::new("`lambda_function` must be a function name or ARN"))?
             .to_string();
         let lambda: LambdaObject = match spec.get("lambda") {
             None | Some(serde_json::Value::Null) => LambdaObject::default(),
-            Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone())
-                .map_err(|e| SinkConfigError::new(format!("`lambda`: {e}")))?,
+            Some(value @ serde_json::Value::Object(_)) => {
+                serde_json::from_value(value.clone()).map_err(|e| SinkConfigError::new(format!("`lambda`: {e}")))?
+            }
             Some(other) => {
                 return Err(SinkConfigError::new(format!(
                     "`lambda` must be an object, found {}",
@@ -136,9 +135,7 @@ impl LambdaTarget {
         };
         let max_payload_bytes = lambda.max_payload_bytes.unwrap_or(default_limit);
         if max_payload_bytes < 1024 {
-            return Err(SinkConfigError::new(
-                "`lambda.max_payload_bytes` must be at least 1024",
-            ));
+            return Err(SinkConfigError::new("`lambda.max_payload_bytes` must be at least 1024"));
         }
         Ok(Self {
             function,
@@ -161,7 +158,10 @@ mod tests {
 
     #[test]
     fn reads_the_soketi_forms() {
-        let page = target(serde_json::json!({"lambda_function": "my-function-arn", "region": "us-east-1", "event_types": ["x"]})).unwrap();
+        let page = target(
+            serde_json::json!({"lambda_function": "my-function-arn", "region": "us-east-1", "event_types": ["x"]}),
+        )
+        .unwrap();
         assert_eq!(page.region, "us-east-1");
         assert!(!page.asynchronous);
         assert_eq!(page.max_payload_bytes, REQUEST_RESPONSE_PAYLOAD_LIMIT);
@@ -174,29 +174,22 @@ mod tests {
         assert!(soketi.asynchronous);
         assert_eq!(soketi.max_payload_bytes, EVENT_PAYLOAD_LIMIT);
         assert_eq!(soketi.credentials.as_ref().unwrap().access_key_id, "AK");
-        assert!(
-            !format!("{soketi:?}").contains("SK"),
-            "credentials never show in Debug"
-        );
+        assert!(!format!("{soketi:?}").contains("SK"), "credentials never show in Debug");
     }
 
     #[test]
     fn a_missing_region_is_an_error_not_us_east_1() {
         let err = target(serde_json::json!({"lambda_function": "f"})).unwrap_err();
         assert!(err.message.contains("names no region"), "{err}");
-        let err = target(
-            serde_json::json!({"lambda_function": "f", "region": "a", "lambda": {"region": "b"}}),
-        )
-        .unwrap_err();
+        let err =
+            target(serde_json::json!({"lambda_function": "f", "region": "a", "lambda": {"region": "b"}})).unwrap_err();
         assert!(err.message.contains("disagree"), "{err}");
     }
 
     #[test]
     fn refuses_typos_in_the_lambda_object() {
-        let err = target(
-            serde_json::json!({"lambda_function": "f", "region": "r", "lambda": {"asynch": true}}),
-        )
-        .unwrap_err();
+        let err =
+            target(serde_json::json!({"lambda_function": "f", "region": "r", "lambda": {"asynch": true}})).unwrap_err();
         assert!(err.message.contains("unknown field `asynch`"), "{err}");
         let err = target(serde_json::json!({"lambda_function": "f", "region": "r",
             "lambda": {"client_options": {"credentials": {"accessKeyId": "a", "secretKey": "b"}}}}))

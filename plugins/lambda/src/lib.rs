@@ -25,14 +25,10 @@ use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use hookline_sink_api::{
-    BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec,
-};
+use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 use tokio::sync::OnceCell;
 
-pub use config::{
-    EVENT_PAYLOAD_LIMIT, InlineCredentials, LambdaTarget, REQUEST_RESPONSE_PAYLOAD_LIMIT,
-};
+pub use config::{EVENT_PAYLOAD_LIMIT, InlineCredentials, LambdaTarget, REQUEST_RESPONSE_PAYLOAD_LIMIT};
 
 /// Room kept in the payload limit for the envelope's signed headers
 /// (key, signature, batch id and time, and their names).
@@ -92,10 +88,7 @@ impl LambdaSinkPlugin {
                 )
             }),
         };
-        let mut clients = self
-            .clients
-            .lock()
-            .expect("clients lock is never held across a panic");
+        let mut clients = self.clients.lock().expect("clients lock is never held across a panic");
         if let Some(client) = clients.get(&key).and_then(Weak::upgrade) {
             return client;
         }
@@ -108,10 +101,7 @@ impl LambdaSinkPlugin {
                 None,
                 "hookline-app-file",
             )),
-            None => SharedCredentialsProvider::new(StandardChain::new(
-                target.region.clone(),
-                self.http.clone(),
-            )),
+            None => SharedCredentialsProvider::new(StandardChain::new(target.region.clone(), self.http.clone())),
         };
         let mut builder = aws_sdk_lambda::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -189,11 +179,9 @@ impl ProvideCredentials for StandardChain {
                 .await;
             match chain {
                 Some(chain) => chain.provide_credentials().await,
-                None => Err(
-                    aws_credential_types::provider::error::CredentialsError::not_loaded(
-                        "the standard AWS credential chain found no provider",
-                    ),
-                ),
+                None => Err(aws_credential_types::provider::error::CredentialsError::not_loaded(
+                    "the standard AWS credential chain found no provider",
+                )),
             }
         })
     }
@@ -264,14 +252,9 @@ impl Sink for LambdaSink {
                     if let Some(kind) = output.function_error() {
                         let detail = output
                             .payload()
-                            .map(|p| {
-                                String::from_utf8_lossy(&p.as_ref()[..p.as_ref().len().min(512)])
-                                    .into_owned()
-                            })
+                            .map(|p| String::from_utf8_lossy(&p.as_ref()[..p.as_ref().len().min(512)]).into_owned())
                             .unwrap_or_default();
-                        return Err(DeliveryError::Transient(format!(
-                            "function error ({kind}): {detail}"
-                        )));
+                        return Err(DeliveryError::Transient(format!("function error ({kind}): {detail}")));
                     }
                     let expected = if self.target.asynchronous { 202 } else { 200 };
                     if output.status_code() == expected {
@@ -336,18 +319,11 @@ fn classify(error: SdkError<InvokeError>) -> DeliveryError {
             if failure.is_timeout() {
                 DeliveryError::Timeout
             } else {
-                DeliveryError::Connect(format!(
-                    "{:?}",
-                    failure.as_connector_error().map(|e| e.to_string())
-                ))
+                DeliveryError::Connect(format!("{:?}", failure.as_connector_error().map(|e| e.to_string())))
             }
         }
-        SdkError::ResponseError(e) => {
-            DeliveryError::Connect(format!("unreadable response: {:?}", e.raw().status()))
-        }
-        SdkError::ConstructionFailure(_) => {
-            DeliveryError::Final("the Invoke request could not be built".to_string())
-        }
+        SdkError::ResponseError(e) => DeliveryError::Connect(format!("unreadable response: {:?}", e.raw().status())),
+        SdkError::ConstructionFailure(_) => DeliveryError::Final("the Invoke request could not be built".to_string()),
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let error = service.into_err();
@@ -362,9 +338,9 @@ fn classify(error: SdkError<InvokeError>) -> DeliveryError {
                 InvokeError::RequestTooLargeException(_) => {
                     DeliveryError::TooLarge("RequestTooLargeException".to_string())
                 }
-                InvokeError::ResourceNotFoundException(_) => DeliveryError::Final(
-                    "ResourceNotFoundException: the function does not exist".to_string(),
-                ),
+                InvokeError::ResourceNotFoundException(_) => {
+                    DeliveryError::Final("ResourceNotFoundException: the function does not exist".to_string())
+                }
                 InvokeError::ResourceConflictException(_)
                 | InvokeError::ResourceNotReadyException(_)
                 | InvokeError::ServiceException(_)
@@ -394,9 +370,7 @@ mod tests {
 
     #[test]
     fn the_envelope_embeds_the_exact_body_and_pusher_headers_win() {
-        let body = bytes::Bytes::from_static(
-            br#"{"time_ms":1,"events":[{"name":"a","channel":"\u001f\ud800"}]}"#,
-        );
+        let body = bytes::Bytes::from_static(br#"{"time_ms":1,"events":[{"name":"a","channel":"\u001f\ud800"}]}"#);
         let signed = [
             ("X-Pusher-Key", "k".to_string()),
             ("X-Pusher-Signature", "sig".to_string()),
@@ -424,13 +398,11 @@ mod tests {
     #[test]
     fn body_limit_leaves_room_for_the_envelope() {
         let plugin = LambdaSinkPlugin::new();
-        let spec = serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"max_payload_bytes": 10000}});
+        let spec =
+            serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"max_payload_bytes": 10000}});
         let sink = plugin.build(spec.as_object().unwrap()).unwrap();
         let limit = sink.max_body_bytes(&[]).unwrap();
-        assert!(
-            limit < 10000 - SIGNED_HEADERS_ALLOWANCE && limit > 8000,
-            "{limit}"
-        );
+        assert!(limit < 10000 - SIGNED_HEADERS_ALLOWANCE && limit > 8000, "{limit}");
         assert_eq!(sink.describe(), "lambda:f@eu-west-1");
     }
 

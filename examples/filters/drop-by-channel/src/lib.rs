@@ -31,9 +31,7 @@ impl Filter for DropByChannel {
 
     fn validate_config(config: &Config) -> Result<(), String> {
         if config.channels.is_empty() && config.user_ids.is_empty() {
-            return Err(
-                "set `channels` and/or `user_ids`, or this filter drops nothing".to_string(),
-            );
+            return Err("set `channels` and/or `user_ids`, or this filter drops nothing".to_string());
         }
         if let Some(empty) = config.channels.iter().find(|p| p.is_empty()) {
             return Err(format!("channel pattern {empty:?} is empty"));
@@ -49,14 +47,8 @@ impl Filter for DropByChannel {
 hookline_filter::export_filter!(DropByChannel);
 
 fn dropped(config: &Config, event: &Event) -> bool {
-    config
-        .channels
-        .iter()
-        .any(|p| glob_match(p, &event.channel))
-        || event
-            .user_id
-            .as_ref()
-            .is_some_and(|u| config.user_ids.contains(u))
+    config.channels.iter().any(|p| glob_match(p, &event.channel))
+        || event.user_id.as_ref().is_some_and(|u| config.user_ids.contains(u))
 }
 
 /// `*` matches any (possibly empty) run of characters; everything else is literal.
@@ -66,10 +58,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first)
-        || !text[first.len()..].ends_with(last)
-        || text.len() < first.len() + last.len()
-    {
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];

@@ -1,0 +1,309 @@
+//! WASM filters end to end: the example filters, compiled from source for
+//! wasm32-wasip2 in this test run, change deliveries as their configs say;
+//! hostile filters are contained by every `on_error` mode while another app
+//! keeps flowing; forbidden imports and rejected configs fail to load; the
+//! compile cache survives a restart.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+fn filter_entry(file: &str, config: Value) -> Value {
+    json!({"wasm": wasm_filter(file).to_str().unwrap(), "config": config})
+}
+
+#[tokio::test]
+async fn the_example_filters_change_deliveries_as_configured() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "f", "key": "fk", "secret": "fs", "batching": {"max_wait_ms": 300},
+    "filters": [filter_entry("drop_by_channel.wasm", json!({"channels": ["debug-*"]}))],
+    "webhooks": [
+        {"url": receiver.url("/all"), "event_types": ["client_event", "member_added"]},
+        {"url": receiver.url("/redacted"), "event_types": ["client_event"],
+         "filters": [filter_entry("redact_client_data.wasm", json!({"keys": ["email"], "replacement": "***"}))]},
+        {"url": receiver.url("/collapsed"), "event_types": ["client_event"],
+         "filters": [filter_entry("collapse_client_events.wasm", json!({"events": ["client-typing"]}))]},
+        {"url": receiver.url("/no-bots"), "event_types": ["member_added"],
+         "filters": [filter_entry("drop_by_channel.wasm", json!({"user_ids": ["bot"]}))]}
+    ]});
+    apps.write("app.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    let body = r#"{"events":[
+        {"name":"client_event","channel":"debug-1","event":"client-typing","data":"{}"},
+        {"name":"client_event","channel":"room","event":"client-typing","data":"{\"n\":1}","socket_id":"1.1"},
+        {"name":"client_event","channel":"room","event":"client-message","data":"{\"text\":\"hi\",\"email\":\"a@b.c\"}","weird":1.0},
+        {"name":"client_event","channel":"room","event":"client-typing","data":"{\"n\":2}"},
+        {"name":"member_added","channel":"presence-room","user_id":"bot"},
+        {"name":"member_added","channel":"presence-room","user_id":"ann"}
+    ]}"#;
+    assert_eq!(native(&daemon, "f", "fk", "fs", body).await.0, 200);
+    let all = receiver.wait_for("/all", 1).await;
+    let redacted = receiver.wait_for("/redacted", 1).await;
+    let collapsed = receiver.wait_for("/collapsed", 1).await;
+    let no_bots = receiver.wait_for("/no-bots", 1).await;
+
+    // The app's chain dropped debug-* for every webhook; kept events are the
+    // original bytes (note `"weird":1` re-stringified, not rewritten).
+    let events = |r: &Received| r.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events(&all[0]).len(), 5);
+    assert!(
+        all[0]
+            .body
+            .contains(r#""data":"{\"text\":\"hi\",\"email\":\"a@b.c\"}","weird":1}"#),
+        "{}",
+        all[0].body
+    );
+    let message = &events(&redacted[0])[1];
+    assert_eq!(message["data"], r#"{"text":"hi","email":"***"}"#);
+    assert_eq!(message["weird"], 1, "extra fields survive a replace");
+    let collapsed_events: Vec<(String, String)> = events(&collapsed[0])
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().into(), e["data"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        collapsed_events,
+        [
+            (
+                "client-message".to_string(),
+                r#"{"text":"hi","email":"a@b.c"}"#.to_string()
+            ),
+            ("client-typing".into(), r#"{"n":2}"#.into())
+        ]
+    );
+    assert_eq!(events(&no_bots[0]).len(), 1);
+    assert_eq!(events(&no_bots[0])[0]["user_id"], "ann");
+    assert_officially_valid("fk", "fs", &[all, redacted, collapsed, no_bots].concat());
+}
+
+const MODES: [&str; 6] = [
+    "loop",
+    "memory",
+    "panic",
+    "err",
+    "select-out-of-range",
+    "replace-empty-channel",
+];
+
+#[tokio::test]
+async fn hostile_filters_are_contained_by_every_on_error_mode_while_another_app_flows() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let mut webhooks = Vec::new();
+    for mode in MODES {
+        for on_error in ["skip", "drop", "retry"] {
+            let mut entry = filter_entry("hostile_filter.wasm", json!({"mode": mode}));
+            entry["on_error"] = json!(on_error);
+            webhooks.push(
+                json!({"id": format!("{mode}/{on_error}"), "url": receiver.url(&format!("/{mode}/{on_error}")),
+                "event_types": ["channel_occupied"], "filters": [entry]}),
+            );
+        }
+    }
+    let hostile = json!({"id": "hostile", "key": "hk", "secret": "hs",
+        "retry": {"max_age_ms": 1500, "min_backoff_ms": 100, "max_backoff_ms": 300}, "webhooks": webhooks});
+    let calm = json!({"id": "calm", "key": "ck", "secret": "cs", "batching": {"max_wait_ms": 20},
+        "webhooks": [{"url": receiver.url("/calm"), "event_types": ["channel_occupied"]}]});
+    apps.write("apps.json", &json!([hostile, calm]).to_string());
+    let daemon = Daemon::start(apps.path());
+
+    let body = events_body(&[("channel_occupied", "c1"), ("channel_occupied", "c2")]);
+    assert_eq!(native(&daemon, "hostile", "hk", "hs", &body).await.0, 200);
+    // Meanwhile, the calm app's events keep arriving promptly.
+    for i in 0..10 {
+        let sent = Instant::now();
+        assert_eq!(
+            native(
+                &daemon,
+                "calm",
+                "ck",
+                "cs",
+                &events_body(&[("channel_occupied", &format!("calm-{i}"))])
+            )
+            .await
+            .0,
+            200
+        );
+        receiver.wait_for("/calm", i + 1).await;
+        assert!(
+            sent.elapsed() < Duration::from_millis(750),
+            "calm delivery {i} took {:?}",
+            sent.elapsed()
+        );
+    }
+    // skip: the filter is passed over, the batch delivered as it came in.
+    for mode in MODES {
+        let got = receiver.wait_for(&format!("/{mode}/skip"), 1).await;
+        assert_eq!(got[0].event_count(), 2, "{mode}/skip");
+    }
+    // retry: never delivered unfiltered; dead-lettered when the window ends.
+    daemon
+        .wait_metric(
+            r#"hookline_delivery_attempts_total{sink="http",outcome="dead_letter"}"#,
+            MODES.len() as f64,
+        )
+        .await;
+    for mode in MODES {
+        assert!(
+            receiver.on(&format!("/{mode}/retry")).is_empty(),
+            "{mode}/retry delivered unfiltered"
+        );
+        assert!(
+            receiver.on(&format!("/{mode}/drop")).is_empty(),
+            "{mode}/drop delivered"
+        );
+    }
+    let logs = daemon.logs();
+    for expected in [
+        "ran past its CPU deadline",
+        "hit its memory cap",
+        "panicked or aborted",
+        "returned an error: hostile filter returns an error on purpose",
+        "select: index 99 is out of range for 2 events",
+        "replace: event 0 has an empty channel",
+    ] {
+        assert!(logs.contains(expected), "logs lack {expected:?}:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_filter_runs_again_and_then_delivers() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let until = unix_ms() + 800;
+    let app = json!({"id": "r", "key": "rk", "secret": "rs", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200},
+        "webhooks": [{"url": receiver.url("/later"), "event_types": ["channel_occupied"],
+            "filters": [filter_entry("hostile_filter.wasm", json!({"mode": "err-until", "until_ms": until}))]}]});
+    apps.write("app.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "r", "rk", "rs", &events_body(&[("channel_occupied", "x")]))
+            .await
+            .0,
+        200
+    );
+    let got = receiver.wait_for("/later", 1).await;
+    assert!(unix_ms() >= until);
+    assert_eq!(got[0].event_count(), 1);
+    assert!(daemon.logs().contains("not yet:"), "the filter failed first");
+}
+
+fn check(apps: &AppsDir) -> (bool, String) {
+    let output = Command::new(hookline_bin())
+        .args(["check", "--apps"])
+        .arg(apps.path())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn forbidden_imports_and_rejected_configs_fail_to_load() {
+    let apps = AppsDir::new();
+    let http_wat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filters/imports-wasi-http.wat");
+    let app = json!([
+        {"id": "sockets", "key": "k1", "secret": "s", "webhooks": [{"url": "http://x/", "event_types": ["a"],
+            "filters": [{"wasm": wasm_filter("uses_sockets.wasm").to_str().unwrap()}]}]},
+        {"id": "http", "key": "k2", "secret": "s", "filters": [{"wasm": http_wat.to_str().unwrap()}],
+            "webhooks": [{"url": "http://x/", "event_types": ["a"]}]},
+        {"id": "config", "key": "k3", "secret": "s", "webhooks": [{"url": "http://x/", "event_types": ["a"],
+            "filters": [filter_entry("hostile_filter.wasm", json!({"mode": "reject-config"}))]}]},
+        {"id": "typo", "key": "k4", "secret": "s", "webhooks": [{"url": "http://x/", "event_types": ["a"],
+            "filters": [filter_entry("drop_by_channel.wasm", json!({"chanels": ["x"]}))]}]}
+    ]);
+    apps.write("apps.json", &app.to_string());
+    let (ok, stderr) = check(&apps);
+    assert!(!ok);
+    assert!(stderr.contains("imports `wasi:sockets/"), "{stderr}");
+    assert!(
+        stderr.contains("imports `wasi:http/outgoing-handler@0.2.0`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("config refused by the filter: this config is rejected on purpose"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `chanels`"), "{stderr}");
+}
+
+fn filter_run(file: &str, config: &str, batch: &str) -> (bool, String, String) {
+    let mut child = Command::new(hookline_bin())
+        .args(["filter", "run"])
+        .arg(wasm_filter(file))
+        .args(["--config", config])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn filter_run_prints_each_verdict_and_the_resulting_batch() {
+    let batch = r#"{"time_ms":7,"events":[{"name":"client_event","channel":"debug-1","event":"client-x","data":"{\"email\":\"e\"}"},{"name":"client_event","channel":"room","n":1.0}]}"#;
+    let (ok, out, err) = filter_run("hostile_filter.wasm", r#"{"mode":"keep"}"#, batch);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().next(), Some("verdict: keep"));
+    assert!(
+        out.contains(r#"{"name":"client_event","channel":"room","n":1}]}"#),
+        "{out}"
+    );
+    let (_, out, _) = filter_run("drop_by_channel.wasm", r#"{"channels":["debug-*"]}"#, batch);
+    assert_eq!(
+        out,
+        "verdict: select [1]\n{\"time_ms\":7,\"events\":[{\"name\":\"client_event\",\"channel\":\"room\",\"n\":1}]}\n"
+    );
+    let (_, out, _) = filter_run("drop_by_channel.wasm", r#"{"channels":["*"]}"#, batch);
+    assert_eq!(out, "verdict: drop (no event passed the filter)\n");
+    let (_, out, _) = filter_run("redact_client_data.wasm", r#"{"keys":["email"]}"#, batch);
+    assert!(out.starts_with("verdict: replace (2 events)\n"), "{out}");
+    assert!(out.contains(r#""data":"{}""#), "{out}");
+    let (ok, _, err) = filter_run("hostile_filter.wasm", r#"{"mode":"loop"}"#, batch);
+    assert!(!ok);
+    assert!(err.contains("ran past its CPU deadline"), "{err}");
+}
+
+#[tokio::test]
+async fn a_restart_loads_filters_from_the_compile_cache() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "c", "key": "ck", "secret": "cs", "webhooks": [{"url": receiver.url("/c"), "event_types": ["a"],
+        "filters": [filter_entry("drop_by_channel.wasm", json!({"channels": ["x"]})),
+                    filter_entry("collapse_client_events.wasm", json!(null))]}]});
+    apps.write("app.json", &app.to_string());
+    let data = tempfile::tempdir().unwrap();
+    let options = DaemonOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let first = Daemon::start_with(apps.path(), options.clone());
+    assert_eq!(first.metric("hookline_filter_compilations_total").await, 2.0);
+    assert_eq!(first.metric("hookline_filter_cache_hits_total").await, 0.0);
+    drop(first);
+    let second = Daemon::start_with(apps.path(), options);
+    assert_eq!(
+        second.metric("hookline_filter_compilations_total").await,
+        0.0,
+        "no recompilation"
+    );
+    assert_eq!(second.metric("hookline_filter_cache_hits_total").await, 2.0);
+    assert_eq!(
+        native(&second, "c", "ck", "cs", &events_body(&[("a", "y")])).await.0,
+        200
+    );
+    receiver.wait_for("/c", 1).await;
+}

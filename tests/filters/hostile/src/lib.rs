@@ -1,0 +1,73 @@
+//! A test filter that misbehaves as its config's `mode` asks, to check that
+//! the host contains every kind of failure.
+
+use hookline_filter::{Batch, Context, Event, Filter, Verdict};
+use serde::Deserialize;
+
+/// `{"mode": "...", "until_ms": n}`
+#[derive(Debug, Default, Deserialize)]
+pub struct Config {
+    /// `keep`, `loop`, `memory`, `panic`, `err`, `select-out-of-range`,
+    /// `replace-empty-channel`, `reject-config`, `err-until`, `print`.
+    pub mode: String,
+    /// For `err-until`: fail while the wall clock is before this (ms).
+    #[serde(default)]
+    pub until_ms: u64,
+}
+
+/// The filter.
+pub struct Hostile;
+
+impl Filter for Hostile {
+    type Config = Config;
+
+    fn validate_config(config: &Config) -> Result<(), String> {
+        match config.mode.as_str() {
+            "reject-config" => Err("this config is rejected on purpose".to_string()),
+            "" => Err("`mode` is required".to_string()),
+            _ => Ok(()),
+        }
+    }
+
+    fn filter(config: &Config, _ctx: &Context, batch: &Batch) -> Result<Verdict, String> {
+        match config.mode.as_str() {
+            "keep" => Ok(Verdict::Keep),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                // Try to grow to 4 GiB, 16 MiB at a time.
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..256 {
+                    hoard.push(vec![1u8; 16 << 20]);
+                }
+                Ok(Verdict::Drop(format!("held {} chunks", hoard.len())))
+            }
+            "panic" => panic!("hostile filter panics on purpose"),
+            "err" => Err("hostile filter returns an error on purpose".to_string()),
+            "select-out-of-range" => Ok(Verdict::Select(vec![0, 99])),
+            "replace-empty-channel" => Ok(Verdict::Replace(Batch::new(vec![Event::new("channel_occupied", "")]))),
+            "err-until" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                if now < config.until_ms {
+                    Err(format!("not yet: {} ms to go", config.until_ms - now))
+                } else {
+                    Ok(Verdict::Keep)
+                }
+            }
+            "print" => {
+                println!("hostile filter saw {} events", batch.events.len());
+                hookline_filter::log(hookline_filter::Level::Info, "hello from the filter log");
+                Ok(Verdict::Keep)
+            }
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+hookline_filter::export_filter!(Hostile);
