@@ -58,6 +58,25 @@ pub struct Status {
     pub file_errors: Vec<String>,
     /// Bytes of undelivered events.
     pub backlog_bytes: u64,
+    /// The last reload's result.
+    pub last_reload: Option<LastReload>,
+}
+
+/// What the last reload did, for `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReload {
+    /// When it finished (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// `ok`, or `partial` when some files were refused.
+    pub result: &'static str,
+    /// Apps added, removed and changed.
+    pub added: usize,
+    /// Apps removed.
+    pub removed: usize,
+    /// Apps changed.
+    pub changed: usize,
+    /// Files refused (their last good apps keep serving).
+    pub failed_files: usize,
 }
 
 /// The running engine.
@@ -71,6 +90,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     backlog: Arc<AtomicU64>,
     shutting_down: AtomicBool,
+    last_reload: std::sync::Mutex<Option<LastReload>>,
 }
 
 impl Engine {
@@ -113,6 +133,7 @@ impl Engine {
             metrics,
             backlog,
             shutting_down: AtomicBool::new(false),
+            last_reload: std::sync::Mutex::new(None),
         });
         let report = engine.reload().await?;
         Ok((engine, report))
@@ -153,6 +174,17 @@ impl Engine {
             }
         }
         let result = if report.failures.is_empty() { "ok" } else { "partial" };
+        *self
+            .last_reload
+            .lock()
+            .expect("last_reload lock is never held across a panic") = Some(LastReload {
+            at_ms: crate::delivery::now_ms(),
+            result,
+            added: report.added.len(),
+            removed: report.removed.len(),
+            changed: report.changed.len(),
+            failed_files: report.failures.len(),
+        });
         self.metrics
             .reloads
             .get_or_create(&RefusedLabels { reason: result })
@@ -201,6 +233,11 @@ impl Engine {
             apps: snapshot.apps().count(),
             file_errors: snapshot.errors().map(ToString::to_string).collect(),
             backlog_bytes: self.backlog.load(AtomicOrdering::Relaxed),
+            last_reload: self
+                .last_reload
+                .lock()
+                .expect("last_reload lock is never held across a panic")
+                .clone(),
         }
     }
 

@@ -55,9 +55,22 @@ impl Refused {
     }
 }
 
-fn answer(engine: &Engine, result: Result<(), Refused>) -> Response {
+/// Answers 200 `{}` with the config generation that accepted the events
+/// (`X-Hookline-Generation`), or the refusal.
+fn answer(engine: &Engine, result: Result<u64, Refused>) -> Response {
     match result {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+        Ok(generation) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (
+                    header::HeaderName::from_static("x-hookline-generation"),
+                    generation.to_string(),
+                ),
+            ],
+            "{}",
+        )
+            .into_response(),
         Err(refused) => {
             engine
                 .metrics()
@@ -87,7 +100,7 @@ async fn native_inner(
     query: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), Refused> {
+) -> Result<u64, Refused> {
     let snapshot = engine.registry().snapshot();
     let app = snapshot.app(app_id).cloned().ok_or_else(|| {
         Refused::new(
@@ -99,7 +112,8 @@ async fn native_inner(
     let body = read_body(engine, headers, body).await?;
     let path = format!("/apps/{app_id}/webhook_events");
     check_native_auth(&app, &path, query, &body)?;
-    accept(engine, &app, &body, "native").await
+    accept(engine, &app, &body, "native").await?;
+    Ok(snapshot.generation)
 }
 
 async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body) -> Response {
@@ -107,7 +121,7 @@ async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body
     answer(&engine, result)
 }
 
-async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<(), Refused> {
+async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<u64, Refused> {
     let body = read_body(engine, headers, body).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let key = header("x-pusher-key")
@@ -119,7 +133,8 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
             "missing X-Pusher-Signature header",
         )
     })?;
-    let app = engine.registry().snapshot().app_by_key(key).cloned().ok_or_else(|| {
+    let snapshot = engine.registry().snapshot();
+    let app = snapshot.app_by_key(key).cloned().ok_or_else(|| {
         Refused::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -158,7 +173,7 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
         ));
     }
     engine.accept(&app, parsed.events, "relay").await.map_err(busy)?;
-    Ok(())
+    Ok(snapshot.generation)
 }
 
 /// Reads the body, refusing it with 413 past the limit.

@@ -151,7 +151,9 @@ impl AppRegistry {
         let mut report = diff(&previous, &next);
         report.failures = failures;
         report.warnings = warnings;
-        next.generation = previous.generation + 1;
+        // The generation names a set of apps: it moves only when they change
+        // (the first load counts), not when a broken file is re-reported.
+        next.generation = previous.generation + u64::from(report.changed_anything() || previous.generation == 0);
         report.generation = next.generation;
         {
             let mut last_known = self
@@ -321,5 +323,9 @@ fn diff(previous: &Snapshot, next: &Snapshot) -> ReloadReport {
 /// Whether a file's freshly loaded apps equal its last good ones, so the
 /// old `Arc`s (and their built sinks) can be kept.
 fn same_apps(new: &[Arc<App>], old: &[Arc<App>]) -> bool {
-    new.len() == old.len() && new.iter().zip(old).all(|(a, b)| a.definition == b.definition)
+    new.len() == old.len()
+        && new
+            .iter()
+            .zip(old)
+            .all(|(a, b)| a.definition == b.definition && a.filter_digests() == b.filter_digests())
 }

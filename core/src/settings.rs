@@ -24,6 +24,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `text` (readable) or `json` (one object per line).
     pub log_format: LogFormat,
+    /// Reload app and filter files as soon as they change (SIGHUP always
+    /// reloads).
+    pub watch: bool,
     /// Ingest limits.
     pub ingest: IngestSettings,
     /// Default batching, which app files may override.
@@ -47,6 +50,7 @@ impl Default for Settings {
             apps_dir: PathBuf::from("./apps"),
             data_dir: PathBuf::from("./hookline-data"),
             log_format: LogFormat::Text,
+            watch: true,
             ingest: IngestSettings::default(),
             batching: BatchingSettings::default(),
             delivery: DeliverySettings::default(),

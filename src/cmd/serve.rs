@@ -55,6 +55,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     println!("listening on {local}");
     std::io::stdout().flush().ok();
 
+    if engine.settings().watch {
+        hookline_core::watch::spawn(engine.clone())
+            .context("cannot watch the apps directory (set watch = false to rely on SIGHUP)")?;
+    }
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let reloader = engine.clone();
     tokio::spawn(async move {

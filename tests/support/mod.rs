@@ -699,3 +699,50 @@ pub fn wasm_filter(file: &str) -> PathBuf {
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
+
+/// `/readyz` as JSON.
+pub async fn readyz(daemon: &Daemon) -> serde_json::Value {
+    let text = reqwest::get(format!("{}/readyz", daemon.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Waits until `/readyz` satisfies `done`; returns it.
+pub async fn wait_ready(daemon: &Daemon, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = readyz(daemon).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: /readyz stayed {status}; logs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// POSTs a signed native request; returns (status, `X-Hookline-Generation`).
+pub async fn native_generation(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> (u16, Option<u64>) {
+    let path = format!("/apps/{app}/webhook_events");
+    let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}?{query}", daemon.url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let generation = response
+        .headers()
+        .get("x-hookline-generation")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (response.status().as_u16(), generation)
+}

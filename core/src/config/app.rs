@@ -89,6 +89,23 @@ pub struct Webhook {
     pub filters: FilterChain,
 }
 
+impl App {
+    /// The content hashes of every filter the app's webhooks run, in order.
+    pub fn filter_digests(&self) -> Vec<&str> {
+        self.webhooks
+            .iter()
+            .flat_map(|w| w.filters.filters.iter().map(|f| f.digest()))
+            .collect()
+    }
+
+    /// Every filter file the app uses.
+    pub fn filter_paths(&self) -> impl Iterator<Item = &Path> {
+        self.webhooks
+            .iter()
+            .flat_map(|w| w.filters.filters.iter().map(|f| f.spec().path.as_path()))
+    }
+}
+
 impl Webhook {
     /// Whether this webhook receives an event with this name and channel.
     pub fn wants(&self, name: &str, channel: &str) -> bool {

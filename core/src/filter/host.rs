@@ -187,7 +187,7 @@ impl FilterHost {
             path: path_text.clone(),
             message,
         };
-        let component = self.component(&spec.path).map_err(&fail)?;
+        let (component, digest) = self.component(&spec.path).map_err(&fail)?;
         check_imports(&self.engine, &component).map_err(&fail)?;
         let pre = self
             .linker
@@ -199,6 +199,7 @@ impl FilterHost {
             ))
         })?;
         let loaded = Arc::new(LoadedFilter {
+            digest,
             label: Arc::from(format!("{app_id}/{webhook_id}/{}", spec.path.display())),
             spec,
             pre,
@@ -210,7 +211,8 @@ impl FilterHost {
         Ok(loaded)
     }
 
-    fn component(&self, path: &Path) -> Result<Component, String> {
+    /// The compiled component and its cache key (content and engine hash).
+    fn component(&self, path: &Path) -> Result<(Component, String), String> {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
@@ -221,15 +223,15 @@ impl FilterHost {
             .expect("compiled lock is never held across a panic")
             .get(&key)
         {
-            return Ok(component.clone());
+            return Ok((component.clone(), key));
         }
         let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{key}.cwasm")));
         if let Some(file) = cached.as_ref().filter(|f| f.is_file()) {
             match load_precompiled(&self.engine, file) {
                 Ok(component) => {
                     self.cache_hits.inc();
-                    self.remember(key, &component);
-                    return Ok(component);
+                    self.remember(key.clone(), &component);
+                    return Ok((component, key));
                 }
                 Err(error) => {
                     tracing::warn!(file = %file.display(), %error, "ignoring an unusable cached filter")
@@ -244,8 +246,8 @@ impl FilterHost {
         {
             tracing::warn!(file = %file.display(), %error, "cannot cache the compiled filter");
         }
-        self.remember(key, &component);
-        Ok(component)
+        self.remember(key.clone(), &component);
+        Ok((component, key))
     }
 
     fn remember(&self, key: String, component: &Component) {
@@ -327,6 +329,9 @@ fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 /// A filter loaded for one (app, webhook), with its reusable instances.
 pub struct LoadedFilter {
     spec: FilterSpec,
+    /// Content (and engine) hash of the component: a changed file is a
+    /// changed app on reload.
+    digest: String,
     label: Arc<str>,
     pre: bindings::FilterPre<HostState>,
     host: Arc<FilterHost>,
@@ -355,6 +360,11 @@ impl LoadedFilter {
     /// The entry this filter was loaded from.
     pub fn spec(&self) -> &FilterSpec {
         &self.spec
+    }
+
+    /// The component's content hash.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     fn error(&self, message: impl Into<String>) -> FilterError {

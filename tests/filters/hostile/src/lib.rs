@@ -9,10 +9,16 @@ use serde::Deserialize;
 pub struct Config {
     /// `keep`, `loop`, `memory`, `panic`, `err`, `select-out-of-range`,
     /// `replace-empty-channel`, `reject-config`, `err-until`, `print`.
+    /// Default `keep`.
+    #[serde(default = "keep")]
     pub mode: String,
     /// For `err-until`: fail while the wall clock is before this (ms).
     #[serde(default)]
     pub until_ms: u64,
+}
+
+fn keep() -> String {
+    "keep".to_string()
 }
 
 /// The filter.
@@ -24,7 +30,6 @@ impl Filter for Hostile {
     fn validate_config(config: &Config) -> Result<(), String> {
         match config.mode.as_str() {
             "reject-config" => Err("this config is rejected on purpose".to_string()),
-            "" => Err("`mode` is required".to_string()),
             _ => Ok(()),
         }
     }
