@@ -189,15 +189,19 @@ impl Engine {
             .reloads
             .get_or_create(&RefusedLabels { reason: result })
             .inc();
-        tracing::info!(
-            generation = report.generation,
-            added = ?report.added,
-            removed = ?report.removed,
-            changed = ?report.changed,
-            failed_files = report.failures.len(),
-            apps = self.registry.snapshot().apps().count(),
-            "apps loaded"
-        );
+        if report.changed_anything() || !report.failures.is_empty() {
+            tracing::info!(
+                generation = report.generation,
+                added = ?report.added,
+                removed = ?report.removed,
+                changed = ?report.changed,
+                failed_files = report.failures.len(),
+                apps = self.registry.snapshot().apps().count(),
+                "apps loaded"
+            );
+        } else {
+            tracing::debug!(generation = report.generation, "reload found nothing changed");
+        }
         Ok(report)
     }
 

@@ -44,6 +44,11 @@ async fn run(
 ) {
     let mut filter_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     let mut filter_files: BTreeSet<PathBuf> = BTreeSet::new();
+    // Files changed between the initial load and the watch are caught here
+    // (a no-op reload when nothing changed).
+    if let Err(error) = engine.reload().await {
+        tracing::error!(%error, "reload failed; the current apps keep serving");
+    }
     update_filter_watches(&engine, &mut watcher, &mut filter_dirs, &mut filter_files);
     loop {
         // Wait for a relevant event.

@@ -49,16 +49,19 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another hookline running? (--listen ADDR)"))?;
+    // Watch before announcing readiness, so no change after the ready line
+    // is missed; the watcher reloads once at start for changes made during
+    // the initial load.
+    if engine.settings().watch {
+        hookline_core::watch::spawn(engine.clone())
+            .context("cannot watch the apps directory (set watch = false to rely on SIGHUP)")?;
+    }
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "hookline ready");
     // A machine-readable line on stdout for scripts and tests (logs go to stderr).
     println!("listening on {local}");
     std::io::stdout().flush().ok();
 
-    if engine.settings().watch {
-        hookline_core::watch::spawn(engine.clone())
-            .context("cannot watch the apps directory (set watch = false to rely on SIGHUP)")?;
-    }
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let reloader = engine.clone();
     tokio::spawn(async move {
