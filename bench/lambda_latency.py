@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from latency import signed_path  # noqa: E402
+from latency import signed_path, report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,11 +72,7 @@ def main():
     bad = [i for i in invocations() if not i["signature_valid"]]
     daemon.terminate()
     server.terminate()
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-    print(f"{len(samples)} single-event Event invocations, sequential ({len(bad)} badly signed):")
-    print(f"  p50 {pick(0.5):.2f} ms  p90 {pick(0.9):.2f} ms  p99 {pick(0.99):.2f} ms")
-
+    report(f"{len(samples)} single-event Event invocations, sequential ({len(bad)} badly signed)", samples, "{:.1f}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,6 +59,15 @@ def signed_path(app, key, secret, body):
     return path + "?" + urllib.parse.urlencode(params)
 
 
+def report(title, samples, unit_format="{:.3f}"):
+    """Prints p50/p90/p99/max of `samples` (ms)."""
+    samples = sorted(samples)
+    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
+    figures = "  ".join(f"{name} {unit_format.format(value)} ms" for name, value in
+                        [("p50", pick(0.5)), ("p90", pick(0.9)), ("p99", pick(0.99)), ("max", samples[-1])])
+    print(f"{title}:\n  {figures}  mean {unit_format.format(statistics.mean(samples))} ms")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", default="target/release/hookline")
@@ -98,12 +107,7 @@ def main():
             samples.append((arrivals[channel] - start) * 1000)
     daemon.terminate()
     daemon.wait()
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-    print(f"{len(samples)} single events, batching off, sequential:")
-    print(f"  p50 {pick(0.50):.3f} ms  p90 {pick(0.90):.3f} ms  p99 {pick(0.99):.3f} ms  "
-          f"max {samples[-1]:.3f} ms  mean {statistics.mean(samples):.3f} ms")
-
+    report(f"{len(samples)} single events, batching off, sequential", samples)
 
 if __name__ == "__main__":
     sys.exit(main())

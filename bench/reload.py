@@ -20,7 +20,8 @@ import threading
 import time
 import http.client
 
-from latency import Receiver, ThreadingHTTPServer, signed_path, arrivals, arrived  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latency import Receiver, ThreadingHTTPServer, signed_path, arrived, report  # noqa: E402
 
 paths_seen = {}
 
@@ -54,7 +55,7 @@ def main():
     write_config("/round-0")
     daemon = subprocess.Popen(
         [args.bin, "serve", "--apps", apps, "--listen", "127.0.0.1:0", "--data-dir", tempfile.mkdtemp()],
-        stdout=subprocess.PIPE, stderr=open("/tmp/reload-bench.log", "w"), text=True, env={**os.environ, "RUST_LOG": "info"})
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "RUST_LOG": "warn"})
     host, hport = daemon.stdout.readline().strip().removeprefix("listening on ").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(hport))
 
@@ -77,11 +78,7 @@ def main():
                 sys.exit(f"round {round_}: the new config never routed an event")
     daemon.terminate()
     daemon.wait()
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-    print(f"{len(samples)} reloads (write+rename -> first event at the new URL):")
-    print(f"  p50 {pick(0.50):.1f} ms  p90 {pick(0.90):.1f} ms  p99 {pick(0.99):.1f} ms  max {samples[-1]:.1f} ms")
-
+    report(f"{len(samples)} reloads (write+rename -> first event at the new URL)", samples, "{:.1f}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,7 +34,15 @@ fn drop_by_channel_wasm() -> PathBuf {
     let target = root.join("target/wasm");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "drop-by-channel", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "drop-by-channel",
+            "--target-dir",
+        ])
         .arg(&target)
         .status()
         .expect("run cargo");

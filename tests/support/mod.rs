@@ -525,16 +525,21 @@ pub fn sign(secret: &str, body: &str) -> String {
 
 /// POSTs a native ingest body signed by our own signer (for tests that are
 /// not about signing itself).
-pub async fn native(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> (u16, String) {
+pub async fn native_response(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> reqwest::Response {
     let path = format!("/apps/{app}/webhook_events");
     let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
-    let response = reqwest::Client::new()
+    reqwest::Client::new()
         .post(format!("{}{path}?{query}", daemon.url()))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// [`native_response`]'s status and body text.
+pub async fn native(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> (u16, String) {
+    let response = native_response(daemon, app, key, secret, body).await;
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -730,15 +735,7 @@ pub async fn wait_ready(daemon: &Daemon, what: &str, done: impl Fn(&serde_json::
 
 /// POSTs a signed native request; returns (status, `X-Hookline-Generation`).
 pub async fn native_generation(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> (u16, Option<u64>) {
-    let path = format!("/apps/{app}/webhook_events");
-    let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}?{query}", daemon.url()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let response = native_response(daemon, app, key, secret, body).await;
     let generation = response
         .headers()
         .get("x-hookline-generation")
