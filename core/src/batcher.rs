@@ -226,12 +226,12 @@ async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64,
     match outcome {
         Ok(ChainOutcome::Deliver(events)) => FilterResult::Deliver(events),
         Ok(ChainOutcome::Drop(reason)) => {
-            tracing::debug!(app = %app.id, webhook = %webhook.id, %reason, "filters delivered nothing");
+            tracing::debug!(app = %app.id, webhook = %webhook.log_id, %reason, "filters delivered nothing");
             FilterResult::Nothing
         }
         Ok(ChainOutcome::Retry(_)) => FilterResult::Retry(unfiltered),
         Err(panic) => {
-            tracing::error!(app = %app.id, webhook = %webhook.id, error = %panic, "the filter chain panicked; retrying the batch");
+            tracing::error!(app = %app.id, webhook = %webhook.log_id, error = %panic, "the filter chain panicked; retrying the batch");
             FilterResult::Retry(unfiltered)
         }
     }

@@ -65,6 +65,8 @@ impl fmt::Debug for Secret {
 pub struct Webhook {
     /// Stable identity for retries, dead letters and metrics.
     pub id: Arc<str>,
+    /// The id as logs show it: without URL credentials or query strings.
+    pub log_id: Arc<str>,
     /// The sink plugin's kind (`http`, `lambda`).
     pub kind: &'static str,
     /// Event names this webhook receives.
@@ -286,7 +288,7 @@ pub(crate) fn build_app(
         let mut webhook = pending.webhook;
         let specs = app_filters.iter().chain(&pending.filter_specs);
         webhook.filters = load_chain(specs, defaults.filters.as_ref(), id, &webhook.id)
-            .map_err(|e| format!("{label}: webhook {index} ({}): {e}", webhook.id))?;
+            .map_err(|e| format!("{label}: webhook {index} ({}): {e}", webhook.log_id))?;
         webhooks.push(Arc::new(webhook));
     }
 
@@ -406,6 +408,7 @@ fn build_webhook(
         filter_specs,
         webhook: Webhook {
             id: Arc::from(""),
+            log_id: Arc::from(""),
             kind,
             event_types,
             channel_filter,
@@ -468,6 +471,7 @@ fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<PendingWebhook>, Strin
                 id
             }
         };
+        p.webhook.log_id = Arc::from(hookline_sink_api::redact_for_logs(&id));
         p.webhook.id = Arc::from(id);
         out.push(p);
     }

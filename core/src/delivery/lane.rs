@@ -123,7 +123,7 @@ async fn succeeded(ctx: &LaneContext, delivery: Delivery) {
         .inc();
     let age_ms = now_ms().saturating_sub(record.batch_time_ms);
     ctx.metrics.delivery_latency.observe(age_ms as f64 / 1000.0);
-    tracing::debug!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+    tracing::debug!(app = %record.app_id, webhook = %delivery.webhook.log_id, batch_id = %record.batch_id,
         events = record.event_count, "delivered");
     if let Err(error) = ctx.store.delivered(record.key).await {
         tracing::error!(%error, batch_id = %record.batch_id, "could not mark a delivered batch; it may be sent again");
@@ -167,7 +167,7 @@ async fn failed(
     let record = &delivery.record;
     match step {
         NextStep::RetryIn(delay) => {
-            tracing::warn!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+            tracing::warn!(app = %record.app_id, webhook = %delivery.webhook.log_id, target = %delivery.webhook.sink.describe(), batch_id = %record.batch_id,
                 attempts = record.attempts, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
             if let Err(store_error) = ctx.store.record_failure(record).await {
                 tracing::error!(error = %store_error, "could not record a failed attempt");
@@ -175,7 +175,7 @@ async fn failed(
             Some((Instant::now() + delay, delivery))
         }
         NextStep::Split if record.event_count > 1 => {
-            tracing::warn!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
+            tracing::warn!(app = %record.app_id, webhook = %delivery.webhook.log_id, batch_id = %record.batch_id,
                 events = record.event_count, %error, "batch too large for the target, splitting");
             let halves = split(ctx, &delivery);
             if let Err(store_error) = ctx
@@ -269,8 +269,8 @@ fn split_events(joined: &str) -> Vec<&str> {
 
 async fn dead_letter(ctx: &LaneContext, delivery: Delivery, reason: String) {
     let record = &delivery.record;
-    tracing::error!(app = %record.app_id, webhook = %record.webhook_id, batch_id = %record.batch_id,
-        attempts = record.attempts, %reason, "delivery dead-lettered");
+    tracing::error!(app = %record.app_id, webhook = %delivery.webhook.log_id, target = %delivery.webhook.sink.describe(),
+        batch_id = %record.batch_id, attempts = record.attempts, %reason, "delivery dead-lettered");
     let letter = DeadLetter {
         record: delivery.record.clone(),
         reason,

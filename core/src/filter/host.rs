@@ -200,7 +200,11 @@ impl FilterHost {
         })?;
         let loaded = Arc::new(LoadedFilter {
             digest,
-            label: Arc::from(format!("{app_id}/{webhook_id}/{}", spec.path.display())),
+            label: Arc::from(format!(
+                "{app_id}/{}/{}",
+                hookline_sink_api::redact_for_logs(webhook_id),
+                spec.path.display()
+            )),
             spec,
             pre,
             host: self.clone(),
@@ -508,7 +512,7 @@ impl LoadedFilter {
         match verdict {
             wit::Verdict::Keep => Ok((Decision::Keep, Some(events.to_vec()))),
             wit::Verdict::Drop(reason) => {
-                tracing::debug!(app = app_id, webhook = webhook_id, filter = &*self.label, %reason, "filter dropped a batch");
+                tracing::debug!(app = app_id, filter = &*self.label, %reason, "filter dropped a batch");
                 Ok((Decision::Drop(reason), None))
             }
             wit::Verdict::Select(indices) => {

@@ -202,6 +202,25 @@ pub fn optional_str<'a>(spec: &'a WebhookSpec, key: &str) -> Result<Option<&'a s
     }
 }
 
+/// A webhook id or target as it may be logged: a URL loses its user,
+/// password and query string (where tokens live); anything else is kept.
+/// Webhook ids default to their URL, so every log line goes through this.
+pub fn redact_for_logs(id: &str) -> String {
+    match url::Url::parse(id) {
+        Ok(mut url) if url.has_host() => {
+            if !url.username().is_empty() || url.password().is_some() {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+            }
+            if url.query().is_some() {
+                url.set_query(Some("redacted"));
+            }
+            url.to_string()
+        }
+        _ => id.to_string(),
+    }
+}
+
 /// The JSON type of a value, for error messages (`"a number"`).
 pub fn json_type_name(value: &serde_json::Value) -> &'static str {
     match value {
@@ -250,6 +269,20 @@ mod tests {
         );
         assert_eq!(status(429, None).retry_class(), RetryClass::Retry { at_least: None });
         assert_eq!(status(413, None).retry_class(), RetryClass::Split);
+    }
+
+    #[test]
+    fn redacts_credentials_and_query_strings() {
+        assert_eq!(
+            redact_for_logs("https://u:pw@example.com/h?token=t#2"),
+            "https://example.com/h?redacted#2"
+        );
+        assert_eq!(redact_for_logs("http://example.com/h"), "http://example.com/h");
+        assert_eq!(
+            redact_for_logs("arn:aws:lambda:eu-west-1:1:function:f"),
+            "arn:aws:lambda:eu-west-1:1:function:f"
+        );
+        assert_eq!(redact_for_logs("my-hook"), "my-hook");
     }
 
     #[test]

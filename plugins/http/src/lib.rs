@@ -62,7 +62,7 @@ impl SinkPlugin for HttpSinkPlugin {
         }
         Ok(Box::new(HttpSink {
             client: self.client.clone(),
-            described: redact_userinfo(&url),
+            described: hookline_sink_api::redact_for_logs(url.as_str()),
             url,
         }))
     }
@@ -161,10 +161,12 @@ fn lowercase_static(name: &'static str) -> &'static str {
 }
 
 fn classify_reqwest_error(error: reqwest::Error) -> DeliveryError {
+    // Without the URL: it may carry credentials or tokens.
+    let error = error.without_url();
     if error.is_timeout() {
         DeliveryError::Timeout
     } else if error.is_builder() {
-        DeliveryError::Final(format!("could not build the request: {error}"))
+        DeliveryError::Final(format!("could not build the request: {}", error_chain(&error)))
     } else {
         // Connect errors, resets, TLS and protocol errors are all worth
         // another try: the endpoint may come back.
@@ -231,19 +233,6 @@ fn httpdate_parse(value: &str) -> Option<std::time::SystemTime> {
 fn excerpt(body: Bytes) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(DETAIL_LIMIT)]);
     text.trim().to_string()
-}
-
-fn redact_userinfo(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    if !shown.username().is_empty() || shown.password().is_some() {
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-    }
-    // Query strings often carry tokens.
-    if shown.query().is_some() {
-        shown.set_query(Some("…"));
-    }
-    shown.to_string()
 }
 
 #[cfg(test)]
