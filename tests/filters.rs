@@ -192,6 +192,16 @@ async fn a_retried_filter_runs_again_and_then_delivers() {
     assert!(daemon.logs().contains("not yet:"), "the filter failed first");
 }
 
+#[test]
+fn the_example_apps_directory_passes_check() {
+    wasm_filters();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps");
+    let output = Command::new(hookline_bin()).args(["check", "--apps"]).arg(&examples).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("ok: 4 apps in 3 files"), "{stdout}");
+}
+
 fn check(apps: &AppsDir) -> (bool, String) {
     let output = Command::new(hookline_bin())
         .args(["check", "--apps"])
