@@ -174,10 +174,13 @@ async fn hostile_filters_are_contained_by_every_on_error_mode_while_another_app_
 async fn a_retried_filter_runs_again_and_then_delivers() {
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
-    let until = unix_ms() + 800;
+    // Build first: the filter must still be failing when the event arrives.
+    let filter = filter_entry("hostile_filter.wasm", json!({"mode": "err-until"}));
+    let until = unix_ms() + 2000;
+    let mut filter = filter;
+    filter["config"]["until_ms"] = json!(until);
     let app = json!({"id": "r", "key": "rk", "secret": "rs", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200},
-        "webhooks": [{"url": receiver.url("/later"), "event_types": ["channel_occupied"],
-            "filters": [filter_entry("hostile_filter.wasm", json!({"mode": "err-until", "until_ms": until}))]}]});
+        "webhooks": [{"url": receiver.url("/later"), "event_types": ["channel_occupied"], "filters": [filter]}]});
     apps.write("app.json", &app.to_string());
     let daemon = Daemon::start(apps.path());
     assert_eq!(
@@ -196,8 +199,15 @@ async fn a_retried_filter_runs_again_and_then_delivers() {
 fn the_example_apps_directory_passes_check() {
     wasm_filters();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps");
-    let output = Command::new(hookline_bin()).args(["check", "--apps"]).arg(&examples).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(hookline_bin())
+        .args(["check", "--apps"])
+        .arg(&examples)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("ok: 4 apps in 3 files"), "{stdout}");
 }
