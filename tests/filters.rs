@@ -175,9 +175,8 @@ async fn a_retried_filter_runs_again_and_then_delivers() {
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
     // Build first: the filter must still be failing when the event arrives.
-    let filter = filter_entry("hostile_filter.wasm", json!({"mode": "err-until"}));
+    let mut filter = filter_entry("hostile_filter.wasm", json!({"mode": "err-until"}));
     let until = unix_ms() + 2000;
-    let mut filter = filter;
     filter["config"]["until_ms"] = json!(until);
     let app = json!({"id": "r", "key": "rk", "secret": "rs", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200},
         "webhooks": [{"url": receiver.url("/later"), "event_types": ["channel_occupied"], "filters": [filter]}]});
