@@ -6,7 +6,7 @@ the `hookline` binary, then sends N events one at a time through the signed
 native ingest and times each from just before the request until the
 receiver has it. Prints p50/p90/p99/max.
 
-    python3 bench/latency.py [--bin target/release/hookline] [-n 2000]
+    python3 scripts/bench/latency.py [--bin target/release/hookline] [-n 2000]
 """
 
 import argparse

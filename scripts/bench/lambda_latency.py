@@ -8,7 +8,7 @@ N single events one at a time and times each from just before the ingest
 request until the server has answered the invocation. The server's own
 SigV4 check (Python) is included in the figure.
 
-    tests/peers/.venv/bin/python bench/lambda_latency.py [--bin target/release/hookline] [-n 500]
+    tests/peers/.venv/bin/python scripts/bench/lambda_latency.py [--bin target/release/hookline] [-n 500]
 """
 
 import argparse
@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from latency import signed_path, report  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():

@@ -7,7 +7,7 @@ a temp file, rename) so the webhook points at a new path, then keeps sending
 single events (batching off) until one arrives at the new path; the time
 from the rename to that arrival is one sample. Prints p50/p90/p99/max.
 
-    python3 bench/reload.py [--bin target/release/hookline] [-n 200]
+    python3 scripts/bench/reload.py [--bin target/release/hookline] [-n 200]
 """
 
 import argparse
