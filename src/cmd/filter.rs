@@ -62,7 +62,9 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode> {
     let (app, webhook) = (args.app, args.webhook);
     let result = tokio::task::spawn_blocking(move || {
         let filter = host.load(spec, &app, &webhook)?;
-        filter.call_verbose(&app, &webhook, time_ms, &batch.events)
+        let (decision, replaced) = filter.call_verbose(&app, &webhook, time_ms, &batch.events)?;
+        let delivered = decision.apply(batch.events, replaced);
+        Ok::<_, hookline_core::filter::FilterError>((decision, delivered))
     })
     .await?;
     match result {

@@ -6,6 +6,129 @@ use crate::json::{self, Value};
 
 /// The WIT view of an event: the known fields typed, the rest as `extra`.
 pub(crate) fn to_wit(event: &Event) -> wit::Event {
+    fast_to_wit(event).unwrap_or_else(|| parsed_to_wit(event))
+}
+
+/// One pass over the canonical text (no whitespace, valid JSON), copying
+/// `extra` members byte for byte; `None` for anything unusual (escaped keys),
+/// which [`parsed_to_wit`] handles.
+fn fast_to_wit(event: &Event) -> Option<wit::Event> {
+    let text = &*event.json;
+    let bytes = text.as_bytes();
+    let mut out = wit::Event {
+        name: event.name.to_string(),
+        channel: event.channel.to_string(),
+        user_id: None,
+        socket_id: None,
+        event: None,
+        data: None,
+        subscription_count: None,
+        extra: None,
+    };
+    let mut extra = String::new();
+    let mut i = 1; // past '{'
+    if bytes.first() != Some(&b'{') {
+        return None;
+    }
+    while i < bytes.len() && bytes[i] != b'}' {
+        let key_end = string_end(bytes, i)?;
+        let key = &text[i + 1..key_end - 1];
+        if key.contains('\\') {
+            return None;
+        }
+        let value_start = key_end + 1; // past ':'
+        let value_end = value_end(bytes, value_start)?;
+        let value = &text[value_start..value_end];
+        let string = || -> Option<String> {
+            let inner = value.strip_prefix('"')?.strip_suffix('"')?;
+            if !inner.contains('\\') {
+                return Some(inner.to_string());
+            }
+            json::parse(value.as_bytes()).ok()?.as_str().map(str::to_string)
+        };
+        let taken = match key {
+            "name" | "channel" => true,
+            "user_id" => string().map(|s| out.user_id = Some(s)).is_some(),
+            "socket_id" => string().map(|s| out.socket_id = Some(s)).is_some(),
+            "event" => string().map(|s| out.event = Some(s)).is_some(),
+            "data" => string().map(|s| out.data = Some(s)).is_some(),
+            "subscription_count" => value
+                .parse::<u64>()
+                .ok()
+                .map(|n| out.subscription_count = Some(n))
+                .is_some(),
+            _ => false,
+        };
+        if !taken {
+            extra.push(if extra.is_empty() { '{' } else { ',' });
+            extra.push_str(&text[i..value_end]);
+        }
+        i = value_end;
+        if bytes.get(i) == Some(&b',') {
+            i += 1;
+        }
+    }
+    if !extra.is_empty() {
+        extra.push('}');
+        out.extra = Some(extra);
+    }
+    Some(out)
+}
+
+/// The index just past the string starting at `start` (a `"`).
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    if bytes.get(start) != Some(&b'"') {
+        return None;
+    }
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index just past the JSON value starting at `start`.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}'))
+                .unwrap_or(bytes.len() - start);
+            Some(start + len)
+        }
+    }
+}
+
+/// The same view through the full parser.
+fn parsed_to_wit(event: &Event) -> wit::Event {
     let mut out = wit::Event {
         name: event.name.to_string(),
         channel: event.channel.to_string(),
@@ -148,6 +271,22 @@ mod tests {
         assert_eq!(count.subscription_count, Some(4));
         assert_eq!(count.data, None);
         assert_eq!(count.extra.as_deref(), Some(r#"{"data":{"x":1}}"#));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_parser() {
+        for text in [
+            r#"{"name":"n","channel":"c"}"#,
+            r#"{"2":[1,{"a":"}"}],"name":"client_event","channel":"c\"q","event":"e\u0001","data":"{\"x\":[1,2]}","user_id":"u","socket_id":"1.2","subscription_count":3,"z":{"k":"v,}"},"t":true,"n":null,"f":1.5}"#,
+            r#"{"name":"s","channel":"c","subscription_count":1.5,"data":{"obj":1},"user_id":5,"event":"\ud800"}"#,
+        ] {
+            let e = event(text);
+            assert_eq!(
+                format!("{:?}", fast_to_wit(&e)),
+                format!("{:?}", Some(parsed_to_wit(&e))),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -480,11 +480,13 @@ impl LoadedFilter {
         time_ms: u64,
         events: &[Event],
     ) -> Result<Option<Vec<Event>>, FilterError> {
-        self.call_verbose(app_id, webhook_id, time_ms, events)
-            .map(|(_, events)| events)
+        let (decision, replaced) = self.call_verbose(app_id, webhook_id, time_ms, events)?;
+        Ok(decision.apply(events.to_vec(), replaced))
     }
 
-    /// Runs the filter once and also says what it decided.
+    /// Runs the filter once and says what it decided; the events of a
+    /// `replace` come back beside the decision, the others are applied to
+    /// the input with [`Decision::apply`] (without copying events).
     pub fn call_verbose(
         &self,
         app_id: &str,
@@ -510,16 +512,14 @@ impl LoadedFilter {
                 },
             )?;
         match verdict {
-            wit::Verdict::Keep => Ok((Decision::Keep, Some(events.to_vec()))),
+            wit::Verdict::Keep => Ok((Decision::Keep, None)),
             wit::Verdict::Drop(reason) => {
                 tracing::debug!(app = app_id, filter = &*self.label, %reason, "filter dropped a batch");
                 Ok((Decision::Drop(reason), None))
             }
             wit::Verdict::Select(indices) => {
-                let decision = Decision::Select(indices.clone());
                 let mut seen = vec![false; events.len()];
-                let mut out = Vec::with_capacity(indices.len());
-                for index in indices {
+                for &index in &indices {
                     let i = index as usize;
                     if i >= events.len() {
                         return Err(self.error(format!(
@@ -530,9 +530,8 @@ impl LoadedFilter {
                     if std::mem::replace(&mut seen[i], true) {
                         return Err(self.error(format!("select: index {index} appears twice")));
                     }
-                    out.push(events[i].clone());
                 }
-                Ok((decision, Some(out)))
+                Ok((Decision::Select(indices), None))
             }
             wit::Verdict::Replace(batch) => {
                 if batch.events.len() > self.max_output_events {
@@ -569,6 +568,23 @@ pub enum Decision {
     Select(Vec<u32>),
     /// Deliver a new batch of this many events.
     Replace(usize),
+}
+
+impl Decision {
+    /// The events this decision delivers from `events` (moved, not copied);
+    /// `replaced` holds a `replace`'s events. `None`: deliver nothing.
+    pub fn apply(&self, events: Vec<Event>, replaced: Option<Vec<Event>>) -> Option<Vec<Event>> {
+        match self {
+            Decision::Keep => Some(events),
+            Decision::Drop(_) => None,
+            Decision::Select(indices) => {
+                let mut slots: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+                // Indices were checked distinct and in range.
+                Some(indices.iter().filter_map(|&i| slots[i as usize].take()).collect())
+            }
+            Decision::Replace(_) => replaced,
+        }
+    }
 }
 
 impl std::fmt::Display for Decision {

@@ -83,11 +83,11 @@ impl FilterChain {
     pub fn run(&self, app_id: &str, webhook_id: &str, time_ms: u64, mut events: Vec<Event>) -> ChainOutcome {
         let shown = hookline_sink_api::redact_for_logs(webhook_id);
         for filter in &self.filters {
-            match filter.call(app_id, webhook_id, time_ms, &events) {
-                Ok(Some(next)) => events = next,
-                Ok(None) => {
-                    return ChainOutcome::Drop(format!("dropped by {}", filter.spec().path.display()));
-                }
+            match filter.call_verbose(app_id, webhook_id, time_ms, &events) {
+                Ok((decision, replaced)) => match decision.apply(events, replaced) {
+                    Some(next) => events = next,
+                    None => return ChainOutcome::Drop(format!("dropped by {}", filter.spec().path.display())),
+                },
                 Err(error) => match filter.spec().on_error {
                     OnError::Skip => {
                         tracing::warn!(app = app_id, webhook = %shown, %error, "filter failed; skipping it (on_error: skip)");
