@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::filter::ChainOutcome;
 use crate::metrics::Metrics;
 use crate::store::{DeliveryRecord, SharedStore};
+use crate::timer::sleep_until;
 
 enum Message {
     /// Events accepted under this config.
@@ -148,13 +149,6 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
             },
             () = sleep_until(closes_at), if closes_at.is_some() => close(&shared, open.take()).await,
         }
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod settings;
 pub mod signing;
 pub mod sinks;
 pub mod store;
+mod timer;
 pub mod watch;
 
 pub use engine::Engine;

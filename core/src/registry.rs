@@ -147,7 +147,7 @@ impl AppRegistry {
         let _guard = self.reload_lock.lock().await;
         let previous = self.snapshot();
         let (files, failures, warnings) = self.read_dir(&previous)?;
-        let mut next = resolve(files, &previous);
+        let mut next = resolve(files);
         let mut report = diff(&previous, &next);
         report.failures = failures;
         report.warnings = warnings;
@@ -248,7 +248,7 @@ struct Candidate {
 
 /// Builds the next snapshot. Unchanged files claim their app ids and keys
 /// first, so a changed file that now conflicts with them is the one refused.
-fn resolve(files: Vec<(PathBuf, Candidate)>, _previous: &Snapshot) -> Snapshot {
+fn resolve(files: Vec<(PathBuf, Candidate)>) -> Snapshot {
     let mut next = Snapshot::default();
     let mut owner_of_id: HashMap<Arc<str>, PathBuf> = HashMap::new();
     let mut owner_of_key: HashMap<Arc<str>, PathBuf> = HashMap::new();

@@ -18,6 +18,7 @@ use super::{Delivery, LaneContext, now_ms};
 use crate::config::Ordering;
 use crate::metrics::DeliveryLabels;
 use crate::store::{AttemptRecord, DeadLetter};
+use crate::timer::sleep_until;
 
 /// Runs until the lane's sender is dropped and everything it held is
 /// delivered or dead-lettered.
@@ -76,13 +77,6 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
                 }
             },
         }
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -45,7 +45,7 @@ pub fn now_ms() -> u64 {
 pub fn render_body(time_ms: u64, events: &str) -> String {
     let mut body = String::with_capacity(events.len() + 40);
     body.push_str("{\"time_ms\":");
-    body.push_str(itoa_u64(time_ms).as_str());
+    body.push_str(&time_ms.to_string());
     body.push_str(",\"events\":[");
     body.push_str(events);
     body.push_str("]}");
@@ -54,10 +54,6 @@ pub fn render_body(time_ms: u64, events: &str) -> String {
 
 /// Bytes a body adds around its events, with a 16-digit `time_ms`.
 pub const BODY_OVERHEAD: usize = "{\"time_ms\":,\"events\":[]}".len() + 16;
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
-}
 
 /// Makes batch ids unique across restarts: a random prefix per process and
 /// a counter.
