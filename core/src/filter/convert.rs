@@ -15,16 +15,7 @@ pub(crate) fn to_wit(event: &Event) -> wit::Event {
 fn fast_to_wit(event: &Event) -> Option<wit::Event> {
     let text = &*event.json;
     let bytes = text.as_bytes();
-    let mut out = wit::Event {
-        name: event.name.to_string(),
-        channel: event.channel.to_string(),
-        user_id: None,
-        socket_id: None,
-        event: None,
-        data: None,
-        subscription_count: None,
-        extra: None,
-    };
+    let mut out = bare(event);
     let mut extra = String::new();
     let mut i = 1; // past '{'
     if bytes.first() != Some(&b'{') {
@@ -127,9 +118,9 @@ fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The same view through the full parser.
-fn parsed_to_wit(event: &Event) -> wit::Event {
-    let mut out = wit::Event {
+/// An event's WIT record with only `name` and `channel` filled in.
+fn bare(event: &Event) -> wit::Event {
+    wit::Event {
         name: event.name.to_string(),
         channel: event.channel.to_string(),
         user_id: None,
@@ -138,7 +129,12 @@ fn parsed_to_wit(event: &Event) -> wit::Event {
         data: None,
         subscription_count: None,
         extra: None,
-    };
+    }
+}
+
+/// The same view through the full parser.
+fn parsed_to_wit(event: &Event) -> wit::Event {
+    let mut out = bare(event);
     let Ok(value) = json::parse(event.json.as_bytes()) else {
         return out;
     };
