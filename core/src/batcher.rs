@@ -7,6 +7,11 @@
 //! batch never mixes configs: an event under a new config first closes the
 //! batch open under the old one. So a config change never reroutes an
 //! accepted event.
+//!
+//! Formed deliveries are stored before they are dispatched, together with
+//! the inbox progress they make (see [`crate::store`]). A batcher commits
+//! everything it formed from the messages waiting for it in one
+//! transaction, so with batching off, concurrent events still share fsyncs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -22,12 +27,18 @@ use crate::delivery::{BODY_OVERHEAD, BatchIds, Delivery, Dispatcher, now_ms};
 use crate::event::Event;
 use crate::filter::ChainOutcome;
 use crate::metrics::Metrics;
-use crate::store::{DeliveryRecord, SharedStore};
+use crate::store::{Commit, DeliveryRecord, InboxMark, InboxTicket, SharedStore};
 use crate::timer::sleep_until;
 
 enum Message {
-    /// Events accepted under this config.
-    Events(Arc<App>, Vec<Event>),
+    /// Events accepted under this config: one request's, from its inbox
+    /// ticket, the first being the ticket's `offset`-th event.
+    Events {
+        app: Arc<App>,
+        events: Vec<Event>,
+        ticket: InboxTicket,
+        offset: u32,
+    },
     /// The app's config changed or it was removed: close the open batch now.
     ConfigChanged,
 }
@@ -72,8 +83,9 @@ impl Batchers {
         }
     }
 
-    /// Adds accepted events to their app's open batch.
-    pub fn push(&self, app: Arc<App>, events: Vec<Event>) {
+    /// Adds one request's accepted events (its inbox `ticket`'s events from
+    /// the `offset`-th on) to their app's open batch.
+    pub fn push(&self, app: Arc<App>, events: Vec<Event>, ticket: InboxTicket, offset: u32) {
         let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
         let sender = senders.entry(app.id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -83,7 +95,13 @@ impl Batchers {
                 .spawn(run(self.shared.clone(), rx));
             tx
         });
-        if sender.send(Message::Events(app, events)).is_err() {
+        let message = Message::Events {
+            app,
+            events,
+            ticket,
+            offset,
+        };
+        if sender.send(message).is_err() {
             tracing::error!("events pushed after shutdown began; ingest should have refused them");
         }
     }
@@ -112,61 +130,86 @@ impl Batchers {
 struct OpenBatch {
     app: Arc<App>,
     events: Vec<Event>,
+    /// Inbox progress the batch makes once stored.
+    marks: Vec<InboxMark>,
     closes_at: Instant,
 }
 
+/// Deliveries formed but not yet stored, and the inbox progress they make.
+#[derive(Default)]
+struct Formed {
+    deliveries: Vec<Delivery>,
+    marks: Vec<InboxMark>,
+    /// Bytes of the app batches they came from (leaving the inbox backlog).
+    consumed_bytes: u64,
+}
+
+/// Stores (then dispatches) once this many deliveries are formed, even if
+/// more messages wait.
+const MAX_UNSTORED: usize = 1024;
+
 async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>) {
     let mut open: Option<OpenBatch> = None;
+    let mut formed = Formed::default();
     loop {
         let closes_at = open.as_ref().map(|b| b.closes_at);
         tokio::select! {
             message = incoming.recv() => match message {
-                Some(Message::Events(app, events)) => {
-                    for event in events {
+                Some(Message::Events { app, events, ticket, offset }) => {
+                    for (i, event) in (offset..).zip(events) {
+                        let mark = InboxMark { ticket, consumed: i + 1 };
                         if open.as_ref().is_some_and(|b| !Arc::ptr_eq(&b.app, &app)) {
-                            close(&shared, open.take()).await;
+                            close(&shared, open.take(), &mut formed).await;
                         }
                         if !app.batching.enabled {
-                            form(&shared, &app, vec![event]).await;
+                            form(&shared, &app, vec![event], vec![mark], &mut formed).await;
                             continue;
                         }
                         let batch = open.get_or_insert_with(|| OpenBatch {
                             app: app.clone(),
                             events: Vec::new(),
+                            marks: Vec::new(),
                             closes_at: Instant::now() + Duration::from_millis(app.batching.max_wait_ms),
                         });
                         batch.events.push(event);
+                        match batch.marks.last_mut() {
+                            Some(last) if last.ticket == ticket => last.consumed = mark.consumed,
+                            _ => batch.marks.push(mark),
+                        }
                         if batch.events.len() >= app.batching.max_events {
-                            close(&shared, open.take()).await;
+                            close(&shared, open.take(), &mut formed).await;
                         }
                     }
                 }
-                Some(Message::ConfigChanged) => close(&shared, open.take()).await,
+                Some(Message::ConfigChanged) => close(&shared, open.take(), &mut formed).await,
                 None => {
-                    close(&shared, open.take()).await;
+                    close(&shared, open.take(), &mut formed).await;
+                    store_and_dispatch(&shared, std::mem::take(&mut formed)).await;
                     return;
                 }
             },
-            () = sleep_until(closes_at), if closes_at.is_some() => close(&shared, open.take()).await,
+            () = sleep_until(closes_at), if closes_at.is_some() => close(&shared, open.take(), &mut formed).await,
+        }
+        if incoming.is_empty() || formed.deliveries.len() >= MAX_UNSTORED {
+            store_and_dispatch(&shared, std::mem::take(&mut formed)).await;
         }
     }
 }
 
-async fn close(shared: &Shared, batch: Option<OpenBatch>) {
+async fn close(shared: &Shared, batch: Option<OpenBatch>, formed: &mut Formed) {
     if let Some(batch) = batch {
-        form(shared, &batch.app, batch.events).await;
+        form(shared, &batch.app, batch.events, batch.marks, formed).await;
     }
 }
 
-/// Routes one app batch to its webhooks, stores the deliveries and
-/// dispatches them.
-async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
+/// Routes one app batch to its webhooks: the deliveries join `formed`.
+async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>, marks: Vec<InboxMark>, formed: &mut Formed) {
+    formed.marks.extend(marks);
     if events.is_empty() {
         return;
     }
     shared.metrics.batches_formed.inc();
     let batch_time_ms = now_ms();
-    let mut deliveries = Vec::new();
     for webhook in &app.webhooks {
         let selected: Vec<Event> = events
             .iter()
@@ -185,18 +228,49 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>) {
         for chunk in chunk_to_fit(&refs, webhook.max_body_bytes) {
             let mut delivery = new_delivery(shared, app, webhook, chunk, batch_time_ms);
             delivery.record.pending_filter = pending_filter;
-            deliveries.push(delivery);
+            formed.deliveries.push(delivery);
         }
     }
-    let records: Vec<DeliveryRecord> = deliveries.iter().map(|d| d.record.clone()).collect();
-    if let Err(error) = shared.store.commit_batch(&app.id, events.len(), &records).await {
-        tracing::error!(app = %app.id, %error, "could not store formed batches; delivering from memory");
+    formed.consumed_bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
+}
+
+/// First wait between attempts to store formed deliveries.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait between them.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Attempts before delivering from memory regardless.
+const STORE_ATTEMPTS: u32 = 20;
+
+/// Stores formed deliveries (retrying while the store fails: ingest answers
+/// 503 meanwhile), then dispatches them.
+async fn store_and_dispatch(shared: &Shared, formed: Formed) {
+    if formed.deliveries.is_empty() && formed.marks.is_empty() {
+        return;
     }
-    let consumed: u64 = events.iter().map(|e| e.len() as u64).sum();
-    let queued: u64 = records.iter().map(|r| r.events.len() as u64).sum();
+    let commit = Commit {
+        marks: formed.marks,
+        deliveries: formed.deliveries.iter().map(|d| d.record.clone()).collect(),
+        retired: None,
+    };
+    let mut wait = STORE_RETRY_FIRST;
+    for attempt in 1..=STORE_ATTEMPTS {
+        match shared.store.commit(commit.clone()).await {
+            Ok(()) => break,
+            Err(error) if attempt == STORE_ATTEMPTS => {
+                tracing::error!(%error, "could not store formed batches; delivering them from memory \
+                    (after a crash before the store recovers, their events would be batched again)");
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "could not store formed batches");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(STORE_RETRY_MAX);
+            }
+        }
+    }
+    let queued: u64 = commit.deliveries.iter().map(|r| r.events.len() as u64).sum();
     shared.backlog.fetch_add(queued, AtomicOrdering::Relaxed);
-    shared.backlog.fetch_sub(consumed, AtomicOrdering::Relaxed);
-    for delivery in deliveries {
+    shared.backlog.fetch_sub(formed.consumed_bytes, AtomicOrdering::Relaxed);
+    for delivery in formed.deliveries {
         shared.dispatcher.dispatch(delivery);
     }
 }
@@ -246,12 +320,14 @@ fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&E
             batch_id,
             app_id: app.id.to_string(),
             webhook_id: webhook.id.to_string(),
-            events: joined,
+            events: joined.into(),
             event_count: events.len(),
             batch_time_ms,
             attempts: 0,
             history: Vec::new(),
             pending_filter: false,
+            not_before_ms: 0,
+            window_start_ms: None,
         },
         webhook: webhook.clone(),
     }

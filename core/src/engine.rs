@@ -16,9 +16,10 @@ use crate::event::Event;
 use crate::filter::FilterHost;
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::registry::{AppRegistry, ReloadReport};
+use crate::settings::Durability;
 use crate::settings::Settings;
 use crate::sinks::SinkRegistry;
-use crate::store::{MemoryStore, SharedStore};
+use crate::store::{DurableStore, Recovered, SharedStore};
 
 /// Why ingest cannot take events right now (answered 503).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,8 +114,11 @@ impl Engine {
         defaults.filters = Some(filters);
         let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
-        let store: SharedStore = Arc::new(MemoryStore::new());
-        let ids = Arc::new(BatchIds::default());
+        let wait_for_disk = settings.ingest.durability == Durability::Fsync;
+        let (store, recovered) =
+            DurableStore::open(&settings.data_dir, wait_for_disk).map_err(|e| std::io::Error::other(e.0))?;
+        let store: SharedStore = store;
+        let ids = Arc::new(BatchIds::starting_at(recovered.next_key));
         let backlog = Arc::new(AtomicU64::new(0));
         let dispatcher = Arc::new(Dispatcher::new(
             registry.clone(),
@@ -136,7 +140,82 @@ impl Engine {
             last_reload: std::sync::Mutex::new(None),
         });
         let report = engine.reload().await?;
+        engine.resume(recovered).await;
+        engine.clone().expire_dead_letters_periodically();
         Ok((engine, report))
+    }
+
+    /// Picks up what the store held at start: inbox events go back to their
+    /// app's batcher, deliveries to their webhook's lane (keeping their
+    /// attempts and retry schedule). A delivery whose app or webhook is no
+    /// longer configured is dead-lettered (replayable once it is back);
+    /// events of an app no longer configured stay in the inbox.
+    async fn resume(&self, recovered: Recovered) {
+        let snapshot = self.registry.snapshot();
+        let (mut events, mut deliveries, mut kept) = (0usize, 0usize, 0usize);
+        for entry in recovered.inbox {
+            let Some(app) = snapshot.app(&entry.app_id) else {
+                kept += entry.events.len();
+                tracing::error!(app = %entry.app_id, events = entry.events.len() - entry.consumed as usize,
+                    "events accepted before the restart belong to an app no longer configured; they stay in the store until it is back");
+                continue;
+            };
+            let rest: Vec<Event> = entry.events.into_iter().skip(entry.consumed as usize).collect();
+            events += rest.len();
+            self.backlog
+                .fetch_add(rest.iter().map(|e| e.len() as u64).sum(), AtomicOrdering::Relaxed);
+            self.batchers.push(app.clone(), rest, entry.ticket, entry.consumed);
+        }
+        for record in recovered.deliveries {
+            let webhook = snapshot
+                .app(&record.app_id)
+                .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned());
+            let Some(webhook) = webhook else {
+                let reason = format!(
+                    "webhook {:?} of app {:?} is no longer configured (found at restart)",
+                    record.webhook_id, record.app_id
+                );
+                tracing::error!(batch_id = %record.batch_id, %reason, "delivery dead-lettered");
+                let letter = crate::store::DeadLetter {
+                    record,
+                    reason,
+                    dead_at_ms: crate::delivery::now_ms(),
+                };
+                if let Err(error) = self.store.dead_letter(letter).await {
+                    tracing::error!(%error, "could not dead-letter a delivery found at restart; it stays pending");
+                }
+                continue;
+            };
+            deliveries += 1;
+            self.backlog
+                .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
+            self.dispatcher.dispatch(crate::delivery::Delivery { record, webhook });
+        }
+        if events + deliveries + kept > 0 {
+            tracing::info!(events, deliveries, "resuming what was pending before the restart");
+        }
+    }
+
+    /// Removes dead letters older than `dead_letter.retention_ms`, now and
+    /// then.
+    fn expire_dead_letters_periodically(self: Arc<Self>) {
+        let retention = self.settings.dead_letter.retention_ms;
+        let every = std::time::Duration::from_millis((retention / 10).clamp(100, 60_000));
+        let engine = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(engine) = engine.upgrade() else { return };
+                let before = crate::delivery::now_ms().saturating_sub(retention);
+                match engine.store.expire_dead_letters(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, retention_ms = retention, "dead letters expired"),
+                    Err(error) => tracing::warn!(%error, "could not expire dead letters"),
+                }
+                drop(engine);
+                tokio::time::sleep(every).await;
+            }
+        });
     }
 
     /// The settings the engine runs with.
@@ -218,13 +297,14 @@ impl Engine {
         if self.backlog.load(AtomicOrdering::Relaxed) > limit {
             return Err(Refusal::BacklogFull(limit));
         }
-        self.store
+        let ticket = self
+            .store
             .accept(&app.id, &events)
             .await
             .map_err(|e| Refusal::Store(e.to_string()))?;
         let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
         self.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
-        self.batchers.push(app.clone(), events);
+        self.batchers.push(app.clone(), events, ticket, 0);
         Ok(())
     }
 
@@ -267,10 +347,10 @@ impl Engine {
         if self.dispatcher.drain(grace).await {
             tracing::info!("every accepted event was delivered or dead-lettered; bye");
         } else {
-            tracing::warn!(
+            tracing::info!(
                 backlog_bytes = self.backlog.load(AtomicOrdering::Relaxed),
                 grace_ms = grace.as_millis() as u64,
-                "grace period over with deliveries still pending; they are lost with the in-memory store"
+                "grace period over with deliveries still pending; they are in the store and resume at the next start"
             );
         }
         Ok(())

@@ -43,6 +43,18 @@ impl Event {
         })
     }
 
+    /// Parses `e1,e2,…` (canonical event objects joined by commas, as
+    /// deliveries and the store keep them) back into events.
+    pub fn parse_joined(joined: &str) -> Result<Vec<Self>, String> {
+        let value = json::parse(format!("[{joined}]").as_bytes()).map_err(|e| e.to_string())?;
+        let items = value.as_array().ok_or("not an array")?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Self::from_value(v, i).map_err(|e| e.0))
+            .collect()
+    }
+
     /// Size of the event's JSON text in bytes.
     pub fn len(&self) -> usize {
         self.json.len()

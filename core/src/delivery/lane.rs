@@ -17,7 +17,7 @@ use super::retry::{NextStep, next_step};
 use super::{Delivery, LaneContext, now_ms};
 use crate::config::Ordering;
 use crate::metrics::DeliveryLabels;
-use crate::store::{AttemptRecord, DeadLetter};
+use crate::store::{AttemptRecord, Commit, DeadLetter};
 use crate::timer::sleep_until;
 
 /// Runs until the lane's sender is dropped and everything it held is
@@ -39,7 +39,16 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
         let next_due = waiting.keys().next().map(|(due, _)| *due);
         tokio::select! {
             received = incoming.recv(), if open => match received {
-                Some(delivery) => ready.push_back(delivery),
+                Some(delivery) => {
+                    // Recovered after a restart with its retry still ahead.
+                    let wait = delivery.record.not_before_ms.saturating_sub(now_ms());
+                    if wait > 0 {
+                        sequence += 1;
+                        waiting.insert((Instant::now() + Duration::from_millis(wait), sequence), delivery);
+                    } else {
+                        ready.push_back(delivery);
+                    }
+                }
                 None => open = false,
             },
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -119,9 +128,7 @@ async fn succeeded(ctx: &LaneContext, delivery: Delivery) {
     ctx.metrics.delivery_latency.observe(age_ms as f64 / 1000.0);
     tracing::debug!(app = %record.app_id, webhook = %delivery.webhook.log_id, batch_id = %record.batch_id,
         events = record.event_count, "delivered");
-    if let Err(error) = ctx.store.delivered(record.key).await {
-        tracing::error!(%error, batch_id = %record.batch_id, "could not mark a delivered batch; it may be sent again");
-    }
+    ctx.store.delivered(record.key);
     finish(ctx, &delivery);
 }
 
@@ -144,7 +151,7 @@ async fn failed(
         status: error.status(),
         error: error.to_string(),
     });
-    let age = Duration::from_millis(now_ms().saturating_sub(record.batch_time_ms));
+    let age = Duration::from_millis(now_ms().saturating_sub(record.window_start()));
     let step = next_step(class, &delivery.webhook.retry, record.attempts, age, rng);
     let outcome = match step {
         NextStep::RetryIn(_) => "retry",
@@ -158,32 +165,29 @@ async fn failed(
             outcome,
         })
         .inc();
+    if let NextStep::RetryIn(delay) = step {
+        delivery.record.not_before_ms = now_ms() + delay.as_millis() as u64;
+    }
     let record = &delivery.record;
     match step {
         NextStep::RetryIn(delay) => {
             tracing::warn!(app = %record.app_id, webhook = %delivery.webhook.log_id, target = %delivery.webhook.sink.describe(), batch_id = %record.batch_id,
                 attempts = record.attempts, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
-            if let Err(store_error) = ctx.store.record_failure(record).await {
-                tracing::error!(error = %store_error, "could not record a failed attempt");
-            }
+            ctx.store.record_failure(record);
             Some((Instant::now() + delay, delivery))
         }
         NextStep::Split if record.event_count > 1 => {
             tracing::warn!(app = %record.app_id, webhook = %delivery.webhook.log_id, batch_id = %record.batch_id,
                 events = record.event_count, %error, "batch too large for the target, splitting");
             let halves = split(ctx, &delivery);
-            if let Err(store_error) = ctx
-                .store
-                .commit_batch(
-                    &record.app_id,
-                    0,
-                    &halves.iter().map(|d| d.record.clone()).collect::<Vec<_>>(),
-                )
-                .await
-            {
-                tracing::error!(error = %store_error, "could not store split batches");
+            let commit = Commit {
+                marks: Vec::new(),
+                deliveries: halves.iter().map(|d| d.record.clone()).collect(),
+                retired: Some(record.key),
+            };
+            if let Err(store_error) = ctx.store.commit(commit).await {
+                tracing::error!(error = %store_error, "could not store split batches; sending them from memory");
             }
-            let _ = ctx.store.delivered(record.key).await;
             for half in halves {
                 ctx.metrics.queue_depth.inc();
                 ready.push_front(half);
@@ -214,7 +218,7 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
         let mut record = delivery.record.clone();
         record.key = key;
         record.batch_id = format!("{}.{}", delivery.record.batch_id, part + 1);
-        record.events = chunk.join(",");
+        record.events = chunk.join(",").into();
         record.event_count = chunk.len();
         record.history.clear();
         record.attempts = 0;

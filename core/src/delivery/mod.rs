@@ -73,6 +73,14 @@ impl Default for BatchIds {
 }
 
 impl BatchIds {
+    /// Ids whose store keys start at `next_key` (above every key in use).
+    pub fn starting_at(next_key: u64) -> Self {
+        Self {
+            next: AtomicU64::new(next_key.max(1)),
+            ..Self::default()
+        }
+    }
+
     /// A fresh id and store key.
     pub fn next(&self) -> (u64, String) {
         let n = self.next.fetch_add(1, AtomicOrdering::Relaxed);
@@ -153,7 +161,7 @@ impl LaneContext {
             .app(&record.app_id)
             .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned())
             .unwrap_or_else(|| delivery.webhook.clone());
-        let events = match parse_joined(&record.events) {
+        let events = match Event::parse_joined(&record.events) {
             Ok(events) => events,
             Err(error) => {
                 return Refiltered::Failed(format!("stored events are unreadable: {error}"));
@@ -165,7 +173,7 @@ impl LaneContext {
         match outcome {
             Ok(ChainOutcome::Deliver(events)) => {
                 let record = &mut delivery.record;
-                record.events = events.iter().map(|e| &*e.json).collect::<Vec<_>>().join(",");
+                record.events = events.iter().map(|e| &*e.json).collect::<Vec<_>>().join(",").into();
                 record.event_count = events.len();
                 record.pending_filter = false;
                 Refiltered::Send
@@ -178,17 +186,6 @@ impl LaneContext {
             Err(panic) => Refiltered::Failed(format!("the filter chain panicked: {panic}")),
         }
     }
-}
-
-/// Parses `e1,e2,…` (canonical event objects) back into events.
-fn parse_joined(joined: &str) -> Result<Vec<Event>, String> {
-    let value = crate::json::parse(format!("[{joined}]").as_bytes()).map_err(|e| e.to_string())?;
-    let items = value.as_array().ok_or("not an array")?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Event::from_value(v, i).map_err(|e| e.0))
-        .collect()
 }
 
 type LaneKey = (Arc<str>, Arc<str>);

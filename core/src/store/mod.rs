@@ -2,21 +2,26 @@
 //! until they are delivered or dead-lettered.
 //!
 //! The pipeline talks to a [`Store`] only through this trait, so the
-//! in-memory store here, an embedded durable store and a shared one
-//! (Redis Streams) are interchangeable without reshaping the pipeline.
+//! embedded store here and a shared one (Redis Streams, for several
+//! instances) are interchangeable without reshaping the pipeline.
 //!
 //! The life of an event in the store:
-//! 1. [`Store::accept`]: ingest hands over the events; once it returns, ingest
-//!    may answer 2xx (for a durable store: they are on disk).
-//! 2. [`Store::commit_batch`]: the batcher formed batches; the events they
-//!    consumed leave the inbox and the per-webhook deliveries are stored, in
-//!    one step.
+//! 1. [`Store::accept`]: ingest hands over a request's events and gets an
+//!    inbox ticket; once the call returns, ingest may answer 2xx (with
+//!    `durability = "fsync"`: they are on disk).
+//! 2. [`Store::commit`]: the batcher formed deliveries; in one transaction
+//!    they are stored and the inbox events they consumed are released
+//!    (tracked per ticket, so an event is never batched twice).
 //! 3. [`Store::record_failure`] after each failed attempt, then
 //!    [`Store::delivered`] or [`Store::dead_letter`].
+//!
+//! After a restart, [`Store::recover`] hands back what was in flight: inbox
+//! events not yet batched, and deliveries with their attempt state.
 
-mod memory;
+mod codec;
+mod durable;
 
-pub use memory::MemoryStore;
+pub use durable::{DurableStore, STORE_FILE};
 
 use std::sync::Arc;
 
@@ -28,7 +33,11 @@ use crate::event::Event;
 /// Identifies one stored delivery (one batch for one webhook).
 pub type DeliveryKey = u64;
 
-/// What the store keeps of a delivery beyond its events.
+/// Identifies one accepted request's events in the inbox.
+pub type InboxTicket = u64;
+
+/// What the store keeps of a delivery. The events are stored beside this
+/// metadata, not inside it (they are already JSON text).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     /// The store's key.
@@ -41,19 +50,35 @@ pub struct DeliveryRecord {
     pub webhook_id: String,
     /// The events' canonical JSON texts joined by `,` (the inside of the
     /// body's `events` array).
-    pub events: String,
+    #[serde(skip)]
+    pub events: Arc<str>,
     /// How many events.
     pub event_count: usize,
     /// When the batch was formed (ms since the Unix epoch).
     pub batch_time_ms: u64,
     /// Counted attempts so far.
     pub attempts: u32,
-    /// Every attempt's outcome, oldest first.
+    /// Every failed attempt, oldest first.
     pub history: Vec<AttemptRecord>,
     /// A filter with `on_error: retry` failed on these events: the webhook's
     /// then-current chain runs again before the next attempt.
     #[serde(default)]
     pub pending_filter: bool,
+    /// Not to be attempted before this time (ms since the Unix epoch): the
+    /// retry schedule, kept across restarts.
+    #[serde(default)]
+    pub not_before_ms: u64,
+    /// Where the retry window starts when not at `batch_time_ms`: a replayed
+    /// dead letter gets a fresh window.
+    #[serde(default)]
+    pub window_start_ms: Option<u64>,
+}
+
+impl DeliveryRecord {
+    /// When the retry window (`retry.max_age_ms`) started.
+    pub fn window_start(&self) -> u64 {
+        self.window_start_ms.unwrap_or(self.batch_time_ms)
+    }
 }
 
 /// One failed attempt, as shown by `hookline dlq show`.
@@ -78,7 +103,52 @@ pub struct DeadLetter {
     pub dead_at_ms: u64,
 }
 
-/// A store failure. Ingest answers 503 on it; delivery keeps going in memory.
+/// How far the batcher has consumed one inbox ticket's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxMark {
+    /// The request's ticket.
+    pub ticket: InboxTicket,
+    /// How many of its events (from the first) are now in stored deliveries.
+    pub consumed: u32,
+}
+
+/// One transaction of the batcher (or of a split): deliveries to store and
+/// the inbox events they consumed.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Inbox progress.
+    pub marks: Vec<InboxMark>,
+    /// Deliveries to store.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// A delivery these replace (a batch split in two).
+    pub retired: Option<DeliveryKey>,
+}
+
+/// Events accepted before a restart and not yet in a stored delivery.
+#[derive(Debug)]
+pub struct InboxEntry {
+    /// The request's ticket.
+    pub ticket: InboxTicket,
+    /// The app they were accepted for.
+    pub app_id: String,
+    /// Every event of the request.
+    pub events: Vec<Event>,
+    /// How many of them (from the first) are already in deliveries.
+    pub consumed: u32,
+}
+
+/// What a store held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Accepted events not yet batched, oldest first.
+    pub inbox: Vec<InboxEntry>,
+    /// Deliveries not yet delivered or dead-lettered, oldest first.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// The lowest delivery key not in use.
+    pub next_key: DeliveryKey,
+}
+
+/// A store failure. Ingest answers 503 on it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(pub String);
@@ -86,31 +156,43 @@ pub struct StoreError(pub String);
 /// Where events and deliveries are kept; see the module docs for the order
 /// of calls.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Keeps accepted events until a batch holding them is committed.
-    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Keeps one request's accepted events until deliveries holding them are
+    /// committed. Resolves once they are stored under the configured
+    /// durability.
+    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<InboxTicket, StoreError>>;
 
-    /// Stores formed deliveries and releases the events they came from.
-    fn commit_batch<'a>(
-        &'a self,
-        app_id: &'a str,
-        consumed_events: usize,
-        deliveries: &'a [DeliveryRecord],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Stores formed deliveries and releases the inbox events they consumed,
+    /// in one transaction; resolves once it is on disk.
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Records a failed attempt.
-    fn record_failure<'a>(&'a self, record: &'a DeliveryRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Records a failed attempt and the next attempt time. Not waited for:
+    /// losing it in a crash costs at most a repeated attempt.
+    fn record_failure(&self, record: &DeliveryRecord);
 
-    /// Forgets a delivered batch.
-    fn delivered(&self, key: DeliveryKey) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Forgets a delivered batch. Not waited for: losing it in a crash means
+    /// the batch is sent again, with the same batch id.
+    fn delivered(&self, key: DeliveryKey);
 
-    /// Moves a delivery to the dead-letter store.
+    /// Moves a delivery to the dead letters.
     fn dead_letter(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The dead letters, oldest first, optionally of one app.
-    fn dead_letters(&self, app_id: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+    fn dead_letters(&self, app_id: Option<String>) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
 
-    /// Removes a dead letter (after a replay or a purge); returns it.
-    fn take_dead_letter(&self, key: DeliveryKey) -> Result<Option<DeadLetter>, StoreError>;
+    /// Moves a dead letter back to the deliveries (a replay), storing
+    /// `record` (its events unchanged) in its place.
+    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Removes dead letters: one by key, or every one matching. Returns how
+    /// many went.
+    fn purge_dead_letters(&self, keys: Vec<DeliveryKey>) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Removes dead letters that died before `before_ms`; returns how many.
+    fn expire_dead_letters(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Reads a delivery's events back (they may have been dropped from
+    /// memory while it waited).
+    fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>>;
 }
 
 /// A shared store.

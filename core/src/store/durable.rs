@@ -1,0 +1,669 @@
+//! The embedded durable store: one [redb] file, `DATA_DIR/store.redb`.
+//!
+//! One writer thread owns the database. Callers send it jobs; it takes every
+//! job waiting, applies them in one write transaction and commits once with
+//! an fsync (group commit), then answers each. So a hundred concurrent
+//! ingest requests share one fsync rather than queueing for a hundred.
+//!
+//! Tables (all keyed by `u64`, values checksummed by [`super::codec`]):
+//! - `inbox`: a request's accepted events not yet all batched, with how
+//!   many of them are;
+//! - `deliveries`: a delivery's metadata and attempt state;
+//! - `dead_letters`: a dead letter's metadata (record, reason, time);
+//! - `events`: the events of a delivery or dead letter, by the same key, so
+//!   updating attempt state never rewrites the events.
+//!
+//! After an I/O error (a full disk) redb refuses further writes until the
+//! database is reopened, so the writer drops it and reopens it for the next
+//! group: service resumes by itself once the disk has room.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+
+use hookline_sink_api::BoxFuture;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageError, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::codec::{decode, encode};
+use super::{Commit, DeadLetter, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Recovered, Store, StoreError};
+use crate::event::Event;
+
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
+const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// The file name inside the data directory.
+pub const STORE_FILE: &str = "store.redb";
+/// redb's page cache: enough for the hot part of a backlog, small enough
+/// to keep an idle daemon light.
+const CACHE_BYTES: usize = 16 << 20;
+/// Most jobs applied in one transaction.
+const MAX_GROUP: usize = 4096;
+
+/// An inbox entry's metadata.
+#[derive(Debug, Serialize, Deserialize)]
+struct InboxMeta {
+    app_id: String,
+    count: u32,
+    consumed: u32,
+}
+
+/// A dead letter's metadata (its events are in `events`).
+#[derive(Debug, Serialize, Deserialize)]
+struct DeadMeta {
+    record: DeliveryRecord,
+    reason: String,
+    dead_at_ms: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Accept {
+        ticket: InboxTicket,
+        app_id: String,
+        payload: String,
+        count: u32,
+        reply: Option<Reply<()>>,
+    },
+    Commit(Commit, Reply<()>),
+    Update(DeliveryRecord),
+    Delivered(DeliveryKey),
+    DeadLetter(DeadLetter, Reply<()>),
+    ListDead(Option<String>, Reply<Vec<DeadLetter>>),
+    Requeue(DeliveryRecord, Reply<()>),
+    Purge(Vec<DeliveryKey>, Reply<usize>),
+    Expire(u64, Reply<usize>),
+    LoadEvents(DeliveryKey, Reply<String>),
+}
+
+/// The redb-backed [`Store`].
+#[derive(Debug)]
+pub struct DurableStore {
+    path: PathBuf,
+    jobs: Mutex<std_mpsc::Sender<Job>>,
+    next_ticket: AtomicU64,
+    /// `durability = "fsync"`: `accept` waits for the commit.
+    wait_for_disk: bool,
+}
+
+impl DurableStore {
+    /// Opens (or creates) `data_dir/store.redb`, checks every page and record,
+    /// and returns the store with what it held. A damaged file is an error
+    /// that says so; it is never served from.
+    pub fn open(data_dir: &Path, wait_for_disk: bool) -> Result<(Arc<Self>, Recovered), StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError(format!(
+                "cannot create the data directory {}: {e}; check --data-dir and its permissions",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(STORE_FILE);
+        let db = open_database(&path)?;
+        let recovered = read_all(&db).map_err(|e| damaged(&path, &e))?;
+        let next_ticket = recovered.inbox.last().map_or(1, |e| e.ticket + 1);
+        let (tx, rx) = std_mpsc::channel();
+        let writer_path = path.clone();
+        std::thread::Builder::new()
+            .name("hookline-store".to_string())
+            .spawn(move || {
+                Writer {
+                    path: writer_path,
+                    db: Some(db),
+                }
+                .run(&rx)
+            })
+            .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+        let store = Arc::new(Self {
+            path,
+            jobs: Mutex::new(tx),
+            next_ticket: AtomicU64::new(next_ticket),
+            wait_for_disk,
+        });
+        Ok((store, recovered))
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, job: Job) {
+        // The writer only stops when the store is dropped.
+        let _ = self
+            .jobs
+            .lock()
+            .expect("jobs lock is never held across a panic")
+            .send(job);
+    }
+
+    fn ask<T: Send + 'static>(&self, job: impl FnOnce(Reply<T>) -> Job) -> BoxFuture<'_, Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(job(reply));
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError("the store writer stopped".to_string())))
+        })
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(path)
+    });
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(StoreError(format!(
+                "{} is in use by another process: is a hookline daemon already running with this data directory?",
+                path.display()
+            )));
+        }
+        Ok(Err(redb::DatabaseError::Storage(StorageError::Corrupted(detail)))) => {
+            return Err(damaged(path, &detail));
+        }
+        Ok(Err(error)) => return Err(StoreError(format!("cannot open {}: {error}", path.display()))),
+        Err(_) => return Err(damaged(path, "the database could not be read")),
+    };
+    let txn = db.begin_write().map_err(|e| write_error(path, &e.into()))?;
+    for table in [INBOX, DELIVERIES, DEAD, EVENTS] {
+        txn.open_table(table).map_err(|e| write_error(path, &e.into()))?;
+    }
+    txn.commit().map_err(|e| write_error(path, &e.into()))?;
+    Ok(db)
+}
+
+fn damaged(path: &Path, detail: &str) -> StoreError {
+    StoreError(format!(
+        "the store {} is damaged ({detail}). Hookline will not serve from a damaged store: move the file aside \
+         (it still holds the undelivered events; keep it for recovery) and start again, or restore it from a backup",
+        path.display()
+    ))
+}
+
+fn write_error(path: &Path, error: &redb::Error) -> StoreError {
+    StoreError(format!("cannot write {}: {error}", path.display()))
+}
+
+/// Reads everything a restart must resume, checking every record.
+fn read_all(db: &Database) -> Result<Recovered, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let mut recovered = Recovered::default();
+    let inbox = txn.open_table(INBOX).map_err(|e| e.to_string())?;
+    for entry in inbox.iter().map_err(|e| e.to_string())? {
+        let (key, value) = entry.map_err(|e| e.to_string())?;
+        let ticket = key.value();
+        let (meta, payload): (InboxMeta, String) =
+            decode(value.value()).map_err(|e| format!("inbox record {ticket}: {e}"))?;
+        let events = Event::parse_joined(&payload).map_err(|e| format!("inbox record {ticket}: {e}"))?;
+        recovered.inbox.push(InboxEntry {
+            ticket,
+            app_id: meta.app_id,
+            events,
+            consumed: meta.consumed,
+        });
+    }
+    let deliveries = txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
+    let events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+    let mut max_key = 0;
+    for entry in deliveries.iter().map_err(|e| e.to_string())? {
+        let (key, value) = entry.map_err(|e| e.to_string())?;
+        let key = key.value();
+        let (mut record, _): (DeliveryRecord, String) =
+            decode(value.value()).map_err(|e| format!("delivery record {key}: {e}"))?;
+        record.events = read_events(&events, key)?.into();
+        max_key = max_key.max(key);
+        recovered.deliveries.push(record);
+    }
+    let dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
+    for entry in dead.iter().map_err(|e| e.to_string())? {
+        let (key, value) = entry.map_err(|e| e.to_string())?;
+        let key = key.value();
+        decode::<DeadMeta>(value.value()).map_err(|e| format!("dead letter {key}: {e}"))?;
+        read_events(&events, key)?;
+        max_key = max_key.max(key);
+    }
+    recovered.next_key = max_key + 1;
+    Ok(recovered)
+}
+
+fn read_events(table: &impl ReadableTable<u64, &'static [u8]>, key: u64) -> Result<String, String> {
+    let value = table
+        .get(key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the events of record {key} are missing"))?;
+    let ((), payload) = decode(value.value()).map_err(|e| format!("events of record {key}: {e}"))?;
+    Ok(payload)
+}
+
+/// A job's answer, sent only once its transaction committed.
+enum Answer {
+    Unit(Option<Reply<()>>),
+    Letters(Reply<Vec<DeadLetter>>, Result<Vec<DeadLetter>, StoreError>),
+    Count(Reply<usize>, usize),
+    Events(Reply<String>, Result<String, StoreError>),
+    None,
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Unit(Some(reply)) => drop(reply.send(Ok(()))),
+            Answer::Letters(reply, result) => drop(reply.send(result)),
+            Answer::Count(reply, n) => drop(reply.send(Ok(n))),
+            Answer::Events(reply, result) => drop(reply.send(result)),
+            Answer::Unit(None) | Answer::None => {}
+        }
+    }
+
+    fn fail(self, error: &StoreError) {
+        match self {
+            Answer::Unit(Some(reply)) => drop(reply.send(Err(error.clone()))),
+            Answer::Letters(reply, _) => drop(reply.send(Err(error.clone()))),
+            Answer::Count(reply, _) => drop(reply.send(Err(error.clone()))),
+            Answer::Events(reply, _) => drop(reply.send(Err(error.clone()))),
+            Answer::Unit(None) | Answer::None => {}
+        }
+    }
+}
+
+struct Writer {
+    path: PathBuf,
+    /// `None` after an I/O error, until reopened.
+    db: Option<Database>,
+}
+
+impl Writer {
+    fn run(mut self, jobs: &std_mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.apply_group(group);
+        }
+    }
+
+    fn apply_group(&mut self, group: Vec<Job>) {
+        let db = match self.db.take() {
+            Some(db) => db,
+            None => match open_database(&self.path) {
+                Ok(db) => {
+                    tracing::info!(store = %self.path.display(), "store reopened after an error");
+                    db
+                }
+                Err(error) => {
+                    let answers: Vec<Answer> = group.into_iter().map(unanswered).collect();
+                    answers.into_iter().for_each(|a| a.fail(&error));
+                    return;
+                }
+            },
+        };
+        let mut answers = Vec::with_capacity(group.len());
+        let result = transact(&db, group, &mut answers);
+        match result {
+            Ok(()) => {
+                self.db = Some(db);
+                answers.into_iter().for_each(Answer::send);
+            }
+            Err(error) => {
+                let error = write_error(&self.path, &error);
+                tracing::error!(%error, "store write failed; ingest answers 503 until it succeeds again");
+                // redb refuses writes after an I/O error until reopened.
+                drop(db);
+                answers.into_iter().for_each(|a| a.fail(&error));
+            }
+        }
+    }
+}
+
+/// A job's reply channel, for failing it before any transaction.
+fn unanswered(job: Job) -> Answer {
+    match job {
+        Job::Accept { reply, .. } => Answer::Unit(reply),
+        Job::Commit(_, reply) | Job::DeadLetter(_, reply) | Job::Requeue(_, reply) => Answer::Unit(Some(reply)),
+        Job::ListDead(_, reply) => Answer::Letters(reply, Ok(Vec::new())),
+        Job::Purge(_, reply) | Job::Expire(_, reply) => Answer::Count(reply, 0),
+        Job::LoadEvents(_, reply) => Answer::Events(reply, Ok(String::new())),
+        Job::Update(_) | Job::Delivered(_) => Answer::None,
+    }
+}
+
+/// Applies a group of jobs in one transaction and commits it (with an
+/// fsync) if any of them wrote.
+fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut wrote = false;
+    {
+        let mut inbox = txn.open_table(INBOX)?;
+        let mut deliveries = txn.open_table(DELIVERIES)?;
+        let mut dead = txn.open_table(DEAD)?;
+        let mut events = txn.open_table(EVENTS)?;
+        for job in group {
+            wrote |= !matches!(job, Job::ListDead(..) | Job::LoadEvents(..));
+            let answer = match job {
+                Job::Accept {
+                    ticket,
+                    app_id,
+                    payload,
+                    count,
+                    reply,
+                } => {
+                    let meta = InboxMeta {
+                        app_id,
+                        count,
+                        consumed: 0,
+                    };
+                    inbox.insert(ticket, encode(&meta, &payload).as_slice())?;
+                    Answer::Unit(reply)
+                }
+                Job::Commit(commit, reply) => {
+                    for mark in &commit.marks {
+                        let Some(value) = inbox.get(mark.ticket)?.map(|v| v.value().to_vec()) else {
+                            continue;
+                        };
+                        match decode::<InboxMeta>(&value) {
+                            Ok((meta, _)) if mark.consumed >= meta.count => {
+                                inbox.remove(mark.ticket)?;
+                            }
+                            Ok((mut meta, payload)) => {
+                                meta.consumed = meta.consumed.max(mark.consumed);
+                                inbox.insert(mark.ticket, encode(&meta, &payload).as_slice())?;
+                            }
+                            Err(error) => {
+                                tracing::error!(ticket = mark.ticket, %error, "damaged inbox record left in place");
+                            }
+                        }
+                    }
+                    for record in &commit.deliveries {
+                        deliveries.insert(record.key, encode(record, "").as_slice())?;
+                        events.insert(record.key, encode(&(), &record.events).as_slice())?;
+                    }
+                    if let Some(key) = commit.retired {
+                        deliveries.remove(key)?;
+                        events.remove(key)?;
+                    }
+                    Answer::Unit(Some(reply))
+                }
+                Job::Update(record) => {
+                    // A delivery already finished (or dead) is not brought back.
+                    if deliveries.get(record.key)?.is_some() {
+                        deliveries.insert(record.key, encode(&record, "").as_slice())?;
+                    }
+                    Answer::None
+                }
+                Job::Delivered(key) => {
+                    deliveries.remove(key)?;
+                    events.remove(key)?;
+                    Answer::None
+                }
+                Job::DeadLetter(letter, reply) => {
+                    let key = letter.record.key;
+                    deliveries.remove(key)?;
+                    if events.get(key)?.is_none() {
+                        events.insert(key, encode(&(), &letter.record.events).as_slice())?;
+                    }
+                    let meta = DeadMeta {
+                        record: letter.record,
+                        reason: letter.reason,
+                        dead_at_ms: letter.dead_at_ms,
+                    };
+                    dead.insert(key, encode(&meta, "").as_slice())?;
+                    Answer::Unit(Some(reply))
+                }
+                Job::ListDead(app_id, reply) => {
+                    let mut letters = Vec::new();
+                    let mut failure = None;
+                    for entry in dead.iter()? {
+                        let (key, value) = entry?;
+                        let key = key.value();
+                        let read = decode::<DeadMeta>(value.value())
+                            .map_err(|e| format!("dead letter {key}: {e}"))
+                            .and_then(|(meta, _)| Ok((meta, read_events(&events, key)?)));
+                        match read {
+                            Ok((meta, _)) if app_id.as_deref().is_some_and(|id| id != meta.record.app_id) => {}
+                            Ok((meta, payload)) => {
+                                let mut record = meta.record;
+                                record.events = payload.into();
+                                letters.push(DeadLetter {
+                                    record,
+                                    reason: meta.reason,
+                                    dead_at_ms: meta.dead_at_ms,
+                                });
+                            }
+                            Err(error) => failure = Some(StoreError(format!("the store is damaged: {error}"))),
+                        }
+                    }
+                    Answer::Letters(reply, failure.map_or(Ok(letters), Err))
+                }
+                Job::Requeue(record, reply) => {
+                    dead.remove(record.key)?;
+                    deliveries.insert(record.key, encode(&record, "").as_slice())?;
+                    Answer::Unit(Some(reply))
+                }
+                Job::Purge(keys, reply) => {
+                    let mut removed = 0;
+                    for key in keys {
+                        if dead.remove(key)?.is_some() {
+                            events.remove(key)?;
+                            removed += 1;
+                        }
+                    }
+                    Answer::Count(reply, removed)
+                }
+                Job::Expire(before_ms, reply) => {
+                    let mut expired = Vec::new();
+                    for entry in dead.iter()? {
+                        let (key, value) = entry?;
+                        if let Ok((meta, _)) = decode::<DeadMeta>(value.value())
+                            && meta.dead_at_ms < before_ms
+                        {
+                            expired.push(key.value());
+                        }
+                    }
+                    for key in &expired {
+                        dead.remove(key)?;
+                        events.remove(key)?;
+                    }
+                    Answer::Count(reply, expired.len())
+                }
+                Job::LoadEvents(key, reply) => {
+                    let result =
+                        read_events(&events, key).map_err(|e| StoreError(format!("the store is damaged: {e}")));
+                    Answer::Events(reply, result)
+                }
+            };
+            answers.push(answer);
+        }
+    }
+    if wrote {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(())
+}
+
+impl Store for DurableStore {
+    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<InboxTicket, StoreError>> {
+        let ticket = self.next_ticket.fetch_add(1, AtomicOrdering::Relaxed);
+        let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                payload.push(',');
+            }
+            payload.push_str(&event.json);
+        }
+        let count = events.len() as u32;
+        let app_id = app_id.to_string();
+        if !self.wait_for_disk {
+            self.send(Job::Accept {
+                ticket,
+                app_id,
+                payload,
+                count,
+                reply: None,
+            });
+            return Box::pin(async move { Ok(ticket) });
+        }
+        let stored = self.ask(|reply| Job::Accept {
+            ticket,
+            app_id,
+            payload,
+            count,
+            reply: Some(reply),
+        });
+        Box::pin(async move { stored.await.map(|()| ticket) })
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.ask(|reply| Job::Commit(commit, reply))
+    }
+
+    fn record_failure(&self, record: &DeliveryRecord) {
+        self.send(Job::Update(record.clone()));
+    }
+
+    fn delivered(&self, key: DeliveryKey) {
+        self.send(Job::Delivered(key));
+    }
+
+    fn dead_letter(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.ask(|reply| Job::DeadLetter(letter, reply))
+    }
+
+    fn dead_letters(&self, app_id: Option<String>) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        self.ask(|reply| Job::ListDead(app_id, reply))
+    }
+
+    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.ask(|reply| Job::Requeue(record, reply))
+    }
+
+    fn purge_dead_letters(&self, keys: Vec<DeliveryKey>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.ask(|reply| Job::Purge(keys, reply))
+    }
+
+    fn expire_dead_letters(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.ask(|reply| Job::Expire(before_ms, reply))
+    }
+
+    fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>> {
+        self.ask(|reply| Job::LoadEvents(key, reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::InboxMark;
+
+    fn event(n: u32) -> Event {
+        Event::parse_joined(&format!(r#"{{"name":"e","channel":"c{n}"}}"#))
+            .unwrap()
+            .remove(0)
+    }
+
+    fn record(key: u64, events: &str) -> DeliveryRecord {
+        DeliveryRecord {
+            key,
+            batch_id: format!("b-{key}"),
+            app_id: "app".into(),
+            webhook_id: "w".into(),
+            events: events.into(),
+            event_count: 1,
+            batch_time_ms: 1,
+            attempts: 0,
+            history: Vec::new(),
+            pending_filter: false,
+            not_before_ms: 0,
+            window_start_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_was_accepted_and_committed_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, recovered) = DurableStore::open(dir.path(), true).unwrap();
+            assert!(recovered.inbox.is_empty() && recovered.deliveries.is_empty());
+            let t1 = store.accept("app", &[event(1), event(2)]).await.unwrap();
+            let t2 = store.accept("app", &[event(3)]).await.unwrap();
+            let mut r = record(7, r#"{"name":"e","channel":"c1"}"#);
+            store
+                .commit(Commit {
+                    marks: vec![InboxMark {
+                        ticket: t1,
+                        consumed: 1,
+                    }],
+                    deliveries: vec![r.clone()],
+                    retired: None,
+                })
+                .await
+                .unwrap();
+            r.attempts = 3;
+            store.record_failure(&r);
+            store
+                .dead_letter(DeadLetter {
+                    record: record(9, "{}"),
+                    reason: "gone".into(),
+                    dead_at_ms: 5,
+                })
+                .await
+                .unwrap();
+            assert_eq!(t2, t1 + 1);
+        }
+        // The writer thread drops the database when the store is dropped;
+        // wait for the lock to go.
+        let (store, recovered) = loop {
+            match DurableStore::open(dir.path(), true) {
+                Ok(opened) => break opened,
+                Err(e) if e.0.contains("in use") => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(recovered.inbox.len(), 2);
+        assert_eq!(recovered.inbox[0].consumed, 1);
+        assert_eq!(recovered.inbox[0].events.len(), 2);
+        assert_eq!(recovered.deliveries.len(), 1);
+        assert_eq!(recovered.deliveries[0].attempts, 3);
+        assert_eq!(&*recovered.deliveries[0].events, r#"{"name":"e","channel":"c1"}"#);
+        assert_eq!(recovered.next_key, 10);
+        let letters = store.dead_letters(None).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason, "gone");
+        assert_eq!(store.expire_dead_letters(6).await.unwrap(), 1);
+        assert!(store.dead_letters(None).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_database(&dir.path().join(STORE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(INBOX)
+                .unwrap()
+                .insert(1, b"\x01garbage-record".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = DurableStore::open(dir.path(), true).unwrap_err();
+        assert!(
+            error.0.contains("is damaged (inbox record 1: checksum mismatch)"),
+            "{error}"
+        );
+    }
+}
