@@ -29,6 +29,8 @@ enum Command {
     Send(cmd::send::Args),
     /// Run a local webhook receiver that prints each delivery and checks its signature.
     Listen(cmd::listen::Args),
+    /// List, show, replay and purge dead letters.
+    Dlq(cmd::dlq::Args),
     /// Work with WASM filters.
     #[command(subcommand)]
     Filter(cmd::filter::Command),
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             Command::Send(args) => cmd::send::run(args).await,
             Command::Listen(args) => cmd::listen::run(args).await,
             Command::Filter(command) => cmd::filter::run(command).await,
+            Command::Dlq(args) => cmd::dlq::run(args).await,
         }
     });
     match result {

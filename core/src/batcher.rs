@@ -252,11 +252,13 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
         deliveries: formed.deliveries.iter().map(|d| d.record.clone()).collect(),
         retired: None,
     };
+    let mut deliveries = formed.deliveries;
     let mut wait = STORE_RETRY_FIRST;
     for attempt in 1..=STORE_ATTEMPTS {
         match shared.store.commit(commit.clone()).await {
             Ok(()) => break,
             Err(error) if attempt == STORE_ATTEMPTS => {
+                deliveries.iter_mut().for_each(|d| d.on_disk = false);
                 tracing::error!(%error, "could not store formed batches; delivering them from memory \
                     (after a crash before the store recovers, their events would be batched again)");
             }
@@ -267,10 +269,9 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
             }
         }
     }
-    let queued: u64 = commit.deliveries.iter().map(|r| r.events.len() as u64).sum();
-    shared.backlog.fetch_add(queued, AtomicOrdering::Relaxed);
+    // The dispatcher counts the deliveries in the backlog as it takes them.
     shared.backlog.fetch_sub(formed.consumed_bytes, AtomicOrdering::Relaxed);
-    for delivery in formed.deliveries {
+    for delivery in deliveries {
         shared.dispatcher.dispatch(delivery);
     }
 }
@@ -314,23 +315,21 @@ fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&E
         }
         joined.push_str(&event.json);
     }
-    Delivery {
-        record: DeliveryRecord {
-            key,
-            batch_id,
-            app_id: app.id.to_string(),
-            webhook_id: webhook.id.to_string(),
-            events: joined.into(),
-            event_count: events.len(),
-            batch_time_ms,
-            attempts: 0,
-            history: Vec::new(),
-            pending_filter: false,
-            not_before_ms: 0,
-            window_start_ms: None,
-        },
-        webhook: webhook.clone(),
-    }
+    let record = DeliveryRecord {
+        key,
+        batch_id,
+        app_id: app.id.to_string(),
+        webhook_id: webhook.id.to_string(),
+        events: joined.into(),
+        event_count: events.len(),
+        batch_time_ms,
+        attempts: 0,
+        history: Vec::new(),
+        pending_filter: false,
+        not_before_ms: 0,
+        window_start_ms: None,
+    };
+    Delivery::new(record, webhook.clone(), true)
 }
 
 /// Splits events so each body stays within `limit` bytes. An event too large

@@ -121,6 +121,7 @@ impl Engine {
         let ids = Arc::new(BatchIds::starting_at(recovered.next_key));
         let backlog = Arc::new(AtomicU64::new(0));
         let dispatcher = Arc::new(Dispatcher::new(
+            settings.delivery.clone(),
             registry.clone(),
             store.clone(),
             metrics.clone(),
@@ -187,9 +188,8 @@ impl Engine {
                 continue;
             };
             deliveries += 1;
-            self.backlog
-                .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
-            self.dispatcher.dispatch(crate::delivery::Delivery { record, webhook });
+            self.dispatcher
+                .dispatch(crate::delivery::Delivery::new(record, webhook, true));
         }
         if events + deliveries + kept > 0 {
             tracing::info!(events, deliveries, "resuming what was pending before the restart");
@@ -236,6 +236,15 @@ impl Engine {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// What the admin socket needs to answer `hookline dlq`.
+    pub fn admin_context(&self) -> crate::admin::AdminContext {
+        crate::admin::AdminContext {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            dispatch: Some(self.dispatcher.clone()),
+        }
     }
 
     /// Re-reads the apps directory, logs what changed, and closes the open
@@ -333,6 +342,7 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
+        let admin_socket = crate::admin::serve_socket(&self.settings.data_dir, self.admin_context())?;
         let router = crate::ingest::router(self.clone());
         let engine = self.clone();
         let stop = async move {
@@ -353,6 +363,7 @@ impl Engine {
                 "grace period over with deliveries still pending; they are in the store and resume at the next start"
             );
         }
+        drop(admin_socket);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! [`delivery::Delivery`]s; the [`delivery`] lanes sign, send, retry and
 //! dead-letter them through the [`sinks`] plugins.
 
+pub mod admin;
 pub mod batcher;
 pub mod config;
 pub mod delivery;

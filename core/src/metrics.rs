@@ -32,6 +32,15 @@ pub struct DeliveryLabels {
     pub outcome: &'static str,
 }
 
+/// Labels naming one webhook of one app.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The app id.
+    pub app: String,
+    /// The webhook id (credentials and query strings redacted).
+    pub webhook: String,
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -50,6 +59,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Successful reloads and failed files.
     pub reloads: Family<RefusedLabels, Counter>,
+    /// Each webhook's circuit: 0 closed, 1 half-open (probing), 2 open.
+    pub circuit_state: Family<WebhookLabels, Gauge>,
     /// Filter components compiled from source.
     pub filter_compilations: Counter,
     /// Filter components loaded from the on-disk compile cache.
@@ -84,6 +95,12 @@ impl Metrics {
         registry.register("queue_depth", "Deliveries waiting or in flight", queue_depth.clone());
         let reloads = Family::<RefusedLabels, Counter>::default();
         registry.register("reloads", "Config reloads by result", reloads.clone());
+        let circuit_state = Family::<WebhookLabels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "Webhook circuit breaker: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
         let filter_compilations = Counter::default();
         registry.register(
             "filter_compilations",
@@ -107,6 +124,7 @@ impl Metrics {
             delivery_latency,
             queue_depth,
             reloads,
+            circuit_state,
         }
     }
 

@@ -136,6 +136,17 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     /// Past this many bytes of undelivered events, ingest answers 503.
     pub max_backlog_bytes: u64,
+    /// Past this many bytes of events held in memory by waiting deliveries,
+    /// further ones keep their events only on disk until their attempt.
+    pub max_memory_bytes: u64,
+    /// Consecutive failed attempts (network errors, timeouts, 5xx) that open
+    /// a webhook's circuit: it is paused, then probed. 0 turns it off.
+    pub circuit_failures: u32,
+    /// How long an open circuit first stays open; it doubles while probes
+    /// fail, up to `circuit_max_open_ms`.
+    pub circuit_open_ms: u64,
+    /// The longest an open circuit stays open before a probe.
+    pub circuit_max_open_ms: u64,
 }
 
 impl Default for DeliverySettings {
@@ -144,6 +155,10 @@ impl Default for DeliverySettings {
             timeout_ms: 10_000,
             max_in_flight: 8,
             max_backlog_bytes: 1 << 30,
+            max_memory_bytes: 64 << 20,
+            circuit_failures: 5,
+            circuit_open_ms: 1_000,
+            circuit_max_open_ms: 60_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod check;
+pub(crate) mod dlq;
 pub(crate) mod filter;
 pub(crate) mod listen;
 pub(crate) mod send;

@@ -1,6 +1,7 @@
 //! One webhook's lane: a queue of ready deliveries, a set of deliveries
 //! waiting to be retried, and at most `max_in_flight` attempts at once
-//! (one, in formation order, for `ordering: "strict"`).
+//! (one, in formation order, for `ordering: "strict"`), all behind the
+//! webhook's circuit breaker.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::breaker::{Breaker, Health};
 use super::retry::{NextStep, next_step};
 use super::{Delivery, LaneContext, now_ms};
 use crate::config::Ordering;
@@ -22,7 +24,7 @@ use crate::timer::sleep_until;
 
 /// Runs until the lane's sender is dropped and everything it held is
 /// delivered or dead-lettered.
-pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedReceiver<Delivery>) {
+pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedReceiver<Delivery>, mut breaker: Breaker) {
     let mut ready: VecDeque<Delivery> = VecDeque::new();
     // Keyed by (due time, sequence) so equal due times keep their order.
     let mut waiting: BTreeMap<(Instant, u64), Delivery> = BTreeMap::new();
@@ -32,14 +34,16 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
     let mut rng = rand::rngs::StdRng::from_os_rng();
 
     loop {
-        start_ready(&ctx, &mut ready, &waiting, &mut in_flight);
+        start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker);
         if !open && ready.is_empty() && waiting.is_empty() && in_flight.is_empty() {
             return;
         }
         let next_due = waiting.keys().next().map(|(due, _)| *due);
+        let reopens_at = breaker.reopens_at();
         tokio::select! {
             received = incoming.recv(), if open => match received {
-                Some(delivery) => {
+                Some(mut delivery) => {
+                    ctx.hold(&mut delivery);
                     // Recovered after a restart with its retry still ahead.
                     let wait = delivery.record.not_before_ms.saturating_sub(now_ms());
                     if wait > 0 {
@@ -59,10 +63,17 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
                         continue;
                     }
                 };
+                let health = match &outcome {
+                    Err(error) if matches!(error.retry_class(), RetryClass::Retry { .. }) => Health::Unwell,
+                    _ => Health::Alive,
+                };
+                breaker.record(health, Instant::now());
                 match outcome {
                     Ok(()) => succeeded(&ctx, delivery).await,
                     Err(error) => {
-                        if let Some((due, delivery)) = failed(&ctx, delivery, error, &mut ready, &mut rng).await {
+                        if let Some((due, mut delivery)) = failed(&ctx, delivery, error, &mut ready, &mut rng).await {
+                            ctx.release(&delivery);
+                            ctx.hold(&mut delivery);
                             // In a strict lane this holds everything behind it:
                             // `start_ready` starts nothing while anything waits.
                             sequence += 1;
@@ -71,6 +82,7 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
                     }
                 }
             },
+            () = sleep_until(reopens_at), if reopens_at.is_some() => {}
             () = sleep_until(next_due), if next_due.is_some() => {
                 let now = Instant::now();
                 while let Some(entry) = waiting.first_entry() {
@@ -95,6 +107,7 @@ fn start_ready(
     ready: &mut VecDeque<Delivery>,
     waiting: &BTreeMap<(Instant, u64), Delivery>,
     in_flight: &mut JoinSet<(Delivery, Result<(), DeliveryError>)>,
+    breaker: &mut Breaker,
 ) {
     while let Some(front) = ready.front() {
         let (limit, strict) = match front.webhook.ordering {
@@ -102,7 +115,10 @@ fn start_ready(
             Ordering::None => (front.webhook.max_in_flight, false),
         };
         // A strict lane holds everything behind a batch waiting to retry.
-        if in_flight.len() >= limit || (strict && !waiting.is_empty()) {
+        if in_flight.len() >= limit
+            || (strict && !waiting.is_empty())
+            || !breaker.allows(in_flight.len(), Instant::now())
+        {
             return;
         }
         let delivery = ready.pop_front().expect("front() was Some");
@@ -151,6 +167,11 @@ async fn failed(
         status: error.status(),
         error: error.to_string(),
     });
+    // Keep the first attempts and the latest ones: a day of retries must not
+    // grow a record without bound.
+    if record.history.len() > HISTORY_KEPT {
+        record.history.remove(HISTORY_FIRST_KEPT);
+    }
     let age = Duration::from_millis(now_ms().saturating_sub(record.window_start()));
     let step = next_step(class, &delivery.webhook.retry, record.attempts, age, rng);
     let outcome = match step {
@@ -188,8 +209,9 @@ async fn failed(
             if let Err(store_error) = ctx.store.commit(commit).await {
                 tracing::error!(error = %store_error, "could not store split batches; sending them from memory");
             }
-            for half in halves {
+            for mut half in halves {
                 ctx.metrics.queue_depth.inc();
+                ctx.hold(&mut half);
                 ready.push_front(half);
             }
             finish(ctx, &delivery);
@@ -222,12 +244,10 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
         record.event_count = chunk.len();
         record.history.clear();
         record.attempts = 0;
-        ctx.backlog
-            .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
-        halves.push(Delivery {
-            record,
-            webhook: delivery.webhook.clone(),
-        });
+        record.not_before_ms = 0;
+        let half = Delivery::new(record, delivery.webhook.clone(), delivery.on_disk);
+        ctx.backlog.fetch_add(half.backlog_bytes, AtomicOrdering::Relaxed);
+        halves.push(half);
     }
     // Second half behind the first, both ahead of the queue.
     halves.reverse();
@@ -280,12 +300,17 @@ async fn dead_letter(ctx: &LaneContext, delivery: Delivery, reason: String) {
     finish(ctx, &delivery);
 }
 
-/// Releases a finished delivery's share of the backlog.
+/// Releases a finished delivery's share of the backlog and of memory.
 fn finish(ctx: &LaneContext, delivery: &Delivery) {
     ctx.metrics.queue_depth.dec();
-    ctx.backlog
-        .fetch_sub(delivery.record.events.len() as u64, AtomicOrdering::Relaxed);
+    ctx.release(delivery);
+    ctx.backlog.fetch_sub(delivery.backlog_bytes, AtomicOrdering::Relaxed);
 }
+
+/// Attempts kept in a record's history: the first few and the latest.
+const HISTORY_KEPT: usize = 50;
+/// Of those, how many are the first attempts.
+const HISTORY_FIRST_KEPT: usize = 10;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! Sinks only send; everything about *when* and *how often* lives here, once
 //! for every sink kind (Vector's shared driver, not per-sink loops).
 
+mod breaker;
 mod lane;
 pub mod retry;
 
@@ -19,8 +20,9 @@ use tokio::task::JoinSet;
 use crate::config::Webhook;
 use crate::event::Event;
 use crate::filter::ChainOutcome;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WebhookLabels};
 use crate::registry::AppRegistry;
+use crate::settings::DeliverySettings;
 use crate::signing::hmac_sha256_hex;
 use crate::store::{DeliveryRecord, SharedStore};
 
@@ -32,6 +34,26 @@ pub struct Delivery {
     /// The webhook as configured when the batch was formed: routing is
     /// frozen at formation, only the signing secret follows the config.
     pub webhook: Arc<Webhook>,
+    /// Bytes it counts for in the backlog, from dispatch to its end.
+    backlog_bytes: u64,
+    /// Its events are in the store, so they may leave memory while it waits.
+    pub(crate) on_disk: bool,
+    /// Its events are only in the store right now; read back before sending.
+    spilled: bool,
+}
+
+impl Delivery {
+    /// A delivery of `record` to `webhook`; `on_disk` when the store holds
+    /// it (its events can then be dropped from memory while it waits).
+    pub fn new(record: DeliveryRecord, webhook: Arc<Webhook>, on_disk: bool) -> Self {
+        Self {
+            backlog_bytes: record.events.len() as u64,
+            record,
+            webhook,
+            on_disk,
+            spilled: false,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -91,6 +113,9 @@ impl BatchIds {
 /// What every lane shares.
 #[derive(Debug)]
 pub(crate) struct LaneContext {
+    pub(crate) settings: DeliverySettings,
+    /// Bytes of events the lanes hold in memory.
+    pub(crate) memory: AtomicU64,
     pub(crate) registry: Arc<AppRegistry>,
     pub(crate) store: SharedStore,
     pub(crate) metrics: Arc<Metrics>,
@@ -100,9 +125,42 @@ pub(crate) struct LaneContext {
 }
 
 impl LaneContext {
-    /// Renders, signs and sends one attempt; first re-runs the filters when
-    /// an earlier run asked for a retry.
+    /// Takes a delivery into a lane's queues: its events stay in memory
+    /// while under `max_memory_bytes`, otherwise (if the store has them)
+    /// they are dropped until its attempt.
+    pub(crate) fn hold(&self, delivery: &mut Delivery) {
+        if delivery.spilled {
+            return;
+        }
+        let len = delivery.record.events.len() as u64;
+        if delivery.on_disk && self.memory.load(AtomicOrdering::Relaxed) + len > self.settings.max_memory_bytes {
+            delivery.record.events = Arc::from("");
+            delivery.spilled = true;
+        } else {
+            self.memory.fetch_add(len, AtomicOrdering::Relaxed);
+        }
+    }
+
+    /// Lets go of a delivery's events (it finished, or goes back to wait).
+    pub(crate) fn release(&self, delivery: &Delivery) {
+        if !delivery.spilled {
+            self.memory
+                .fetch_sub(delivery.record.events.len() as u64, AtomicOrdering::Relaxed);
+        }
+    }
+
+    /// Renders, signs and sends one attempt; first reads its events back if
+    /// they left memory, and re-runs the filters when an earlier run asked
+    /// for a retry.
     pub(crate) async fn attempt(&self, delivery: &mut Delivery) -> Result<(), hookline_sink_api::DeliveryError> {
+        if delivery.spilled {
+            let events = self.store.load_events(delivery.record.key).await.map_err(|e| {
+                hookline_sink_api::DeliveryError::Transient(format!("cannot read the batch's events back: {e}"))
+            })?;
+            self.memory.fetch_add(events.len() as u64, AtomicOrdering::Relaxed);
+            delivery.record.events = events.into();
+            delivery.spilled = false;
+        }
         if delivery.record.pending_filter {
             match self.refilter(delivery).await {
                 Refiltered::Send => {}
@@ -172,8 +230,13 @@ impl LaneContext {
             tokio::task::spawn_blocking(move || current.filters.run(&app_id, &current.id, time_ms, events)).await;
         match outcome {
             Ok(ChainOutcome::Deliver(events)) => {
+                self.release(delivery);
                 let record = &mut delivery.record;
                 record.events = events.iter().map(|e| &*e.json).collect::<Vec<_>>().join(",").into();
+                self.memory
+                    .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
+                // A restart must resume with the filtered events, not the originals.
+                self.store.refiltered(record);
                 record.event_count = events.len();
                 record.pending_filter = false;
                 Refiltered::Send
@@ -201,6 +264,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher signing with `registry`'s credentials.
     pub fn new(
+        settings: DeliverySettings,
         registry: Arc<AppRegistry>,
         store: SharedStore,
         metrics: Arc<Metrics>,
@@ -209,6 +273,8 @@ impl Dispatcher {
     ) -> Self {
         Self {
             ctx: Arc::new(LaneContext {
+                settings,
+                memory: AtomicU64::new(0),
                 registry,
                 store,
                 metrics,
@@ -220,18 +286,33 @@ impl Dispatcher {
         }
     }
 
-    /// Queues a delivery on its webhook's lane.
+    /// Queues a delivery on its webhook's lane; it counts in the backlog
+    /// until it is delivered or dead-lettered.
     pub fn dispatch(&self, delivery: Delivery) {
         self.ctx.metrics.queue_depth.inc();
+        self.ctx
+            .backlog
+            .fetch_add(delivery.backlog_bytes, AtomicOrdering::Relaxed);
         let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
         let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
         let sender = lanes.entry(key).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let ctx = self.ctx.clone();
+            let gauge = self
+                .ctx
+                .metrics
+                .circuit_state
+                .get_or_create(&WebhookLabels {
+                    app: delivery.record.app_id.clone(),
+                    webhook: delivery.webhook.log_id.to_string(),
+                })
+                .clone();
+            let label = format!("{}/{}", delivery.record.app_id, delivery.webhook.log_id);
+            let breaker = breaker::Breaker::new(&ctx.settings, gauge, label);
             self.tasks
                 .lock()
                 .expect("tasks lock is never held across a panic")
-                .spawn(lane::run(ctx, rx));
+                .spawn(lane::run(ctx, rx, breaker));
             tx
         });
         if let Err(unsent) = sender.send(delivery) {

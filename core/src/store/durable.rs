@@ -71,7 +71,8 @@ enum Job {
         reply: Option<Reply<()>>,
     },
     Commit(Commit, Reply<()>),
-    Update(DeliveryRecord),
+    /// New attempt state; with `true`, new events too.
+    Update(DeliveryRecord, bool),
     Delivered(DeliveryKey),
     DeadLetter(DeadLetter, Reply<()>),
     ListDead(Option<String>, Reply<Vec<DeadLetter>>),
@@ -336,7 +337,7 @@ fn unanswered(job: Job) -> Answer {
         Job::ListDead(_, reply) => Answer::Letters(reply, Ok(Vec::new())),
         Job::Purge(_, reply) | Job::Expire(_, reply) => Answer::Count(reply, 0),
         Job::LoadEvents(_, reply) => Answer::Events(reply, Ok(String::new())),
-        Job::Update(_) | Job::Delivered(_) => Answer::None,
+        Job::Update(..) | Job::Delivered(_) => Answer::None,
     }
 }
 
@@ -397,10 +398,13 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                     }
                     Answer::Unit(Some(reply))
                 }
-                Job::Update(record) => {
+                Job::Update(record, with_events) => {
                     // A delivery already finished (or dead) is not brought back.
                     if deliveries.get(record.key)?.is_some() {
                         deliveries.insert(record.key, encode(&record, "").as_slice())?;
+                        if with_events {
+                            events.insert(record.key, encode(&(), &record.events).as_slice())?;
+                        }
                     }
                     Answer::None
                 }
@@ -533,7 +537,11 @@ impl Store for DurableStore {
     }
 
     fn record_failure(&self, record: &DeliveryRecord) {
-        self.send(Job::Update(record.clone()));
+        self.send(Job::Update(record.clone(), false));
+    }
+
+    fn refiltered(&self, record: &DeliveryRecord) {
+        self.send(Job::Update(record.clone(), true));
     }
 
     fn delivered(&self, key: DeliveryKey) {

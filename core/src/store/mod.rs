@@ -169,6 +169,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// losing it in a crash costs at most a repeated attempt.
     fn record_failure(&self, record: &DeliveryRecord);
 
+    /// Records a delivery's events as its filters rewrote them (it was
+    /// stored unfiltered, pending a retry of its filters). Not waited for.
+    fn refiltered(&self, record: &DeliveryRecord);
+
     /// Forgets a delivered batch. Not waited for: losing it in a crash means
     /// the batch is sent again, with the same batch id.
     fn delivered(&self, key: DeliveryKey);

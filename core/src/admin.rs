@@ -1,0 +1,328 @@
+//! Dead-letter administration (`hookline dlq`), and the local admin socket
+//! that lets the CLI ask a running daemon (whose store file is locked).
+//!
+//! The socket is `DATA_DIR/admin.sock`, a Unix socket only the daemon's
+//! user can reach (mode 0600). A connection carries one request line and
+//! one answer line, both JSON ([`AdminRequest`], [`AdminResponse`]).
+//! When no daemon runs, the CLI opens the store itself and calls
+//! [`handle`] directly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::delivery::{Delivery, Dispatcher, now_ms};
+use crate::registry::AppRegistry;
+use crate::store::{AttemptRecord, DeadLetter, SharedStore};
+
+/// The socket's file name inside the data directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+
+/// Which dead letters a replay or purge is about.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    /// One, by id (its batch id).
+    Id(String),
+    /// Every one of an app.
+    App(String),
+    /// All of them.
+    All,
+}
+
+/// A request to the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// The dead letters, optionally of one app.
+    List {
+        /// Only this app's.
+        app: Option<String>,
+    },
+    /// One dead letter in full.
+    Show {
+        /// Its id.
+        id: String,
+    },
+    /// Send dead letters again, to the webhook with the same id in the
+    /// current config.
+    Replay {
+        /// Which ones.
+        selector: Selector,
+    },
+    /// Forget dead letters.
+    Purge {
+        /// Which ones.
+        selector: Selector,
+    },
+}
+
+/// A dead letter as `hookline dlq` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetterView {
+    /// Its id: the batch id it was (and will be) delivered with.
+    pub id: String,
+    /// The app.
+    pub app_id: String,
+    /// The webhook id.
+    pub webhook_id: String,
+    /// How many events.
+    pub events: usize,
+    /// Counted attempts.
+    pub attempts: u32,
+    /// Why it was given up on.
+    pub reason: String,
+    /// The last status the target answered, if any.
+    pub last_status: Option<u16>,
+    /// When the batch was formed (ms since the Unix epoch).
+    pub batch_time_ms: u64,
+    /// When it was given up on (ms since the Unix epoch).
+    pub dead_at_ms: u64,
+    /// Every failed attempt, oldest first.
+    pub history: Vec<AttemptRecord>,
+    /// The events, as the JSON array they are delivered as.
+    pub events_json: String,
+}
+
+impl From<&DeadLetter> for DeadLetterView {
+    fn from(letter: &DeadLetter) -> Self {
+        let record = &letter.record;
+        Self {
+            id: record.batch_id.clone(),
+            app_id: record.app_id.clone(),
+            webhook_id: record.webhook_id.clone(),
+            events: record.event_count,
+            attempts: record.attempts,
+            reason: letter.reason.clone(),
+            last_status: record.history.iter().rev().find_map(|a| a.status),
+            batch_time_ms: record.batch_time_ms,
+            dead_at_ms: letter.dead_at_ms,
+            history: record.history.clone(),
+            events_json: format!("[{}]", record.events),
+        }
+    }
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AdminResponse {
+    /// What went wrong, if the request as a whole failed.
+    pub error: Option<String>,
+    /// Dead letters listed or shown.
+    pub letters: Vec<DeadLetterView>,
+    /// Ids replayed or purged.
+    pub done: Vec<String>,
+    /// Dead letters that could not be replayed, and why; they stay.
+    pub refused: Vec<String>,
+    /// Replays are queued in the store for the next start (no daemon ran).
+    pub queued_for_next_start: bool,
+}
+
+impl AdminResponse {
+    fn failed(error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// What answering a request needs: the store and the current config, and,
+/// inside the daemon, the dispatcher that sends replays at once.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The store holding the dead letters.
+    pub store: SharedStore,
+    /// The current apps (replays go to their webhooks).
+    pub registry: Arc<AppRegistry>,
+    /// The daemon's dispatcher; `None` in the CLI, where replays wait in the
+    /// store for the next start.
+    pub dispatch: Option<Arc<Dispatcher>>,
+}
+
+/// Answers one request.
+pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse {
+    let app_filter = match &request {
+        AdminRequest::List { app } => app.clone(),
+        AdminRequest::Replay {
+            selector: Selector::App(app),
+        }
+        | AdminRequest::Purge {
+            selector: Selector::App(app),
+        } => Some(app.clone()),
+        _ => None,
+    };
+    let letters = match ctx.store.dead_letters(app_filter).await {
+        Ok(letters) => letters,
+        Err(error) => return AdminResponse::failed(error.to_string()),
+    };
+    let pick = |selector: &Selector| -> Result<Vec<DeadLetter>, String> {
+        match selector {
+            Selector::Id(id) => match letters.iter().find(|l| l.record.batch_id == *id) {
+                Some(letter) => Ok(vec![letter.clone()]),
+                None => Err(format!(
+                    "no dead letter has id {id:?}; `hookline dlq list` shows the ids"
+                )),
+            },
+            Selector::App(_) | Selector::All => Ok(letters.clone()),
+        }
+    };
+    match request {
+        AdminRequest::List { .. } => AdminResponse {
+            letters: letters.iter().map(DeadLetterView::from).collect(),
+            ..AdminResponse::default()
+        },
+        AdminRequest::Show { id } => match pick(&Selector::Id(id)) {
+            Ok(found) => AdminResponse {
+                letters: found.iter().map(DeadLetterView::from).collect(),
+                ..AdminResponse::default()
+            },
+            Err(error) => AdminResponse::failed(error),
+        },
+        AdminRequest::Replay { selector } => match pick(&selector) {
+            Ok(found) => replay(ctx, found).await,
+            Err(error) => AdminResponse::failed(error),
+        },
+        AdminRequest::Purge { selector } => match pick(&selector) {
+            Ok(found) => {
+                let keys = found.iter().map(|l| l.record.key).collect();
+                match ctx.store.purge_dead_letters(keys).await {
+                    Ok(_) => AdminResponse {
+                        done: found.iter().map(|l| l.record.batch_id.clone()).collect(),
+                        ..AdminResponse::default()
+                    },
+                    Err(error) => AdminResponse::failed(error.to_string()),
+                }
+            }
+            Err(error) => AdminResponse::failed(error),
+        },
+    }
+}
+
+/// Moves dead letters back to the deliveries, each to the webhook with its
+/// id in the current config, with a fresh retry window and its batch id.
+async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
+    let snapshot = ctx.registry.snapshot();
+    let mut response = AdminResponse {
+        queued_for_next_start: ctx.dispatch.is_none(),
+        ..AdminResponse::default()
+    };
+    for letter in letters {
+        let mut record = letter.record;
+        let webhook = snapshot
+            .app(&record.app_id)
+            .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned());
+        let Some(webhook) = webhook else {
+            response.refused.push(format!(
+                "{}: app {:?} has no webhook {:?} in the current config; add it back or purge the dead letter",
+                record.batch_id, record.app_id, record.webhook_id
+            ));
+            continue;
+        };
+        record.attempts = 0;
+        record.not_before_ms = 0;
+        record.window_start_ms = Some(now_ms());
+        if let Err(error) = ctx.store.requeue(record.clone()).await {
+            response.refused.push(format!("{}: {error}", record.batch_id));
+            continue;
+        }
+        response.done.push(record.batch_id.clone());
+        if let Some(dispatcher) = &ctx.dispatch {
+            dispatcher.dispatch(Delivery::new(record, webhook, true));
+        }
+    }
+    response
+}
+
+/// Listens on `data_dir/admin.sock` until the returned guard is dropped.
+pub fn serve_socket(data_dir: &Path, ctx: AdminContext) -> std::io::Result<SocketGuard> {
+    let path = data_dir.join(ADMIN_SOCKET);
+    // A socket left by a daemon that was killed: nobody listens on it.
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on the admin socket {}: {e}", path.display()),
+        )
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Err(error) = answer(stream, &ctx).await {
+                    tracing::warn!(%error, "admin socket request failed");
+                }
+            });
+        }
+    });
+    Ok(SocketGuard { path, task })
+}
+
+async fn answer(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let response = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(request) => handle(ctx, request).await,
+        Err(error) => AdminResponse::failed(format!("not an admin request: {error}")),
+    };
+    let mut text = serde_json::to_string(&response).expect("responses serialise");
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    write.shutdown().await
+}
+
+/// Stops the admin socket and removes its file when dropped.
+#[derive(Debug)]
+pub struct SocketGuard {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Asks the daemon running on `data_dir`; `Ok(None)` when none listens.
+pub async fn ask_daemon(data_dir: &Path, request: &AdminRequest) -> std::io::Result<Option<AdminResponse>> {
+    let path = data_dir.join(ADMIN_SOCKET);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot reach the daemon's admin socket {}: {e}", path.display()),
+            ));
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(request).expect("requests serialise");
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| std::io::Error::other(format!("the daemon's answer is unreadable: {e}")))
+}
