@@ -259,8 +259,13 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A receiver on a given address (one that was down until now).
+    pub async fn start_on(addr: SocketAddr) -> Self {
         let state = Arc::new(ReceiverState::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(record).with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -356,6 +361,43 @@ async fn record(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: Head
         );
     }
     response
+}
+
+/// A loopback address nothing listens on (yet).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Runs `hookline dlq --data-dir DATA ARGS…`; returns (success, stdout, stderr).
+pub fn dlq(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(hookline_bin())
+        .arg("dlq")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `hookline dlq list --json`'s letters.
+pub fn dlq_letters(data_dir: &Path) -> Vec<serde_json::Value> {
+    let (ok, out, err) = dlq(data_dir, &["list", "--json"]);
+    assert!(ok, "dlq list failed: {err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    answer["letters"].as_array().unwrap().clone()
+}
+
+/// The delivery-attempt counter of `sink` with `outcome`.
+pub fn attempts(sink: &str, outcome: &str) -> String {
+    format!(r#"hookline_delivery_attempts_total{{sink="{sink}",outcome="{outcome}"}}"#)
 }
 
 /// A temporary apps directory.

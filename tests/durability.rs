@@ -1,0 +1,465 @@
+//! Durability end to end: kill -9 under load, a receiver down across a
+//! restart, dead letters and `hookline dlq`, the circuit breaker, a full
+//! disk, and a damaged store file.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::*;
+
+fn options(data: &Path, env: &[(&str, &str)]) -> DaemonOptions {
+    DaemonOptions {
+        data_dir: Some(data.to_path_buf()),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..DaemonOptions::default()
+    }
+}
+
+/// Every event channel a receiver got, with the batch ids it came in.
+fn channels_by_batch(received: &[Received]) -> HashMap<String, HashSet<String>> {
+    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in received {
+        let batch_id = r.header("x-hookline-batch-id").to_string();
+        for event in r.json()["events"].as_array().unwrap() {
+            let channel = event["channel"].as_str().unwrap().to_string();
+            seen.entry(channel).or_default().insert(batch_id.clone());
+        }
+    }
+    seen
+}
+
+/// POSTs a signed native request; `None` when the daemon is unreachable.
+async fn try_native(url: &str, app: &str, key: &str, secret: &str, body: &str) -> Option<u16> {
+    let path = format!("/apps/{app}/webhook_events");
+    let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
+    let response = reqwest::Client::new()
+        .post(format!("{url}{path}?{query}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    // Requests of three events against batches of seven: batches straddle
+    // requests, so the inbox is released part by part.
+    apps.write(
+        "a.json",
+        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 10, "max_events": 7},
+             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#
+            .replace("RECEIVER", &receiver.url("")),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    eprintln!("kill moments seed: {seed}");
+    for round in 0..5u64 {
+        let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut load = Vec::new();
+        for _ in 0..4 {
+            let (url, stop, acked, next) = (daemon.url(), stop.clone(), acked.clone(), next.clone());
+            load.push(tokio::spawn(async move {
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(3, Ordering::Relaxed);
+                    let channels: Vec<String> = (n..n + 3).map(|i| format!("c-{i}")).collect();
+                    let events: Vec<(&str, &str)> = channels.iter().map(|c| ("channel_occupied", c.as_str())).collect();
+                    if try_native(&url, "a", "ka", "sa", &events_body(&events)).await == Some(200) {
+                        acked.lock().unwrap().extend(channels);
+                        sent += 1;
+                    }
+                }
+                sent
+            }));
+        }
+        // A pseudo-random moment between 150 and 650 ms into the load.
+        let wait = 150 + (seed.wrapping_mul(round * 2 + 1).wrapping_add(round * 7919)) % 500;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        drop(daemon); // SIGKILL
+        stop.store(true, Ordering::Relaxed);
+        let mut sent = 0;
+        for task in load {
+            sent += task.await.unwrap();
+        }
+        assert!(sent > 0, "round {round}: no request was accepted before the kill");
+    }
+    let acked = acked.lock().unwrap().clone();
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    let deadline = Instant::now() + PATIENCE * 2;
+    loop {
+        let seen = channels_by_batch(&receiver.on("/h"));
+        let missing: Vec<&String> = acked.iter().filter(|c| !seen.contains_key(*c)).collect();
+        if missing.is_empty() {
+            let mixed: Vec<_> = seen.iter().filter(|(_, ids)| ids.len() > 1).collect();
+            assert!(
+                mixed.is_empty(),
+                "an event was delivered again under another batch id: {mixed:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged events never arrived, e.g. {:?}; logs:\n{}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)],
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_officially_valid("ka", "sa", &receiver.on("/h")[..20.min(receiver.on("/h").len())]);
+}
+
+#[tokio::test]
+async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
+    let down = free_addr();
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"enabled": false}},
+                 "webhooks": [{{"url": "http://{down}/h", "event_types": ["channel_occupied"], "retry": {{"min_backoff_ms": 20, "max_backoff_ms": 100}}}}]}}"#
+        ),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let env = [("HOOKLINE_SHUTDOWN_GRACE_MS", "300")];
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let channels: Vec<String> = (0..10).map(|i| format!("down-{i}")).collect();
+    for channel in &channels {
+        let body = events_body(&[("channel_occupied", channel)]);
+        assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    }
+    // Attempts failed until the circuit opened.
+    daemon.wait_metric(&attempts("http", "retry"), 5.0).await;
+    daemon
+        .wait_metric(
+            &format!(r#"hookline_circuit_state{{app="a",webhook="http://{down}/h"}}"#),
+            2.0,
+        )
+        .await;
+    daemon.signal("TERM");
+    let (status, daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}; logs:\n{}", daemon.logs());
+    assert!(daemon.logs().contains("resume at the next start"), "{}", daemon.logs());
+
+    let receiver = Receiver::start_on(down).await;
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let got = receiver.wait_for_events("/h", channels.len()).await;
+    let seen = channels_by_batch(&got);
+    for channel in &channels {
+        assert!(seen.contains_key(channel), "{channel} never arrived");
+    }
+    assert_officially_valid("ka", "sa", &got);
+    drop(daemon);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_shown_replayed_and_purged() {
+    let receiver = Receiver::start().await;
+    receiver.script("/h", vec![Reply::status(400)]);
+    receiver.script("/gone", vec![Reply::status(410)]);
+    let apps = AppsDir::new();
+    let config = |with_gone: bool| {
+        let gone = r#",{"id": "gone", "url": "RECEIVER/gone", "event_types": ["channel_vacated"]}"#;
+        format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"enabled": false}},
+                 "webhooks": [{{"id": "main", "url": "RECEIVER/h", "event_types": ["channel_occupied"]}}{}]}}"#,
+            if with_gone { gone } else { "" }
+        )
+        .replace("RECEIVER", &receiver.url(""))
+    };
+    apps.write("a.json", &config(true));
+    let data = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    let body = events_body(&[("channel_occupied", "room-1"), ("channel_vacated", "room-2")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    daemon.wait_metric(&attempts("http", "dead_letter"), 2.0).await;
+    let first = receiver.on("/h").remove(0);
+    let id = first.header("x-hookline-batch-id").to_string();
+
+    // What users need to decide: id, app, webhook, status, reason.
+    let (ok, list, err) = dlq(data.path(), &["list"]);
+    assert!(ok, "{err}");
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not in:\n{list}"));
+    for part in ["\ta\t", "\tmain\t", "\t400\t", "answered 400"] {
+        assert!(line.contains(part), "{part:?} missing from {line:?}");
+    }
+    let (ok, shown, err) = dlq(data.path(), &["show", &id]);
+    assert!(ok, "{err}");
+    for part in ["attempts:    1", "last status: 400", "status 400", "\"room-1\""] {
+        assert!(shown.contains(part), "{part:?} missing from:\n{shown}");
+    }
+
+    // Replay: same batch id and events, re-stamped, re-signed.
+    let (ok, out, err) = dlq(data.path(), &["replay", &id]);
+    assert!(ok, "{out}{err}");
+    let again = receiver.wait_for("/h", 2).await;
+    assert_eq!(again[1].header("x-hookline-batch-id"), id);
+    assert_eq!(again[1].json()["events"], first.json()["events"]);
+    assert!(again[1].json()["time_ms"].as_u64() > first.json()["time_ms"].as_u64());
+    assert_officially_valid("ka", "sa", &again);
+    let letters = dlq_letters(data.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["webhook_id"], "gone");
+
+    // A replay whose webhook is gone is an error, and the letter stays.
+    let generation = readyz(&daemon).await["generation"].as_u64().unwrap();
+    apps.write("a.json", &config(false));
+    wait_ready(&daemon, "reload", |s| s["generation"].as_u64() > Some(generation)).await;
+    let (ok, _, err) = dlq(data.path(), &["replay", "--all"]);
+    assert!(!ok);
+    assert!(err.contains("has no webhook \"gone\""), "{err}");
+    assert_eq!(dlq_letters(data.path()).len(), 1);
+
+    // Without a daemon, the CLI works on the store itself.
+    daemon.signal("TERM");
+    let (status, _daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(dlq_letters(data.path()).len(), 1);
+    let (ok, out, err) = dlq(data.path(), &["purge", "--app", "a"]);
+    assert!(ok, "{out}{err}");
+    assert!(dlq_letters(data.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_opens_its_circuit_which_closes_by_itself() {
+    let receiver = Receiver::start().await;
+    receiver.script("/h", vec![Reply::status(503); 4]);
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+             "webhooks": [{"id": "w", "url": "RECEIVER/h", "event_types": ["channel_occupied"], "retry": {"min_backoff_ms": 5, "max_backoff_ms": 10}}]}"#
+            .replace("RECEIVER", &receiver.url("")),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES", "3"),
+        ("HOOKLINE_DELIVERY_CIRCUIT_OPEN_MS", "400"),
+    ];
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    assert_eq!(
+        native(&daemon, "a", "ka", "sa", &events_body(&[("channel_occupied", "c")]))
+            .await
+            .0,
+        200
+    );
+    let state = r#"hookline_circuit_state{app="a",webhook="w"}"#;
+    daemon.wait_metric(state, 2.0).await;
+    daemon.wait_metric(&attempts("http", "success"), 1.0).await;
+    assert_eq!(daemon.metric(state).await, 0.0, "closed again");
+    let got = receiver.on("/h");
+    assert_eq!(got.len(), 5, "three failures, a failed probe, a good probe");
+    let gaps: Vec<Duration> = got.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps[2] >= Duration::from_millis(400), "paused while open: {gaps:?}");
+    assert!(
+        gaps[3] >= Duration::from_millis(800),
+        "twice as long after a failed probe: {gaps:?}"
+    );
+    assert!(daemon.logs().contains("circuit open"), "{}", daemon.logs());
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs failed: this test fills a real small filesystem and needs root"
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes zeros until the filesystem is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
+                assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC, got {e}");
+                return path;
+            }
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_loses_nothing_and_service_resumes() {
+    let fs = SmallFs::mount("16m");
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#
+            .replace("RECEIVER", &receiver.url("")),
+    );
+    let daemon = Daemon::start_with(apps.path(), options(&fs.path().join("data"), &[]));
+    let padding = "x".repeat(32 * 1024);
+    let body = |n: usize| {
+        serde_json::json!({"events": [{"name": "client_event", "channel": format!("full-{n}"),
+            "event": "client-x", "data": padding}]})
+        .to_string()
+    };
+    let mut acked = Vec::new();
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body(0)).await.0, 200);
+    acked.push("full-0".to_string());
+
+    let filler = fs.fill();
+    let mut refusal = None;
+    for n in 1..400 {
+        let (status, text) = native(&daemon, "a", "ka", "sa", &body(n)).await;
+        match status {
+            200 => acked.push(format!("full-{n}")),
+            503 => {
+                refusal = Some(text);
+                break;
+            }
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+    let refusal = refusal.expect("a full disk must make ingest answer 503");
+    assert!(refusal.contains("could not be stored"), "{refusal}");
+    assert!(refusal.contains("No space left"), "{refusal}");
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut n = 1000;
+    loop {
+        let (status, _) = native(&daemon, "a", "ka", "sa", &body(n)).await;
+        if status == 200 {
+            acked.push(format!("full-{n}"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest never recovered; logs:\n{}",
+            daemon.logs()
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver
+        .wait_until(|got| {
+            let seen = channels_by_batch(got);
+            acked.iter().all(|c| seen.contains_key(c))
+        })
+        .await;
+    drop(daemon);
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_refused_at_start_with_a_clear_error() {
+    let receiver = Receiver::start().await;
+    receiver.script("/h", vec![Reply::status(503); 1000]);
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#
+            .replace("RECEIVER", &receiver.url("")),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let env = [("HOOKLINE_SHUTDOWN_GRACE_MS", "100")];
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let marker = "marker-for-the-damage-test";
+    let body = events_body(&[("channel_occupied", marker)]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    daemon.wait_metric(&attempts("http", "retry"), 1.0).await;
+    daemon.signal("TERM");
+    let (status, _daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let store = data.path().join("store.redb");
+    let mut bytes = std::fs::read(&store).unwrap();
+    let mut flipped = 0;
+    for at in 0..bytes.len().saturating_sub(marker.len()) {
+        if bytes[at..].starts_with(marker.as_bytes()) {
+            bytes[at] ^= 0x20;
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "the pending event is in the store file");
+    std::fs::write(&store, &bytes).unwrap();
+
+    let mut child = Command::new(hookline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--apps"])
+        .arg(apps.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hookline served from a damaged store");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(stderr.contains(&store.display().to_string()), "{stderr}");
+    assert!(stderr.contains("move the file aside"), "{stderr}");
+    // The file keeps what it held, for recovery.
+    let after = std::fs::read(&store).unwrap();
+    assert_eq!(after.len(), bytes.len(), "the damaged file keeps its size");
+    let mut damaged = marker.as_bytes().to_vec();
+    damaged[0] ^= 0x20;
+    let kept = after
+        .windows(damaged.len())
+        .filter(|w| *w == damaged.as_slice())
+        .count();
+    assert_eq!(kept, flipped, "the damaged records are still in the file");
+}
