@@ -136,7 +136,12 @@ async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
         ),
     );
     let data = tempfile::tempdir().unwrap();
-    let env = [("HOOKLINE_SHUTDOWN_GRACE_MS", "300")];
+    // A memory budget of one byte: every waiting batch keeps its events only
+    // on disk, and a restart reads none of them back until their attempt.
+    let env = [
+        ("HOOKLINE_SHUTDOWN_GRACE_MS", "300"),
+        ("HOOKLINE_DELIVERY_MAX_MEMORY_BYTES", "1"),
+    ];
     let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
     let channels: Vec<String> = (0..10).map(|i| format!("down-{i}")).collect();
     for channel in &channels {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -38,10 +38,16 @@ enum Message {
         events: Vec<Event>,
         ticket: InboxTicket,
         offset: u32,
+        /// Their share of the intake budget, returned once they are stored.
+        permit: Option<OwnedSemaphorePermit>,
     },
     /// The app's config changed or it was removed: close the open batch now.
     ConfigChanged,
 }
+
+/// How long ingest waits for room in the intake budget before answering
+/// 503: delivery is falling behind.
+const INTAKE_WAIT: Duration = Duration::from_secs(2);
 
 /// What every app's batcher shares.
 #[derive(Debug)]
@@ -59,6 +65,10 @@ pub struct Batchers {
     shared: Arc<Shared>,
     senders: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Message>>>,
     tasks: Mutex<JoinSet<()>>,
+    /// KiB of accepted events in memory and not yet stored as deliveries:
+    /// ingest waits for room, so a flood cannot outrun batching.
+    intake: Arc<Semaphore>,
+    intake_kib: u32,
 }
 
 impl Batchers {
@@ -69,8 +79,12 @@ impl Batchers {
         metrics: Arc<Metrics>,
         ids: Arc<BatchIds>,
         backlog: Arc<AtomicU64>,
+        intake_bytes: u64,
     ) -> Self {
+        let intake_kib = u32::try_from(intake_bytes / 1024).unwrap_or(u32::MAX).clamp(1, 1 << 30);
         Self {
+            intake: Arc::new(Semaphore::new(intake_kib as usize)),
+            intake_kib,
             shared: Arc::new(Shared {
                 dispatcher,
                 store,
@@ -85,7 +99,14 @@ impl Batchers {
 
     /// Adds one request's accepted events (its inbox `ticket`'s events from
     /// the `offset`-th on) to their app's open batch.
-    pub fn push(&self, app: Arc<App>, events: Vec<Event>, ticket: InboxTicket, offset: u32) {
+    pub fn push(
+        &self,
+        app: Arc<App>,
+        events: Vec<Event>,
+        ticket: InboxTicket,
+        offset: u32,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
         let sender = senders.entry(app.id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -100,10 +121,21 @@ impl Batchers {
             events,
             ticket,
             offset,
+            permit,
         };
         if sender.send(message).is_err() {
             tracing::error!("events pushed after shutdown began; ingest should have refused them");
         }
+    }
+
+    /// Waits for room for `bytes` of accepted events in the intake budget;
+    /// `None` if there was none within a while (delivery is behind).
+    pub async fn admit(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.intake_kib);
+        tokio::time::timeout(INTAKE_WAIT, self.intake.clone().acquire_many_owned(kib))
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Closes the open batch of each of these apps now (their config changed).
@@ -133,6 +165,8 @@ struct OpenBatch {
     /// Inbox progress the batch makes once stored.
     marks: Vec<InboxMark>,
     closes_at: Instant,
+    /// When its first event arrived (ms since the Unix epoch).
+    opened_ms: u64,
 }
 
 /// Deliveries formed but not yet stored, and the inbox progress they make.
@@ -142,6 +176,8 @@ struct Formed {
     marks: Vec<InboxMark>,
     /// Bytes of the app batches they came from (leaving the inbox backlog).
     consumed_bytes: u64,
+    /// Intake budget held by the events they came from.
+    permits: Vec<OwnedSemaphorePermit>,
 }
 
 /// Stores (then dispatches) once this many deliveries are formed, even if
@@ -155,14 +191,16 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
         let closes_at = open.as_ref().map(|b| b.closes_at);
         tokio::select! {
             message = incoming.recv() => match message {
-                Some(Message::Events { app, events, ticket, offset }) => {
+                Some(Message::Events { app, events, ticket, offset, permit }) => {
+                    formed.permits.extend(permit);
+                    let total = offset + events.len() as u32;
                     for (i, event) in (offset..).zip(events) {
-                        let mark = InboxMark { ticket, consumed: i + 1 };
+                        let mark = InboxMark { ticket, consumed: i + 1, complete: i + 1 == total };
                         if open.as_ref().is_some_and(|b| !Arc::ptr_eq(&b.app, &app)) {
                             close(&shared, open.take(), &mut formed).await;
                         }
                         if !app.batching.enabled {
-                            form(&shared, &app, vec![event], vec![mark], &mut formed).await;
+                            form(&shared, &app, vec![event], vec![mark], now_ms(), &mut formed).await;
                             continue;
                         }
                         let batch = open.get_or_insert_with(|| OpenBatch {
@@ -170,10 +208,11 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
                             events: Vec::new(),
                             marks: Vec::new(),
                             closes_at: Instant::now() + Duration::from_millis(app.batching.max_wait_ms),
+                            opened_ms: now_ms(),
                         });
                         batch.events.push(event);
                         match batch.marks.last_mut() {
-                            Some(last) if last.ticket == ticket => last.consumed = mark.consumed,
+                            Some(last) if last.ticket == ticket => *last = mark,
                             _ => batch.marks.push(mark),
                         }
                         if batch.events.len() >= app.batching.max_events {
@@ -198,12 +237,19 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
 
 async fn close(shared: &Shared, batch: Option<OpenBatch>, formed: &mut Formed) {
     if let Some(batch) = batch {
-        form(shared, &batch.app, batch.events, batch.marks, formed).await;
+        form(shared, &batch.app, batch.events, batch.marks, batch.opened_ms, formed).await;
     }
 }
 
 /// Routes one app batch to its webhooks: the deliveries join `formed`.
-async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>, marks: Vec<InboxMark>, formed: &mut Formed) {
+async fn form(
+    shared: &Shared,
+    app: &Arc<App>,
+    events: Vec<Event>,
+    marks: Vec<InboxMark>,
+    accepted_ms: u64,
+    formed: &mut Formed,
+) {
     formed.marks.extend(marks);
     if events.is_empty() {
         return;
@@ -227,6 +273,7 @@ async fn form(shared: &Shared, app: &Arc<App>, events: Vec<Event>, marks: Vec<In
         let refs: Vec<&Event> = selected.iter().collect();
         for chunk in chunk_to_fit(&refs, webhook.max_body_bytes) {
             let mut delivery = new_delivery(shared, app, webhook, chunk, batch_time_ms);
+            delivery.record.accepted_ms = accepted_ms;
             delivery.record.pending_filter = pending_filter;
             formed.deliveries.push(delivery);
         }
@@ -323,6 +370,7 @@ fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&E
         events: joined.into(),
         event_count: events.len(),
         batch_time_ms,
+        accepted_ms: batch_time_ms,
         attempts: 0,
         history: Vec::new(),
         pending_filter: false,

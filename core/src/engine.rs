@@ -30,6 +30,10 @@ pub enum Refusal {
     /// The undelivered backlog is over `max_backlog_bytes`.
     #[error("the delivery backlog is over max_backlog_bytes ({0} bytes); retry later")]
     BacklogFull(u64),
+    /// Accepted events waiting to be batched fill `max_memory_bytes`:
+    /// batching and delivery are behind ingest.
+    #[error("hookline is taking events faster than it can batch and store them; retry shortly")]
+    Behind,
     /// The store could not keep the events.
     #[error("the events could not be stored ({0}); retry later")]
     Store(String),
@@ -41,6 +45,7 @@ impl Refusal {
         match self {
             Refusal::ShuttingDown => "shutting_down",
             Refusal::BacklogFull(_) => "backlog_full",
+            Refusal::Behind => "behind",
             Refusal::Store(_) => "store_error",
         }
     }
@@ -116,7 +121,8 @@ impl Engine {
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
         let wait_for_disk = settings.ingest.durability == Durability::Fsync;
         let (store, recovered) =
-            DurableStore::open(&settings.data_dir, wait_for_disk).map_err(|e| std::io::Error::other(e.0))?;
+            DurableStore::open(&settings.data_dir, wait_for_disk, settings.delivery.max_memory_bytes)
+                .map_err(|e| std::io::Error::other(e.0))?;
         let store: SharedStore = store;
         let ids = Arc::new(BatchIds::starting_at(recovered.next_key));
         let backlog = Arc::new(AtomicU64::new(0));
@@ -128,7 +134,14 @@ impl Engine {
             ids.clone(),
             backlog.clone(),
         ));
-        let batchers = Batchers::new(dispatcher.clone(), store.clone(), metrics.clone(), ids, backlog.clone());
+        let batchers = Batchers::new(
+            dispatcher.clone(),
+            store.clone(),
+            metrics.clone(),
+            ids,
+            backlog.clone(),
+            settings.delivery.max_memory_bytes,
+        );
         let engine = Arc::new(Self {
             settings,
             registry,
@@ -165,9 +178,11 @@ impl Engine {
             events += rest.len();
             self.backlog
                 .fetch_add(rest.iter().map(|e| e.len() as u64).sum(), AtomicOrdering::Relaxed);
-            self.batchers.push(app.clone(), rest, entry.ticket, entry.consumed);
+            self.batchers
+                .push(app.clone(), rest, entry.ticket, entry.consumed, None);
         }
-        for record in recovered.deliveries {
+        for found in recovered.deliveries {
+            let record = &found.record;
             let webhook = snapshot
                 .app(&record.app_id)
                 .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned());
@@ -178,7 +193,7 @@ impl Engine {
                 );
                 tracing::error!(batch_id = %record.batch_id, %reason, "delivery dead-lettered");
                 let letter = crate::store::DeadLetter {
-                    record,
+                    record: found.record,
                     reason,
                     dead_at_ms: crate::delivery::now_ms(),
                 };
@@ -189,7 +204,7 @@ impl Engine {
             };
             deliveries += 1;
             self.dispatcher
-                .dispatch(crate::delivery::Delivery::new(record, webhook, true));
+                .dispatch(crate::delivery::Delivery::recovered(found, webhook));
         }
         if events + deliveries + kept > 0 {
             tracing::info!(events, deliveries, "resuming what was pending before the restart");
@@ -306,14 +321,15 @@ impl Engine {
         if self.backlog.load(AtomicOrdering::Relaxed) > limit {
             return Err(Refusal::BacklogFull(limit));
         }
+        let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+        let permit = self.batchers.admit(bytes as usize).await.ok_or(Refusal::Behind)?;
         let ticket = self
             .store
             .accept(&app.id, &events)
             .await
             .map_err(|e| Refusal::Store(e.to_string()))?;
-        let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
         self.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
-        self.batchers.push(app.clone(), events, ticket, 0);
+        self.batchers.push(app.clone(), events, ticket, 0, Some(permit));
         Ok(())
     }
 

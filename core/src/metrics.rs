@@ -32,6 +32,13 @@ pub struct DeliveryLabels {
     pub outcome: &'static str,
 }
 
+/// Labels naming a sink kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// The sink kind (`http`, `lambda`).
+    pub sink: &'static str,
+}
+
 /// Labels naming one webhook of one app.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -53,7 +60,10 @@ pub struct Metrics {
     pub batches_formed: Counter,
     /// Delivery attempts by sink kind and outcome.
     pub deliveries: Family<DeliveryLabels, Counter>,
-    /// Seconds from batch formation to successful delivery.
+    /// Events delivered (in successful deliveries), by sink kind.
+    pub events_delivered: Family<SinkLabels, Counter>,
+    /// Seconds from the batch's first event's acceptance to successful
+    /// delivery (millisecond resolution).
     pub delivery_latency: Histogram,
     /// Deliveries waiting or in flight.
     pub queue_depth: Gauge,
@@ -85,10 +95,16 @@ impl Metrics {
         registry.register("batches_formed", "App batches formed", batches_formed.clone());
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register("delivery_attempts", "Delivery attempts by outcome", deliveries.clone());
+        let events_delivered = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "events_delivered",
+            "Events in successful deliveries",
+            events_delivered.clone(),
+        );
         let delivery_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "delivery_latency_seconds",
-            "Time from batch formation to successful delivery",
+            "Time from ingest (of a batch's first event) to successful delivery",
             delivery_latency.clone(),
         );
         let queue_depth = Gauge::default();
@@ -121,6 +137,7 @@ impl Metrics {
             requests_refused,
             batches_formed,
             deliveries,
+            events_delivered,
             delivery_latency,
             queue_depth,
             reloads,

@@ -18,7 +18,7 @@ use super::breaker::{Breaker, Health};
 use super::retry::{NextStep, next_step};
 use super::{Delivery, LaneContext, now_ms};
 use crate::config::Ordering;
-use crate::metrics::DeliveryLabels;
+use crate::metrics::{DeliveryLabels, SinkLabels};
 use crate::store::{AttemptRecord, Commit, DeadLetter};
 use crate::timer::sleep_until;
 
@@ -140,7 +140,13 @@ async fn succeeded(ctx: &LaneContext, delivery: Delivery) {
             outcome: "success",
         })
         .inc();
-    let age_ms = now_ms().saturating_sub(record.batch_time_ms);
+    ctx.metrics
+        .events_delivered
+        .get_or_create(&SinkLabels {
+            sink: delivery.webhook.kind,
+        })
+        .inc_by(record.event_count as u64);
+    let age_ms = now_ms().saturating_sub(record.accepted_ms);
     ctx.metrics.delivery_latency.observe(age_ms as f64 / 1000.0);
     tracing::debug!(app = %record.app_id, webhook = %delivery.webhook.log_id, batch_id = %record.batch_id,
         events = record.event_count, "delivered");

@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, WebhookLabels};
 use crate::registry::AppRegistry;
 use crate::settings::DeliverySettings;
 use crate::signing::hmac_sha256_hex;
-use crate::store::{DeliveryRecord, SharedStore};
+use crate::store::{DeliveryRecord, RecoveredDelivery, SharedStore};
 
 /// One batch for one webhook, on its way.
 #[derive(Debug)]
@@ -122,6 +122,19 @@ pub(crate) struct LaneContext {
     pub(crate) ids: Arc<BatchIds>,
     /// Bytes of undelivered events; ingest answers 503 past the limit.
     pub(crate) backlog: Arc<AtomicU64>,
+}
+
+impl Delivery {
+    /// A delivery found at start whose events may have stayed on disk.
+    pub fn recovered(found: RecoveredDelivery, webhook: Arc<Webhook>) -> Self {
+        Self {
+            backlog_bytes: found.events_bytes,
+            record: found.record,
+            webhook,
+            on_disk: true,
+            spilled: !found.events_loaded,
+        }
+    }
 }
 
 impl LaneContext {

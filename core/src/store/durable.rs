@@ -18,7 +18,7 @@
 //! group: service resumes by itself once the disk has room.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
-use super::{Commit, DeadLetter, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Recovered, Store, StoreError};
+use super::{
+    Commit, DeadLetter, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Recovered, RecoveredDelivery, Store,
+    StoreError,
+};
 use crate::event::Event;
 
 const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
@@ -43,6 +46,10 @@ pub const STORE_FILE: &str = "store.redb";
 const CACHE_BYTES: usize = 16 << 20;
 /// Most jobs applied in one transaction.
 const MAX_GROUP: usize = 4096;
+/// With `durability = "memory"`, `accept` waits for the disk anyway once
+/// this many jobs wait for the writer: the queue in front of the disk stays
+/// bounded, and ingest slows to what the disk takes.
+const MAX_UNWRITTEN: usize = 1024;
 
 /// An inbox entry's metadata.
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,6 +94,8 @@ enum Job {
 pub struct DurableStore {
     path: PathBuf,
     jobs: Mutex<std_mpsc::Sender<Job>>,
+    /// Jobs sent and not yet applied.
+    unwritten: Arc<AtomicUsize>,
     next_ticket: AtomicU64,
     /// `durability = "fsync"`: `accept` waits for the commit.
     wait_for_disk: bool,
@@ -96,7 +105,13 @@ impl DurableStore {
     /// Opens (or creates) `data_dir/store.redb`, checks every page and record,
     /// and returns the store with what it held. A damaged file is an error
     /// that says so; it is never served from.
-    pub fn open(data_dir: &Path, wait_for_disk: bool) -> Result<(Arc<Self>, Recovered), StoreError> {
+    /// Recovered deliveries keep their events in memory up to
+    /// `memory_budget` bytes.
+    pub fn open(
+        data_dir: &Path,
+        wait_for_disk: bool,
+        memory_budget: u64,
+    ) -> Result<(Arc<Self>, Recovered), StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError(format!(
                 "cannot create the data directory {}: {e}; check --data-dir and its permissions",
@@ -105,23 +120,23 @@ impl DurableStore {
         })?;
         let path = data_dir.join(STORE_FILE);
         let db = open_database(&path)?;
-        let recovered = read_all(&db).map_err(|e| damaged(&path, &e))?;
+        let recovered = read_all(&db, memory_budget).map_err(|e| damaged(&path, &e))?;
         let next_ticket = recovered.inbox.last().map_or(1, |e| e.ticket + 1);
         let (tx, rx) = std_mpsc::channel();
-        let writer_path = path.clone();
+        let writer = Writer {
+            path: path.clone(),
+            db: Some(db),
+            unwritten: Arc::default(),
+        };
+        let unwritten = writer.unwritten.clone();
         std::thread::Builder::new()
             .name("hookline-store".to_string())
-            .spawn(move || {
-                Writer {
-                    path: writer_path,
-                    db: Some(db),
-                }
-                .run(&rx)
-            })
+            .spawn(move || writer.run(&rx))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         let store = Arc::new(Self {
             path,
             jobs: Mutex::new(tx),
+            unwritten,
             next_ticket: AtomicU64::new(next_ticket),
             wait_for_disk,
         });
@@ -134,6 +149,7 @@ impl DurableStore {
     }
 
     fn send(&self, job: Job) {
+        self.unwritten.fetch_add(1, AtomicOrdering::Relaxed);
         // The writer only stops when the store is dropped.
         let _ = self
             .jobs
@@ -195,7 +211,7 @@ fn write_error(path: &Path, error: &redb::Error) -> StoreError {
 }
 
 /// Reads everything a restart must resume, checking every record.
-fn read_all(db: &Database) -> Result<Recovered, String> {
+fn read_all(db: &Database, memory_budget: u64) -> Result<Recovered, String> {
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     let mut recovered = Recovered::default();
     let inbox = txn.open_table(INBOX).map_err(|e| e.to_string())?;
@@ -214,15 +230,25 @@ fn read_all(db: &Database) -> Result<Recovered, String> {
     }
     let deliveries = txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
     let events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-    let mut max_key = 0;
+    let (mut max_key, mut loaded) = (0, 0u64);
     for entry in deliveries.iter().map_err(|e| e.to_string())? {
         let (key, value) = entry.map_err(|e| e.to_string())?;
         let key = key.value();
         let (mut record, _): (DeliveryRecord, String) =
             decode(value.value()).map_err(|e| format!("delivery record {key}: {e}"))?;
-        record.events = read_events(&events, key)?.into();
+        let payload = read_events(&events, key)?;
+        let events_bytes = payload.len() as u64;
+        let events_loaded = loaded + events_bytes <= memory_budget;
+        if events_loaded {
+            loaded += events_bytes;
+            record.events = payload.into();
+        }
         max_key = max_key.max(key);
-        recovered.deliveries.push(record);
+        recovered.deliveries.push(RecoveredDelivery {
+            record,
+            events_bytes,
+            events_loaded,
+        });
     }
     let dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
     for entry in dead.iter().map_err(|e| e.to_string())? {
@@ -280,6 +306,7 @@ struct Writer {
     path: PathBuf,
     /// `None` after an I/O error, until reopened.
     db: Option<Database>,
+    unwritten: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -292,7 +319,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let applied = group.len();
             self.apply_group(group);
+            self.unwritten.fetch_sub(applied, AtomicOrdering::Relaxed);
         }
     }
 
@@ -372,6 +401,10 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                 }
                 Job::Commit(commit, reply) => {
                     for mark in &commit.marks {
+                        if mark.complete {
+                            inbox.remove(mark.ticket)?;
+                            continue;
+                        }
                         let Some(value) = inbox.get(mark.ticket)?.map(|v| v.value().to_vec()) else {
                             continue;
                         };
@@ -512,7 +545,7 @@ impl Store for DurableStore {
         }
         let count = events.len() as u32;
         let app_id = app_id.to_string();
-        if !self.wait_for_disk {
+        if !self.wait_for_disk && self.unwritten.load(AtomicOrdering::Relaxed) < MAX_UNWRITTEN {
             self.send(Job::Accept {
                 ticket,
                 app_id,
@@ -593,6 +626,7 @@ mod tests {
             events: events.into(),
             event_count: 1,
             batch_time_ms: 1,
+            accepted_ms: 1,
             attempts: 0,
             history: Vec::new(),
             pending_filter: false,
@@ -605,7 +639,7 @@ mod tests {
     async fn what_was_accepted_and_committed_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (store, recovered) = DurableStore::open(dir.path(), true).unwrap();
+            let (store, recovered) = DurableStore::open(dir.path(), true, u64::MAX).unwrap();
             assert!(recovered.inbox.is_empty() && recovered.deliveries.is_empty());
             let t1 = store.accept("app", &[event(1), event(2)]).await.unwrap();
             let t2 = store.accept("app", &[event(3)]).await.unwrap();
@@ -615,6 +649,7 @@ mod tests {
                     marks: vec![InboxMark {
                         ticket: t1,
                         consumed: 1,
+                        complete: false,
                     }],
                     deliveries: vec![r.clone()],
                     retired: None,
@@ -636,7 +671,7 @@ mod tests {
         // The writer thread drops the database when the store is dropped;
         // wait for the lock to go.
         let (store, recovered) = loop {
-            match DurableStore::open(dir.path(), true) {
+            match DurableStore::open(dir.path(), true, u64::MAX) {
                 Ok(opened) => break opened,
                 Err(e) if e.0.contains("in use") => std::thread::yield_now(),
                 Err(e) => panic!("{e}"),
@@ -646,8 +681,11 @@ mod tests {
         assert_eq!(recovered.inbox[0].consumed, 1);
         assert_eq!(recovered.inbox[0].events.len(), 2);
         assert_eq!(recovered.deliveries.len(), 1);
-        assert_eq!(recovered.deliveries[0].attempts, 3);
-        assert_eq!(&*recovered.deliveries[0].events, r#"{"name":"e","channel":"c1"}"#);
+        assert_eq!(recovered.deliveries[0].record.attempts, 3);
+        assert_eq!(
+            &*recovered.deliveries[0].record.events,
+            r#"{"name":"e","channel":"c1"}"#
+        );
         assert_eq!(recovered.next_key, 10);
         let letters = store.dead_letters(None).await.unwrap();
         assert_eq!(letters.len(), 1);
@@ -668,7 +706,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let error = DurableStore::open(dir.path(), true).unwrap_err();
+        let error = DurableStore::open(dir.path(), true, u64::MAX).unwrap_err();
         assert!(
             error.0.contains("is damaged (inbox record 1: checksum mismatch)"),
             "{error}"

@@ -56,6 +56,10 @@ pub struct DeliveryRecord {
     pub event_count: usize,
     /// When the batch was formed (ms since the Unix epoch).
     pub batch_time_ms: u64,
+    /// When the batch's first event was accepted (ms since the Unix epoch):
+    /// delivery latency is measured from here.
+    #[serde(default)]
+    pub accepted_ms: u64,
     /// Counted attempts so far.
     pub attempts: u32,
     /// Every failed attempt, oldest first.
@@ -110,6 +114,8 @@ pub struct InboxMark {
     pub ticket: InboxTicket,
     /// How many of its events (from the first) are now in stored deliveries.
     pub consumed: u32,
+    /// Whether that is all of them (the record can go without being read).
+    pub complete: bool,
 }
 
 /// One transaction of the batcher (or of a split): deliveries to store and
@@ -137,13 +143,26 @@ pub struct InboxEntry {
     pub consumed: u32,
 }
 
+/// A delivery found at start. Its events were checked but are kept in
+/// memory only within the memory budget; the rest are read back before
+/// their attempt.
+#[derive(Debug)]
+pub struct RecoveredDelivery {
+    /// The record (with empty `events` when they stayed on disk).
+    pub record: DeliveryRecord,
+    /// Bytes of its events.
+    pub events_bytes: u64,
+    /// Whether `record.events` holds them.
+    pub events_loaded: bool,
+}
+
 /// What a store held when it was opened.
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// Accepted events not yet batched, oldest first.
     pub inbox: Vec<InboxEntry>,
     /// Deliveries not yet delivered or dead-lettered, oldest first.
-    pub deliveries: Vec<DeliveryRecord>,
+    pub deliveries: Vec<RecoveredDelivery>,
     /// The lowest delivery key not in use.
     pub next_key: DeliveryKey,
 }

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmark: Hookline against the machine's limit.
+
+In one run, on this machine:
+  * a bare hyper server (examples/bench/bare_hyper.rs, every answer 200 {})
+    is driven by wrk at each concurrency: the physical-limit baseline;
+  * Hookline, on its embedded store, delivering to another bare hyper server
+    (a fast receiver), is driven by the same wrk with a signed native ingest
+    request, for each durability (fsync, memory), batching (off, on) and
+    events per request (1, 10).
+
+For each it prints accepted requests/s and events/s, delivered events/s
+(during the run), p50/p99 ingest->delivery latency (from Hookline's
+histogram, millisecond resolution), peak RSS, and the ratio to the
+baseline's requests/s.
+
+    python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--no-build]
+
+Installs wrk (Debian package) if it is missing.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    print("installing wrk (apt-get install wrk)", file=sys.stderr)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+
+
+def start(cmd, env=None):
+    """Starts a process that prints `listening on ADDR`; returns (proc, addr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    deadline = time.time() + 30
+    for line in proc.stdout:
+        if line.startswith("listening on "):
+            return proc, line.split()[-1]
+        if time.time() > deadline:
+            break
+    proc.kill()
+    raise SystemExit(f"{cmd[0]} did not start")
+
+
+def signed_path(app, key, secret, body):
+    path = f"/apps/{app}/webhook_events"
+    params = {
+        "auth_key": key,
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(body.encode()).hexdigest(),
+    }
+    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    signature = hmac.new(secret.encode(), f"POST\n{path}\n{query}".encode(), hashlib.sha256).hexdigest()
+    return f"{path}?{query}&auth_signature={signature}"
+
+
+def wrk(url, body, concurrency, duration, script_dir):
+    script = os.path.join(script_dir, "post.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write(f"wrk.body = {json.dumps(body)}\n")
+        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+    threads = min(concurrency, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "-s", script, url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return rps, int(bad.group(1)) if bad else 0, errors.group(1) if errors else ""
+
+
+def metrics(addr):
+    text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
+    delivered = 0.0
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("hookline_events_delivered_total"):
+            delivered += float(line.split()[-1])
+        m = re.match(r'hookline_delivery_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2))))
+    return delivered, buckets
+
+
+def quantile(before, after, q):
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+    total = counts[-1][1] if counts else 0
+    if total == 0:
+        return None
+    for le, c in counts:
+        if c >= q * total:
+            return le
+    return None
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def body_of(n):
+    events = [
+        {"name": "client_event", "channel": f"private-room-{i}", "event": "client-message",
+         "data": json.dumps({"text": "hello", "n": i}), "socket_id": "123.456", "user_id": f"user-{i}"}
+        for i in range(n)
+    ]
+    return json.dumps({"events": events}, separators=(",", ":"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", default=os.path.join(ROOT, "target/release/hookline"))
+    parser.add_argument("--baseline", default=os.path.join(ROOT, "target/release/examples/bare-hyper"))
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--concurrency", default="8,32")
+    parser.add_argument("--durability", default="fsync,memory")
+    parser.add_argument("--batching", default="off,on")
+    parser.add_argument("--events", default="1,10", help="events per request")
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+
+    ensure_wrk()
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--example", "bare-hyper"],
+                       cwd=ROOT, check=True)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    print(f"# machine: {cpu} cores, {os.uname().release}; wrk {args.duration}s per row")
+
+    tmp = tempfile.mkdtemp(prefix="hookline-load-")
+    receiver, receiver_addr = start([args.baseline, "127.0.0.1:0"])
+    baseline, baseline_addr = start([args.baseline, "127.0.0.1:0"])
+    results = []
+    try:
+        baseline_rps = {}
+        for c in concurrencies:
+            rps, bad, errors = wrk(f"http://{baseline_addr}/", body_of(1), c, args.duration, tmp)
+            baseline_rps[c] = rps
+            print(f"baseline bare hyper      c={c:<3} {rps:>10.0f} req/s {errors}", flush=True)
+        for durability in args.durability.split(","):
+            for batching in args.batching.split(","):
+                for n in [int(x) for x in args.events.split(",")]:
+                    for c in concurrencies:
+                        results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n, c,
+                                                    baseline_rps[c]))
+    finally:
+        receiver.kill()
+        baseline.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print("| durability | batching | events/req | conc. | accepted req/s | accepted events/s | delivered events/s "
+          "| vs baseline req/s | p50 / p99 latency | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(r)
+
+
+def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps):
+    run_dir = tempfile.mkdtemp(dir=tmp)
+    apps = os.path.join(run_dir, "apps")
+    os.makedirs(apps)
+    with open(os.path.join(apps, "bench.json"), "w") as f:
+        json.dump({"id": "bench", "key": "bench-key", "secret": "bench-secret",
+                   "batching": {"enabled": batching == "on", "max_wait_ms": 50, "max_events": 100},
+                   "webhooks": [{"url": f"http://{receiver_addr}/hook", "event_types": ["client_event"]}]}, f)
+    env = dict(os.environ, HOOKLINE_INGEST_DURABILITY=durability, RUST_LOG="warn")
+    proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, "data"),
+                        "--listen", "127.0.0.1:0"], env=env)
+    try:
+        idle_rss = rss_mib(proc.pid)
+        body = body_of(n)
+        url = f"http://{addr}{signed_path('bench', 'bench-key', 'bench-secret', body)}"
+        delivered0, buckets0 = metrics(addr)
+        start_time = time.time()
+        rps, bad, errors = wrk(url, body, c, args.duration, tmp)
+        elapsed = time.time() - start_time
+        delivered1, buckets1 = metrics(addr)
+        p50 = quantile(buckets0, buckets1, 0.5)
+        p99 = quantile(buckets0, buckets1, 0.99)
+        peak = peak_rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    fmt = lambda s: "-" if s is None else ("> 2 s" if s == float("inf") else f"≤{s * 1000:g} ms")
+    note = f" ({bad} non-2xx)" if bad else ""
+    line = (f"| {durability} | {batching} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
+            f"{(delivered1 - delivered0) / elapsed:.0f} | {rps / base_rps:.0%} | {fmt(p50)} / {fmt(p99)} | "
+            f"{peak:.1f} MiB (idle {idle_rss:.1f}) |")
+    print(line, flush=True)
+    return line
+
+
+if __name__ == "__main__":
+    main()
