@@ -195,6 +195,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let body = events_body(&[("channel_occupied", "room-1"), ("channel_vacated", "room-2")]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
     daemon.wait_metric(&attempts("http", "dead_letter"), 2.0).await;
+    daemon.wait_metric("hookline_dead_letters", 2.0).await;
     let first = receiver.on("/h").remove(0);
     let id = first.header("x-hookline-batch-id").to_string();
 
@@ -368,6 +369,9 @@ async fn a_full_disk_answers_503_loses_nothing_and_service_resumes() {
     let refusal = refusal.expect("a full disk must make ingest answer 503");
     assert!(refusal.contains("could not be stored"), "{refusal}");
     assert!(refusal.contains("No space left"), "{refusal}");
+    let status = readyz(&daemon).await;
+    assert_eq!(status["ready"], false, "{status}");
+    assert!(status["store"].as_str().unwrap().contains("No space left"), "{status}");
 
     std::fs::remove_file(filler).unwrap();
     let deadline = Instant::now() + PATIENCE;
@@ -392,6 +396,7 @@ async fn a_full_disk_answers_503_loses_nothing_and_service_resumes() {
             acked.iter().all(|c| seen.contains_key(c))
         })
         .await;
+    assert_eq!(readyz(&daemon).await["store"], "ok");
     drop(daemon);
 }
 

@@ -78,6 +78,14 @@ async fn the_example_filters_change_deliveries_as_configured() {
     assert_eq!(events(&no_bots[0]).len(), 1);
     assert_eq!(events(&no_bots[0])[0]["user_id"], "ann");
     assert_officially_valid("fk", "fs", &[all, redacted, collapsed, no_bots].concat());
+
+    // Every call is counted by verdict and timed: the app's filter once per
+    // webhook (a `select`), the redaction a `replace`.
+    let calls = |verdict: &str| format!(r#"hookline_filter_calls_total{{verdict="{verdict}"}}"#);
+    assert!(daemon.metric(&calls("select")).await >= 4.0);
+    assert!(daemon.metric(&calls("replace")).await >= 1.0);
+    assert_eq!(daemon.metric(&calls("error")).await, 0.0);
+    assert!(daemon.metric("hookline_filter_duration_seconds_count").await >= 6.0);
 }
 
 const MODES: [&str; 6] = [

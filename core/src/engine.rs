@@ -64,6 +64,8 @@ pub struct Status {
     pub file_errors: Vec<String>,
     /// Bytes of undelivered events.
     pub backlog_bytes: u64,
+    /// `ok`, or the store's last write error while writes fail.
+    pub store: String,
     /// The last reload's result.
     pub last_reload: Option<LastReload>,
 }
@@ -253,6 +255,18 @@ impl Engine {
         &self.metrics
     }
 
+    /// `/metrics`: the counters, with the gauges read from the store and
+    /// the lanes now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.dead_letters.set(self.store.dead_letter_count() as i64);
+        let oldest = self
+            .dispatcher
+            .oldest_pending_ms()
+            .map_or(0, |at| crate::delivery::now_ms().saturating_sub(at) / 1000);
+        self.metrics.oldest_pending_seconds.set(oldest as i64);
+        self.metrics.render()
+    }
+
     /// What the admin socket needs to answer `hookline dlq`.
     pub fn admin_context(&self) -> crate::admin::AdminContext {
         crate::admin::AdminContext {
@@ -336,8 +350,10 @@ impl Engine {
     /// What `/readyz` shows.
     pub fn status(&self) -> Status {
         let snapshot = self.registry.snapshot();
+        let store = self.store.health();
         Status {
-            ready: !self.shutting_down.load(AtomicOrdering::Acquire) && snapshot.generation > 0,
+            ready: !self.shutting_down.load(AtomicOrdering::Acquire) && snapshot.generation > 0 && store.is_ok(),
+            store: store.err().unwrap_or_else(|| "ok".to_string()),
             generation: snapshot.generation,
             apps: snapshot.apps().count(),
             file_errors: snapshot.errors().map(ToString::to_string).collect(),

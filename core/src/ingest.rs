@@ -314,7 +314,7 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        engine.metrics().render(),
+        engine.render_metrics(),
     )
         .into_response()
 }

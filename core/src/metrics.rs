@@ -39,6 +39,13 @@ pub struct SinkLabels {
     pub sink: &'static str,
 }
 
+/// Labels of a filter call's result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `keep`, `drop`, `select`, `replace`, or `error`.
+    pub verdict: &'static str,
+}
+
 /// Labels naming one webhook of one app.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -71,6 +78,15 @@ pub struct Metrics {
     pub reloads: Family<RefusedLabels, Counter>,
     /// Each webhook's circuit: 0 closed, 1 half-open (probing), 2 open.
     pub circuit_state: Family<WebhookLabels, Gauge>,
+    /// Filter calls by verdict (`error` for traps, deadline overruns, caps
+    /// and `err` results).
+    pub filter_calls: Family<VerdictLabels, Counter>,
+    /// Seconds per filter call.
+    pub filter_duration: Histogram,
+    /// Dead letters kept.
+    pub dead_letters: Gauge,
+    /// Age in seconds of the oldest delivery not yet delivered.
+    pub oldest_pending_seconds: Gauge,
     /// Filter components compiled from source.
     pub filter_compilations: Counter,
     /// Filter components loaded from the on-disk compile cache.
@@ -117,6 +133,22 @@ impl Metrics {
             "Webhook circuit breaker: 0 closed, 1 half-open, 2 open",
             circuit_state.clone(),
         );
+        let filter_calls = Family::<VerdictLabels, Counter>::default();
+        registry.register("filter_calls", "Filter calls by verdict", filter_calls.clone());
+        let filter_duration = Histogram::new(exponential_buckets(0.000_002, 4.0, 12));
+        registry.register(
+            "filter_duration_seconds",
+            "Time per filter call",
+            filter_duration.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register("dead_letters", "Dead letters kept", dead_letters.clone());
+        let oldest_pending_seconds = Gauge::default();
+        registry.register(
+            "oldest_pending_seconds",
+            "Age of the oldest delivery not yet delivered",
+            oldest_pending_seconds.clone(),
+        );
         let filter_compilations = Counter::default();
         registry.register(
             "filter_compilations",
@@ -142,6 +174,10 @@ impl Metrics {
             queue_depth,
             reloads,
             circuit_state,
+            filter_calls,
+            filter_duration,
+            dead_letters,
+            oldest_pending_seconds,
         }
     }
 

@@ -253,6 +253,7 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
         record.not_before_ms = 0;
         let half = Delivery::new(record, delivery.webhook.clone(), delivery.on_disk);
         ctx.backlog.fetch_add(half.backlog_bytes, AtomicOrdering::Relaxed);
+        ctx.track(&half);
         halves.push(half);
     }
     // Second half behind the first, both ahead of the queue.
@@ -310,6 +311,10 @@ async fn dead_letter(ctx: &LaneContext, delivery: Delivery, reason: String) {
 fn finish(ctx: &LaneContext, delivery: &Delivery) {
     ctx.metrics.queue_depth.dec();
     ctx.release(delivery);
+    ctx.pending
+        .lock()
+        .expect("pending lock is never held across a panic")
+        .remove(&delivery.record.key);
     ctx.backlog.fetch_sub(delivery.backlog_bytes, AtomicOrdering::Relaxed);
 }
 

@@ -9,7 +9,7 @@ mod breaker;
 mod lane;
 pub mod retry;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, WebhookLabels};
 use crate::registry::AppRegistry;
 use crate::settings::DeliverySettings;
 use crate::signing::hmac_sha256_hex;
-use crate::store::{DeliveryRecord, RecoveredDelivery, SharedStore};
+use crate::store::{DeliveryKey, DeliveryRecord, RecoveredDelivery, SharedStore};
 
 /// One batch for one webhook, on its way.
 #[derive(Debug)]
@@ -116,6 +116,9 @@ pub(crate) struct LaneContext {
     pub(crate) settings: DeliverySettings,
     /// Bytes of events the lanes hold in memory.
     pub(crate) memory: AtomicU64,
+    /// Deliveries dispatched and not finished: key → when their first
+    /// event was accepted (ms).
+    pub(crate) pending: Mutex<BTreeMap<DeliveryKey, u64>>,
     pub(crate) registry: Arc<AppRegistry>,
     pub(crate) store: SharedStore,
     pub(crate) metrics: Arc<Metrics>,
@@ -138,6 +141,14 @@ impl Delivery {
 }
 
 impl LaneContext {
+    /// Counts a delivery as pending until it finishes.
+    pub(crate) fn track(&self, delivery: &Delivery) {
+        self.pending
+            .lock()
+            .expect("pending lock is never held across a panic")
+            .insert(delivery.record.key, delivery.record.accepted_ms);
+    }
+
     /// Takes a delivery into a lane's queues: its events stay in memory
     /// while under `max_memory_bytes`, otherwise (if the store has them)
     /// they are dropped until its attempt.
@@ -288,6 +299,7 @@ impl Dispatcher {
             ctx: Arc::new(LaneContext {
                 settings,
                 memory: AtomicU64::new(0),
+                pending: Mutex::default(),
                 registry,
                 store,
                 metrics,
@@ -306,6 +318,7 @@ impl Dispatcher {
         self.ctx
             .backlog
             .fetch_add(delivery.backlog_bytes, AtomicOrdering::Relaxed);
+        self.ctx.track(&delivery);
         let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
         let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
         let sender = lanes.entry(key).or_insert_with(|| {
@@ -332,6 +345,17 @@ impl Dispatcher {
             // Lanes only stop after `close`; reaching here is a shutdown race.
             tracing::error!(batch_id = %unsent.0.record.batch_id, "delivery queued after shutdown began; it is lost");
         }
+    }
+
+    /// When the first event of the oldest delivery not yet finished was
+    /// accepted (ms since the Unix epoch); oldest by formation.
+    pub fn oldest_pending_ms(&self) -> Option<u64> {
+        let pending = self
+            .ctx
+            .pending
+            .lock()
+            .expect("pending lock is never held across a panic");
+        pending.first_key_value().map(|(_, at)| *at)
     }
 
     /// Stops taking deliveries and waits up to `grace` for every lane to

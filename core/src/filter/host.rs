@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -20,7 +22,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::convert::{from_wit, to_wit};
 use super::{FilterError, FilterSpec};
 use crate::event::Event;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, VerdictLabels};
 use crate::settings::FilterSettings;
 
 /// Host bindings of the `hookline:filter` world (`sdk/wit/filter.wit`).
@@ -66,6 +68,10 @@ pub struct FilterHost {
     compilations: Counter,
     /// Components loaded from the on-disk cache.
     cache_hits: Counter,
+    /// Calls by verdict.
+    calls: Family<VerdictLabels, Counter>,
+    /// Time per call.
+    duration: Histogram,
 }
 
 impl std::fmt::Debug for FilterHost {
@@ -166,6 +172,10 @@ impl FilterHost {
             defaults,
             compilations: metrics.map(|m| m.filter_compilations.clone()).unwrap_or_default(),
             cache_hits: metrics.map(|m| m.filter_cache_hits.clone()).unwrap_or_default(),
+            calls: metrics.map(|m| m.filter_calls.clone()).unwrap_or_default(),
+            duration: metrics
+                .map(|m| m.filter_duration.clone())
+                .unwrap_or_else(|| Histogram::new([].into_iter())),
         }))
     }
 
@@ -488,6 +498,27 @@ impl LoadedFilter {
     /// `replace` come back beside the decision, the others are applied to
     /// the input with [`Decision::apply`] (without copying events).
     pub fn call_verbose(
+        &self,
+        app_id: &str,
+        webhook_id: &str,
+        time_ms: u64,
+        events: &[Event],
+    ) -> Result<(Decision, Option<Vec<Event>>), FilterError> {
+        let started = std::time::Instant::now();
+        let result = self.call_once(app_id, webhook_id, time_ms, events);
+        self.host.duration.observe(started.elapsed().as_secs_f64());
+        let verdict = match &result {
+            Ok((Decision::Keep, _)) => "keep",
+            Ok((Decision::Drop(_), _)) => "drop",
+            Ok((Decision::Select(_), _)) => "select",
+            Ok((Decision::Replace(_), _)) => "replace",
+            Err(_) => "error",
+        };
+        self.host.calls.get_or_create(&VerdictLabels { verdict }).inc();
+        result
+    }
+
+    fn call_once(
         &self,
         app_id: &str,
         webhook_id: &str,

@@ -96,6 +96,10 @@ pub struct DurableStore {
     jobs: Mutex<std_mpsc::Sender<Job>>,
     /// Jobs sent and not yet applied.
     unwritten: Arc<AtomicUsize>,
+    /// Dead letters kept (as of the last commit).
+    dead_count: Arc<AtomicU64>,
+    /// The last write's error, until a write succeeds.
+    failing: Arc<Mutex<Option<String>>>,
     next_ticket: AtomicU64,
     /// `durability = "fsync"`: `accept` waits for the commit.
     wait_for_disk: bool,
@@ -127,8 +131,12 @@ impl DurableStore {
             path: path.clone(),
             db: Some(db),
             unwritten: Arc::default(),
+            dead_count: Arc::new(AtomicU64::new(recovered.dead_letters)),
+            failing: Arc::default(),
         };
+        let failing = writer.failing.clone();
         let unwritten = writer.unwritten.clone();
+        let dead_count = writer.dead_count.clone();
         std::thread::Builder::new()
             .name("hookline-store".to_string())
             .spawn(move || writer.run(&rx))
@@ -137,6 +145,8 @@ impl DurableStore {
             path,
             jobs: Mutex::new(tx),
             unwritten,
+            dead_count,
+            failing,
             next_ticket: AtomicU64::new(next_ticket),
             wait_for_disk,
         });
@@ -256,6 +266,7 @@ fn read_all(db: &Database, memory_budget: u64) -> Result<Recovered, String> {
         let key = key.value();
         decode::<DeadMeta>(value.value()).map_err(|e| format!("dead letter {key}: {e}"))?;
         read_events(&events, key)?;
+        recovered.dead_letters += 1;
         max_key = max_key.max(key);
     }
     recovered.next_key = max_key + 1;
@@ -307,6 +318,8 @@ struct Writer {
     /// `None` after an I/O error, until reopened.
     db: Option<Database>,
     unwritten: Arc<AtomicUsize>,
+    dead_count: Arc<AtomicU64>,
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
@@ -334,6 +347,7 @@ impl Writer {
                     db
                 }
                 Err(error) => {
+                    self.set_failing(Some(error.to_string()));
                     let answers: Vec<Answer> = group.into_iter().map(unanswered).collect();
                     answers.into_iter().for_each(|a| a.fail(&error));
                     return;
@@ -343,18 +357,28 @@ impl Writer {
         let mut answers = Vec::with_capacity(group.len());
         let result = transact(&db, group, &mut answers);
         match result {
-            Ok(()) => {
+            Ok(dead_delta) => {
                 self.db = Some(db);
+                self.set_failing(None);
+                let count = self.dead_count.load(AtomicOrdering::Relaxed) as i64 + dead_delta;
+                self.dead_count.store(count.max(0) as u64, AtomicOrdering::Relaxed);
                 answers.into_iter().for_each(Answer::send);
             }
             Err(error) => {
                 let error = write_error(&self.path, &error);
+                self.set_failing(Some(error.to_string()));
                 tracing::error!(%error, "store write failed; ingest answers 503 until it succeeds again");
                 // redb refuses writes after an I/O error until reopened.
                 drop(db);
                 answers.into_iter().for_each(|a| a.fail(&error));
             }
         }
+    }
+}
+
+impl Writer {
+    fn set_failing(&self, error: Option<String>) {
+        *self.failing.lock().expect("failing lock is never held across a panic") = error;
     }
 }
 
@@ -371,11 +395,13 @@ fn unanswered(job: Job) -> Answer {
 }
 
 /// Applies a group of jobs in one transaction and commits it (with an
-/// fsync) if any of them wrote.
-fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result<(), redb::Error> {
+/// fsync) if any of them wrote. Returns how the number of dead letters
+/// changed.
+fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result<i64, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut wrote = false;
+    let mut dead_delta = 0i64;
     {
         let mut inbox = txn.open_table(INBOX)?;
         let mut deliveries = txn.open_table(DELIVERIES)?;
@@ -457,7 +483,9 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                         reason: letter.reason,
                         dead_at_ms: letter.dead_at_ms,
                     };
-                    dead.insert(key, encode(&meta, "").as_slice())?;
+                    if dead.insert(key, encode(&meta, "").as_slice())?.is_none() {
+                        dead_delta += 1;
+                    }
                     Answer::Unit(Some(reply))
                 }
                 Job::ListDead(app_id, reply) => {
@@ -486,7 +514,9 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                     Answer::Letters(reply, failure.map_or(Ok(letters), Err))
                 }
                 Job::Requeue(record, reply) => {
-                    dead.remove(record.key)?;
+                    if dead.remove(record.key)?.is_some() {
+                        dead_delta -= 1;
+                    }
                     deliveries.insert(record.key, encode(&record, "").as_slice())?;
                     Answer::Unit(Some(reply))
                 }
@@ -498,6 +528,7 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                             removed += 1;
                         }
                     }
+                    dead_delta -= removed as i64;
                     Answer::Count(reply, removed)
                 }
                 Job::Expire(before_ms, reply) => {
@@ -514,6 +545,7 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                         dead.remove(key)?;
                         events.remove(key)?;
                     }
+                    dead_delta -= expired.len() as i64;
                     Answer::Count(reply, expired.len())
                 }
                 Job::LoadEvents(key, reply) => {
@@ -530,7 +562,7 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
     } else {
         txn.abort()?;
     }
-    Ok(())
+    Ok(dead_delta)
 }
 
 impl Store for DurableStore {
@@ -599,6 +631,17 @@ impl Store for DurableStore {
 
     fn expire_dead_letters(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
         self.ask(|reply| Job::Expire(before_ms, reply))
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self.failing.lock().expect("failing lock is never held across a panic") {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn dead_letter_count(&self) -> u64 {
+        self.dead_count.load(AtomicOrdering::Relaxed)
     }
 
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>> {

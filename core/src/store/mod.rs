@@ -165,6 +165,8 @@ pub struct Recovered {
     pub deliveries: Vec<RecoveredDelivery>,
     /// The lowest delivery key not in use.
     pub next_key: DeliveryKey,
+    /// How many dead letters are kept.
+    pub dead_letters: u64,
 }
 
 /// A store failure. Ingest answers 503 on it.
@@ -212,6 +214,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes dead letters that died before `before_ms`; returns how many.
     fn expire_dead_letters(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// How many dead letters are kept.
+    fn dead_letter_count(&self) -> u64;
+
+    /// `Err` with the last write's error while writes fail (`/readyz`).
+    fn health(&self) -> Result<(), String>;
 
     /// Reads a delivery's events back (they may have been dropped from
     /// memory while it waited).
