@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the hot paths: canonicalising an ingested event,
-//! rendering and signing a delivery body, and the filter stage through the
-//! drop-by-channel example filter (built for wasm32-wasip2 on first use).
+//! routing an app batch to its webhooks, rendering and signing a delivery
+//! body, and the filter stage through the drop-by-channel example filter
+//! (built for wasm32-wasip2 on first use).
 //!
 //! Run with `cargo bench -p hookline-core --bench hot_paths`.
 
@@ -10,11 +11,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookline_core::batcher::{chunk_to_fit, join_events, select_for};
+use hookline_core::config::{AppLoader, LoadDefaults};
 use hookline_core::delivery::render_body;
 use hookline_core::event::{Event, parse_ingest_body};
 use hookline_core::filter::{FilterChain, FilterHost, FilterSpec, OnError};
 use hookline_core::settings::FilterSettings;
+use hookline_core::settings::Settings;
 use hookline_core::signing::hmac_sha256_hex;
+use hookline_core::sinks::SinkRegistry;
+use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
+
+/// The daemon's allocator, so the figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn events(n: usize) -> Vec<Event> {
     let items: Vec<String> = (0..n)
@@ -93,5 +106,65 @@ fn filter_stage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, render_and_sign, filter_stage);
+/// A sink that is never called: routing only needs webhooks built.
+#[derive(Debug)]
+struct NullSink;
+
+impl Sink for NullSink {
+    fn describe(&self) -> String {
+        "null".into()
+    }
+    fn max_body_bytes(&self, _: &[(String, String)]) -> Option<usize> {
+        Some(1 << 20)
+    }
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn send<'a>(&'a self, _: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct NullPlugin;
+
+impl SinkPlugin for NullPlugin {
+    fn kind(&self) -> &'static str {
+        "null"
+    }
+    fn selector_key(&self) -> &'static str {
+        "url"
+    }
+    fn build(&self, _: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
+        Ok(Box::new(NullSink))
+    }
+}
+
+/// An app batch of 100 events through three webhooks: select by event type
+/// and channel, split to the sink's limit, join into delivery bodies.
+fn routing(c: &mut Criterion) {
+    let mut sinks = SinkRegistry::new();
+    sinks.register(Arc::new(NullPlugin));
+    let loader = AppLoader::new(sinks, LoadDefaults::from(&Settings::default()), Arc::new(|_| None));
+    let app = r#"{"id": "a", "key": "k", "secret": "s", "webhooks": [
+        {"url": "http://x/1", "event_types": ["client_event"]},
+        {"url": "http://x/2", "event_types": ["client_event"], "filter": {"channel_name_starts_with": "private-"}},
+        {"url": "http://x/3", "event_types": ["member_added"]}]}"#;
+    let loaded = loader.load_text(Path::new("bench.json"), app).unwrap();
+    let webhooks = &loaded.apps[0].webhooks;
+    let batch = events(100);
+    c.bench_function("route/100 events to 3 webhooks", |b| {
+        b.iter(|| {
+            let mut bodies = 0;
+            for webhook in webhooks {
+                let selected = select_for(webhook, &batch);
+                for chunk in chunk_to_fit(&selected, webhook.max_body_bytes) {
+                    bodies += join_events(chunk).len();
+                }
+            }
+            bodies
+        })
+    });
+}
+
+criterion_group!(benches, ingest, routing, render_and_sign, filter_stage);
 criterion_main!(benches);

@@ -257,11 +257,7 @@ async fn form(
     shared.metrics.batches_formed.inc();
     let batch_time_ms = now_ms();
     for webhook in &app.webhooks {
-        let selected: Vec<Event> = events
-            .iter()
-            .filter(|e| webhook.wants(&e.name, &e.channel))
-            .cloned()
-            .collect();
+        let selected: Vec<Event> = select_for(webhook, &events).into_iter().cloned().collect();
         if selected.is_empty() {
             continue;
         }
@@ -355,13 +351,7 @@ async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64,
 
 fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&Event], batch_time_ms: u64) -> Delivery {
     let (key, batch_id) = shared.ids.next();
-    let mut joined = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            joined.push(',');
-        }
-        joined.push_str(&event.json);
-    }
+    let joined = join_events(events);
     let record = DeliveryRecord {
         key,
         batch_id,
@@ -380,9 +370,27 @@ fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&E
     Delivery::new(record, webhook.clone(), true)
 }
 
+/// The events of an app batch that `webhook` wants (`event_types` and its
+/// channel filter), in order.
+pub fn select_for<'e>(webhook: &Webhook, events: &'e [Event]) -> Vec<&'e Event> {
+    events.iter().filter(|e| webhook.wants(&e.name, &e.channel)).collect()
+}
+
+/// Events' canonical texts joined by `,`: the inside of a body's `events`.
+pub fn join_events(events: &[&Event]) -> String {
+    let mut joined = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(&event.json);
+    }
+    joined
+}
+
 /// Splits events so each body stays within `limit` bytes. An event too large
 /// on its own goes alone; the sink's refusal then dead-letters it.
-fn chunk_to_fit<'a, 'e>(events: &'a [&'e Event], limit: Option<usize>) -> Vec<&'a [&'e Event]> {
+pub fn chunk_to_fit<'a, 'e>(events: &'a [&'e Event], limit: Option<usize>) -> Vec<&'a [&'e Event]> {
     if events.is_empty() {
         return Vec::new();
     }

@@ -145,7 +145,8 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--concurrency", default="8,32")
     parser.add_argument("--durability", default="fsync,memory")
-    parser.add_argument("--batching", default="off,on")
+    parser.add_argument("--batching", default="off,on,none",
+                        help="off, on, or none (ingest only: the webhook wants none of the events)")
     parser.add_argument("--events", default="1,10", help="events per request")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
@@ -193,7 +194,8 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps)
     with open(os.path.join(apps, "bench.json"), "w") as f:
         json.dump({"id": "bench", "key": "bench-key", "secret": "bench-secret",
                    "batching": {"enabled": batching == "on", "max_wait_ms": 50, "max_events": 100},
-                   "webhooks": [{"url": f"http://{receiver_addr}/hook", "event_types": ["client_event"]}]}, f)
+                   "webhooks": [{"url": f"http://{receiver_addr}/hook",
+                                 "event_types": ["member_added" if batching == "none" else "client_event"]}]}, f)
     env = dict(os.environ, HOOKLINE_INGEST_DURABILITY=durability, RUST_LOG="warn")
     proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, "data"),
                         "--listen", "127.0.0.1:0"], env=env)
