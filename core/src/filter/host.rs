@@ -175,7 +175,7 @@ impl FilterHost {
             calls: metrics.map(|m| m.filter_calls.clone()).unwrap_or_default(),
             duration: metrics
                 .map(|m| m.filter_duration.clone())
-                .unwrap_or_else(|| Histogram::new([].into_iter())),
+                .unwrap_or_else(|| Histogram::new(std::iter::empty())),
         }))
     }
 
