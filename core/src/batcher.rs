@@ -14,7 +14,7 @@
 //! transaction, so with batching off, concurrent events still share fsyncs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     ids: Arc<BatchIds>,
     backlog: Arc<AtomicU64>,
+    /// Shutdown has begun: a failing store is not waited for.
+    stopping: AtomicBool,
 }
 
 /// The batchers of all apps, one task each, started on an app's first event.
@@ -91,6 +93,7 @@ impl Batchers {
                 metrics,
                 ids,
                 backlog,
+                stopping: AtomicBool::new(false),
             }),
             senders: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
@@ -150,6 +153,7 @@ impl Batchers {
 
     /// Closes every open batch, hands it to the dispatcher and stops.
     pub async fn flush_and_stop(&self) {
+        self.shared.stopping.store(true, AtomicOrdering::Release);
         self.senders
             .lock()
             .expect("senders lock is never held across a panic")
@@ -281,11 +285,12 @@ async fn form(
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(50);
 /// Longest wait between them.
 const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
-/// Attempts before delivering from memory regardless.
-const STORE_ATTEMPTS: u32 = 20;
-
-/// Stores formed deliveries (retrying while the store fails: ingest answers
-/// 503 meanwhile), then dispatches them.
+/// Stores formed deliveries, then dispatches them. While the store fails,
+/// it retries (ingest answers 503 meanwhile, and the intake budget holds
+/// further events back): a delivery is never sent before it is stored, so a
+/// crash can never send its events again under another batch id. If
+/// shutdown comes first, the deliveries are dropped unsent: their events
+/// are still in the inbox and are batched at the next start.
 async fn store_and_dispatch(shared: &Shared, formed: Formed) {
     if formed.deliveries.is_empty() && formed.marks.is_empty() {
         return;
@@ -295,15 +300,14 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
         deliveries: formed.deliveries.iter().map(|d| d.record.clone()).collect(),
         retired: None,
     };
-    let mut deliveries = formed.deliveries;
     let mut wait = STORE_RETRY_FIRST;
-    for attempt in 1..=STORE_ATTEMPTS {
+    loop {
         match shared.store.commit(commit.clone()).await {
             Ok(()) => break,
-            Err(error) if attempt == STORE_ATTEMPTS => {
-                deliveries.iter_mut().for_each(|d| d.on_disk = false);
-                tracing::error!(%error, "could not store formed batches; delivering them from memory \
-                    (after a crash before the store recovers, their events would be batched again)");
+            Err(error) if shared.stopping.load(AtomicOrdering::Acquire) => {
+                tracing::error!(%error, deliveries = formed.deliveries.len(),
+                    "could not store formed batches before shutdown; their events stay in the inbox for the next start");
+                return;
             }
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "could not store formed batches");
@@ -314,7 +318,7 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
     }
     // The dispatcher counts the deliveries in the backlog as it takes them.
     shared.backlog.fetch_sub(formed.consumed_bytes, AtomicOrdering::Relaxed);
-    for delivery in deliveries {
+    for delivery in formed.deliveries {
         shared.dispatcher.dispatch(delivery);
     }
 }

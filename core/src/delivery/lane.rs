@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hookline_sink_api::{DeliveryError, RetryClass};
 use rand::SeedableRng;
 use tokio::sync::mpsc;
@@ -39,7 +40,9 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
             return;
         }
         let next_due = waiting.keys().next().map(|(due, _)| *due);
-        let reopens_at = breaker.reopens_at();
+        // Only a ready delivery can probe; with none, waiting for the circuit
+        // would wake the loop for nothing.
+        let reopens_at = if ready.is_empty() { None } else { breaker.reopens_at() };
         tokio::select! {
             received = incoming.recv(), if open => match received {
                 Some(mut delivery) => {
@@ -125,7 +128,14 @@ fn start_ready(
         let ctx = ctx.clone();
         in_flight.spawn(async move {
             let mut delivery = delivery;
-            let outcome = ctx.attempt(&mut delivery).await;
+            // A panicking sink must not take the delivery (and its share of
+            // the backlog) with it: it counts as a failed attempt.
+            let attempt = std::panic::AssertUnwindSafe(ctx.attempt(&mut delivery)).catch_unwind();
+            let outcome = attempt.await.unwrap_or_else(|_| {
+                Err(DeliveryError::Transient(
+                    "the sink panicked during the attempt".to_string(),
+                ))
+            });
             (delivery, outcome)
         });
     }
@@ -213,10 +223,16 @@ async fn failed(
                 retired: Some(record.key),
             };
             if let Err(store_error) = ctx.store.commit(commit).await {
-                tracing::error!(error = %store_error, "could not store split batches; sending them from memory");
+                // Splitting must replace the parent in the store, or a
+                // restart would send its events again under the parent's id.
+                tracing::error!(error = %store_error, batch_id = %record.batch_id,
+                    "could not store the split halves; retrying the whole batch later");
+                return Some((Instant::now() + STORE_RETRY, delivery));
             }
             for mut half in halves {
                 ctx.metrics.queue_depth.inc();
+                ctx.backlog.fetch_add(half.backlog_bytes, AtomicOrdering::Relaxed);
+                ctx.track(&half);
                 ctx.hold(&mut half);
                 ready.push_front(half);
             }
@@ -251,10 +267,7 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
         record.history.clear();
         record.attempts = 0;
         record.not_before_ms = 0;
-        let half = Delivery::new(record, delivery.webhook.clone(), delivery.on_disk);
-        ctx.backlog.fetch_add(half.backlog_bytes, AtomicOrdering::Relaxed);
-        ctx.track(&half);
-        halves.push(half);
+        halves.push(Delivery::new(record, delivery.webhook.clone(), delivery.on_disk));
     }
     // Second half behind the first, both ahead of the queue.
     halves.reverse();
@@ -317,6 +330,9 @@ fn finish(ctx: &LaneContext, delivery: &Delivery) {
         .remove(&delivery.record.key);
     ctx.backlog.fetch_sub(delivery.backlog_bytes, AtomicOrdering::Relaxed);
 }
+
+/// When storing a split failed, how long until the batch is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Attempts kept in a record's history: the first few and the latest.
 const HISTORY_KEPT: usize = 50;

@@ -259,10 +259,14 @@ impl LaneContext {
                 record.events = events.iter().map(|e| &*e.json).collect::<Vec<_>>().join(",").into();
                 self.memory
                     .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
-                // A restart must resume with the filtered events, not the originals.
-                self.store.refiltered(record);
                 record.event_count = events.len();
                 record.pending_filter = false;
+                // A restart must resume with the filtered events, not the
+                // originals. The update is not waited for, so until the
+                // delivery ends its filtered events stay in memory: reading
+                // the store back could give the unfiltered ones.
+                self.store.refiltered(record);
+                delivery.on_disk = false;
                 Refiltered::Send
             }
             Ok(ChainOutcome::Drop(reason)) => {

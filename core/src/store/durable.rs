@@ -285,6 +285,8 @@ fn read_events(table: &impl ReadableTable<u64, &'static [u8]>, key: u64) -> Resu
 /// A job's answer, sent only once its transaction committed.
 enum Answer {
     Unit(Option<Reply<()>>),
+    /// The job was refused; the rest of the group commits.
+    Refused(Reply<()>, StoreError),
     Letters(Reply<Vec<DeadLetter>>, Result<Vec<DeadLetter>, StoreError>),
     Count(Reply<usize>, usize),
     Events(Reply<String>, Result<String, StoreError>),
@@ -295,6 +297,7 @@ impl Answer {
     fn send(self) {
         match self {
             Answer::Unit(Some(reply)) => drop(reply.send(Ok(()))),
+            Answer::Refused(reply, error) => drop(reply.send(Err(error))),
             Answer::Letters(reply, result) => drop(reply.send(result)),
             Answer::Count(reply, n) => drop(reply.send(Ok(n))),
             Answer::Events(reply, result) => drop(reply.send(result)),
@@ -304,7 +307,7 @@ impl Answer {
 
     fn fail(self, error: &StoreError) {
         match self {
-            Answer::Unit(Some(reply)) => drop(reply.send(Err(error.clone()))),
+            Answer::Unit(Some(reply)) | Answer::Refused(reply, _) => drop(reply.send(Err(error.clone()))),
             Answer::Letters(reply, _) => drop(reply.send(Err(error.clone()))),
             Answer::Count(reply, _) => drop(reply.send(Err(error.clone()))),
             Answer::Events(reply, _) => drop(reply.send(Err(error.clone()))),
@@ -514,11 +517,19 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                     Answer::Letters(reply, failure.map_or(Ok(letters), Err))
                 }
                 Job::Requeue(record, reply) => {
+                    // Gone meanwhile (purged, expired, or replayed twice):
+                    // nothing to bring back.
                     if dead.remove(record.key)?.is_some() {
                         dead_delta -= 1;
+                        deliveries.insert(record.key, encode(&record, "").as_slice())?;
+                        Answer::Unit(Some(reply))
+                    } else {
+                        let error = StoreError(format!(
+                            "dead letter {} is no longer in the store (purged, expired or already replayed)",
+                            record.batch_id
+                        ));
+                        Answer::Refused(reply, error)
                     }
-                    deliveries.insert(record.key, encode(&record, "").as_slice())?;
-                    Answer::Unit(Some(reply))
                 }
                 Job::Purge(keys, reply) => {
                     let mut removed = 0;
