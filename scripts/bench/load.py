@@ -20,8 +20,6 @@ Installs wrk (Debian package) if it is missing.
 """
 
 import argparse
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -30,10 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latency import signed_path  # noqa: E402
 
 
 def ensure_wrk():
@@ -55,19 +54,6 @@ def start(cmd, env=None):
             break
     proc.kill()
     raise SystemExit(f"{cmd[0]} did not start")
-
-
-def signed_path(app, key, secret, body):
-    path = f"/apps/{app}/webhook_events"
-    params = {
-        "auth_key": key,
-        "auth_timestamp": str(int(time.time())),
-        "auth_version": "1.0",
-        "body_md5": hashlib.md5(body.encode()).hexdigest(),
-    }
-    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
-    signature = hmac.new(secret.encode(), f"POST\n{path}\n{query}".encode(), hashlib.sha256).hexdigest()
-    return f"{path}?{query}&auth_signature={signature}"
 
 
 def wrk(url, body, concurrency, duration, script_dir):
@@ -113,18 +99,11 @@ def quantile(before, after, q):
     return None
 
 
-def peak_rss_mib(pid):
+def status_mib(pid, field):
+    """A memory figure from /proc/PID/status (`VmRSS`, `VmHWM` for the peak), in MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -200,9 +179,9 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps)
     proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, "data"),
                         "--listen", "127.0.0.1:0"], env=env)
     try:
-        idle_rss = rss_mib(proc.pid)
+        idle_rss = status_mib(proc.pid, "VmRSS")
         body = body_of(n)
-        url = f"http://{addr}{signed_path('bench', 'bench-key', 'bench-secret', body)}"
+        url = f"http://{addr}{signed_path('bench', 'bench-key', 'bench-secret', body.encode())}"
         delivered0, buckets0 = metrics(addr)
         start_time = time.time()
         rps, bad, errors = wrk(url, body, c, args.duration, tmp)
@@ -210,7 +189,7 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps)
         delivered1, buckets1 = metrics(addr)
         p50 = quantile(buckets0, buckets1, 0.5)
         p99 = quantile(buckets0, buckets1, 0.99)
-        peak = peak_rss_mib(proc.pid)
+        peak = status_mib(proc.pid, "VmHWM")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
