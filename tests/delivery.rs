@@ -13,8 +13,7 @@ fn start(apps_json: &str, receiver: &Receiver) -> (AppsDir, Daemon) {
 }
 
 fn start_with(apps_json: &str, receiver: &Receiver, options: DaemonOptions) -> (AppsDir, Daemon) {
-    let apps = AppsDir::new();
-    apps.write("apps.json", &apps_json.replace("RECEIVER", &receiver.url("")));
+    let apps = receiver.apps(apps_json);
     let daemon = Daemon::start_with(apps.path(), options);
     (apps, daemon)
 }

@@ -21,6 +21,10 @@ fn options(data: &Path, env: &[(&str, &str)]) -> DaemonOptions {
     }
 }
 
+/// App `a` (key `ka`, secret `sa`), batching off, one webhook at `/h`.
+const ONE_WEBHOOK_UNBATCHED: &str = r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+    "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#;
+
 /// Every event channel a receiver got, with the batch ids it came in.
 fn channels_by_batch(received: &[Received]) -> HashMap<String, HashSet<String>> {
     let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
@@ -36,30 +40,18 @@ fn channels_by_batch(received: &[Received]) -> HashMap<String, HashSet<String>> 
 
 /// POSTs a signed native request; `None` when the daemon is unreachable.
 async fn try_native(url: &str, app: &str, key: &str, secret: &str, body: &str) -> Option<u16> {
-    let path = format!("/apps/{app}/webhook_events");
-    let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
-    let response = reqwest::Client::new()
-        .post(format!("{url}{path}?{query}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
+    let response = post_native(url, app, key, secret, body).await.ok()?;
     Some(response.status().as_u16())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
     let receiver = Receiver::start().await;
-    let apps = AppsDir::new();
     // Requests of three events against batches of seven: batches straddle
     // requests, so the inbox is released part by part.
-    apps.write(
-        "a.json",
-        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 10, "max_events": 7},
-             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#
-            .replace("RECEIVER", &receiver.url("")),
+    let apps = receiver.apps(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 10, "max_events": 7},
+             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#,
     );
     let data = tempfile::tempdir().unwrap();
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -252,12 +244,9 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
 async fn a_failing_endpoint_opens_its_circuit_which_closes_by_itself() {
     let receiver = Receiver::start().await;
     receiver.script("/h", vec![Reply::status(503); 4]);
-    let apps = AppsDir::new();
-    apps.write(
-        "a.json",
-        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
-             "webhooks": [{"id": "w", "url": "RECEIVER/h", "event_types": ["channel_occupied"], "retry": {"min_backoff_ms": 5, "max_backoff_ms": 10}}]}"#
-            .replace("RECEIVER", &receiver.url("")),
+    let apps = receiver.apps(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+             "webhooks": [{"id": "w", "url": "RECEIVER/h", "event_types": ["channel_occupied"], "retry": {"min_backoff_ms": 5, "max_backoff_ms": 10}}]}"#,
     );
     let data = tempfile::tempdir().unwrap();
     let env = [
@@ -335,13 +324,7 @@ impl Drop for SmallFs {
 async fn a_full_disk_answers_503_loses_nothing_and_service_resumes() {
     let fs = SmallFs::mount("16m");
     let receiver = Receiver::start().await;
-    let apps = AppsDir::new();
-    apps.write(
-        "a.json",
-        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
-             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#
-            .replace("RECEIVER", &receiver.url("")),
-    );
+    let apps = receiver.apps(ONE_WEBHOOK_UNBATCHED);
     let daemon = Daemon::start_with(apps.path(), options(&fs.path().join("data"), &[]));
     let padding = "x".repeat(32 * 1024);
     let body = |n: usize| {
@@ -404,13 +387,7 @@ async fn a_full_disk_answers_503_loses_nothing_and_service_resumes() {
 async fn a_damaged_store_is_refused_at_start_with_a_clear_error() {
     let receiver = Receiver::start().await;
     receiver.script("/h", vec![Reply::status(503); 1000]);
-    let apps = AppsDir::new();
-    apps.write(
-        "a.json",
-        &r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
-             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#
-            .replace("RECEIVER", &receiver.url("")),
-    );
+    let apps = receiver.apps(ONE_WEBHOOK_UNBATCHED);
     let data = tempfile::tempdir().unwrap();
     let env = [("HOOKLINE_SHUTDOWN_GRACE_MS", "100")];
     let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));

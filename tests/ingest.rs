@@ -13,8 +13,7 @@ const APPS: &str = r#"[
 
 async fn setup() -> (Receiver, AppsDir, Daemon) {
     let receiver = Receiver::start().await;
-    let apps = AppsDir::new();
-    apps.write("apps.json", &APPS.replace("RECEIVER", &receiver.url("")));
+    let apps = receiver.apps(APPS);
     let daemon = Daemon::start_with(
         apps.path(),
         DaemonOptions {

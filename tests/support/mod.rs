@@ -276,6 +276,14 @@ impl Receiver {
         format!("http://{}{path}", self.addr)
     }
 
+    /// An apps directory holding `apps_json` as `apps.json`, with every
+    /// `RECEIVER` replaced by this receiver's base URL.
+    pub fn apps(&self, apps_json: &str) -> AppsDir {
+        let apps = AppsDir::new();
+        apps.write("apps.json", &apps_json.replace("RECEIVER", &self.url("")));
+        apps
+    }
+
     /// Scripts the next replies on `path`.
     pub fn script(&self, path: &str, replies: Vec<Reply>) {
         self.state
@@ -568,15 +576,27 @@ pub fn sign(secret: &str, body: &str) -> String {
 /// POSTs a native ingest body signed by our own signer (for tests that are
 /// not about signing itself).
 pub async fn native_response(daemon: &Daemon, app: &str, key: &str, secret: &str, body: &str) -> reqwest::Response {
+    post_native(&daemon.url(), app, key, secret, body).await.unwrap()
+}
+
+/// [`native_response`] against a base URL, with the transport error
+/// instead of a panic (for daemons killed mid-request).
+pub async fn post_native(
+    base_url: &str,
+    app: &str,
+    key: &str,
+    secret: &str,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
     let path = format!("/apps/{app}/webhook_events");
     let query = hookline_core::signing::pusher_signed_query(key, secret, &path, body.as_bytes(), unix_ms() / 1000);
     reqwest::Client::new()
-        .post(format!("{}{path}?{query}", daemon.url()))
+        .post(format!("{base_url}{path}?{query}"))
         .header("content-type", "application/json")
         .body(body.to_string())
+        .timeout(PATIENCE)
         .send()
         .await
-        .unwrap()
 }
 
 /// [`native_response`]'s status and body text.
