@@ -11,10 +11,14 @@ In one run, on this machine:
 
 For each it prints accepted requests/s and events/s, delivered events/s
 (during the run), p50/p99 ingest->delivery latency (from Hookline's
-histogram, millisecond resolution), peak RSS, and the ratio to the
-baseline's requests/s.
+histogram, millisecond resolution), peak RSS, the ratio to the baseline's
+requests/s, and the daemon's CPU time per accepted event (user + system,
+from /proc). `--filter none,drop-by-channel` adds runs whose webhook has the
+drop-by-channel example filter (built for wasm32-wasip2; it keeps every
+event of this load), so the difference in CPU per event is the filter
+stage's share of the pipeline.
 
-    python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--no-build]
+    python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--filter none,drop-by-channel] [--no-build]
 
 Installs wrk (Debian package) if it is missing.
 """
@@ -99,6 +103,21 @@ def quantile(before, after, q):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (/proc/PID/stat), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def build_filter():
+    """The drop-by-channel example filter, built for wasm32-wasip2."""
+    target = os.path.join(ROOT, "target/wasm")
+    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "-p", "drop-by-channel",
+                    "--target-dir", target], cwd=ROOT, check=True)
+    return os.path.join(target, "wasm32-wasip2/release/drop_by_channel.wasm")
+
+
 def status_mib(pid, field):
     """A memory figure from /proc/PID/status (`VmRSS`, `VmHWM` for the peak), in MiB."""
     with open(f"/proc/{pid}/status") as f:
@@ -127,6 +146,8 @@ def main():
     parser.add_argument("--batching", default="off,on,none",
                         help="off, on, or none (ingest only: the webhook wants none of the events)")
     parser.add_argument("--events", default="1,10", help="events per request")
+    parser.add_argument("--filter", default="none",
+                        help="none, drop-by-channel, or both (none,drop-by-channel): the webhook's filter")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -134,6 +155,8 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--example", "bare-hyper"],
                        cwd=ROOT, check=True)
+    filters = args.filter.split(",")
+    args.filter_wasm = build_filter() if "drop-by-channel" in filters else None
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print(f"# machine: {cpu} cores, {os.uname().release}; wrk {args.duration}s per row")
@@ -152,29 +175,35 @@ def main():
             for batching in args.batching.split(","):
                 for n in [int(x) for x in args.events.split(",")]:
                     for c in concurrencies:
-                        results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n, c,
-                                                    baseline_rps[c]))
+                        for filt in filters:
+                            results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n, c,
+                                                        baseline_rps[c], filt))
     finally:
         receiver.kill()
         baseline.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print("| durability | batching | events/req | conc. | accepted req/s | accepted events/s | delivered events/s "
-          "| vs baseline req/s | p50 / p99 latency | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
+          "| delivered events/s | vs baseline req/s | p50 / p99 latency | CPU per event | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r)
 
 
-def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps):
+def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt):
     run_dir = tempfile.mkdtemp(dir=tmp)
     apps = os.path.join(run_dir, "apps")
     os.makedirs(apps)
+    webhook = {"url": f"http://{receiver_addr}/hook",
+               "event_types": ["member_added" if batching == "none" else "client_event"]}
+    if filt == "drop-by-channel":
+        # The load's channels are private-room-N: the filter looks at every
+        # event and keeps them all, so deliveries match the unfiltered runs.
+        webhook["filters"] = [{"wasm": args.filter_wasm, "config": {"channels": ["debug-*"]}}]
     with open(os.path.join(apps, "bench.json"), "w") as f:
         json.dump({"id": "bench", "key": "bench-key", "secret": "bench-secret",
                    "batching": {"enabled": batching == "on", "max_wait_ms": 50, "max_events": 100},
-                   "webhooks": [{"url": f"http://{receiver_addr}/hook",
-                                 "event_types": ["member_added" if batching == "none" else "client_event"]}]}, f)
+                   "webhooks": [webhook]}, f)
     env = dict(os.environ, HOOKLINE_INGEST_DURABILITY=durability, RUST_LOG="warn")
     proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, "data"),
                         "--listen", "127.0.0.1:0"], env=env)
@@ -183,9 +212,11 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps)
         body = body_of(n)
         url = f"http://{addr}{signed_path('bench', 'bench-key', 'bench-secret', body.encode())}"
         delivered0, buckets0 = metrics(addr)
+        cpu0 = cpu_seconds(proc.pid)
         start_time = time.time()
         rps, bad, errors = wrk(url, body, c, args.duration, tmp)
         elapsed = time.time() - start_time
+        cpu1 = cpu_seconds(proc.pid)
         delivered1, buckets1 = metrics(addr)
         p50 = quantile(buckets0, buckets1, 0.5)
         p99 = quantile(buckets0, buckets1, 0.99)
@@ -195,9 +226,10 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps)
         proc.wait(timeout=30)
     fmt = lambda s: "-" if s is None else ("> 2 s" if s == float("inf") else f"≤{s * 1000:g} ms")
     note = f" ({bad} non-2xx)" if bad else ""
-    line = (f"| {durability} | {batching} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
+    cpu_per_event = (cpu1 - cpu0) / max(rps * n * elapsed, 1) * 1e6
+    line = (f"| {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
             f"{(delivered1 - delivered0) / elapsed:.0f} | {rps / base_rps:.0%} | {fmt(p50)} / {fmt(p99)} | "
-            f"{peak:.1f} MiB (idle {idle_rss:.1f}) |")
+            f"{cpu_per_event:.1f} µs | {peak:.1f} MiB (idle {idle_rss:.1f}) |")
     print(line, flush=True)
     return line
 

@@ -1,41 +1,147 @@
 //! Events to and from the WIT `event` record.
+//!
+//! Going in, events are lowered into the guest straight from borrowed text:
+//! [`EventView`] points into each event's canonical JSON (or, for strings that
+//! had escapes, into one scratch buffer per call), so a call allocates a few
+//! buffers rather than several strings per event.
+
+use wasmtime::component::{ComponentType, Lower};
 
 use super::host::wit;
 use crate::event::Event;
-use crate::json::{self, Value};
+use crate::json;
 
-/// The WIT view of an event: the known fields typed, the rest as `extra`.
-pub(crate) fn to_wit(event: &Event) -> wit::Event {
-    fast_to_wit(event).unwrap_or_else(|| parsed_to_wit(event))
+/// The WIT `event` record over borrowed text (lowers exactly like
+/// `wit::Event`, which the host's type check confirms at instantiation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct EventView<'a> {
+    pub name: &'a str,
+    pub channel: &'a str,
+    #[component(name = "user-id")]
+    pub user_id: Option<&'a str>,
+    #[component(name = "socket-id")]
+    pub socket_id: Option<&'a str>,
+    pub event: Option<&'a str>,
+    pub data: Option<&'a str>,
+    #[component(name = "subscription-count")]
+    pub subscription_count: Option<u64>,
+    pub extra: Option<&'a str>,
 }
 
-/// One pass over the canonical text (no whitespace, valid JSON), copying
-/// `extra` members byte for byte; `None` for anything unusual (escaped keys),
-/// which [`parsed_to_wit`] handles.
-fn fast_to_wit(event: &Event) -> Option<wit::Event> {
+/// The WIT `batch` record over borrowed events.
+#[derive(Debug, Clone, Copy, ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct BatchView<'a> {
+    #[component(name = "time-ms")]
+    pub time_ms: u64,
+    pub events: &'a [EventView<'a>],
+}
+
+/// The WIT `context` record over borrowed text.
+#[derive(Debug, Clone, Copy, ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct ContextView<'a> {
+    #[component(name = "app-id")]
+    pub app_id: &'a str,
+    pub webhook: &'a str,
+    pub config: &'a str,
+}
+
+/// Where a field's text lives: a range of the event's JSON, or of the scratch
+/// buffer (unescaped strings, assembled `extra` objects).
+#[derive(Debug, Clone, Copy)]
+enum Text {
+    Event(usize, usize),
+    Scratch(usize, usize),
+}
+
+/// The optional fields of one event, located.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fields {
+    user_id: Option<Text>,
+    socket_id: Option<Text>,
+    event: Option<Text>,
+    data: Option<Text>,
+    subscription_count: Option<u64>,
+    extra: Option<Text>,
+}
+
+/// The WIT view of `events`: the known fields typed, the rest as `extra`.
+/// Texts that need unescaping or assembling are written to `scratch`.
+pub(crate) fn event_views<'a>(events: &'a [Event], scratch: &'a mut String) -> Vec<EventView<'a>> {
+    scratch.clear();
+    let fields: Vec<Fields> = events
+        .iter()
+        .map(|event| {
+            let mark = scratch.len();
+            fast_fields(event, scratch).unwrap_or_else(|| {
+                scratch.truncate(mark);
+                parsed_fields(event, scratch)
+            })
+        })
+        .collect();
+    let scratch: &'a str = scratch;
+    events
+        .iter()
+        .zip(fields)
+        .map(|(event, f)| {
+            let text = |t: Option<Text>| {
+                t.map(|t| match t {
+                    Text::Event(a, b) => &event.json[a..b],
+                    Text::Scratch(a, b) => &scratch[a..b],
+                })
+            };
+            EventView {
+                name: &event.name,
+                channel: &event.channel,
+                user_id: text(f.user_id),
+                socket_id: text(f.socket_id),
+                event: text(f.event),
+                data: text(f.data),
+                subscription_count: f.subscription_count,
+                extra: text(f.extra),
+            }
+        })
+        .collect()
+}
+
+/// One pass over the canonical text (no whitespace, valid JSON), taking
+/// unescaped strings in place and copying `extra` members byte for byte;
+/// `None` for anything unusual (an escaped key, an object or array value),
+/// which [`parsed_fields`] handles.
+fn fast_fields(event: &Event, scratch: &mut String) -> Option<Fields> {
     let text = &*event.json;
     let bytes = text.as_bytes();
-    let mut out = bare(event);
-    let mut extra = String::new();
+    let mut out = Fields::default();
+    let mut extra: Option<String> = None;
     let mut i = 1; // past '{'
     if bytes.first() != Some(&b'{') {
         return None;
     }
     while i < bytes.len() && bytes[i] != b'}' {
-        let key_end = string_end(bytes, i)?;
-        let key = &text[i + 1..key_end - 1];
-        if key.contains('\\') {
+        let (key_end, key_escaped) = string_end(bytes, i)?;
+        if key_escaped {
             return None;
         }
-        let value_start = key_end + 1; // past ':'
-        let value_end = value_end(bytes, value_start)?;
-        let value = &text[value_start..value_end];
-        let string = || -> Option<String> {
-            let inner = value.strip_prefix('"')?.strip_suffix('"')?;
-            if !inner.contains('\\') {
-                return Some(inner.to_string());
+        let key = &text[i + 1..key_end - 1];
+        let value_start = key_end + 1;
+        let (value_end, value_escaped) = value_end(bytes, value_start)?;
+        let mut string = || -> Option<Text> {
+            if bytes[value_start] != b'"' {
+                return None;
             }
-            json::parse(value.as_bytes()).ok()?.as_str().map(str::to_string)
+            let (a, b) = (value_start + 1, value_end - 1);
+            if !value_escaped {
+                return Some(Text::Event(a, b));
+            }
+            let mark = scratch.len();
+            if unescape_into(&text[a..b], scratch) {
+                Some(Text::Scratch(mark, scratch.len()))
+            } else {
+                scratch.truncate(mark);
+                None
+            }
         };
         let taken = match key {
             "name" | "channel" => true,
@@ -43,7 +149,7 @@ fn fast_to_wit(event: &Event) -> Option<wit::Event> {
             "socket_id" => string().map(|s| out.socket_id = Some(s)).is_some(),
             "event" => string().map(|s| out.event = Some(s)).is_some(),
             "data" => string().map(|s| out.data = Some(s)).is_some(),
-            "subscription_count" => value
+            "subscription_count" => text[value_start..value_end]
                 .parse::<u64>()
                 .ok()
                 .map(|n| out.subscription_count = Some(n))
@@ -51,6 +157,7 @@ fn fast_to_wit(event: &Event) -> Option<wit::Event> {
             _ => false,
         };
         if !taken {
+            let extra = extra.get_or_insert_with(String::new);
             extra.push(if extra.is_empty() { '{' } else { ',' });
             extra.push_str(&text[i..value_end]);
         }
@@ -59,97 +166,133 @@ fn fast_to_wit(event: &Event) -> Option<wit::Event> {
             i += 1;
         }
     }
-    if !extra.is_empty() {
-        extra.push('}');
-        out.extra = Some(extra);
+    if let Some(extra) = extra {
+        let mark = scratch.len();
+        scratch.push_str(&extra);
+        scratch.push('}');
+        out.extra = Some(Text::Scratch(mark, scratch.len()));
     }
     Some(out)
 }
+/// Appends the text of a JSON string body (between the quotes, from valid
+/// JSON) to `out`; `false` if it holds a lone surrogate, which no Rust string
+/// can hold.
+fn unescape_into(escaped: &str, out: &mut String) -> bool {
+    let bytes = escaped.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = memchr::memchr(b'\\', &bytes[i..]).map_or(bytes.len(), |p| i + p);
+        out.push_str(&escaped[i..run]);
+        if run == bytes.len() {
+            break;
+        }
+        let ch = match bytes.get(run + 1) {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let Some(unit) = hex4(escaped, run + 2) else {
+                    return false;
+                };
+                i = run + 6;
+                let cp = match unit {
+                    0xD800..=0xDBFF => {
+                        let low = escaped
+                            .get(i..i + 2)
+                            .filter(|s| *s == "\\u")
+                            .and_then(|_| hex4(escaped, i + 2))
+                            .filter(|low| (0xDC00..=0xDFFF).contains(low));
+                        let Some(low) = low else { return false };
+                        i += 6;
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return false,
+                    _ => unit,
+                };
+                let Some(ch) = char::from_u32(cp) else { return false };
+                out.push(ch);
+                continue;
+            }
+            _ => return false,
+        };
+        out.push(ch);
+        i = run + 2;
+    }
+    true
+}
 
-/// The index just past the string starting at `start` (a `"`).
-fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+fn hex4(text: &str, at: usize) -> Option<u32> {
+    u32::from_str_radix(text.get(at..at + 4)?, 16).ok()
+}
+
+/// The index just past the string starting at `start` (a `"`), and whether
+/// the string has escapes.
+fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     if bytes.get(start) != Some(&b'"') {
         return None;
     }
     let mut i = start + 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    let mut escaped = false;
+    loop {
+        i += find_quote_or_backslash(bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some((i + 1, escaped));
         }
+        escaped = true;
+        i += 2;
     }
-    None
 }
 
-/// The index just past the JSON value starting at `start`.
-fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+/// The first `"` or `\\` in `bytes`. Most strings here are a few bytes long
+/// (keys, ids), where a plain loop beats setting up a vectorised search.
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    let head = bytes.len().min(16);
+    match bytes[..head].iter().position(|&b| b == b'"' || b == b'\\') {
+        Some(at) => Some(at),
+        None => memchr::memchr2(b'"', b'\\', &bytes[head..]).map(|at| head + at),
+    }
+}
+
+/// The index just past the JSON value starting at `start`, and whether it is
+/// a string with escapes; `None` for an object or array (left to the parser).
+fn value_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     match bytes.get(start)? {
         b'"' => string_end(bytes, start),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = start;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'"' => {
-                        i = string_end(bytes, i)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            None
-        }
+        b'{' | b'[' => None,
         _ => {
-            let len = bytes[start..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}'))
-                .unwrap_or(bytes.len() - start);
-            Some(start + len)
+            let len = memchr::memchr2(b',', b'}', &bytes[start..]).unwrap_or(bytes.len() - start);
+            Some((start + len, false))
         }
     }
 }
 
-/// An event's WIT record with only `name` and `channel` filled in.
-fn bare(event: &Event) -> wit::Event {
-    wit::Event {
-        name: event.name.to_string(),
-        channel: event.channel.to_string(),
-        user_id: None,
-        socket_id: None,
-        event: None,
-        data: None,
-        subscription_count: None,
-        extra: None,
-    }
-}
-
-/// The same view through the full parser.
-fn parsed_to_wit(event: &Event) -> wit::Event {
-    let mut out = bare(event);
+/// The same fields through the full parser, every text in `scratch`.
+fn parsed_fields(event: &Event, scratch: &mut String) -> Fields {
+    let mut out = Fields::default();
     let Ok(value) = json::parse(event.json.as_bytes()) else {
         return out;
     };
     let Some(object) = value.as_object() else {
         return out;
     };
+    let mut push = |s: &str| {
+        let mark = scratch.len();
+        scratch.push_str(s);
+        Text::Scratch(mark, scratch.len())
+    };
     let mut extra = String::new();
     for (key, value) in object {
-        let text = |v: &Value| v.as_str().map(str::to_string);
         let taken = match key.as_str() {
             Some("name") | Some("channel") => true,
-            Some("user_id") => text(value).map(|s| out.user_id = Some(s)).is_some(),
-            Some("socket_id") => text(value).map(|s| out.socket_id = Some(s)).is_some(),
-            Some("event") => text(value).map(|s| out.event = Some(s)).is_some(),
-            Some("data") => text(value).map(|s| out.data = Some(s)).is_some(),
+            Some("user_id") => value.as_str().map(|s| out.user_id = Some(push(s))).is_some(),
+            Some("socket_id") => value.as_str().map(|s| out.socket_id = Some(push(s))).is_some(),
+            Some("event") => value.as_str().map(|s| out.event = Some(push(s))).is_some(),
+            Some("data") => value.as_str().map(|s| out.data = Some(push(s))).is_some(),
             Some("subscription_count") => value
                 .as_f64()
                 .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= u64::MAX as f64)
@@ -166,7 +309,7 @@ fn parsed_to_wit(event: &Event) -> wit::Event {
     }
     if !extra.is_empty() {
         extra.push('}');
-        out.extra = Some(extra);
+        out.extra = Some(push(&extra));
     }
     out
 }
@@ -252,6 +395,46 @@ mod tests {
         Event::from_value(&value, 0).unwrap()
     }
 
+    /// The fields of one event as `locate` finds them, owned.
+    fn view_with(event: &Event, locate: fn(&Event, &mut String) -> Option<Fields>) -> Option<wit::Event> {
+        let mut scratch = String::new();
+        let fields = locate(event, &mut scratch)?;
+        let text = |t: Option<Text>| {
+            t.map(|t| match t {
+                Text::Event(a, b) => event.json[a..b].to_string(),
+                Text::Scratch(a, b) => scratch[a..b].to_string(),
+            })
+        };
+        Some(wit::Event {
+            name: event.name.to_string(),
+            channel: event.channel.to_string(),
+            user_id: text(fields.user_id),
+            socket_id: text(fields.socket_id),
+            event: text(fields.event),
+            data: text(fields.data),
+            subscription_count: fields.subscription_count,
+            extra: text(fields.extra),
+        })
+    }
+
+    fn owned_view(v: &EventView<'_>) -> wit::Event {
+        wit::Event {
+            name: v.name.to_string(),
+            channel: v.channel.to_string(),
+            user_id: v.user_id.map(str::to_string),
+            socket_id: v.socket_id.map(str::to_string),
+            event: v.event.map(str::to_string),
+            data: v.data.map(str::to_string),
+            subscription_count: v.subscription_count,
+            extra: v.extra.map(str::to_string),
+        }
+    }
+
+    fn to_wit(event: &Event) -> wit::Event {
+        let mut scratch = String::new();
+        owned_view(&event_views(std::slice::from_ref(event), &mut scratch)[0])
+    }
+
     #[test]
     fn known_fields_are_typed_and_the_rest_is_extra() {
         let e = to_wit(&event(
@@ -271,17 +454,49 @@ mod tests {
 
     #[test]
     fn the_fast_path_agrees_with_the_parser() {
-        for text in [
-            r#"{"name":"n","channel":"c"}"#,
-            r#"{"2":[1,{"a":"}"}],"name":"client_event","channel":"c\"q","event":"e\u0001","data":"{\"x\":[1,2]}","user_id":"u","socket_id":"1.2","subscription_count":3,"z":{"k":"v,}"},"t":true,"n":null,"f":1.5}"#,
-            r#"{"name":"s","channel":"c","subscription_count":1.5,"data":{"obj":1},"user_id":5,"event":"\ud800"}"#,
+        // (event, whether the fast path takes it rather than declining)
+        for (text, fast) in [
+            (r#"{"name":"n","channel":"c"}"#, true),
+            (
+                r#"{"2":[1,{"a":"}"}],"name":"client_event","channel":"c\"q","event":"e\u0001","data":"{\"x\":[1,2]}","user_id":"u","socket_id":"1.2","subscription_count":3,"z":{"k":"v,}"},"t":true,"n":null,"f":1.5}"#,
+                false,
+            ),
+            (
+                r#"{"name":"client_event","channel":"c\"q\\","event":"e\u0001","data":"{\"x\":[1,2]}","user_id":"u","socket_id":"1.2","subscription_count":3,"t":true,"n":null,"f":1.5,"s":"\\\""}"#,
+                true,
+            ),
+            (
+                r#"{"name":"s","channel":"c","subscription_count":1.5,"data":{"obj":1},"user_id":5,"event":"\ud800"}"#,
+                false,
+            ),
+            (
+                r#"{"name":"s","channel":"c","subscription_count":1.5,"user_id":5,"event":"\ud800"}"#,
+                true,
+            ),
+            (
+                r#"{"name":"client_event","channel":"c","data":"tab\tquote\"slash\\nl\n\u001f é 😀 \ud83d\ude00","event":"\udc00x","user_id":"\ud83d"}"#,
+                true,
+            ),
         ] {
             let e = event(text);
-            assert_eq!(
-                format!("{:?}", fast_to_wit(&e)),
-                format!("{:?}", Some(parsed_to_wit(&e))),
-                "{text}"
-            );
+            let parsed = view_with(&e, |e, s| Some(parsed_fields(e, s)));
+            let quick = view_with(&e, fast_fields);
+            assert_eq!(quick.is_some(), fast, "{text}");
+            if let Some(quick) = quick {
+                assert_eq!(format!("{:?}", Some(quick)), format!("{parsed:?}"), "{text}");
+            }
+            // Whichever path it takes, the views are the parser's.
+            assert_eq!(format!("{:?}", Some(to_wit(&e))), format!("{parsed:?}"), "{text}");
+        }
+    }
+
+    #[test]
+    fn unescaping_decodes_pairs_and_refuses_lone_surrogates() {
+        let mut out = String::new();
+        assert!(unescape_into(r#"a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00"#, &mut out));
+        assert_eq!(out, "a\"b\\c/d\u{8}\u{c}\n\r\té😀");
+        for lone in [r#"\ud800"#, r#"\ud800x"#, r#"\udc00"#, r#"\ud800\u0041"#] {
+            assert!(!unescape_into(lone, &mut String::new()), "{lone}");
         }
     }
 

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
@@ -19,7 +18,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::convert::{from_wit, to_wit};
+use super::convert::{BatchView, ContextView, event_views, from_wit};
 use super::{FilterError, FilterSpec};
 use crate::event::Event;
 use crate::metrics::{Metrics, VerdictLabels};
@@ -68,8 +67,9 @@ pub struct FilterHost {
     compilations: Counter,
     /// Components loaded from the on-disk cache.
     cache_hits: Counter,
-    /// Calls by verdict.
-    calls: Family<VerdictLabels, Counter>,
+    /// Calls by verdict: keep, drop, select, replace, error (resolved once,
+    /// so a call does not look its label up).
+    calls: [Counter; 5],
     /// Time per call.
     duration: Histogram,
 }
@@ -172,7 +172,11 @@ impl FilterHost {
             defaults,
             compilations: metrics.map(|m| m.filter_compilations.clone()).unwrap_or_default(),
             cache_hits: metrics.map(|m| m.filter_cache_hits.clone()).unwrap_or_default(),
-            calls: metrics.map(|m| m.filter_calls.clone()).unwrap_or_default(),
+            calls: {
+                let family = metrics.map(|m| m.filter_calls.clone()).unwrap_or_default();
+                ["keep", "drop", "select", "replace", "error"]
+                    .map(|verdict| family.get_or_create(&VerdictLabels { verdict }).clone())
+            },
             duration: metrics
                 .map(|m| m.filter_duration.clone())
                 .unwrap_or_else(|| Histogram::new(std::iter::empty())),
@@ -366,6 +370,8 @@ impl std::fmt::Debug for LoadedFilter {
 struct Instance {
     store: Store<HostState>,
     bindings: bindings::Filter,
+    /// The `filter` export, checked at instantiation against [`FilterFunc`].
+    filter: wasmtime::component::Func,
     /// Bytes of stdout/stderr already logged.
     logged: (usize, usize),
 }
@@ -419,9 +425,16 @@ impl LoadedFilter {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.error(format!("cannot be instantiated: {e:#}")))?;
+        let filter = *bindings.func_filter().func();
+        // The borrowed views must lower exactly as the generated types do:
+        // this type check is what makes `filter_func` sound.
+        filter
+            .typed::<FilterParams<'static>, FilterResults>(&store)
+            .map_err(|e| self.error(format!("has a `filter` export of an unexpected type: {e:#}")))?;
         Ok(Instance {
             store,
             bindings,
+            filter,
             logged: (0, 0),
         })
     }
@@ -508,13 +521,13 @@ impl LoadedFilter {
         let result = self.call_once(app_id, webhook_id, time_ms, events);
         self.host.duration.observe(started.elapsed().as_secs_f64());
         let verdict = match &result {
-            Ok((Decision::Keep, _)) => "keep",
-            Ok((Decision::Drop(_), _)) => "drop",
-            Ok((Decision::Select(_), _)) => "select",
-            Ok((Decision::Replace(_), _)) => "replace",
-            Err(_) => "error",
+            Ok((Decision::Keep, _)) => 0,
+            Ok((Decision::Drop(_), _)) => 1,
+            Ok((Decision::Select(_), _)) => 2,
+            Ok((Decision::Replace(_), _)) => 3,
+            Err(_) => 4,
         };
-        self.host.calls.get_or_create(&VerdictLabels { verdict }).inc();
+        self.host.calls[verdict].inc();
         result
     }
 
@@ -525,23 +538,24 @@ impl LoadedFilter {
         time_ms: u64,
         events: &[Event],
     ) -> Result<(Decision, Option<Vec<Event>>), FilterError> {
-        let batch = wit::Batch {
+        let mut scratch = String::new();
+        let views = event_views(events, &mut scratch);
+        let batch = BatchView {
             time_ms,
-            events: events.iter().map(to_wit).collect(),
+            events: &views,
         };
-        let ctx = wit::Context {
-            app_id: app_id.to_string(),
-            webhook: webhook_id.to_string(),
-            config: self.spec.config.clone(),
+        let ctx = ContextView {
+            app_id,
+            webhook: webhook_id,
+            config: &self.spec.config,
         };
-        let verdict =
-            self.with_instance(
-                |instance| match instance.bindings.call_filter(&mut instance.store, &ctx, &batch) {
-                    Ok(Ok(verdict)) => Ok(verdict),
-                    Ok(Err(message)) => Err(self.error(format!("returned an error: {message}"))),
-                    Err(trap) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
-                },
-            )?;
+        let verdict = self.with_instance(|instance| {
+            match filter_func(instance.filter).call(&mut instance.store, (ctx, batch)) {
+                Ok((Ok(verdict),)) => Ok(verdict),
+                Ok((Err(message),)) => Err(self.error(format!("returned an error: {message}"))),
+                Err(trap) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
+            }
+        })?;
         match verdict {
             wit::Verdict::Keep => Ok((Decision::Keep, None)),
             wit::Verdict::Drop(reason) => {
@@ -588,6 +602,20 @@ impl LoadedFilter {
     }
 }
 
+/// The `filter` export's parameters, lowered from borrowed views.
+type FilterParams<'a> = (ContextView<'a>, BatchView<'a>);
+/// The `filter` export's results.
+type FilterResults = (Result<wit::Verdict, String>,);
+
+/// The `filter` export typed over borrowed views.
+#[allow(unsafe_code)]
+fn filter_func<'a>(func: wasmtime::component::Func) -> wasmtime::component::TypedFunc<FilterParams<'a>, FilterResults> {
+    // SAFETY: every `Func` passed here passed `Func::typed` with these
+    // parameter and result types in `LoadedFilter::instantiate`; lifetimes do
+    // not change how a type lowers.
+    unsafe { wasmtime::component::TypedFunc::new_unchecked(func) }
+}
+
 /// What a filter decided, for `hookline filter run` and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -608,9 +636,21 @@ impl Decision {
         match self {
             Decision::Keep => Some(events),
             Decision::Drop(_) => None,
+            // Indices were checked distinct and in range.
+            Decision::Select(indices) if indices.is_sorted() => {
+                // The usual case, a subset in order: keep it in place.
+                let mut wanted = indices.iter().map(|&i| i as usize).peekable();
+                let mut index = 0;
+                let mut events = events;
+                events.retain(|_| {
+                    let keep = wanted.next_if_eq(&index).is_some();
+                    index += 1;
+                    keep
+                });
+                Some(events)
+            }
             Decision::Select(indices) => {
                 let mut slots: Vec<Option<Event>> = events.into_iter().map(Some).collect();
-                // Indices were checked distinct and in range.
                 Some(indices.iter().filter_map(|&i| slots[i as usize].take()).collect())
             }
             Decision::Replace(_) => replaced,
@@ -657,4 +697,33 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                name: "n".into(),
+                channel: format!("c{i}").into(),
+                json: format!(r#"{{"name":"n","channel":"c{i}"}}"#).into(),
+            })
+            .collect()
+    }
+
+    fn channels(events: Option<Vec<Event>>) -> Vec<String> {
+        events.unwrap().iter().map(|e| e.channel.to_string()).collect()
+    }
+
+    #[test]
+    fn select_delivers_the_chosen_events_in_the_chosen_order() {
+        let in_order = Decision::Select(vec![0, 2, 3]).apply(events(5), None);
+        assert_eq!(channels(in_order), ["c0", "c2", "c3"]);
+        let reordered = Decision::Select(vec![3, 0]).apply(events(5), None);
+        assert_eq!(channels(reordered), ["c3", "c0"]);
+        assert_eq!(channels(Decision::Keep.apply(events(2), None)), ["c0", "c1"]);
+        assert!(Decision::Drop("x".into()).apply(events(2), None).is_none());
+    }
 }

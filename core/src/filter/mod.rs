@@ -81,7 +81,8 @@ impl FilterChain {
 
     /// Runs every filter in order. Blocking: call it off the async workers.
     pub fn run(&self, app_id: &str, webhook_id: &str, time_ms: u64, mut events: Vec<Event>) -> ChainOutcome {
-        let shown = hookline_sink_api::redact_for_logs(webhook_id);
+        // Only failures are logged: redact the webhook id (a URL parse) then.
+        let shown = || hookline_sink_api::redact_for_logs(webhook_id);
         for filter in &self.filters {
             match filter.call_verbose(app_id, webhook_id, time_ms, &events) {
                 Ok((decision, replaced)) => match decision.apply(events, replaced) {
@@ -90,14 +91,14 @@ impl FilterChain {
                 },
                 Err(error) => match filter.spec().on_error {
                     OnError::Skip => {
-                        tracing::warn!(app = app_id, webhook = %shown, %error, "filter failed; skipping it (on_error: skip)");
+                        tracing::warn!(app = app_id, webhook = %shown(), %error, "filter failed; skipping it (on_error: skip)");
                     }
                     OnError::Drop => {
-                        tracing::warn!(app = app_id, webhook = %shown, %error, "filter failed; dropping the batch (on_error: drop)");
+                        tracing::warn!(app = app_id, webhook = %shown(), %error, "filter failed; dropping the batch (on_error: drop)");
                         return ChainOutcome::Drop(error.to_string());
                     }
                     OnError::Retry => {
-                        tracing::warn!(app = app_id, webhook = %shown, %error, "filter failed; the batch will be retried (on_error: retry)");
+                        tracing::warn!(app = app_id, webhook = %shown(), %error, "filter failed; the batch will be retried (on_error: retry)");
                         return ChainOutcome::Retry(error.to_string());
                     }
                 },
