@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use crate::config::{App, Webhook};
 use crate::delivery::{BODY_OVERHEAD, BatchIds, Delivery, Dispatcher, now_ms};
 use crate::event::Event;
-use crate::filter::ChainOutcome;
+use crate::filter::{ChainOutcome, run_off_workers};
 use crate::metrics::Metrics;
 use crate::store::{Commit, DeliveryRecord, InboxMark, InboxTicket, SharedStore};
 use crate::timer::sleep_until;
@@ -261,11 +261,7 @@ async fn form(
     shared.metrics.batches_formed.inc();
     let batch_time_ms = now_ms();
     for webhook in &app.webhooks {
-        let selected: Vec<Event> = select_for(webhook, &events).into_iter().cloned().collect();
-        if selected.is_empty() {
-            continue;
-        }
-        let (selected, pending_filter) = match run_filters(app, webhook, batch_time_ms, selected).await {
+        let (selected, pending_filter) = match run_filters(app, webhook, batch_time_ms, &events).await {
             FilterResult::Deliver(events) => (events, false),
             FilterResult::Retry(events) => (events, true),
             FilterResult::Nothing => continue,
@@ -331,24 +327,29 @@ enum FilterResult {
     Nothing,
 }
 
-/// Runs the webhook's filter chain on a blocking thread.
-async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64, events: Vec<Event>) -> FilterResult {
+/// The events of `batch` that `webhook` wants, through its filter chain
+/// (off the async workers).
+async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64, batch: &[Event]) -> FilterResult {
+    let selected = || -> Vec<Event> { select_for(webhook, batch).into_iter().cloned().collect() };
+    let events = selected();
+    if events.is_empty() {
+        return FilterResult::Nothing;
+    }
     if webhook.filters.is_empty() {
         return FilterResult::Deliver(events);
     }
     let (app_id, hook) = (app.id.clone(), webhook.clone());
-    let unfiltered = events.clone();
-    let outcome = tokio::task::spawn_blocking(move || hook.filters.run(&app_id, &hook.id, batch_time_ms, events)).await;
+    let outcome = run_off_workers(move || hook.filters.run(&app_id, &hook.id, batch_time_ms, events)).await;
     match outcome {
         Ok(ChainOutcome::Deliver(events)) => FilterResult::Deliver(events),
         Ok(ChainOutcome::Drop(reason)) => {
             tracing::debug!(app = %app.id, webhook = %webhook.log_id, %reason, "filters delivered nothing");
             FilterResult::Nothing
         }
-        Ok(ChainOutcome::Retry(_)) => FilterResult::Retry(unfiltered),
+        Ok(ChainOutcome::Retry { events, .. }) => FilterResult::Retry(events),
         Err(panic) => {
             tracing::error!(app = %app.id, webhook = %webhook.log_id, error = %panic, "the filter chain panicked; retrying the batch");
-            FilterResult::Retry(unfiltered)
+            FilterResult::Retry(selected())
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Webhook;
 use crate::event::Event;
-use crate::filter::ChainOutcome;
+use crate::filter::{ChainOutcome, run_off_workers};
 use crate::metrics::{Metrics, WebhookLabels};
 use crate::registry::AppRegistry;
 use crate::settings::DeliverySettings;
@@ -250,8 +250,7 @@ impl LaneContext {
             }
         };
         let (app_id, time_ms) = (record.app_id.clone(), record.batch_time_ms);
-        let outcome =
-            tokio::task::spawn_blocking(move || current.filters.run(&app_id, &current.id, time_ms, events)).await;
+        let outcome = run_off_workers(move || current.filters.run(&app_id, &current.id, time_ms, events)).await;
         match outcome {
             Ok(ChainOutcome::Deliver(events)) => {
                 self.release(delivery);
@@ -273,7 +272,7 @@ impl LaneContext {
                 tracing::debug!(batch_id = %delivery.record.batch_id, %reason, "filters delivered nothing on retry");
                 Refiltered::Nothing
             }
-            Ok(ChainOutcome::Retry(reason)) => Refiltered::Failed(reason),
+            Ok(ChainOutcome::Retry { reason, .. }) => Refiltered::Failed(reason),
             Err(panic) => Refiltered::Failed(format!("the filter chain panicked: {panic}")),
         }
     }

@@ -658,6 +658,23 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// [`Decision::apply`], first copying the events into `input` when
+    /// `keep_input` is set and this decision changes them.
+    pub(crate) fn apply_keeping_input(
+        &self,
+        events: Vec<Event>,
+        replaced: Option<Vec<Event>>,
+        keep_input: bool,
+        input: &mut Option<Vec<Event>>,
+    ) -> Option<Vec<Event>> {
+        if keep_input && !matches!(self, Decision::Keep) {
+            *input = Some(events.clone());
+        }
+        self.apply(events, replaced)
+    }
+}
+
 impl std::fmt::Display for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

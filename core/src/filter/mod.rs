@@ -69,8 +69,14 @@ pub enum ChainOutcome {
     Deliver(Vec<Event>),
     /// Deliver nothing, for this reason.
     Drop(String),
-    /// A filter with `on_error: retry` failed: retry the batch later.
-    Retry(String),
+    /// A filter with `on_error: retry` failed: retry the batch later. The
+    /// events are the ones the chain was given, unfiltered.
+    Retry {
+        /// What failed.
+        reason: String,
+        /// The chain's input, to store and filter again later.
+        events: Vec<Event>,
+    },
 }
 
 impl FilterChain {
@@ -79,13 +85,22 @@ impl FilterChain {
         self.filters.is_empty()
     }
 
-    /// Runs every filter in order. Blocking: call it off the async workers.
+    /// Runs every filter in order. Blocking: call it through
+    /// [`run_off_workers`], never on an async worker as such.
     pub fn run(&self, app_id: &str, webhook_id: &str, time_ms: u64, mut events: Vec<Event>) -> ChainOutcome {
         // Only failures are logged: redact the webhook id (a URL parse) then.
         let shown = || hookline_sink_api::redact_for_logs(webhook_id);
-        for filter in &self.filters {
+        // A retry needs the chain's input. It is copied only when a filter
+        // changed the events and another filter comes after it.
+        let mut input: Option<Vec<Event>> = None;
+        for (position, filter) in self.filters.iter().enumerate() {
             match filter.call_verbose(app_id, webhook_id, time_ms, &events) {
-                Ok((decision, replaced)) => match decision.apply(events, replaced) {
+                Ok((decision, replaced)) => match decision.apply_keeping_input(
+                    events,
+                    replaced,
+                    input.is_none() && position + 1 < self.filters.len(),
+                    &mut input,
+                ) {
                     Some(next) => events = next,
                     None => return ChainOutcome::Drop(format!("dropped by {}", filter.spec().path.display())),
                 },
@@ -99,7 +114,10 @@ impl FilterChain {
                     }
                     OnError::Retry => {
                         tracing::warn!(app = app_id, webhook = %shown(), %error, "filter failed; the batch will be retried (on_error: retry)");
-                        return ChainOutcome::Retry(error.to_string());
+                        return ChainOutcome::Retry {
+                            reason: error.to_string(),
+                            events: input.unwrap_or(events),
+                        };
                     }
                 },
             }
@@ -108,5 +126,26 @@ impl FilterChain {
             }
         }
         ChainOutcome::Deliver(events)
+    }
+}
+
+/// Runs a filter chain call without holding up the async runtime: on a
+/// multi-thread runtime the current worker hands its other tasks to another
+/// thread and runs `work` at once, so a batch does not also wait for a
+/// blocking-pool thread to be scheduled (under load that wait, not the
+/// filter, was most of the stage's latency); on other runtimes, on the
+/// blocking pool. `Err` carries a panic's message.
+pub async fn run_off_workers<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))).map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string())
+        })
+    } else {
+        tokio::task::spawn_blocking(work).await.map_err(|e| e.to_string())
     }
 }
