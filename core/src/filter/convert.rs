@@ -48,6 +48,9 @@ pub(crate) struct ContextView<'a> {
     pub config: &'a str,
 }
 
+/// The largest integer a double (JavaScript's number) holds exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Where a field's text lives: a range of the event's JSON, or of the scratch
 /// buffer (unescaped strings, assembled `extra` objects).
 #[derive(Debug, Clone, Copy)]
@@ -149,11 +152,16 @@ fn fast_fields(event: &Event, scratch: &mut String) -> Option<Fields> {
             "socket_id" => string().map(|s| out.socket_id = Some(s)).is_some(),
             "event" => string().map(|s| out.event = Some(s)).is_some(),
             "data" => string().map(|s| out.data = Some(s)).is_some(),
-            "subscription_count" => text[value_start..value_end]
-                .parse::<u64>()
-                .ok()
-                .map(|n| out.subscription_count = Some(n))
-                .is_some(),
+            // Beyond 2^53 the parser's reading (through a double, as
+            // JavaScript's) is the reference: leave such counts to it.
+            "subscription_count" => match text[value_start..value_end].parse::<u64>() {
+                Ok(n) if n <= MAX_SAFE_INTEGER => {
+                    out.subscription_count = Some(n);
+                    true
+                }
+                Ok(_) => return None,
+                Err(_) => false,
+            },
             _ => false,
         };
         if !taken {
@@ -295,7 +303,8 @@ fn parsed_fields(event: &Event, scratch: &mut String) -> Fields {
             Some("data") => value.as_str().map(|s| out.data = Some(push(s))).is_some(),
             Some("subscription_count") => value
                 .as_f64()
-                .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= u64::MAX as f64)
+                // `u64::MAX as f64` is 2^64 itself, which does not fit.
+                .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n < u64::MAX as f64)
                 .map(|n| out.subscription_count = Some(n as u64))
                 .is_some(),
             _ => false,
@@ -471,6 +480,18 @@ mod tests {
             ),
             (
                 r#"{"name":"s","channel":"c","subscription_count":1.5,"user_id":5,"event":"\ud800"}"#,
+                true,
+            ),
+            (
+                r#"{"name":"s","channel":"c","subscription_count":9007199254740991}"#,
+                true,
+            ),
+            (
+                r#"{"name":"s","channel":"c","subscription_count":9223372036854776000}"#,
+                false,
+            ),
+            (
+                r#"{"name":"s","channel":"c","subscription_count":18446744073709552000}"#,
                 true,
             ),
             (

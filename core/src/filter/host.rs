@@ -668,7 +668,9 @@ impl Decision {
         keep_input: bool,
         input: &mut Option<Vec<Event>>,
     ) -> Option<Vec<Event>> {
-        if keep_input && !matches!(self, Decision::Keep) {
+        // Keep and drop leave nothing to go back to: only a change that
+        // later filters see needs the copy.
+        if keep_input && matches!(self, Decision::Select(_) | Decision::Replace(_)) {
             *input = Some(events.clone());
         }
         self.apply(events, replaced)
