@@ -213,6 +213,14 @@ async fn nothing_is_lost_or_misrouted_while_files_change_under_steady_load() {
         200
     );
     wait_some(g5).await;
+    // Enough load for the checks below to mean something (on a busy machine
+    // the steps above can pass in fewer events).
+    let accepted_total = || accepted.lock().unwrap().len();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while accepted_total() <= 50 {
+        assert!(std::time::Instant::now() < deadline, "the sender stalled");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     // Delete the first app's file: its ingest is refused from then on.
     std::fs::remove_file(&file_a).unwrap();
     let g6 = generation_after(&daemon, g5).await;
