@@ -59,6 +59,16 @@ enum Text {
     Scratch(usize, usize),
 }
 
+impl Text {
+    /// The text itself, from the event's JSON or the scratch buffer.
+    fn resolve<'a>(self, event_json: &'a str, scratch: &'a str) -> &'a str {
+        match self {
+            Text::Event(a, b) => &event_json[a..b],
+            Text::Scratch(a, b) => &scratch[a..b],
+        }
+    }
+}
+
 /// The optional fields of one event, located.
 #[derive(Debug, Default, Clone, Copy)]
 struct Fields {
@@ -89,12 +99,7 @@ pub(crate) fn event_views<'a>(events: &'a [Event], scratch: &'a mut String) -> V
         .iter()
         .zip(fields)
         .map(|(event, f)| {
-            let text = |t: Option<Text>| {
-                t.map(|t| match t {
-                    Text::Event(a, b) => &event.json[a..b],
-                    Text::Scratch(a, b) => &scratch[a..b],
-                })
-            };
+            let text = |t: Option<Text>| t.map(|t| t.resolve(&event.json, scratch));
             EventView {
                 name: &event.name,
                 channel: &event.channel,
@@ -408,12 +413,7 @@ mod tests {
     fn view_with(event: &Event, locate: fn(&Event, &mut String) -> Option<Fields>) -> Option<wit::Event> {
         let mut scratch = String::new();
         let fields = locate(event, &mut scratch)?;
-        let text = |t: Option<Text>| {
-            t.map(|t| match t {
-                Text::Event(a, b) => event.json[a..b].to_string(),
-                Text::Scratch(a, b) => scratch[a..b].to_string(),
-            })
-        };
+        let text = |t: Option<Text>| t.map(|t| t.resolve(&event.json, &scratch).to_string());
         Some(wit::Event {
             name: event.name.to_string(),
             channel: event.channel.to_string(),

@@ -51,6 +51,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 const OUTPUT_CAP: usize = 64 * 1024;
 /// Longest log message kept from a filter.
 const LOG_MESSAGE_CAP: usize = 4096;
+/// The `verdict` label values of `hookline_filter_calls_total`.
+const VERDICT_LABELS: [&str; 5] = ["keep", "drop", "select", "replace", "error"];
 /// Largest total of event bytes a filter may return.
 const OUTPUT_BYTES_CAP: usize = 64 << 20;
 
@@ -67,8 +69,8 @@ pub struct FilterHost {
     compilations: Counter,
     /// Components loaded from the on-disk cache.
     cache_hits: Counter,
-    /// Calls by verdict: keep, drop, select, replace, error (resolved once,
-    /// so a call does not look its label up).
+    /// Calls by verdict, in [`VERDICT_LABELS`] order (resolved once, so a
+    /// call does not look its label up).
     calls: [Counter; 5],
     /// Time per call.
     duration: Histogram,
@@ -174,8 +176,7 @@ impl FilterHost {
             cache_hits: metrics.map(|m| m.filter_cache_hits.clone()).unwrap_or_default(),
             calls: {
                 let family = metrics.map(|m| m.filter_calls.clone()).unwrap_or_default();
-                ["keep", "drop", "select", "replace", "error"]
-                    .map(|verdict| family.get_or_create(&VerdictLabels { verdict }).clone())
+                VERDICT_LABELS.map(|verdict| family.get_or_create(&VerdictLabels { verdict }).clone())
             },
             duration: metrics
                 .map(|m| m.filter_duration.clone())
@@ -370,7 +371,8 @@ impl std::fmt::Debug for LoadedFilter {
 struct Instance {
     store: Store<HostState>,
     bindings: bindings::Filter,
-    /// The `filter` export, checked at instantiation against [`FilterFunc`].
+    /// The `filter` export, type-checked at instantiation against
+    /// [`FilterParams`] and [`FilterResults`] (see [`filter_func`]).
     filter: wasmtime::component::Func,
     /// Bytes of stdout/stderr already logged.
     logged: (usize, usize),
@@ -520,6 +522,7 @@ impl LoadedFilter {
         let started = std::time::Instant::now();
         let result = self.call_once(app_id, webhook_id, time_ms, events);
         self.host.duration.observe(started.elapsed().as_secs_f64());
+        // Indices into VERDICT_LABELS.
         let verdict = match &result {
             Ok((Decision::Keep, _)) => 0,
             Ok((Decision::Drop(_), _)) => 1,
@@ -655,25 +658,6 @@ impl Decision {
             }
             Decision::Replace(_) => replaced,
         }
-    }
-}
-
-impl Decision {
-    /// [`Decision::apply`], first copying the events into `input` when
-    /// `keep_input` is set and this decision changes them.
-    pub(crate) fn apply_keeping_input(
-        &self,
-        events: Vec<Event>,
-        replaced: Option<Vec<Event>>,
-        keep_input: bool,
-        input: &mut Option<Vec<Event>>,
-    ) -> Option<Vec<Event>> {
-        // Keep and drop leave nothing to go back to: only a change that
-        // later filters see needs the copy.
-        if keep_input && matches!(self, Decision::Select(_) | Decision::Replace(_)) {
-            *input = Some(events.clone());
-        }
-        self.apply(events, replaced)
     }
 }
 

@@ -95,15 +95,16 @@ impl FilterChain {
         let mut input: Option<Vec<Event>> = None;
         for (position, filter) in self.filters.iter().enumerate() {
             match filter.call_verbose(app_id, webhook_id, time_ms, &events) {
-                Ok((decision, replaced)) => match decision.apply_keeping_input(
-                    events,
-                    replaced,
-                    input.is_none() && position + 1 < self.filters.len(),
-                    &mut input,
-                ) {
-                    Some(next) => events = next,
-                    None => return ChainOutcome::Drop(format!("dropped by {}", filter.spec().path.display())),
-                },
+                Ok((decision, replaced)) => {
+                    let changes = matches!(decision, Decision::Select(_) | Decision::Replace(_));
+                    if changes && input.is_none() && position + 1 < self.filters.len() {
+                        input = Some(events.clone());
+                    }
+                    match decision.apply(events, replaced) {
+                        Some(next) => events = next,
+                        None => return ChainOutcome::Drop(format!("dropped by {}", filter.spec().path.display())),
+                    }
+                }
                 Err(error) => match filter.spec().on_error {
                     OnError::Skip => {
                         tracing::warn!(app = app_id, webhook = %shown(), %error, "filter failed; skipping it (on_error: skip)");
