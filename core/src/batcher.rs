@@ -13,6 +13,7 @@
 //! everything it formed from the messages waiting for it in one
 //! transaction, so with batching off, concurrent events still share fsyncs.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
@@ -382,13 +383,13 @@ pub fn select_for<'e>(webhook: &Webhook, events: &'e [Event]) -> Vec<&'e Event> 
 }
 
 /// Events' canonical texts joined by `,`: the inside of a body's `events`.
-pub fn join_events(events: &[&Event]) -> String {
-    let mut joined = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
+pub fn join_events<E: Borrow<Event>>(events: &[E]) -> String {
+    let mut joined = String::with_capacity(events.iter().map(|e| e.borrow().len() + 1).sum());
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
             joined.push(',');
         }
-        joined.push_str(&event.json);
+        joined.push_str(&event.borrow().json);
     }
     joined
 }

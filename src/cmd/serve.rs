@@ -45,6 +45,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         tracing::warn!(dir = %settings.apps_dir.display(), "the apps directory did not exist; created it empty: add app files there");
     }
     let listen = settings.listen;
+    hookline_core::filter::set_after_compile(crate::release_compiler_memory);
     let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::batcher::join_events;
 use crate::config::Webhook;
 use crate::event::Event;
 use crate::filter::{ChainOutcome, run_off_workers};
@@ -255,7 +256,7 @@ impl LaneContext {
             Ok(ChainOutcome::Deliver(events)) => {
                 self.release(delivery);
                 let record = &mut delivery.record;
-                record.events = events.iter().map(|e| &*e.json).collect::<Vec<_>>().join(",").into();
+                record.events = join_events(&events).into();
                 self.memory
                     .fetch_add(record.events.len() as u64, AtomicOrdering::Relaxed);
                 record.event_count = events.len();

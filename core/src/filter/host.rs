@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +55,18 @@ const LOG_MESSAGE_CAP: usize = 4096;
 const VERDICT_LABELS: [&str; 5] = ["keep", "drop", "select", "replace", "error"];
 /// Largest total of event bytes a filter may return.
 const OUTPUT_BYTES_CAP: usize = 64 << 20;
+
+/// Runs after every compilation; see [`set_after_compile`].
+static AFTER_COMPILE: OnceLock<fn()> = OnceLock::new();
+
+/// Installs `hook` to run after each filter compilation, on the thread that
+/// compiled. Compiling frees megabytes into the allocator's per-thread caches,
+/// some on threads of the compiler's pool that may not allocate again for a
+/// long time; the allocator is the binary's choice, so the binary decides
+/// how to hand that memory back. Only the first call installs a hook.
+pub fn set_after_compile(hook: fn()) {
+    let _ = AFTER_COMPILE.set(hook);
+}
 
 /// Compiles and caches filter components, and holds the sandbox's linker.
 pub struct FilterHost {
@@ -264,6 +276,9 @@ impl FilterHost {
             && let Err(error) = store_precompiled(&component, &file)
         {
             tracing::warn!(file = %file.display(), %error, "cannot cache the compiled filter");
+        }
+        if let Some(hook) = AFTER_COMPILE.get() {
+            hook();
         }
         self.remember(key.clone(), &component);
         Ok((component, key))
@@ -718,6 +733,38 @@ mod tests {
 
     fn channels(events: Option<Vec<Event>>) -> Vec<String> {
         events.unwrap().iter().map(|e| e.channel.to_string()).collect()
+    }
+
+    static AFTER_COMPILE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_after_compile() {
+        AFTER_COMPILE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn the_after_compile_hook_runs_once_per_compilation_and_not_on_cache_hits() {
+        set_after_compile(count_after_compile);
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("empty.wat");
+        // No other unit test compiles a component, so the count is this test's own.
+        std::fs::write(&wasm, "(component)").unwrap();
+        let cache = dir.path().join("cache");
+        let host = FilterHost::new(FilterSettings::default(), Some(cache.clone()), None).unwrap();
+        let before = AFTER_COMPILE_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+        host.component(&wasm).unwrap();
+        assert_eq!(
+            AFTER_COMPILE_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1,
+            "a compilation runs the hook"
+        );
+        host.component(&wasm).unwrap();
+        let restarted = FilterHost::new(FilterSettings::default(), Some(cache), None).unwrap();
+        restarted.component(&wasm).unwrap();
+        assert_eq!(
+            AFTER_COMPILE_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1,
+            "components from memory or the compile cache do not run it"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::event::Event;
 
-pub use host::{Decision, FilterHost, LoadedFilter};
+pub use host::{Decision, FilterHost, LoadedFilter, set_after_compile};
 
 /// What a failing filter entry does (`on_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
