@@ -59,7 +59,7 @@ const OUTPUT_BYTES_CAP: usize = 64 << 20;
 /// Runs after every compilation; see [`set_after_compile`].
 static AFTER_COMPILE: OnceLock<fn()> = OnceLock::new();
 
-/// Installs `hook` to run after each filter compilation, on the thread that
+/// Installs `hook` to run after each successful compilation, on the thread that
 /// compiled. Compiling frees megabytes into the allocator's per-thread caches,
 /// some on threads of the compiler's pool that may not allocate again for a
 /// long time; the allocator is the binary's choice, so the binary decides
@@ -719,6 +719,8 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     fn events(n: usize) -> Vec<Event> {
@@ -735,10 +737,10 @@ mod tests {
         events.unwrap().iter().map(|e| e.channel.to_string()).collect()
     }
 
-    static AFTER_COMPILE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static AFTER_COMPILE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
     fn count_after_compile() {
-        AFTER_COMPILE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        AFTER_COMPILE_CALLS.fetch_add(1, Ordering::SeqCst);
     }
 
     #[test]
@@ -746,14 +748,14 @@ mod tests {
         set_after_compile(count_after_compile);
         let dir = tempfile::tempdir().unwrap();
         let wasm = dir.path().join("empty.wat");
-        // No other unit test compiles a component, so the count is this test's own.
+        // This is the only test that installs the hook, so the count is its own.
         std::fs::write(&wasm, "(component)").unwrap();
         let cache = dir.path().join("cache");
         let host = FilterHost::new(FilterSettings::default(), Some(cache.clone()), None).unwrap();
-        let before = AFTER_COMPILE_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+        let before = AFTER_COMPILE_CALLS.load(Ordering::SeqCst);
         host.component(&wasm).unwrap();
         assert_eq!(
-            AFTER_COMPILE_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+            AFTER_COMPILE_CALLS.load(Ordering::SeqCst),
             before + 1,
             "a compilation runs the hook"
         );
@@ -761,7 +763,7 @@ mod tests {
         let restarted = FilterHost::new(FilterSettings::default(), Some(cache), None).unwrap();
         restarted.component(&wasm).unwrap();
         assert_eq!(
-            AFTER_COMPILE_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+            AFTER_COMPILE_CALLS.load(Ordering::SeqCst),
             before + 1,
             "components from memory or the compile cache do not run it"
         );
