@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -19,6 +18,7 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::convert::{BatchView, ContextView, event_views, from_wit};
+use super::ticker::{DeadlineTicker, EPOCH_TICK};
 use super::{FilterError, FilterSpec};
 use crate::event::Event;
 use crate::metrics::{Metrics, VerdictLabels};
@@ -45,8 +45,6 @@ const ALLOWED_PACKAGES: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
 ];
-/// How often the epoch advances: the CPU deadline's resolution.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Captured stdout/stderr per instance.
 const OUTPUT_CAP: usize = 64 * 1024;
 /// Longest log message kept from a filter.
@@ -76,6 +74,8 @@ pub struct FilterHost {
     /// Compiled components by content and engine hash, so that one file used
     /// by many webhooks compiles once.
     compiled: Mutex<HashMap<String, Component>>,
+    /// Advances the epoch (the deadlines' clock) while guest code runs.
+    ticker: DeadlineTicker,
     defaults: FilterSettings,
     /// Components compiled from source in this process.
     compilations: Counter,
@@ -167,19 +167,11 @@ impl FilterHost {
             std::fs::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create the filter cache {}: {e}", dir.display())))?;
         }
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("hookline-filter-epoch".to_string())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .map_err(|e| fail(format!("cannot start the deadline ticker: {e}")))?;
+        let ticker =
+            DeadlineTicker::start(&engine).map_err(|e| fail(format!("cannot start the deadline ticker: {e}")))?;
         Ok(Arc::new(Self {
             engine,
+            ticker,
             linker,
             cache_dir,
             compiled: Mutex::default(),
@@ -463,6 +455,7 @@ impl LoadedFilter {
     /// Runs `work` on a pooled (or fresh) instance; the instance goes back to
     /// the pool only if the call succeeded.
     fn with_instance<R>(&self, work: impl FnOnce(&mut Instance) -> Result<R, FilterError>) -> Result<R, FilterError> {
+        let _ticking = self.host.ticker.hold();
         let pooled = self.pool.lock().expect("pool lock is never held across a panic").pop();
         let mut instance = match pooled {
             Some(instance) => instance,

@@ -9,6 +9,7 @@
 
 mod convert;
 mod host;
+mod ticker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
