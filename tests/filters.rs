@@ -279,6 +279,29 @@ fn filter_run(file: &str, config: &str, batch: &str) -> (bool, String, String) {
     )
 }
 
+#[tokio::test]
+async fn a_filter_that_prints_on_every_call_keeps_working() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "p", "key": "pk", "secret": "ps", "batching": {"enabled": false},
+        "webhooks": [{"url": receiver.url("/chatty"), "event_types": ["channel_occupied"],
+            "filters": [filter_entry("hostile_filter.wasm", json!({"mode": "chatty"}))]}]});
+    apps.write("app.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    // One batch per request: each is a call on the same pooled instance,
+    // printing 20 KiB, far past 64 KiB in all.
+    for i in 0..8 {
+        let channel = format!("c{i}");
+        let body = events_body(&[("channel_occupied", channel.as_str())]);
+        assert_eq!(native(&daemon, "p", "pk", "ps", &body).await.0, 200);
+    }
+    let got = receiver.wait_for("/chatty", 8).await;
+    assert_eq!(got.len(), 8);
+    let logs = daemon.logs();
+    assert!(!logs.contains("trapped"), "printing made the filter fail:\n{logs}");
+    assert!(logs.contains("chatty line 000"), "the filter's output is logged");
+}
+
 #[test]
 fn filter_run_prints_each_verdict_and_the_resulting_batch() {
     let batch = r#"{"time_ms":7,"events":[{"name":"client_event","channel":"debug-1","event":"client-x","data":"{\"email\":\"e\"}"},{"name":"client_event","channel":"room","n":1.0}]}"#;

@@ -13,11 +13,11 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::convert::{BatchView, ContextView, event_views, from_wit};
+use super::output::{CALL_OUTPUT_CAP, CapturedOutput};
 use super::ticker::{DeadlineTicker, EPOCH_TICK};
 use super::{FilterError, FilterSpec};
 use crate::event::Event;
@@ -45,8 +45,6 @@ const ALLOWED_PACKAGES: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
 ];
-/// Captured stdout/stderr per instance.
-const OUTPUT_CAP: usize = 64 * 1024;
 /// Longest log message kept from a filter.
 const LOG_MESSAGE_CAP: usize = 4096;
 /// The `verdict` label values of `hookline_filter_calls_total`.
@@ -101,8 +99,8 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
     /// Where log lines come from.
     label: Arc<str>,
     /// Log lines left in the current call.
@@ -381,8 +379,6 @@ struct Instance {
     /// The `filter` export, type-checked at instantiation against
     /// [`FilterParams`] and [`FilterResults`] (see [`filter_func`]).
     filter: wasmtime::component::Func,
-    /// Bytes of stdout/stderr already logged.
-    logged: (usize, usize),
 }
 
 impl LoadedFilter {
@@ -404,8 +400,7 @@ impl LoadedFilter {
     }
 
     fn instantiate(&self) -> Result<Instance, FilterError> {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
+        let (stdout, stderr) = (CapturedOutput::default(), CapturedOutput::default());
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -444,7 +439,6 @@ impl LoadedFilter {
             store,
             bindings,
             filter,
-            logged: (0, 0),
         })
     }
 
@@ -474,19 +468,22 @@ impl LoadedFilter {
         result
     }
 
+    /// Logs what the call printed, line by line.
     fn forward_output(&self, instance: &mut Instance) {
         let state = instance.store.data();
-        let (out, err) = (state.stdout.contents(), state.stderr.contents());
-        for (bytes, logged, stream) in [
-            (&out, &mut instance.logged.0, "stdout"),
-            (&err, &mut instance.logged.1, "stderr"),
-        ] {
-            if bytes.len() > *logged {
-                let text = String::from_utf8_lossy(&bytes[*logged..]);
-                for line in text.lines().filter(|l| !l.is_empty()) {
-                    tracing::info!(filter = &*self.label, stream, "{}", truncate(line, LOG_MESSAGE_CAP));
-                }
-                *logged = bytes.len();
+        for (output, stream) in [(&state.stdout, "stdout"), (&state.stderr, "stderr")] {
+            let (bytes, dropped) = output.take();
+            for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()) {
+                tracing::info!(filter = &*self.label, stream, "{}", truncate(line, LOG_MESSAGE_CAP));
+            }
+            if dropped > 0 {
+                tracing::warn!(
+                    filter = &*self.label,
+                    stream,
+                    dropped_bytes = dropped,
+                    "the filter printed more than {} KiB in one call; the rest was not logged",
+                    CALL_OUTPUT_CAP / 1024
+                );
             }
         }
     }

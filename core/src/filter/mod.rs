@@ -9,6 +9,7 @@
 
 mod convert;
 mod host;
+mod output;
 mod ticker;
 
 use std::path::PathBuf;

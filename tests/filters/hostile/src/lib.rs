@@ -65,6 +65,14 @@ impl Filter for Hostile {
                     Ok(Verdict::Keep)
                 }
             }
+            "chatty" => {
+                // 20 KiB of stdout per call: more than the capture holds
+                // over a few calls, well within what one call may log.
+                for line in 0..200 {
+                    println!("chatty line {line:03}: {}", "x".repeat(80));
+                }
+                Ok(Verdict::Keep)
+            }
             "print" => {
                 println!("hostile filter saw {} events", batch.events.len());
                 hookline_filter::log(hookline_filter::Level::Info, "hello from the filter log");
