@@ -106,6 +106,11 @@ async fn hostile_filters_are_contained_by_every_on_error_mode_while_another_app_
         for on_error in ["skip", "drop", "retry"] {
             let mut entry = filter_entry("hostile_filter.wasm", json!({"mode": mode}));
             entry["on_error"] = json!(on_error);
+            if mode == "memory" {
+                // Touching 64 MiB can take longer than the default 50 ms on
+                // a loaded machine; this mode is about the memory cap.
+                entry["cpu_ms"] = json!(5000);
+            }
             webhooks.push(
                 json!({"id": format!("{mode}/{on_error}"), "url": receiver.url(&format!("/{mode}/{on_error}")),
                 "event_types": ["channel_occupied"], "filters": [entry]}),
@@ -300,6 +305,8 @@ async fn a_filter_that_prints_on_every_call_keeps_working() {
     let logs = daemon.logs();
     assert!(!logs.contains("trapped"), "printing made the filter fail:\n{logs}");
     assert!(logs.contains("chatty line 000"), "the filter's output is logged");
+    assert!(!logs.contains("chatty line 150"), "a call logs at most 100 lines");
+    assert!(logs.contains("the rest was dropped"), "and says so");
 }
 
 #[test]
@@ -324,6 +331,11 @@ fn filter_run_prints_each_verdict_and_the_resulting_batch() {
     assert!(out.contains(r#""data":"{}""#), "{out}");
     let (ok, _, err) = filter_run("hostile_filter.wasm", r#"{"mode":"loop"}"#, batch);
     assert!(!ok);
+    assert!(err.contains("ran past its CPU deadline"), "{err}");
+    // Sleeping happens in the host, where no epoch check runs: the sleep
+    // itself must end at the deadline (unbounded, it would return `keep`).
+    let (ok, _, err) = filter_run("hostile_filter.wasm", r#"{"mode":"sleep"}"#, batch);
+    assert!(!ok, "a filter sleeping 10 s passed its 50 ms deadline");
     assert!(err.contains("ran past its CPU deadline"), "{err}");
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -16,6 +17,7 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::clock::{CallClock, CallClockData, CallClockView};
 use super::convert::{BatchView, ContextView, event_views, from_wit};
 use super::output::{CALL_OUTPUT_CAP, CapturedOutput};
 use super::ticker::{DeadlineTicker, EPOCH_TICK};
@@ -45,6 +47,8 @@ const ALLOWED_PACKAGES: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
 ];
+/// Lines a call may log, through the `log` import and its output together.
+const LOG_LINES_PER_CALL: u32 = 100;
 /// Longest log message kept from a filter.
 const LOG_MESSAGE_CAP: usize = 4096;
 /// The `verdict` label values of `hookline_filter_calls_total`.
@@ -105,6 +109,8 @@ pub(crate) struct HostState {
     label: Arc<str>,
     /// Log lines left in the current call.
     log_budget: u32,
+    /// The monotonic clock, whose sleeps end at the call's deadline.
+    clock: CallClock,
 }
 
 impl WasiView for HostState {
@@ -330,7 +336,11 @@ fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     sync::io::poll::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
     sync::io::streams::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
     clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(&mut l, HostState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(&mut l, HostState::clocks)?;
+    // Not wasmtime-wasi's: a sleep there would outlast the call's deadline.
+    clocks::monotonic_clock::add_to_linker::<HostState, CallClockData>(&mut l, |s| CallClockView {
+        clock: &mut s.clock,
+        table: &mut s.table,
+    })?;
     random::random::add_to_linker::<HostState, WasiRandom>(&mut l, HostState::random)?;
     random::insecure::add_to_linker::<HostState, WasiRandom>(&mut l, HostState::random)?;
     random::insecure_seed::add_to_linker::<HostState, WasiRandom>(&mut l, HostState::random)?;
@@ -420,6 +430,7 @@ impl LoadedFilter {
             stderr,
             label: self.label.clone(),
             log_budget: 0,
+            clock: CallClock::new(self.call_budget()),
         };
         let mut store = Store::new(&self.host.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -442,6 +453,11 @@ impl LoadedFilter {
         })
     }
 
+    /// The CPU deadline of one call.
+    fn call_budget(&self) -> Duration {
+        Duration::from_millis(self.spec.cpu_ms.max(1))
+    }
+
     fn deadline_ticks(&self) -> u64 {
         (self.spec.cpu_ms.max(1) * 1000 / EPOCH_TICK.as_micros().max(1) as u64).max(1)
     }
@@ -455,9 +471,15 @@ impl LoadedFilter {
             Some(instance) => instance,
             None => self.instantiate()?,
         };
-        instance.store.data_mut().log_budget = 100;
+        instance.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = work(&mut instance);
+        instance.store.data_mut().clock.start_call(self.call_budget());
+        let result = match work(&mut instance) {
+            Ok(_) if instance.store.data().clock.overran() => {
+                Err(self.error("ran past its CPU deadline (cpu_ms) while sleeping".to_string()))
+            }
+            result => result,
+        };
         self.forward_output(&mut instance);
         if result.is_ok() {
             self.pool
@@ -468,20 +490,33 @@ impl LoadedFilter {
         result
     }
 
-    /// Logs what the call printed, line by line.
+    /// Logs what the call printed, line by line, from the same per-call
+    /// budget of lines as the `log` import.
     fn forward_output(&self, instance: &mut Instance) {
-        let state = instance.store.data();
-        for (output, stream) in [(&state.stdout, "stdout"), (&state.stderr, "stderr")] {
-            let (bytes, dropped) = output.take();
+        let state = instance.store.data_mut();
+        for stream in ["stdout", "stderr"] {
+            let output = if stream == "stdout" {
+                &state.stdout
+            } else {
+                &state.stderr
+            };
+            let (bytes, dropped_bytes) = output.take();
+            let mut dropped_lines = 0usize;
             for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()) {
+                if state.log_budget == 0 {
+                    dropped_lines += 1;
+                    continue;
+                }
+                state.log_budget -= 1;
                 tracing::info!(filter = &*self.label, stream, "{}", truncate(line, LOG_MESSAGE_CAP));
             }
-            if dropped > 0 {
+            if dropped_bytes > 0 || dropped_lines > 0 {
                 tracing::warn!(
                     filter = &*self.label,
                     stream,
-                    dropped_bytes = dropped,
-                    "the filter printed more than {} KiB in one call; the rest was not logged",
+                    dropped_bytes,
+                    dropped_lines,
+                    "the filter printed more in one call than is logged ({LOG_LINES_PER_CALL} lines, {} KiB); the rest was dropped",
                     CALL_OUTPUT_CAP / 1024
                 );
             }

@@ -7,6 +7,7 @@
 //! calls: callers run [`FilterChain::run`] on a blocking thread, never on the
 //! async workers.
 
+mod clock;
 mod convert;
 mod host;
 mod output;

@@ -35,7 +35,7 @@ impl CapturedOutput {
         let mut captured = self.0.lock().expect("output lock is never held across a panic");
         let kept = bytes.len().min(CALL_OUTPUT_CAP.saturating_sub(captured.kept.len()));
         captured.kept.extend_from_slice(&bytes[..kept]);
-        captured.dropped += bytes.len() - kept;
+        captured.dropped = captured.dropped.saturating_add(bytes.len() - kept);
     }
 
     /// Takes what was written since the last take: the bytes kept and how

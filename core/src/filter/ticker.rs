@@ -30,7 +30,11 @@ pub(crate) struct DeadlineTicker {
 #[derive(Debug, Default)]
 struct TickerState {
     running_calls: AtomicUsize,
+    /// A call started since the ticker last looked: calls shorter than a
+    /// tick would otherwise go unseen.
+    called: AtomicBool,
     asleep: AtomicBool,
+    stopped: AtomicBool,
 }
 
 /// Keeps the epoch advancing while alive.
@@ -38,8 +42,8 @@ struct TickerState {
 pub(crate) struct Ticking<'a>(&'a DeadlineTicker);
 
 impl DeadlineTicker {
-    /// Starts the thread; it ends once `engine` is gone and the ticker is
-    /// dropped (or woken).
+    /// Starts the thread; it ends when the ticker is dropped (or, while it
+    /// is awake, once `engine` is gone).
     pub(crate) fn start(engine: &Engine) -> std::io::Result<Self> {
         let state = Arc::new(TickerState::default());
         let engine = engine.weak();
@@ -59,6 +63,7 @@ impl DeadlineTicker {
         // Counted before the wake-up: a ticker that saw no call and is about
         // to sleep then either sees this count or gets this unpark's token.
         self.state.running_calls.fetch_add(1, Ordering::SeqCst);
+        self.state.called.store(true, Ordering::SeqCst);
         self.thread.unpark();
         Ticking(self)
     }
@@ -72,7 +77,7 @@ impl DeadlineTicker {
 
 impl Drop for DeadlineTicker {
     fn drop(&mut self) {
-        // A sleeping ticker would not notice that the engine is gone.
+        self.state.stopped.store(true, Ordering::SeqCst);
         self.thread.unpark();
     }
 }
@@ -85,16 +90,24 @@ impl Drop for Ticking<'_> {
 
 fn tick(engine: &EngineWeak, state: &TickerState) {
     let mut idle_ticks = 0u32;
-    while let Some(engine) = engine.upgrade() {
-        if state.running_calls.load(Ordering::SeqCst) == 0 {
-            idle_ticks += 1;
-        } else {
+    while !state.stopped.load(Ordering::SeqCst) {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let called = state.called.swap(false, Ordering::SeqCst);
+        if called || state.running_calls.load(Ordering::SeqCst) > 0 {
             idle_ticks = 0;
+        } else {
+            idle_ticks += 1;
         }
         if idle_ticks > IDLE_TICKS_BEFORE_SLEEP {
             drop(engine);
             state.asleep.store(true, Ordering::SeqCst);
-            std::thread::park();
+            // `park` also returns for tokens left by earlier calls and
+            // spuriously: sleep until a call runs or the ticker is dropped.
+            while state.running_calls.load(Ordering::SeqCst) == 0 && !state.stopped.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
             state.asleep.store(false, Ordering::SeqCst);
             idle_ticks = 0;
             continue;
@@ -125,7 +138,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "the ticker never fell asleep without calls"
             );
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(10));
         }
 
         let module = Module::new(&engine, r#"(module (func (export "spin") (loop (br 0))))"#).unwrap();

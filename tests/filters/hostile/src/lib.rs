@@ -8,7 +8,8 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 pub struct Config {
     /// `keep`, `loop`, `memory`, `panic`, `err`, `select-out-of-range`,
-    /// `replace-empty-channel`, `reject-config`, `err-until`, `print`.
+    /// `replace-empty-channel`, `reject-config`, `err-until`, `print`,
+    /// `chatty` (20 KiB of stdout per call), `sleep` (a 10 s sleep).
     /// Default `keep`.
     #[serde(default = "keep")]
     pub mode: String,
@@ -64,6 +65,10 @@ impl Filter for Hostile {
                 } else {
                     Ok(Verdict::Keep)
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                Ok(Verdict::Keep)
             }
             "chatty" => {
                 // 20 KiB of stdout per call: more than the capture holds
