@@ -176,6 +176,7 @@ pub enum Level {
 }
 
 /// Writes to Hookline's log (with the app, webhook and filter named).
+/// A call may log 100 lines, counting what it prints; the rest is dropped.
 /// Natively, to stderr.
 pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]

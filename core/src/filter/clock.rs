@@ -42,7 +42,9 @@ impl CallClock {
     pub(crate) fn start_call(&mut self, budget: Duration) {
         let now = tokio::time::Instant::now();
         self.deadline = now.checked_add(budget).unwrap_or(now);
-        self.overran.store(false, Ordering::SeqCst);
+        // A fresh flag: a pooled instance may keep a sleep from an earlier
+        // call and poll it in this one.
+        self.overran = Arc::default();
     }
 
     /// The running call slept until its deadline.
@@ -68,8 +70,10 @@ impl CallClockView<'_> {
     fn sleep(&mut self, duration: Duration) -> wasmtime::Result<Resource<DynPollable>> {
         let wanted = tokio::time::Instant::now().checked_add(duration);
         let sleep = match wanted {
-            Some(until) if until < self.clock.deadline => SleepUntil { until, cut_short: None },
-            _ => SleepUntil {
+            // A zero timeout is a non-blocking poll, not a wait.
+            _ if duration.is_zero() => Sleep::Now { yielded: false },
+            Some(until) if until < self.clock.deadline => Sleep::Until { until, cut_short: None },
+            _ => Sleep::Until {
                 until: self.clock.deadline,
                 cut_short: Some(self.clock.overran.clone()),
             },
@@ -98,18 +102,32 @@ impl monotonic_clock::Host for CallClockView<'_> {
     }
 }
 
-struct SleepUntil {
-    until: tokio::time::Instant,
-    /// Set once the sleep ends, when it ends at the call's deadline.
-    cut_short: Option<Arc<AtomicBool>>,
+enum Sleep {
+    /// Ready at once (after one yield to tokio, as wasmtime-wasi does, so
+    /// a guest polling in a loop cannot starve the I/O driver).
+    Now { yielded: bool },
+    Until {
+        until: tokio::time::Instant,
+        /// Set once the sleep ends, when it ends at the call's deadline.
+        cut_short: Option<Arc<AtomicBool>>,
+    },
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for SleepUntil {
+impl Pollable for Sleep {
     async fn ready(&mut self) {
-        tokio::time::sleep_until(self.until).await;
-        if let Some(overran) = &self.cut_short {
-            overran.store(true, Ordering::SeqCst);
+        match self {
+            Sleep::Now { yielded: true } => {}
+            Sleep::Now { yielded } => {
+                *yielded = true;
+                tokio::task::yield_now().await;
+            }
+            Sleep::Until { until, cut_short } => {
+                tokio::time::sleep_until(*until).await;
+                if let Some(overran) = cut_short {
+                    overran.store(true, Ordering::SeqCst);
+                }
+            }
         }
     }
 }

@@ -71,8 +71,9 @@ impl Filter for Hostile {
                 Ok(Verdict::Keep)
             }
             "chatty" => {
-                // 20 KiB of stdout per call: more than the capture holds
-                // over a few calls, well within what one call may log.
+                // 20 KiB of stdout per call: more than the old per-instance
+                // capture held over a few calls, and more lines (200) than a
+                // call may log.
                 for line in 0..200 {
                     println!("chatty line {line:03}: {}", "x".repeat(80));
                 }
