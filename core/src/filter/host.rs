@@ -122,12 +122,20 @@ impl WasiView for HostState {
     }
 }
 
+impl HostState {
+    /// Takes one line from the call's log budget; false once it is spent.
+    fn spend_log_line(&mut self) -> bool {
+        let left = self.log_budget > 0;
+        self.log_budget = self.log_budget.saturating_sub(1);
+        left
+    }
+}
+
 impl bindings::FilterImports for HostState {
     fn log(&mut self, level: wit::Level, message: String) {
-        if self.log_budget == 0 {
+        if !self.spend_log_line() {
             return;
         }
-        self.log_budget -= 1;
         let message = truncate(&message, LOG_MESSAGE_CAP);
         let filter = &*self.label;
         match level {
@@ -458,8 +466,10 @@ impl LoadedFilter {
         Duration::from_millis(self.spec.cpu_ms.max(1))
     }
 
+    /// [`Self::call_budget`] in epoch ticks.
     fn deadline_ticks(&self) -> u64 {
-        (self.spec.cpu_ms.max(1) * 1000 / EPOCH_TICK.as_micros().max(1) as u64).max(1)
+        let ticks = self.call_budget().as_micros() / EPOCH_TICK.as_micros().max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
     }
 
     /// Runs `work` on a pooled (or fresh) instance; the instance goes back to
@@ -494,20 +504,14 @@ impl LoadedFilter {
     /// budget of lines as the `log` import.
     fn forward_output(&self, instance: &mut Instance) {
         let state = instance.store.data_mut();
-        for stream in ["stdout", "stderr"] {
-            let output = if stream == "stdout" {
-                &state.stdout
-            } else {
-                &state.stderr
-            };
-            let (bytes, dropped_bytes) = output.take();
+        let outputs = [("stdout", state.stdout.take()), ("stderr", state.stderr.take())];
+        for (stream, (bytes, dropped_bytes)) in outputs {
             let mut dropped_lines = 0usize;
             for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()) {
-                if state.log_budget == 0 {
+                if !state.spend_log_line() {
                     dropped_lines += 1;
                     continue;
                 }
-                state.log_budget -= 1;
                 tracing::info!(filter = &*self.label, stream, "{}", truncate(line, LOG_MESSAGE_CAP));
             }
             if dropped_bytes > 0 || dropped_lines > 0 {
