@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            cmd::report_fatal(&error);
             ExitCode::FAILURE
         }
     }

@@ -355,3 +355,118 @@ async fn a_changed_filter_file_is_swapped_and_a_broken_one_keeps_the_old() {
     assert_eq!(deliver(&["drop-3", "keep-3"]).await, ["drop-3", "keep-3"]);
     let _: Value = readyz(&daemon).await;
 }
+
+/// Starts a daemon in `work` with `--apps FORM` (`apps`, `./apps/`, a
+/// symlink…), and shows a changed app file, a new one and a changed filter
+/// file are all picked up.
+async fn reloads_with_apps_given_as(form: &str, prepare: impl FnOnce(&Path) -> std::path::PathBuf) {
+    let receiver = Receiver::start().await;
+    let work = tempfile::tempdir().unwrap();
+    // The directory the files are written in (what `form` leads to).
+    let apps = prepare(work.path());
+    std::fs::create_dir_all(apps.join("filters")).unwrap();
+    let filter = apps.join("filters/f.wasm");
+    std::fs::copy(wasm_filter("drop_by_channel.wasm"), &filter).unwrap();
+    let filtered = |url: String| {
+        json!({"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 10},
+            "webhooks": [{"url": url, "event_types": ["channel_occupied"],
+                "filters": [{"wasm": "filters/f.wasm", "config": {"channels": ["drop-*"]}}]}]})
+        .to_string()
+    };
+    replace_file(&apps.join("a.json"), &filtered(receiver.url("/v1")));
+    let options = DaemonOptions {
+        cwd: Some(work.path().to_path_buf()),
+        ..Default::default()
+    };
+    let daemon = Daemon::start_with(Path::new(form), options);
+    let generation = readyz(&daemon).await["generation"].as_u64().unwrap();
+    routed_to(&daemon, &receiver, "sa", generation, "/v1", &format!("{form}-1")).await;
+
+    // An edited app file.
+    replace_file(&apps.join("a.json"), &filtered(receiver.url("/v2")));
+    let generation = generation_after(&daemon, generation).await;
+    routed_to(&daemon, &receiver, "sa", generation, "/v2", &format!("{form}-2")).await;
+
+    // A new app file.
+    std::fs::write(apps.join("b.json"), app("b", "kb", "sb", &receiver.url("/b"))).unwrap();
+    let generation = generation_after(&daemon, generation).await;
+    let body = events_body(&[("channel_occupied", "new-file")]);
+    assert_eq!(native(&daemon, "b", "kb", "sb", &body).await.0, 200);
+    receiver.wait_for("/b", 1).await;
+
+    // A changed filter file (one that keeps everything, so drop-* arrives).
+    let tmp = apps.join("filters/next.wasm");
+    std::fs::copy(wasm_filter("hostile_filter.wasm"), &tmp).unwrap();
+    std::fs::rename(&tmp, &filter).unwrap();
+    generation_after(&daemon, generation).await;
+    let body = events_body(&[("channel_occupied", "drop-kept")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    receiver
+        .wait_until(|all| all.iter().any(|r| r.path == "/v2" && r.body.contains("drop-kept")))
+        .await;
+}
+
+fn plain_dir(work: &Path) -> std::path::PathBuf {
+    let apps = work.join("apps");
+    std::fs::create_dir(&apps).unwrap();
+    apps
+}
+
+#[tokio::test]
+async fn a_relative_apps_directory_is_watched() {
+    reloads_with_apps_given_as("apps", plain_dir).await;
+}
+
+#[tokio::test]
+async fn a_dotted_relative_apps_directory_is_watched() {
+    reloads_with_apps_given_as("./apps/", plain_dir).await;
+}
+
+#[tokio::test]
+async fn an_apps_directory_reached_through_a_symlink_is_watched() {
+    reloads_with_apps_given_as("current", |work| {
+        let apps = plain_dir(work);
+        std::os::unix::fs::symlink("apps", work.join("current")).unwrap();
+        apps
+    })
+    .await;
+}
+
+/// The directory itself is a symlink swapped to a new release, as deploy
+/// tools and Kubernetes ConfigMap mounts of a whole directory do.
+#[tokio::test]
+async fn swapping_the_apps_directory_symlink_to_a_new_release_is_picked_up() {
+    let receiver = Receiver::start().await;
+    let work = tempfile::tempdir().unwrap();
+    for release in ["v1", "v2"] {
+        let dir = work.path().join("releases").join(release);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            app("a", "ka", "sa", &receiver.url(&format!("/{release}"))),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("releases/v1", work.path().join("apps")).unwrap();
+    let options = DaemonOptions {
+        cwd: Some(work.path().to_path_buf()),
+        ..Default::default()
+    };
+    let daemon = Daemon::start_with(Path::new("apps"), options);
+    let generation = readyz(&daemon).await["generation"].as_u64().unwrap();
+    routed_to(&daemon, &receiver, "sa", generation, "/v1", "release-1").await;
+
+    // ln -sfn releases/v2 apps, atomically: a new link renamed over.
+    std::os::unix::fs::symlink("releases/v2", work.path().join("apps.tmp")).unwrap();
+    std::fs::rename(work.path().join("apps.tmp"), work.path().join("apps")).unwrap();
+    let generation = generation_after(&daemon, generation).await;
+    routed_to(&daemon, &receiver, "sa", generation, "/v2", "release-2").await;
+
+    // The watch followed the swap: an edit inside the new release counts.
+    replace_file(
+        &work.path().join("releases/v2/a.json"),
+        &app("a", "ka", "sa", &receiver.url("/v2-edited")),
+    );
+    let generation = generation_after(&daemon, generation).await;
+    routed_to(&daemon, &receiver, "sa", generation, "/v2-edited", "release-3").await;
+}

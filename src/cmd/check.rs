@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 use hookline_core::config::{AppLoader, LoadDefaults};
 use hookline_core::filter::FilterHost;
 use hookline_core::registry::AppRegistry;
@@ -26,12 +26,13 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         apps_dir: args.apps,
         ..FlagOverrides::default()
     };
-    let settings = load(args.config.as_deref(), &flags)?;
-    if !settings.apps_dir.is_dir() {
-        bail!(
-            "the apps directory {} does not exist (--apps DIR)",
-            settings.apps_dir.display()
-        );
+    let loaded = load(args.config.as_deref(), &flags)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let settings = loaded.settings;
+    if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
+        return Err(anyhow!(problem));
     }
     let mut defaults = LoadDefaults::from(&settings);
     defaults.filters = Some(FilterHost::new(settings.filters.clone(), None, None)?);
@@ -42,17 +43,30 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     for failure in &report.failures {
-        eprintln!("error: {failure}");
+        // One line per problem, each naming its file.
+        eprintln!(
+            "{}",
+            failure
+                .to_string()
+                .lines()
+                .map(|l| format!("error: {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     let snapshot = registry.snapshot();
     let files = snapshot.files().len();
     let apps = snapshot.apps().count();
+    if files == 0 {
+        return Err(anyhow!(super::empty_apps_dir(&settings.apps_dir)));
+    }
+    let problems: usize = report.failures.iter().map(|f| f.problems.len()).sum();
     if report.failures.is_empty() {
         println!("ok: {apps} apps in {files} files under {}", settings.apps_dir.display());
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} of {files} files have problems; {apps} apps would serve",
+            "{} of {files} files have problems; {apps} apps would serve ({problems} problems in all)",
             report.failures.len()
         );
         Ok(ExitCode::FAILURE)

@@ -36,7 +36,7 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// List dead letters: id, app, webhook, events, attempts, last status, reason.
+    /// List dead letters: id, app, webhook, events, attempts, last status, age, reason.
     List {
         /// Only this app's.
         #[arg(long, value_name = "ID")]
@@ -83,7 +83,11 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         data_dir: args.data_dir,
         ..FlagOverrides::default()
     };
-    let settings = load(args.config.as_deref(), &flags)?;
+    let loaded = load(args.config.as_deref(), &flags)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let settings = loaded.settings;
     let request = match args.command {
         Command::List { app } => AdminRequest::List { app },
         Command::Show { id } => AdminRequest::Show { id },
@@ -133,10 +137,14 @@ async fn on_the_store(settings: &hookline_core::settings::Settings, request: Adm
     let loader = AppLoader::new(super::sink_registry()?, defaults, super::process_env());
     let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
     if matches!(request, AdminRequest::Replay { .. }) {
-        let report = registry
-            .reload()
-            .await
-            .with_context(|| format!("cannot read the apps directory {}", settings.apps_dir.display()))?;
+        if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
+            bail!(
+                "no daemon answered on the admin socket in {}, so the replay is checked against the app files, \
+                 to send each letter to a webhook that is still configured: {problem}",
+                super::absolute(&settings.data_dir).display()
+            );
+        }
+        let report = registry.reload().await?;
         for failure in &report.failures {
             eprintln!("warning: {failure}");
         }
@@ -180,7 +188,7 @@ fn print_table(letters: &[DeadLetterView]) {
         println!("no dead letters");
         return;
     }
-    println!("ID\tAPP\tWEBHOOK\tEVENTS\tATTEMPTS\tLAST STATUS\tDIED\tREASON");
+    println!("ID\tAPP\tWEBHOOK\tEVENTS\tATTEMPTS\tLAST STATUS\tAGE\tREASON");
     for l in letters {
         let status = l.last_status.map_or("-".to_string(), |s| s.to_string());
         println!(

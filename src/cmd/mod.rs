@@ -7,6 +7,7 @@ pub(crate) mod listen;
 pub(crate) mod send;
 pub(crate) mod serve;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -28,8 +29,56 @@ pub(crate) fn process_env() -> EnvLookup {
     Arc::new(|name| std::env::var(name).ok())
 }
 
+/// Why an apps directory cannot be served, in one line saying where it
+/// looked and what to do.
+pub(crate) fn missing_apps_dir(dir: &Path) -> Option<String> {
+    if dir.is_dir() {
+        return None;
+    }
+    let what = if dir.exists() {
+        "is not a directory"
+    } else {
+        "does not exist"
+    };
+    Some(format!(
+        "the apps directory {} {what} (set by --apps, apps_dir or HOOKLINE_APPS_DIR; default ./apps): \
+         create it and add app files (*.json, *.toml), or try the examples with --apps examples/apps \
+         from a Hookline checkout",
+        absolute(dir).display()
+    ))
+}
+
+/// The line for an apps directory that holds no app files.
+pub(crate) fn empty_apps_dir(dir: &Path) -> String {
+    format!(
+        "no app files (*.json, *.toml) in the apps directory {}: add one (they load as soon as they appear), \
+         or try the examples with --apps examples/apps from a Hookline checkout",
+        absolute(dir).display()
+    )
+}
+
+/// A path as the operator would look for it.
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The format logging was set up with, once it was.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Prints the error a command ended with: a log line when logging runs as
+/// JSON (so every line of the daemon is JSON), else `error: …` on stderr.
+pub(crate) fn report_fatal(error: &anyhow::Error) {
+    match LOG_FORMAT.get() {
+        Some(LogFormat::Json) => tracing::error!(error = format!("{error:#}"), "hookline stopped"),
+        _ => eprintln!("error: {error:#}"),
+    }
+}
+
 /// Logs to stderr; `RUST_LOG` sets levels (default `info`).
 pub(crate) fn init_logging(format: LogFormat) {
+    if LOG_FORMAT.set(format).is_err() {
+        return;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -4,11 +4,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use hookline_core::Engine;
+use hookline_core::settings::LogFormat;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::settings::{FlagOverrides, load};
+use crate::settings::{FlagOverrides, load, requested_log_format};
 
 /// Flags of `hookline serve`.
 #[derive(Debug, clap::Args)]
@@ -22,7 +23,7 @@ pub(crate) struct Args {
     /// Directory of the embedded store. Default ./hookline-data.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Daemon settings file (TOML).
+    /// Daemon settings file (TOML); relative paths in it are relative to it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// `text` or `json`.
@@ -37,16 +38,29 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         data_dir: args.data_dir,
         log_format: args.log_format,
     };
-    let settings = load(args.config.as_deref(), &flags)?;
+    let loaded = match load(args.config.as_deref(), &flags) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            // Even a refused setting is reported in the format asked for.
+            super::init_logging(requested_log_format(args.config.as_deref(), &flags));
+            return Err(error);
+        }
+    };
+    let settings = loaded.settings;
     super::init_logging(settings.log_format);
-    if !settings.apps_dir.exists() {
-        std::fs::create_dir_all(&settings.apps_dir)
-            .with_context(|| format!("cannot create the apps directory {}", settings.apps_dir.display()))?;
-        tracing::warn!(dir = %settings.apps_dir.display(), "the apps directory did not exist; created it empty: add app files there");
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
+        return Err(anyhow!(problem));
     }
     let listen = settings.listen;
+    let log_format = settings.log_format;
     hookline_core::filter::set_after_compile(crate::release_compiler_memory);
     let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env()).await?;
+    if engine.registry().snapshot().files().is_empty() {
+        tracing::warn!("{}", super::empty_apps_dir(engine.registry().dir()));
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another hookline running? (--listen ADDR)"))?;
@@ -59,8 +73,12 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     }
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "hookline ready");
-    // A machine-readable line on stdout for scripts and tests (logs go to stderr).
-    println!("listening on {local}");
+    // A machine-readable line on stdout for scripts and tests (logs go to
+    // stderr), in the log format like every other line.
+    match log_format {
+        LogFormat::Text => println!("listening on {local}"),
+        LogFormat::Json => println!("{}", serde_json::json!({ "listening": local.to_string() })),
+    }
     std::io::stdout().flush().ok();
 
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;

@@ -43,6 +43,8 @@ pub struct DaemonOptions {
     pub args: Vec<String>,
     /// The data directory (default: a fresh one per daemon).
     pub data_dir: Option<PathBuf>,
+    /// The working directory (default: the test's), for relative paths.
+    pub cwd: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -72,14 +74,17 @@ impl Daemon {
         for (k, v) in &options.env {
             command.env(k, v);
         }
+        if let Some(cwd) = &options.cwd {
+            command.current_dir(cwd);
+        }
         let mut child = command.spawn().expect("spawn hookline");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                if let Some(addr) = listening_address(&line) {
+                    let _ = tx.send(addr);
                 }
             }
         });
@@ -172,6 +177,16 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The address in the daemon's ready line on stdout: `listening on ADDR`,
+/// or `{"listening":"ADDR"}` with `log_format = "json"`.
+pub fn listening_address(line: &str) -> Option<SocketAddr> {
+    if let Some(addr) = line.strip_prefix("listening on ") {
+        return addr.parse().ok();
+    }
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    json["listening"].as_str()?.parse().ok()
 }
 
 impl Drop for Daemon {

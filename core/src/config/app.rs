@@ -198,110 +198,178 @@ const ENGINE_WEBHOOK_KEYS: &[&str] = &[
     "ordering",
 ];
 
+/// Pusher's webhook event names; other names are accepted (a server may
+/// send its own) but look like typos.
+const PUSHER_EVENTS: &[&str] = &[
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
+/// Collects the problems of independent fields, so that one load reports
+/// every problem instead of the first.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// The value, or `None` with its problem (prefixed by `place`) noted.
+    fn take<T>(&mut self, place: &str, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|e| self.0.push(if place.is_empty() { e } else { format!("{place}: {e}") }))
+            .ok()
+    }
+}
+
 /// Builds an app from its JSON object (env references already resolved).
-/// Errors are messages without the file name; the caller adds it.
+/// Errors are messages without the file name; the caller adds it. Every
+/// problem of the app is reported, not only the first.
 pub(crate) fn build_app(
     definition: Value,
     source: &Arc<Path>,
     sinks: &SinkRegistry,
     defaults: &LoadDefaults,
     warnings: &mut Vec<String>,
-) -> Result<App, String> {
+) -> Result<App, Vec<String>> {
     let Value::Object(obj) = &definition else {
-        return Err(format!(
+        return Err(vec![format!(
             "an app must be a JSON object, found {}",
             json_type_name(&definition)
-        ));
+        )]);
     };
-    let id = required_str(obj, "id")?;
+    let id = required_str(obj, "id").map_err(|e| vec![e])?;
     let label = format!("app {id:?}");
-    let key = required_str(obj, "key").map_err(|e| format!("{label}: {e}"))?;
-    let secret = required_str(obj, "secret").map_err(|e| format!("{label}: {e}"))?;
-    let enabled = match obj.get("enabled") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        // soketi's SQL app managers store booleans as 0/1.
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
-        Some(other) => {
-            return Err(format!(
-                "{label}: `enabled` must be true or false, found {}",
+    let mut problems = Problems::default();
+    let key = problems.take(&label, required_str(obj, "key"));
+    let secret = problems.take(&label, required_str(obj, "secret"));
+    let enabled = problems.take(
+        &label,
+        match obj.get("enabled") {
+            None | Some(Value::Null) => Ok(true),
+            Some(Value::Bool(b)) => Ok(*b),
+            // soketi's SQL app managers store booleans as 0/1.
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
+            Some(other) => Err(format!(
+                "`enabled` must be true or false, found {}",
                 json_type_name(other)
-            ));
-        }
+            )),
+        },
+    );
+    let batching = problems.take(&label, batching(obj.get("batching"), defaults.batching));
+    let app_retry = problems
+        .take(
+            &label,
+            match obj.get("retry") {
+                None | Some(Value::Null) => Ok(defaults.retry),
+                Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
+                    .map_err(|e| format!("`retry`: {e}"))
+                    .and_then(|o| o.apply(defaults.retry)),
+            },
+        )
+        .unwrap_or(defaults.retry);
+    let base_dir = source.parent().unwrap_or(Path::new("."));
+    let app_filters = match obj.get("filters") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(value) => problems.take(
+            &label,
+            filter_specs(value, base_dir, defaults).map_err(|e| format!("`filters`: {e}")),
+        ),
     };
-    let batching = match obj.get("batching") {
-        None | Some(Value::Null) => defaults.batching,
+
+    let webhooks_value = match obj.get("webhooks") {
+        None | Some(Value::Null) => Ok(Value::Array(vec![])),
+        // soketi accepts the webhooks as a JSON string (from env or SQL).
+        Some(Value::String(text)) => {
+            serde_json::from_str(text).map_err(|e| format!("`webhooks` is a string that is not a JSON array: {e}"))
+        }
+        Some(v) => Ok(v.clone()),
+    };
+    let items = match problems.take(&label, webhooks_value) {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            problems.0.push(format!("{label}: `webhooks` must be an array"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+
+    let mut built = Vec::with_capacity(items.len());
+    let mut every_webhook_built = true;
+    for (index, item) in items.iter().enumerate() {
+        let place = format!("{label}: webhook {index}");
+        let Value::Object(spec) = item else {
+            problems.0.push(format!("{place} must be an object"));
+            every_webhook_built = false;
+            continue;
+        };
+        match build_webhook(spec, sinks, defaults, app_retry, warnings, &place, base_dir) {
+            Ok(webhook) => built.push(webhook),
+            Err(errors) => {
+                problems.0.extend(errors.into_iter().map(|e| format!("{place}: {e}")));
+                every_webhook_built = false;
+            }
+        }
+    }
+    // Ids (and so filter chains) only mean something once every webhook
+    // was read: a missing one would shift the `#2` suffixes.
+    let mut webhooks = Vec::with_capacity(built.len());
+    if every_webhook_built && let Some(pending) = problems.take(&label, assign_ids(built)) {
+        for (index, pending) in pending.into_iter().enumerate() {
+            let mut webhook = pending.webhook;
+            let specs = app_filters.iter().flatten().chain(&pending.filter_specs);
+            match load_chain(specs, defaults.filters.as_ref(), id, &webhook.id) {
+                Ok(chain) => webhook.filters = chain,
+                Err(e) => problems
+                    .0
+                    .push(format!("{label}: webhook {index} ({}): {e}", webhook.log_id)),
+            }
+            webhooks.push(Arc::new(webhook));
+        }
+    }
+    if webhooks.is_empty()
+        && let Some(specs) = &app_filters
+    {
+        // No webhook runs the app's filters, but they are checked all the same.
+        if let Err(e) = load_chain(specs.iter(), defaults.filters.as_ref(), id, "") {
+            problems.0.push(format!("{label}: `filters`: {e}"));
+        }
+    }
+    match (key, secret, enabled, batching) {
+        (Some(key), Some(secret), Some(enabled), Some(batching)) if problems.0.is_empty() => Ok(App {
+            id: id.into(),
+            key: key.into(),
+            secret: Secret::new(secret),
+            enabled,
+            batching,
+            webhooks,
+            source: source.clone(),
+            definition,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+/// An app's `batching` over the daemon's defaults.
+fn batching(value: Option<&Value>, defaults: BatchingSettings) -> Result<BatchingSettings, String> {
+    let batching = match value {
+        None | Some(Value::Null) => defaults,
         Some(v) => {
-            let o: BatchingOverride =
-                serde_json::from_value(v.clone()).map_err(|e| format!("{label}: `batching`: {e}"))?;
+            let o: BatchingOverride = serde_json::from_value(v.clone()).map_err(|e| format!("`batching`: {e}"))?;
             BatchingSettings {
-                enabled: o.enabled.unwrap_or(defaults.batching.enabled),
-                max_wait_ms: o.max_wait_ms.unwrap_or(defaults.batching.max_wait_ms),
-                max_events: o.max_events.unwrap_or(defaults.batching.max_events),
+                enabled: o.enabled.unwrap_or(defaults.enabled),
+                max_wait_ms: o.max_wait_ms.unwrap_or(defaults.max_wait_ms),
+                max_events: o.max_events.unwrap_or(defaults.max_events),
             }
         }
     };
     if batching.max_events == 0 {
-        return Err(format!("{label}: `batching.max_events` must be at least 1"));
+        return Err("`batching.max_events` must be at least 1".to_string());
     }
-    let app_retry = match obj.get("retry") {
-        None | Some(Value::Null) => defaults.retry,
-        Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
-            .map_err(|e| format!("{label}: `retry`: {e}"))?
-            .apply(defaults.retry)
-            .map_err(|e| format!("{label}: {e}"))?,
-    };
-    let base_dir = source.parent().unwrap_or(Path::new("."));
-    let app_filters = match obj.get("filters") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(value) => filter_specs(value, base_dir, defaults).map_err(|e| format!("{label}: `filters`: {e}"))?,
-    };
-
-    let webhooks_value = match obj.get("webhooks") {
-        None | Some(Value::Null) => Value::Array(vec![]),
-        // soketi accepts the webhooks as a JSON string (from env or SQL).
-        Some(Value::String(text)) => serde_json::from_str(text)
-            .map_err(|e| format!("{label}: `webhooks` is a string that is not a JSON array: {e}"))?,
-        Some(v) => v.clone(),
-    };
-    let Value::Array(items) = webhooks_value else {
-        return Err(format!("{label}: `webhooks` must be an array"));
-    };
-
-    let mut built = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let Value::Object(spec) = item else {
-            return Err(format!("{label}: webhook {index} must be an object"));
-        };
-        let place = format!("{label}: webhook {index}");
-        let webhook = build_webhook(spec, sinks, defaults, app_retry, warnings, &place, base_dir)
-            .map_err(|e| format!("{place}: {e}"))?;
-        built.push(webhook);
-    }
-    let mut webhooks = Vec::with_capacity(built.len());
-    for (index, pending) in assign_ids(built)
-        .map_err(|e| format!("{label}: {e}"))?
-        .into_iter()
-        .enumerate()
-    {
-        let mut webhook = pending.webhook;
-        let specs = app_filters.iter().chain(&pending.filter_specs);
-        webhook.filters = load_chain(specs, defaults.filters.as_ref(), id, &webhook.id)
-            .map_err(|e| format!("{label}: webhook {index} ({}): {e}", webhook.log_id))?;
-        webhooks.push(Arc::new(webhook));
-    }
-
-    Ok(App {
-        id: id.into(),
-        key: key.into(),
-        secret: Secret::new(secret),
-        enabled,
-        batching,
-        webhooks,
-        source: source.clone(),
-        definition,
-    })
+    Ok(batching)
 }
 
 /// A webhook before its default id is decided.
@@ -320,88 +388,120 @@ fn build_webhook(
     warnings: &mut Vec<String>,
     place: &str,
     base_dir: &Path,
-) -> Result<PendingWebhook, String> {
-    let (kind, selector, sink) = sinks.build(spec).map_err(|e| e.message)?;
+) -> Result<PendingWebhook, Vec<String>> {
+    let mut problems = Problems::default();
+    let built = problems.take("", sinks.build(spec).map_err(|e| e.message));
     for key in spec.keys() {
         if !ENGINE_WEBHOOK_KEYS.contains(&key.as_str()) && !sinks.plugin_keys().any(|k| k == key) {
             warnings.push(format!("{place}: unknown key `{key}` is ignored"));
         }
     }
-    let explicit_id = match spec.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(_) => return Err("`id` must be a non-empty string".to_string()),
-    };
-    let event_types = match spec.get("event_types") {
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|v| v.as_str().map(Box::from).ok_or("`event_types` must hold strings only"))
-            .collect::<Result<HashSet<Box<str>>, _>>()?,
-        Some(Value::Array(_)) => {
-            return Err(
-                "`event_types` is empty, so the webhook would receive nothing; list the event names it wants"
-                    .to_string(),
-            );
-        }
-        Some(_) => return Err("`event_types` must be an array of event names".to_string()),
-        None => {
-            return Err(
-                "`event_types` is missing; list the event names this webhook receives (e.g. [\"channel_occupied\"])"
-                    .to_string(),
-            );
-        }
-    };
-    let channel_filter = channel_filter(spec)?;
-    let headers = match spec.get("headers") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                Value::Number(n) => Ok((k.clone(), n.to_string())),
-                other => Err(format!(
-                    "header `{k}` must be a string, found {}",
-                    json_type_name(other)
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("`headers` must be an object of header names to values".to_string()),
-    };
-    let timeout = match spec.get("timeout_ms") {
-        None | Some(Value::Null) => sink.default_timeout(),
-        Some(v) => match v.as_u64() {
-            Some(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => {
-                return Err("`timeout_ms` must be a positive whole number of milliseconds".to_string());
+    let explicit_id = problems.take(
+        "",
+        match spec.get("id") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err("`id` must be a non-empty string".to_string()),
+        },
+    );
+    let event_types = problems.take("", event_types(spec.get("event_types")));
+    if let Some(names) = &event_types {
+        warnings.extend(unknown_event_types(names).map(|w| format!("{place}: {w}")));
+    }
+    let channel_filter = problems.take("", channel_filter(spec));
+    let headers = problems.take(
+        "",
+        match spec.get("headers") {
+            None | Some(Value::Null) => Ok(vec![]),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    Value::Number(n) => Ok((k.clone(), n.to_string())),
+                    other => Err(format!(
+                        "header `{k}` must be a string, found {}",
+                        json_type_name(other)
+                    )),
+                })
+                .collect::<Result<_, _>>(),
+            Some(_) => Err("`headers` must be an object of header names to values".to_string()),
+        },
+    );
+    let timeout = problems.take(
+        "",
+        match spec.get("timeout_ms") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+                _ => Err("`timeout_ms` must be a positive whole number of milliseconds".to_string()),
+            },
+        },
+    );
+    let retry = problems.take(
+        "",
+        match spec.get("retry") {
+            None | Some(Value::Null) => Ok(app_retry),
+            Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
+                .map_err(|e| format!("`retry`: {e}"))
+                .and_then(|o| o.apply(app_retry)),
+        },
+    );
+    let max_in_flight = problems.take(
+        "",
+        match spec.get("max_in_flight") {
+            None | Some(Value::Null) => Ok(defaults.max_in_flight),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => Ok(n as usize),
+                _ => Err("`max_in_flight` must be a whole number of at least 1".to_string()),
+            },
+        },
+    );
+    let ordering = problems.take(
+        "",
+        match spec.get("ordering") {
+            None | Some(Value::Null) => Ok(Ordering::None),
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())
             }
         },
-    };
-    let retry = match spec.get("retry") {
-        None | Some(Value::Null) => app_retry,
-        Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
-            .map_err(|e| format!("`retry`: {e}"))?
-            .apply(app_retry)?,
-    };
-    let max_in_flight = match spec.get("max_in_flight") {
-        None | Some(Value::Null) => defaults.max_in_flight,
-        Some(v) => match v.as_u64() {
-            Some(n) if n > 0 => n as usize,
-            _ => return Err("`max_in_flight` must be a whole number of at least 1".to_string()),
+    );
+    let filter_specs = problems.take(
+        "",
+        match spec.get("filters") {
+            Some(value @ Value::Array(_)) => {
+                filter_specs(value, base_dir, defaults).map_err(|e| format!("`filters`: {e}"))
+            }
+            _ => Ok(Vec::new()),
         },
+    );
+    let (
+        Some((kind, selector, sink)),
+        Some(explicit_id),
+        Some(event_types),
+        Some(channel_filter),
+        Some(headers),
+        Some(timeout),
+        Some(retry),
+        Some(max_in_flight),
+        Some(ordering),
+        Some(filter_specs),
+    ) = (
+        built,
+        explicit_id,
+        event_types,
+        channel_filter,
+        headers,
+        timeout,
+        retry,
+        max_in_flight,
+        ordering,
+        filter_specs,
+    )
+    else {
+        return Err(problems.0);
     };
-    let ordering = match spec.get("ordering") {
-        None | Some(Value::Null) => Ordering::None,
-        Some(v) => {
-            serde_json::from_value(v.clone()).map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())?
-        }
-    };
+    let timeout = timeout.unwrap_or_else(|| sink.default_timeout());
     let max_body_bytes = sink.max_body_bytes(&headers);
-    let filter_specs = match spec.get("filters") {
-        Some(value @ Value::Array(_)) => {
-            filter_specs(value, base_dir, defaults).map_err(|e| format!("`filters`: {e}"))?
-        }
-        _ => Vec::new(),
-    };
     Ok(PendingWebhook {
         explicit_id,
         selector,
@@ -421,6 +521,58 @@ fn build_webhook(
             max_body_bytes,
             filters: FilterChain::default(),
         },
+    })
+}
+
+/// A webhook's `event_types`: a non-empty array of names.
+fn event_types(value: Option<&Value>) -> Result<HashSet<Box<str>>, String> {
+    match value {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(Box::from)
+                    .ok_or_else(|| "`event_types` must hold strings only".to_string())
+            })
+            .collect(),
+        Some(Value::Array(_)) => Err(
+            "`event_types` is empty, so the webhook would receive nothing; list the event names it wants".to_string(),
+        ),
+        Some(_) => Err("`event_types` must be an array of event names".to_string()),
+        None => Err(
+            "`event_types` is missing; list the event names this webhook receives (e.g. [\"channel_occupied\"])"
+                .to_string(),
+        ),
+    }
+}
+
+/// A warning for each name that is not a Pusher webhook event, naming the
+/// nearest one (names are accepted: a server may send events of its own).
+fn unknown_event_types(names: &HashSet<Box<str>>) -> impl Iterator<Item = String> + '_ {
+    let mut unknown: Vec<&str> = names
+        .iter()
+        .map(|n| &**n)
+        .filter(|n| !PUSHER_EVENTS.contains(n))
+        .collect();
+    unknown.sort_unstable();
+    unknown.into_iter().map(|name| {
+        let (distance, nearest) = PUSHER_EVENTS
+            .iter()
+            .map(|known| (strsim::levenshtein(name, known), *known))
+            .min()
+            .expect("the list of Pusher events is not empty");
+        if distance <= 3 {
+            format!(
+                "`event_types` has {name:?}, which is not a Pusher webhook event; did you mean {nearest:?}? \
+                 (kept as written, so it only matches events of exactly that name)"
+            )
+        } else {
+            format!(
+                "`event_types` has {name:?}, which is not a Pusher webhook event ({}); \
+                 kept as written, so it only matches events of exactly that name",
+                PUSHER_EVENTS.join(", ")
+            )
+        }
     })
 }
 
@@ -561,6 +713,20 @@ mod tests {
         assert!(!f.matches("private-room"));
         assert!(!f.matches("room-chat"));
         assert!(ChannelFilter::default().matches("anything"));
+    }
+
+    #[test]
+    fn event_type_typos_name_the_nearest_pusher_event() {
+        let names: HashSet<Box<str>> = ["channel_ocupied", "member_added", "my-own-event"]
+            .into_iter()
+            .map(Box::from)
+            .collect();
+        let warnings: Vec<String> = unknown_event_types(&names).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("\"channel_ocupied\"") && warnings[0].contains("did you mean \"channel_occupied\"?")
+        );
+        assert!(warnings[1].contains("\"my-own-event\"") && warnings[1].contains("channel_vacated"));
     }
 
     #[test]

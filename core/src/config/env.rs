@@ -8,10 +8,18 @@ pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Replaces every `${NAME}` in `text`. `$${` stays a literal `${`.
 /// Returns the name of the first unset variable as the error.
+#[cfg(test)]
 pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> {
+    substitute_all(text, env).map_err(|mut errors| errors.remove(0))
+}
+
+/// Replaces every `${NAME}` in `text`; on failure, every unset variable
+/// (and a malformed reference, which ends the scan) is reported.
+fn substitute_all(text: &str, env: &EnvLookup) -> Result<String, Vec<String>> {
     if !text.contains('$') {
         return Ok(text.to_string());
     }
+    let mut errors = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
@@ -21,16 +29,22 @@ pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> 
             out.push_str("${");
             rest = escaped;
         } else if let Some(inner) = after.strip_prefix('{') {
-            let end = inner.find('}').ok_or_else(|| "an unclosed `${`".to_string())?;
+            let Some(end) = inner.find('}') else {
+                errors.push("an unclosed `${`".to_string());
+                return Err(errors);
+            };
             let name = &inner[..end];
             let valid = !name.is_empty()
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid variable reference"));
+                errors.push(format!("`${{{name}}}` is not a valid variable reference"));
+            } else {
+                match env(name) {
+                    Some(value) => out.push_str(&value),
+                    None => errors.push(format!("environment variable {name} is not set")),
+                }
             }
-            let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-            out.push_str(&value);
             rest = &inner[end + 1..];
         } else {
             out.push('$');
@@ -38,37 +52,41 @@ pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> 
         }
     }
     out.push_str(rest);
-    Ok(out)
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
-/// Substitutes references in every string of a JSON tree, in place.
+/// Substitutes references in every string of a JSON tree, in place, and
+/// returns every problem found (an unset variable, a malformed reference),
+/// each naming its position. A string with a problem is left as written.
 /// `path` names the position for the error message.
-pub(crate) fn substitute_tree(
-    value: &mut serde_json::Value,
-    env: &EnvLookup,
-    path: &mut Vec<String>,
-) -> Result<(), String> {
+pub(crate) fn substitute_tree(value: &mut serde_json::Value, env: &EnvLookup, path: &mut Vec<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    substitute_into(value, env, path, &mut problems);
+    problems
+}
+
+fn substitute_into(value: &mut serde_json::Value, env: &EnvLookup, path: &mut Vec<String>, problems: &mut Vec<String>) {
     match value {
-        serde_json::Value::String(s) => {
-            *s = substitute(s, env).map_err(|e| format!("{e} (in `{}`)", path.join(".")))?;
-        }
+        serde_json::Value::String(s) => match substitute_all(s, env) {
+            Ok(resolved) => *s = resolved,
+            Err(errors) => problems.extend(errors.into_iter().map(|e| format!("{e} (in `{}`)", path.join(".")))),
+        },
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(i.to_string());
-                substitute_tree(item, env, path)?;
+                substitute_into(item, env, path, problems);
                 path.pop();
             }
         }
         serde_json::Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 path.push(k.clone());
-                substitute_tree(v, env, path)?;
+                substitute_into(v, env, path, problems);
                 path.pop();
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -99,7 +117,24 @@ mod tests {
     #[test]
     fn error_names_the_field() {
         let mut v = serde_json::json!({"webhooks": [{"headers": {"x": "${NOPE}"}}]});
-        let err = substitute_tree(&mut v, &env(), &mut vec![]).unwrap_err();
-        assert_eq!(err, "environment variable NOPE is not set (in `webhooks.0.headers.x`)");
+        let err = substitute_tree(&mut v, &env(), &mut vec![]);
+        assert_eq!(
+            err,
+            ["environment variable NOPE is not set (in `webhooks.0.headers.x`)"]
+        );
+    }
+
+    #[test]
+    fn every_unset_variable_is_reported() {
+        let mut v = serde_json::json!({"secret": "${A}", "webhooks": [{"headers": {"x": "${B}-${SECRET}-${C}"}}]});
+        let err = substitute_tree(&mut v, &env(), &mut vec![]);
+        assert_eq!(
+            err,
+            [
+                "environment variable A is not set (in `secret`)",
+                "environment variable B is not set (in `webhooks.0.headers.x`)",
+                "environment variable C is not set (in `webhooks.0.headers.x`)",
+            ]
+        );
     }
 }

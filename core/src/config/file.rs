@@ -137,17 +137,18 @@ impl AppLoader {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         for (index, mut definition) in definitions.into_iter().enumerate() {
-            if let Err(e) = substitute_tree(&mut definition, &self.env, &mut vec![]) {
-                let name = definition
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map(|id| format!("app {id:?}"));
-                problems.push(format!("{}: {e}", name.unwrap_or_else(|| format!("app {index}"))));
-                continue;
-            }
+            let unresolved = substitute_tree(&mut definition, &self.env, &mut vec![]);
+            let name = definition
+                .get("id")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("app {index}"), |id| format!("app {id:?}"));
+            problems.extend(unresolved.iter().map(|e| format!("{name}: {e}")));
+            // Validated even with references unresolved (left as written),
+            // so one run reports every problem of the app.
             match build_app(definition, &source, &self.sinks, &self.defaults, &mut warnings) {
-                Ok(app) => apps.push(Arc::new(app)),
-                Err(e) => problems.push(e),
+                Ok(app) if unresolved.is_empty() => apps.push(Arc::new(app)),
+                Ok(_) => {}
+                Err(e) => problems.extend(e),
             }
         }
         let mut seen_ids = std::collections::HashSet::new();
@@ -244,6 +245,7 @@ mod tests {
                        {"id":"c","key":"k3","secret":"s"},{"id":"c","key":"k3","secret":"s"}]"#;
         let problems = loader().load_text(Path::new("a.json"), text).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].starts_with("app \"a\": "), "{}", problems[0]);
         assert!(problems[0].contains("NOPE is not set"));
         assert!(problems[1].contains("`key` is missing"));
         assert!(problems[2].contains("defined twice"));
