@@ -4,6 +4,8 @@
 //!
 //! Each page section becomes one bash script, block by block:
 //! * ` ```sh ` runs in the foreground and must succeed;
+//! * ` ```sh fails ` runs in the foreground and must fail (a refusal the
+//!   page shows);
 //! * ` ```sh background ready="TEXT" ` starts a long-running command (a
 //!   daemon, a receiver: what the reader runs "in another terminal") and
 //!   waits until its output shows TEXT;
@@ -16,7 +18,8 @@
 //! The scripts run with the suite's `hookline` first on PATH, and the
 //! quick start's `scripts/run.sh` runs that binary (`HOOKLINE_BIN`) instead
 //! of a release build. Both use the documented ports 7077/7078, so the two
-//! tests take turns.
+//! tests take turns. The Lambda example's local try-out (examples/lambda)
+//! runs the same way.
 
 mod support;
 
@@ -173,6 +176,11 @@ doc_wait_ready() { # LOG TEXT PID
                 "{command} > \"$DOC_LOGS/background-{background}.log\" 2>&1 &\n\
                  doc_wait_ready \"$DOC_LOGS/background-{background}.log\" {} $!\n",
                 shell_quote(ready)
+            ));
+        } else if block.flags.iter().any(|f| f == "fails") {
+            text.push_str(&format!(
+                "if ( set -e\n{}); then echo 'expected to fail, but it succeeded' >&2; exit 1; fi\n",
+                block.body
             ));
         } else {
             text.push_str(&block.body);
@@ -353,6 +361,19 @@ fn the_sdk_tutorial_goes_from_cargo_new_to_a_filtered_delivery() {
         "the filter let debug-1 through:\n{received}"
     );
     assert!(metric_sum("hookline_filter_calls_total") >= 1.0);
+}
+
+#[test]
+fn the_lambda_example_accepts_its_signed_sample_and_refuses_another_secret() {
+    // The page writes mine.json beside the example; it is not to be kept.
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _mine = Remove(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lambda/mine.json"));
+    run_section("examples/lambda/README.md", "### Try it locally", &[]);
 }
 
 #[test]

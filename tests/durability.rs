@@ -194,6 +194,11 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     // What users need to decide: id, app, webhook, status, reason.
     let (ok, list, err) = dlq(data.path(), &["list"]);
     assert!(ok, "{err}");
+    // The columns README lists.
+    assert!(
+        list.starts_with("ID\tAPP\tWEBHOOK\tEVENTS\tATTEMPTS\tLAST STATUS\tAGE\tREASON\n"),
+        "{list}"
+    );
     let line = list
         .lines()
         .find(|l| l.starts_with(&id))

@@ -1,0 +1,342 @@
+//! The first-run path: what a newcomer meets before anything is delivered.
+//! `hookline check` reports every problem at once, settings errors name
+//! where the bad value came from, a missing or empty apps directory says
+//! where it looked, and JSON logs stay JSON on every line.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use support::*;
+
+fn hookline(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(hookline_bin());
+    command.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_reports_every_problem_of_every_file_in_one_run() {
+    let apps = AppsDir::new();
+    apps.write(
+        "one.json",
+        r#"[{"id": "a", "key": "ka", "secret": "${HOOKLINE_TEST_UNSET_ONE}",
+             "webhooks": [{"url": "http://127.0.0.1:1/h", "event_types": ["channel_occupied"],
+                           "headers": {"Authorization": "Bearer ${HOOKLINE_TEST_UNSET_TWO}"}}]},
+            {"id": "b", "key": "kb", "secret": "s", "batching": {"max_events": 0},
+             "webhooks": [{"url": "http://127.0.0.1:1/h", "event_types": [], "timeout_ms": -1},
+                          {"event_types": ["member_added"]}]}]"#,
+    );
+    apps.write(
+        "two.toml",
+        "[[apps]]\nid = \"c\"\nkey = \"kc\"\nsecret = \"s\"\nwebhooks = [{ url = \"http://127.0.0.1:1/h\", event_types = [\"channel_occupied\"], ordering = \"sometimes\", max_in_flight = 0 }]\n",
+    );
+    let output = hookline(&["check", "--apps", apps.path().to_str().unwrap()], apps.path(), &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success());
+    let one = apps.path().join("one.json").display().to_string();
+    let two = apps.path().join("two.toml").display().to_string();
+    for expected in [
+        format!("error: {one}: app \"a\": environment variable HOOKLINE_TEST_UNSET_ONE is not set (in `secret`)"),
+        format!(
+            "error: {one}: app \"a\": environment variable HOOKLINE_TEST_UNSET_TWO is not set (in `webhooks.0.headers.Authorization`)"
+        ),
+        format!("error: {one}: app \"b\": `batching.max_events` must be at least 1"),
+        format!("error: {one}: app \"b\": webhook 0: `event_types` is empty"),
+        format!("error: {one}: app \"b\": webhook 0: `timeout_ms` must be a positive whole number"),
+        format!("error: {one}: app \"b\": webhook 1: a webhook needs a target"),
+        format!("error: {two}: app \"c\": webhook 0: `ordering` must be \"none\" or \"strict\""),
+        format!("error: {two}: app \"c\": webhook 0: `max_in_flight` must be a whole number of at least 1"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        stdout.contains("2 of 2 files have problems; 0 apps would serve (8 problems in all)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_warns_of_event_types_that_are_not_pusher_events() {
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        r#"{"id": "a", "key": "ka", "secret": "s",
+            "webhooks": [{"url": "http://127.0.0.1:1/h", "event_types": ["channel_ocupied", "member_added"]}]}"#,
+    );
+    let output = hookline(&["check", "--apps", "."], apps.path(), &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "a warning is not an error: {stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("app \"a\": webhook 0: `event_types` has \"channel_ocupied\", which is not a Pusher webhook event; did you mean \"channel_occupied\"?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("member_added"), "{stderr}");
+}
+
+#[test]
+fn an_app_level_filter_that_does_not_exist_fails_check_without_webhooks() {
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        r#"{"id": "a", "key": "ka", "secret": "s", "filters": [{"wasm": "missing.wasm"}]}"#,
+    );
+    let output = hookline(&["check", "--apps", "."], apps.path(), &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
+}
+
+#[test]
+fn a_missing_or_empty_apps_directory_is_one_line_saying_where_it_looked() {
+    let work = tempfile::tempdir().unwrap();
+    let expected_path = work.path().join("apps").display().to_string();
+    for args in [&["check"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {
+        let output = hookline(args, work.path(), &[]);
+        let (_, stderr) = text(&output);
+        assert!(!output.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the apps directory {expected_path} does not exist"))
+                && stderr.contains("--apps examples/apps"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!work.path().join("apps").exists(), "{args:?} created the directory");
+    }
+
+    std::fs::create_dir(work.path().join("apps")).unwrap();
+    let output = hookline(&["check"], work.path(), &[]);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "no app files (*.json, *.toml) in the apps directory {expected_path}"
+        )) && stderr.contains("--apps examples/apps"),
+        "{stderr}"
+    );
+
+    // serve starts (files added later load), saying the same once.
+    let daemon = Daemon::start_with(
+        Path::new("apps"),
+        DaemonOptions {
+            cwd: Some(work.path().to_path_buf()),
+            ..Default::default()
+        },
+    );
+    let logs = daemon.logs();
+    assert_eq!(logs.matches("no app files").count(), 1, "{logs}");
+    assert!(logs.contains(&expected_path), "{logs}");
+}
+
+#[test]
+fn settings_errors_name_the_file_the_variable_or_the_flag() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("apps")).unwrap();
+    let config = work.path().join("hookline.toml");
+    std::fs::write(&config, "[retry]\nmax_age_ms = \"a day\"\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    let output = hookline(&["check", "--config", config_arg], work.path(), &[]);
+    let (_, stderr) = text(&output);
+    assert!(
+        stderr.starts_with(&format!("error: config file {config_arg}: ")),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "[retry]\nmax_age_ms = 5000\n").unwrap();
+    let output = hookline(
+        &["check", "--config", config_arg],
+        work.path(),
+        &[("HOOKLINE_DELIVERY_MAX_IN_FLIGHT", "lots")],
+    );
+    let (_, stderr) = text(&output);
+    assert!(
+        stderr.starts_with("error: environment variable HOOKLINE_DELIVERY_MAX_IN_FLIGHT: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(config_arg), "the file is not to blame: {stderr}");
+
+    let output = hookline(&["serve", "--listen", "here"], work.path(), &[]);
+    let (_, stderr) = text(&output);
+    assert!(stderr.starts_with("error: --listen: "), "{stderr}");
+}
+
+#[test]
+fn an_unknown_hookline_variable_is_a_warning_naming_the_nearest() {
+    let apps = AppsDir::new();
+    apps.write("a.json", r#"{"id": "a", "key": "ka", "secret": "s"}"#);
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            env: vec![("HOOKLINE_RETRY_MAX_AGE".into(), "1000".into())],
+            ..Default::default()
+        },
+    );
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("WARN")
+            && logs.contains(
+                "environment variable HOOKLINE_RETRY_MAX_AGE is not a Hookline setting and is ignored; did you mean HOOKLINE_RETRY_MAX_AGE_MS?"
+            ),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn paths_in_a_config_file_are_relative_to_that_file() {
+    let receiver = Receiver::start().await;
+    let deploy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(deploy.path().join("apps")).unwrap();
+    std::fs::write(
+        deploy.path().join("apps/a.json"),
+        format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "webhooks": [{{"url": "{}", "event_types": ["channel_occupied"]}}]}}"#,
+            receiver.url("/h")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        deploy.path().join("hookline.toml"),
+        "listen = \"127.0.0.1:0\"\napps_dir = \"apps\"\ndata_dir = \"state\"\n",
+    )
+    .unwrap();
+    // Started from elsewhere, as a service manager would.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = Command::new(hookline_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(deploy.path().join("hookline.toml"))
+        .current_dir(elsewhere.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = listening_address(line.trim()).unwrap_or_else(|| panic!("no ready line: {line:?}"));
+    let body = events_body(&[("channel_occupied", "room-1")]);
+    let status = post_native(&format!("http://{addr}"), "a", "ka", "sa", &body)
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 200);
+    receiver.wait_for("/h", 1).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        deploy.path().join("state/store.redb").is_file(),
+        "the store is beside the config"
+    );
+    assert!(!elsewhere.path().join("state").exists());
+}
+
+#[test]
+fn json_logs_stay_json_on_every_line() {
+    let apps = AppsDir::new();
+    apps.write("a.json", r#"{"id": "a", "key": "ka", "secret": "s"}"#);
+    let json_lines = |text: &str| {
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "not JSON: {line:?}\nin:\n{text}"
+            );
+        }
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(hookline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--apps"])
+        .arg(apps.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("HOOKLINE_SOMETHING_UNKNOWN", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(listening_address(line.trim()).is_some(), "{line:?}");
+    json_lines(&line);
+    let stopped = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&output);
+    assert!(stderr.contains("HOOKLINE_SOMETHING_UNKNOWN"), "{stderr}");
+    json_lines(&stderr);
+
+    // A refused setting, and a fatal error at start, in JSON too.
+    let output = hookline(
+        &["serve", "--log-format", "json", "--listen", "nowhere"],
+        apps.path(),
+        &[],
+    );
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--listen"), "{stderr}");
+    json_lines(&stderr);
+    let output = hookline(
+        &["serve", "--listen", "127.0.0.1:0", "--apps", "missing"],
+        apps.path(),
+        &[("HOOKLINE_LOG_FORMAT", "json")],
+    );
+    let (_, stderr) = text(&output);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    json_lines(&stderr);
+}
+
+#[test]
+fn an_offline_replay_without_apps_says_why_it_needs_them_once() {
+    let data = tempfile::tempdir().unwrap();
+    // A store with no dead letters: the daemon made it and stopped.
+    let apps = AppsDir::new();
+    apps.write("a.json", r#"{"id": "a", "key": "ka", "secret": "s"}"#);
+    drop(Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..Default::default()
+        },
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let output = hookline(
+        &["dlq", "replay", "--all", "--data-dir", data.path().to_str().unwrap()],
+        work.path(),
+        &[],
+    );
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert_eq!(stderr.matches("apps directory").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no daemon answered") && stderr.contains("--apps"),
+        "{stderr}"
+    );
+
+    let output = hookline(
+        &["dlq", "list", "--data-dir", data.path().to_str().unwrap()],
+        work.path(),
+        &[],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("no dead letters"), "{stdout}");
+}
