@@ -9,9 +9,9 @@ cd "$ROOT"
 scripts/setup-tests.sh
 
 # Where the end-to-end tests find the real Pusher-library peers (tests/peers).
-export HOOKLINE_TEST_NODE="${HOOKLINE_TEST_NODE:-node}"
-export HOOKLINE_TEST_PYTHON="${HOOKLINE_TEST_PYTHON:-$ROOT/tests/peers/.venv/bin/python}"
-export HOOKLINE_TEST_PEERS="${HOOKLINE_TEST_PEERS:-$ROOT/tests/peers}"
+export TEST_PEERS_NODE="${TEST_PEERS_NODE:-node}"
+export TEST_PEERS_PYTHON="${TEST_PEERS_PYTHON:-$ROOT/tests/peers/.venv/bin/python}"
+export TEST_PEERS_DIR="${TEST_PEERS_DIR:-$ROOT/tests/peers}"
 
 echo "test: cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -226,7 +226,6 @@ fn run_section(page: &str, heading: &str, env: &[(&str, &Path)]) -> RunningScrip
         .env("TMPDIR", &tmp)
         .env("DOC_LOGS", &logs)
         .env("READY_WITHIN_SECS", READY_WITHIN_SECS.to_string())
-        .env("HOOKLINE_BIN", hookline_bin())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -325,7 +324,14 @@ fn the_readme_quick_start_delivers_a_signed_event() {
     let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     wasm_filters();
     let data = tempfile::tempdir().unwrap();
-    let run = run_section("README.md", "## Quick start", &[("HOOKLINE_DATA_DIR", data.path())]);
+    let run = run_section(
+        "README.md",
+        "## Quick start",
+        &[
+            ("HOOKLINE_DATA_DIR", data.path()),
+            ("HOOKLINE_BIN", Path::new(hookline_bin())),
+        ],
+    );
     // 1: scripts/run.sh, 2: hookline listen.
     let received = run.wait_for(2, "the delivery of room-1", |out| out.contains("\"room-1\""));
     assert!(

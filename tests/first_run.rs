@@ -20,6 +20,16 @@ fn hookline(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
+/// Kills a daemon started by hand when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -215,18 +225,20 @@ async fn paths_in_a_config_file_are_relative_to_that_file() {
     .unwrap();
     // Started from elsewhere, as a service manager would.
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut child = Command::new(hookline_bin())
-        .arg("serve")
-        .arg("--config")
-        .arg(deploy.path().join("hookline.toml"))
-        .current_dir(elsewhere.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(hookline_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(deploy.path().join("hookline.toml"))
+            .current_dir(elsewhere.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = listening_address(line.trim()).unwrap_or_else(|| panic!("no ready line: {line:?}"));
@@ -238,8 +250,7 @@ async fn paths_in_a_config_file_are_relative_to_that_file() {
         .as_u16();
     assert_eq!(status, 200);
     receiver.wait_for("/h", 1).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         deploy.path().join("state/store.redb").is_file(),
         "the store is beside the config"
@@ -260,27 +271,31 @@ fn json_logs_stay_json_on_every_line() {
         }
     };
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(hookline_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--apps"])
-        .arg(apps.path())
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("HOOKLINE_SOMETHING_UNKNOWN", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let stderr_path = data.path().join("stderr.log");
+    let mut child = KillOnDrop(
+        Command::new(hookline_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--apps"])
+            .arg(apps.path())
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("HOOKLINE_SOMETHING_UNKNOWN", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert!(listening_address(line.trim()).is_some(), "{line:?}");
     json_lines(&line);
-    let stopped = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    // SIGTERM: the shutdown lines are JSON too.
+    let stopped = Command::new("kill").arg(child.0.id().to_string()).status().unwrap();
     assert!(stopped.success());
-    let output = child.wait_with_output().unwrap();
-    let (_, stderr) = text(&output);
+    assert!(child.0.wait().unwrap().success());
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(stderr.contains("HOOKLINE_SOMETHING_UNKNOWN"), "{stderr}");
     json_lines(&stderr);
 

@@ -99,6 +99,7 @@ pub struct Engine {
     backlog: Arc<AtomicU64>,
     shutting_down: AtomicBool,
     last_reload: std::sync::Mutex<Option<LastReload>>,
+    relay_replays: crate::replay::RelayReplays,
 }
 
 impl Engine {
@@ -154,6 +155,7 @@ impl Engine {
             backlog,
             shutting_down: AtomicBool::new(false),
             last_reload: std::sync::Mutex::new(None),
+            relay_replays: crate::replay::RelayReplays::default(),
         });
         let report = engine.reload().await?;
         engine.resume(recovered).await;
@@ -250,7 +252,12 @@ impl Engine {
         &self.store
     }
 
-    /// The metrics.
+    /// The relay requests seen lately (replay protection).
+    pub fn relay_replays(&self) -> &crate::replay::RelayReplays {
+        &self.relay_replays
+    }
+
+    /// The engine's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -70,7 +70,7 @@ impl Event {
 /// "events": [...]}` (relay).
 #[derive(Debug)]
 pub struct IngestBody {
-    /// The relay body's `time_ms`, when present.
+    /// The relay body's `time_ms`, when present (NaN when not a number).
     pub time_ms: Option<f64>,
     /// The events, in the order they arrived.
     pub events: Vec<Event>,
@@ -95,13 +95,9 @@ pub fn parse_ingest_body(body: &[u8]) -> Result<IngestBody, BodyError> {
             .ok_or_else(|| BodyError("`events` must be an array of event objects".to_string()))?,
         None => return Err(BodyError("body has no `events` array".to_string())),
     };
-    let time_ms = match value.get("time_ms") {
-        None => None,
-        Some(t) => Some(
-            t.as_f64()
-                .ok_or_else(|| BodyError("`time_ms` must be a number of milliseconds".to_string()))?,
-        ),
-    };
+    // Not a number reads as NaN: the relay refuses it with 401 like any
+    // `time_ms` that is not a finite integer (replay protection, not syntax).
+    let time_ms = value.get("time_ms").map(|t| t.as_f64().unwrap_or(f64::NAN));
     let events = events
         .iter()
         .enumerate()

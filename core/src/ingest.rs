@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +22,13 @@ use crate::config::App;
 use crate::engine::{Engine, Refusal};
 use crate::event::parse_ingest_body;
 use crate::metrics::{IngestLabels, RefusedLabels};
+use crate::replay::Seen;
 use crate::signing::{constant_time_eq_ignore_ascii_case, md5_hex, pusher_string_to_sign, verify_hmac_sha256_hex};
 
 /// How far a native request's `auth_timestamp` may be from our clock.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+/// How far ahead of our clock a relay body's `time_ms` may be.
+const MAX_RELAY_FUTURE_MS: u64 = 60_000;
 
 /// The daemon's HTTP routes.
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -34,6 +38,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(engine)
 }
 
@@ -85,13 +91,35 @@ fn answer(engine: &Engine, result: Result<u64, Refused>) -> Response {
 
 async fn native(
     State(engine): State<Arc<Engine>>,
-    Path(app_id): Path<String>,
+    app_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = native_inner(&engine, &app_id, query.as_deref().unwrap_or(""), &headers, body).await;
+    // A path segment that is not UTF-8 names no app (404, as JSON).
+    let result = match app_id {
+        Ok(Path(app_id)) => native_inner(&engine, &app_id, query.as_deref().unwrap_or(""), &headers, body).await,
+        Err(_) => Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            "unknown_app",
+            "unknown app id (the path is not valid UTF-8)",
+        )),
+    };
     answer(&engine, result)
+}
+
+/// Every other path or method: a JSON 404 like every other answer.
+async fn not_found() -> Response {
+    let body = serde_json::json!({
+        "error": "no such endpoint; ingest is POST /apps/{app_id}/webhook_events or POST /pusher/webhooks"
+    })
+    .to_string();
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn native_inner(
@@ -124,56 +152,93 @@ async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body
 async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<u64, Refused> {
     let body = read_body(engine, headers, body).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let key = header("x-pusher-key")
-        .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing X-Pusher-Key header"))?;
-    let signature = header("x-pusher-signature").ok_or_else(|| {
-        Refused::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing X-Pusher-Signature header",
-        )
-    })?;
+    let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let key = header("x-pusher-key").ok_or_else(|| unauthorized("missing X-Pusher-Key header".into()))?;
+    let signature =
+        header("x-pusher-signature").ok_or_else(|| unauthorized("missing X-Pusher-Signature header".into()))?;
     let snapshot = engine.registry().snapshot();
-    let app = snapshot.app_by_key(key).cloned().ok_or_else(|| {
-        Refused::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("unknown app key {key:?}"),
-        )
-    })?;
+    let app = snapshot
+        .app_by_key(key)
+        .cloned()
+        .ok_or_else(|| unauthorized(format!("unknown app key {key:?}")))?;
     if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), &body, signature) {
-        return Err(Refused::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "X-Pusher-Signature is not the HMAC-SHA256 of the body with the app secret",
+        return Err(unauthorized(
+            "X-Pusher-Signature is not the HMAC-SHA256 of the body with the app secret".into(),
         ));
     }
+    // The body's time is part of the signature check (401), which comes
+    // before "disabled" (403) and "malformed" (400); a body that does not
+    // parse has no time to check.
+    let parsed = parse_ingest_body(&body);
+    let time_ms = match &parsed {
+        Ok(parsed) => match parsed.time_ms {
+            Some(time_ms) => Some(check_relay_time(time_ms, engine.settings().ingest.relay_max_age_ms)?),
+            None => None,
+        },
+        Err(_) => None,
+    };
     if !app.enabled {
         return Err(disabled(&app));
     }
-    let parsed = parse_ingest_body(&body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
-    let Some(time_ms) = parsed.time_ms else {
+    let parsed = parsed.map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    let Some(time_ms) = time_ms else {
         return Err(Refused::new(
             StatusCode::BAD_REQUEST,
             "malformed",
             "relay body has no `time_ms`",
         ));
     };
-    let max_age = engine.settings().ingest.relay_max_age_ms as f64;
-    let age_ms = unix_ms() as f64 - time_ms;
-    if age_ms > max_age {
-        return Err(Refused::new(
-            StatusCode::UNAUTHORIZED,
-            "stale",
-            format!(
-                "`time_ms` is {} s old, older than relay_max_age_ms ({} s); captured webhooks cannot be replayed",
-                (age_ms / 1000.0) as u64,
-                max_age / 1000.0
-            ),
+    let remembered_until = time_ms.saturating_add(engine.settings().ingest.relay_max_age_ms);
+    let seen = engine
+        .relay_replays()
+        .begin(&app.key, signature, remembered_until, unix_ms() as u64);
+    match seen {
+        Seen::New(ticket) => {
+            let count = parsed.events.len() as u64;
+            // Dropping the ticket unaccepted forgets the request, so the
+            // sender's retry of a 503 is accepted.
+            engine.accept(&app, parsed.events, "relay").await.map_err(busy)?;
+            ticket.accepted();
+            count_received(engine, &app, "relay", count);
+            Ok(snapshot.generation)
+        }
+        Seen::Accepted => Ok(snapshot.generation),
+        Seen::InProgress => Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "duplicate_in_progress",
+            "the same signed request is being accepted right now; retry it",
+        )),
+    }
+}
+
+/// Checks a relay body's `time_ms` (replay protection); returns it as whole
+/// milliseconds.
+fn check_relay_time(time_ms: f64, max_age_ms: u64) -> Result<u64, Refused> {
+    let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "stale", message);
+    // 2^53: beyond it f64 no longer holds every integer.
+    if !time_ms.is_finite() || time_ms.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&time_ms) {
+        return Err(unauthorized(
+            "`time_ms` must be a whole number of milliseconds since the Unix epoch".into(),
         ));
     }
-    engine.accept(&app, parsed.events, "relay").await.map_err(busy)?;
-    Ok(snapshot.generation)
+    let time_ms = time_ms as u64;
+    let now = unix_ms() as u64;
+    if time_ms > now + MAX_RELAY_FUTURE_MS {
+        return Err(unauthorized(format!(
+            "`time_ms` is {} s in the future (at most {} s allowed); check the sender's clock",
+            (time_ms - now) / 1000,
+            MAX_RELAY_FUTURE_MS / 1000
+        )));
+    }
+    let age_ms = now.saturating_sub(time_ms);
+    if age_ms > max_age_ms {
+        return Err(unauthorized(format!(
+            "`time_ms` is {} s old, older than relay_max_age_ms ({} s); captured webhooks cannot be replayed",
+            age_ms / 1000,
+            max_age_ms as f64 / 1000.0
+        )));
+    }
+    Ok(time_ms)
 }
 
 /// Reads the body, refusing it with 413 past the limit.
@@ -264,6 +329,11 @@ async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str
     let parsed = parse_ingest_body(body).map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
     let count = parsed.events.len() as u64;
     engine.accept(app, parsed.events, kind).await.map_err(busy)?;
+    count_received(engine, app, kind, count);
+    Ok(())
+}
+
+fn count_received(engine: &Engine, app: &App, kind: &'static str, count: u64) {
     engine
         .metrics()
         .events_received
@@ -272,7 +342,6 @@ async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str
             ingest: kind,
         })
         .inc_by(count);
-    Ok(())
 }
 
 fn disabled(app: &App) -> Refused {

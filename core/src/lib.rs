@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod json;
 pub mod metrics;
 pub mod registry;
+pub mod replay;
 pub mod settings;
 pub mod signing;
 pub mod sinks;

@@ -161,6 +161,21 @@ impl Daemon {
             .unwrap_or(0.0)
     }
 
+    /// The sum of every series of a metric (`hookline_queue_depth`, all
+    /// labels); 0 when absent.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Waits until a metric reaches at least `value`.
     pub async fn wait_metric(&self, selector: &str, value: f64) {
         let deadline = Instant::now() + PATIENCE;
@@ -450,17 +465,17 @@ impl AppsDir {
 // The official Pusher libraries as peers.
 
 fn peers_dir() -> PathBuf {
-    std::env::var_os("HOOKLINE_TEST_PEERS")
+    std::env::var_os("TEST_PEERS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers"))
 }
 
 fn node() -> String {
-    std::env::var("HOOKLINE_TEST_NODE").unwrap_or_else(|_| "node".to_string())
+    std::env::var("TEST_PEERS_NODE").unwrap_or_else(|_| "node".to_string())
 }
 
 fn python() -> PathBuf {
-    std::env::var_os("HOOKLINE_TEST_PYTHON")
+    std::env::var_os("TEST_PEERS_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| peers_dir().join(".venv/bin/python"))
 }

@@ -30,6 +30,9 @@ pub(crate) enum Health {
     Alive,
     /// It failed in a way that says it is unwell.
     Unwell,
+    /// It asked us to wait (429): alive, but not a success either, so it
+    /// neither closes the circuit nor counts towards opening it.
+    Throttled,
 }
 
 /// One lane's breaker.
@@ -96,6 +99,7 @@ impl Breaker {
                 self.open_for = self.first_open;
                 self.set(State::Closed);
             }
+            Health::Throttled => {}
             Health::Unwell => {
                 self.failures = self.failures.saturating_add(1);
                 let trip = match self.state {

@@ -67,8 +67,8 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
                     }
                 };
                 let health = match &outcome {
-                    Err(error) if matches!(error.retry_class(), RetryClass::Retry { .. }) => Health::Unwell,
-                    _ => Health::Alive,
+                    Ok(()) => Health::Alive,
+                    Err(error) => health(error),
                 };
                 breaker.record(health, Instant::now());
                 match outcome {
@@ -162,6 +162,19 @@ async fn succeeded(ctx: &LaneContext, delivery: Delivery) {
         events = record.event_count, "delivered");
     ctx.store.delivered(record.key);
     finish(ctx, &delivery);
+}
+
+/// What a failed attempt says about the endpoint: a throttle (429, with or
+/// without `Retry-After`) is neither a success nor a sign of ill health.
+fn health(error: &DeliveryError) -> Health {
+    let throttled = matches!(error, DeliveryError::Throttled { .. })
+        || error.status() == Some(429)
+        || matches!(error.retry_class(), RetryClass::RetryAfter(_));
+    match error.retry_class() {
+        _ if throttled => Health::Throttled,
+        RetryClass::Retry { .. } => Health::Unwell,
+        _ => Health::Alive,
+    }
 }
 
 /// Handles a failed attempt; returns the delivery and when to retry it, or

@@ -37,6 +37,11 @@ pub fn next_step(
             return NextStep::GiveUp("the target refused the batch (not retryable)".into());
         }
         RetryClass::Split => return NextStep::Split,
+        // A wait shorter than the policy's floor (`Retry-After: 0`, or a
+        // date in the past) would retry in a tight loop: back off instead.
+        RetryClass::RetryAfter(wait) if wait < Duration::from_millis(policy.min_backoff_ms) => {
+            backoff(attempts, policy, rng).max(Duration::from_millis(policy.min_backoff_ms))
+        }
         RetryClass::RetryAfter(wait) => wait.min(Duration::from_millis(policy.max_backoff_ms)),
         RetryClass::Retry { at_least } => {
             if policy.max_attempts > 0 && attempts >= policy.max_attempts {
@@ -168,5 +173,18 @@ mod tests {
             &mut rng,
         );
         assert_eq!(capped, NextStep::RetryIn(Duration::from_secs(300)));
+        // Retry-After: 0 (or a date in the past) backs off, never below the floor.
+        for attempts in [0, 1, 5] {
+            let NextStep::RetryIn(d) = next_step(
+                RetryClass::RetryAfter(Duration::ZERO),
+                &policy(),
+                attempts,
+                Duration::ZERO,
+                &mut rng,
+            ) else {
+                panic!("retries")
+            };
+            assert!(d >= Duration::from_secs(1), "{d:?} after {attempts} attempts");
+        }
     }
 }

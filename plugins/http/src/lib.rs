@@ -185,49 +185,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date (a date in the past is
+/// zero; the retry policy bounds both ends).
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = httpdate_parse(value)?;
+    let when = httpdate::parse_http_date(value).ok()?;
     Some(
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form
-/// RFC 9110 requires senders to use.
-fn httpdate_parse(value: &str) -> Option<std::time::SystemTime> {
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: u64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as u64
-        + 1;
-    let year: u64 = year.parse().ok()?;
-    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = (era * 146_097 + doe).checked_sub(719_468)?;
-    let secs = days * 86_400 + h * 3600 + m * 60 + s;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn excerpt(body: Bytes) -> String {
@@ -275,10 +244,14 @@ mod tests {
     fn parses_retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
         assert_eq!(
-            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(std::time::UNIX_EPOCH + Duration::from_secs(784_111_777))
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past"
         );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
+        assert!(far > Duration::from_secs(7000 * 365 * 86_400), "{far:?}");
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("Fri, 31 Dec 99999999 23:59:59 GMT"), None);
     }
 
     #[test]

@@ -1,0 +1,246 @@
+//! The threat model as tests: the real binary against hostile ingest
+//! clients, hostile receivers and careless operators (ARCHITECTURE.md,
+//! "Threat model"). Each test names what an attacker or a mistake tries and
+//! shows the daemon refuses it, or contains it, and stays healthy.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const APPS: &str = r#"[
+  {"id": "app-1", "key": "key-1", "secret": "secret-1", "batching": {"max_wait_ms": 10}, "webhooks": [
+     {"url": "RECEIVER/hooks", "event_types": ["channel_occupied", "member_added"]}]},
+  {"id": "off", "key": "key-off", "secret": "secret-off", "enabled": false, "webhooks": []}
+]"#;
+
+async fn setup() -> (Receiver, AppsDir, Daemon) {
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let daemon = Daemon::start(apps.path());
+    (receiver, apps, daemon)
+}
+
+fn relay_body(time_ms: &str, channel: &str) -> String {
+    format!(r#"{{"time_ms":{time_ms},"events":[{{"name":"channel_occupied","channel":"{channel}"}}]}}"#)
+}
+
+// --- Ingest clients ---------------------------------------------------------
+
+/// A captured relay request must not be replayable: not from the future
+/// (it would stay fresh for years), not with a time that is no time.
+#[tokio::test]
+async fn relay_times_in_the_future_or_not_whole_numbers_are_refused() {
+    let (_receiver, _apps, daemon) = setup().await;
+    let ten_years = (unix_ms() + 10 * 365 * 86_400_000).to_string();
+    let in_two_minutes = (unix_ms() + 120_000).to_string();
+    let fraction = format!("{}.5", unix_ms());
+    for time in [
+        ten_years.as_str(),
+        &in_two_minutes,
+        "1e400",
+        "-1",
+        &fraction,
+        "\"now\"",
+        "null",
+    ] {
+        let body = relay_body(time, "room-1");
+        let (status, text) = relay(&daemon, "key-1", &sign("secret-1", &body), &body).await;
+        assert_eq!(status, 401, "time_ms {time}: {text}");
+        assert!(text.contains("time_ms"), "{text}");
+    }
+    // A little ahead (clock skew) is fine.
+    let body = relay_body(&(unix_ms() + 30_000).to_string(), "room-1");
+    assert_eq!(relay(&daemon, "key-1", &sign("secret-1", &body), &body).await.0, 200);
+    assert_eq!(
+        daemon
+            .metric(r#"hookline_events_received_total{app="app-1",ingest="relay"}"#)
+            .await,
+        1.0,
+        "relay events are counted"
+    );
+}
+
+/// The contract's order: 401 (a stale request) before 403 (a disabled app).
+#[tokio::test]
+async fn a_stale_request_to_a_disabled_app_is_401_not_403() {
+    let (_receiver, _apps, daemon) = setup().await;
+    let stale = relay_body(&(unix_ms() - 700_000).to_string(), "room-1");
+    let (status, text) = relay(&daemon, "key-off", &sign("secret-off", &stale), &stale).await;
+    assert_eq!(status, 401, "{text}");
+    let fresh = relay_body(&unix_ms().to_string(), "room-1");
+    let (status, text) = relay(&daemon, "key-off", &sign("secret-off", &fresh), &fresh).await;
+    assert_eq!(status, 403, "{text}");
+    // And 403 before 400 (malformed).
+    let broken = "{\"time_ms\": 1, \"events\": [";
+    assert_eq!(
+        relay(&daemon, "key-off", &sign("secret-off", broken), broken).await.0,
+        403
+    );
+}
+
+/// The same signed relay request sent again (a retry, or a replay within
+/// the freshness window) is answered 200 and accepted once.
+#[tokio::test]
+async fn an_identical_relay_request_is_accepted_once() {
+    let (receiver, _apps, daemon) = setup().await;
+    let body = relay_body(&unix_ms().to_string(), "only-once");
+    let signature = sign("secret-1", &body);
+    for _ in 0..3 {
+        let (status, text) = relay(&daemon, "key-1", &signature, &body).await;
+        assert_eq!((status, text.as_str()), (200, "{}"));
+    }
+    // The same signature in upper case is the same request.
+    let (status, _) = relay(&daemon, "key-1", &signature.to_uppercase(), &body).await;
+    assert_eq!(status, 200);
+    let marker = relay_body(&unix_ms().to_string(), "after");
+    assert_eq!(
+        relay(&daemon, "key-1", &sign("secret-1", &marker), &marker).await.0,
+        200
+    );
+    receiver
+        .wait_until(|all| all.iter().any(|r| r.body.contains("\"after\"")))
+        .await;
+    // Everything accepted before the marker was delivered before it or
+    // with it (batches are formed in order); nothing waits any more.
+    wait_queue_empty(&daemon).await;
+    let copies: usize = receiver.all().iter().map(|r| r.body.matches("only-once").count()).sum();
+    assert_eq!(copies, 1);
+    assert_eq!(
+        daemon
+            .metric(r#"hookline_events_received_total{app="app-1",ingest="relay"}"#)
+            .await,
+        2.0
+    );
+}
+
+async fn wait_queue_empty(daemon: &Daemon) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while daemon.metric_sum("hookline_queue_depth").await > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "deliveries still waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every answer is JSON, even to paths and methods nobody serves.
+#[tokio::test]
+async fn odd_paths_get_json_answers() {
+    let (_receiver, _apps, daemon) = setup().await;
+    let client = reqwest::Client::new();
+    for (method, path, status) in [
+        ("POST", "/apps/%FF/webhook_events", 404),
+        ("POST", "/apps/%C0%AF/webhook_events", 404),
+        ("POST", "/nothing/here", 404),
+        ("GET", "/apps/app-1/webhook_events", 404),
+        ("DELETE", "/pusher/webhooks", 404),
+    ] {
+        let response = client
+            .request(method.parse().unwrap(), format!("{}{path}", daemon.url()))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+}
+
+// --- Receivers --------------------------------------------------------------
+
+fn one_webhook_app(receiver: &Receiver, retry: &str) -> AppsDir {
+    receiver.apps(&format!(
+        r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"max_wait_ms": 5}},
+            "webhooks": [{{"url": "RECEIVER/hooks", "event_types": ["channel_occupied"], "retry": {retry}}}]}}"#
+    ))
+}
+
+/// `429` with `Retry-After: 0` asks for an immediate retry: honouring it
+/// literally would resend (and fsync) in a tight loop for a day. Each retry
+/// waits at least `min_backoff_ms`.
+#[tokio::test]
+async fn retry_after_zero_is_not_a_tight_loop() {
+    let receiver = Receiver::start().await;
+    let throttle = || Reply::status(429).with_header("retry-after", "0");
+    receiver.script("/hooks", vec![throttle(), throttle(), throttle()]);
+    let apps = one_webhook_app(&receiver, r#"{"min_backoff_ms": 300, "max_backoff_ms": 600}"#);
+    let daemon = Daemon::start(apps.path());
+    let body = events_body(&[("channel_occupied", "c")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    let attempts = receiver.wait_for("/hooks", 4).await;
+    for pair in attempts.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(300), "retried after {gap:?}");
+    }
+    // The fourth attempt was answered 200: delivered, once.
+    assert_eq!(
+        daemon.metric(&attempts_metric("success")).await,
+        1.0,
+        "{}",
+        daemon.logs()
+    );
+}
+
+fn attempts_metric(outcome: &str) -> String {
+    attempts("http", outcome)
+}
+
+/// A throttle is not a success: it must not close (or keep closed) the
+/// circuit of an endpoint that otherwise fails.
+#[tokio::test]
+async fn a_429_is_never_a_breaker_success() {
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/hooks",
+        vec![
+            Reply::status(503),
+            Reply::status(429).with_header("retry-after", "0"),
+            Reply::status(503),
+        ],
+    );
+    let apps = one_webhook_app(&receiver, r#"{"min_backoff_ms": 50, "max_backoff_ms": 100}"#);
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            env: vec![
+                ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES".into(), "2".into()),
+                ("HOOKLINE_DELIVERY_CIRCUIT_OPEN_MS".into(), "200".into()),
+            ],
+            ..Default::default()
+        },
+    );
+    let body = events_body(&[("channel_occupied", "c")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    // 503, 429, 503: two failures in a row as far as the breaker goes.
+    receiver.wait_for("/hooks", 4).await;
+    let logs = daemon.logs();
+    assert!(logs.contains("circuit open"), "{logs}");
+}
+
+/// A `Retry-After` date far in the future is a long wait (capped by the
+/// policy), not a crash of the attempt that would lose its place.
+#[tokio::test]
+async fn a_retry_after_date_far_in_the_future_is_a_capped_wait() {
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/hooks",
+        vec![
+            Reply::status(429).with_header("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            Reply::status(429).with_header("retry-after", "Fri, 31 Dec 99999999999999 23:59:59 GMT"),
+        ],
+    );
+    let apps = one_webhook_app(&receiver, r#"{"min_backoff_ms": 100, "max_backoff_ms": 200}"#);
+    let daemon = Daemon::start(apps.path());
+    let body = events_body(&[("channel_occupied", "far")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    let attempts = receiver.wait_for("/hooks", 3).await;
+    assert!(attempts[2].body.contains("far"));
+    let logs = daemon.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+}
