@@ -7,13 +7,14 @@ mod support;
 use serde_json::json;
 use support::*;
 
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 7] = [
     "app-secret-Zq81",
     "url-password-Zq82",
     "query-token-Zq83",
     "aws-secret-key-Zq84",
     "aws-session-token-Zq85",
     "header-token-Zq86",
+    "path-secret-Zq87",
 ];
 
 #[tokio::test]
@@ -28,6 +29,7 @@ async fn no_secret_reaches_the_logs() {
         let app = json!({"id": "s", "key": "sk", "secret": SECRETS[0], "retry": {"min_backoff_ms": 10, "max_backoff_ms": 20},
         "webhooks": [
             {"url": url, "event_types": ["e"], "headers": {"Authorization": SECRETS[5]}},
+            {"url": format!("http://{}/services/T000/{}", receiver.addr, SECRETS[6]), "event_types": ["e"]},
             {"url": "http://127.0.0.1:9/unreachable?token=".to_string() + SECRETS[2], "event_types": ["e"],
              "retry": {"max_attempts": 2, "min_backoff_ms": 10, "max_backoff_ms": 20}},
             {"lambda_function": "fn", "event_types": ["e"], "lambda": {"region": "eu-west-1", "client_options": {
@@ -85,6 +87,20 @@ async fn no_secret_reaches_the_logs() {
             assert!(!logs.contains(secret), "{format} logs leak {secret}:\n{logs}");
         }
         // The redacted forms are what the logs name.
-        assert!(logs.contains(&format!("http://{}/h?redacted", receiver.addr)), "{logs}");
+        assert!(logs.contains(&format!("http://{}/h", receiver.addr)), "{logs}");
+        // The unauthenticated /metrics labels webhooks the same way.
+        let metrics = reqwest::get(format!("{}/metrics", daemon.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!("webhook=\"http://{}/services/...\"", receiver.addr)),
+            "{metrics}"
+        );
+        for secret in SECRETS {
+            assert!(!metrics.contains(secret), "/metrics leaks {secret}:\n{metrics}");
+        }
     }
 }

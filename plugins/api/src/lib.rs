@@ -202,18 +202,25 @@ pub fn optional_str<'a>(spec: &'a WebhookSpec, key: &str) -> Result<Option<&'a s
     }
 }
 
-/// A webhook id or target as it may be logged: a URL loses its user,
-/// password and query string (where tokens live); anything else is kept.
-/// Webhook ids default to their URL, so every log line goes through this.
+/// A webhook id or target as it may be logged or used as a metric label:
+/// a URL loses its user, password, query string and every path segment
+/// after the first (where tokens live: Slack-style `/services/T/B/SECRET`),
+/// keeping its fragment (the `#2` of a repeated default id); anything else
+/// is kept. Webhook ids default to their URL, so every log line and label
+/// goes through this; give webhooks an `id` to tell apart two whose
+/// redacted URLs are the same.
 pub fn redact_for_logs(id: &str) -> String {
     match url::Url::parse(id) {
         Ok(mut url) if url.has_host() => {
-            if !url.username().is_empty() || url.password().is_some() {
-                let _ = url.set_username("");
-                let _ = url.set_password(None);
-            }
-            if url.query().is_some() {
-                url.set_query(Some("redacted"));
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            let segments: Vec<String> = url
+                .path_segments()
+                .map(|s| s.map(str::to_string).collect())
+                .unwrap_or_default();
+            if segments.len() > 1 {
+                url.set_path(&format!("/{}/...", segments[0]));
             }
             url.to_string()
         }
@@ -272,11 +279,16 @@ mod tests {
     }
 
     #[test]
-    fn redacts_credentials_and_query_strings() {
+    fn redacts_credentials_query_strings_and_deep_paths() {
         assert_eq!(
             redact_for_logs("https://u:pw@example.com/h?token=t#2"),
-            "https://example.com/h?redacted#2"
+            "https://example.com/h#2"
         );
+        assert_eq!(
+            redact_for_logs("https://hooks.slack.com/services/T000/B000/XXXXSECRET"),
+            "https://hooks.slack.com/services/..."
+        );
+        assert_eq!(redact_for_logs("https://example.com/"), "https://example.com/");
         assert_eq!(redact_for_logs("http://example.com/h"), "http://example.com/h");
         assert_eq!(
             redact_for_logs("arn:aws:lambda:eu-west-1:1:function:f"),
