@@ -244,3 +244,157 @@ async fn a_retry_after_date_far_in_the_future_is_a_capped_wait() {
     let logs = daemon.logs();
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+// --- Careless operators and other local users ------------------------------
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn filtered_app(receiver: &Receiver) -> AppsDir {
+    let apps = AppsDir::new();
+    let app = serde_json::json!({"id": "a", "key": "ka", "secret": "sa",
+        "webhooks": [{"url": receiver.url("/h"), "event_types": ["channel_occupied"],
+            "filters": [{"wasm": wasm_filter("drop_by_channel.wasm").to_str().unwrap(),
+                         "config": {"channels": ["x"]}}]}]});
+    apps.write("a.json", &app.to_string());
+    apps
+}
+
+/// Under `umask 000` every file the daemon makes would be world-writable;
+/// the compiled filter cache is native code it runs. All of it is owner-only.
+#[tokio::test]
+async fn the_data_directory_is_owner_only_whatever_the_umask() {
+    let receiver = Receiver::start().await;
+    let apps = filtered_app(&receiver);
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            data_dir: Some(data_dir.clone()),
+            umask: Some(0),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        native(&daemon, "a", "ka", "sa", &events_body(&[("channel_occupied", "c")]))
+            .await
+            .0,
+        200
+    );
+    receiver.wait_for("/h", 1).await;
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(&data_dir.join("store.redb")), 0o600);
+    let cache = data_dir.join("filter-cache");
+    assert_eq!(mode(&cache), 0o700);
+    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(entries.len() >= 2, "a key and a compiled filter: {entries:?}");
+    for entry in entries {
+        assert_eq!(mode(&entry), 0o600, "{}", entry.display());
+    }
+}
+
+/// A compiled filter is only loaded when this daemon signed it: one planted
+/// in the cache (here: another daemon's, valid for wasmtime) is compiled
+/// anew instead of run.
+#[tokio::test]
+async fn a_planted_compiled_filter_is_not_trusted() {
+    let receiver = Receiver::start().await;
+    let apps = filtered_app(&receiver);
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    for dir in [&first, &second] {
+        let daemon = Daemon::start_with(
+            apps.path(),
+            DaemonOptions {
+                data_dir: Some(dir.path().to_path_buf()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(daemon.metric("hookline_filter_compilations_total").await, 1.0);
+    }
+    // Plant the first daemon's entry in the second's cache.
+    let entry = |dir: &tempfile::TempDir| {
+        std::fs::read_dir(dir.path().join("filter-cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .unwrap()
+    };
+    std::fs::copy(entry(&first), entry(&second)).unwrap();
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            data_dir: Some(second.path().to_path_buf()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(daemon.metric("hookline_filter_cache_hits_total").await, 0.0);
+    assert_eq!(daemon.metric("hookline_filter_compilations_total").await, 1.0);
+    assert!(
+        daemon.logs().contains("not signed with this daemon's cache key"),
+        "{}",
+        daemon.logs()
+    );
+}
+
+fn check_within(apps: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = std::process::Command::new(hookline_bin());
+    command
+        .args(["check", "--apps"])
+        .arg(apps)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hookline check did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What would fail every batch at send time, or hang the load, fails
+/// `check` (and the load) at once instead.
+#[test]
+fn check_catches_unsendable_headers_and_unreadable_filter_paths() {
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        r#"{"id": "a", "key": "ka", "secret": "s", "webhooks": [
+            {"url": "http://127.0.0.1:1/h", "event_types": ["channel_occupied"],
+             "headers": {"Authorization": "Bearer ${HOOKLINE_HOSTILE_TOKEN}"}}]}"#,
+    );
+    apps.write(
+        "b.json",
+        r#"{"id": "b", "key": "kb", "secret": "s", "filters": [{"wasm": "/dev/zero"}], "webhooks": [
+            {"url": "http://127.0.0.1:1/h", "event_types": ["channel_occupied"]}]}"#,
+    );
+    let (ok, stderr) = check_within(apps.path(), &[("HOOKLINE_HOSTILE_TOKEN", "t0ken\n")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("header `Authorization` has a value that is not a valid HTTP header value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("t0ken"), "the value is never shown: {stderr}");
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}

@@ -112,6 +112,16 @@ impl Engine {
         env: EnvLookup,
     ) -> Result<(Arc<Self>, ReloadReport), std::io::Error> {
         let metrics = Arc::new(Metrics::new());
+        // Owner-only before anything is created inside it.
+        crate::private_fs::private_dir(&settings.data_dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the data directory {} (owner-only, 0700): {e}; check --data-dir and its permissions",
+                    settings.data_dir.display()
+                ),
+            )
+        })?;
         let filters = FilterHost::new(
             settings.filters.clone(),
             Some(settings.data_dir.join("filter-cache")),

@@ -17,6 +17,7 @@ pub mod filter;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
+pub mod private_fs;
 pub mod registry;
 pub mod replay;
 pub mod settings;

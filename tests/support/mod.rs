@@ -45,6 +45,8 @@ pub struct DaemonOptions {
     pub data_dir: Option<PathBuf>,
     /// The working directory (default: the test's), for relative paths.
     pub cwd: Option<PathBuf>,
+    /// Runs the daemon under this umask (through `sh`).
+    pub umask: Option<u32>,
 }
 
 impl Daemon {
@@ -58,7 +60,16 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut command = Command::new(hookline_bin());
+        let mut command = match options.umask {
+            None => Command::new(hookline_bin()),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(hookline_bin());
+                sh
+            }
+        };
         command
             .arg("serve")
             .arg("--apps")

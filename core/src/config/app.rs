@@ -416,8 +416,8 @@ fn build_webhook(
             Some(Value::Object(map)) => map
                 .iter()
                 .map(|(k, v)| match v {
-                    Value::String(s) => Ok((k.clone(), s.clone())),
-                    Value::Number(n) => Ok((k.clone(), n.to_string())),
+                    Value::String(s) => valid_header(k, s).map(|()| (k.clone(), s.clone())),
+                    Value::Number(n) => valid_header(k, &n.to_string()).map(|()| (k.clone(), n.to_string())),
                     other => Err(format!(
                         "header `{k}` must be a string, found {}",
                         json_type_name(other)
@@ -522,6 +522,21 @@ fn build_webhook(
             filters: FilterChain::default(),
         },
     })
+}
+
+/// Checks a header can be sent at all, so a bad one fails the load instead
+/// of dead-lettering every batch at send time. The value is never shown: it
+/// may hold a token.
+fn valid_header(name: &str, value: &str) -> Result<(), String> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("header name `{name}` is not a valid HTTP header name"))?;
+    http::HeaderValue::from_str(value).map_err(|_| {
+        format!(
+            "header `{name}` has a value that is not a valid HTTP header value (a control character such as a \
+             newline: does a `${{NAME}}` it uses end in one?)"
+        )
+    })?;
+    Ok(())
 }
 
 /// A webhook's `event_types`: a non-empty array of names.

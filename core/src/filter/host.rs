@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
@@ -73,6 +74,8 @@ pub struct FilterHost {
     engine: Engine,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
+    /// Signs and checks the cache's entries (with `cache_dir`).
+    cache_key: Option<[u8; 32]>,
     /// Compiled components by content and engine hash, so that one file used
     /// by many webhooks compiles once.
     compiled: Mutex<HashMap<String, Component>>,
@@ -175,10 +178,12 @@ impl FilterHost {
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| fail(format!("cannot start wasmtime: {e:#}")))?;
         let linker = sandbox_linker(&engine).map_err(|e| fail(format!("cannot link the sandbox: {e:#}")))?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create the filter cache {}: {e}", dir.display())))?;
-        }
+        let cache_key = match &cache_dir {
+            Some(dir) => Some(
+                cache_key(dir).map_err(|e| fail(format!("cannot set up the filter cache {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
         let ticker =
             DeadlineTicker::start(&engine).map_err(|e| fail(format!("cannot start the deadline ticker: {e}")))?;
         Ok(Arc::new(Self {
@@ -186,6 +191,7 @@ impl FilterHost {
             ticker,
             linker,
             cache_dir,
+            cache_key,
             compiled: Mutex::default(),
             defaults,
             compilations: metrics.map(|m| m.filter_compilations.clone()).unwrap_or_default(),
@@ -248,8 +254,10 @@ impl FilterHost {
 
     /// The compiled component and its cache key (content and engine hash).
     fn component(&self, path: &Path) -> Result<(Component, String), String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
-        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        let bytes = read_component_file(path)?;
+        // SHA-256, not `DefaultHasher`, whose output may change between Rust
+        // releases and would orphan the on-disk cache.
+        let mut engine_hash = Sha256Hasher::default();
         self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
         let key = format!("{}-{:016x}", hex::encode(Sha256::digest(&bytes)), engine_hash.finish());
         if let Some(component) = self
@@ -261,8 +269,8 @@ impl FilterHost {
             return Ok((component.clone(), key));
         }
         let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{key}.cwasm")));
-        if let Some(file) = cached.as_ref().filter(|f| f.is_file()) {
-            match load_precompiled(&self.engine, file) {
+        if let (Some(file), Some(mac_key)) = (cached.as_ref().filter(|f| f.is_file()), &self.cache_key) {
+            match load_precompiled(&self.engine, mac_key, file) {
                 Ok(component) => {
                     self.cache_hits.inc();
                     self.remember(key.clone(), &component);
@@ -276,8 +284,8 @@ impl FilterHost {
         let component = Component::new(&self.engine, &bytes)
             .map_err(|e| format!("is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}"))?;
         self.compilations.inc();
-        if let Some(file) = cached
-            && let Err(error) = store_precompiled(&component, &file)
+        if let (Some(file), Some(mac_key)) = (cached, &self.cache_key)
+            && let Err(error) = store_precompiled(&component, mac_key, &file)
         {
             tracing::warn!(file = %file.display(), %error, "cannot cache the compiled filter");
         }
@@ -296,21 +304,105 @@ impl FilterHost {
     }
 }
 
-/// Reads a component we compiled and wrote ourselves.
-#[allow(unsafe_code)]
-fn load_precompiled(engine: &Engine, file: &Path) -> Result<Component, String> {
-    // SAFETY: the file is one this host wrote with `Component::serialize`
-    // into its own cache directory inside the data directory, named by the
-    // hash of the source and of the engine's compatibility settings; wasmtime
-    // also checks the header and engine compatibility before using it.
-    unsafe { Component::deserialize_file(engine, file) }.map_err(|e| format!("{e:#}"))
+/// The key that signs the compiled filter cache, kept beside it (0600).
+/// Compiled components are native code the daemon runs: one is trusted only
+/// when this daemon's key signed it. A key file that others could read or
+/// write is replaced, which invalidates every entry signed with it.
+fn cache_key(dir: &Path) -> std::io::Result<[u8; 32]> {
+    crate::private_fs::private_dir(dir)?;
+    let file = dir.join(CACHE_KEY_FILE);
+    if crate::private_fs::is_private_file(&file)
+        && let Ok(key) = <[u8; 32]>::try_from(std::fs::read(&file)?.as_slice())
+    {
+        return Ok(key);
+    }
+    let key: [u8; 32] = rand::random();
+    crate::private_fs::write_private(&file, &key)?;
+    Ok(key)
 }
 
-fn store_precompiled(component: &Component, file: &Path) -> Result<(), String> {
-    let bytes = component.serialize().map_err(|e| format!("{e:#}"))?;
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, file).map_err(|e| e.to_string())
+/// The largest filter file read (the biggest language runtimes are ~20 MB).
+const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// Reads a filter file: a regular file (not a device such as `/dev/zero`,
+/// which would never end) of bounded size.
+fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let metadata = file.metadata().map_err(|e| format!("cannot read the file: {e}"))?;
+    if !metadata.is_file() {
+        return Err("is not a regular file (a WebAssembly component file is expected)".to_string());
+    }
+    if metadata.len() > MAX_COMPONENT_BYTES {
+        return Err(format!(
+            "is {} MiB, more than the {} MiB a filter may be",
+            metadata.len() >> 20,
+            MAX_COMPONENT_BYTES >> 20
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(format!(
+            "grew past the {} MiB a filter may be",
+            MAX_COMPONENT_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A `Hasher` over SHA-256: stable across Rust releases and platforms.
+#[derive(Default)]
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+    }
+}
+
+/// The cache key's file name in the cache directory.
+const CACHE_KEY_FILE: &str = "cache.key";
+
+/// A cache entry: the HMAC-SHA256 of the compiled bytes with the cache key,
+/// then the bytes.
+const MAC_LEN: usize = 32;
+
+/// Reads a component we compiled, signed and wrote ourselves.
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, mac_key: &[u8; 32], file: &Path) -> Result<Component, String> {
+    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+    if bytes.len() < MAC_LEN {
+        return Err("too short to be a cache entry".to_string());
+    }
+    let (mac, compiled) = bytes.split_at(MAC_LEN);
+    let mut expected = <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
+    expected.update(compiled);
+    expected
+        .verify_slice(mac)
+        .map_err(|_| "not signed with this daemon's cache key (written by someone else?)".to_string())?;
+    // SAFETY: the bytes are what this host serialized with
+    // `Component::serialize`: their HMAC with the cache key, which only the
+    // daemon's user can read, matched. wasmtime also checks the header and
+    // engine compatibility before using them.
+    unsafe { Component::deserialize(engine, compiled) }.map_err(|e| format!("{e:#}"))
+}
+
+fn store_precompiled(component: &Component, mac_key: &[u8; 32], file: &Path) -> Result<(), String> {
+    let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
+    mac.update(&compiled);
+    let mut entry = Vec::with_capacity(MAC_LEN + compiled.len());
+    entry.extend_from_slice(&mac.finalize().into_bytes());
+    entry.extend_from_slice(&compiled);
+    crate::private_fs::write_private(file, &entry).map_err(|e| e.to_string())
 }
 
 /// Refuses any import outside the sandbox's allowlist, naming it.

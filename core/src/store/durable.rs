@@ -116,13 +116,15 @@ impl DurableStore {
         wait_for_disk: bool,
         memory_budget: u64,
     ) -> Result<(Arc<Self>, Recovered), StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        crate::private_fs::private_dir(data_dir).map_err(|e| {
             StoreError(format!(
-                "cannot create the data directory {}: {e}; check --data-dir and its permissions",
+                "cannot create the data directory {} (owner-only, 0700): {e}; check --data-dir and its permissions",
                 data_dir.display()
             ))
         })?;
         let path = data_dir.join(STORE_FILE);
+        crate::private_fs::private_file(&path)
+            .map_err(|e| StoreError(format!("cannot make {} owner-only (0600): {e}", path.display())))?;
         let db = open_database(&path)?;
         let recovered = read_all(&db, memory_budget).map_err(|e| damaged(&path, &e))?;
         let next_ticket = recovered.inbox.last().map_or(1, |e| e.ticket + 1);
