@@ -398,3 +398,135 @@ fn check_catches_unsendable_headers_and_unreadable_filter_paths() {
         "{stderr}"
     );
 }
+
+// --- Slow and greedy clients -------------------------------------------------
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the connection (or `PATIENCE` passes);
+/// returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept the connection open; got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+const HALF_HEADERS: &[u8] = b"POST /apps/app-1/webhook_events HTTP/1.1\r\nHost: x\r\n";
+const HALF_BODY: &[u8] =
+    b"POST /apps/app-1/webhook_events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"events\":";
+
+/// A client that sends its headers or its body too slowly is answered 408
+/// or disconnected after `read_timeout_ms`; the others are served meanwhile.
+#[tokio::test]
+async fn stalled_clients_are_timed_out() {
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            env: vec![("HOOKLINE_INGEST_READ_TIMEOUT_MS".into(), "300".into())],
+            ..Default::default()
+        },
+    );
+    let mut silent = TcpStream::connect(daemon.addr).await.unwrap();
+    let mut half_headers = TcpStream::connect(daemon.addr).await.unwrap();
+    half_headers.write_all(HALF_HEADERS).await.unwrap();
+    let mut half_body = TcpStream::connect(daemon.addr).await.unwrap();
+    half_body.write_all(HALF_BODY).await.unwrap();
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", daemon.url()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    read_until_closed(&mut silent).await;
+    read_until_closed(&mut half_headers).await;
+    let answer = read_until_closed(&mut half_body).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("read_timeout_ms"), "{answer}");
+}
+
+/// Past `max_connections`, new connections are closed at once, and the
+/// daemon serves again as soon as some close.
+#[tokio::test]
+async fn connections_past_the_cap_are_closed() {
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            env: vec![("HOOKLINE_INGEST_MAX_CONNECTIONS".into(), "4".into())],
+            ..Default::default()
+        },
+    );
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(daemon.addr).await.unwrap();
+        stream.write_all(HALF_HEADERS).await.unwrap();
+        held.push(stream);
+    }
+    // Accepted in order: once the fifth is closed, the four are in.
+    let mut fifth = TcpStream::connect(daemon.addr).await.unwrap();
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = read_until_closed(&mut fifth).await;
+    assert!(answer.is_empty(), "{answer}");
+    drop(held);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match reqwest::get(format!("{}/healthz", daemon.url())).await {
+            Ok(response) if response.status() == 200 => break,
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "never served again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(daemon.logs().contains("connection limit reached"), "{}", daemon.logs());
+}
+
+/// Hundreds of clients that never finish a request do not hold SIGTERM:
+/// the daemon closes them and exits while they are still connected; one
+/// whose body was still arriving is answered 503.
+#[tokio::test]
+async fn stalled_clients_do_not_hold_shutdown() {
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let mut daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            env: vec![("HOOKLINE_SHUTDOWN_GRACE_MS".into(), "500".into())],
+            ..Default::default()
+        },
+    );
+    let mut stalled = Vec::new();
+    for i in 0..300 {
+        let mut stream = TcpStream::connect(daemon.addr).await.unwrap();
+        if i % 2 == 1 {
+            stream.write_all(HALF_HEADERS).await.unwrap();
+        }
+        stalled.push(stream);
+    }
+    let mut half_body = TcpStream::connect(daemon.addr).await.unwrap();
+    half_body.write_all(HALF_BODY).await.unwrap();
+    // Served before the signal: the daemon is healthy with all of them.
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", daemon.url()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    daemon.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || daemon.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let answer = read_until_closed(&mut half_body).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    drop(stalled);
+}

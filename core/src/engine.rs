@@ -98,6 +98,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     backlog: Arc<AtomicU64>,
     shutting_down: AtomicBool,
+    /// Turns true with `shutting_down`, for those that wait on it.
+    shutdown_signal: tokio::sync::watch::Sender<bool>,
     last_reload: std::sync::Mutex<Option<LastReload>>,
     relay_replays: crate::replay::RelayReplays,
 }
@@ -164,6 +166,7 @@ impl Engine {
             metrics,
             backlog,
             shutting_down: AtomicBool::new(false),
+            shutdown_signal: tokio::sync::watch::Sender::new(false),
             last_reload: std::sync::Mutex::new(None),
             relay_replays: crate::replay::RelayReplays::default(),
         });
@@ -383,6 +386,19 @@ impl Engine {
         }
     }
 
+    /// From now on ingest answers 503, and those waiting for the shutdown
+    /// (the HTTP listener, requests reading a body) see it.
+    fn begin_shutdown(&self) {
+        self.shutting_down.store(true, AtomicOrdering::Release);
+        self.shutdown_signal.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn shutdown_started(&self) {
+        let mut signal = self.shutdown_signal.subscribe();
+        let _ = signal.wait_for(|stopped| *stopped).await;
+    }
+
     /// Serves HTTP on `listener` until `shutdown` resolves, then stops
     /// ingest, flushes open batches and waits up to the grace period for
     /// deliveries to finish.
@@ -394,13 +410,17 @@ impl Engine {
         let admin_socket = crate::admin::serve_socket(&self.settings.data_dir, self.admin_context())?;
         let router = crate::ingest::router(self.clone());
         let engine = self.clone();
-        let stop = async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: ingest now answers 503, flushing batches");
-            engine.shutting_down.store(true, AtomicOrdering::Release);
+            engine.begin_shutdown();
+        });
+        let limits = crate::http_server::Limits {
+            read_timeout: self.settings.ingest.read_timeout(),
+            max_connections: self.settings.ingest.max_connections.max(1),
         };
-        axum::serve(listener, router).with_graceful_shutdown(stop).await?;
-        self.shutting_down.store(true, AtomicOrdering::Release);
+        crate::http_server::serve(listener, router, limits, self.shutdown_signal.subscribe()).await;
+        self.begin_shutdown();
         self.batchers.flush_and_stop().await;
         let grace = self.settings.shutdown.grace();
         if self.dispatcher.drain(grace).await {

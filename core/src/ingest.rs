@@ -258,7 +258,33 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    // A body that stalls holds a connection and up to `limit` bytes: it has
+    // `read_timeout_ms`, and none at all once shutdown begins.
+    let read = tokio::time::timeout(
+        engine.settings().ingest.read_timeout(),
+        axum::body::to_bytes(body, limit),
+    );
+    let read = tokio::select! {
+        read = read => read,
+        () = engine.shutdown_started() => {
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "shutting down; send it again",
+            ));
+        }
+    };
+    let Ok(read) = read else {
+        return Err(Refused::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "read_timeout",
+            format!(
+                "the body did not arrive within read_timeout_ms ({} ms)",
+                engine.settings().ingest.read_timeout_ms
+            ),
+        ));
+    };
+    read.map_err(|e| {
         let is_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if is_limit {
             too_large()

@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod filter;
+mod http_server;
 pub mod ingest;
 pub mod json;
 pub mod metrics;

@@ -82,6 +82,11 @@ pub struct IngestSettings {
     pub relay_max_age_ms: u64,
     /// When ingest answers 2xx: after the store's fsync, or before the write.
     pub durability: Durability,
+    /// A request's headers, and then its body, must each arrive within
+    /// this; a stalled client is answered 408 or disconnected.
+    pub read_timeout_ms: u64,
+    /// Open connections at most; past it, new ones are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for IngestSettings {
@@ -90,7 +95,16 @@ impl Default for IngestSettings {
             max_body_bytes: 1 << 20,
             relay_max_age_ms: 600_000,
             durability: Durability::Fsync,
+            read_timeout_ms: 30_000,
+            max_connections: 10_000,
         }
+    }
+}
+
+impl IngestSettings {
+    /// `read_timeout_ms` as a duration (at least 1 ms).
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms.max(1))
     }
 }
 
