@@ -291,6 +291,7 @@ async fn the_data_directory_is_owner_only_whatever_the_umask() {
     receiver.wait_for("/h", 1).await;
     assert_eq!(mode(&data_dir), 0o700);
     assert_eq!(mode(&data_dir.join("store.redb")), 0o600);
+    assert_eq!(mode(&data_dir.join("admin.sock")), 0o600);
     let cache = data_dir.join("filter-cache");
     assert_eq!(mode(&cache), 0o700);
     let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
@@ -529,4 +530,37 @@ async fn stalled_clients_do_not_hold_shutdown() {
     let answer = read_until_closed(&mut half_body).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     drop(stalled);
+}
+
+/// The admin socket takes one bounded line: a client that sends an endless
+/// one is answered with an error, and the daemon keeps answering others.
+#[tokio::test]
+async fn the_admin_socket_refuses_an_endless_line() {
+    use tokio::net::UnixStream;
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..Default::default()
+        },
+    );
+    let socket = data.path().join("admin.sock");
+    let mut endless = UnixStream::connect(&socket).await.unwrap();
+    // Past the 64 KiB a request may be, and no newline.
+    endless.write_all(&vec![b'x'; (64 << 10) + 1]).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, endless.read_to_end(&mut answer)).await;
+        format!("{}{read:?}", String::from_utf8_lossy(&answer))
+    });
+    let answer = writer.await.unwrap();
+    assert!(answer.contains("not one line of at most"), "{answer:?}");
+    // Meanwhile and after, the CLI works through the socket.
+    let (ok, out, err) = dlq(data.path(), &["list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no dead letters"), "{out}");
+    drop(daemon);
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::delivery::{Delivery, Dispatcher, now_ms};
 use crate::registry::AppRegistry;
-use crate::store::{AttemptRecord, DeadLetter, SharedStore};
+use crate::store::{AttemptRecord, DeadLetter, DeadLetterQuery, SharedStore};
 
 /// The socket's file name inside the data directory.
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -83,7 +83,9 @@ pub struct DeadLetterView {
     pub dead_at_ms: u64,
     /// Every failed attempt, oldest first.
     pub history: Vec<AttemptRecord>,
-    /// The events, as the JSON array they are delivered as.
+    /// The events, as the JSON array they are delivered as (`show` only;
+    /// a listing leaves them out).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub events_json: String,
 }
 
@@ -101,7 +103,11 @@ impl From<&DeadLetter> for DeadLetterView {
             batch_time_ms: record.batch_time_ms,
             dead_at_ms: letter.dead_at_ms,
             history: record.history.clone(),
-            events_json: format!("[{}]", record.events),
+            events_json: if record.events.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]", record.events)
+            },
         }
     }
 }
@@ -145,17 +151,33 @@ pub struct AdminContext {
 
 /// Answers one request.
 pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse {
-    let app_filter = match &request {
-        AdminRequest::List { app } => app.clone(),
-        AdminRequest::Replay {
-            selector: Selector::App(app),
+    // Only what the request needs is read: a listing without events, one
+    // letter by id, an app's letters by app.
+    let query = match &request {
+        AdminRequest::List { app } => DeadLetterQuery {
+            app_id: app.clone(),
+            ..DeadLetterQuery::default()
+        },
+        AdminRequest::Show { id } => DeadLetterQuery {
+            id: Some(id.clone()),
+            with_events: true,
+            ..DeadLetterQuery::default()
+        },
+        AdminRequest::Replay { selector } | AdminRequest::Purge { selector } => {
+            let mut query = DeadLetterQuery {
+                // A replay re-sends the events; a purge needs only keys.
+                with_events: matches!(request, AdminRequest::Replay { .. }),
+                ..DeadLetterQuery::default()
+            };
+            match selector {
+                Selector::Id(id) => query.id = Some(id.clone()),
+                Selector::App(app) => query.app_id = Some(app.clone()),
+                Selector::All => {}
+            }
+            query
         }
-        | AdminRequest::Purge {
-            selector: Selector::App(app),
-        } => Some(app.clone()),
-        _ => None,
     };
-    let letters = match ctx.store.dead_letters(app_filter).await {
+    let letters = match ctx.store.dead_letters(query).await {
         Ok(letters) => letters,
         Err(error) => return AdminResponse::failed(error.to_string()),
     };
@@ -244,18 +266,30 @@ pub fn serve_socket(data_dir: &Path, ctx: AdminContext) -> std::io::Result<Socke
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
         std::fs::remove_file(&path)?;
     }
-    let listener = UnixListener::bind(&path).map_err(|e| {
+    // Bound under a temporary name, made owner-only, then renamed into
+    // place: the socket is never reachable with the umask's mode.
+    let bound = data_dir.join(format!("{ADMIN_SOCKET}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&bound);
+    let cannot = |e: std::io::Error| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on the admin socket {}: {e}", path.display()),
         )
-    })?;
+    };
+    let listener = UnixListener::bind(&bound).map_err(cannot)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(crate::private_fs::FILE_MODE)).map_err(cannot)?;
+    std::fs::rename(&bound, &path).map_err(cannot)?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, say: wait rather than spin.
+                Err(error) => {
+                    tracing::warn!(%error, "admin socket: cannot accept; retrying in 50 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
@@ -268,13 +302,25 @@ pub fn serve_socket(data_dir: &Path, ctx: AdminContext) -> std::io::Result<Socke
     Ok(SocketGuard { path, task })
 }
 
+/// The longest request line read (requests are a few hundred bytes).
+const MAX_REQUEST_BYTES: u64 = 64 << 10;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn answer(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let response = match serde_json::from_str::<AdminRequest>(&line) {
-        Ok(request) => handle(ctx, request).await,
-        Err(error) => AdminResponse::failed(format!("not an admin request: {error}")),
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => AdminResponse::failed(format!("no request line within {} s", REQUEST_TIMEOUT.as_secs())),
+        Ok(Err(error)) => AdminResponse::failed(format!("cannot read the request: {error}")),
+        Ok(Ok(_)) if !line.ends_with('\n') => AdminResponse::failed(format!(
+            "the request is not one line of at most {MAX_REQUEST_BYTES} bytes"
+        )),
+        Ok(Ok(_)) => match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(request) => handle(ctx, request).await,
+            Err(error) => AdminResponse::failed(format!("not an admin request: {error}")),
+        },
     };
     let mut text = serde_json::to_string(&response).expect("responses serialise");
     text.push('\n');

@@ -29,8 +29,8 @@ use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
 use super::{
-    Commit, DeadLetter, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Recovered, RecoveredDelivery, Store,
-    StoreError,
+    Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Recovered,
+    RecoveredDelivery, Store, StoreError,
 };
 use crate::event::Event;
 
@@ -82,7 +82,7 @@ enum Job {
     Update(DeliveryRecord, bool),
     Delivered(DeliveryKey),
     DeadLetter(DeadLetter, Reply<()>),
-    ListDead(Option<String>, Reply<Vec<DeadLetter>>),
+    ListDead(DeadLetterQuery, Reply<Vec<DeadLetter>>),
     Requeue(DeliveryRecord, Reply<()>),
     Purge(Vec<DeliveryKey>, Reply<usize>),
     Expire(u64, Reply<usize>),
@@ -493,17 +493,30 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                     }
                     Answer::Unit(Some(reply))
                 }
-                Job::ListDead(app_id, reply) => {
+                Job::ListDead(query, reply) => {
                     let mut letters = Vec::new();
                     let mut failure = None;
                     for entry in dead.iter()? {
                         let (key, value) = entry?;
                         let key = key.value();
+                        let wanted = |meta: &DeadMeta| {
+                            query.app_id.as_deref().is_none_or(|id| id == meta.record.app_id)
+                                && query.id.as_deref().is_none_or(|id| id == meta.record.batch_id)
+                        };
+                        // Events are read only for the letters wanted, and
+                        // only when asked for.
                         let read = decode::<DeadMeta>(value.value())
                             .map_err(|e| format!("dead letter {key}: {e}"))
-                            .and_then(|(meta, _)| Ok((meta, read_events(&events, key)?)));
+                            .and_then(|(meta, _)| {
+                                let payload = if query.with_events && wanted(&meta) {
+                                    read_events(&events, key)?
+                                } else {
+                                    String::new()
+                                };
+                                Ok((meta, payload))
+                            });
                         match read {
-                            Ok((meta, _)) if app_id.as_deref().is_some_and(|id| id != meta.record.app_id) => {}
+                            Ok((meta, _)) if !wanted(&meta) => {}
                             Ok((meta, payload)) => {
                                 let mut record = meta.record;
                                 record.events = payload.into();
@@ -630,8 +643,8 @@ impl Store for DurableStore {
         self.ask(|reply| Job::DeadLetter(letter, reply))
     }
 
-    fn dead_letters(&self, app_id: Option<String>) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        self.ask(|reply| Job::ListDead(app_id, reply))
+    fn dead_letters(&self, query: DeadLetterQuery) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        self.ask(|reply| Job::ListDead(query, reply))
     }
 
     fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -743,11 +756,34 @@ mod tests {
             r#"{"name":"e","channel":"c1"}"#
         );
         assert_eq!(recovered.next_key, 10);
-        let letters = store.dead_letters(None).await.unwrap();
+        let letters = store
+            .dead_letters(DeadLetterQuery {
+                with_events: true,
+                ..DeadLetterQuery::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].reason, "gone");
+        assert!(!letters[0].record.events.is_empty());
+        // A listing reads no events; a query by id or app finds only those.
+        let listed = store.dead_letters(DeadLetterQuery::default()).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].record.events.is_empty());
+        let id = letters[0].record.batch_id.clone();
+        let by_id = |id: &str| DeadLetterQuery {
+            id: Some(id.to_string()),
+            ..DeadLetterQuery::default()
+        };
+        assert_eq!(store.dead_letters(by_id(&id)).await.unwrap().len(), 1);
+        assert!(store.dead_letters(by_id("another")).await.unwrap().is_empty());
+        let other_app = DeadLetterQuery {
+            app_id: Some("another-app".into()),
+            ..DeadLetterQuery::default()
+        };
+        assert!(store.dead_letters(other_app).await.unwrap().is_empty());
         assert_eq!(store.expire_dead_letters(6).await.unwrap(), 1);
-        assert!(store.dead_letters(None).await.unwrap().is_empty());
+        assert!(store.dead_letters(DeadLetterQuery::default()).await.unwrap().is_empty());
     }
 
     #[test]

@@ -107,6 +107,18 @@ pub struct DeadLetter {
     pub dead_at_ms: u64,
 }
 
+/// Which dead letters to read, and whether with their events (a listing
+/// needs none: reading them all would load every stored event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterQuery {
+    /// Only this app's.
+    pub app_id: Option<String>,
+    /// Only the one with this id (batch id).
+    pub id: Option<String>,
+    /// Read the events too (`record.events`); otherwise they are empty.
+    pub with_events: bool,
+}
+
 /// How far the batcher has consumed one inbox ticket's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxMark {
@@ -202,7 +214,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn dead_letter(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The dead letters, oldest first, optionally of one app.
-    fn dead_letters(&self, app_id: Option<String>) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
+    fn dead_letters(&self, query: DeadLetterQuery) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
 
     /// Moves a dead letter back to the deliveries (a replay), storing
     /// `record` (its events unchanged) in its place.
