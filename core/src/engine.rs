@@ -102,6 +102,9 @@ pub struct Engine {
     shutdown_signal: tokio::sync::watch::Sender<bool>,
     last_reload: std::sync::Mutex<Option<LastReload>>,
     relay_replays: crate::replay::RelayReplays,
+    /// The admin socket, up from start (so `hookline dlq` finds it as soon
+    /// as the daemon is ready) until the end of `serve`.
+    admin_socket: std::sync::Mutex<Option<crate::admin::SocketGuard>>,
 }
 
 impl Engine {
@@ -169,8 +172,14 @@ impl Engine {
             shutdown_signal: tokio::sync::watch::Sender::new(false),
             last_reload: std::sync::Mutex::new(None),
             relay_replays: crate::replay::RelayReplays::default(),
+            admin_socket: std::sync::Mutex::new(None),
         });
         let report = engine.reload().await?;
+        let admin_socket = crate::admin::serve_socket(&engine.settings.data_dir, engine.admin_context())?;
+        *engine
+            .admin_socket
+            .lock()
+            .expect("admin_socket lock is never held across a panic") = Some(admin_socket);
         engine.resume(recovered).await;
         engine.clone().expire_dead_letters_periodically();
         Ok((engine, report))
@@ -407,7 +416,6 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
-        let admin_socket = crate::admin::serve_socket(&self.settings.data_dir, self.admin_context())?;
         let router = crate::ingest::router(self.clone());
         let engine = self.clone();
         tokio::spawn(async move {
@@ -432,7 +440,12 @@ impl Engine {
                 "grace period over with deliveries still pending; they are in the store and resume at the next start"
             );
         }
-        drop(admin_socket);
+        drop(
+            self.admin_socket
+                .lock()
+                .expect("admin_socket lock is never held across a panic")
+                .take(),
+        );
         Ok(())
     }
 }
