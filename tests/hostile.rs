@@ -564,3 +564,32 @@ async fn the_admin_socket_refuses_an_endless_line() {
     assert!(out.contains("no dead letters"), "{out}");
     drop(daemon);
 }
+
+// --- Filter code --------------------------------------------------------------
+
+/// A filter that leaves WASI resources open does not pile them up in a
+/// reused instance: each call after such a one gets a fresh instance, and
+/// every batch is still delivered.
+#[tokio::test]
+async fn a_filter_leaking_wasi_resources_is_not_reused() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = serde_json::json!({"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 5},
+        "webhooks": [{"url": receiver.url("/h"), "event_types": ["channel_occupied"],
+            "filters": [{"wasm": wasm_filter("hostile_filter.wasm").to_str().unwrap(),
+                         "config": {"mode": "leak-pollables"}}]}]});
+    apps.write("a.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    for i in 0..3 {
+        let body = events_body(&[("channel_occupied", &format!("leak-{i}"))]);
+        assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+        receiver
+            .wait_until(|all| all.iter().any(|r| r.body.contains(&format!("leak-{i}"))))
+            .await;
+    }
+    let logs = daemon.logs();
+    assert!(
+        logs.matches("left WASI resources open").count() >= 3,
+        "every call's instance is discarded:\n{logs}"
+    );
+}

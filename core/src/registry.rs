@@ -146,7 +146,12 @@ impl AppRegistry {
     pub async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
         let _guard = self.reload_lock.lock().await;
         let previous = self.snapshot();
-        let (files, failures, warnings) = self.read_dir(&previous)?;
+        // Loading compiles filters and runs their `validate-config`: seconds
+        // of CPU that must not hold an async worker (ingest runs there).
+        let (dir, loader, last) = (self.dir.clone(), self.loader.clone(), previous.clone());
+        let (files, failures, warnings) = tokio::task::spawn_blocking(move || read_dir(&dir, &loader, &last))
+            .await
+            .map_err(|e| std::io::Error::other(format!("loading the apps failed: {e}")))??;
         let mut next = resolve(files);
         let mut report = diff(&previous, &next);
         report.failures = failures;
@@ -179,59 +184,59 @@ impl AppRegistry {
         self.current.store(Arc::new(next));
         Ok(report)
     }
+}
 
-    /// Loads every file; returns the per-file candidates (new apps, or the
-    /// last good ones with the error) plus this round's failures.
-    fn read_dir(&self, previous: &Snapshot) -> Result<DirRead, std::io::Error> {
-        let mut paths = Vec::new();
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot read the apps directory {}: {e}", self.dir.display()),
-            )
-        })?;
-        for entry in entries {
-            let path = entry?.path();
-            if is_app_file(&path) && path.is_file() {
-                paths.push(path);
-            }
+/// Loads every file of `dir`; returns the per-file candidates (new apps, or
+/// the last good ones with the error) plus this round's failures.
+fn read_dir(dir: &Path, loader: &AppLoader, previous: &Snapshot) -> Result<DirRead, std::io::Error> {
+    let mut paths = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot read the apps directory {}: {e}", dir.display()),
+        )
+    })?;
+    for entry in entries {
+        let path = entry?.path();
+        if is_app_file(&path) && path.is_file() {
+            paths.push(path);
         }
-        paths.sort();
-        let mut files = Vec::with_capacity(paths.len());
-        let mut failures = Vec::new();
-        let mut warnings = Vec::new();
-        for path in paths {
-            let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
-            match self.loader.load_file(&path) {
-                Ok(loaded) => {
-                    warnings.extend(loaded.warnings.into_iter().map(|w| format!("{}: {w}", path.display())));
-                    let unchanged = same_apps(&loaded.apps, &last_good);
-                    files.push((
-                        path,
-                        Candidate {
-                            apps: if unchanged { last_good.clone() } else { loaded.apps },
-                            fallback: last_good,
-                            changed: !unchanged,
-                            error: None,
-                        },
-                    ));
-                }
-                Err(error) => {
-                    failures.push(error.clone());
-                    files.push((
-                        path,
-                        Candidate {
-                            apps: last_good.clone(),
-                            fallback: last_good,
-                            changed: false,
-                            error: Some(error),
-                        },
-                    ));
-                }
-            }
-        }
-        Ok((files, failures, warnings))
     }
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    let mut failures = Vec::new();
+    let mut warnings = Vec::new();
+    for path in paths {
+        let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
+        match loader.load_file(&path) {
+            Ok(loaded) => {
+                warnings.extend(loaded.warnings.into_iter().map(|w| format!("{}: {w}", path.display())));
+                let unchanged = same_apps(&loaded.apps, &last_good);
+                files.push((
+                    path,
+                    Candidate {
+                        apps: if unchanged { last_good.clone() } else { loaded.apps },
+                        fallback: last_good,
+                        changed: !unchanged,
+                        error: None,
+                    },
+                ));
+            }
+            Err(error) => {
+                failures.push(error.clone());
+                files.push((
+                    path,
+                    Candidate {
+                        apps: last_good.clone(),
+                        fallback: last_good,
+                        changed: false,
+                        error: Some(error),
+                    },
+                ));
+            }
+        }
+    }
+    Ok((files, failures, warnings))
 }
 
 /// Per-file candidates, this round's failures, and warnings.

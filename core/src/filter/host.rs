@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
@@ -20,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::clock::{CallClock, CallClockData, CallClockView};
 use super::convert::{BatchView, ContextView, event_views, from_wit};
+use super::limits::SandboxLimits;
 use super::output::{CALL_OUTPUT_CAP, CapturedOutput};
 use super::ticker::{DeadlineTicker, EPOCH_TICK};
 use super::{FilterError, FilterSpec};
@@ -105,7 +106,7 @@ impl std::fmt::Debug for FilterHost {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: SandboxLimits,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
     /// Where log lines come from.
@@ -321,6 +322,11 @@ fn cache_key(dir: &Path) -> std::io::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// WASI resources (pollables, streams…) an instance may hold at once.
+const MAX_RESOURCES: usize = 4096;
+/// An instance holding more than this after a call is not reused.
+const MAX_POOLED_RESOURCES: usize = 64;
+
 /// The largest filter file read (the biggest language runtimes are ~20 MB).
 const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
@@ -518,14 +524,12 @@ impl LoadedFilter {
         let memory = usize::try_from(self.spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(32)
-                .tables(64)
-                .memories(8)
-                .trap_on_grow_failure(true)
-                .build(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
+            limits: SandboxLimits::new(memory),
             stdout,
             stderr,
             label: self.label.clone(),
@@ -583,7 +587,17 @@ impl LoadedFilter {
             result => result,
         };
         self.forward_output(&mut instance);
-        if result.is_ok() {
+        // WASI resources the guest left open (pollables, streams) stay in
+        // the instance's table: one that keeps more than a few is not
+        // reused, so leaks cannot pile up call after call.
+        let held = instance.store.data_mut().table.iter_mut().count();
+        if held > MAX_POOLED_RESOURCES {
+            tracing::debug!(
+                filter = &*self.label,
+                held,
+                "the filter left WASI resources open; its instance is not reused"
+            );
+        } else if result.is_ok() {
             self.pool
                 .lock()
                 .expect("pool lock is never held across a panic")
@@ -818,7 +832,7 @@ fn describe_trap(error: &wasmtime::Error) -> String {
             // The limiter's refusal to grow memory surfaces as an error whose
             // root cause names the growth; the backtrace above it is noise.
             let cause = error.root_cause().to_string();
-            if cause.contains("growing memory") {
+            if cause.contains("memory cap") {
                 format!("hit its memory cap (memory_mb): {cause}")
             } else {
                 truncate(&cause, 1024).to_string()

@@ -10,6 +10,7 @@
 mod clock;
 mod convert;
 mod host;
+mod limits;
 mod output;
 mod ticker;
 

@@ -84,6 +84,14 @@ impl Filter for Hostile {
                 hookline_filter::log(hookline_filter::Level::Info, "hello from the filter log");
                 Ok(Verdict::Keep)
             }
+            // Opens WASI resources and never closes them.
+            "leak-pollables" => {
+                #[cfg(target_arch = "wasm32")]
+                for _ in 0..200 {
+                    std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(1));
+                }
+                Ok(Verdict::Keep)
+            }
             other => Err(format!("unknown mode {other:?}")),
         }
     }
