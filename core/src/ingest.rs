@@ -45,7 +45,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
 
 /// An ingest refusal: a status, a metric label and a message for the caller.
 #[derive(Debug)]
-struct Refused {
+pub(crate) struct Refused {
     status: StatusCode,
     reason: &'static str,
     message: String,
@@ -213,7 +213,7 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
 
 /// Checks a relay body's `time_ms` (replay protection); returns it as whole
 /// milliseconds.
-fn check_relay_time(time_ms: f64, max_age_ms: u64) -> Result<u64, Refused> {
+pub(crate) fn check_relay_time(time_ms: f64, max_age_ms: u64) -> Result<u64, Refused> {
     let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "stale", message);
     // 2^53: beyond it f64 no longer holds every integer.
     if !time_ms.is_finite() || time_ms.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&time_ms) {
@@ -299,7 +299,7 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
 }
 
 /// Pusher HTTP API authentication of a native request.
-fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<(), Refused> {
+pub(crate) fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<(), Refused> {
     let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let take = |params: &mut Vec<(String, String)>, name: &str| {

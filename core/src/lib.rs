@@ -14,6 +14,8 @@ pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http_server;
 pub mod ingest;
 pub mod json;

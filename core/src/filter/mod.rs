@@ -21,6 +21,28 @@ use crate::event::Event;
 
 pub use host::{Decision, FilterHost, LoadedFilter, set_after_compile};
 
+/// Converts one event of a `replace` verdict as a guest lowered it (for
+/// `crate::fuzzing`): `[user_id, socket_id, event, data, extra]`.
+pub(crate) fn convert_replace_event(
+    name: &str,
+    channel: &str,
+    strings: [Option<&str>; 5],
+    subscription_count: Option<u64>,
+) -> Result<crate::event::Event, String> {
+    let [user_id, socket_id, event, data, extra] = strings.map(|s| s.map(str::to_string));
+    let lowered = host::wit::Event {
+        name: name.to_string(),
+        channel: channel.to_string(),
+        user_id,
+        socket_id,
+        event,
+        data,
+        subscription_count,
+        extra,
+    };
+    convert::from_wit(&lowered, 0)
+}
+
 /// What a failing filter entry does (`on_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,177 @@
+//! Entry points for the fuzz targets (`fuzz/`) and for their corpus replay
+//! (`tests/fuzz_corpus.rs`), so both run exactly the same checks. Not an
+//! API: each function feeds one parser untrusted input and panics when an
+//! invariant of its answer breaks (a panic is what libFuzzer reports).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{App, AppLoader, Secret};
+use crate::event::parse_ingest_body;
+use crate::json;
+use crate::settings::Settings;
+
+const APP_ID: &str = "fuzz-app";
+const KEY: &str = "fuzz-key";
+const SECRET: &str = "fuzz-secret";
+
+fn app() -> App {
+    App {
+        id: APP_ID.into(),
+        key: KEY.into(),
+        secret: Secret::new(SECRET),
+        enabled: true,
+        batching: Settings::default().batching,
+        webhooks: Vec::new(),
+        source: Arc::from(Path::new("fuzz.json")),
+        definition: serde_json::Value::Null,
+    }
+}
+
+/// Native ingest: the Pusher HTTP API authentication of an arbitrary query
+/// and body, then the body. The same body correctly signed (with the
+/// query's other parameters kept) must pass authentication.
+pub fn native_ingest(query: &str, body: &[u8]) {
+    let app = app();
+    let path = format!("/apps/{APP_ID}/webhook_events");
+    let _ = crate::ingest::check_native_auth(&app, &path, query, body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut params = vec![
+        ("auth_key".to_string(), KEY.to_string()),
+        ("auth_timestamp".to_string(), now.to_string()),
+        ("auth_version".to_string(), "1.0".to_string()),
+        ("body_md5".to_string(), crate::signing::md5_hex(body)),
+    ];
+    // The query's other parameters are signed too, as Pusher libraries do;
+    // a repeated or empty name would make the request ambiguous.
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let reserved = k.starts_with("auth_") || k == "body_md5";
+        if !reserved && !k.is_empty() && !params.iter().any(|(name, _)| *name == k) {
+            params.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    let to_sign = crate::signing::pusher_string_to_sign("POST", &path, &mut params);
+    let signature = crate::signing::hmac_sha256_hex(SECRET.as_bytes(), to_sign.as_bytes());
+    let mut signed = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &params {
+        signed.append_pair(k, v);
+    }
+    signed.append_pair("auth_signature", &signature);
+    let signed = signed.finish();
+    if let Err(refused) = crate::ingest::check_native_auth(&app, &path, &signed, body) {
+        panic!("a correctly signed request was refused: {refused:?} (query {signed:?})");
+    }
+    ingest_body(body);
+}
+
+/// Relay ingest: the body and its `time_ms`.
+pub fn relay_ingest(body: &[u8]) {
+    if let Some(parsed) = ingest_body(body)
+        && let Some(time_ms) = parsed
+    {
+        let _ = crate::ingest::check_relay_time(time_ms, 600_000);
+    }
+}
+
+/// Parses an ingest body; every accepted event must be canonical JSON with
+/// its `name` and `channel`. Returns the body's `time_ms` when it parsed.
+fn ingest_body(body: &[u8]) -> Option<Option<f64>> {
+    let parsed = parse_ingest_body(body).ok()?;
+    for event in &parsed.events {
+        let again = json::canonicalize(event.json.as_bytes())
+            .unwrap_or_else(|e| panic!("an accepted event is not JSON ({e}): {}", event.json));
+        assert_eq!(&*again, &*event.json, "an accepted event is not canonical");
+        let value = json::parse(event.json.as_bytes()).expect("parsed above");
+        assert_eq!(value.get("name").and_then(json::Value::as_str), Some(&*event.name));
+        assert_eq!(
+            value.get("channel").and_then(json::Value::as_str),
+            Some(&*event.channel)
+        );
+    }
+    Some(parsed.time_ms)
+}
+
+/// `JSON.stringify(JSON.parse(input))`: returns the canonical text, after
+/// checking it is a fixed point and agrees with the parsed value.
+pub fn json_canonical(input: &[u8]) -> Option<String> {
+    let canonical = json::canonicalize(input);
+    let parsed = json::parse(input);
+    assert_eq!(canonical.is_ok(), parsed.is_ok(), "canonicalize and parse disagree");
+    let canonical = canonical.ok()?;
+    let mut written = String::new();
+    parsed.expect("agreed above").write_canonical(&mut written);
+    assert_eq!(written, canonical, "the parsed value writes other text");
+    let again = json::canonicalize(canonical.as_bytes()).expect("canonical text parses");
+    assert_eq!(again, canonical, "canonical text is not a fixed point");
+    Some(canonical)
+}
+
+/// One event a filter's `replace` verdict returned, as the guest lowered
+/// it: the host's conversion must refuse it with a message or produce
+/// canonical JSON with the same name and channel.
+pub fn replace_event(
+    name: &str,
+    channel: &str,
+    strings: [Option<&str>; 5],
+    subscription_count: Option<u64>,
+) -> Option<String> {
+    let [user_id, socket_id, event, data, extra] = strings;
+    let converted = crate::filter::convert_replace_event(
+        name,
+        channel,
+        [user_id, socket_id, event, data, extra],
+        subscription_count,
+    );
+    let converted = converted.ok()?;
+    let again = json::canonicalize(converted.json.as_bytes())
+        .unwrap_or_else(|e| panic!("a converted event is not JSON ({e}): {}", converted.json));
+    assert_eq!(&*again, &*converted.json, "a converted event is not canonical");
+    assert_eq!(&*converted.name, name);
+    assert_eq!(&*converted.channel, channel);
+    Some(converted.json.into())
+}
+
+/// One app file's text (JSON, or TOML when `toml`): loaded or refused with
+/// messages, never a panic; what loads has an id, a key and a secret.
+pub fn app_file(loader: &AppLoader, toml: bool, text: &str) {
+    let path = Path::new(if toml { "fuzz.toml" } else { "fuzz.json" });
+    match loader.load_text(path, text) {
+        Ok(loaded) => {
+            for app in loaded.apps {
+                assert!(!app.id.is_empty() && !app.key.is_empty() && !app.secret.expose().is_empty());
+            }
+        }
+        Err(problems) => assert!(!problems.is_empty(), "a refusal says why"),
+    }
+}
+
+/// [`native_ingest`] from one input: the query up to the first newline,
+/// then the body.
+pub fn native_ingest_bytes(data: &[u8]) {
+    let (query, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    native_ingest(&String::from_utf8_lossy(query), body);
+}
+
+/// [`replace_event`] from one input: fields separated by 0xFF bytes (name,
+/// channel, user_id, socket_id, event, data, extra, subscription_count);
+/// an empty optional field is absent.
+pub fn replace_event_bytes(data: &[u8]) -> Option<String> {
+    let parts: Vec<String> = data
+        .split(|&b| b == 0xFF)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let part = |i: usize| parts.get(i).map(String::as_str).unwrap_or("");
+    let optional = |i: usize| parts.get(i).map(String::as_str).filter(|s| !s.is_empty());
+    let count = optional(7).and_then(|s| s.parse().ok());
+    replace_event(
+        part(0),
+        part(1),
+        [optional(2), optional(3), optional(4), optional(5), optional(6)],
+        count,
+    )
+}
