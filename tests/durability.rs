@@ -148,6 +148,12 @@ async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
             2.0,
         )
         .await;
+    // The budget is visible: waiting batches went to disk only.
+    assert!(
+        daemon.metric("hookline_batches_spilled_total").await >= 1.0,
+        "no batch spilled; logs:\n{}",
+        daemon.logs()
+    );
     daemon.signal("TERM");
     let (status, daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
         .await

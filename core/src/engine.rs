@@ -293,6 +293,9 @@ impl Engine {
             .oldest_pending_ms()
             .map_or(0, |at| crate::delivery::now_ms().saturating_sub(at) / 1000);
         self.metrics.oldest_pending_seconds.set(oldest as i64);
+        self.metrics
+            .delivery_memory_bytes
+            .set(i64::try_from(self.dispatcher.memory_bytes()).unwrap_or(i64::MAX));
         self.metrics.render()
     }
 

@@ -91,6 +91,11 @@ pub struct Metrics {
     pub filter_compilations: Counter,
     /// Filter components loaded from the on-disk compile cache.
     pub filter_cache_hits: Counter,
+    /// Waiting batches whose events left memory (kept on disk only) because
+    /// `delivery.max_memory_bytes` was reached.
+    pub batches_spilled: Counter,
+    /// Bytes of events that waiting and in-flight deliveries hold in memory.
+    pub delivery_memory_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -161,8 +166,22 @@ impl Metrics {
             "Filter components loaded from the compile cache",
             filter_cache_hits.clone(),
         );
+        let batches_spilled = Counter::default();
+        registry.register(
+            "batches_spilled",
+            "Waiting batches whose events were kept on disk only (delivery.max_memory_bytes reached)",
+            batches_spilled.clone(),
+        );
+        let delivery_memory_bytes = Gauge::default();
+        registry.register(
+            "delivery_memory_bytes",
+            "Bytes of events held in memory by waiting and in-flight deliveries",
+            delivery_memory_bytes.clone(),
+        );
         Self {
             registry,
+            batches_spilled,
+            delivery_memory_bytes,
             filter_compilations,
             filter_cache_hits,
             events_received,

@@ -161,8 +161,9 @@ impl LaneContext {
         if delivery.on_disk && self.memory.load(AtomicOrdering::Relaxed) + len > self.settings.max_memory_bytes {
             delivery.record.events = Arc::from("");
             delivery.spilled = true;
+            self.metrics.batches_spilled.inc();
         } else {
-            self.memory.fetch_add(len, AtomicOrdering::Relaxed);
+            self.add_memory(len);
         }
     }
 
@@ -174,6 +175,10 @@ impl LaneContext {
         }
     }
 
+    fn add_memory(&self, len: u64) {
+        self.memory.fetch_add(len, AtomicOrdering::Relaxed);
+    }
+
     /// Renders, signs and sends one attempt; first reads its events back if
     /// they left memory, and re-runs the filters when an earlier run asked
     /// for a retry.
@@ -182,7 +187,7 @@ impl LaneContext {
             let events = self.store.load_events(delivery.record.key).await.map_err(|e| {
                 hookline_sink_api::DeliveryError::Transient(format!("cannot read the batch's events back: {e}"))
             })?;
-            self.memory.fetch_add(events.len() as u64, AtomicOrdering::Relaxed);
+            self.add_memory(events.len() as u64);
             delivery.record.events = events.into();
             delivery.spilled = false;
         }
@@ -313,6 +318,11 @@ impl Dispatcher {
             lanes: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
         }
+    }
+
+    /// Bytes of events deliveries hold in memory now.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.ctx.memory.load(AtomicOrdering::Relaxed)
     }
 
     /// Queues a delivery on its webhook's lane; it counts in the backlog
