@@ -201,7 +201,8 @@ async fn a_503_with_retry_after_is_retried_with_the_same_batch_id_and_a_400_is_n
     receiver.script("/refuses", vec![Reply::status(400)]);
     let (_apps, daemon) = start(
         r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [
-            {"url": "RECEIVER/flaky", "event_types": ["channel_occupied"]},
+            {"url": "RECEIVER/flaky", "event_types": ["channel_occupied"],
+             "retry": {"min_backoff_ms": 10, "max_backoff_ms": 5000}},
             {"url": "RECEIVER/refuses", "event_types": ["channel_occupied"]}]}"#,
         &receiver,
     );
@@ -217,8 +218,10 @@ async fn a_503_with_retry_after_is_retried_with_the_same_batch_id_and_a_400_is_n
         flaky[1].header("x-hookline-batch-id")
     );
     assert_eq!(flaky[0].json()["events"], flaky[1].json()["events"]);
+    // The policy's own first backoff is at most 10 ms: only Retry-After
+    // makes the wait a second.
     assert!(
-        flaky[1].at - flaky[0].at >= Duration::from_millis(900),
+        flaky[1].at - flaky[0].at >= Duration::from_millis(1000),
         "Retry-After: 1 was honoured"
     );
     assert!(
@@ -312,5 +315,39 @@ async fn each_app_signs_with_its_own_secret() {
         verify_with_npm("k1", "s1", &two)[0]["valid"],
         false,
         "the verifier can fail"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_without_using_up_attempts() {
+    let receiver = Receiver::start().await;
+    let busy = || Reply::status(429).with_header("retry-after", "0");
+    receiver.script("/busy", vec![busy(), Reply::status(429), busy()]);
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [
+            {"url": "RECEIVER/busy", "event_types": ["channel_occupied"],
+             "retry": {"max_attempts": 2, "min_backoff_ms": 10, "max_backoff_ms": 20}}]}"#,
+        &receiver,
+    );
+    let body = events_body(&[("channel_occupied", "c")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    // Three 429s (one without Retry-After) and a success: more tries than
+    // max_attempts, none used up.
+    let got = receiver.wait_for("/busy", 4).await;
+    assert_eq!(
+        got[0].header("x-hookline-batch-id"),
+        got[3].header("x-hookline-batch-id")
+    );
+    daemon
+        .wait_metric(
+            r#"hookline_delivery_attempts_total{sink="http",outcome="success"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        daemon
+            .metric(r#"hookline_delivery_attempts_total{sink="http",outcome="dead_letter"}"#)
+            .await,
+        0.0
     );
 }

@@ -188,7 +188,9 @@ async fn failed(
 ) -> Option<(Instant, Delivery)> {
     let class = error.retry_class();
     let record = &mut delivery.record;
-    if !matches!(class, RetryClass::RetryAfter(_)) {
+    // A throttle (429, with or without `Retry-After`) is a wait the target
+    // asked for, not a failed attempt.
+    if health(&error) != Health::Throttled {
         record.attempts += 1;
     }
     record.history.push(AttemptRecord {
