@@ -269,6 +269,15 @@ async fn webhook_headers_are_sent_but_never_replace_the_signed_ones() {
 
 #[tokio::test]
 async fn sigterm_delivers_the_open_batch_before_exiting() {
+    a_stop_signal_delivers_the_open_batch_before_exiting("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_delivers_the_open_batch_before_exiting() {
+    a_stop_signal_delivers_the_open_batch_before_exiting("INT").await;
+}
+
+async fn a_stop_signal_delivers_the_open_batch_before_exiting(signal: &str) {
     let receiver = Receiver::start().await;
     let (_apps, mut daemon) = start(
         r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 600000},
@@ -278,7 +287,7 @@ async fn sigterm_delivers_the_open_batch_before_exiting() {
     let body = events_body(&[("channel_occupied", "c1"), ("channel_occupied", "c2")]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
     assert!(receiver.all().is_empty(), "the batch is still open");
-    daemon.signal("TERM");
+    daemon.signal(signal);
     let status = tokio::task::spawn_blocking(move || {
         let status = daemon.wait();
         (status, daemon)
@@ -350,4 +359,81 @@ async fn a_429_is_retried_without_using_up_attempts() {
             .await,
         0.0
     );
+}
+
+/// `ordering: "strict"`: one batch at a time in formation order, a failing
+/// one holding those behind it until it succeeds.
+#[tokio::test]
+async fn strict_ordering_holds_later_batches_behind_a_failing_one() {
+    let receiver = Receiver::start().await;
+    receiver.script("/strict", vec![Reply::status(503), Reply::status(503)]);
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false}, "webhooks": [
+            {"url": "RECEIVER/strict", "event_types": ["channel_occupied"], "ordering": "strict",
+             "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200}}]}"#,
+        &receiver,
+    );
+    for channel in ["first", "second", "third"] {
+        let body = events_body(&[("channel_occupied", channel)]);
+        assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    }
+    let got = receiver.wait_for("/strict", 5).await;
+    let channels: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["events"][0]["channel"].as_str().unwrap().to_string())
+        .collect();
+    // Two failed tries of the first, its success, then the others in order.
+    assert_eq!(channels, ["first", "first", "first", "second", "third"], "{got:#?}");
+}
+
+/// `max_in_flight` batches of one webhook are sent at once, never more.
+#[tokio::test]
+async fn max_in_flight_bounds_concurrent_attempts() {
+    let receiver = Receiver::start().await;
+    receiver.by_default("/slow", Reply::status(200).after(Duration::from_millis(1500)));
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false}, "webhooks": [
+            {"url": "RECEIVER/slow", "event_types": ["channel_occupied"], "max_in_flight": 3}]}"#,
+        &receiver,
+    );
+    for i in 0..9 {
+        let body = events_body(&[("channel_occupied", &format!("c{i}"))]);
+        assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    }
+    daemon
+        .wait_metric(
+            r#"hookline_delivery_attempts_total{sink="http",outcome="success"}"#,
+            9.0,
+        )
+        .await;
+    assert_eq!(receiver.most_in_flight(), 3);
+}
+
+/// `timeout_ms`: an attempt the target does not answer in time fails and
+/// is retried, with the same batch id.
+#[tokio::test]
+async fn timeout_ms_ends_a_slow_attempt_and_retries_it() {
+    let receiver = Receiver::start().await;
+    receiver.script("/late", vec![Reply::status(200).after(Duration::from_secs(30))]);
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [
+            {"url": "RECEIVER/late", "event_types": ["channel_occupied"], "timeout_ms": 200,
+             "retry": {"min_backoff_ms": 10, "max_backoff_ms": 20}}]}"#,
+        &receiver,
+    );
+    let body = events_body(&[("channel_occupied", "c")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    // The first answer would take 30 s; the retry comes long before.
+    let got = receiver.wait_for("/late", 2).await;
+    assert_eq!(
+        got[0].header("x-hookline-batch-id"),
+        got[1].header("x-hookline-batch-id")
+    );
+    daemon
+        .wait_metric(
+            r#"hookline_delivery_attempts_total{sink="http",outcome="success"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(daemon.metric(&attempts("http", "retry")).await, 1.0);
 }

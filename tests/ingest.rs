@@ -208,3 +208,79 @@ async fn health_endpoints_answer() {
         .unwrap();
     assert!(metrics.contains("hookline_batches_formed_total 0"), "{metrics}");
 }
+
+/// The relay's refusals, each in the contract's order: 413 before 401,
+/// 401 before 403, 403 before 400.
+#[tokio::test]
+async fn relay_refusals_have_their_status_in_the_contract_order() {
+    let (_receiver, _apps, daemon) = setup().await;
+    let big = format!(
+        r#"{{"time_ms":{},"events":[{{"name":"e","channel":"{}"}}]}}"#,
+        unix_ms(),
+        "x".repeat(5000)
+    );
+    // Too large, and not even signed: 413.
+    let (status, text) = relay(&daemon, "nobody", "bad", &big).await;
+    assert_eq!(status, 413, "{text}");
+    // Signed for a disabled app, but malformed: 403.
+    let broken = "{\"events\": [";
+    let (status, text) = relay(&daemon, "key-off", &sign("secret-off", broken), broken).await;
+    assert_eq!(status, 403, "{text}");
+    // Signed for an enabled app, malformed: 400 saying what is wrong.
+    let (status, text) = relay(&daemon, "key-1", &sign("secret-1", broken), broken).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("not valid JSON"), "{text}");
+    let nameless = format!(r#"{{"time_ms":{},"events":[{{"channel":"c"}}]}}"#, unix_ms());
+    let (status, text) = relay(&daemon, "key-1", &sign("secret-1", &nameless), &nameless).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("name"), "{text}");
+}
+
+/// Past `delivery.max_backlog_bytes` of undelivered events, both ingests
+/// answer 503 (never a silent drop), and accept again once it drains.
+#[tokio::test]
+async fn a_full_backlog_answers_503_until_it_drains() {
+    let receiver = Receiver::start().await;
+    receiver.script("/hooks", vec![Reply::status(503); 3]);
+    let apps = receiver.apps(
+        r#"{"id": "app-1", "key": "key-1", "secret": "secret-1", "batching": {"enabled": false},
+            "webhooks": [{"url": "RECEIVER/hooks", "event_types": ["channel_occupied"],
+                          "retry": {"min_backoff_ms": 200, "max_backoff_ms": 300}}]}"#,
+    );
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            env: vec![
+                ("HOOKLINE_DELIVERY_MAX_BACKLOG_BYTES".into(), "10".into()),
+                ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES".into(), "0".into()),
+            ],
+            ..Default::default()
+        },
+    );
+    let first = events_body(&[("channel_occupied", "first")]);
+    assert_eq!(native(&daemon, "app-1", "key-1", "secret-1", &first).await.0, 200);
+    // The first event is undelivered (its receiver answers 503): full.
+    receiver.wait_for("/hooks", 1).await;
+    let more = events_body(&[("channel_occupied", "more")]);
+    let (status, text) = native(&daemon, "app-1", "key-1", "secret-1", &more).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("max_backlog_bytes"), "{text}");
+    let relayed = format!(
+        r#"{{"time_ms":{},"events":[{{"name":"channel_occupied","channel":"r"}}]}}"#,
+        unix_ms()
+    );
+    let (status, _) = relay(&daemon, "key-1", &sign("secret-1", &relayed), &relayed).await;
+    assert_eq!(status, 503);
+    // Delivered on the fourth try: room again.
+    receiver.wait_for("/hooks", 4).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, _) = native(&daemon, "app-1", "key-1", "secret-1", &more).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "the backlog never drained");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -268,6 +268,8 @@ impl Received {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// How long the answer takes (after the request is recorded).
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -275,7 +277,12 @@ impl Reply {
         Self {
             status,
             headers: vec![],
+            delay: Duration::ZERO,
         }
+    }
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
@@ -288,7 +295,12 @@ struct ReceiverState {
     received: Mutex<Vec<Received>>,
     /// Scripted replies per path, used in order; afterwards 200.
     replies: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// Replies every later request on a path gets once its script is used up.
+    default_replies: Mutex<HashMap<String, Reply>>,
     notify: Notify,
+    /// Requests being answered now, and the most at once so far.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A real HTTP server recording every request.
@@ -323,6 +335,20 @@ impl Receiver {
         let apps = AppsDir::new();
         apps.write("apps.json", &apps_json.replace("RECEIVER", &self.url("")));
         apps
+    }
+
+    /// What `path` answers once its script is used up (default 200).
+    pub fn by_default(&self, path: &str, reply: Reply) {
+        self.state
+            .default_replies
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), reply);
+    }
+
+    /// The most requests this receiver was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Scripts the next replies on `path`.
@@ -386,6 +412,7 @@ async fn record(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: Head
         .unwrap()
         .get_mut(&path)
         .and_then(VecDeque::pop_front)
+        .or_else(|| state.default_replies.lock().unwrap().get(&path).cloned())
         .unwrap_or(Reply::status(200));
     state.received.lock().unwrap().push(Received {
         path,
@@ -402,6 +429,13 @@ async fn record(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: Head
         at: Instant::now(),
     });
     state.notify.notify_waiters();
+    if !reply.delay.is_zero() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+        state.most_in_flight.fetch_max(now, SeqCst);
+        tokio::time::sleep(reply.delay).await;
+        state.in_flight.fetch_sub(1, SeqCst);
+    }
     let mut response = StatusCode::from_u16(reply.status).unwrap().into_response();
     for (k, v) in reply.headers {
         response.headers_mut().insert(
