@@ -461,3 +461,62 @@ async fn a_damaged_store_is_refused_at_start_with_a_clear_error() {
         .count();
     assert_eq!(kept, flipped, "the damaged records are still in the file");
 }
+
+/// Without a daemon, a replay waits in the store for the next start; then
+/// it is signed with the app's current (rotated) secret, keeps its batch id,
+/// and gets a fresh retry window (its first one ran out long ago).
+#[tokio::test]
+async fn an_offline_replay_waits_for_the_next_start_and_is_resigned_with_a_fresh_window() {
+    let receiver = Receiver::start().await;
+    receiver.script("/h", vec![Reply::status(400)]);
+    let apps = AppsDir::new();
+    let config = |secret: &str| {
+        format!(
+            r#"{{"id": "a", "key": "ka", "secret": "{secret}", "batching": {{"enabled": false}},
+                 "webhooks": [{{"id": "main", "url": "{}", "event_types": ["channel_occupied"],
+                                "retry": {{"max_age_ms": 3000, "min_backoff_ms": 50, "max_backoff_ms": 100}}}}]}}"#,
+            receiver.url("/h")
+        )
+    };
+    apps.write("a.json", &config("old-secret"));
+    let data = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    let body = events_body(&[("channel_occupied", "room-1")]);
+    assert_eq!(native(&daemon, "a", "ka", "old-secret", &body).await.0, 200);
+    daemon.wait_metric("hookline_dead_letters", 1.0).await;
+    let id = receiver.on("/h")[0].header("x-hookline-batch-id").to_string();
+    daemon.signal("TERM");
+    let (status, _daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    // The secret is rotated, and the batch's first retry window runs out.
+    apps.write("a.json", &config("new-secret"));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let args = ["replay", id.as_str(), "--apps", apps.path().to_str().unwrap()];
+    let (ok, out, err) = dlq(data.path(), &args);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("queued in the store; the daemon sends them when it starts"),
+        "{out}"
+    );
+    assert_eq!(receiver.on("/h").len(), 1, "nothing is sent without a daemon");
+
+    // At the next start: one failure is retried (a fresh window), then it
+    // is delivered, signed with the new secret.
+    receiver.script("/h", vec![Reply::status(503)]);
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    let got = receiver.wait_for("/h", 3).await;
+    for attempt in &got[1..] {
+        assert_eq!(attempt.header("x-hookline-batch-id"), id);
+    }
+    daemon
+        .wait_metric(
+            r#"hookline_delivery_attempts_total{sink="http",outcome="success"}"#,
+            1.0,
+        )
+        .await;
+    assert_officially_valid("ka", "new-secret", &got[2..]);
+    assert!(dlq_letters(data.path()).is_empty());
+}
