@@ -78,8 +78,15 @@ async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
                 sent
             }));
         }
-        // A pseudo-random moment between 150 and 650 ms into the load.
-        let wait = 150 + (seed.wrapping_mul(round * 2 + 1).wrapping_add(round * 7919)) % 500;
+        // Once requests are being accepted (however long a loaded machine
+        // takes to get there), a pseudo-random moment up to 500 ms later.
+        let accepted_before = acked.lock().unwrap().len();
+        let deadline = Instant::now() + PATIENCE;
+        while acked.lock().unwrap().len() == accepted_before {
+            assert!(Instant::now() < deadline, "round {round}: no request was accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let wait = (seed.wrapping_mul(round * 2 + 1).wrapping_add(round * 7919)) % 500;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         drop(daemon); // SIGKILL
         stop.store(true, Ordering::Relaxed);

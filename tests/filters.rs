@@ -142,8 +142,10 @@ async fn hostile_filters_are_contained_by_every_on_error_mode_while_another_app_
             200
         );
         receiver.wait_for("/calm", i + 1).await;
+        // A stalled daemon would hold it for the sleeping filter's 10 s; a
+        // slow machine takes tens of milliseconds, not seconds.
         assert!(
-            sent.elapsed() < Duration::from_millis(750),
+            sent.elapsed() < Duration::from_secs(3),
             "calm delivery {i} took {:?}",
             sent.elapsed()
         );

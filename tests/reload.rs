@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 fn app(id: &str, key: &str, secret: &str, url: &str) -> String {
@@ -195,7 +195,12 @@ async fn nothing_is_lost_or_misrouted_while_files_change_under_steady_load() {
         "{status}"
     );
     let before = accepted_at(g3)();
+    let deadline = std::time::Instant::now() + PATIENCE;
     while accepted_at(g3)() < before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no events accepted under generation {g3} after the corrupt write"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // Fix it, with a new URL.
@@ -300,6 +305,10 @@ async fn sighup_reloads() {
     let daemon = Daemon::start_with(apps.path(), options);
     let generation = readyz(&daemon).await["generation"].as_u64().unwrap();
     replace_file(&file, &app("a", "ka", "sa", &receiver.url("/after")));
+    // With watch = false the change waits for the signal: an event sent
+    // now still goes where the old file said.
+    routed_to(&daemon, &receiver, "sa", generation, "/before", "h0").await;
+    assert_eq!(readyz(&daemon).await["generation"].as_u64(), Some(generation));
     daemon.signal("HUP");
     let generation = generation_after(&daemon, generation).await;
     routed_to(&daemon, &receiver, "sa", generation, "/after", "h1").await;
@@ -353,7 +362,10 @@ async fn a_changed_filter_file_is_swapped_and_a_broken_one_keeps_the_old() {
     std::fs::rename(&tmp, &filter).unwrap();
     generation_after(&daemon, generation).await;
     assert_eq!(deliver(&["drop-3", "keep-3"]).await, ["drop-3", "keep-3"]);
-    let _: Value = readyz(&daemon).await;
+    assert!(
+        readyz(&daemon).await["file_errors"].as_array().unwrap().is_empty(),
+        "the fixed filter clears the error"
+    );
 }
 
 /// Starts a daemon in `work` with `--apps FORM` (`apps`, `./apps/`, a

@@ -18,7 +18,7 @@ use hookline_core::batcher::{chunk_to_fit, join_events, select_for};
 use hookline_core::config::{AppLoader, LoadDefaults};
 use hookline_core::delivery::render_body;
 use hookline_core::event::{Event, parse_ingest_body};
-use hookline_core::filter::{FilterChain, FilterHost, FilterSpec, OnError};
+use hookline_core::filter::{ChainOutcome, FilterChain, FilterHost, FilterSpec, OnError};
 use hookline_core::settings::FilterSettings;
 use hookline_core::settings::Settings;
 use hookline_core::signing::hmac_sha256_hex;
@@ -129,7 +129,12 @@ fn filter_stage(c: &mut Criterion) {
                 // The batcher hands the chain its events; cloning them is setup.
                 b.iter_batched(
                     || batch.clone(),
-                    |batch| chain.run("app", "webhook", 0, batch),
+                    // A failing filter (retry) would time the error path
+                    // unnoticed: a verdict is required.
+                    |batch| match chain.run("app", "webhook", 0, batch) {
+                        ChainOutcome::Retry { reason, .. } => panic!("the filter failed in the benchmark: {reason}"),
+                        verdict => verdict,
+                    },
                     // Few inputs at a time, so their memory is reused rather than
                     // faulted in afresh.
                     BatchSize::NumIterations(256),

@@ -84,18 +84,32 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for attempts in 1..40 {
-            let cap = (1000u64 << (attempts - 1).min(32)).min(300_000);
-            for _ in 0..50 {
-                let d = backoff(attempts, &policy(), &mut rng);
-                assert!(d <= Duration::from_millis(cap), "{attempts}: {d:?} > {cap}");
-            }
+        // The bounds written out (1 s, 2 s, 4 s … up to 5 min), not
+        // recomputed with the formula under test.
+        let caps_ms = [
+            1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000, 300_000,
+        ];
+        let mut largest_seen = Vec::new();
+        for (i, cap) in caps_ms.iter().enumerate() {
+            let attempts = i as u32 + 1;
+            let draws: Vec<Duration> = (0..400).map(|_| backoff(attempts, &policy(), &mut rng)).collect();
+            let largest = *draws.iter().max().unwrap();
+            assert!(
+                largest <= Duration::from_millis(*cap),
+                "{attempts}: {largest:?} > {cap} ms"
+            );
+            // Full jitter spans the range: some draw lands in its top tenth.
+            assert!(
+                largest > Duration::from_millis(cap * 9 / 10),
+                "{attempts}: at most {largest:?}"
+            );
+            largest_seen.push(largest);
         }
-        let big: Vec<_> = (0..200).map(|_| backoff(30, &policy(), &mut rng)).collect();
-        assert!(
-            big.iter().any(|d| *d > Duration::from_secs(150)),
-            "jitter spans the range"
-        );
+        // Growth: each bound until the cap is above the previous one's.
+        for pair in largest_seen[..9].windows(2) {
+            assert!(pair[1] > pair[0], "no growth: {largest_seen:?}");
+        }
+        assert!(backoff(1000, &policy(), &mut rng) <= Duration::from_secs(300));
     }
 
     #[test]
