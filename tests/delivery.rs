@@ -46,6 +46,8 @@ async fn each_webhook_gets_exactly_its_events_in_its_own_signed_body() {
     receiver.wait_for("/chat", 1).await;
     receiver.wait_for("/presence", 1).await;
     daemon.wait_metric("hookline_batches_formed_total", 1.0).await;
+    // Every delivery of the batch is done: nothing else can arrive now.
+    daemon.wait_idle().await;
 
     let channels = |path: &str| -> Vec<(String, String)> {
         let got = receiver.on(path);
@@ -138,10 +140,17 @@ async fn events_within_the_window_share_one_batch_and_max_events_splits() {
         &receiver,
     );
     let sent_at = Instant::now();
-    for i in 0..3 {
-        let body = events_body(&[("channel_occupied", &format!("c{i}"))]);
-        assert_eq!(native(&daemon, "w", "kw", "sw", &body).await.0, 200);
-    }
+    // Three requests at once: however slow each fsync is, all three are
+    // in before the first one's window closes.
+    let bodies: Vec<String> = (0..3)
+        .map(|i| events_body(&[("channel_occupied", &format!("c{i}"))]))
+        .collect();
+    let (a, b, c) = tokio::join!(
+        native(&daemon, "w", "kw", "sw", &bodies[0]),
+        native(&daemon, "w", "kw", "sw", &bodies[1]),
+        native(&daemon, "w", "kw", "sw", &bodies[2])
+    );
+    assert_eq!((a.0, b.0, c.0), (200, 200, 200));
     let window = receiver.wait_for("/window", 1).await;
     assert_eq!(
         window[0].event_count(),

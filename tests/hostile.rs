@@ -104,7 +104,7 @@ async fn an_identical_relay_request_is_accepted_once() {
         .await;
     // Everything accepted before the marker was delivered before it or
     // with it (batches are formed in order); nothing waits any more.
-    wait_queue_empty(&daemon).await;
+    daemon.wait_idle().await;
     let copies: usize = receiver.all().iter().map(|r| r.body.matches("only-once").count()).sum();
     assert_eq!(copies, 1);
     assert_eq!(
@@ -113,14 +113,6 @@ async fn an_identical_relay_request_is_accepted_once() {
             .await,
         2.0
     );
-}
-
-async fn wait_queue_empty(daemon: &Daemon) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while daemon.metric_sum("hookline_queue_depth").await > 0.0 {
-        assert!(std::time::Instant::now() < deadline, "deliveries still waiting");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Every answer is JSON, even to paths and methods nobody serves.

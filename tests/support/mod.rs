@@ -187,6 +187,25 @@ impl Daemon {
             .sum()
     }
 
+    /// Waits until no delivery is waiting or in flight (the queue-depth
+    /// gauge is 0): whatever was formed has been delivered or given up on,
+    /// so "nothing else arrives" can be checked.
+    pub async fn wait_idle(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let depth = self.metric_sum("hookline_queue_depth").await;
+            if depth == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{depth} deliveries still waiting; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until a metric reaches at least `value`.
     pub async fn wait_metric(&self, selector: &str, value: f64) {
         let deadline = Instant::now() + PATIENCE;
