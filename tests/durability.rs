@@ -527,3 +527,68 @@ async fn an_offline_replay_waits_for_the_next_start_and_is_resigned_with_a_fresh
     assert_officially_valid("ka", "new-secret", &got[2..]);
     assert!(dlq_letters(data.path()).is_empty());
 }
+
+/// `durability = "memory"`: answered before the disk write, but still
+/// written: what waits at a clean stop is delivered after the restart.
+#[tokio::test]
+async fn memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restart() {
+    let receiver = Receiver::start().await;
+    receiver.by_default("/h", Reply::status(503));
+    let apps = receiver.apps(ONE_WEBHOOK_UNBATCHED);
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOOKLINE_INGEST_DURABILITY", "memory"),
+        ("HOOKLINE_SHUTDOWN_GRACE_MS", "100"),
+    ];
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    for i in 0..5 {
+        let body = events_body(&[("channel_occupied", &format!("m-{i}"))]);
+        assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    }
+    daemon.wait_metric(&attempts("http", "retry"), 5.0).await;
+    daemon.signal("TERM");
+    let (status, _daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    receiver.by_default("/h", Reply::status(200));
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let got = receiver.wait_until(|all| {
+        (0..5).all(|i| {
+            all.iter()
+                .any(|r| r.status_ok() && r.body.contains(&format!("\"m-{i}\"")))
+        })
+    });
+    got.await;
+    drop(daemon);
+}
+
+/// SIGTERM gives in-flight deliveries `shutdown.grace_ms`, not more: an
+/// attempt the receiver would answer in 30 s does not hold the exit, and
+/// its batch is sent again (same batch id) after the restart.
+#[tokio::test]
+async fn the_grace_period_bounds_shutdown_and_what_is_left_resumes() {
+    let receiver = Receiver::start().await;
+    receiver.script("/h", vec![Reply::status(200).after(Duration::from_secs(30))]);
+    let apps = receiver.apps(ONE_WEBHOOK_UNBATCHED);
+    let data = tempfile::tempdir().unwrap();
+    let env = [("HOOKLINE_SHUTDOWN_GRACE_MS", "300")];
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let body = events_body(&[("channel_occupied", "slow")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    let first = receiver.wait_for("/h", 1).await;
+    daemon.signal("TERM");
+    let (status, daemon) = tokio::task::spawn_blocking(move || (daemon.wait(), daemon))
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(daemon.logs().contains("grace period over"), "{}", daemon.logs());
+
+    let _daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let again = receiver.wait_for("/h", 2).await;
+    assert_eq!(
+        again[1].header("x-hookline-batch-id"),
+        first[0].header("x-hookline-batch-id")
+    );
+}

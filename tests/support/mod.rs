@@ -251,9 +251,16 @@ pub struct Received {
     pub headers: BTreeMap<String, String>,
     pub body: String,
     pub at: Instant,
+    /// The status the receiver answered it with.
+    pub answered: u16,
 }
 
 impl Received {
+    /// Whether the receiver answered it 2xx.
+    pub fn status_ok(&self) -> bool {
+        (200..300).contains(&self.answered)
+    }
+
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
@@ -446,6 +453,7 @@ async fn record(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: Head
             .collect(),
         body: String::from_utf8(body.to_vec()).expect("deliveries are UTF-8"),
         at: Instant::now(),
+        answered: reply.status,
     });
     state.notify.notify_waiters();
     if !reply.delay.is_zero() {
