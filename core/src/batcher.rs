@@ -436,15 +436,20 @@ mod tests {
 
     #[test]
     fn chunks_respect_the_limit() {
+        // The largest `time_ms` a body carries for ages (16 digits).
+        let rendered =
+            |chunk: &[&Event]| crate::delivery::render_body(9_999_999_999_999_999, &join_events(chunk)).len();
         let events: Vec<Event> = (0..10).map(|_| event(100)).collect();
         let refs: Vec<&Event> = events.iter().collect();
-        let limit = BODY_OVERHEAD + 100 * 3 + 2;
+        // The limit is what a rendered body of three events measures.
+        let limit = rendered(&refs[..3]);
         let chunks = chunk_to_fit(&refs, Some(limit));
         assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         for chunk in &chunks {
-            let body = BODY_OVERHEAD + chunk.iter().map(|e| e.len()).sum::<usize>() + chunk.len() - 1;
-            assert!(body <= limit);
+            assert!(rendered(chunk) <= limit, "{} > {limit}", rendered(chunk));
         }
+        // Each full chunk is as large as fits: one more event would not.
+        assert!(rendered(&refs[..4]) > limit);
         assert_eq!(chunk_to_fit(&refs, None).len(), 1);
         let big = [event(500)];
         let refs: Vec<&Event> = big.iter().collect();
