@@ -78,6 +78,14 @@ async fn a_stale_request_to_a_disabled_app_is_401_not_403() {
         relay(&daemon, "key-off", &sign("secret-off", broken), broken).await.0,
         403
     );
+    // A stale time is 401 even when an event is malformed too, and a body
+    // with no time at all is 401: replay protection comes first.
+    let stale_and_nameless = format!(r#"{{"time_ms":{},"events":[{{"channel":"c"}}]}}"#, unix_ms() - 700_000);
+    let signature = sign("secret-1", &stale_and_nameless);
+    assert_eq!(relay(&daemon, "key-1", &signature, &stale_and_nameless).await.0, 401);
+    let timeless = r#"{"events":[{"name":"channel_occupied","channel":"c"}]}"#;
+    let (status, text) = relay(&daemon, "key-1", &sign("secret-1", timeless), timeless).await;
+    assert_eq!(status, 401, "{text}");
 }
 
 /// The same signed relay request sent again (a retry, or a replay within
@@ -584,4 +592,47 @@ async fn a_filter_leaking_wasi_resources_is_not_reused() {
         logs.matches("left WASI resources open").count() >= 3,
         "every call's instance is discarded:\n{logs}"
     );
+}
+
+/// The connection cap stays below the open-file limit (raised to the hard
+/// limit first), so a flood of idle connections meets the cap, not EMFILE:
+/// the daemon keeps serving and delivering.
+#[tokio::test]
+async fn the_connection_cap_fits_the_open_file_limit() {
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            nofile: Some(256),
+            ..Default::default()
+        },
+    );
+    assert!(
+        daemon.logs().contains("above what the open-file limit allows"),
+        "{}",
+        daemon.logs()
+    );
+    // More idle connections than descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        if let Ok(stream) = TcpStream::connect(daemon.addr).await {
+            flood.push(stream);
+        }
+    }
+    // The cap closed the excess; with some closed, ingest and delivery work.
+    flood.truncate(100);
+    let body = events_body(&[("channel_occupied", "after-flood")]);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match post_native(&daemon.url(), "app-1", "key-1", "secret-1", &body).await {
+            Ok(response) if response.status() == 200 => break,
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "never served again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    receiver.wait_for("/hooks", 1).await;
+    assert!(!daemon.logs().contains("Too many open files"), "{}", daemon.logs());
 }

@@ -356,7 +356,12 @@ impl Engine {
 
     /// Takes accepted events: stores them, then adds them to the app's open
     /// batch. Once this returns `Ok`, ingest may answer 2xx.
-    pub async fn accept(&self, app: &Arc<App>, events: Vec<Event>, _kind: &'static str) -> Result<(), Refusal> {
+    pub async fn accept(
+        self: &Arc<Self>,
+        app: &Arc<App>,
+        events: Vec<Event>,
+        _kind: &'static str,
+    ) -> Result<(), Refusal> {
         if self.shutting_down.load(AtomicOrdering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
@@ -369,14 +374,24 @@ impl Engine {
         }
         let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
         let permit = self.batchers.admit(bytes as usize).await.ok_or(Refusal::Behind)?;
-        let ticket = self
-            .store
-            .accept(&app.id, &events)
+        // The store queues the write at once, and it cannot be taken back:
+        // storing and batching finish in a task of their own, even if the
+        // request's handler is dropped (its client gone), so the events are
+        // never left in the inbox until the next start.
+        let (engine, app) = (self.clone(), app.clone());
+        let stored = tokio::spawn(async move {
+            let ticket = engine
+                .store
+                .accept(&app.id, &events)
+                .await
+                .map_err(|e| Refusal::Store(e.to_string()))?;
+            engine.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
+            engine.batchers.push(app, events, ticket, 0, Some(permit));
+            Ok(())
+        });
+        stored
             .await
-            .map_err(|e| Refusal::Store(e.to_string()))?;
-        self.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
-        self.batchers.push(app.clone(), events, ticket, 0, Some(permit));
-        Ok(())
+            .unwrap_or_else(|e| Err(Refusal::Store(format!("storing the events failed: {e}"))))
     }
 
     /// What `/readyz` shows.

@@ -83,27 +83,46 @@ pub struct BodyError(pub String);
 
 /// Parses an ingest body, keeping every event's fields and order.
 pub fn parse_ingest_body(body: &[u8]) -> Result<IngestBody, BodyError> {
+    ingest_body_from(&parse_body_object(body)?)
+}
+
+/// Parses a body that must be a JSON object (the first step of
+/// [`parse_ingest_body`], for the relay, which reads `time_ms` before it
+/// checks the events).
+pub fn parse_body_object(body: &[u8]) -> Result<json::Value, BodyError> {
     let value = json::parse(body).map_err(|e| BodyError(format!("body is not valid JSON: {e}")))?;
     if value.as_object().is_none() {
         return Err(BodyError(
             "body must be a JSON object like {\"events\": [...]}".to_string(),
         ));
     }
+    Ok(value)
+}
+
+/// A body object's `time_ms`, when present (NaN when not a number: the
+/// relay refuses it with 401 like any `time_ms` that is not a finite
+/// integer; it is replay protection, not syntax).
+pub fn time_ms_of(value: &json::Value) -> Option<f64> {
+    value.get("time_ms").map(|t| t.as_f64().unwrap_or(f64::NAN))
+}
+
+/// The events (and `time_ms`) of a parsed body object.
+pub fn ingest_body_from(value: &json::Value) -> Result<IngestBody, BodyError> {
     let events = match value.get("events") {
         Some(events) => events
             .as_array()
             .ok_or_else(|| BodyError("`events` must be an array of event objects".to_string()))?,
         None => return Err(BodyError("body has no `events` array".to_string())),
     };
-    // Not a number reads as NaN: the relay refuses it with 401 like any
-    // `time_ms` that is not a finite integer (replay protection, not syntax).
-    let time_ms = value.get("time_ms").map(|t| t.as_f64().unwrap_or(f64::NAN));
     let events = events
         .iter()
         .enumerate()
         .map(|(i, v)| Event::from_value(v, i))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(IngestBody { time_ms, events })
+    Ok(IngestBody {
+        time_ms: time_ms_of(value),
+        events,
+    })
 }
 
 #[cfg(test)]

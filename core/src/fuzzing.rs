@@ -71,7 +71,10 @@ pub fn relay_ingest(body: &[u8]) {
     if let Some(parsed) = ingest_body(body)
         && let Some(time_ms) = parsed
     {
-        let _ = crate::ingest::check_relay_time(time_ms, 600_000);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let _ = crate::ingest::check_relay_time(time_ms, now, 600_000);
     }
 }
 

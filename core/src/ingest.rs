@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use crate::config::App;
 use crate::engine::{Engine, Refusal};
-use crate::event::parse_ingest_body;
+use crate::event::{ingest_body_from, parse_body_object, parse_ingest_body, time_ms_of};
 use crate::metrics::{IngestLabels, RefusedLabels};
 use crate::replay::Seen;
 use crate::signing::{constant_time_eq_ignore_ascii_case, md5_hex, pusher_string_to_sign, verify_hmac_sha256_hex};
@@ -123,7 +123,7 @@ async fn not_found() -> Response {
 }
 
 async fn native_inner(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     app_id: &str,
     query: &str,
     headers: &HeaderMap,
@@ -149,8 +149,9 @@ async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body
     answer(&engine, result)
 }
 
-async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<u64, Refused> {
+async fn relay_inner(engine: &Arc<Engine>, headers: &HeaderMap, body: Body) -> Result<u64, Refused> {
     let body = read_body(engine, headers, body).await?;
+    let now_ms = unix_ms() as u64;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let key = header("x-pusher-key").ok_or_else(|| unauthorized("missing X-Pusher-Key header".into()))?;
@@ -167,39 +168,55 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
         ));
     }
     // The body's time is part of the signature check (401), which comes
-    // before "disabled" (403) and "malformed" (400); a body that does not
-    // parse has no time to check.
-    let parsed = parse_ingest_body(&body);
-    let time_ms = match &parsed {
-        Ok(parsed) => match parsed.time_ms {
-            Some(time_ms) => Some(check_relay_time(time_ms, engine.settings().ingest.relay_max_age_ms)?),
-            None => None,
-        },
+    // before "disabled" (403) and "malformed events" (400); only a body that
+    // is not even a JSON object has no time to check.
+    let object = parse_body_object(&body);
+    let time_ms = match &object {
+        Ok(value) => {
+            let Some(time_ms) = time_ms_of(value) else {
+                return Err(Refused::new(
+                    StatusCode::UNAUTHORIZED,
+                    "stale",
+                    "relay body has no `time_ms`: a Pusher webhook carries its time, which replay protection needs",
+                ));
+            };
+            Some(check_relay_time(
+                time_ms,
+                now_ms,
+                engine.settings().ingest.relay_max_age_ms,
+            )?)
+        }
         Err(_) => None,
     };
     if !app.enabled {
         return Err(disabled(&app));
     }
-    let parsed = parsed.map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0))?;
-    let Some(time_ms) = time_ms else {
-        return Err(Refused::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "relay body has no `time_ms`",
-        ));
-    };
-    let remembered_until = time_ms.saturating_add(engine.settings().ingest.relay_max_age_ms);
-    let seen = engine
+    let malformed = |e: crate::event::BodyError| Refused::new(StatusCode::BAD_REQUEST, "malformed", e.0);
+    let parsed = ingest_body_from(&object.map_err(malformed)?).map_err(malformed)?;
+    let time_ms = time_ms.expect("a body object had its time checked");
+    // Remembered one past the last moment it is fresh.
+    let remembered_until = time_ms.saturating_add(engine.settings().ingest.relay_max_age_ms) + 1;
+    match engine
         .relay_replays()
-        .begin(&app.key, signature, remembered_until, unix_ms() as u64);
-    match seen {
+        .begin(&app.key, signature, remembered_until, now_ms)
+    {
         Seen::New(ticket) => {
             let count = parsed.events.len() as u64;
-            // Dropping the ticket unaccepted forgets the request, so the
-            // sender's retry of a 503 is accepted.
-            engine.accept(&app, parsed.events, "relay").await.map_err(busy)?;
-            ticket.accepted();
-            count_received(engine, &app, "relay", count);
+            // Accepting and finishing the ticket run to the end even if the
+            // sender disconnects meanwhile: a ticket left unfinished would
+            // let its retry in as a second copy.
+            let (worker, app) = (engine.clone(), app.clone());
+            let accepted = tokio::spawn(async move {
+                let result = worker.accept(&app, parsed.events, "relay").await;
+                worker.relay_replays().finish(ticket, result.is_ok());
+                if result.is_ok() {
+                    count_received(&worker, &app, "relay", count);
+                }
+                result
+            })
+            .await
+            .unwrap_or_else(|e| Err(Refusal::Store(format!("accepting the events failed: {e}"))));
+            accepted.map_err(busy)?;
             Ok(snapshot.generation)
         }
         Seen::Accepted => Ok(snapshot.generation),
@@ -213,7 +230,7 @@ async fn relay_inner(engine: &Engine, headers: &HeaderMap, body: Body) -> Result
 
 /// Checks a relay body's `time_ms` (replay protection); returns it as whole
 /// milliseconds.
-pub(crate) fn check_relay_time(time_ms: f64, max_age_ms: u64) -> Result<u64, Refused> {
+pub(crate) fn check_relay_time(time_ms: f64, now: u64, max_age_ms: u64) -> Result<u64, Refused> {
     let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "stale", message);
     // 2^53: beyond it f64 no longer holds every integer.
     if !time_ms.is_finite() || time_ms.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&time_ms) {
@@ -222,7 +239,6 @@ pub(crate) fn check_relay_time(time_ms: f64, max_age_ms: u64) -> Result<u64, Ref
         ));
     }
     let time_ms = time_ms as u64;
-    let now = unix_ms() as u64;
     if time_ms > now + MAX_RELAY_FUTURE_MS {
         return Err(unauthorized(format!(
             "`time_ms` is {} s in the future (at most {} s allowed); check the sender's clock",
@@ -348,7 +364,7 @@ pub(crate) fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8])
     Ok(())
 }
 
-async fn accept(engine: &Engine, app: &Arc<App>, body: &[u8], kind: &'static str) -> Result<(), Refused> {
+async fn accept(engine: &Arc<Engine>, app: &Arc<App>, body: &[u8], kind: &'static str) -> Result<(), Refused> {
     if !app.enabled {
         return Err(disabled(app));
     }

@@ -16,10 +16,20 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of owner-only files.
 pub const FILE_MODE: u32 = 0o600;
 
-/// Creates `dir` (and missing parents) as 0700, and makes an existing one
-/// 0700.
+/// Creates `dir` (and missing parents) as 0700. An existing directory is
+/// left as it is (it may be shared, such as `.` or `/tmp`), with a warning
+/// when others may enter it: the files inside are 0600 all the same.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o7777),
+                "the directory is open to other users; `chmod 700` it if it is only Hookline's");
+        }
+        return Ok(());
+    }
     DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+    // The umask can only have removed bits; set exactly 0700.
     std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
 }
 
@@ -64,13 +74,17 @@ mod tests {
     }
 
     #[test]
-    fn modes_are_owner_only_even_over_loose_existing_ones() {
+    fn what_it_creates_is_owner_only_and_loose_files_are_fixed() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a/b");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
         private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+        // One that existed is not changed (it may be shared).
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, Permissions::from_mode(0o777)).unwrap();
+        private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o777);
         let file = dir.join("f");
         std::fs::write(&file, b"x").unwrap();
         std::fs::set_permissions(&file, Permissions::from_mode(0o666)).unwrap();

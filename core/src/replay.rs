@@ -43,51 +43,23 @@ struct Entry {
 
 /// What [`RelayReplays::begin`] found.
 #[derive(Debug)]
-pub enum Seen<'a> {
-    /// First time: accept it, then call [`Ticket::accepted`].
-    New(Ticket<'a>),
+pub enum Seen {
+    /// First time: accept it, then [`RelayReplays::finish`] the ticket.
+    New(Ticket),
     /// Accepted before: answer as accepted, accept nothing.
     Accepted,
     /// The same request is being accepted by another connection now.
     InProgress,
 }
 
-/// A request being accepted. Dropped without [`Ticket::accepted`] (the
-/// store refused it), the request is forgotten so its retry is accepted.
+/// A request being accepted, to be [`RelayReplays::finish`]ed: accepted,
+/// its duplicates are answered 200; refused (the store was full, say), it
+/// is forgotten so that its retry is accepted.
 #[derive(Debug)]
-pub struct Ticket<'a> {
-    replays: &'a RelayReplays,
+#[must_use = "a ticket must be finished"]
+pub struct Ticket {
     fingerprint: Fingerprint,
     serial: u64,
-    done: bool,
-}
-
-impl Ticket<'_> {
-    /// The request's events were accepted: its duplicates are answered 200.
-    pub fn accepted(mut self) {
-        self.done = true;
-        if let Some(entry) = self.replays.lock().entries.get_mut(&self.fingerprint)
-            && entry.serial == self.serial
-        {
-            entry.accepted = true;
-        }
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut inner = self.replays.lock();
-        if inner
-            .entries
-            .get(&self.fingerprint)
-            .is_some_and(|e| e.serial == self.serial)
-        {
-            inner.entries.remove(&self.fingerprint);
-        }
-    }
 }
 
 impl RelayReplays {
@@ -97,7 +69,7 @@ impl RelayReplays {
 
     /// Looks a verified request up and, when new, remembers it until
     /// `until_ms`. `now_ms` is the wall clock.
-    pub fn begin(&self, key: &str, signature: &str, until_ms: u64, now_ms: u64) -> Seen<'_> {
+    pub fn begin(&self, key: &str, signature: &str, until_ms: u64, now_ms: u64) -> Seen {
         let fingerprint = fingerprint(key, signature);
         let mut inner = self.lock();
         inner.forget_expired(now_ms);
@@ -124,12 +96,26 @@ impl RelayReplays {
         while inner.entries.len() > CAPACITY {
             inner.forget_oldest();
         }
-        Seen::New(Ticket {
-            replays: self,
-            fingerprint,
-            serial,
-            done: false,
-        })
+        Seen::New(Ticket { fingerprint, serial })
+    }
+
+    /// Ends a request's acceptance: `accepted` or not.
+    pub fn finish(&self, ticket: Ticket, accepted: bool) {
+        let mut inner = self.lock();
+        let current = inner
+            .entries
+            .get(&ticket.fingerprint)
+            .is_some_and(|e| e.serial == ticket.serial);
+        if !current {
+            return;
+        }
+        if accepted {
+            if let Some(entry) = inner.entries.get_mut(&ticket.fingerprint) {
+                entry.accepted = true;
+            }
+        } else {
+            inner.entries.remove(&ticket.fingerprint);
+        }
     }
 
     /// How many requests are remembered.
@@ -190,7 +176,7 @@ mod tests {
             panic!("new")
         };
         assert!(matches!(replays.begin("k", "ab", 1_000, 1), Seen::InProgress));
-        ticket.accepted();
+        replays.finish(ticket, true);
         assert!(matches!(replays.begin("k", "ab", 1_000, 2), Seen::Accepted));
         assert!(matches!(replays.begin("other", "ab", 1_000, 2), Seen::New(_)));
         // Past its freshness it is forgotten (ingest refuses it as stale).
@@ -203,12 +189,12 @@ mod tests {
         let Seen::New(ticket) = replays.begin("k", "ab", 1_000, 0) else {
             panic!("new")
         };
-        drop(ticket);
+        replays.finish(ticket, false);
         assert!(replays.is_empty());
         let Seen::New(ticket) = replays.begin("k", "ab", 1_000, 0) else {
             panic!("new again")
         };
-        ticket.accepted();
+        replays.finish(ticket, true);
         assert!(matches!(replays.begin("k", "ab", 1_000, 0), Seen::Accepted));
     }
 
@@ -217,7 +203,7 @@ mod tests {
         let replays = RelayReplays::default();
         for i in 0..CAPACITY + 10 {
             if let Seen::New(ticket) = replays.begin("k", &format!("{i:x}"), u64::MAX, 0) {
-                ticket.accepted();
+                replays.finish(ticket, true);
             }
         }
         assert_eq!(replays.len(), CAPACITY);

@@ -127,6 +127,10 @@ async fn run(
         }
         if dir_replaced {
             apps.rewatch(&mut watcher);
+            // Filter directories under the swapped name are watched anew too.
+            for dir in std::mem::take(&mut filter_dirs) {
+                let _ = watcher.unwatch(&dir);
+            }
         }
         if let Err(error) = engine.reload().await {
             tracing::error!(%error, "reload failed; the current apps keep serving");
@@ -172,12 +176,20 @@ fn update_filter_watches(
     for gone in dirs.difference(&wanted) {
         let _ = watcher.unwatch(gone);
     }
+    let mut watched: BTreeSet<PathBuf> = dirs.intersection(&wanted).cloned().collect();
     for new in wanted.difference(dirs) {
-        if let Err(error) = watcher.watch(new, RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %new.display(), %error, "cannot watch a filter directory; SIGHUP reloads it");
+        // Only a directory actually watched is remembered, so one that
+        // could not be (it did not exist yet) is tried again next time.
+        match watcher.watch(new, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(new.clone());
+            }
+            Err(error) => {
+                tracing::warn!(dir = %new.display(), %error, "cannot watch a filter directory; SIGHUP reloads it")
+            }
         }
     }
-    *dirs = wanted;
+    *dirs = watched;
 }
 
 #[cfg(test)]

@@ -31,6 +31,31 @@ pub(crate) struct Args {
     log_format: Option<String>,
 }
 
+/// Raises the soft open-file limit to the hard one, and keeps the
+/// connection cap below it: past the limit `accept` fails before the cap
+/// is reached, and the store, the admin socket and outgoing deliveries run
+/// out of descriptors too.
+fn fit_connections_to_file_limit(ingest: &mut hookline_core::settings::IngestSettings) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit; ingest.max_connections is used as set");
+            return;
+        }
+    };
+    // A quarter of the descriptors is kept for everything but ingest.
+    let room = usize::try_from(limit - limit / 4).unwrap_or(usize::MAX).max(1);
+    if ingest.max_connections > room {
+        tracing::warn!(
+            max_connections = ingest.max_connections,
+            open_file_limit = limit,
+            using = room,
+            "ingest.max_connections is above what the open-file limit allows; raise the limit (ulimit -n, LimitNOFILE=) to allow more"
+        );
+        ingest.max_connections = room;
+    }
+}
+
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let flags = FlagOverrides {
         listen: args.listen,
@@ -46,11 +71,12 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             return Err(error);
         }
     };
-    let settings = loaded.settings;
+    let mut settings = loaded.settings;
     super::init_logging(settings.log_format);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    fit_connections_to_file_limit(&mut settings.ingest);
     if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
         return Err(anyhow!(problem));
     }

@@ -47,6 +47,8 @@ pub struct DaemonOptions {
     pub cwd: Option<PathBuf>,
     /// Runs the daemon under this umask (through `sh`).
     pub umask: Option<u32>,
+    /// Runs the daemon with this open-file limit, soft and hard (through `sh`).
+    pub nofile: Option<u64>,
 }
 
 impl Daemon {
@@ -60,15 +62,21 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut command = match options.umask {
-            None => Command::new(hookline_bin()),
-            Some(mask) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
-                    .arg(hookline_bin());
-                sh
+        let mut command = if options.umask.is_none() && options.nofile.is_none() {
+            Command::new(hookline_bin())
+        } else {
+            let mut setup = String::new();
+            if let Some(mask) = options.umask {
+                setup.push_str(&format!("umask {mask:03o} && "));
             }
+            if let Some(n) = options.nofile {
+                setup.push_str(&format!("ulimit -n {n} && "));
+            }
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{setup}exec \"$0\" \"$@\""))
+                .arg(hookline_bin());
+            sh
         };
         command
             .arg("serve")

@@ -204,7 +204,11 @@ async fn failed(
         record.history.remove(HISTORY_FIRST_KEPT);
     }
     let age = Duration::from_millis(now_ms().saturating_sub(record.window_start()));
-    let step = next_step(class, &delivery.webhook.retry, record.attempts, age, rng);
+    // Failed tries in the current retry window (a replay opens a new one).
+    let window_start = record.window_start();
+    let failures = record.history.iter().filter(|a| a.at_ms >= window_start).count();
+    let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+    let step = next_step(class, &delivery.webhook.retry, record.attempts, failures, age, rng);
     let outcome = match step {
         NextStep::RetryIn(_) => "retry",
         NextStep::Split => "split",

@@ -22,15 +22,18 @@ pub enum NextStep {
 /// Decides the next step.
 ///
 /// `attempts` counts attempts so far (including the failed one, unless it
-/// was a `Retry-After` wait, which does not count); `age` is the time since
-/// the batch was formed.
+/// was a throttle, which does not count); `failures` counts every failed
+/// try, throttles included, so the backoff grows for a target that keeps
+/// throttling; `age` is the time since the batch was formed.
 pub fn next_step(
     class: RetryClass,
     policy: &RetrySettings,
     attempts: u32,
+    failures: u32,
     age: Duration,
     rng: &mut impl Rng,
 ) -> NextStep {
+    let exponent = attempts.max(failures);
     let window = Duration::from_millis(policy.max_age_ms);
     let delay = match class {
         RetryClass::Final => {
@@ -40,7 +43,7 @@ pub fn next_step(
         // A wait shorter than the policy's floor (`Retry-After: 0`, or a
         // date in the past) would retry in a tight loop: back off instead.
         RetryClass::RetryAfter(wait) if wait < Duration::from_millis(policy.min_backoff_ms) => {
-            backoff(attempts, policy, rng).max(Duration::from_millis(policy.min_backoff_ms))
+            backoff(exponent, policy, rng).max(Duration::from_millis(policy.min_backoff_ms))
         }
         RetryClass::RetryAfter(wait) => wait.min(Duration::from_millis(policy.max_backoff_ms)),
         RetryClass::Retry { at_least } => {
@@ -50,7 +53,7 @@ pub fn next_step(
             let asked = at_least
                 .unwrap_or_default()
                 .min(Duration::from_millis(policy.max_backoff_ms));
-            backoff(attempts, policy, rng).max(asked)
+            backoff(exponent, policy, rng).max(asked)
         }
     };
     if age + delay > window {
@@ -113,6 +116,29 @@ mod tests {
     }
 
     #[test]
+    fn a_target_that_keeps_throttling_gets_a_growing_backoff() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        // A bare 429 uses up no attempt, but each failure still counts.
+        let longest = (0..200)
+            .filter_map(|_| {
+                match next_step(
+                    RetryClass::Retry { at_least: None },
+                    &policy(),
+                    0,
+                    8,
+                    Duration::ZERO,
+                    &mut rng,
+                ) {
+                    NextStep::RetryIn(d) => Some(d),
+                    _ => None,
+                }
+            })
+            .max()
+            .unwrap();
+        assert!(longest > Duration::from_secs(64), "{longest:?}");
+    }
+
+    #[test]
     fn gives_up_at_max_attempts_and_window() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let limited = RetrySettings {
@@ -124,6 +150,7 @@ mod tests {
                 RetryClass::Retry { at_least: None },
                 &limited,
                 2,
+                2,
                 Duration::ZERO,
                 &mut rng
             ),
@@ -134,6 +161,7 @@ mod tests {
                 RetryClass::Retry { at_least: None },
                 &limited,
                 3,
+                3,
                 Duration::ZERO,
                 &mut rng
             ),
@@ -141,15 +169,15 @@ mod tests {
         ));
         let day = Duration::from_millis(policy().max_age_ms);
         assert!(matches!(
-            next_step(RetryClass::Retry { at_least: None }, &policy(), 1, day, &mut rng),
+            next_step(RetryClass::Retry { at_least: None }, &policy(), 1, 1, day, &mut rng),
             NextStep::GiveUp(_)
         ));
         assert!(matches!(
-            next_step(RetryClass::Final, &policy(), 1, Duration::ZERO, &mut rng),
+            next_step(RetryClass::Final, &policy(), 1, 1, Duration::ZERO, &mut rng),
             NextStep::GiveUp(_)
         ));
         assert_eq!(
-            next_step(RetryClass::Split, &policy(), 1, Duration::ZERO, &mut rng),
+            next_step(RetryClass::Split, &policy(), 1, 1, Duration::ZERO, &mut rng),
             NextStep::Split
         );
     }
@@ -161,7 +189,7 @@ mod tests {
             let class = RetryClass::Retry {
                 at_least: Some(Duration::from_secs(2)),
             };
-            let NextStep::RetryIn(d) = next_step(class, &policy(), 1, Duration::ZERO, &mut rng) else {
+            let NextStep::RetryIn(d) = next_step(class, &policy(), 1, 1, Duration::ZERO, &mut rng) else {
                 panic!("retries")
             };
             assert!(d >= Duration::from_secs(2));
@@ -175,6 +203,7 @@ mod tests {
             RetryClass::RetryAfter(Duration::from_secs(3)),
             &policy(),
             100,
+            100,
             Duration::ZERO,
             &mut rng,
         );
@@ -182,6 +211,7 @@ mod tests {
         let capped = next_step(
             RetryClass::RetryAfter(Duration::from_secs(9999)),
             &policy(),
+            1,
             1,
             Duration::ZERO,
             &mut rng,
@@ -192,6 +222,7 @@ mod tests {
             let NextStep::RetryIn(d) = next_step(
                 RetryClass::RetryAfter(Duration::ZERO),
                 &policy(),
+                attempts,
                 attempts,
                 Duration::ZERO,
                 &mut rng,

@@ -334,8 +334,9 @@ const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 /// which would never end) of bounded size.
 fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let metadata = file.metadata().map_err(|e| format!("cannot read the file: {e}"))?;
+    // Checked before opening: opening a FIFO would block until a writer
+    // came, holding every reload behind it.
+    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read the file: {e}"))?;
     if !metadata.is_file() {
         return Err("is not a regular file (a WebAssembly component file is expected)".to_string());
     }
@@ -346,6 +347,7 @@ fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
             MAX_COMPONENT_BYTES >> 20
         ));
     }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
     file.take(MAX_COMPONENT_BYTES + 1)
         .read_to_end(&mut bytes)

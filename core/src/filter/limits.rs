@@ -24,15 +24,28 @@ const MAX_TABLES: usize = 128;
 pub(crate) struct SandboxLimits {
     budget: usize,
     used: usize,
+    /// What the growth being attempted added to `used`: wasmtime asks before
+    /// it allocates, so a growth that then fails gives it back.
+    pending: usize,
 }
 
 impl SandboxLimits {
     /// A budget of `bytes` for all memories and tables together.
     pub(crate) fn new(bytes: usize) -> Self {
-        Self { budget: bytes, used: 0 }
+        Self {
+            budget: bytes,
+            used: 0,
+            pending: 0,
+        }
     }
 
-    fn grow(&mut self, what: &str, from: usize, to: usize) -> wasmtime::Result<bool> {
+    fn grow(&mut self, what: &str, from: usize, to: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.pending = 0;
+        // Past its own declared maximum the growth fails anyway (`-1` for
+        // the guest): nothing to charge.
+        if maximum.is_some_and(|max| to > max) {
+            return Ok(false);
+        }
         let more = to.saturating_sub(from);
         let after = self.used.saturating_add(more);
         if after > self.budget {
@@ -45,21 +58,38 @@ impl SandboxLimits {
             )));
         }
         self.used = after;
+        self.pending = more;
         Ok(true)
+    }
+
+    /// A growth that was allowed failed after all: it costs nothing.
+    fn grow_failed(&mut self) {
+        self.used = self.used.saturating_sub(std::mem::take(&mut self.pending));
     }
 }
 
 impl ResourceLimiter for SandboxLimits {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.grow("growing memory", current, desired)
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow("growing memory", current, desired, maximum)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.grow(
             "growing a table",
             current.saturating_mul(TABLE_ELEMENT_BYTES),
             desired.saturating_mul(TABLE_ELEMENT_BYTES),
+            maximum.map(|m| m.saturating_mul(TABLE_ELEMENT_BYTES)),
         )
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -91,6 +121,26 @@ mod tests {
         let mut config = Config::new();
         config.wasm_multi_memory(true);
         Engine::new(&config).unwrap()
+    }
+
+    #[test]
+    fn growth_past_a_declared_maximum_costs_nothing() {
+        let engine = engine();
+        let module = Module::new(
+            &engine,
+            r#"(module (memory 1 2)
+                 (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"#,
+        )
+        .unwrap();
+        let mut store = store(&engine, 1);
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        let grow = instance.get_typed_func::<i32, i32>(&mut store, "grow").unwrap();
+        // Refused by the module's own maximum, many times: -1, and no charge.
+        for _ in 0..100 {
+            assert_eq!(grow.call(&mut store, 8).unwrap(), -1);
+        }
+        // So a growth within both still works (2 pages of the 1 MiB budget).
+        assert_eq!(grow.call(&mut store, 1).unwrap(), 1);
     }
 
     #[test]
