@@ -189,13 +189,15 @@ async fn hostile_filters_are_contained_by_every_on_error_mode_while_another_app_
 async fn a_retried_filter_runs_again_and_then_delivers() {
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
-    // Build first: the filter must still be failing when the event arrives.
-    let mut filter = filter_entry("hostile_filter.wasm", json!({"mode": "err-until"}));
-    let until = unix_ms() + 2000;
-    filter["config"]["until_ms"] = json!(until);
-    let app = json!({"id": "r", "key": "rk", "secret": "rs", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200},
-        "webhooks": [{"url": receiver.url("/later"), "event_types": ["channel_occupied"], "filters": [filter]}]});
-    apps.write("app.json", &app.to_string());
+    // A filter that fails until a time an hour away: the batch retries.
+    let app = |until: u64| {
+        let mut filter = filter_entry("hostile_filter.wasm", json!({"mode": "err-until"}));
+        filter["config"]["until_ms"] = json!(until);
+        json!({"id": "r", "key": "rk", "secret": "rs", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200},
+            "webhooks": [{"url": receiver.url("/later"), "event_types": ["channel_occupied"], "filters": [filter]}]})
+        .to_string()
+    };
+    let file = apps.write("app.json", &app(unix_ms() + 3_600_000));
     let daemon = Daemon::start(apps.path());
     assert_eq!(
         native(&daemon, "r", "rk", "rs", &events_body(&[("channel_occupied", "x")]))
@@ -203,10 +205,17 @@ async fn a_retried_filter_runs_again_and_then_delivers() {
             .0,
         200
     );
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon.logs().contains("not yet:") {
+        assert!(Instant::now() < deadline, "the filter never failed:\n{}", daemon.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(receiver.all().is_empty(), "never delivered unfiltered");
+    // The filter's config changes (it now passes): the retry runs the
+    // then-current filter and delivers.
+    std::fs::write(&file, app(0)).unwrap();
     let got = receiver.wait_for("/later", 1).await;
-    assert!(unix_ms() >= until);
     assert_eq!(got[0].event_count(), 1);
-    assert!(daemon.logs().contains("not yet:"), "the filter failed first");
 }
 
 #[test]
