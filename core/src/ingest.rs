@@ -3,7 +3,7 @@
 //! /pusher/webhooks`, signed like a Pusher webhook), and the health and
 //! metrics endpoints.
 //!
-//! Refusals are checked in the contract's order (§3.3): 404 unknown app,
+//! Refusals are checked in the contract's order (docs/contract.md §3.3): 404 unknown app,
 //! 413 too large, 401 bad signature, 403 disabled, 400 malformed, 503 busy.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The daemon's own configuration (§8 of the product contract): listen
+//! The daemon's own configuration (docs/contract.md §8): listen
 //! address, directories, and the defaults for ingest, batching, delivery,
 //! retries, dead letters, filters and shutdown.
 //!

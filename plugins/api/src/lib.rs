@@ -140,7 +140,7 @@ pub enum RetryClass {
 }
 
 impl DeliveryError {
-    /// Classifies this error per the product contract (§5 Retries).
+    /// Classifies this error per the product contract (docs/contract.md §5, Retries).
     pub fn retry_class(&self) -> RetryClass {
         match self {
             DeliveryError::Timeout | DeliveryError::Connect(_) | DeliveryError::Transient(_) => {
