@@ -234,9 +234,7 @@ async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
     };
     for letter in letters {
         let mut record = letter.record;
-        let webhook = snapshot
-            .app(&record.app_id)
-            .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned());
+        let webhook = snapshot.webhook(&record.app_id, &record.webhook_id).cloned();
         let Some(webhook) = webhook else {
             response.refused.push(format!(
                 "{}: app {:?} has no webhook {:?} in the current config; add it back or purge the dead letter",

@@ -209,9 +209,7 @@ impl Engine {
         }
         for found in recovered.deliveries {
             let record = &found.record;
-            let webhook = snapshot
-                .app(&record.app_id)
-                .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned());
+            let webhook = snapshot.webhook(&record.app_id, &record.webhook_id).cloned();
             let Some(webhook) = webhook else {
                 let reason = format!(
                     "webhook {:?} of app {:?} is no longer configured (found at restart)",

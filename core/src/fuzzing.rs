@@ -35,9 +35,7 @@ pub fn native_ingest(query: &str, body: &[u8]) {
     let app = app();
     let path = format!("/apps/{APP_ID}/webhook_events");
     let _ = crate::ingest::check_native_auth(&app, &path, query, body);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::delivery::now_ms() / 1000;
     let mut params = vec![
         ("auth_key".to_string(), KEY.to_string()),
         ("auth_timestamp".to_string(), now.to_string()),
@@ -71,9 +69,7 @@ pub fn relay_ingest(body: &[u8]) {
     if let Some(parsed) = ingest_body(body)
         && let Some(time_ms) = parsed
     {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::delivery::now_ms();
         let _ = crate::ingest::check_relay_time(time_ms, now, 600_000);
     }
 }

@@ -7,7 +7,7 @@
 //! 413 too large, 401 bad signature, 403 disabled, 400 malformed, 503 busy.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -151,7 +151,7 @@ async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body
 
 async fn relay_inner(engine: &Arc<Engine>, headers: &HeaderMap, body: Body) -> Result<u64, Refused> {
     let body = read_body(engine, headers, body).await?;
-    let now_ms = unix_ms() as u64;
+    let now_ms = crate::delivery::now_ms();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let key = header("x-pusher-key").ok_or_else(|| unauthorized("missing X-Pusher-Key header".into()))?;
@@ -339,7 +339,7 @@ pub(crate) fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8])
         .ok_or_else(|| unauthorized("missing auth_timestamp query parameter".into()))?
         .parse::<i64>()
         .map_err(|_| unauthorized("auth_timestamp must be whole seconds since the Unix epoch".into()))?;
-    let skew = (unix_ms() as i64 / 1000 - timestamp).unsigned_abs();
+    let skew = (crate::delivery::now_ms() as i64 / 1000 - timestamp).unsigned_abs();
     if skew > MAX_CLOCK_SKEW.as_secs() {
         return Err(unauthorized(format!(
             "auth_timestamp is {skew} s away from the server's clock (at most {} s allowed); check the client's clock",
@@ -396,12 +396,6 @@ fn disabled(app: &App) -> Refused {
 
 fn busy(refusal: Refusal) -> Refused {
     Refused::new(StatusCode::SERVICE_UNAVAILABLE, refusal.reason(), refusal.to_string())
-}
-
-fn unix_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> Response {

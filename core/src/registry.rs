@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{App, AppLoader, FileError, Secret, is_app_file};
+use crate::config::{App, AppLoader, FileError, Secret, Webhook, is_app_file};
 
 /// One consistent view of every app. Ingest and delivery read it without
 /// locks; a reload replaces it whole.
@@ -39,6 +39,11 @@ impl Snapshot {
     /// The app with this key.
     pub fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
         self.by_key.get(key)
+    }
+
+    /// The webhook with this id in the app with this id.
+    pub fn webhook(&self, app_id: &str, webhook_id: &str) -> Option<&Arc<Webhook>> {
+        self.app(app_id)?.webhooks.iter().find(|w| *w.id == *webhook_id)
     }
 
     /// Every app, in no particular order.

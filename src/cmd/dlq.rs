@@ -230,10 +230,7 @@ fn print_letter(l: &DeadLetterView) {
 }
 
 fn age(at_ms: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let secs = now.saturating_sub(at_ms) / 1000;
+    let secs = hookline_core::delivery::now_ms().saturating_sub(at_ms) / 1000;
     match secs {
         0..60 => format!("{secs}s ago"),
         60..3600 => format!("{}m ago", secs / 60),

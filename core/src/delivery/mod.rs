@@ -246,8 +246,8 @@ impl LaneContext {
         let current = self
             .registry
             .snapshot()
-            .app(&record.app_id)
-            .and_then(|app| app.webhooks.iter().find(|w| *w.id == *record.webhook_id).cloned())
+            .webhook(&record.app_id, &record.webhook_id)
+            .cloned()
             .unwrap_or_else(|| delivery.webhook.clone());
         let events = match Event::parse_joined(&record.events) {
             Ok(events) => events,

@@ -649,18 +649,6 @@ impl LoadedFilter {
         })
     }
 
-    /// Runs the filter once. `Ok(None)` means deliver nothing.
-    pub fn call(
-        &self,
-        app_id: &str,
-        webhook_id: &str,
-        time_ms: u64,
-        events: &[Event],
-    ) -> Result<Option<Vec<Event>>, FilterError> {
-        let (decision, replaced) = self.call_verbose(app_id, webhook_id, time_ms, events)?;
-        Ok(decision.apply(events.to_vec(), replaced))
-    }
-
     /// Runs the filter once and says what it decided; the events of a
     /// `replace` come back beside the decision, the others are applied to
     /// the input with [`Decision::apply`] (without copying events).
