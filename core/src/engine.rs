@@ -105,6 +105,8 @@ pub struct Engine {
     /// The admin socket, up from start (so `hookline dlq` finds it as soon
     /// as the daemon is ready) until the end of `serve`.
     admin_socket: std::sync::Mutex<Option<crate::admin::SocketGuard>>,
+    /// The WASM filter host (its compiled code is pruned after reloads).
+    filters: Arc<FilterHost>,
 }
 
 impl Engine {
@@ -134,7 +136,7 @@ impl Engine {
         )
         .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut defaults = LoadDefaults::from(&settings);
-        defaults.filters = Some(filters);
+        defaults.filters = Some(filters.clone());
         let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
         let wait_for_disk = settings.ingest.durability == Durability::Fsync;
@@ -173,6 +175,7 @@ impl Engine {
             last_reload: std::sync::Mutex::new(None),
             relay_replays: crate::replay::RelayReplays::default(),
             admin_socket: std::sync::Mutex::new(None),
+            filters,
         });
         let report = engine.reload().await?;
         let admin_socket = crate::admin::serve_socket(&engine.settings.data_dir, engine.admin_context())?;
@@ -312,6 +315,15 @@ impl Engine {
         let report = self.registry.reload().await?;
         self.batchers
             .config_changed(report.changed.iter().chain(report.removed.iter()));
+        if report.changed_anything() {
+            let snapshot = self.registry.snapshot();
+            let in_use: std::collections::HashSet<&str> =
+                snapshot.apps().flat_map(|app| app.filter_digests()).collect();
+            let forgotten = self.filters.forget_unused(&in_use);
+            if forgotten > 0 {
+                tracing::debug!(forgotten, "compiled filters no app uses any more were released");
+            }
+        }
         for warning in &report.warnings {
             tracing::warn!("{warning}");
         }

@@ -297,6 +297,20 @@ impl FilterHost {
         Ok((component, key))
     }
 
+    /// Forgets compiled components no loaded filter uses (by digest), so
+    /// every rebuild of a filter does not keep its old code in memory.
+    /// Loaded filters keep what they use; a filter loaded again later comes
+    /// from the on-disk cache.
+    pub fn forget_unused(&self, in_use: &std::collections::HashSet<&str>) -> usize {
+        let mut compiled = self
+            .compiled
+            .lock()
+            .expect("compiled lock is never held across a panic");
+        let before = compiled.len();
+        compiled.retain(|key, _| in_use.contains(key.as_str()));
+        before - compiled.len()
+    }
+
     fn remember(&self, key: String, component: &Component) {
         self.compiled
             .lock()
@@ -892,6 +906,22 @@ mod tests {
             before + 1,
             "components from memory or the compile cache do not run it"
         );
+    }
+
+    #[test]
+    fn compiled_components_no_filter_uses_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.wat"), dir.path().join("b.wat"));
+        std::fs::write(&a, "(component)").unwrap();
+        std::fs::write(&b, "(component (core module))").unwrap();
+        let host = FilterHost::new(FilterSettings::default(), None, None).unwrap();
+        let (_, key_a) = host.component(&a).unwrap();
+        let (_, key_b) = host.component(&b).unwrap();
+        assert_ne!(key_a, key_b);
+        let in_use = std::collections::HashSet::from([key_a.as_str()]);
+        assert_eq!(host.forget_unused(&in_use), 1);
+        assert_eq!(host.forget_unused(&in_use), 0);
+        assert!(host.compiled.lock().unwrap().contains_key(&key_a));
     }
 
     #[test]
