@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 use hookline_core::config::{AppLoader, EnvLookup, LoadDefaults};
 use hookline_core::fuzzing;
 use hookline_core::settings::Settings;
-use hookline_core::sinks::SinkRegistry;
 
 /// Every input of a target: its corpus and its regressions, by path.
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -66,9 +65,7 @@ fn replace_event_corpus() {
 fn loader() -> &'static AppLoader {
     static LOADER: OnceLock<AppLoader> = OnceLock::new();
     LOADER.get_or_init(|| {
-        let mut sinks = SinkRegistry::new();
-        sinks.register(Arc::new(hookline_sink_http::HttpSinkPlugin::new().unwrap()));
-        sinks.register(Arc::new(hookline_sink_lambda::LambdaSinkPlugin::new()));
+        let sinks = hookline::builtin_sinks().unwrap();
         let env: EnvLookup = Arc::new(|name| (name == "SET").then(|| "value".to_string()));
         AppLoader::new(sinks, LoadDefaults::from(&Settings::default()), env)
     })

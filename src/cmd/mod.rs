@@ -10,18 +10,14 @@ pub(crate) mod serve;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use hookline_core::config::EnvLookup;
 use hookline_core::settings::LogFormat;
 use hookline_core::sinks::SinkRegistry;
 
 /// The sink plugins built into this binary.
 pub(crate) fn sink_registry() -> Result<SinkRegistry> {
-    let mut sinks = SinkRegistry::new();
-    let http = hookline_sink_http::HttpSinkPlugin::new().context("cannot build the HTTP client")?;
-    sinks.register(Arc::new(http));
-    sinks.register(Arc::new(hookline_sink_lambda::LambdaSinkPlugin::new()));
-    Ok(sinks)
+    hookline::builtin_sinks().map_err(anyhow::Error::msg)
 }
 
 /// `${NAME}` references in app files resolve against the process environment.

@@ -1,0 +1,21 @@
+//! The `hookline` package's library side: how the binary wires the engine
+//! together, shared with the package's own tests and the fuzz targets so
+//! that each builds exactly what the daemon runs.
+
+use std::sync::Arc;
+
+use hookline_core::sinks::SinkRegistry;
+
+/// The sink plugins built into Hookline: `url` (http) and
+/// `lambda_function` (lambda).
+///
+/// # Errors
+///
+/// When the HTTP client cannot be built (no TLS roots, say).
+pub fn builtin_sinks() -> Result<SinkRegistry, String> {
+    let mut sinks = SinkRegistry::new();
+    let http = hookline_sink_http::HttpSinkPlugin::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    sinks.register(Arc::new(http));
+    sinks.register(Arc::new(hookline_sink_lambda::LambdaSinkPlugin::new()));
+    Ok(sinks)
+}
