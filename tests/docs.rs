@@ -201,6 +201,18 @@ fn shell_quote(text: &str) -> String {
 /// directory holding each background command's output. Everything the
 /// script started is stopped when the returned guard drops.
 fn run_section(page: &str, heading: &str, env: &[(&str, &Path)]) -> RunningScript {
+    // The previous page's processes may still be exiting; anything else
+    // on the documented ports is a daemon the reader left running.
+    for port in [7077, 7078] {
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} is in use, and the documented commands need it: is scripts/run.sh (or another hookline) running? Stop it and run the tests again"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let markdown = std::fs::read_to_string(root.join(page)).unwrap();
     let script = script(&section_blocks(&markdown, heading));
