@@ -119,16 +119,12 @@ impl Engine {
         env: EnvLookup,
     ) -> Result<(Arc<Self>, ReloadReport), std::io::Error> {
         let metrics = Arc::new(Metrics::new());
-        // Owner-only before anything is created inside it.
-        crate::private_fs::private_dir(&settings.data_dir).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create the data directory {} (owner-only, 0700): {e}; check --data-dir and its permissions",
-                    settings.data_dir.display()
-                ),
-            )
-        })?;
+        // The store first: opening it creates the data directory owner-only
+        // (0700) before the filter cache is created inside it.
+        let wait_for_disk = settings.ingest.durability == Durability::Fsync;
+        let (store, recovered) =
+            DurableStore::open(&settings.data_dir, wait_for_disk, settings.delivery.max_memory_bytes)
+                .map_err(|e| std::io::Error::other(e.0))?;
         let filters = FilterHost::new(
             settings.filters.clone(),
             Some(settings.data_dir.join("filter-cache")),
@@ -139,10 +135,6 @@ impl Engine {
         defaults.filters = Some(filters.clone());
         let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
-        let wait_for_disk = settings.ingest.durability == Durability::Fsync;
-        let (store, recovered) =
-            DurableStore::open(&settings.data_dir, wait_for_disk, settings.delivery.max_memory_bytes)
-                .map_err(|e| std::io::Error::other(e.0))?;
         let store: SharedStore = store;
         let ids = Arc::new(BatchIds::starting_at(recovered.next_key));
         let backlog = Arc::new(AtomicU64::new(0));

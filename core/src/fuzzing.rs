@@ -36,28 +36,16 @@ pub fn native_ingest(query: &str, body: &[u8]) {
     let path = format!("/apps/{APP_ID}/webhook_events");
     let _ = crate::ingest::check_native_auth(&app, &path, query, body);
     let now = crate::delivery::now_ms() / 1000;
-    let mut params = vec![
-        ("auth_key".to_string(), KEY.to_string()),
-        ("auth_timestamp".to_string(), now.to_string()),
-        ("auth_version".to_string(), "1.0".to_string()),
-        ("body_md5".to_string(), crate::signing::md5_hex(body)),
-    ];
     // The query's other parameters are signed too, as Pusher libraries do;
     // a repeated or empty name would make the request ambiguous.
+    let mut extra: Vec<(String, String)> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let reserved = k.starts_with("auth_") || k == "body_md5";
-        if !reserved && !k.is_empty() && !params.iter().any(|(name, _)| *name == k) {
-            params.push((k.into_owned(), v.into_owned()));
+        if !reserved && !k.is_empty() && !extra.iter().any(|(name, _)| *name == k) {
+            extra.push((k.into_owned(), v.into_owned()));
         }
     }
-    let to_sign = crate::signing::pusher_string_to_sign("POST", &path, &mut params);
-    let signature = crate::signing::hmac_sha256_hex(SECRET.as_bytes(), to_sign.as_bytes());
-    let mut signed = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &params {
-        signed.append_pair(k, v);
-    }
-    signed.append_pair("auth_signature", &signature);
-    let signed = signed.finish();
+    let signed = crate::signing::pusher_signed_query_with(KEY, SECRET, &path, body, now, extra);
     if let Err(refused) = crate::ingest::check_native_auth(&app, &path, &signed, body) {
         panic!("a correctly signed request was refused: {refused:?} (query {signed:?})");
     }

@@ -56,12 +56,26 @@ pub fn pusher_string_to_sign(method: &str, path: &str, params: &mut [(String, St
 /// The signed query string for a `POST` to `path` with `body`, as a Pusher
 /// server library would send it.
 pub fn pusher_signed_query(key: &str, secret: &str, path: &str, body: &[u8], timestamp: u64) -> String {
+    pusher_signed_query_with(key, secret, path, body, timestamp, Vec::new())
+}
+
+/// [`pusher_signed_query`] with more query parameters, signed with the
+/// others as the Pusher HTTP API signs every parameter.
+pub fn pusher_signed_query_with(
+    key: &str,
+    secret: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+    extra: Vec<(String, String)>,
+) -> String {
     let mut params = vec![
         ("auth_key".to_string(), key.to_string()),
         ("auth_timestamp".to_string(), timestamp.to_string()),
         ("auth_version".to_string(), "1.0".to_string()),
         ("body_md5".to_string(), md5_hex(body)),
     ];
+    params.extend(extra);
     let to_sign = pusher_string_to_sign("POST", path, &mut params);
     let signature = hmac_sha256_hex(secret.as_bytes(), to_sign.as_bytes());
     let mut query = url::form_urlencoded::Serializer::new(String::new());

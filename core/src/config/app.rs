@@ -298,22 +298,18 @@ pub(crate) fn build_app(
     };
 
     let mut built = Vec::with_capacity(items.len());
-    let mut every_webhook_built = true;
     for (index, item) in items.iter().enumerate() {
         let place = format!("{label}: webhook {index}");
         let Value::Object(spec) = item else {
             problems.0.push(format!("{place} must be an object"));
-            every_webhook_built = false;
             continue;
         };
         match build_webhook(spec, sinks, defaults, app_retry, warnings, &place, base_dir) {
             Ok(webhook) => built.push(webhook),
-            Err(errors) => {
-                problems.0.extend(errors.into_iter().map(|e| format!("{place}: {e}")));
-                every_webhook_built = false;
-            }
+            Err(errors) => problems.0.extend(errors.into_iter().map(|e| format!("{place}: {e}"))),
         }
     }
+    let every_webhook_built = built.len() == items.len();
     // Ids (and so filter chains) only mean something once every webhook
     // was read: a missing one would shift the `#2` suffixes.
     let mut webhooks = Vec::with_capacity(built.len());
