@@ -325,10 +325,7 @@ fn metric_sum(name: &str) -> f64 {
             .await
             .unwrap()
     });
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::metric_sum_in(&text, name)
 }
 
 #[test]

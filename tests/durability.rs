@@ -16,8 +16,7 @@ use support::*;
 fn options(data: &Path, env: &[(&str, &str)]) -> DaemonOptions {
     DaemonOptions {
         data_dir: Some(data.to_path_buf()),
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..DaemonOptions::default()
+        ..DaemonOptions::with_env(env)
     }
 }
 

@@ -23,6 +23,17 @@ fn hookline(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
 /// Kills a daemon started by hand when the test ends, passed or not.
 struct KillOnDrop(std::process::Child);
 
+impl KillOnDrop {
+    /// The daemon's first line on stdout: its ready line.
+    fn ready_line(&mut self) -> String {
+        let mut line = String::new();
+        BufReader::new(self.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -190,10 +201,7 @@ fn an_unknown_hookline_variable_is_a_warning_naming_the_nearest() {
     apps.write("a.json", r#"{"id": "a", "key": "ka", "secret": "s"}"#);
     let daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![("HOOKLINE_RETRY_MAX_AGE".into(), "1000".into())],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[("HOOKLINE_RETRY_MAX_AGE", "1000")]),
     );
     let logs = daemon.logs();
     assert!(
@@ -237,10 +245,7 @@ async fn paths_in_a_config_file_are_relative_to_that_file() {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = child.ready_line();
     let addr = listening_address(line.trim()).unwrap_or_else(|| panic!("no ready line: {line:?}"));
     let body = events_body(&[("channel_occupied", "room-1")]);
     let status = post_native(&format!("http://{addr}"), "a", "ka", "sa", &body)
@@ -285,10 +290,7 @@ fn json_logs_stay_json_on_every_line() {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = child.ready_line();
     assert!(listening_address(line.trim()).is_some(), "{line:?}");
     json_lines(&line);
     // SIGTERM: the shutdown lines are JSON too.

@@ -202,13 +202,10 @@ async fn a_429_is_never_a_breaker_success() {
     let apps = one_webhook_app(&receiver, r#"{"min_backoff_ms": 50, "max_backoff_ms": 100}"#);
     let daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![
-                ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES".into(), "2".into()),
-                ("HOOKLINE_DELIVERY_CIRCUIT_OPEN_MS".into(), "200".into()),
-            ],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[
+            ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES", "2"),
+            ("HOOKLINE_DELIVERY_CIRCUIT_OPEN_MS", "200"),
+        ]),
     );
     let body = events_body(&[("channel_occupied", "c")]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
@@ -425,10 +422,7 @@ async fn stalled_clients_are_timed_out() {
     let apps = receiver.apps(APPS);
     let daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![("HOOKLINE_INGEST_READ_TIMEOUT_MS".into(), "300".into())],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[("HOOKLINE_INGEST_READ_TIMEOUT_MS", "300")]),
     );
     let mut silent = TcpStream::connect(daemon.addr).await.unwrap();
     let mut half_headers = TcpStream::connect(daemon.addr).await.unwrap();
@@ -457,10 +451,7 @@ async fn connections_past_the_cap_are_closed() {
     let apps = receiver.apps(APPS);
     let daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![("HOOKLINE_INGEST_MAX_CONNECTIONS".into(), "4".into())],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[("HOOKLINE_INGEST_MAX_CONNECTIONS", "4")]),
     );
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -496,10 +487,7 @@ async fn stalled_clients_do_not_hold_shutdown() {
     let apps = receiver.apps(APPS);
     let mut daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![("HOOKLINE_SHUTDOWN_GRACE_MS".into(), "500".into())],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[("HOOKLINE_SHUTDOWN_GRACE_MS", "500")]),
     );
     let mut stalled = Vec::new();
     for i in 0..300 {

@@ -16,10 +16,7 @@ async fn setup() -> (Receiver, AppsDir, Daemon) {
     let apps = receiver.apps(APPS);
     let daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![("HOOKLINE_INGEST_MAX_BODY_BYTES".into(), "4096".into())],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[("HOOKLINE_INGEST_MAX_BODY_BYTES", "4096")]),
     );
     (receiver, apps, daemon)
 }
@@ -249,13 +246,10 @@ async fn a_full_backlog_answers_503_until_it_drains() {
     );
     let daemon = Daemon::start_with(
         apps.path(),
-        DaemonOptions {
-            env: vec![
-                ("HOOKLINE_DELIVERY_MAX_BACKLOG_BYTES".into(), "10".into()),
-                ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES".into(), "0".into()),
-            ],
-            ..Default::default()
-        },
+        DaemonOptions::with_env(&[
+            ("HOOKLINE_DELIVERY_MAX_BACKLOG_BYTES", "10"),
+            ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES", "0"),
+        ]),
     );
     let first = events_body(&[("channel_occupied", "first")]);
     assert_eq!(native(&daemon, "app-1", "key-1", "secret-1", &first).await.0, 200);

@@ -298,10 +298,7 @@ async fn sighup_reloads() {
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
     let file = apps.write("a.json", &app("a", "ka", "sa", &receiver.url("/before")));
-    let options = DaemonOptions {
-        env: vec![("HOOKLINE_WATCH".into(), "false".into())],
-        ..Default::default()
-    };
+    let options = DaemonOptions::with_env(&[("HOOKLINE_WATCH", "false")]);
     let daemon = Daemon::start_with(apps.path(), options);
     let generation = readyz(&daemon).await["generation"].as_u64().unwrap();
     replace_file(&file, &app("a", "ka", "sa", &receiver.url("/after")));

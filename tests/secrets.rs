@@ -89,12 +89,7 @@ async fn no_secret_reaches_the_logs() {
         // The redacted forms are what the logs name.
         assert!(logs.contains(&format!("http://{}/h", receiver.addr)), "{logs}");
         // The unauthenticated /metrics labels webhooks the same way.
-        let metrics = reqwest::get(format!("{}/metrics", daemon.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = daemon.metrics_text().await;
         assert!(
             metrics.contains(&format!("webhook=\"http://{}/services/...\"", receiver.addr)),
             "{metrics}"

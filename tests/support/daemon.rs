@@ -32,6 +32,16 @@ pub struct DaemonOptions {
     pub nofile: Option<u64>,
 }
 
+impl DaemonOptions {
+    /// Options with these environment variables (`HOOKLINE_*` settings).
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        Self {
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Daemon {
     /// Starts `hookline serve --apps APPS --listen 127.0.0.1:0` and waits for
     /// its "listening on" line.
@@ -150,30 +160,27 @@ impl Daemon {
     /// the metric name with its labels as printed, e.g.
     /// `hookline_delivery_attempts_total{sink="http",outcome="success"}`.
     pub async fn metric(&self, selector: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.url()))
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(selector).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url()))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(selector).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or(0.0)
+            .unwrap()
     }
 
     /// The sum of every series of a metric (`hookline_queue_depth`, all
     /// labels); 0 when absent.
     pub async fn metric_sum(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum_in(&self.metrics_text().await, name)
     }
 
     /// Waits until no delivery is waiting or in flight (the queue-depth
@@ -221,6 +228,14 @@ pub fn listening_address(line: &str) -> Option<SocketAddr> {
     }
     let json: serde_json::Value = serde_json::from_str(line).ok()?;
     json["listening"].as_str()?.parse().ok()
+}
+
+/// The sum of every series of metric `name` in a `/metrics` text.
+pub fn metric_sum_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for Daemon {
