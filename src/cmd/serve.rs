@@ -97,16 +97,9 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         hookline_core::watch::spawn(engine.clone())
             .context("cannot watch the apps directory (set watch = false to rely on SIGHUP)")?;
     }
-    let local = listener.local_addr()?;
-    tracing::info!(address = %local, "hookline ready");
-    // A machine-readable line on stdout for scripts and tests (logs go to
-    // stderr), in the log format like every other line.
-    match log_format {
-        LogFormat::Text => println!("listening on {local}"),
-        LogFormat::Json => println!("{}", serde_json::json!({ "listening": local.to_string() })),
-    }
-    std::io::stdout().flush().ok();
-
+    // Signals are watched before readiness is announced: a SIGTERM sent
+    // right after the ready line must stop the daemon gracefully, not by
+    // the default action.
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let reloader = engine.clone();
     tokio::spawn(async move {
@@ -125,6 +118,15 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
     };
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "hookline ready");
+    // A machine-readable line on stdout for scripts and tests (logs go to
+    // stderr), in the log format like every other line.
+    match log_format {
+        LogFormat::Text => println!("listening on {local}"),
+        LogFormat::Json => println!("{}", serde_json::json!({ "listening": local.to_string() })),
+    }
+    std::io::stdout().flush().ok();
     engine.serve(listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
