@@ -548,6 +548,86 @@ async fn the_admin_socket_refuses_an_endless_line() {
     drop(daemon);
 }
 
+/// A client that connects to the admin socket and says nothing is answered
+/// with an error after 10 s and let go; it never holds its task forever.
+#[tokio::test]
+async fn the_admin_socket_lets_a_silent_client_go() {
+    use tokio::net::UnixStream;
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let data = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            ..Default::default()
+        },
+    );
+    let mut silent = UnixStream::connect(data.path().join("admin.sock")).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, silent.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "still held after {PATIENCE:?}");
+    assert!(answer.contains("no request line within 10 s"), "{answer:?}");
+}
+
+/// When the admin socket cannot accept (out of file descriptors), it waits
+/// 50 ms between tries instead of spinning, and answers again once
+/// descriptors are free.
+#[tokio::test]
+async fn admin_accept_errors_back_off() {
+    use tokio::net::UnixStream;
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(APPS);
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            data_dir: Some(data.path().to_path_buf()),
+            nofile: Some(256),
+            ..Default::default()
+        },
+    );
+    let socket = data.path().join("admin.sock");
+    let started = std::time::Instant::now();
+    // Silent clients hold a descriptor each for 10 s; past the limit the
+    // kernel still queues connections (backlog) and accept fails.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(stream) = UnixStream::connect(&socket).await {
+            flood.push(stream);
+        }
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !daemon.logs().contains("admin socket: cannot accept") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "accept never failed:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let warnings = daemon.logs().matches("admin socket: cannot accept").count() as u128;
+    let most = started.elapsed().as_millis() / 50 + 5;
+    assert!(
+        warnings <= most,
+        "{warnings} accept errors in {:?}: a busy loop",
+        started.elapsed()
+    );
+    drop(flood);
+    // Free again: the CLI works through the socket.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (ok, out, err) = dlq(data.path(), &["list"]);
+        if ok && out.contains("no dead letters") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never answered again: {err}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 // --- Filter code --------------------------------------------------------------
 
 /// A filter that leaves WASI resources open does not pile them up in a
@@ -618,4 +698,39 @@ async fn the_connection_cap_fits_the_open_file_limit() {
     }
     receiver.wait_for("/hooks", 1).await;
     assert!(!daemon.logs().contains("Too many open files"), "{}", daemon.logs());
+}
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / 1024
+}
+
+/// A `replace` whose 3000 event names all point at one 1 MiB string in
+/// guest memory is refused while it is lifted, once its text passes the
+/// 64 MiB output cap: the daemon never copies gigabytes for it.
+#[tokio::test]
+async fn a_replace_aliasing_one_string_is_refused_before_it_is_copied() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = serde_json::json!({"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 5},
+        "webhooks": [{"url": receiver.url("/h"), "event_types": ["channel_occupied"],
+            "filters": [{"wasm": wasm_filter("hostile_filter.wasm").to_str().unwrap(),
+                         "config": {"mode": "replace-aliased"}}]}]});
+    apps.write("a.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    let body = events_body(&[("channel_occupied", "alias")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    daemon
+        .wait_metric(r#"hookline_filter_calls_total{verdict="error"}"#, 1.0)
+        .await;
+    let logs = daemon.logs();
+    assert!(logs.contains("returned more than 64 MiB of text"), "{logs}");
+    let peak = peak_rss_mib(daemon.pid());
+    assert!(peak < 512, "the daemon peaked at {peak} MiB");
 }

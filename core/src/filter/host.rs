@@ -20,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::clock::{CallClock, CallClockData, CallClockView};
 use super::convert::{BatchView, ContextView, event_views, from_wit};
+use super::lift::{BoundedString, Budget, FilterResult, Overrun, VerdictOut, with_budget};
 use super::limits::SandboxLimits;
 use super::output::{CALL_OUTPUT_CAP, CapturedOutput};
 use super::ticker::{DeadlineTicker, EPOCH_TICK};
@@ -706,20 +707,35 @@ impl LoadedFilter {
             webhook: webhook_id,
             config: &self.spec.config,
         };
+        let budget = Budget {
+            events: self.max_output_events,
+            bytes: OUTPUT_BYTES_CAP,
+        };
         let verdict = self.with_instance(|instance| {
-            match filter_func(instance.filter).call(&mut instance.store, (ctx, batch)) {
-                Ok((Ok(verdict),)) => Ok(verdict),
-                Ok((Err(message),)) => Err(self.error(format!("returned an error: {message}"))),
-                Err(trap) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
+            let (result, overrun) = with_budget(budget, || {
+                filter_func(instance.filter).call(&mut instance.store, (ctx, batch))
+            });
+            match (result, overrun) {
+                (Ok((Ok(verdict),)), _) => Ok(verdict),
+                (Ok((Err(message),)), _) => Err(self.error(format!("returned an error: {}", message.0))),
+                (Err(_), Some(Overrun::Events(n))) => Err(self.error(format!(
+                    "replace: {n} events is more than filters.max_output_events ({})",
+                    self.max_output_events
+                ))),
+                (Err(_), Some(Overrun::Bytes)) => Err(self.error(format!(
+                    "returned more than {} MiB of text (a replace's events are capped at that)",
+                    OUTPUT_BYTES_CAP >> 20
+                ))),
+                (Err(trap), None) => Err(self.error(format!("trapped: {}", describe_trap(&trap)))),
             }
         })?;
         match verdict {
-            wit::Verdict::Keep => Ok((Decision::Keep, None)),
-            wit::Verdict::Drop(reason) => {
+            VerdictOut::Keep => Ok((Decision::Keep, None)),
+            VerdictOut::Drop(BoundedString(reason)) => {
                 tracing::debug!(app = app_id, filter = &*self.label, %reason, "filter dropped a batch");
                 Ok((Decision::Drop(reason), None))
             }
-            wit::Verdict::Select(indices) => {
+            VerdictOut::Select(indices) => {
                 let mut seen = vec![false; events.len()];
                 for &index in &indices {
                     let i = index as usize;
@@ -735,23 +751,13 @@ impl LoadedFilter {
                 }
                 Ok((Decision::Select(indices), None))
             }
-            wit::Verdict::Replace(batch) => {
-                if batch.events.len() > self.max_output_events {
-                    return Err(self.error(format!(
-                        "replace: {} events is more than filters.max_output_events ({})",
-                        batch.events.len(),
-                        self.max_output_events
-                    )));
-                }
-                let mut total = 0usize;
-                let mut out = Vec::with_capacity(batch.events.len());
-                for (i, event) in batch.events.iter().enumerate() {
-                    let event = from_wit(event, i).map_err(|m| self.error(m))?;
-                    total += event.len();
-                    if total > OUTPUT_BYTES_CAP {
-                        return Err(self.error(format!("replace: the events are over {OUTPUT_BYTES_CAP} bytes")));
-                    }
-                    out.push(event);
+            VerdictOut::Replace(batch) => {
+                // The lift already held the list to max_output_events and its
+                // strings to OUTPUT_BYTES_CAP; the JSON written here is about
+                // as long as those strings.
+                let mut out = Vec::with_capacity(batch.events.0.len());
+                for (i, event) in batch.events.0.into_iter().enumerate() {
+                    out.push(from_wit(&event.into(), i).map_err(|m| self.error(m))?);
                 }
                 Ok((Decision::Replace(out.len()), Some(out)))
             }
@@ -762,7 +768,7 @@ impl LoadedFilter {
 /// The `filter` export's parameters, lowered from borrowed views.
 type FilterParams<'a> = (ContextView<'a>, BatchView<'a>);
 /// The `filter` export's results.
-type FilterResults = (Result<wit::Verdict, String>,);
+type FilterResults = (FilterResult,);
 
 /// The `filter` export typed over borrowed views.
 #[allow(unsafe_code)]

@@ -10,6 +10,7 @@
 mod clock;
 mod convert;
 mod host;
+mod lift;
 mod limits;
 mod output;
 mod ticker;

@@ -9,7 +9,8 @@ use serde::Deserialize;
 pub struct Config {
     /// `keep`, `loop`, `memory`, `panic`, `err`, `select-out-of-range`,
     /// `replace-empty-channel`, `reject-config`, `err-until`, `print`,
-    /// `chatty` (20 KiB of stdout per call), `sleep` (a 10 s sleep).
+    /// `chatty` (20 KiB of stdout per call), `sleep` (a 10 s sleep),
+    /// `replace-aliased` (3000 events sharing one 1 MiB name).
     /// Default `keep`.
     #[serde(default = "keep")]
     pub mode: String,
@@ -92,9 +93,29 @@ impl Filter for Hostile {
                 }
                 Ok(Verdict::Keep)
             }
+            // 3000 events whose names all point at the same 1 MiB string:
+            // 1 MiB of guest memory that a host copying naively turns into
+            // 3 GiB.
+            "replace-aliased" => Ok(Verdict::Replace(Batch::new(aliased_events(3000, 1 << 20)))),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
+}
+
+/// `count` events whose names share one buffer of `len` bytes.
+fn aliased_events(count: usize, len: usize) -> Vec<Event> {
+    let mut shared = std::mem::ManuallyDrop::new("n".repeat(len));
+    let (ptr, cap) = (shared.as_mut_ptr(), shared.capacity());
+    (0..count)
+        .map(|_| {
+            // SAFETY: none. Every name aliases one allocation on purpose; the
+            // strings are only handed to the host (never read or written
+            // here), and the instance is thrown away after the call fails.
+            #[allow(unsafe_code)]
+            let name = unsafe { String::from_raw_parts(ptr, len, cap) };
+            Event::new(name, "c")
+        })
+        .collect()
 }
 
 hookline_filter::export_filter!(Hostile);
