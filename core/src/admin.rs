@@ -245,12 +245,15 @@ async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
         record.attempts = 0;
         record.not_before_ms = 0;
         record.window_start_ms = Some(now_ms());
-        if let Err(error) = ctx.store.requeue(record.clone()).await {
-            response.refused.push(format!("{}: {error}", record.batch_id));
-            continue;
-        }
+        let dispatch_here = match ctx.store.requeue(record.clone()).await {
+            Ok(here) => here,
+            Err(error) => {
+                response.refused.push(format!("{}: {error}", record.batch_id));
+                continue;
+            }
+        };
         response.done.push(record.batch_id.clone());
-        if let Some(dispatcher) = &ctx.dispatch {
+        if let (true, Some(dispatcher)) = (dispatch_here, &ctx.dispatch) {
             dispatcher.dispatch(Delivery::new(record, webhook, true));
         }
     }

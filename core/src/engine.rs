@@ -19,7 +19,7 @@ use crate::registry::{AppRegistry, ReloadReport};
 use crate::settings::Durability;
 use crate::settings::Settings;
 use crate::sinks::SinkRegistry;
-use crate::store::{DurableStore, Recovered, SharedStore};
+use crate::store::{Accepted, DurableStore, InboxEntry, Owner, Ownership, RecoveredDelivery, SharedStore};
 
 /// Why ingest cannot take events right now (answered 503).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +68,8 @@ pub struct Status {
     pub store: String,
     /// The last reload's result.
     pub last_reload: Option<LastReload>,
+    /// The store backend, this node, and the partitions it owns.
+    pub ownership: Ownership,
 }
 
 /// What the last reload did, for `/readyz`.
@@ -110,21 +112,40 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine and loads the apps directory once. Bad app files are
-    /// reported in the returned report, not as an error; only an unreadable
-    /// apps directory is an error.
+    /// Opens the embedded store (`data_dir/store.redb`) as `settings` say.
+    pub fn open_embedded_store(settings: &Settings) -> Result<SharedStore, std::io::Error> {
+        let wait_for_disk = settings.ingest.durability == Durability::Fsync;
+        let store = DurableStore::open(&settings.data_dir, wait_for_disk, settings.delivery.max_memory_bytes)
+            .map_err(|e| std::io::Error::other(e.0))?;
+        Ok(store)
+    }
+
+    /// Builds the engine on `store`, loads the apps directory once, and
+    /// resumes what the store hands this node. Bad app files are reported
+    /// in the returned report, not as an error; only an unreadable apps
+    /// directory is an error.
+    ///
+    /// Open the store first: the embedded one creates the data directory
+    /// owner-only (0700) before the filter cache is created inside it.
     pub async fn start(
         settings: Settings,
         sinks: SinkRegistry,
         env: EnvLookup,
+        store: SharedStore,
     ) -> Result<(Arc<Self>, ReloadReport), std::io::Error> {
         let metrics = Arc::new(Metrics::new());
-        // The store first: opening it creates the data directory owner-only
-        // (0700) before the filter cache is created inside it.
-        let wait_for_disk = settings.ingest.durability == Durability::Fsync;
-        let (store, recovered) =
-            DurableStore::open(&settings.data_dir, wait_for_disk, settings.delivery.max_memory_bytes)
-                .map_err(|e| std::io::Error::other(e.0))?;
+        // The embedded store made it already (and warned if it is loose).
+        if !settings.data_dir.is_dir() {
+            crate::private_fs::private_dir(&settings.data_dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the data directory {} (owner-only, 0700): {e}; check --data-dir and its permissions",
+                    settings.data_dir.display()
+                ),
+            )
+            })?;
+        }
         let filters = FilterHost::new(
             settings.filters.clone(),
             Some(settings.data_dir.join("filter-cache")),
@@ -135,8 +156,7 @@ impl Engine {
         defaults.filters = Some(filters.clone());
         let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
-        let store: SharedStore = store;
-        let ids = Arc::new(BatchIds::starting_at(recovered.next_key));
+        let ids = Arc::new(BatchIds::starting_at(store.first_key()));
         let backlog = Arc::new(AtomicU64::new(0));
         let dispatcher = Arc::new(Dispatcher::new(
             settings.delivery.clone(),
@@ -175,59 +195,69 @@ impl Engine {
             .admin_socket
             .lock()
             .expect("admin_socket lock is never held across a panic") = Some(admin_socket);
-        engine.resume(recovered).await;
+        let owner = Arc::new(EngineOwner {
+            engine: Arc::downgrade(&engine),
+            resumed: ResumeCounts::default(),
+        });
+        engine
+            .store
+            .run_ownership(owner.clone())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        owner.resumed.log();
         engine.clone().expire_dead_letters_periodically();
         Ok((engine, report))
     }
 
-    /// Picks up what the store held at start: inbox events go back to their
-    /// app's batcher, deliveries to their webhook's lane (keeping their
-    /// attempts and retry schedule). A delivery whose app or webhook is no
-    /// longer configured is dead-lettered (replayable once it is back);
-    /// events of an app no longer configured stay in the inbox.
-    async fn resume(&self, recovered: Recovered) {
+    /// Inbox events handed over by the store go back to their app's
+    /// batcher; those of an app no longer configured stay in the store.
+    fn resume_events(&self, entry: InboxEntry, counts: &ResumeCounts) {
         let snapshot = self.registry.snapshot();
-        let (mut events, mut deliveries, mut kept) = (0usize, 0usize, 0usize);
-        for entry in recovered.inbox {
-            let Some(app) = snapshot.app(&entry.app_id) else {
-                kept += entry.events.len();
-                tracing::error!(app = %entry.app_id, events = entry.events.len() - entry.consumed as usize,
-                    "events accepted before the restart belong to an app no longer configured; they stay in the store until it is back");
-                continue;
+        let Some(app) = snapshot.app(&entry.app_id) else {
+            counts
+                .kept
+                .fetch_add(entry.events.len() as u64, AtomicOrdering::Relaxed);
+            tracing::error!(app = %entry.app_id, events = entry.events.len() - entry.consumed as usize,
+                "accepted events belong to an app not configured here; they stay in the store until it is");
+            return;
+        };
+        let rest: Vec<Event> = entry.events.into_iter().skip(entry.consumed as usize).collect();
+        counts.events.fetch_add(rest.len() as u64, AtomicOrdering::Relaxed);
+        self.backlog
+            .fetch_add(rest.iter().map(|e| e.len() as u64).sum(), AtomicOrdering::Relaxed);
+        self.batchers
+            .push(app.clone(), rest, entry.ticket, entry.consumed, None);
+    }
+
+    /// A stored delivery handed over by the store goes to its webhook's
+    /// lane (keeping its attempts and retry schedule); one whose app or
+    /// webhook is no longer configured is dead-lettered (replayable once it
+    /// is back).
+    fn resume_delivery(self: &Arc<Self>, found: RecoveredDelivery, counts: &ResumeCounts) {
+        let snapshot = self.registry.snapshot();
+        let record = &found.record;
+        let Some(webhook) = snapshot.webhook(&record.app_id, &record.webhook_id).cloned() else {
+            let reason = format!(
+                "webhook {:?} of app {:?} is no longer configured (found at restart or takeover)",
+                record.webhook_id, record.app_id
+            );
+            tracing::error!(batch_id = %record.batch_id, %reason, "delivery dead-lettered");
+            let letter = crate::store::DeadLetter {
+                record: found.record,
+                reason,
+                dead_at_ms: crate::delivery::now_ms(),
             };
-            let rest: Vec<Event> = entry.events.into_iter().skip(entry.consumed as usize).collect();
-            events += rest.len();
-            self.backlog
-                .fetch_add(rest.iter().map(|e| e.len() as u64).sum(), AtomicOrdering::Relaxed);
-            self.batchers
-                .push(app.clone(), rest, entry.ticket, entry.consumed, None);
-        }
-        for found in recovered.deliveries {
-            let record = &found.record;
-            let webhook = snapshot.webhook(&record.app_id, &record.webhook_id).cloned();
-            let Some(webhook) = webhook else {
-                let reason = format!(
-                    "webhook {:?} of app {:?} is no longer configured (found at restart)",
-                    record.webhook_id, record.app_id
-                );
-                tracing::error!(batch_id = %record.batch_id, %reason, "delivery dead-lettered");
-                let letter = crate::store::DeadLetter {
-                    record: found.record,
-                    reason,
-                    dead_at_ms: crate::delivery::now_ms(),
-                };
-                if let Err(error) = self.store.dead_letter(letter).await {
-                    tracing::error!(%error, "could not dead-letter a delivery found at restart; it stays pending");
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = engine.store.dead_letter(letter).await {
+                    tracing::error!(%error, "could not dead-letter a resumed delivery; it stays pending");
                 }
-                continue;
-            };
-            deliveries += 1;
-            self.dispatcher
-                .dispatch(crate::delivery::Delivery::recovered(found, webhook));
-        }
-        if events + deliveries + kept > 0 {
-            tracing::info!(events, deliveries, "resuming what was pending before the restart");
-        }
+            });
+            return;
+        };
+        counts.deliveries.fetch_add(1, AtomicOrdering::Relaxed);
+        self.dispatcher
+            .dispatch(crate::delivery::Delivery::recovered(found, webhook));
     }
 
     /// Removes dead letters older than `dead_letter.retention_ms`, now and
@@ -382,13 +412,17 @@ impl Engine {
         // never left in the inbox until the next start.
         let (engine, app) = (self.clone(), app.clone());
         let stored = tokio::spawn(async move {
-            let ticket = engine
+            let accepted = engine
                 .store
                 .accept(&app.id, &events)
                 .await
                 .map_err(|e| Refusal::Store(e.to_string()))?;
-            engine.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
-            engine.batchers.push(app, events, ticket, 0, Some(permit));
+            // Events for another node's partition are its to batch (and to
+            // count in its backlog).
+            if let Accepted::Here(ticket) = accepted {
+                engine.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
+                engine.batchers.push(app, events, ticket, 0, Some(permit));
+            }
             Ok(())
         });
         stored
@@ -412,6 +446,7 @@ impl Engine {
                 .lock()
                 .expect("last_reload lock is never held across a panic")
                 .clone(),
+            ownership: self.store.ownership(),
         }
     }
 
@@ -467,5 +502,63 @@ impl Engine {
                 .take(),
         );
         Ok(())
+    }
+}
+
+/// What was resumed, for one log line at start.
+#[derive(Debug, Default)]
+struct ResumeCounts {
+    events: AtomicU64,
+    deliveries: AtomicU64,
+    kept: AtomicU64,
+}
+
+impl ResumeCounts {
+    fn log(&self) {
+        let events = self.events.load(AtomicOrdering::Relaxed);
+        let deliveries = self.deliveries.load(AtomicOrdering::Relaxed);
+        if events + deliveries + self.kept.load(AtomicOrdering::Relaxed) > 0 {
+            tracing::info!(events, deliveries, "resuming what was pending before the restart");
+        }
+    }
+}
+
+/// The engine as the store's [`Owner`]. Weak, so a store's background
+/// tasks never keep the engine alive.
+struct EngineOwner {
+    engine: std::sync::Weak<Engine>,
+    resumed: ResumeCounts,
+}
+
+impl Owner for EngineOwner {
+    fn resume_events(&self, entry: InboxEntry) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.resume_events(entry, &self.resumed);
+        }
+    }
+
+    fn resume_delivery(&self, found: RecoveredDelivery) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.resume_delivery(found, &self.resumed);
+        }
+    }
+
+    fn replayed(&self, record: crate::store::DeliveryRecord) {
+        let Some(engine) = self.engine.upgrade() else { return };
+        let snapshot = engine.registry.snapshot();
+        match snapshot.webhook(&record.app_id, &record.webhook_id).cloned() {
+            Some(webhook) => engine
+                .dispatcher
+                .dispatch(crate::delivery::Delivery::new(record, webhook, true)),
+            None => tracing::error!(batch_id = %record.batch_id, app = %record.app_id, webhook = %record.webhook_id,
+                "a replayed delivery's webhook is not configured here; it waits in the store"),
+        }
+    }
+
+    fn partition_lost(&self, partition: u32) {
+        tracing::error!(
+            partition,
+            "lost the lease on a partition: another node resumes it; deliveries in flight here may be sent twice"
+        );
     }
 }

@@ -123,7 +123,7 @@ async fn on_the_store(settings: &hookline_core::settings::Settings, request: Adm
     }
     let wait_for_disk = true;
     // Only dead letters are read; pending deliveries' events can stay on disk.
-    let (store, _) = DurableStore::open(&settings.data_dir, wait_for_disk, 0)
+    let store = DurableStore::open(&settings.data_dir, wait_for_disk, 0)
         .map_err(|e| anyhow::anyhow!("{}", e.0))
         .context("no daemon answered on the admin socket, so the store was opened directly")?;
     let mut defaults = LoadDefaults::from(settings);

@@ -14,10 +14,16 @@ use anyhow::Result;
 use hookline_core::config::EnvLookup;
 use hookline_core::settings::LogFormat;
 use hookline_core::sinks::SinkRegistry;
+use hookline_core::store::SharedStore;
 
 /// The sink plugins built into this binary.
 pub(crate) fn sink_registry() -> Result<SinkRegistry> {
     hookline::builtin_sinks().map_err(anyhow::Error::msg)
+}
+
+/// Opens the store the settings name (the embedded one, for now).
+pub(crate) async fn open_store(settings: &hookline_core::settings::Settings) -> Result<SharedStore> {
+    Ok(hookline_core::engine::Engine::open_embedded_store(settings)?)
 }
 
 /// `${NAME}` references in app files resolve against the process environment.

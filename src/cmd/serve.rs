@@ -83,7 +83,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let listen = settings.listen;
     let log_format = settings.log_format;
     hookline_core::filter::set_after_compile(crate::release_compiler_memory);
-    let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env()).await?;
+    let store = super::open_store(&settings).await?;
+    let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env(), store).await?;
     if engine.registry().snapshot().files().is_empty() {
         tracing::warn!("{}", super::empty_apps_dir(engine.registry().dir()));
     }

@@ -29,8 +29,8 @@ use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
 use super::{
-    Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Recovered,
-    RecoveredDelivery, Store, StoreError,
+    Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Owner,
+    Ownership, Recovered, RecoveredDelivery, Store, StoreError,
 };
 use crate::event::Event;
 
@@ -101,21 +101,22 @@ pub struct DurableStore {
     /// The last write's error, until a write succeeds.
     failing: Arc<Mutex<Option<String>>>,
     next_ticket: AtomicU64,
+    /// Above every delivery and dead letter key in the file.
+    first_key: DeliveryKey,
+    /// What the file held at open, until [`Store::run_ownership`] hands it
+    /// over.
+    recovered: Mutex<Option<Recovered>>,
     /// `durability = "fsync"`: `accept` waits for the commit.
     wait_for_disk: bool,
 }
 
 impl DurableStore {
-    /// Opens (or creates) `data_dir/store.redb`, checks every page and record,
-    /// and returns the store with what it held. A damaged file is an error
-    /// that says so; it is never served from.
-    /// Recovered deliveries keep their events in memory up to
+    /// Opens (or creates) `data_dir/store.redb` and checks every page and
+    /// record: a damaged file is an error that says so; it is never served
+    /// from. What it held is handed over by [`Store::run_ownership`];
+    /// recovered deliveries keep their events in memory up to
     /// `memory_budget` bytes.
-    pub fn open(
-        data_dir: &Path,
-        wait_for_disk: bool,
-        memory_budget: u64,
-    ) -> Result<(Arc<Self>, Recovered), StoreError> {
+    pub fn open(data_dir: &Path, wait_for_disk: bool, memory_budget: u64) -> Result<Arc<Self>, StoreError> {
         crate::private_fs::private_dir(data_dir).map_err(|e| {
             StoreError(format!(
                 "cannot create the data directory {} (owner-only, 0700): {e}; check --data-dir and its permissions",
@@ -126,14 +127,14 @@ impl DurableStore {
         crate::private_fs::private_file(&path)
             .map_err(|e| StoreError(format!("cannot make {} owner-only (0600): {e}", path.display())))?;
         let db = open_database(&path)?;
-        let recovered = read_all(&db, memory_budget).map_err(|e| damaged(&path, &e))?;
+        let (recovered, first_key, dead_letters) = read_all(&db, memory_budget).map_err(|e| damaged(&path, &e))?;
         let next_ticket = recovered.inbox.last().map_or(1, |e| e.ticket + 1);
         let (tx, rx) = std_mpsc::channel();
         let writer = Writer {
             path: path.clone(),
             db: Some(db),
             unwritten: Arc::default(),
-            dead_count: Arc::new(AtomicU64::new(recovered.dead_letters)),
+            dead_count: Arc::new(AtomicU64::new(dead_letters)),
             failing: Arc::default(),
         };
         let failing = writer.failing.clone();
@@ -150,9 +151,11 @@ impl DurableStore {
             dead_count,
             failing,
             next_ticket: AtomicU64::new(next_ticket),
+            first_key,
+            recovered: Mutex::new(Some(recovered)),
             wait_for_disk,
         });
-        Ok((store, recovered))
+        Ok(store)
     }
 
     /// The store file.
@@ -222,8 +225,9 @@ fn write_error(path: &Path, error: &redb::Error) -> StoreError {
     StoreError(format!("cannot write {}: {error}", path.display()))
 }
 
-/// Reads everything a restart must resume, checking every record.
-fn read_all(db: &Database, memory_budget: u64) -> Result<Recovered, String> {
+/// Reads everything a restart must resume, checking every record; with the
+/// lowest key not in use and how many dead letters there are.
+fn read_all(db: &Database, memory_budget: u64) -> Result<(Recovered, DeliveryKey, u64), String> {
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     let mut recovered = Recovered::default();
     let inbox = txn.open_table(INBOX).map_err(|e| e.to_string())?;
@@ -263,16 +267,16 @@ fn read_all(db: &Database, memory_budget: u64) -> Result<Recovered, String> {
         });
     }
     let dead = txn.open_table(DEAD).map_err(|e| e.to_string())?;
+    let mut dead_letters = 0;
     for entry in dead.iter().map_err(|e| e.to_string())? {
         let (key, value) = entry.map_err(|e| e.to_string())?;
         let key = key.value();
         decode::<DeadMeta>(value.value()).map_err(|e| format!("dead letter {key}: {e}"))?;
         read_events(&events, key)?;
-        recovered.dead_letters += 1;
+        dead_letters += 1;
         max_key = max_key.max(key);
     }
-    recovered.next_key = max_key + 1;
-    Ok(recovered)
+    Ok((recovered, max_key + 1, dead_letters))
 }
 
 fn read_events(table: &impl ReadableTable<u64, &'static [u8]>, key: u64) -> Result<String, String> {
@@ -592,7 +596,7 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
 }
 
 impl Store for DurableStore {
-    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<InboxTicket, StoreError>> {
+    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<Accepted, StoreError>> {
         let ticket = self.next_ticket.fetch_add(1, AtomicOrdering::Relaxed);
         let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
         for (i, event) in events.iter().enumerate() {
@@ -611,7 +615,7 @@ impl Store for DurableStore {
                 count,
                 reply: None,
             });
-            return Box::pin(async move { Ok(ticket) });
+            return Box::pin(async move { Ok(Accepted::Here(ticket)) });
         }
         let stored = self.ask(|reply| Job::Accept {
             ticket,
@@ -620,7 +624,36 @@ impl Store for DurableStore {
             count,
             reply: Some(reply),
         });
-        Box::pin(async move { stored.await.map(|()| ticket) })
+        Box::pin(async move { stored.await.map(|()| Accepted::Here(ticket)) })
+    }
+
+    fn first_key(&self) -> DeliveryKey {
+        self.first_key
+    }
+
+    fn run_ownership(&self, owner: Arc<dyn Owner>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let recovered = self
+            .recovered
+            .lock()
+            .expect("recovered lock is never held across a panic")
+            .take();
+        if let Some(recovered) = recovered {
+            recovered.inbox.into_iter().for_each(|entry| owner.resume_events(entry));
+            recovered
+                .deliveries
+                .into_iter()
+                .for_each(|found| owner.resume_delivery(found));
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            backend: "embedded",
+            node: "local".to_string(),
+            partitions: 1,
+            owned: vec![0],
+        }
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -647,8 +680,9 @@ impl Store for DurableStore {
         self.ask(|reply| Job::ListDead(query, reply))
     }
 
-    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.ask(|reply| Job::Requeue(record, reply))
+    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let requeued = self.ask(|reply| Job::Requeue(record, reply));
+        Box::pin(async move { requeued.await.map(|()| true) })
     }
 
     fn purge_dead_letters(&self, keys: Vec<DeliveryKey>) -> BoxFuture<'_, Result<usize, StoreError>> {
@@ -680,6 +714,34 @@ mod tests {
     use super::*;
     use crate::store::InboxMark;
 
+    /// Collects what a store hands over.
+    #[derive(Default)]
+    struct Collect(Mutex<Recovered>);
+
+    impl Owner for Collect {
+        fn resume_events(&self, entry: InboxEntry) {
+            self.0.lock().unwrap().inbox.push(entry);
+        }
+        fn resume_delivery(&self, found: RecoveredDelivery) {
+            self.0.lock().unwrap().deliveries.push(found);
+        }
+        fn replayed(&self, _: DeliveryRecord) {}
+        fn partition_lost(&self, _: u32) {}
+    }
+
+    async fn recovered(store: &DurableStore) -> Recovered {
+        let owner = Arc::new(Collect::default());
+        store.run_ownership(owner.clone()).await.unwrap();
+        std::mem::take(&mut *owner.0.lock().unwrap())
+    }
+
+    fn ticket(accepted: Accepted) -> InboxTicket {
+        match accepted {
+            Accepted::Here(ticket) => ticket,
+            Accepted::ByOwner => panic!("the embedded store batches here"),
+        }
+    }
+
     fn event(n: u32) -> Event {
         Event::parse_joined(&format!(r#"{{"name":"e","channel":"c{n}"}}"#))
             .unwrap()
@@ -708,10 +770,11 @@ mod tests {
     async fn what_was_accepted_and_committed_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (store, recovered) = DurableStore::open(dir.path(), true, u64::MAX).unwrap();
+            let store = DurableStore::open(dir.path(), true, u64::MAX).unwrap();
+            let recovered = recovered(&store).await;
             assert!(recovered.inbox.is_empty() && recovered.deliveries.is_empty());
-            let t1 = store.accept("app", &[event(1), event(2)]).await.unwrap();
-            let t2 = store.accept("app", &[event(3)]).await.unwrap();
+            let t1 = ticket(store.accept("app", &[event(1), event(2)]).await.unwrap());
+            let t2 = ticket(store.accept("app", &[event(3)]).await.unwrap());
             let mut r = record(7, r#"{"name":"e","channel":"c1"}"#);
             store
                 .commit(Commit {
@@ -739,13 +802,15 @@ mod tests {
         }
         // The writer thread drops the database when the store is dropped;
         // wait for the lock to go.
-        let (store, recovered) = loop {
+        let store = loop {
             match DurableStore::open(dir.path(), true, u64::MAX) {
                 Ok(opened) => break opened,
                 Err(e) if e.0.contains("in use") => std::thread::yield_now(),
                 Err(e) => panic!("{e}"),
             }
         };
+        assert_eq!(store.first_key(), 10);
+        let recovered = recovered(&store).await;
         assert_eq!(recovered.inbox.len(), 2);
         assert_eq!(recovered.inbox[0].consumed, 1);
         assert_eq!(recovered.inbox[0].events.len(), 2);
@@ -755,7 +820,6 @@ mod tests {
             &*recovered.deliveries[0].record.events,
             r#"{"name":"e","channel":"c1"}"#
         );
-        assert_eq!(recovered.next_key, 10);
         let letters = store
             .dead_letters(DeadLetterQuery {
                 with_events: true,

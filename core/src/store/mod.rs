@@ -15,8 +15,15 @@
 //! 3. [`Store::record_failure`] after each failed attempt, then
 //!    [`Store::delivered`] or [`Store::dead_letter`].
 //!
-//! After a restart, [`Store::recover`] hands back what was in flight: inbox
-//! events not yet batched, and deliveries with their attempt state.
+//! Ownership: a store decides which node batches and delivers an app's
+//! events. [`Store::run_ownership`] hands the engine's [`Owner`] what it
+//! comes to own — at start, what was in flight before the restart (inbox
+//! events not yet batched, deliveries with their attempt state); with a
+//! shared store, also what a node that died left behind, and the events
+//! other nodes accepted. The embedded store has one partition, always
+//! owned by its one node, and [`Store::accept`] hands events straight back
+//! ([`Accepted::Here`]). A shared store answers [`Accepted::ByOwner`]: the
+//! partition's owner, maybe another node, reads them from the store.
 
 mod codec;
 mod durable;
@@ -175,10 +182,47 @@ pub struct Recovered {
     pub inbox: Vec<InboxEntry>,
     /// Deliveries not yet delivered or dead-lettered, oldest first.
     pub deliveries: Vec<RecoveredDelivery>,
-    /// The lowest delivery key not in use.
-    pub next_key: DeliveryKey,
-    /// How many dead letters are kept.
-    pub dead_letters: u64,
+}
+
+/// Who batches a request's accepted events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// This node: the caller hands them to the app's batcher with this
+    /// inbox ticket.
+    Here(InboxTicket),
+    /// The owner of the app's partition, which reads them from the store
+    /// (and hands them to its [`Owner`]).
+    ByOwner,
+}
+
+/// What this node owns, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ownership {
+    /// `embedded` or `redis`.
+    pub backend: &'static str,
+    /// This node's id.
+    pub node: String,
+    /// Partitions in the deployment.
+    pub partitions: u32,
+    /// Those this node owns now.
+    pub owned: Vec<u32>,
+}
+
+/// The engine's side of ownership: what a store hands over as this node
+/// comes to own partitions, and what reaches their inboxes afterwards.
+/// Calls come in order per partition: everything recovered before anything
+/// new.
+pub trait Owner: Send + Sync + 'static {
+    /// Events to batch (the entry's from `consumed` on).
+    fn resume_events(&self, entry: InboxEntry);
+    /// A stored delivery to attempt (or dead-letter if its webhook is gone).
+    fn resume_delivery(&self, found: RecoveredDelivery);
+    /// A dead letter replayed on another node: its delivery is stored
+    /// again; this node attempts it.
+    fn replayed(&self, record: DeliveryRecord);
+    /// The partition was lost (its lease ran out): its writes are refused
+    /// from now on, and another node resumes it.
+    fn partition_lost(&self, partition: u32);
 }
 
 /// A store failure. Ingest answers 503 on it.
@@ -192,7 +236,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Keeps one request's accepted events until deliveries holding them are
     /// committed. Resolves once they are stored under the configured
     /// durability.
-    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<InboxTicket, StoreError>>;
+    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<Accepted, StoreError>>;
+
+    /// Where this node's delivery keys start: above every key in use (a
+    /// shared store gives each node its own range).
+    fn first_key(&self) -> DeliveryKey;
+
+    /// Starts handing `owner` what this node owns (see the module docs):
+    /// resolves once what it owns at start is handed over; a shared store
+    /// keeps watching leases in the background.
+    fn run_ownership(&self, owner: std::sync::Arc<dyn Owner>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// What this node owns now.
+    fn ownership(&self) -> Ownership;
 
     /// Stores formed deliveries and releases the inbox events they consumed,
     /// in one transaction; resolves once it is on disk.
@@ -217,8 +273,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn dead_letters(&self, query: DeadLetterQuery) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>>;
 
     /// Moves a dead letter back to the deliveries (a replay), storing
-    /// `record` (its events unchanged) in its place.
-    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// `record` (its events unchanged) in its place. `true`: the caller
+    /// dispatches it (this node owns it, or no daemon runs); `false`: its
+    /// partition's owner was told and does.
+    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Removes dead letters: one by key, or every one matching. Returns how
     /// many went.
