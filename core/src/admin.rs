@@ -228,10 +228,7 @@ pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse 
 /// id in the current config, with a fresh retry window and its batch id.
 async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
     let snapshot = ctx.registry.snapshot();
-    let mut response = AdminResponse {
-        queued_for_next_start: ctx.dispatch.is_none(),
-        ..AdminResponse::default()
-    };
+    let mut response = AdminResponse::default();
     for letter in letters {
         let mut record = letter.record;
         let webhook = snapshot.webhook(&record.app_id, &record.webhook_id).cloned();
@@ -253,8 +250,11 @@ async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
             }
         };
         response.done.push(record.batch_id.clone());
-        if let (true, Some(dispatcher)) = (dispatch_here, &ctx.dispatch) {
-            dispatcher.dispatch(Delivery::new(record, webhook, true));
+        match (dispatch_here, &ctx.dispatch) {
+            (true, Some(dispatcher)) => dispatcher.dispatch(Delivery::new(record, webhook, true)),
+            (true, None) => response.queued_for_next_start = true,
+            // A shared store told the partition's owner, which sends it.
+            (false, _) => {}
         }
     }
     response

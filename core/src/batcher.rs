@@ -142,6 +142,19 @@ impl Batchers {
             .ok()
     }
 
+    /// A share of the intake budget for events a shared store's inbox
+    /// handed over, if there is room now (they are already stored, so they
+    /// are taken either way; a full budget only pauses reading).
+    pub fn try_admit(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.intake_kib);
+        self.intake.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    /// Whether the intake budget has room.
+    pub fn has_room(&self) -> bool {
+        self.intake.available_permits() > 0
+    }
+
     /// Closes the open batch of each of these apps now (their config changed).
     pub fn config_changed<'a>(&self, app_ids: impl IntoIterator<Item = &'a Arc<str>>) {
         let senders = self.senders.lock().expect("senders lock is never held across a panic");
@@ -301,6 +314,12 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
     loop {
         match shared.store.commit(commit.clone()).await {
             Ok(()) => break,
+            Err(error) if error.is_not_owner() => {
+                tracing::info!(%error, deliveries = formed.deliveries.len(),
+                    "formed batches dropped here: the partition's new owner batches their events again from the inbox");
+                shared.backlog.fetch_sub(formed.consumed_bytes, AtomicOrdering::Relaxed);
+                return;
+            }
             Err(error) if shared.stopping.load(AtomicOrdering::Acquire) => {
                 tracing::error!(%error, deliveries = formed.deliveries.len(),
                     "could not store formed batches before shutdown; their events stay in the inbox for the next start");

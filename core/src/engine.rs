@@ -223,10 +223,11 @@ impl Engine {
         };
         let rest: Vec<Event> = entry.events.into_iter().skip(entry.consumed as usize).collect();
         counts.events.fetch_add(rest.len() as u64, AtomicOrdering::Relaxed);
-        self.backlog
-            .fetch_add(rest.iter().map(|e| e.len() as u64).sum(), AtomicOrdering::Relaxed);
+        let bytes: u64 = rest.iter().map(|e| e.len() as u64).sum();
+        self.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
+        let permit = self.batchers.try_admit(bytes as usize);
         self.batchers
-            .push(app.clone(), rest, entry.ticket, entry.consumed, None);
+            .push(app.clone(), rest, entry.ticket, entry.consumed, permit);
     }
 
     /// A stored delivery handed over by the store goes to its webhook's
@@ -553,6 +554,10 @@ impl Owner for EngineOwner {
             None => tracing::error!(batch_id = %record.batch_id, app = %record.app_id, webhook = %record.webhook_id,
                 "a replayed delivery's webhook is not configured here; it waits in the store"),
         }
+    }
+
+    fn has_room(&self) -> bool {
+        self.engine.upgrade().is_some_and(|engine| engine.batchers.has_room())
     }
 
     fn partition_lost(&self, partition: u32) {

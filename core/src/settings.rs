@@ -41,6 +41,8 @@ pub struct Settings {
     pub filters: FilterSettings,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSettings,
+    /// Where the backlog is kept: embedded, or shared in Redis.
+    pub store: StoreSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             dead_letter: DeadLetterSettings::default(),
             filters: FilterSettings::default(),
             shutdown: ShutdownSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -259,4 +262,46 @@ impl ShutdownSettings {
     pub fn grace(&self) -> Duration {
         Duration::from_millis(self.grace_ms)
     }
+}
+
+/// `[store]`: the backend keeping the backlog (docs/contract.md §9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `embedded` (one redb file in `data_dir`) or `redis` (shared by
+    /// several daemons).
+    pub backend: StoreBackend,
+    /// The Redis to use with `backend = "redis"`: `redis://`, `rediss://`
+    /// or `unix://`; `${NAME}` is replaced from the environment.
+    pub redis_url: String,
+    /// Partitions apps hash to; the same on every node, fixed per
+    /// deployment.
+    pub partitions: u32,
+    /// This node's id; empty: hostname and pid.
+    pub node_id: String,
+    /// How long a partition's lease lasts unrenewed: a dead node's
+    /// partitions move to the others after this.
+    pub lease_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+            redis_url: "redis://127.0.0.1:6379/0".to_string(),
+            partitions: 32,
+            node_id: String::new(),
+            lease_ms: 10_000,
+        }
+    }
+}
+
+/// `store.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One redb file in `data_dir`.
+    Embedded,
+    /// Redis (>= 7.0) or Valkey, shared by several daemons.
+    Redis,
 }

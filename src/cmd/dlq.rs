@@ -114,18 +114,23 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
 
 /// No daemon runs: open the store (and, for replays, the apps) directly.
 async fn on_the_store(settings: &hookline_core::settings::Settings, request: AdminRequest) -> Result<AdminResponse> {
-    let store_file = settings.data_dir.join(hookline_core::store::STORE_FILE);
-    if !store_file.exists() {
-        bail!(
-            "no store at {} and no daemon answering there: is --data-dir right?",
-            store_file.display()
-        );
-    }
-    let wait_for_disk = true;
-    // Only dead letters are read; pending deliveries' events can stay on disk.
-    let store = DurableStore::open(&settings.data_dir, wait_for_disk, 0)
-        .map_err(|e| anyhow::anyhow!("{}", e.0))
-        .context("no daemon answered on the admin socket, so the store was opened directly")?;
+    let store = if settings.store.backend == hookline_core::settings::StoreBackend::Redis {
+        super::open_store(settings).await?
+    } else {
+        let store_file = settings.data_dir.join(hookline_core::store::STORE_FILE);
+        if !store_file.exists() {
+            bail!(
+                "no store at {} and no daemon answering there: is --data-dir right?",
+                store_file.display()
+            );
+        }
+        let wait_for_disk = true;
+        // Only dead letters are read; pending deliveries' events can stay on disk.
+        let store: hookline_core::store::SharedStore = DurableStore::open(&settings.data_dir, wait_for_disk, 0)
+            .map_err(|e| anyhow::anyhow!("{}", e.0))
+            .context("no daemon answered on the admin socket, so the store was opened directly")?;
+        store
+    };
     let mut defaults = LoadDefaults::from(settings);
     if matches!(request, AdminRequest::Replay { .. }) {
         defaults.filters = Some(FilterHost::new(

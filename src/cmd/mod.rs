@@ -21,9 +21,33 @@ pub(crate) fn sink_registry() -> Result<SinkRegistry> {
     hookline::builtin_sinks().map_err(anyhow::Error::msg)
 }
 
-/// Opens the store the settings name (the embedded one, for now).
+/// Opens the store `[store]` names: the embedded one in `data_dir`, or
+/// Redis (shared by several daemons).
 pub(crate) async fn open_store(settings: &hookline_core::settings::Settings) -> Result<SharedStore> {
-    Ok(hookline_core::engine::Engine::open_embedded_store(settings)?)
+    use hookline_core::settings::{Durability, StoreBackend};
+    match settings.store.backend {
+        StoreBackend::Embedded => Ok(hookline_core::engine::Engine::open_embedded_store(settings)?),
+        StoreBackend::Redis => {
+            let url = hookline_core::config::substitute_env(&settings.store.redis_url, &process_env())
+                .map_err(|problems| anyhow::anyhow!("store.redis_url: {}", problems.join("; ")))?;
+            let node_id = match settings.store.node_id.trim() {
+                "" => hookline_store_redis::default_node_id(),
+                id => id.to_string(),
+            };
+            let config = hookline_store_redis::RedisStoreConfig {
+                url,
+                partitions: settings.store.partitions,
+                node_id,
+                lease_ms: settings.store.lease_ms,
+                require_fsync: settings.ingest.durability == Durability::Fsync,
+                memory_budget: settings.delivery.max_memory_bytes,
+            };
+            let store = hookline_store_redis::RedisStore::connect(config)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+            Ok(store)
+        }
+    }
 }
 
 /// `${NAME}` references in app files resolve against the process environment.

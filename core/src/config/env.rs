@@ -15,7 +15,7 @@ pub(crate) fn substitute(text: &str, env: &EnvLookup) -> Result<String, String> 
 
 /// Replaces every `${NAME}` in `text`; on failure, every unset variable
 /// (and a malformed reference, which ends the scan) is reported.
-fn substitute_all(text: &str, env: &EnvLookup) -> Result<String, Vec<String>> {
+pub fn substitute_all(text: &str, env: &EnvLookup) -> Result<String, Vec<String>> {
     if !text.contains('$') {
         return Ok(text.to_string());
     }

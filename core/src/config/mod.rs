@@ -11,5 +11,5 @@ mod env;
 mod file;
 
 pub use app::{App, ChannelFilter, Ordering, Secret, Webhook};
-pub use env::EnvLookup;
+pub use env::{EnvLookup, substitute_all as substitute_env};
 pub use file::{AppLoader, FileError, LoadDefaults, is_app_file};

@@ -223,12 +223,33 @@ pub trait Owner: Send + Sync + 'static {
     /// The partition was lost (its lease ran out): its writes are refused
     /// from now on, and another node resumes it.
     fn partition_lost(&self, partition: u32);
+    /// Whether the engine takes more events now; a shared store reads no
+    /// more from its inboxes while it does not (backpressure).
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// A store failure. Ingest answers 503 on it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(pub String);
+
+/// How a [`StoreError::not_owner`] message starts.
+const NOT_OWNER: &str = "this node no longer owns partition ";
+
+impl StoreError {
+    /// A write refused because this node lost the partition's lease: not
+    /// worth retrying here (the new owner redoes the work).
+    pub fn not_owner(partition: u32) -> Self {
+        Self(format!("{NOT_OWNER}{partition}; its new owner takes over"))
+    }
+
+    /// Whether this is a [`StoreError::not_owner`].
+    pub fn is_not_owner(&self) -> bool {
+        self.0.starts_with(NOT_OWNER)
+    }
+}
 
 /// Where events and deliveries are kept; see the module docs for the order
 /// of calls.

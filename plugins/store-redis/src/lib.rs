@@ -1,0 +1,695 @@
+//! Hookline's Redis store: several daemons share one backlog in Redis
+//! (>= 7.0) or Valkey (docs/contract.md §9).
+//!
+//! Apps hash to partitions ([`keys::partition_of`]). Any node accepts
+//! ingest: a request's events are appended to their partition's inbox
+//! stream, and the answer waits for Redis ([`Accepted::ByOwner`]). Each
+//! partition has one owner at a time, by a lease that the owner renews
+//! ([`ownership`]); the owner reads the inbox with a consumer group into the
+//! engine's batchers, so batching, filters, lanes and strict ordering work
+//! as on one node. Every write an owner makes is a script fenced by its
+//! lease token ([`scripts`]), so a node that lost its lease can never
+//! commit over the next owner.
+//!
+//! When a node dies its leases run out; other nodes take the partitions
+//! over: they resume the stored deliveries in the order they were formed,
+//! and claim the inbox entries the dead node had read but not batched
+//! (`XAUTOCLAIM`).
+
+mod keys;
+mod ownership;
+mod reply;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use hookline_core::event::Event;
+use hookline_core::store::{
+    Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxTicket, Owner, Ownership, Store,
+    StoreError,
+};
+use hookline_sink_api::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use keys::{PartitionKeys, partition_of};
+use scripts::Scripts;
+
+/// What the Redis store needs to know (from `[store]` and `[ingest]`).
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    /// `redis://`, `rediss://` or `unix://` (secrets allowed in it; never
+    /// logged).
+    pub url: String,
+    /// Partitions apps hash to (the same on every node).
+    pub partitions: u32,
+    /// This node's id.
+    pub node_id: String,
+    /// How long an unrenewed lease lasts.
+    pub lease_ms: u64,
+    /// `ingest.durability = "fsync"`: Redis must fsync every write.
+    pub require_fsync: bool,
+    /// Bytes of resumed deliveries' events kept in memory; the rest are
+    /// read back before their attempt.
+    pub memory_budget: u64,
+}
+
+/// Most partitions a deployment may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Shortest lease: renewals run every third of it.
+pub const MIN_LEASE_MS: u64 = 1000;
+
+/// A request's inbox entry, as the owner read it.
+#[derive(Debug, Clone)]
+struct Ticket {
+    partition: u32,
+    id: String,
+    count: u32,
+}
+
+/// The Redis-backed [`Store`]. See the crate docs.
+#[derive(Debug)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisStoreConfig,
+    client: redis::Client,
+    conn: ConnectionManager,
+    scripts: Scripts,
+    first_key: DeliveryKey,
+    /// Partitions owned → lease token.
+    owned: Mutex<HashMap<u32, String>>,
+    /// Inbox entries read and not yet all batched.
+    tickets: Mutex<HashMap<InboxTicket, Ticket>>,
+    next_ticket: AtomicU64,
+    /// Deliveries this node resumed or formed → their partition.
+    partition_of_key: Mutex<HashMap<DeliveryKey, u32>>,
+    failing: Mutex<Option<String>>,
+    dead_count: AtomicU64,
+    owner: OnceLock<Arc<dyn Owner>>,
+    stopped: AtomicBool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &redacted(&self.config.url))
+            .field("node", &self.config.node_id)
+            .field("owned", &self.owned.lock().map(|o| o.len()).unwrap_or(0))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL without its user and password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+fn store_error(error: &redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {error}"))
+}
+
+/// A script's answer: a fenced write is [`StoreError::not_owner`].
+fn script_error(error: &redis::RedisError, partition: u32) -> StoreError {
+    if error.to_string().contains("HOOKLINE_FENCED") {
+        StoreError::not_owner(partition)
+    } else {
+        store_error(error)
+    }
+}
+
+impl RedisStore {
+    /// Connects, checks that Redis keeps what it is given (AOF with
+    /// `appendfsync always` when fsync durability is asked for, and
+    /// `maxmemory-policy noeviction`), and reserves this node's range of
+    /// delivery keys. Refuses with what to change.
+    pub async fn connect(config: RedisStoreConfig) -> Result<Arc<Self>, StoreError> {
+        if !(1..=MAX_PARTITIONS).contains(&config.partitions) {
+            return Err(StoreError(format!(
+                "store.partitions must be between 1 and {MAX_PARTITIONS}, not {}",
+                config.partitions
+            )));
+        }
+        if config.lease_ms < MIN_LEASE_MS {
+            return Err(StoreError(format!(
+                "store.lease_ms must be at least {MIN_LEASE_MS}, not {}",
+                config.lease_ms
+            )));
+        }
+        let shown = redacted(&config.url);
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| StoreError(format!("store.redis_url {shown} is not a Redis URL: {e}")))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = client.get_connection_manager_with_config(manager).await.map_err(|e| {
+            StoreError(format!(
+                "cannot reach Redis at {shown}: {e}; is it running, and is store.redis_url right?"
+            ))
+        })?;
+        check_redis(&mut conn, config.require_fsync, &shown).await?;
+        let incarnation: u64 = redis::cmd("INCR")
+            .arg(keys::INCARNATION)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        // Each start gets 2^32 keys of its own: keys stay unique across the
+        // cluster without coordination.
+        let first_key = (incarnation << 32) | 1;
+        Ok(Arc::new(Self {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                conn,
+                scripts: Scripts::new(),
+                first_key,
+                owned: Mutex::default(),
+                tickets: Mutex::default(),
+                next_ticket: AtomicU64::new(1),
+                partition_of_key: Mutex::default(),
+                failing: Mutex::default(),
+                dead_count: AtomicU64::new(0),
+                owner: OnceLock::new(),
+                stopped: AtomicBool::new(false),
+            }),
+        }))
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.inner.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// Refuses a Redis that could lose or evict what it acknowledged.
+async fn check_redis(conn: &mut ConnectionManager, require_fsync: bool, shown: &str) -> Result<(), StoreError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .map_err(|e| StoreError(format!("cannot read INFO from Redis at {shown}: {e}")))?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("0")
+        .trim();
+    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major < 7 {
+        return Err(StoreError(format!(
+            "Redis at {shown} is version {version}; Hookline needs Redis 7.0 or later (or Valkey)"
+        )));
+    }
+    let mut setting = async |name: &str| -> Result<String, StoreError> {
+        let value: redis::Value = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(conn)
+            .await
+            .map_err(|e| StoreError(format!("cannot read {name} with CONFIG GET from Redis at {shown}: {e}")))?;
+        Ok(reply::config_value(&value).unwrap_or_default())
+    };
+    let policy = setting("maxmemory-policy").await?;
+    if policy != "noeviction" {
+        return Err(StoreError(format!(
+            "Redis at {shown} has maxmemory-policy {policy}: it could evict accepted events. \
+             Set maxmemory-policy noeviction"
+        )));
+    }
+    if require_fsync {
+        let appendonly = setting("appendonly").await?;
+        let appendfsync = setting("appendfsync").await?;
+        if appendonly != "yes" || appendfsync != "always" {
+            return Err(StoreError(format!(
+                "Redis at {shown} has appendonly {appendonly} and appendfsync {appendfsync}: a write it \
+                 acknowledged could be lost. With ingest.durability = \"fsync\" set appendonly yes and \
+                 appendfsync always (or choose ingest.durability = \"memory\")"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn partition(&self, app_id: &str) -> u32 {
+        partition_of(app_id, self.config.partitions)
+    }
+
+    fn token(&self, partition: u32) -> Option<String> {
+        self.owned.lock().expect("owned lock").get(&partition).cloned()
+    }
+
+    /// Records whether Redis answered, for `/readyz`.
+    fn note<T>(&self, result: &Result<T, redis::RedisError>) {
+        let mut failing = self.failing.lock().expect("failing lock");
+        match result {
+            Ok(_) => *failing = None,
+            Err(e) if e.to_string().contains("HOOKLINE_FENCED") => {}
+            Err(e) => *failing = Some(format!("redis: {e}")),
+        }
+    }
+
+    /// Runs a fenced write in the background (attempt state, delivered):
+    /// losing one costs at most a repeated attempt.
+    fn spawn_write(
+        self: &Arc<Self>,
+        what: &'static str,
+        write: impl std::future::Future<Output = redis::RedisResult<()>> + Send + 'static,
+    ) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let result = write.await;
+            inner.note(&result);
+            if let Err(error) = result {
+                tracing::warn!(%error, "redis store: could not record {what}; at worst a batch is attempted again");
+            }
+        });
+    }
+}
+
+/// A delivery record as kept in the deliveries hash (`seq|JSON`).
+fn record_json(record: &DeliveryRecord) -> String {
+    serde_json::to_string(record).expect("records serialise")
+}
+
+impl Store for RedisStore {
+    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<Accepted, StoreError>> {
+        let inner = &self.inner;
+        let keys = PartitionKeys::new(inner.partition(app_id));
+        let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                payload.push(',');
+            }
+            payload.push_str(&event.json);
+        }
+        let count = events.len();
+        Box::pin(async move {
+            let result: redis::RedisResult<String> = redis::cmd("XADD")
+                .arg(&keys.inbox)
+                .arg("*")
+                .arg("k")
+                .arg("e")
+                .arg("a")
+                .arg(app_id)
+                .arg("n")
+                .arg(count)
+                .arg("e")
+                .arg(payload)
+                .query_async(&mut inner.conn())
+                .await;
+            inner.note(&result);
+            result.map(|_| Accepted::ByOwner).map_err(|e| store_error(&e))
+        })
+    }
+
+    fn first_key(&self) -> DeliveryKey {
+        self.inner.first_key
+    }
+
+    fn run_ownership(&self, owner: Arc<dyn Owner>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.inner.owner.set(owner).is_err() {
+                return Ok(());
+            }
+            ownership::start(self.inner.clone()).await
+        })
+    }
+
+    fn ownership(&self) -> Ownership {
+        let mut owned: Vec<u32> = self.inner.owned.lock().expect("owned lock").keys().copied().collect();
+        owned.sort_unstable();
+        Ownership {
+            backend: "redis",
+            node: self.inner.config.node_id.clone(),
+            partitions: self.inner.config.partitions,
+            owned,
+        }
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), StoreError>> {
+        let inner = &self.inner;
+        Box::pin(async move {
+            let tickets: Vec<(u32, Option<Ticket>)> = {
+                let known = inner.tickets.lock().expect("tickets lock");
+                commit
+                    .marks
+                    .iter()
+                    .map(|m| (m.consumed, known.get(&m.ticket).cloned()))
+                    .collect()
+            };
+            let partition = commit
+                .deliveries
+                .first()
+                .map(|d| inner.partition(&d.app_id))
+                .or_else(|| tickets.iter().find_map(|(_, t)| t.as_ref().map(|t| t.partition)));
+            let Some(partition) = partition else {
+                return Ok(());
+            };
+            let token = inner.token(partition).ok_or_else(|| StoreError::not_owner(partition))?;
+            let keys = PartitionKeys::new(partition);
+            let mut invocation = inner.scripts.commit.prepare_invoke();
+            invocation
+                .key(&keys.lease)
+                .key(&keys.inbox)
+                .key(&keys.progress)
+                .key(&keys.deliveries)
+                .key(&keys.events)
+                .key(&keys.seq)
+                .arg(&token)
+                .arg(keys::GROUP);
+            let marks: Vec<(&Ticket, u32, bool)> = commit
+                .marks
+                .iter()
+                .zip(&tickets)
+                .filter_map(|(mark, (consumed, ticket))| {
+                    let ticket = ticket.as_ref()?;
+                    Some((ticket, *consumed, mark.complete || *consumed >= ticket.count))
+                })
+                .collect();
+            invocation.arg(marks.len());
+            for (ticket, consumed, complete) in &marks {
+                invocation
+                    .arg(&ticket.id)
+                    .arg(consumed)
+                    .arg(if *complete { "1" } else { "0" });
+            }
+            invocation.arg(commit.deliveries.len());
+            for record in &commit.deliveries {
+                invocation.arg(record.key).arg(record_json(record)).arg(&*record.events);
+            }
+            invocation.arg(commit.retired.map(|k| k.to_string()).unwrap_or_default());
+            let result: redis::RedisResult<i64> = invocation.invoke_async(&mut inner.conn()).await;
+            inner.note(&result);
+            result.map_err(|e| script_error(&e, partition))?;
+            {
+                let mut known = inner.tickets.lock().expect("tickets lock");
+                for (mark, (_, ticket)) in commit.marks.iter().zip(&tickets) {
+                    if ticket
+                        .as_ref()
+                        .is_some_and(|t| mark.complete || mark.consumed >= t.count)
+                    {
+                        known.remove(&mark.ticket);
+                    }
+                }
+            }
+            let mut partitions = inner.partition_of_key.lock().expect("keys lock");
+            for record in &commit.deliveries {
+                partitions.insert(record.key, partition);
+            }
+            if let Some(retired) = commit.retired {
+                partitions.remove(&retired);
+            }
+            Ok(())
+        })
+    }
+
+    fn record_failure(&self, record: &DeliveryRecord) {
+        self.update(record, false);
+    }
+
+    fn refiltered(&self, record: &DeliveryRecord) {
+        self.update(record, true);
+    }
+
+    fn delivered(&self, key: DeliveryKey) {
+        let Some(partition) = self.inner.partition_of_key.lock().expect("keys lock").remove(&key) else {
+            return;
+        };
+        let Some(token) = self.inner.token(partition) else {
+            return;
+        };
+        let inner = self.inner.clone();
+        self.inner.spawn_write("a delivery", async move {
+            let keys = PartitionKeys::new(partition);
+            inner
+                .scripts
+                .delivered
+                .key(&keys.lease)
+                .key(&keys.deliveries)
+                .key(&keys.events)
+                .arg(&token)
+                .arg(key)
+                .invoke_async::<i64>(&mut inner.conn())
+                .await
+                .map(drop)
+        });
+    }
+
+    fn dead_letter(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), StoreError>> {
+        let inner = &self.inner;
+        Box::pin(async move {
+            let partition = inner.partition(&letter.record.app_id);
+            let token = inner.token(partition).ok_or_else(|| StoreError::not_owner(partition))?;
+            let keys = PartitionKeys::new(partition);
+            let meta = serde_json::to_string(&letter).expect("dead letters serialise");
+            let result: redis::RedisResult<i64> = inner
+                .scripts
+                .dead_letter
+                .key(&keys.lease)
+                .key(&keys.deliveries)
+                .key(&keys.events)
+                .key(&keys.dead)
+                .arg(&token)
+                .arg(letter.record.key)
+                .arg(meta)
+                .arg(&*letter.record.events)
+                .invoke_async(&mut inner.conn())
+                .await;
+            inner.note(&result);
+            result.map_err(|e| script_error(&e, partition))?;
+            inner
+                .partition_of_key
+                .lock()
+                .expect("keys lock")
+                .remove(&letter.record.key);
+            inner.dead_count.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn dead_letters(&self, query: DeadLetterQuery) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        Box::pin(async move {
+            self.inner
+                .dead_letters(&query)
+                .await
+                .map(|l| l.into_iter().map(|(_, d)| d).collect())
+        })
+    }
+
+    fn requeue(&self, record: DeliveryRecord) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let inner = &self.inner;
+        Box::pin(async move {
+            let keys = PartitionKeys::new(inner.partition(&record.app_id));
+            let result: redis::RedisResult<i64> = inner
+                .scripts
+                .requeue
+                .key(&keys.dead)
+                .key(&keys.deliveries)
+                .key(&keys.inbox)
+                .key(&keys.seq)
+                .arg(record.key)
+                .arg(record_json(&record))
+                .invoke_async(&mut inner.conn())
+                .await;
+            inner.note(&result);
+            match result.map_err(|e| store_error(&e))? {
+                0 => Err(StoreError(format!(
+                    "dead letter {} is no longer in the store (purged, expired or already replayed)",
+                    record.batch_id
+                ))),
+                _ => {
+                    inner.dead_count.fetch_sub(1, Ordering::Relaxed);
+                    // The partition's owner reads the notice and sends it.
+                    Ok(false)
+                }
+            }
+        })
+    }
+
+    fn purge_dead_letters(&self, keys: Vec<DeliveryKey>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { self.inner.purge(&keys).await })
+    }
+
+    fn expire_dead_letters(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let inner = &self.inner;
+        Box::pin(async move {
+            let letters = inner.dead_letters(&DeadLetterQuery::default()).await?;
+            let expired: Vec<DeliveryKey> = letters
+                .into_iter()
+                .filter(|(_, letter)| letter.dead_at_ms < before_ms)
+                .map(|(key, _)| key)
+                .collect();
+            if expired.is_empty() {
+                return Ok(0);
+            }
+            inner.purge(&expired).await
+        })
+    }
+
+    fn dead_letter_count(&self) -> u64 {
+        self.inner.dead_count.load(Ordering::Relaxed)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self.inner.failing.lock().expect("failing lock") {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>> {
+        let inner = &self.inner;
+        Box::pin(async move {
+            let partition = inner
+                .partition_of_key
+                .lock()
+                .expect("keys lock")
+                .get(&key)
+                .copied()
+                .ok_or_else(|| StoreError(format!("delivery {key} is not one this node owns")))?;
+            let keys = PartitionKeys::new(partition);
+            let result: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+                .arg(&keys.events)
+                .arg(key)
+                .query_async(&mut inner.conn())
+                .await;
+            inner.note(&result);
+            result
+                .map_err(|e| store_error(&e))?
+                .ok_or_else(|| StoreError(format!("the events of delivery {key} are missing from Redis")))
+        })
+    }
+}
+
+impl RedisStore {
+    fn update(&self, record: &DeliveryRecord, with_events: bool) {
+        let partition = self.inner.partition(&record.app_id);
+        let Some(token) = self.inner.token(partition) else {
+            return;
+        };
+        let (key, json) = (record.key, record_json(record));
+        let events = if with_events {
+            record.events.to_string()
+        } else {
+            String::new()
+        };
+        let inner = self.inner.clone();
+        self.inner.spawn_write("attempt state", async move {
+            let keys = PartitionKeys::new(partition);
+            inner
+                .scripts
+                .update
+                .key(&keys.lease)
+                .key(&keys.deliveries)
+                .key(&keys.events)
+                .arg(&token)
+                .arg(key)
+                .arg(json)
+                .arg(if with_events { "1" } else { "0" })
+                .arg(events)
+                .invoke_async::<i64>(&mut inner.conn())
+                .await
+                .map(drop)
+        });
+    }
+}
+
+impl Inner {
+    /// Every partition's dead letters matching `query`, oldest first, with
+    /// their keys.
+    async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Vec<(DeliveryKey, DeadLetter)>, StoreError> {
+        let mut conn = self.conn();
+        let mut found = Vec::new();
+        let mut total = 0u64;
+        for partition in 0..self.config.partitions {
+            let keys = PartitionKeys::new(partition);
+            let all: redis::RedisResult<HashMap<u64, String>> =
+                redis::cmd("HGETALL").arg(&keys.dead).query_async(&mut conn).await;
+            self.note(&all);
+            let all = all.map_err(|e| store_error(&e))?;
+            total += all.len() as u64;
+            for (key, json) in all {
+                let mut letter: DeadLetter = serde_json::from_str(&json)
+                    .map_err(|e| StoreError(format!("dead letter {key} in Redis is damaged: {e}")))?;
+                let wanted = query.app_id.as_deref().is_none_or(|id| id == letter.record.app_id)
+                    && query.id.as_deref().is_none_or(|id| id == letter.record.batch_id);
+                if !wanted {
+                    continue;
+                }
+                if query.with_events {
+                    let events: Option<String> = redis::cmd("HGET")
+                        .arg(&keys.events)
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| store_error(&e))?;
+                    letter.record.events = events.unwrap_or_default().into();
+                }
+                found.push((key, letter));
+            }
+        }
+        if query.app_id.is_none() && query.id.is_none() {
+            self.dead_count.store(total, Ordering::Relaxed);
+        }
+        found.sort_by_key(|(key, letter)| (letter.dead_at_ms, *key));
+        Ok(found)
+    }
+
+    async fn purge(&self, keys: &[DeliveryKey]) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0usize;
+        let mut conn = self.conn();
+        for partition in 0..self.config.partitions {
+            let partition_keys = PartitionKeys::new(partition);
+            let mut invocation = self.scripts.purge.prepare_invoke();
+            invocation.key(&partition_keys.dead).key(&partition_keys.events);
+            for key in keys {
+                invocation.arg(key);
+            }
+            let result: redis::RedisResult<usize> = invocation.invoke_async(&mut conn).await;
+            self.note(&result);
+            removed += result.map_err(|e| store_error(&e))?;
+        }
+        let count = self.dead_count.load(Ordering::Relaxed);
+        self.dead_count
+            .store(count.saturating_sub(removed as u64), Ordering::Relaxed);
+        Ok(removed)
+    }
+}
+
+/// The default node id: the hostname and the pid.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host = if host.is_empty() { "hookline".to_string() } else { host };
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(redacted("redis://user:secret@host:6379/0"), "redis://…@host:6379/0");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redacted("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
+}

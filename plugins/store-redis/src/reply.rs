@@ -1,0 +1,134 @@
+//! Reading stream replies (`XREADGROUP`, `XAUTOCLAIM`) out of raw values.
+
+use redis::Value;
+
+/// One stream entry: its id and fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub id: String,
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// A field's value as text.
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn items(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+/// Entries as `[[id, [field, value, …]], …]`; an entry whose fields are
+/// nil (deleted meanwhile) is skipped.
+pub(crate) fn entries(value: &Value) -> Vec<Entry> {
+    items(value)
+        .iter()
+        .filter_map(|entry| {
+            let [id, fields] = items(entry) else { return None };
+            let flat = items(fields);
+            if flat.is_empty() {
+                return None;
+            }
+            let fields = flat
+                .chunks(2)
+                .filter_map(|pair| match pair {
+                    [k, Value::BulkString(v)] => Some((text(k)?, v.clone())),
+                    [k, v] => Some((text(k)?, text(v)?.into_bytes())),
+                    _ => None,
+                })
+                .collect();
+            Some(Entry { id: text(id)?, fields })
+        })
+        .collect()
+}
+
+/// `XREADGROUP … STREAMS one >`: the entries of the one stream read (nil,
+/// on a timeout, is none). RESP3 answers a map instead of an array.
+pub(crate) fn read_group(value: &Value) -> Vec<Entry> {
+    match value {
+        Value::Map(streams) => streams.iter().flat_map(|(_, e)| entries(e)).collect(),
+        _ => items(value)
+            .iter()
+            .flat_map(|stream| match items(stream) {
+                [_, e] => entries(e),
+                _ => Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// `XAUTOCLAIM`: the next cursor and the entries claimed.
+pub(crate) fn auto_claim(value: &Value) -> (String, Vec<Entry>) {
+    match items(value) {
+        [cursor, claimed, ..] => (text(cursor).unwrap_or_else(|| "0-0".to_string()), entries(claimed)),
+        _ => ("0-0".to_string(), Vec::new()),
+    }
+}
+
+/// `CONFIG GET name` (`[name, value]`, or a map in RESP3): the value.
+pub(crate) fn config_value(value: &Value) -> Option<String> {
+    match value {
+        Value::Map(pairs) => pairs.first().and_then(|(_, v)| text(v)),
+        _ => items(value).get(1).and_then(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reads_a_group_reply() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("inbox"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("k"), bulk("e"), bulk("a"), bulk("app")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = read_group(&reply);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].id, "1-0");
+        assert_eq!(entries[0].field("a"), Some("app"));
+        assert!(read_group(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn reads_an_auto_claim_reply() {
+        let reply = Value::Array(vec![
+            bulk("5-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("3-1"),
+                Value::Array(vec![bulk("k"), bulk("r")]),
+            ])]),
+            Value::Array(vec![]),
+        ]);
+        let (cursor, claimed) = auto_claim(&reply);
+        assert_eq!(cursor, "5-0");
+        assert_eq!(claimed[0].field("k"), Some("r"));
+    }
+}

@@ -1,0 +1,131 @@
+//! The Lua scripts that change a partition's state. Every key a script
+//! touches belongs to one partition (one hash tag), so each runs in one slot
+//! and Redis Cluster can serve it.
+//!
+//! Writes an owner makes are fenced: `KEYS[1]` is the partition's lease and
+//! `ARGV[1]` the token (`node epoch`) it was granted; a node whose lease
+//! ran out, or was taken over, is refused (`HOOKLINE_FENCED`) and can never
+//! commit over the new owner.
+
+use redis::Script;
+
+/// Refuses the script unless the caller holds the lease.
+macro_rules! fenced {
+    ($body:expr) => {
+        concat!(
+            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then ",
+            "return redis.error_reply('HOOKLINE_FENCED this node no longer owns the partition') end\n",
+            $body
+        )
+    };
+}
+
+/// The scripts, loaded once per store.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    /// KEYS lease, epoch; ARGV node, lease_ms → the new token, or nil when
+    /// another node holds the lease.
+    pub acquire: Script,
+    /// KEYS lease; ARGV token, lease_ms → 1 renewed, 0 lost.
+    pub renew: Script,
+    /// KEYS lease, inbox, progress, deliveries, events, seq; ARGV token,
+    /// group, then the marks (count, then id, consumed, complete each),
+    /// the deliveries (count, then key, record, events each), and the
+    /// retired key ('' for none).
+    pub commit: Script,
+    /// KEYS lease, deliveries, events; ARGV token, key, record,
+    /// with_events ('1'/'0'), events.
+    pub update: Script,
+    /// KEYS lease, deliveries, events; ARGV token, key.
+    pub delivered: Script,
+    /// KEYS lease, deliveries, events, dead; ARGV token, key, dead meta,
+    /// events.
+    pub dead_letter: Script,
+    /// KEYS dead, deliveries, inbox, seq; ARGV key, record → 1 requeued,
+    /// 0 gone.
+    pub requeue: Script,
+    /// KEYS dead, events; ARGV keys → how many went.
+    pub purge: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            acquire: Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+                 local token = ARGV[1] .. ' ' .. redis.call('INCR', KEYS[2])
+                 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+                 return token",
+            ),
+            renew: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then
+                   redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+                 return 0",
+            ),
+            commit: Script::new(fenced!(
+                "local i = 3
+                 local marks = tonumber(ARGV[i]); i = i + 1
+                 for _ = 1, marks do
+                   local id, consumed, complete = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
+                   if complete == '1' then
+                     redis.call('XACK', KEYS[2], ARGV[2], id)
+                     redis.call('XDEL', KEYS[2], id)
+                     redis.call('HDEL', KEYS[3], id)
+                   elseif tonumber(consumed) > tonumber(redis.call('HGET', KEYS[3], id) or '0') then
+                     redis.call('HSET', KEYS[3], id, consumed)
+                   end
+                 end
+                 local deliveries = tonumber(ARGV[i]); i = i + 1
+                 for _ = 1, deliveries do
+                   local seq = redis.call('INCR', KEYS[6])
+                   redis.call('HSET', KEYS[4], ARGV[i], seq .. '|' .. ARGV[i + 1])
+                   redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
+                   i = i + 3
+                 end
+                 if ARGV[i] ~= '' then
+                   redis.call('HDEL', KEYS[4], ARGV[i])
+                   redis.call('HDEL', KEYS[5], ARGV[i])
+                 end
+                 return 1"
+            )),
+            update: Script::new(fenced!(
+                "local old = redis.call('HGET', KEYS[2], ARGV[2])
+                 if not old then return 0 end
+                 local seq = string.match(old, '^(%d+)|')
+                 redis.call('HSET', KEYS[2], ARGV[2], seq .. '|' .. ARGV[3])
+                 if ARGV[4] == '1' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[5]) end
+                 return 1"
+            )),
+            delivered: Script::new(fenced!(
+                "redis.call('HDEL', KEYS[2], ARGV[2])
+                 redis.call('HDEL', KEYS[3], ARGV[2])
+                 return 1"
+            )),
+            dead_letter: Script::new(fenced!(
+                "redis.call('HDEL', KEYS[2], ARGV[2])
+                 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
+                   redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+                 end
+                 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+                 return 1"
+            )),
+            requeue: Script::new(
+                "if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+                 local seq = redis.call('INCR', KEYS[4])
+                 redis.call('HSET', KEYS[2], ARGV[1], seq .. '|' .. ARGV[2])
+                 redis.call('XADD', KEYS[3], '*', 'k', 'r', 'key', ARGV[1])
+                 return 1",
+            ),
+            purge: Script::new(
+                "local n = 0
+                 for i = 1, #ARGV do
+                   if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
+                     redis.call('HDEL', KEYS[2], ARGV[i])
+                     n = n + 1
+                   end
+                 end
+                 return n",
+            ),
+        }
+    }
+}
