@@ -2,7 +2,9 @@
 # Installs everything Hookline's tests need beyond the Rust toolchain itself:
 #   * the wasm32-wasip2 Rust target (WASM filters),
 #   * the Node test peers (npm `pusher`, from tests/peers/package-lock.json),
-#   * a Python venv at tests/peers/.venv with PyPI `pusher` (tests/peers/requirements.txt).
+#   * a Python venv at tests/peers/.venv with PyPI `pusher` (tests/peers/requirements.txt),
+#   * redis-server and redis-cli from Debian (tests start their own server;
+#     the packaged service is neither needed nor started).
 # Idempotent: steps whose result is already up to date are skipped.
 # Runnable from any directory.
 set -euo pipefail
@@ -60,7 +62,16 @@ for component in clippy rustfmt; do
     fi
 done
 
-# --- 2. Node peers (npm pusher) ----------------------------------------------
+# --- 2. Redis (the shared store's tests) --------------------------------------
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    say "redis-server: present ($(redis-server --version | cut -d' ' -f3))"
+else
+    say "redis-server: installing"
+    # No service start inside containers without an init system.
+    apt_install redis-server
+fi
+
+# --- 2b. Node peers (npm pusher) ----------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "node and npm are needed for the test peers" >&2
     exit 1

@@ -20,6 +20,88 @@ fn options(data: &Path, env: &[(&str, &str)]) -> DaemonOptions {
     }
 }
 
+/// Where the daemons of a test keep their backlog.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Embedded,
+    Redis,
+}
+
+/// The store a test runs on: the embedded one in the data directory, or a
+/// Redis of its own (one node; a restarted daemon takes the partitions
+/// back once the dead one's leases run out).
+struct StoreUnderTest {
+    redis: Option<RedisServer>,
+}
+
+impl StoreUnderTest {
+    fn new(backend: Backend) -> Self {
+        Self {
+            redis: matches!(backend, Backend::Redis).then(RedisServer::start),
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.redis.as_ref().map(|r| r.daemon_env("node")).unwrap_or_default()
+    }
+
+    fn options(&self, data: &Path, env: &[(&str, &str)]) -> DaemonOptions {
+        let mut options = options(data, env);
+        options.env.extend(self.env());
+        options
+    }
+
+    /// `hookline dlq` with this store's settings.
+    fn dlq(&self, data: &Path, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(hookline_bin())
+            .arg("dlq")
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn dlq_letters(&self, data: &Path) -> Vec<serde_json::Value> {
+        let (ok, out, err) = self.dlq(data, &["list", "--json"]);
+        assert!(ok, "dlq list failed: {err}");
+        let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+        answer["letters"].as_array().unwrap().clone()
+    }
+}
+
+/// Runs a test on the embedded store and on Redis.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$name(super::Backend::Embedded).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                super::$name(super::Backend::Redis).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    kill_9_under_load_loses_nothing_that_got_a_2xx,
+    a_receiver_down_across_a_restart_gets_everything_when_back,
+    dead_letters_are_listed_shown_replayed_and_purged,
+    a_failing_endpoint_opens_its_circuit_which_closes_by_itself,
+    memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restart,
+    the_grace_period_bounds_shutdown_and_what_is_left_resumes,
+);
+
 /// App `a` (key `ka`, secret `sa`), batching off, one webhook at `/h`.
 const ONE_WEBHOOK_UNBATCHED: &str = r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
     "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied", "client_event"]}]}"#;
@@ -43,8 +125,8 @@ async fn try_native(url: &str, app: &str, key: &str, secret: &str, body: &str) -
     Some(response.status().as_u16())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
+async fn kill_9_under_load_loses_nothing_that_got_a_2xx(backend: Backend) {
+    let store = StoreUnderTest::new(backend);
     let receiver = Receiver::start().await;
     // Requests of three events against batches of seven: batches straddle
     // requests, so the inbox is released part by part.
@@ -58,7 +140,7 @@ async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     eprintln!("kill moments seed: {seed}");
     for round in 0..5u64 {
-        let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+        let daemon = Daemon::start_with(apps.path(), store.options(data.path(), &[]));
         let stop = Arc::new(AtomicBool::new(false));
         let mut load = Vec::new();
         for _ in 0..4 {
@@ -96,7 +178,7 @@ async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
         assert!(sent > 0, "round {round}: no request was accepted before the kill");
     }
     let acked = acked.lock().unwrap().clone();
-    let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    let daemon = Daemon::start_with(apps.path(), store.options(data.path(), &[]));
     let deadline = Instant::now() + PATIENCE * 2;
     loop {
         let seen = channels_by_batch(&receiver.on("/h"));
@@ -122,8 +204,8 @@ async fn kill_9_under_load_loses_nothing_that_got_a_2xx() {
     assert_officially_valid("ka", "sa", &receiver.on("/h")[..20.min(receiver.on("/h").len())]);
 }
 
-#[tokio::test]
-async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
+async fn a_receiver_down_across_a_restart_gets_everything_when_back(backend: Backend) {
+    let store = StoreUnderTest::new(backend);
     let down = free_addr();
     let apps = AppsDir::new();
     apps.write(
@@ -140,7 +222,7 @@ async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
         ("HOOKLINE_SHUTDOWN_GRACE_MS", "300"),
         ("HOOKLINE_DELIVERY_MAX_MEMORY_BYTES", "1"),
     ];
-    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let mut daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     let channels: Vec<String> = (0..10).map(|i| format!("down-{i}")).collect();
     for channel in &channels {
         let body = events_body(&[("channel_occupied", channel)]);
@@ -168,7 +250,7 @@ async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
     assert!(daemon.logs().contains("resume at the next start"), "{}", daemon.logs());
 
     let receiver = Receiver::start_on(down).await;
-    let daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     let got = receiver.wait_for_events("/h", channels.len()).await;
     let seen = channels_by_batch(&got);
     for channel in &channels {
@@ -178,8 +260,8 @@ async fn a_receiver_down_across_a_restart_gets_everything_when_back() {
     drop(daemon);
 }
 
-#[tokio::test]
-async fn dead_letters_are_listed_shown_replayed_and_purged() {
+async fn dead_letters_are_listed_shown_replayed_and_purged(backend: Backend) {
+    let store = StoreUnderTest::new(backend);
     let receiver = Receiver::start().await;
     receiver.script("/h", vec![Reply::status(400)]);
     receiver.script("/gone", vec![Reply::status(410)]);
@@ -195,7 +277,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     };
     apps.write("a.json", &config(true));
     let data = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    let mut daemon = Daemon::start_with(apps.path(), store.options(data.path(), &[]));
     let body = events_body(&[("channel_occupied", "room-1"), ("channel_vacated", "room-2")]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
     daemon.wait_metric(&attempts("http", "dead_letter"), 2.0).await;
@@ -204,7 +286,7 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let id = first.header("x-hookline-batch-id").to_string();
 
     // What users need to decide: id, app, webhook, status, reason.
-    let (ok, list, err) = dlq(data.path(), &["list"]);
+    let (ok, list, err) = store.dlq(data.path(), &["list"]);
     assert!(ok, "{err}");
     // The columns README lists.
     assert!(
@@ -218,21 +300,21 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     for part in ["\ta\t", "\tmain\t", "\t400\t", "answered 400"] {
         assert!(line.contains(part), "{part:?} missing from {line:?}");
     }
-    let (ok, shown, err) = dlq(data.path(), &["show", &id]);
+    let (ok, shown, err) = store.dlq(data.path(), &["show", &id]);
     assert!(ok, "{err}");
     for part in ["attempts:    1", "last status: 400", "status 400", "\"room-1\""] {
         assert!(shown.contains(part), "{part:?} missing from:\n{shown}");
     }
 
     // Replay: same batch id and events, re-stamped, re-signed.
-    let (ok, out, err) = dlq(data.path(), &["replay", &id]);
+    let (ok, out, err) = store.dlq(data.path(), &["replay", &id]);
     assert!(ok, "{out}{err}");
     let again = receiver.wait_for("/h", 2).await;
     assert_eq!(again[1].header("x-hookline-batch-id"), id);
     assert_eq!(again[1].json()["events"], first.json()["events"]);
     assert!(again[1].json()["time_ms"].as_u64() > first.json()["time_ms"].as_u64());
     assert_officially_valid("ka", "sa", &again);
-    let letters = dlq_letters(data.path());
+    let letters = store.dlq_letters(data.path());
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["webhook_id"], "gone");
 
@@ -240,10 +322,10 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let generation = readyz(&daemon).await["generation"].as_u64().unwrap();
     apps.write("a.json", &config(false));
     wait_ready(&daemon, "reload", |s| s["generation"].as_u64() > Some(generation)).await;
-    let (ok, _, err) = dlq(data.path(), &["replay", "--all"]);
+    let (ok, _, err) = store.dlq(data.path(), &["replay", "--all"]);
     assert!(!ok);
     assert!(err.contains("has no webhook \"gone\""), "{err}");
-    assert_eq!(dlq_letters(data.path()).len(), 1);
+    assert_eq!(store.dlq_letters(data.path()).len(), 1);
 
     // Without a daemon, the CLI works on the store itself.
     daemon.signal("TERM");
@@ -251,14 +333,14 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
         .await
         .unwrap();
     assert!(status.success());
-    assert_eq!(dlq_letters(data.path()).len(), 1);
-    let (ok, out, err) = dlq(data.path(), &["purge", "--app", "a"]);
+    assert_eq!(store.dlq_letters(data.path()).len(), 1);
+    let (ok, out, err) = store.dlq(data.path(), &["purge", "--app", "a"]);
     assert!(ok, "{out}{err}");
-    assert!(dlq_letters(data.path()).is_empty());
+    assert!(store.dlq_letters(data.path()).is_empty());
 }
 
-#[tokio::test]
-async fn a_failing_endpoint_opens_its_circuit_which_closes_by_itself() {
+async fn a_failing_endpoint_opens_its_circuit_which_closes_by_itself(backend: Backend) {
+    let store = StoreUnderTest::new(backend);
     let receiver = Receiver::start().await;
     receiver.script("/h", vec![Reply::status(503); 4]);
     let apps = receiver.apps(
@@ -270,7 +352,7 @@ async fn a_failing_endpoint_opens_its_circuit_which_closes_by_itself() {
         ("HOOKLINE_DELIVERY_CIRCUIT_FAILURES", "3"),
         ("HOOKLINE_DELIVERY_CIRCUIT_OPEN_MS", "400"),
     ];
-    let daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     assert_eq!(
         native(&daemon, "a", "ka", "sa", &events_body(&[("channel_occupied", "c")]))
             .await
@@ -529,8 +611,8 @@ async fn an_offline_replay_waits_for_the_next_start_and_is_resigned_with_a_fresh
 
 /// `durability = "memory"`: answered before the disk write, but still
 /// written: what waits at a clean stop is delivered after the restart.
-#[tokio::test]
-async fn memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restart() {
+async fn memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restart(backend: Backend) {
+    let store = StoreUnderTest::new(backend);
     let receiver = Receiver::start().await;
     receiver.by_default("/h", Reply::status(503));
     let apps = receiver.apps(ONE_WEBHOOK_UNBATCHED);
@@ -539,7 +621,7 @@ async fn memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restar
         ("HOOKLINE_INGEST_DURABILITY", "memory"),
         ("HOOKLINE_SHUTDOWN_GRACE_MS", "100"),
     ];
-    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let mut daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     for i in 0..5 {
         let body = events_body(&[("channel_occupied", &format!("m-{i}"))]);
         assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
@@ -552,7 +634,7 @@ async fn memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restar
     assert!(status.success());
 
     receiver.by_default("/h", Reply::status(200));
-    let daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     let got = receiver.wait_until(|all| {
         (0..5).all(|i| {
             all.iter()
@@ -566,14 +648,14 @@ async fn memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restar
 /// SIGTERM gives in-flight deliveries `shutdown.grace_ms`, not more: an
 /// attempt the receiver would answer in 30 s does not hold the exit, and
 /// its batch is sent again (same batch id) after the restart.
-#[tokio::test]
-async fn the_grace_period_bounds_shutdown_and_what_is_left_resumes() {
+async fn the_grace_period_bounds_shutdown_and_what_is_left_resumes(backend: Backend) {
+    let store = StoreUnderTest::new(backend);
     let receiver = Receiver::start().await;
     receiver.script("/h", vec![Reply::status(200).after(Duration::from_secs(30))]);
     let apps = receiver.apps(ONE_WEBHOOK_UNBATCHED);
     let data = tempfile::tempdir().unwrap();
     let env = [("HOOKLINE_SHUTDOWN_GRACE_MS", "300")];
-    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let mut daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     let body = events_body(&[("channel_occupied", "slow")]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
     let first = receiver.wait_for("/h", 1).await;
@@ -584,7 +666,7 @@ async fn the_grace_period_bounds_shutdown_and_what_is_left_resumes() {
     assert!(status.success());
     assert!(daemon.logs().contains("grace period over"), "{}", daemon.logs());
 
-    let _daemon = Daemon::start_with(apps.path(), options(data.path(), &env));
+    let _daemon = Daemon::start_with(apps.path(), store.options(data.path(), &env));
     let again = receiver.wait_for("/h", 2).await;
     assert_eq!(
         again[1].header("x-hookline-batch-id"),

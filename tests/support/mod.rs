@@ -25,6 +25,7 @@ mod daemon;
 mod lambda;
 mod peers;
 mod receiver;
+mod redis;
 mod requests;
 mod wasm;
 
@@ -32,5 +33,6 @@ pub use daemon::*;
 pub use lambda::*;
 pub use peers::*;
 pub use receiver::*;
+pub use redis::*;
 pub use requests::*;
 pub use wasm::*;

@@ -67,6 +67,10 @@ struct Ticket {
     partition: u32,
     id: String,
     count: u32,
+    /// The lease token it was read under: a commit of its events is fenced
+    /// by it, so events read before a lease was lost are never committed
+    /// beside the copy the next owner read.
+    token: String,
 }
 
 /// The Redis-backed [`Store`]. See the crate docs.
@@ -83,6 +87,8 @@ struct Inner {
     first_key: DeliveryKey,
     /// Partitions owned → lease token.
     owned: Mutex<HashMap<u32, String>>,
+    /// The last token this node held for each partition, owned or not.
+    last_token: Mutex<HashMap<u32, String>>,
     /// Inbox entries read and not yet all batched.
     tickets: Mutex<HashMap<InboxTicket, Ticket>>,
     next_ticket: AtomicU64,
@@ -149,7 +155,10 @@ impl RedisStore {
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_max_delay(Duration::from_secs(1));
+            .set_max_delay(Duration::from_secs(1))
+            // Redis down: answer 503 at once rather than after seconds of
+            // reconnecting (the next request tries again).
+            .set_number_of_retries(1);
         let mut conn = client.get_connection_manager_with_config(manager).await.map_err(|e| {
             StoreError(format!(
                 "cannot reach Redis at {shown}: {e}; is it running, and is store.redis_url right?"
@@ -172,6 +181,7 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 first_key,
                 owned: Mutex::default(),
+                last_token: Mutex::default(),
                 tickets: Mutex::default(),
                 next_ticket: AtomicU64::new(1),
                 partition_of_key: Mutex::default(),
@@ -358,7 +368,14 @@ impl Store for RedisStore {
             let Some(partition) = partition else {
                 return Ok(());
             };
-            let token = inner.token(partition).ok_or_else(|| StoreError::not_owner(partition))?;
+            if !commit.marks.is_empty() && tickets.iter().all(|(_, t)| t.is_none()) {
+                // Read under a lease that was lost and given up here.
+                return Err(StoreError::not_owner(partition));
+            }
+            let read_under = tickets.iter().find_map(|(_, t)| t.as_ref().map(|t| t.token.clone()));
+            let token = read_under
+                .or_else(|| inner.token(partition))
+                .ok_or_else(|| StoreError::not_owner(partition))?;
             let keys = PartitionKeys::new(partition);
             let mut invocation = inner.scripts.commit.prepare_invoke();
             invocation
@@ -393,7 +410,18 @@ impl Store for RedisStore {
             invocation.arg(commit.retired.map(|k| k.to_string()).unwrap_or_default());
             let result: redis::RedisResult<i64> = invocation.invoke_async(&mut inner.conn()).await;
             inner.note(&result);
-            result.map_err(|e| script_error(&e, partition))?;
+            if let Err(error) = result {
+                let error = script_error(&error, partition);
+                if error.is_not_owner() {
+                    // The batcher drops these events; they are no longer
+                    // held here, so a takeover hands them over again.
+                    let mut known = inner.tickets.lock().expect("tickets lock");
+                    for mark in &commit.marks {
+                        known.remove(&mark.ticket);
+                    }
+                }
+                return Err(error);
+            }
             {
                 let mut known = inner.tickets.lock().expect("tickets lock");
                 for (mark, (_, ticket)) in commit.marks.iter().zip(&tickets) {

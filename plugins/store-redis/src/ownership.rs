@@ -145,18 +145,50 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .await
             .map_err(|e| crate::store_error(&e))?;
         let Some(token) = token else { continue };
-        take_over(inner, partition, &token).await?;
+        let previous = inner
+            .last_token
+            .lock()
+            .expect("last_token lock")
+            .insert(partition, token.clone());
+        take_over(inner, partition, &token, previous.as_deref()).await?;
         inner.owned.lock().expect("owned lock").insert(partition, token.clone());
         tokio::spawn(read_inbox(inner.clone(), partition, token));
     }
     Ok(())
 }
 
+/// The epoch of a lease token (`node epoch`).
+fn epoch(token: &str) -> Option<u64> {
+    token.rsplit_once(' ').and_then(|(_, e)| e.parse().ok())
+}
+
 /// Hands the engine what a partition holds: its stored deliveries in the
 /// order they were formed, then the inbox entries read but not batched by
 /// a previous owner (claimed for this node).
-async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), StoreError> {
+///
+/// Taking back a partition this node held last (`previous` is the epoch
+/// just before: nobody owned it in between, say after Redis was away
+/// longer than a lease), what is still in flight here carries on under the
+/// new token, and only what is not is handed over again.
+async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<&str>) -> Result<(), StoreError> {
     let keys = PartitionKeys::new(partition);
+    let continuing = match (previous.and_then(epoch), epoch(token)) {
+        (Some(before), Some(now)) => now == before + 1,
+        _ => false,
+    };
+    let held_here: std::collections::HashSet<String> = {
+        let mut tickets = inner.tickets.lock().expect("tickets lock");
+        tickets
+            .values_mut()
+            .filter(|t| t.partition == partition)
+            .filter_map(|t| {
+                continuing.then(|| {
+                    t.token = token.to_string();
+                    t.id.clone()
+                })
+            })
+            .collect()
+    };
     let mut conn = inner.conn();
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -190,6 +222,15 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
     let mut loaded = 0u64;
     let resumed = deliveries.len();
     for (_, mut record) in deliveries {
+        // Still in a lane here (the same delivery, the same batch id).
+        if inner
+            .partition_of_key
+            .lock()
+            .expect("keys lock")
+            .contains_key(&record.key)
+        {
+            continue;
+        }
         let events: Option<String> = redis::cmd("HGET")
             .arg(&keys.events)
             .arg(record.key)
@@ -228,9 +269,10 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
             .query_async(&mut conn)
             .await
             .map_err(|e| crate::store_error(&e))?;
-        let (next, entries) = reply::auto_claim(&value);
+        let (next, mut entries) = reply::auto_claim(&value);
+        entries.retain(|e| !held_here.contains(&e.id));
         claimed += entries.len();
-        hand_over(inner, partition, &mut conn, entries).await?;
+        hand_over(inner, partition, token, &mut conn, entries).await?;
         if next == "0-0" {
             break;
         }
@@ -251,6 +293,7 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
 async fn hand_over(
     inner: &Inner,
     partition: u32,
+    token: &str,
     conn: &mut redis::aio::ConnectionManager,
     entries: Vec<Entry>,
 ) -> Result<(), StoreError> {
@@ -282,6 +325,7 @@ async fn hand_over(
                         partition,
                         id: entry.id.clone(),
                         count: events.len() as u32,
+                        token: token.to_string(),
                     },
                 );
                 owner(inner).resume_events(InboxEntry {
@@ -344,7 +388,8 @@ async fn read_inbox(inner: Arc<Inner>, partition: u32, token: String) {
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_millis(READ_BLOCK_MS + 5000)))
-        .set_max_delay(Duration::from_secs(1));
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(1);
     let mut conn = match inner.client.get_connection_manager_with_config(config).await {
         Ok(conn) => conn,
         Err(error) => {
@@ -379,7 +424,7 @@ async fn read_inbox(inner: Arc<Inner>, partition: u32, token: String) {
         match read {
             Ok(value) => {
                 let entries = reply::read_group(&value);
-                if let Err(error) = hand_over(&inner, partition, &mut shared, entries).await {
+                if let Err(error) = hand_over(&inner, partition, &token, &mut shared, entries).await {
                     tracing::warn!(partition, %error, "redis store: reading the inbox failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

@@ -1,0 +1,344 @@
+//! Several daemons on one Redis (docs/contract.md §9): one backlog, nothing
+//! lost when a node or Redis dies, strict ordering across the cluster, and
+//! dead letters handled from any node. Each test starts its own
+//! `redis-server` (AOF, `appendfsync always`) on a unix socket.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The lease every test uses (`HOOKLINE_STORE_LEASE_MS` in
+/// `RedisServer::daemon_env`).
+const LEASE: Duration = Duration::from_millis(2000);
+const PARTITIONS: usize = 8;
+const APPS: usize = 8;
+/// The app whose webhook has `ordering: strict`.
+const STRICT_APP: usize = 3;
+
+fn apps_json(receiver: &Receiver) -> String {
+    let apps: Vec<serde_json::Value> = (0..APPS)
+        .map(|i| {
+            let ordering = if i == STRICT_APP { "strict" } else { "none" };
+            serde_json::json!({"id": format!("app-{i}"), "key": format!("key-{i}"), "secret": format!("secret-{i}"),
+                "batching": {"max_wait_ms": 20, "max_events": 5},
+                "webhooks": [{"url": receiver.url(&format!("/h/{i}")), "event_types": ["channel_occupied"],
+                              "ordering": ordering}]})
+        })
+        .collect();
+    serde_json::Value::Array(apps).to_string()
+}
+
+fn node(redis: &RedisServer, apps: &AppsDir, name: &str) -> Daemon {
+    let mut options = DaemonOptions::with_env(&[
+        ("HOOKLINE_RETRY_MIN_BACKOFF_MS", "50"),
+        ("HOOKLINE_RETRY_MAX_BACKOFF_MS", "300"),
+    ]);
+    options.env.extend(redis.daemon_env(name));
+    Daemon::start_with(apps.path(), options)
+}
+
+async fn owned(daemon: &Daemon) -> Vec<u64> {
+    readyz(daemon).await["ownership"]["owned"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// A small deterministic generator (xorshift), so a round is reproducible
+/// from its seed.
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Every event a test sent and got a 2xx for: (app index, sequence number).
+type Sent = Vec<(usize, u64)>;
+
+async fn send(daemon: &Daemon, app: usize, seq: u64) -> bool {
+    let body = events_body(&[("channel_occupied", &format!("c-{app}-{seq}"))]);
+    let url = daemon.url();
+    matches!(
+        post_native(&url, &format!("app-{app}"), &format!("key-{app}"), &format!("secret-{app}"), &body).await,
+        Ok(response) if response.status() == 200
+    )
+}
+
+/// (app, seq) of each event in a delivery.
+fn events_of(received: &Received) -> Vec<(usize, u64)> {
+    received.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let channel = e["channel"].as_str()?;
+            let mut parts = channel.strip_prefix("c-")?.split('-');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every 2xx'd event was delivered; an event is only ever in one batch
+/// (duplicates carry their first delivery's batch id); the strict webhook's
+/// first deliveries never go backwards.
+fn check_deliveries(receiver: &Receiver, sent: &Sent) {
+    let all = receiver.all();
+    let mut batch_of: HashMap<(usize, u64), String> = HashMap::new();
+    let mut delivered: HashSet<(usize, u64)> = HashSet::new();
+    let mut strict_seen: Vec<u64> = Vec::new();
+    for received in &all {
+        let id = received.header("x-hookline-batch-id").to_string();
+        for event in events_of(received) {
+            let first = batch_of.entry(event).or_insert_with(|| id.clone());
+            assert_eq!(*first, id, "event {event:?} came in two batches");
+            if received.status_ok() && delivered.insert(event) && event.0 == STRICT_APP {
+                strict_seen.push(event.1);
+            }
+        }
+    }
+    let missing: Vec<_> = sent.iter().filter(|e| !delivered.contains(e)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted events were never delivered: {missing:?}",
+        missing.len(),
+        sent.len()
+    );
+    assert!(
+        strict_seen.windows(2).all(|w| w[0] < w[1]),
+        "the strict webhook saw order go backwards: {strict_seen:?}"
+    );
+}
+
+/// Three daemons, eight apps over several partitions, a strict webhook and
+/// receivers that fail at first; load spread over the nodes; kill -9 the
+/// node owning the most partitions mid-flight. Every 2xx'd event is
+/// delivered, and the survivors own every partition within the lease + 1 s.
+#[tokio::test]
+async fn a_node_killed_mid_flight_loses_nothing() {
+    for seed in [0x9e37_79b9_u64, 0x2545_f491] {
+        kill_a_node_round(seed).await;
+    }
+}
+
+async fn kill_a_node_round(seed: u64) {
+    let mut random = Seeded(seed);
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    for i in 0..APPS {
+        receiver.script(&format!("/h/{i}"), vec![Reply::status(503), Reply::status(500)]);
+    }
+    let apps = AppsDir::new();
+    apps.write("apps.json", &apps_json(&receiver));
+    let mut nodes = [
+        node(&redis, &apps, "a"),
+        node(&redis, &apps, "b"),
+        node(&redis, &apps, "c"),
+    ];
+    let mut sent: Sent = Vec::new();
+    let kill_after = 60 + random.next(60);
+    let mut killed_at = None;
+    let mut victim = usize::MAX;
+    for seq in 0..240u64 {
+        let app = random.next(APPS as u64) as usize;
+        if seq == kill_after {
+            let mut most = (0, 0);
+            for (i, node) in nodes.iter().enumerate() {
+                let n = owned(node).await.len();
+                if n > most.1 {
+                    most = (i, n);
+                }
+            }
+            victim = most.0;
+            nodes[victim].signal("KILL");
+            nodes[victim].wait();
+            killed_at = Some(Instant::now());
+        }
+        let to = (seq as usize) % nodes.len();
+        if to == victim {
+            continue;
+        }
+        if send(&nodes[to], app, seq).await {
+            sent.push((app, seq));
+        }
+    }
+    // Takeover: the survivors own every partition within the lease + 1 s.
+    let killed_at = killed_at.expect("the kill happened");
+    loop {
+        let mut all = HashSet::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if i != victim {
+                all.extend(owned(node).await);
+            }
+        }
+        if all.len() == PARTITIONS {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() <= LEASE + Duration::from_secs(1),
+            "seed {seed:#x}: after {:?} the survivors own only {all:?}",
+            killed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let delivered: HashSet<(usize, u64)> = receiver
+            .all()
+            .iter()
+            .filter(|r| r.status_ok())
+            .flat_map(events_of)
+            .collect();
+        if sent.iter().all(|e| delivered.contains(e)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed:#x}: not everything accepted was delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_deliveries(&receiver, &sent);
+}
+
+/// Redis killed (kill -9) and restarted from its AOF under load: ingest
+/// answers 503 meanwhile, and everything that got a 2xx is delivered
+/// without anyone touching the daemons.
+#[tokio::test]
+async fn redis_killed_and_restarted_under_load_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write("apps.json", &apps_json(&receiver));
+    let nodes = [node(&redis, &apps, "a"), node(&redis, &apps, "b")];
+    let mut sent: Sent = Vec::new();
+    let mut refused = 0;
+    for seq in 0..200u64 {
+        if seq == 80 {
+            redis.kill();
+        }
+        if seq == 120 {
+            redis.restart();
+        }
+        let app = (seq as usize * 5) % APPS;
+        if send(&nodes[seq as usize % 2], app, seq).await {
+            sent.push((app, seq));
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "with Redis down, ingest must refuse");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let delivered: HashSet<(usize, u64)> = receiver.all().iter().flat_map(events_of).collect();
+        if sent.iter().all(|e| delivered.contains(e)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = sent.iter().filter(|e| !delivered.contains(e)).collect();
+            panic!(
+                "not everything accepted was delivered after Redis came back: {missing:?}\n--- a:\n{}\n--- b:\n{}",
+                nodes[0].logs(),
+                nodes[1].logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_deliveries(&receiver, &sent);
+    for node in &nodes {
+        wait_ready(node, "the store to be healthy again", |r| r["store"] == "ok").await;
+    }
+}
+
+/// A dead letter made on one node is listed and replayed with `hookline
+/// dlq` from another host (here: no daemon on its data directory, only the
+/// same `[store]` settings), and the owner sends it.
+#[tokio::test]
+async fn a_dead_letter_is_replayed_from_another_node() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.by_default("/h/0", Reply::status(500));
+    let apps = AppsDir::new();
+    apps.write(
+        "apps.json",
+        &serde_json::json!([{"id": "app-0", "key": "key-0", "secret": "secret-0",
+            "batching": {"max_wait_ms": 10}, "retry": {"max_attempts": 1},
+            "webhooks": [{"url": receiver.url("/h/0"), "event_types": ["channel_occupied"]}]}])
+        .to_string(),
+    );
+    let a = node(&redis, &apps, "a");
+    assert!(send(&a, 0, 1).await);
+    a.wait_metric("hookline_dead_letters", 1.0).await;
+    // Another host: the CLI with the same [store] settings and no daemon.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dlq = |args: &[&str]| {
+        let output = std::process::Command::new(hookline_bin())
+            .arg("dlq")
+            .args(args)
+            .arg("--data-dir")
+            .arg(elsewhere.path())
+            .arg("--apps")
+            .arg(apps.path())
+            .envs(redis.daemon_env("cli"))
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = dlq(&["list", "--json"]);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let letters = listed["letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{out}");
+    let id = letters[0]["id"].as_str().unwrap().to_string();
+    receiver.by_default("/h/0", Reply::status(200));
+    let (ok, out, err) = dlq(&["replay", &id]);
+    assert!(ok, "{out}{err}");
+    receiver
+        .wait_until(|all| {
+            all.iter()
+                .any(|r| r.status_ok() && r.header("x-hookline-batch-id") == id)
+        })
+        .await;
+    let (ok, out, _) = dlq(&["list"]);
+    assert!(ok && out.contains("no dead letters"), "{out}");
+}
+
+/// A Redis that could lose acknowledged writes is refused at start, naming
+/// the setting to change.
+#[test]
+fn a_redis_that_could_lose_writes_is_refused() {
+    for (settings, expected) in [
+        (&["--appendfsync", "everysec"][..], "appendfsync always"),
+        (
+            &["--maxmemory-policy", "allkeys-lru"][..],
+            "maxmemory-policy noeviction",
+        ),
+    ] {
+        let redis = RedisServer::start_with(settings);
+        let apps = AppsDir::new();
+        apps.write("apps.json", "[]");
+        let data = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(hookline_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--apps"])
+            .arg(apps.path())
+            .arg("--data-dir")
+            .arg(data.path())
+            .envs(redis.daemon_env("a"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "started on {settings:?}");
+        assert!(stderr.contains(expected), "{settings:?}: {stderr}");
+    }
+}

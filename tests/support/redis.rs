@@ -1,0 +1,120 @@
+//! A real Redis per test: `redis-server` on a unix socket in a temporary
+//! directory, with AOF and `appendfsync always`, killed on drop.
+
+use super::*;
+
+/// A running `redis-server`.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a fresh server (AOF on, fsync on every write, no eviction).
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, dir };
+        server.spawn(&[]);
+        server
+    }
+
+    /// Starts a server with extra `--name value` settings (to be refused).
+    pub fn start_with(settings: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, dir };
+        server.spawn(settings);
+        server
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("redis.log"))
+            .unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(self.dir.path())
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args(extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("redis-server runs (scripts/setup-tests.sh installs it)");
+        self.child = Some(child);
+        // Ready once it answers PING on its socket.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.socket()) {
+                let _ = stream.write_all(b"PING\r\n");
+                let mut answer = [0u8; 7];
+                if std::io::Read::read(&mut stream, &mut answer).is_ok_and(|n| n > 0) && answer.starts_with(b"+PONG") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start: {}", self.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `store.redis_url` for this server.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The daemon settings that put its store here.
+    pub fn daemon_env(&self, node: &str) -> Vec<(String, String)> {
+        [
+            ("HOOKLINE_STORE_BACKEND", "redis".to_string()),
+            ("HOOKLINE_STORE_REDIS_URL", self.url()),
+            ("HOOKLINE_STORE_NODE_ID", node.to_string()),
+            ("HOOKLINE_STORE_LEASE_MS", "2000".to_string()),
+            ("HOOKLINE_STORE_PARTITIONS", "8".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// kill -9, keeping the data directory (its AOF).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same directory: what the AOF holds comes back.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(&[]);
+    }
+
+    /// Runs a command with `redis-cli`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
