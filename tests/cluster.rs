@@ -188,6 +188,17 @@ async fn kill_a_node_round(seed: u64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The metrics say so too: each partition owned once, each takeover
+    // counted.
+    let (mut owned_series, mut takeovers) = (0.0, 0.0);
+    for (i, node) in nodes.iter().enumerate() {
+        if i != victim {
+            owned_series += node.metric_sum("hookline_partition_owned").await;
+            takeovers += node.metric_sum("hookline_partition_takeovers_total").await;
+        }
+    }
+    assert_eq!(owned_series, PARTITIONS as f64, "seed {seed:#x}");
+    assert!(takeovers >= PARTITIONS as f64, "seed {seed:#x}: {takeovers} takeovers");
     let deadline = Instant::now() + PATIENCE;
     loop {
         let delivered: HashSet<(usize, u64)> = receiver
@@ -341,4 +352,40 @@ fn a_redis_that_could_lose_writes_is_refused() {
         assert!(!output.status.success(), "started on {settings:?}");
         assert!(stderr.contains(expected), "{settings:?}: {stderr}");
     }
+}
+
+/// Events accepted by a node whose app file is newer than the owner's wait
+/// a short while for the owner's reload and are batched under the new
+/// config (here: a second webhook only the new config has), counted as
+/// config skew.
+#[tokio::test]
+async fn events_accepted_under_a_newer_config_wait_for_the_owners_reload() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let config = |webhooks: &[&str]| {
+        let hooks: Vec<serde_json::Value> = webhooks
+            .iter()
+            .map(|path| serde_json::json!({"url": receiver.url(path), "event_types": ["channel_occupied"]}))
+            .collect();
+        serde_json::json!([{"id": "app-0", "key": "key-0", "secret": "secret-0",
+            "batching": {"max_wait_ms": 10}, "webhooks": hooks}])
+        .to_string()
+    };
+    let (old, new) = (AppsDir::new(), AppsDir::new());
+    old.write("apps.json", &config(&["/h"]));
+    new.write("apps.json", &config(&["/h", "/h2"]));
+    // The owner (first up, it owns every partition) runs the old config.
+    let owner = node(&redis, &old, "owner");
+    let other = node(&redis, &new, "other");
+    assert_eq!(owned(&owner).await.len(), 8);
+    assert!(send(&other, 0, 1).await);
+    // The owner's files catch up a moment later.
+    old.write("apps.json", &config(&["/h", "/h2"]));
+    let got = receiver.wait_for("/h2", 1).await;
+    assert_eq!(events_of(&got[0]), vec![(0, 1)]);
+    assert!(
+        owner.metric("hookline_config_skew_total").await >= 1.0,
+        "{}",
+        owner.logs()
+    );
 }

@@ -109,6 +109,9 @@ pub struct Engine {
     admin_socket: std::sync::Mutex<Option<crate::admin::SocketGuard>>,
     /// The WASM filter host (its compiled code is pruned after reloads).
     filters: Arc<FilterHost>,
+    /// One `/metrics` render at a time brings the takeover counters up to
+    /// the store's count.
+    ownership_render: std::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -188,6 +191,7 @@ impl Engine {
             relay_replays: crate::replay::RelayReplays::default(),
             admin_socket: std::sync::Mutex::new(None),
             filters,
+            ownership_render: std::sync::Mutex::new(()),
         });
         let report = engine.reload().await?;
         let admin_socket = crate::admin::serve_socket(&engine.settings.data_dir, engine.admin_context())?;
@@ -221,6 +225,13 @@ impl Engine {
                 "accepted events belong to an app not configured here; they stay in the store until it is");
             return;
         };
+        if entry.skewed {
+            self.metrics.config_skew.inc();
+            if entry.config.as_deref() != Some(&*app.fingerprint) {
+                tracing::warn!(app = %entry.app_id,
+                    "events accepted under another node's config of this app are batched under this node's (its app files differ, or its reload is late)");
+            }
+        }
         let rest: Vec<Event> = entry.events.into_iter().skip(entry.consumed as usize).collect();
         counts.events.fetch_add(rest.len() as u64, AtomicOrdering::Relaxed);
         let bytes: u64 = rest.iter().map(|e| e.len() as u64).sum();
@@ -320,7 +331,31 @@ impl Engine {
         self.metrics
             .delivery_memory_bytes
             .set(i64::try_from(self.dispatcher.memory_bytes()).unwrap_or(i64::MAX));
+        self.render_ownership();
         self.metrics.render()
+    }
+
+    /// The store's partitions: owned or not, lag, takeovers.
+    fn render_ownership(&self) {
+        let ownership = self.store.ownership();
+        if ownership.partitions <= 1 {
+            return;
+        }
+        let metrics = &self.metrics;
+        let _one_at_a_time = self
+            .ownership_render
+            .lock()
+            .expect("ownership_render lock is never held across a panic");
+        for partition in 0..ownership.partitions {
+            let labels = crate::metrics::PartitionLabels { partition };
+            let owned = ownership.owned.contains(&partition);
+            metrics.partition_owned.get_or_create(&labels).set(i64::from(owned));
+            let lag = ownership.lag.get(&partition).copied().unwrap_or(0);
+            metrics.partition_lag.get_or_create(&labels).set(lag as i64);
+            let takeovers = ownership.takeovers.get(&partition).copied().unwrap_or(0);
+            let counter = metrics.partition_takeovers.get_or_create(&labels);
+            counter.inc_by(takeovers.saturating_sub(counter.get()));
+        }
     }
 
     /// What the admin socket needs to answer `hookline dlq`.
@@ -415,7 +450,7 @@ impl Engine {
         let stored = tokio::spawn(async move {
             let accepted = engine
                 .store
-                .accept(&app.id, &events)
+                .accept(&app.id, &app.fingerprint, &events)
                 .await
                 .map_err(|e| Refusal::Store(e.to_string()))?;
             // Events for another node's partition are its to batch (and to
@@ -554,6 +589,16 @@ impl Owner for EngineOwner {
             None => tracing::error!(batch_id = %record.batch_id, app = %record.app_id, webhook = %record.webhook_id,
                 "a replayed delivery's webhook is not configured here; it waits in the store"),
         }
+    }
+
+    fn config_matches(&self, app_id: &str, config: &str) -> bool {
+        self.engine.upgrade().is_none_or(|engine| {
+            engine
+                .registry
+                .snapshot()
+                .app(app_id)
+                .is_some_and(|app| &*app.fingerprint == config)
+        })
     }
 
     fn has_room(&self) -> bool {

@@ -25,6 +25,7 @@ fn app() -> App {
         webhooks: Vec::new(),
         source: Arc::from(Path::new("fuzz.json")),
         definition: serde_json::Value::Null,
+        fingerprint: "fuzz".into(),
     }
 }
 

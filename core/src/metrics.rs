@@ -55,6 +55,13 @@ pub struct WebhookLabels {
     pub webhook: String,
 }
 
+/// Labels naming a store partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// The partition number.
+    pub partition: u32,
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -96,6 +103,15 @@ pub struct Metrics {
     pub batches_spilled: Counter,
     /// Bytes of events that waiting and in-flight deliveries hold in memory.
     pub delivery_memory_bytes: Gauge,
+    /// 1 for each partition this node owns, 0 for the others.
+    pub partition_owned: Family<PartitionLabels, Gauge>,
+    /// Inbox entries not yet batched, per owned partition.
+    pub partition_lag: Family<PartitionLabels, Gauge>,
+    /// Partitions this node took over (at start or from a dead node).
+    pub partition_takeovers: Family<PartitionLabels, Counter>,
+    /// Inbox entries accepted by a node running another config of their
+    /// app than this one (held for a short while for this node's reload).
+    pub config_skew: Counter,
 }
 
 impl Default for Metrics {
@@ -148,6 +164,30 @@ impl Metrics {
         );
         let dead_letters = Gauge::default();
         registry.register("dead_letters", "Dead letters kept", dead_letters.clone());
+        let partition_owned = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "partition_owned",
+            "1 for each store partition this node owns",
+            partition_owned.clone(),
+        );
+        let partition_lag = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "partition_lag",
+            "Inbox entries not yet batched, per owned store partition",
+            partition_lag.clone(),
+        );
+        let config_skew = Counter::default();
+        registry.register(
+            "config_skew",
+            "Events accepted under another node's config of their app",
+            config_skew.clone(),
+        );
+        let partition_takeovers = Family::<PartitionLabels, Counter>::default();
+        registry.register(
+            "partition_takeovers",
+            "Store partitions this node took over",
+            partition_takeovers.clone(),
+        );
         let oldest_pending_seconds = Gauge::default();
         registry.register(
             "oldest_pending_seconds",
@@ -197,6 +237,10 @@ impl Metrics {
             filter_duration,
             dead_letters,
             oldest_pending_seconds,
+            partition_owned,
+            partition_lag,
+            partition_takeovers,
+            config_skew,
         }
     }
 

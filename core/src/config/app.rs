@@ -36,6 +36,9 @@ pub struct App {
     /// The definition as loaded (after `${NAME}` substitution), to tell a
     /// changed app from an unchanged one on reload.
     pub definition: Value,
+    /// What several nodes compare to tell they run the same config of this
+    /// app: see [`fingerprint`].
+    pub fingerprint: Arc<str>,
 }
 
 /// A secret string that never shows itself in `Debug` or `Display`.
@@ -89,6 +92,33 @@ pub struct Webhook {
     pub max_body_bytes: Option<usize>,
     /// The app's WASM filters, then the webhook's own.
     pub filters: FilterChain,
+}
+
+/// A short hash of an app's definition and filter contents, leaving out the
+/// secret and header values (it is stored beside events in a shared store,
+/// where a hash of a weak secret could be guessed offline): two nodes with
+/// the same fingerprint batch and route the app's events the same way.
+pub(super) fn fingerprint(definition: &Value, filter_digests: &[&str]) -> Arc<str> {
+    use sha2::Digest;
+    let mut shown = definition.clone();
+    if let Value::Object(app) = &mut shown {
+        app.remove("secret");
+        if let Some(Value::Array(webhooks)) = app.get_mut("webhooks") {
+            for webhook in webhooks {
+                if let Some(Value::Object(headers)) = webhook.get_mut("headers") {
+                    headers.values_mut().for_each(|v| *v = Value::Null);
+                }
+            }
+        }
+    }
+    let mut hash = sha2::Sha256::new();
+    hash.update(shown.to_string());
+    for digest in filter_digests {
+        hash.update([0]);
+        hash.update(digest);
+    }
+    let bytes = hash.finalize();
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect::<String>().into()
 }
 
 impl App {
@@ -335,16 +365,24 @@ pub(crate) fn build_app(
         }
     }
     match (key, secret, enabled, batching) {
-        (Some(key), Some(secret), Some(enabled), Some(batching)) if problems.0.is_empty() => Ok(App {
-            id: id.into(),
-            key: key.into(),
-            secret: Secret::new(secret),
-            enabled,
-            batching,
-            webhooks,
-            source: source.clone(),
-            definition,
-        }),
+        (Some(key), Some(secret), Some(enabled), Some(batching)) if problems.0.is_empty() => {
+            let digests: Vec<&str> = webhooks
+                .iter()
+                .flat_map(|w| w.filters.filters.iter().map(|f| f.digest()))
+                .collect();
+            let fingerprint = fingerprint(&definition, &digests);
+            Ok(App {
+                id: id.into(),
+                key: key.into(),
+                secret: Secret::new(secret),
+                enabled,
+                batching,
+                webhooks,
+                source: source.clone(),
+                definition,
+                fingerprint,
+            })
+        }
         _ => Err(problems.0),
     }
 }

@@ -242,6 +242,8 @@ fn read_all(db: &Database, memory_budget: u64) -> Result<(Recovered, DeliveryKey
             app_id: meta.app_id,
             events,
             consumed: meta.consumed,
+            config: None,
+            skewed: false,
         });
     }
     let deliveries = txn.open_table(DELIVERIES).map_err(|e| e.to_string())?;
@@ -596,7 +598,12 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
 }
 
 impl Store for DurableStore {
-    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<Accepted, StoreError>> {
+    fn accept<'a>(
+        &'a self,
+        app_id: &'a str,
+        _config: &'a str,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
         let ticket = self.next_ticket.fetch_add(1, AtomicOrdering::Relaxed);
         let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
         for (i, event) in events.iter().enumerate() {
@@ -653,6 +660,8 @@ impl Store for DurableStore {
             node: "local".to_string(),
             partitions: 1,
             owned: vec![0],
+            lag: Default::default(),
+            takeovers: Default::default(),
         }
     }
 
@@ -773,8 +782,8 @@ mod tests {
             let store = DurableStore::open(dir.path(), true, u64::MAX).unwrap();
             let recovered = recovered(&store).await;
             assert!(recovered.inbox.is_empty() && recovered.deliveries.is_empty());
-            let t1 = ticket(store.accept("app", &[event(1), event(2)]).await.unwrap());
-            let t2 = ticket(store.accept("app", &[event(3)]).await.unwrap());
+            let t1 = ticket(store.accept("app", "v1", &[event(1), event(2)]).await.unwrap());
+            let t2 = ticket(store.accept("app", "v1", &[event(3)]).await.unwrap());
             let mut r = record(7, r#"{"name":"e","channel":"c1"}"#);
             store
                 .commit(Commit {

@@ -160,6 +160,13 @@ pub struct InboxEntry {
     pub events: Vec<Event>,
     /// How many of them (from the first) are already in deliveries.
     pub consumed: u32,
+    /// The app's [`fingerprint`](crate::config::App::fingerprint) on the
+    /// node that accepted them, if the store keeps it.
+    pub config: Option<String>,
+    /// The accepting node's config differed from this node's: the entry
+    /// waited a short while for this node's reload (see
+    /// [`Owner::config_matches`]).
+    pub skewed: bool,
 }
 
 /// A delivery found at start. Its events were checked but are kept in
@@ -206,6 +213,11 @@ pub struct Ownership {
     pub partitions: u32,
     /// Those this node owns now.
     pub owned: Vec<u32>,
+    /// Inbox entries not yet batched, per owned partition (as of the last
+    /// lease round).
+    pub lag: std::collections::BTreeMap<u32, u64>,
+    /// Partitions taken over by this node since it started, by partition.
+    pub takeovers: std::collections::BTreeMap<u32, u64>,
 }
 
 /// The engine's side of ownership: what a store hands over as this node
@@ -223,6 +235,12 @@ pub trait Owner: Send + Sync + 'static {
     /// The partition was lost (its lease ran out): its writes are refused
     /// from now on, and another node resumes it.
     fn partition_lost(&self, partition: u32);
+    /// Whether this node runs `app_id` with the config fingerprint `config`
+    /// (the accepting node's); a shared store holds an entry for a short
+    /// while until it does (the owner's reload may lag behind).
+    fn config_matches(&self, _app_id: &str, _config: &str) -> bool {
+        true
+    }
     /// Whether the engine takes more events now; a shared store reads no
     /// more from its inboxes while it does not (backpressure).
     fn has_room(&self) -> bool {
@@ -257,7 +275,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Keeps one request's accepted events until deliveries holding them are
     /// committed. Resolves once they are stored under the configured
     /// durability.
-    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<Accepted, StoreError>>;
+    /// `config` is the app's fingerprint here, for a shared store's owner to
+    /// compare with its own.
+    fn accept<'a>(
+        &'a self,
+        app_id: &'a str,
+        config: &'a str,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<Accepted, StoreError>>;
 
     /// Where this node's delivery keys start: above every key in use (a
     /// shared store gives each node its own range).

@@ -87,6 +87,10 @@ struct Inner {
     first_key: DeliveryKey,
     /// Partitions owned → lease token.
     owned: Mutex<HashMap<u32, String>>,
+    /// Inbox entries not yet batched per owned partition (last round).
+    lag: Mutex<std::collections::BTreeMap<u32, u64>>,
+    /// Takeovers by partition since start.
+    takeovers: Mutex<std::collections::BTreeMap<u32, u64>>,
     /// The last token this node held for each partition, owned or not.
     last_token: Mutex<HashMap<u32, String>>,
     /// Inbox entries read and not yet all batched.
@@ -182,6 +186,8 @@ impl RedisStore {
                 first_key,
                 owned: Mutex::default(),
                 last_token: Mutex::default(),
+                lag: Mutex::default(),
+                takeovers: Mutex::default(),
                 tickets: Mutex::default(),
                 next_ticket: AtomicU64::new(1),
                 partition_of_key: Mutex::default(),
@@ -295,7 +301,12 @@ fn record_json(record: &DeliveryRecord) -> String {
 }
 
 impl Store for RedisStore {
-    fn accept<'a>(&'a self, app_id: &'a str, events: &'a [Event]) -> BoxFuture<'a, Result<Accepted, StoreError>> {
+    fn accept<'a>(
+        &'a self,
+        app_id: &'a str,
+        config: &'a str,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
         let inner = &self.inner;
         let keys = PartitionKeys::new(inner.partition(app_id));
         let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
@@ -316,6 +327,8 @@ impl Store for RedisStore {
                 .arg(app_id)
                 .arg("n")
                 .arg(count)
+                .arg("v")
+                .arg(config)
                 .arg("e")
                 .arg(payload)
                 .query_async(&mut inner.conn())
@@ -346,6 +359,8 @@ impl Store for RedisStore {
             node: self.inner.config.node_id.clone(),
             partitions: self.inner.config.partitions,
             owned,
+            lag: self.inner.lag.lock().expect("lag lock").clone(),
+            takeovers: self.inner.takeovers.lock().expect("takeovers lock").clone(),
         }
     }
 

@@ -22,6 +22,9 @@ use crate::{Inner, Ticket};
 const READ_COUNT: usize = 256;
 /// How long a read blocks waiting for new entries.
 const READ_BLOCK_MS: u64 = 500;
+/// How long an entry accepted under another config of its app waits for
+/// this node to load the same one.
+const CONFIG_SKEW_WAIT: Duration = Duration::from_secs(2);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -118,7 +121,21 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
         if renewed == 0 {
             inner.owned.lock().expect("owned lock").remove(&partition);
             lose(inner, partition);
+            continue;
         }
+        // Lag: entries never read by the group, plus read and not batched.
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&keys.inbox)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| crate::store_error(&e))?;
+        let lag = reply::group_lag(&groups, keys::GROUP);
+        inner.lag.lock().expect("lag lock").insert(partition, lag);
+    }
+    {
+        let owned = inner.owned.lock().expect("owned lock");
+        inner.lag.lock().expect("lag lock").retain(|p, _| owned.contains_key(p));
     }
     let partitions = inner.config.partitions;
     let share = partitions.div_ceil(live.max(1) as u32) as usize;
@@ -151,6 +168,12 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .expect("last_token lock")
             .insert(partition, token.clone());
         take_over(inner, partition, &token, previous.as_deref()).await?;
+        *inner
+            .takeovers
+            .lock()
+            .expect("takeovers lock")
+            .entry(partition)
+            .or_default() += 1;
         inner.owned.lock().expect("owned lock").insert(partition, token.clone());
         tokio::spawn(read_inbox(inner.clone(), partition, token));
     }
@@ -318,6 +341,18 @@ async fn hand_over(
                     .query_async(conn)
                     .await
                     .map_err(|e| crate::store_error(&e))?;
+                // The accepting node ran another config of the app: give
+                // this node's reload a short while to catch up, holding the
+                // partition's entries behind it (their order matters).
+                let config = entry.field("v").map(str::to_string);
+                let mut skewed = false;
+                if let Some(config) = &config {
+                    let until = Instant::now() + CONFIG_SKEW_WAIT;
+                    while !owner(inner).config_matches(app_id, config) && Instant::now() < until {
+                        skewed = true;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
                 let ticket = inner.next_ticket.fetch_add(1, Ordering::Relaxed);
                 inner.tickets.lock().expect("tickets lock").insert(
                     ticket,
@@ -333,6 +368,8 @@ async fn hand_over(
                     app_id: app_id.to_string(),
                     events,
                     consumed: consumed.unwrap_or(0),
+                    config,
+                    skewed,
                 });
             }
             Some("r") => {

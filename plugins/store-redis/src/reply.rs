@@ -90,6 +90,36 @@ pub(crate) fn config_value(value: &Value) -> Option<String> {
     }
 }
 
+/// `XINFO GROUPS`: for `group`, entries not yet read (`lag`) plus read and
+/// not acknowledged (`pending`).
+pub(crate) fn group_lag(value: &Value, group: &str) -> u64 {
+    let field = |info: &Value, name: &str| -> Option<Value> {
+        match info {
+            Value::Map(pairs) => pairs
+                .iter()
+                .find(|(k, _)| text(k).as_deref() == Some(name))
+                .map(|(_, v)| v.clone()),
+            _ => items(info)
+                .chunks(2)
+                .find(|pair| pair.first().and_then(text).as_deref() == Some(name))
+                .and_then(|pair| pair.get(1).cloned()),
+        }
+    };
+    let number = |v: Option<Value>| match v {
+        Some(Value::Int(n)) => n.max(0) as u64,
+        Some(other) => text(&other).and_then(|t| t.parse().ok()).unwrap_or(0),
+        None => 0,
+    };
+    let groups: Vec<Value> = match value {
+        Value::Array(groups) => groups.clone(),
+        _ => Vec::new(),
+    };
+    groups
+        .iter()
+        .find(|info| field(info, "name").as_ref().and_then(text).as_deref() == Some(group))
+        .map_or(0, |info| number(field(info, "lag")) + number(field(info, "pending")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +145,20 @@ mod tests {
         assert_eq!(entries[0].id, "1-0");
         assert_eq!(entries[0].field("a"), Some("app"));
         assert!(read_group(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn reads_a_groups_lag_and_pending() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("name"),
+            bulk("hookline"),
+            bulk("pending"),
+            Value::Int(2),
+            bulk("lag"),
+            Value::Int(5),
+        ])]);
+        assert_eq!(group_lag(&reply, "hookline"), 7);
+        assert_eq!(group_lag(&reply, "other"), 0);
     }
 
     #[test]
