@@ -179,6 +179,10 @@ async fn kill_a_node_round(seed: u64) {
             }
         }
         if all.len() == PARTITIONS {
+            eprintln!(
+                "seed {seed:#x}: takeover complete {:?} after the kill",
+                killed_at.elapsed()
+            );
             break;
         }
         assert!(

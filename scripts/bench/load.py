@@ -18,7 +18,15 @@ drop-by-channel example filter (built for wasm32-wasip2; it keeps every
 event of this load), so the difference in CPU per event is the filter
 stage's share of the pipeline.
 
-    python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--filter none,drop-by-channel] [--no-build]
+`--store embedded,redis` adds runs on the Redis store (a redis-server of the
+run's own, AOF with `appendfsync always` under fsync durability), and
+`--nodes 1,3` runs that many daemons on it, with the load split evenly over
+them (one wrk per node, concurrency divided); delivered events/s and
+latency are summed over the nodes, CPU per event counts the daemons (and,
+in brackets, Redis), and peak RSS is the largest daemon's.
+
+    python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--filter none,drop-by-channel]
+                                  [--store embedded,redis] [--nodes 1,3] [--no-build]
 
 Installs wrk (Debian package) if it is missing.
 """
@@ -148,6 +156,8 @@ def main():
     parser.add_argument("--events", default="1,10", help="events per request")
     parser.add_argument("--filter", default="none",
                         help="none, drop-by-channel, or both (none,drop-by-channel): the webhook's filter")
+    parser.add_argument("--store", default="embedded", help="embedded, redis, or both (embedded,redis)")
+    parser.add_argument("--nodes", default="1", help="daemons per run on the Redis store, e.g. 1,3")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -171,26 +181,55 @@ def main():
             rps, bad, errors = wrk(f"http://{baseline_addr}/", body_of(1), c, args.duration, tmp)
             baseline_rps[c] = rps
             print(f"baseline bare hyper      c={c:<3} {rps:>10.0f} req/s {errors}", flush=True)
+        setups = [("embedded", 1)] if "embedded" in args.store.split(",") else []
+        if "redis" in args.store.split(","):
+            setups += [("redis", int(k)) for k in args.nodes.split(",")]
         for durability in args.durability.split(","):
             for batching in args.batching.split(","):
                 for n in [int(x) for x in args.events.split(",")]:
                     for c in concurrencies:
                         for filt in filters:
-                            results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n, c,
-                                                        baseline_rps[c], filt))
+                            for store, nodes in setups:
+                                results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n, c,
+                                                            baseline_rps[c], filt, store, nodes))
     finally:
         receiver.kill()
         baseline.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print("| durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
+    print("| store | durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
           "| delivered events/s | vs baseline req/s | p50 / p99 latency | CPU per event | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r)
 
 
-def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt):
+def start_redis(run_dir, durability):
+    """A redis-server of the run's own on a unix socket; returns (proc, url)."""
+    sock = os.path.join(run_dir, "redis.sock")
+    fsync = ["--appendonly", "yes", "--appendfsync", "always"] if durability == "fsync" else ["--appendonly", "no"]
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+                             "--dir", run_dir, "--save", ""] + fsync,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while not os.path.exists(sock):
+        if time.time() > deadline:
+            proc.kill()
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.01)
+    return proc, f"unix://{sock}"
+
+
+def merged_metrics(addrs):
+    delivered, buckets = 0.0, None
+    for addr in addrs:
+        d, b = metrics(addr)
+        delivered += d
+        buckets = b if buckets is None else [(le, x + y) for (le, x), (_, y) in zip(buckets, b)]
+    return delivered, buckets or []
+
+
+def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt, store, nodes):
     run_dir = tempfile.mkdtemp(dir=tmp)
     apps = os.path.join(run_dir, "apps")
     os.makedirs(apps)
@@ -205,36 +244,69 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
                    "batching": {"enabled": batching == "on", "max_wait_ms": 50, "max_events": 100},
                    "webhooks": [webhook]}, f)
     env = dict(os.environ, HOOKLINE_INGEST_DURABILITY=durability, RUST_LOG="warn")
-    proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, "data"),
-                        "--listen", "127.0.0.1:0"], env=env)
+    redis = None
+    if store == "redis":
+        redis, url = start_redis(run_dir, durability)
+        env.update(HOOKLINE_STORE_BACKEND="redis", HOOKLINE_STORE_REDIS_URL=url)
+    procs, addrs = [], []
     try:
-        idle_rss = status_mib(proc.pid, "VmRSS")
+        for i in range(nodes):
+            node_env = dict(env, HOOKLINE_STORE_NODE_ID=f"node-{i}")
+            proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, f"data-{i}"),
+                                "--listen", "127.0.0.1:0"], env=node_env)
+            procs.append(proc)
+            addrs.append(addr)
+        idle_rss = max(status_mib(p.pid, "VmRSS") for p in procs)
         body = body_of(n)
-        url = f"http://{addr}{signed_path('bench', 'bench-key', 'bench-secret', body.encode())}"
-        delivered0, buckets0 = metrics(addr)
-        cpu0 = cpu_seconds(proc.pid)
+        path = signed_path('bench', 'bench-key', 'bench-secret', body.encode())
+        delivered0, buckets0 = merged_metrics(addrs)
+        pids = [p.pid for p in procs]
+        cpu0 = sum(cpu_seconds(pid) for pid in pids)
+        redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
         start_time = time.time()
-        rps, bad, errors = wrk(url, body, c, args.duration, tmp)
+        if nodes == 1:
+            rps, bad, errors = wrk(f"http://{addrs[0]}{path}", body, c, args.duration, tmp)
+        else:
+            # One wrk per node, the connections split between them.
+            import concurrent.futures
+            dirs = [os.path.join(tmp, f"wrk-{i}") for i in range(nodes)]
+            for d in dirs:
+                os.makedirs(d, exist_ok=True)
+            with concurrent.futures.ThreadPoolExecutor(nodes) as pool:
+                runs = list(pool.map(
+                    lambda i: wrk(f"http://{addrs[i]}{path}", body, max(c // nodes, 1), args.duration, dirs[i]),
+                    range(nodes)))
+            rps = sum(r[0] for r in runs)
+            bad = sum(r[1] for r in runs)
         elapsed = time.time() - start_time
-        cpu1 = cpu_seconds(proc.pid)
-        delivered1, buckets1 = metrics(addr)
+        cpu1 = sum(cpu_seconds(pid) for pid in pids)
+        redis_cpu1 = cpu_seconds(redis.pid) if redis else 0.0
+        delivered1, buckets1 = merged_metrics(addrs)
         p50 = quantile(buckets0, buckets1, 0.5)
         p99 = quantile(buckets0, buckets1, 0.99)
-        peak = status_mib(proc.pid, "VmHWM")
+        peak = max(status_mib(pid, "VmHWM") for pid in pids)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            # A large backlog can take longer to close out; the figures are in.
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # A large backlog can take longer to close out; the figures are in.
+                proc.kill()
+                proc.wait()
+        if redis:
+            redis.kill()
+            redis.wait()
     fmt = lambda s: "-" if s is None else ("> 2 s" if s == float("inf") else f"≤{s * 1000:g} ms")
     note = f" ({bad} non-2xx)" if bad else ""
-    cpu_per_event = (cpu1 - cpu0) / max(rps * n * elapsed, 1) * 1e6
-    line = (f"| {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
+    events = max(rps * n * elapsed, 1)
+    cpu_per_event = (cpu1 - cpu0) / events * 1e6
+    redis_note = f" (+ redis {(redis_cpu1 - redis_cpu0) / events * 1e6:.1f})" if redis else ""
+    label = store if store == "embedded" else f"redis ×{nodes}"
+    line = (f"| {label} | {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
             f"{(delivered1 - delivered0) / elapsed:.0f} | {rps / base_rps:.0%} | {fmt(p50)} / {fmt(p99)} | "
-            f"{cpu_per_event:.1f} µs | {peak:.1f} MiB (idle {idle_rss:.1f}) |")
+            f"{cpu_per_event:.1f} µs{redis_note} | {peak:.1f} MiB (idle {idle_rss:.1f}) |")
     print(line, flush=True)
     return line
 

@@ -295,7 +295,7 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
         let (next, mut entries) = reply::auto_claim(&value);
         entries.retain(|e| !held_here.contains(&e.id));
         claimed += entries.len();
-        hand_over(inner, partition, token, &mut conn, entries).await?;
+        hand_over(inner, partition, token, true, &mut conn, entries).await?;
         if next == "0-0" {
             break;
         }
@@ -312,11 +312,13 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
 }
 
 /// Gives inbox entries to the engine: events to batch, replayed deliveries
-/// to send.
+/// to send. `claimed`: they were read before (by a previous owner), so some
+/// of their events may be batched already.
 async fn hand_over(
     inner: &Inner,
     partition: u32,
     token: &str,
+    claimed: bool,
     conn: &mut redis::aio::ConnectionManager,
     entries: Vec<Entry>,
 ) -> Result<(), StoreError> {
@@ -335,12 +337,17 @@ async fn hand_over(
                         continue;
                     }
                 };
-                let consumed: Option<u32> = redis::cmd("HGET")
-                    .arg(&keys.progress)
-                    .arg(&entry.id)
-                    .query_async(conn)
-                    .await
-                    .map_err(|e| crate::store_error(&e))?;
+                // Only an entry some owner read before can be partly batched.
+                let consumed: Option<u32> = if claimed {
+                    redis::cmd("HGET")
+                        .arg(&keys.progress)
+                        .arg(&entry.id)
+                        .query_async(conn)
+                        .await
+                        .map_err(|e| crate::store_error(&e))?
+                } else {
+                    None
+                };
                 // The accepting node ran another config of the app: give
                 // this node's reload a short while to catch up, holding the
                 // partition's entries behind it (their order matters).
@@ -461,7 +468,7 @@ async fn read_inbox(inner: Arc<Inner>, partition: u32, token: String) {
         match read {
             Ok(value) => {
                 let entries = reply::read_group(&value);
-                if let Err(error) = hand_over(&inner, partition, &token, &mut shared, entries).await {
+                if let Err(error) = hand_over(&inner, partition, &token, false, &mut shared, entries).await {
                     tracing::warn!(partition, %error, "redis store: reading the inbox failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
