@@ -13,19 +13,19 @@
 //! everything it formed from the messages waiting for it in one
 //! transaction, so with batching off, concurrent events still share fsyncs.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::backlog::{Backlog, IntakePermit};
 use crate::config::{App, Webhook};
 use crate::delivery::{BODY_OVERHEAD, BatchIds, Delivery, Dispatcher, now_ms};
-use crate::event::Event;
+use crate::event::{Event, join_events};
 use crate::filter::{ChainOutcome, run_off_workers};
 use crate::metrics::Metrics;
 use crate::store::{Commit, DeliveryRecord, InboxMark, InboxTicket, SharedStore};
@@ -40,15 +40,11 @@ enum Message {
         ticket: InboxTicket,
         offset: u32,
         /// Their share of the intake budget, returned once they are stored.
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<IntakePermit>,
     },
     /// The app's config changed or it was removed: close the open batch now.
     ConfigChanged,
 }
-
-/// How long ingest waits for room in the intake budget before answering
-/// 503: delivery is falling behind.
-const INTAKE_WAIT: Duration = Duration::from_secs(2);
 
 /// What every app's batcher shares.
 #[derive(Debug)]
@@ -57,7 +53,7 @@ struct Shared {
     store: SharedStore,
     metrics: Arc<Metrics>,
     ids: Arc<BatchIds>,
-    backlog: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
     /// Shutdown has begun: a failing store is not waited for.
     stopping: AtomicBool,
 }
@@ -68,10 +64,6 @@ pub struct Batchers {
     shared: Arc<Shared>,
     senders: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Message>>>,
     tasks: Mutex<JoinSet<()>>,
-    /// KiB of accepted events in memory and not yet stored as deliveries:
-    /// ingest waits for room, so a flood cannot outrun batching.
-    intake: Arc<Semaphore>,
-    intake_kib: u32,
 }
 
 impl Batchers {
@@ -81,13 +73,9 @@ impl Batchers {
         store: SharedStore,
         metrics: Arc<Metrics>,
         ids: Arc<BatchIds>,
-        backlog: Arc<AtomicU64>,
-        intake_bytes: u64,
+        backlog: Arc<Backlog>,
     ) -> Self {
-        let intake_kib = u32::try_from(intake_bytes / 1024).unwrap_or(u32::MAX).clamp(1, 1 << 30);
         Self {
-            intake: Arc::new(Semaphore::new(intake_kib as usize)),
-            intake_kib,
             shared: Arc::new(Shared {
                 dispatcher,
                 store,
@@ -109,7 +97,7 @@ impl Batchers {
         events: Vec<Event>,
         ticket: InboxTicket,
         offset: u32,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<IntakePermit>,
     ) {
         let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
         let sender = senders.entry(app.id.clone()).or_insert_with(|| {
@@ -130,29 +118,6 @@ impl Batchers {
         if sender.send(message).is_err() {
             tracing::error!("events pushed after shutdown began; ingest should have refused them");
         }
-    }
-
-    /// Waits for room for `bytes` of accepted events in the intake budget;
-    /// `None` if there was none within a while (delivery is behind).
-    pub async fn admit(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.intake_kib);
-        tokio::time::timeout(INTAKE_WAIT, self.intake.clone().acquire_many_owned(kib))
-            .await
-            .ok()?
-            .ok()
-    }
-
-    /// A share of the intake budget for events a shared store's inbox
-    /// handed over, if there is room now (they are already stored, so they
-    /// are taken either way; a full budget only pauses reading).
-    pub fn try_admit(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.intake_kib);
-        self.intake.clone().try_acquire_many_owned(kib).ok()
-    }
-
-    /// Whether the intake budget has room.
-    pub fn has_room(&self) -> bool {
-        self.intake.available_permits() > 0
     }
 
     /// Closes the open batch of each of these apps now (their config changed).
@@ -195,7 +160,7 @@ struct Formed {
     /// Bytes of the app batches they came from (leaving the inbox backlog).
     consumed_bytes: u64,
     /// Intake budget held by the events they came from.
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: Vec<IntakePermit>,
 }
 
 /// Stores (then dispatches) once this many deliveries are formed, even if
@@ -317,7 +282,7 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
             Err(error) if error.is_not_owner() => {
                 tracing::info!(%error, deliveries = formed.deliveries.len(),
                     "formed batches dropped here: the partition's new owner batches their events again from the inbox");
-                shared.backlog.fetch_sub(formed.consumed_bytes, AtomicOrdering::Relaxed);
+                shared.backlog.remove(formed.consumed_bytes);
                 return;
             }
             Err(error) if shared.stopping.load(AtomicOrdering::Acquire) => {
@@ -333,7 +298,7 @@ async fn store_and_dispatch(shared: &Shared, formed: Formed) {
         }
     }
     // The dispatcher counts the deliveries in the backlog as it takes them.
-    shared.backlog.fetch_sub(formed.consumed_bytes, AtomicOrdering::Relaxed);
+    shared.backlog.remove(formed.consumed_bytes);
     for delivery in formed.deliveries {
         shared.dispatcher.dispatch(delivery);
     }
@@ -399,18 +364,6 @@ fn new_delivery(shared: &Shared, app: &App, webhook: &Arc<Webhook>, events: &[&E
 /// channel filter), in order.
 pub fn select_for<'e>(webhook: &Webhook, events: &'e [Event]) -> Vec<&'e Event> {
     events.iter().filter(|e| webhook.wants(&e.name, &e.channel)).collect()
-}
-
-/// Events' canonical texts joined by `,`: the inside of a body's `events`.
-pub fn join_events<E: Borrow<Event>>(events: &[E]) -> String {
-    let mut joined = String::with_capacity(events.iter().map(|e| e.borrow().len() + 1).sum());
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            joined.push(',');
-        }
-        joined.push_str(&event.borrow().json);
-    }
-    joined
 }
 
 /// Splits events so each body stays within `limit` bytes. An event too large

@@ -98,7 +98,7 @@ pub struct Engine {
     batchers: Batchers,
     dispatcher: Arc<Dispatcher>,
     metrics: Arc<Metrics>,
-    backlog: Arc<AtomicU64>,
+    backlog: Arc<crate::backlog::Backlog>,
     shutting_down: AtomicBool,
     /// Turns true with `shutting_down`, for those that wait on it.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
@@ -160,7 +160,10 @@ impl Engine {
         let loader = AppLoader::new(sinks, defaults, env);
         let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
         let ids = Arc::new(BatchIds::starting_at(store.first_key()));
-        let backlog = Arc::new(AtomicU64::new(0));
+        let backlog = Arc::new(crate::backlog::Backlog::new(
+            settings.delivery.max_backlog_bytes,
+            settings.delivery.max_memory_bytes,
+        ));
         let dispatcher = Arc::new(Dispatcher::new(
             settings.delivery.clone(),
             registry.clone(),
@@ -169,14 +172,7 @@ impl Engine {
             ids.clone(),
             backlog.clone(),
         ));
-        let batchers = Batchers::new(
-            dispatcher.clone(),
-            store.clone(),
-            metrics.clone(),
-            ids,
-            backlog.clone(),
-            settings.delivery.max_memory_bytes,
-        );
+        let batchers = Batchers::new(dispatcher.clone(), store.clone(), metrics.clone(), ids, backlog.clone());
         let engine = Arc::new(Self {
             settings,
             registry,
@@ -235,8 +231,8 @@ impl Engine {
         let rest: Vec<Event> = entry.events.into_iter().skip(entry.consumed as usize).collect();
         counts.events.fetch_add(rest.len() as u64, AtomicOrdering::Relaxed);
         let bytes: u64 = rest.iter().map(|e| e.len() as u64).sum();
-        self.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
-        let permit = self.batchers.try_admit(bytes as usize);
+        self.backlog.add(bytes);
+        let permit = self.backlog.try_admit(bytes as usize);
         self.batchers
             .push(app.clone(), rest, entry.ticket, entry.consumed, permit);
     }
@@ -436,12 +432,11 @@ impl Engine {
         if events.is_empty() {
             return Ok(());
         }
-        let limit = self.settings.delivery.max_backlog_bytes;
-        if self.backlog.load(AtomicOrdering::Relaxed) > limit {
-            return Err(Refusal::BacklogFull(limit));
+        if self.backlog.is_full() {
+            return Err(Refusal::BacklogFull(self.backlog.limit()));
         }
         let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
-        let permit = self.batchers.admit(bytes as usize).await.ok_or(Refusal::Behind)?;
+        let permit = self.backlog.admit(bytes as usize).await.ok_or(Refusal::Behind)?;
         // The store queues the write at once, and it cannot be taken back:
         // storing and batching finish in a task of their own, even if the
         // request's handler is dropped (its client gone), so the events are
@@ -456,7 +451,7 @@ impl Engine {
             // Events for another node's partition are its to batch (and to
             // count in its backlog).
             if let Accepted::Here(ticket) = accepted {
-                engine.backlog.fetch_add(bytes, AtomicOrdering::Relaxed);
+                engine.backlog.add(bytes);
                 engine.batchers.push(app, events, ticket, 0, Some(permit));
             }
             Ok(())
@@ -476,7 +471,7 @@ impl Engine {
             generation: snapshot.generation,
             apps: snapshot.apps().count(),
             file_errors: snapshot.errors().map(ToString::to_string).collect(),
-            backlog_bytes: self.backlog.load(AtomicOrdering::Relaxed),
+            backlog_bytes: self.backlog.bytes(),
             last_reload: self
                 .last_reload
                 .lock()
@@ -526,7 +521,7 @@ impl Engine {
             tracing::info!("every accepted event was delivered or dead-lettered; bye");
         } else {
             tracing::info!(
-                backlog_bytes = self.backlog.load(AtomicOrdering::Relaxed),
+                backlog_bytes = self.backlog.bytes(),
                 grace_ms = grace.as_millis() as u64,
                 "grace period over with deliveries still pending; they are in the store and resume at the next start"
             );
@@ -602,7 +597,7 @@ impl Owner for EngineOwner {
     }
 
     fn has_room(&self) -> bool {
-        self.engine.upgrade().is_some_and(|engine| engine.batchers.has_room())
+        self.engine.upgrade().is_some_and(|engine| engine.backlog.has_room())
     }
 
     fn partition_lost(&self, partition: u32) {

@@ -8,6 +8,7 @@
 //! dead-letter them through the [`sinks`] plugins.
 
 pub mod admin;
+pub mod backlog;
 pub mod batcher;
 pub mod config;
 pub mod delivery;

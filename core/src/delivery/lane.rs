@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -250,7 +249,7 @@ async fn failed(
             }
             for mut half in halves {
                 ctx.metrics.queue_depth.inc();
-                ctx.backlog.fetch_add(half.backlog_bytes, AtomicOrdering::Relaxed);
+                ctx.backlog.add(half.backlog_bytes);
                 ctx.track(&half);
                 ctx.hold(&mut half);
                 ready.push_front(half);
@@ -347,7 +346,7 @@ fn finish(ctx: &LaneContext, delivery: &Delivery) {
         .lock()
         .expect("pending lock is never held across a panic")
         .remove(&delivery.record.key);
-    ctx.backlog.fetch_sub(delivery.backlog_bytes, AtomicOrdering::Relaxed);
+    ctx.backlog.remove(delivery.backlog_bytes);
 }
 
 /// When storing a split failed, how long until the batch is tried again.

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::batcher::join_events;
 use crate::config::Webhook;
 use crate::event::Event;
+use crate::event::join_events;
 use crate::filter::{ChainOutcome, run_off_workers};
 use crate::metrics::{Metrics, WebhookLabels};
 use crate::registry::AppRegistry;
@@ -125,7 +125,7 @@ pub(crate) struct LaneContext {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ids: Arc<BatchIds>,
     /// Bytes of undelivered events; ingest answers 503 past the limit.
-    pub(crate) backlog: Arc<AtomicU64>,
+    pub(crate) backlog: Arc<crate::backlog::Backlog>,
 }
 
 impl Delivery {
@@ -302,7 +302,7 @@ impl Dispatcher {
         store: SharedStore,
         metrics: Arc<Metrics>,
         ids: Arc<BatchIds>,
-        backlog: Arc<AtomicU64>,
+        backlog: Arc<crate::backlog::Backlog>,
     ) -> Self {
         Self {
             ctx: Arc::new(LaneContext {
@@ -329,9 +329,7 @@ impl Dispatcher {
     /// until it is delivered or dead-lettered.
     pub fn dispatch(&self, delivery: Delivery) {
         self.ctx.metrics.queue_depth.inc();
-        self.ctx
-            .backlog
-            .fetch_add(delivery.backlog_bytes, AtomicOrdering::Relaxed);
+        self.ctx.backlog.add(delivery.backlog_bytes);
         self.ctx.track(&delivery);
         let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
         let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");

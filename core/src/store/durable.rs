@@ -605,13 +605,7 @@ impl Store for DurableStore {
         events: &'a [Event],
     ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
         let ticket = self.next_ticket.fetch_add(1, AtomicOrdering::Relaxed);
-        let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
-                payload.push(',');
-            }
-            payload.push_str(&event.json);
-        }
+        let payload = crate::event::join_events(events);
         let count = events.len() as u32;
         let app_id = app_id.to_string();
         if !self.wait_for_disk && self.unwritten.load(AtomicOrdering::Relaxed) < MAX_UNWRITTEN {

@@ -309,13 +309,7 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
         let inner = &self.inner;
         let keys = PartitionKeys::new(inner.partition(app_id));
-        let mut payload = String::with_capacity(events.iter().map(|e| e.len() + 1).sum());
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
-                payload.push(',');
-            }
-            payload.push_str(&event.json);
-        }
+        let payload = hookline_core::event::join_events(events);
         let count = events.len();
         Box::pin(async move {
             let result: redis::RedisResult<String> = redis::cmd("XADD")
