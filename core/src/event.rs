@@ -125,6 +125,18 @@ pub fn ingest_body_from(value: &json::Value) -> Result<IngestBody, BodyError> {
     })
 }
 
+/// Events' canonical texts joined by `,`: the inside of a body's `events`.
+pub fn join_events<E: std::borrow::Borrow<Event>>(events: &[E]) -> String {
+    let mut joined = String::with_capacity(events.iter().map(|e| e.borrow().len() + 1).sum());
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(&event.borrow().json);
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,16 +182,4 @@ mod tests {
         let parsed = parse_ingest_body(br#"{"time_ms":1700000000000,"events":[]}"#).unwrap();
         assert_eq!(parsed.time_ms, Some(1_700_000_000_000.0));
     }
-}
-
-/// Events' canonical texts joined by `,`: the inside of a body's `events`.
-pub fn join_events<E: std::borrow::Borrow<Event>>(events: &[E]) -> String {
-    let mut joined = String::with_capacity(events.iter().map(|e| e.borrow().len() + 1).sum());
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            joined.push(',');
-        }
-        joined.push_str(&event.borrow().json);
-    }
-    joined
 }
