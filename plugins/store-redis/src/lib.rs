@@ -3,7 +3,8 @@
 //!
 //! Apps hash to partitions ([`keys::partition_of`]). Any node accepts
 //! ingest: a request's events are appended to their partition's inbox
-//! stream, and the answer waits for Redis ([`Accepted::ByOwner`]). Each
+//! stream, a round of concurrent requests at a time ([`appender`]: group
+//! commit), and the answer waits for Redis ([`Accepted::ByOwner`]). Each
 //! partition has one owner at a time, by a lease that the owner renews
 //! ([`ownership`]); the owner reads the inbox with a consumer group into the
 //! engine's batchers, so batching, filters, lanes and strict ordering work
@@ -16,6 +17,7 @@
 //! and claim the inbox entries the dead node had read but not batched
 //! (`XAUTOCLAIM`).
 
+mod appender;
 mod keys;
 mod ownership;
 mod reply;
@@ -98,7 +100,9 @@ struct Inner {
     next_ticket: AtomicU64,
     /// Deliveries this node resumed or formed → their partition.
     partition_of_key: Mutex<HashMap<DeliveryKey, u32>>,
-    failing: Mutex<Option<String>>,
+    failing: Arc<Mutex<Option<String>>>,
+    /// Accepted events go to Redis a round at a time.
+    appender: appender::Appender,
     dead_count: AtomicU64,
     owner: OnceLock<Arc<dyn Owner>>,
     stopped: AtomicBool,
@@ -177,6 +181,8 @@ impl RedisStore {
         // Each start gets 2^32 keys of its own: keys stay unique across the
         // cluster without coordination.
         let first_key = (incarnation << 32) | 1;
+        let failing: Arc<Mutex<Option<String>>> = Arc::default();
+        let appender = appender::Appender::start(conn.clone(), failing.clone());
         Ok(Arc::new(Self {
             inner: Arc::new(Inner {
                 config,
@@ -191,7 +197,8 @@ impl RedisStore {
                 tickets: Mutex::default(),
                 next_ticket: AtomicU64::new(1),
                 partition_of_key: Mutex::default(),
-                failing: Mutex::default(),
+                failing,
+                appender,
                 dead_count: AtomicU64::new(0),
                 owner: OnceLock::new(),
                 stopped: AtomicBool::new(false),
@@ -308,27 +315,15 @@ impl Store for RedisStore {
         events: &'a [Event],
     ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
         let inner = &self.inner;
-        let keys = PartitionKeys::new(inner.partition(app_id));
+        let partition = inner.partition(app_id);
         let payload = hookline_core::event::join_events(events);
         let count = events.len();
         Box::pin(async move {
-            let result: redis::RedisResult<String> = redis::cmd("XADD")
-                .arg(&keys.inbox)
-                .arg("*")
-                .arg("k")
-                .arg("e")
-                .arg("a")
-                .arg(app_id)
-                .arg("n")
-                .arg(count)
-                .arg("v")
-                .arg(config)
-                .arg("e")
-                .arg(payload)
-                .query_async(&mut inner.conn())
-                .await;
-            inner.note(&result);
-            result.map(|_| Accepted::ByOwner).map_err(|e| store_error(&e))
+            inner
+                .appender
+                .append(partition, app_id, config, payload, count)
+                .await
+                .map(|()| Accepted::ByOwner)
         })
     }
 
