@@ -393,3 +393,34 @@ async fn events_accepted_under_a_newer_config_wait_for_the_owners_reload() {
         owner.logs()
     );
 }
+
+/// While Redis cannot be reached no attempt starts (its result could not be
+/// recorded); once Redis is back, the waiting batch is delivered.
+#[tokio::test]
+async fn deliveries_pause_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.by_default("/h/0", Reply::status(503));
+    let apps = AppsDir::new();
+    apps.write("apps.json", &apps_json(&receiver));
+    let daemon = node(&redis, &apps, "a");
+    assert!(send(&daemon, 0, 1).await);
+    // Retried every 50-300 ms while Redis is up.
+    receiver.wait_for("/h/0", 2).await;
+    redis.kill();
+    wait_ready(&daemon, "the store to be reported down", |r| r["store"] != "ok").await;
+    // An attempt already under way may still end; none starts after it.
+    let settled = receiver.on("/h/0").len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = receiver.on("/h/0").len();
+    assert!(
+        later <= settled + 1,
+        "{} attempts while Redis was down",
+        later - settled
+    );
+    receiver.by_default("/h/0", Reply::status(200));
+    redis.restart();
+    receiver
+        .wait_until(|all| all.iter().any(|r| r.path == "/h/0" && r.status_ok()))
+        .await;
+}

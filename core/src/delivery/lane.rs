@@ -22,6 +22,9 @@ use crate::metrics::{DeliveryLabels, SinkLabels};
 use crate::store::{AttemptRecord, Commit, DeadLetter};
 use crate::timer::sleep_until;
 
+/// How often a lane paused by an unreachable store looks again.
+const STORE_RECHECK: Duration = Duration::from_millis(100);
+
 /// Runs until the lane's sender is dropped and everything it held is
 /// delivered or dead-lettered.
 pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedReceiver<Delivery>, mut breaker: Breaker) {
@@ -42,6 +45,8 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
         // Only a ready delivery can probe; with none, waiting for the circuit
         // would wake the loop for nothing.
         let reopens_at = if ready.is_empty() { None } else { breaker.reopens_at() };
+        // A store that cannot be reached pauses attempts; look again soon.
+        let paused = !ready.is_empty() && !ctx.store.delivery_allowed();
         tokio::select! {
             received = incoming.recv(), if open => match received {
                 Some(mut delivery) => {
@@ -85,6 +90,7 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
                 }
             },
             () = sleep_until(reopens_at), if reopens_at.is_some() => {}
+            () = tokio::time::sleep(STORE_RECHECK), if paused => {}
             () = sleep_until(next_due), if next_due.is_some() => {
                 let now = Instant::now();
                 while let Some(entry) = waiting.first_entry() {
@@ -111,6 +117,9 @@ fn start_ready(
     in_flight: &mut JoinSet<(Delivery, Result<(), DeliveryError>)>,
     breaker: &mut Breaker,
 ) {
+    if !ctx.store.delivery_allowed() {
+        return;
+    }
     while let Some(front) = ready.front() {
         let (limit, strict) = match front.webhook.ordering {
             Ordering::Strict => (1, true),

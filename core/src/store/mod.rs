@@ -337,6 +337,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `Err` with the last write's error while writes fail (`/readyz`).
     fn health(&self) -> Result<(), String>;
 
+    /// Whether attempts may start: a shared store that cannot be reached
+    /// pauses delivery (an attempt's result could not be recorded, and the
+    /// partition may be moving to another node) until it is back.
+    fn delivery_allowed(&self) -> bool {
+        true
+    }
+
     /// Reads a delivery's events back (they may have been dropped from
     /// memory while it waited).
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>>;

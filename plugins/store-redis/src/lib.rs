@@ -582,6 +582,10 @@ impl Store for RedisStore {
         }
     }
 
+    fn delivery_allowed(&self) -> bool {
+        self.health().is_ok()
+    }
+
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>> {
         let inner = &self.inner;
         Box::pin(async move {
