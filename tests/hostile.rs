@@ -700,6 +700,46 @@ async fn the_connection_cap_fits_the_open_file_limit() {
     assert!(!daemon.logs().contains("Too many open files"), "{}", daemon.logs());
 }
 
+/// `wasi:sockets` is linked with every operation denied: a filter that
+/// connects, resolves a name and binds a UDP socket loads, gets an error
+/// for each (its `err` goes to `on_error`), nothing reaches the listener it
+/// aimed at, and other apps keep flowing.
+#[tokio::test]
+async fn a_filter_cannot_open_a_socket() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = serde_json::json!([
+        {"id": "a", "key": "ka", "secret": "sa", "batching": {"max_wait_ms": 5},
+         "webhooks": [{"url": receiver.url("/phoned"), "event_types": ["channel_occupied"],
+            "filters": [{"wasm": wasm_filter("uses_sockets.wasm").to_str().unwrap(),
+                         "config": {"connect": target}, "on_error": "drop"}]}]},
+        {"id": "b", "key": "kb", "secret": "sb", "batching": {"max_wait_ms": 5},
+         "webhooks": [{"url": receiver.url("/other"), "event_types": ["channel_occupied"]}]}
+    ]);
+    apps.write("apps.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    let body = events_body(&[("channel_occupied", "phone-home")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    assert_eq!(native(&daemon, "b", "kb", "sb", &body).await.0, 200);
+    receiver.wait_for("/other", 1).await;
+    daemon
+        .wait_metric(r#"hookline_filter_calls_total{verdict="error"}"#, 1.0)
+        .await;
+    let logs = daemon.logs();
+    for denied in ["connect:", "lookup:", "udp:"] {
+        assert!(logs.contains(denied), "{denied} missing:\n{logs}");
+    }
+    assert!(logs.to_lowercase().contains("denied"), "{logs}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the listener"
+    );
+    assert!(receiver.on("/phoned").is_empty());
+}
+
 /// Peak resident memory of a process, in MiB (`VmHWM`).
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -49,6 +49,9 @@ const ALLOWED_PACKAGES: &[&str] = &[
     "wasi:clocks/",
     "wasi:random/",
     "wasi:filesystem/",
+    // Linked deny-all: every operation answers `access-denied` and no
+    // socket is ever created (CPython and StarlingMonkey import it).
+    "wasi:sockets/",
 ];
 /// Lines a call may log, through the `log` import and its output together.
 const LOG_LINES_PER_CALL: u32 = 100;
@@ -444,16 +447,20 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
             continue;
         }
         return Err(format!(
-            "imports `{name}`, which filters may not use (allowed: wasi:io, wasi:cli, wasi:clocks, wasi:random, wasi:filesystem with nothing opened, and the world's `log`)"
+            "imports `{name}`, which filters may not use (allowed: wasi:io, wasi:cli, wasi:clocks, wasi:random, wasi:filesystem with nothing opened, wasi:sockets with every operation denied, and the world's `log`)"
         ));
     }
     Ok(())
 }
 
 /// The linker with exactly the granted WASI interfaces (not the all-in-one
-/// `add_to_linker`, which would also link sockets).
+/// `add_to_linker`): `wasi:sockets` is linked against a context that
+/// allows no TCP, UDP or name lookup and no address, so a guest that
+/// imports it (CPython does) loads, and every call answers
+/// `access-denied` before any socket exists.
 fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
-    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sync};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sockets, sync};
+    use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
     let mut l = Linker::<HostState>::new(engine);
     io::error::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
     sync::io::poll::add_to_linker::<HostState, HasTable>(&mut l, |s| &mut s.table)?;
@@ -479,6 +486,13 @@ fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(&mut l, HostState::cli)?;
     filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(&mut l, HostState::filesystem)?;
     sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(&mut l, HostState::filesystem)?;
+    sockets::instance_network::add_to_linker::<HostState, WasiSockets>(&mut l, HostState::sockets)?;
+    sockets::network::add_to_linker::<HostState, WasiSockets>(&mut l, &Default::default(), HostState::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<HostState, WasiSockets>(&mut l, HostState::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<HostState, WasiSockets>(&mut l, HostState::sockets)?;
+    sync::sockets::tcp::add_to_linker::<HostState, WasiSockets>(&mut l, HostState::sockets)?;
+    sync::sockets::udp::add_to_linker::<HostState, WasiSockets>(&mut l, HostState::sockets)?;
+    sync::sockets::udp_create_socket::add_to_linker::<HostState, WasiSockets>(&mut l, HostState::sockets)?;
     bindings::Filter::add_to_linker::<HostState, HasState>(&mut l, |s| s)?;
     Ok(l)
 }
@@ -537,6 +551,11 @@ impl LoadedFilter {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            // wasi:sockets is linked deny-all (see `sandbox_linker`).
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
         let memory = usize::try_from(self.spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
