@@ -424,3 +424,63 @@ async fn deliveries_pause_while_redis_is_down() {
         .wait_until(|all| all.iter().any(|r| r.path == "/h/0" && r.status_ok()))
         .await;
 }
+
+/// A paused owner (SIGSTOP past its lease) comes back to find its
+/// partitions taken over: whatever it had read is refused at commit and
+/// batched once by the new owner. Every 2xx'd event is delivered, and no
+/// event is in two batches.
+#[tokio::test]
+async fn a_paused_owner_never_commits_over_the_next() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write("apps.json", &apps_json(&receiver));
+    let nodes = [node(&redis, &apps, "a"), node(&redis, &apps, "b")];
+    assert_eq!(
+        owned(&nodes[0]).await.len(),
+        PARTITIONS,
+        "a is up first and owns everything"
+    );
+    let mut sent: Sent = Vec::new();
+    for seq in 0..300u64 {
+        if seq == 60 {
+            nodes[0].signal("STOP");
+        }
+        if seq == 200 {
+            // By now b has taken everything over.
+            assert_eq!(owned(&nodes[1]).await.len(), PARTITIONS);
+            nodes[0].signal("CONT");
+        }
+        let app = (seq as usize * 3) % APPS;
+        if send(&nodes[1], app, seq).await {
+            sent.push((app, seq));
+        }
+        if (60..200).contains(&seq) {
+            // Spread the pause over more than a lease.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let delivered: HashSet<(usize, u64)> = receiver
+            .all()
+            .iter()
+            .filter(|r| r.status_ok())
+            .flat_map(events_of)
+            .collect();
+        if sent.iter().all(|e| delivered.contains(e)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not everything accepted was delivered:\n{}",
+            nodes[0].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_deliveries(&receiver, &sent);
+    wait_ready(&nodes[0], "a to notice it lost its leases", |r| {
+        r["ownership"]["owned"].as_array().is_some_and(|o| o.is_empty())
+    })
+    .await;
+}

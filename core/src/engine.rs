@@ -210,8 +210,9 @@ impl Engine {
     }
 
     /// Inbox events handed over by the store go back to their app's
-    /// batcher; those of an app no longer configured stay in the store.
-    fn resume_events(&self, entry: InboxEntry, counts: &ResumeCounts) {
+    /// batcher; those of an app no longer configured stay in the store
+    /// (`false`).
+    fn resume_events(&self, entry: InboxEntry, counts: &ResumeCounts) -> bool {
         let snapshot = self.registry.snapshot();
         let Some(app) = snapshot.app(&entry.app_id) else {
             counts
@@ -219,7 +220,7 @@ impl Engine {
                 .fetch_add(entry.events.len() as u64, AtomicOrdering::Relaxed);
             tracing::error!(app = %entry.app_id, events = entry.events.len() - entry.consumed as usize,
                 "accepted events belong to an app not configured here; they stay in the store until it is");
-            return;
+            return false;
         };
         if entry.skewed {
             self.metrics.config_skew.inc();
@@ -235,6 +236,7 @@ impl Engine {
         let permit = self.backlog.try_admit(bytes as usize);
         self.batchers
             .push(app.clone(), rest, entry.ticket, entry.consumed, permit);
+        true
     }
 
     /// A stored delivery handed over by the store goes to its webhook's
@@ -562,10 +564,10 @@ struct EngineOwner {
 }
 
 impl Owner for EngineOwner {
-    fn resume_events(&self, entry: InboxEntry) {
-        if let Some(engine) = self.engine.upgrade() {
-            engine.resume_events(entry, &self.resumed);
-        }
+    fn resume_events(&self, entry: InboxEntry) -> bool {
+        self.engine
+            .upgrade()
+            .is_some_and(|engine| engine.resume_events(entry, &self.resumed))
     }
 
     fn resume_delivery(&self, found: RecoveredDelivery) {
@@ -574,15 +576,23 @@ impl Owner for EngineOwner {
         }
     }
 
-    fn replayed(&self, record: crate::store::DeliveryRecord) {
-        let Some(engine) = self.engine.upgrade() else { return };
+    fn replayed(&self, record: crate::store::DeliveryRecord) -> bool {
+        let Some(engine) = self.engine.upgrade() else {
+            return false;
+        };
         let snapshot = engine.registry.snapshot();
         match snapshot.webhook(&record.app_id, &record.webhook_id).cloned() {
-            Some(webhook) => engine
-                .dispatcher
-                .dispatch(crate::delivery::Delivery::new(record, webhook, true)),
-            None => tracing::error!(batch_id = %record.batch_id, app = %record.app_id, webhook = %record.webhook_id,
-                "a replayed delivery's webhook is not configured here; it waits in the store"),
+            Some(webhook) => {
+                engine
+                    .dispatcher
+                    .dispatch(crate::delivery::Delivery::new(record, webhook, true));
+                true
+            }
+            None => {
+                tracing::error!(batch_id = %record.batch_id, app = %record.app_id, webhook = %record.webhook_id,
+                    "a replayed delivery's webhook is not configured here; it waits in the store");
+                false
+            }
         }
     }
 

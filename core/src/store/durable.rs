@@ -639,7 +639,10 @@ impl Store for DurableStore {
             .expect("recovered lock is never held across a panic")
             .take();
         if let Some(recovered) = recovered {
-            recovered.inbox.into_iter().for_each(|entry| owner.resume_events(entry));
+            for entry in recovered.inbox {
+                // One not taken (its app is gone) stays in the file.
+                owner.resume_events(entry);
+            }
             recovered
                 .deliveries
                 .into_iter()
@@ -722,13 +725,16 @@ mod tests {
     struct Collect(Mutex<Recovered>);
 
     impl Owner for Collect {
-        fn resume_events(&self, entry: InboxEntry) {
+        fn resume_events(&self, entry: InboxEntry) -> bool {
             self.0.lock().unwrap().inbox.push(entry);
+            true
         }
         fn resume_delivery(&self, found: RecoveredDelivery) {
             self.0.lock().unwrap().deliveries.push(found);
         }
-        fn replayed(&self, _: DeliveryRecord) {}
+        fn replayed(&self, _: DeliveryRecord) -> bool {
+            true
+        }
         fn partition_lost(&self, _: u32) {}
     }
 

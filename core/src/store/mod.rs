@@ -225,13 +225,16 @@ pub struct Ownership {
 /// Calls come in order per partition: everything recovered before anything
 /// new.
 pub trait Owner: Send + Sync + 'static {
-    /// Events to batch (the entry's from `consumed` on).
-    fn resume_events(&self, entry: InboxEntry);
+    /// Events to batch (the entry's from `consumed` on); `false` when they
+    /// are not taken here (their app is not configured on this node), so
+    /// they stay in the store.
+    fn resume_events(&self, entry: InboxEntry) -> bool;
     /// A stored delivery to attempt (or dead-letter if its webhook is gone).
     fn resume_delivery(&self, found: RecoveredDelivery);
     /// A dead letter replayed on another node: its delivery is stored
-    /// again; this node attempts it.
-    fn replayed(&self, record: DeliveryRecord);
+    /// again; this node attempts it. `false` when it cannot (its webhook is
+    /// not configured here): it stays stored.
+    fn replayed(&self, record: DeliveryRecord) -> bool;
     /// The partition was lost (its lease ran out): its writes are refused
     /// from now on, and another node resumes it.
     fn partition_lost(&self, partition: u32);

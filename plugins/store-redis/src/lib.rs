@@ -22,6 +22,7 @@ mod keys;
 mod ownership;
 mod reply;
 mod scripts;
+mod tickets;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,14 +31,14 @@ use std::time::Duration;
 
 use hookline_core::event::Event;
 use hookline_core::store::{
-    Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxTicket, Owner, Ownership, Store,
-    StoreError,
+    Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner, Ownership, Store, StoreError,
 };
 use hookline_sink_api::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use keys::{PartitionKeys, partition_of};
 use scripts::Scripts;
+use tickets::{Ticket, Tickets};
 
 /// What the Redis store needs to know (from `[store]` and `[ingest]`).
 #[derive(Debug, Clone)]
@@ -63,18 +64,6 @@ pub const MAX_PARTITIONS: u32 = 1024;
 /// Shortest lease: renewals run every third of it.
 pub const MIN_LEASE_MS: u64 = 1000;
 
-/// A request's inbox entry, as the owner read it.
-#[derive(Debug, Clone)]
-struct Ticket {
-    partition: u32,
-    id: String,
-    count: u32,
-    /// The lease token it was read under: a commit of its events is fenced
-    /// by it, so events read before a lease was lost are never committed
-    /// beside the copy the next owner read.
-    token: String,
-}
-
 /// The Redis-backed [`Store`]. See the crate docs.
 #[derive(Debug)]
 pub struct RedisStore {
@@ -93,10 +82,10 @@ struct Inner {
     lag: Mutex<std::collections::BTreeMap<u32, u64>>,
     /// Takeovers by partition since start.
     takeovers: Mutex<std::collections::BTreeMap<u32, u64>>,
-    /// The last token this node held for each partition, owned or not.
-    last_token: Mutex<HashMap<u32, String>>,
     /// Inbox entries read and not yet all batched.
-    tickets: Mutex<HashMap<InboxTicket, Ticket>>,
+    tickets: Mutex<Tickets>,
+    /// The task taking over and reading each owned partition.
+    readers: Mutex<HashMap<u32, tokio::task::AbortHandle>>,
     next_ticket: AtomicU64,
     /// Deliveries this node resumed or formed → their partition.
     partition_of_key: Mutex<HashMap<DeliveryKey, u32>>,
@@ -191,10 +180,10 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 first_key,
                 owned: Mutex::default(),
-                last_token: Mutex::default(),
                 lag: Mutex::default(),
                 takeovers: Mutex::default(),
                 tickets: Mutex::default(),
+                readers: Mutex::default(),
                 next_ticket: AtomicU64::new(1),
                 partition_of_key: Mutex::default(),
                 failing,
@@ -356,30 +345,32 @@ impl Store for RedisStore {
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), StoreError>> {
         let inner = &self.inner;
         Box::pin(async move {
-            let tickets: Vec<(u32, Option<Ticket>)> = {
+            let tickets: Vec<Option<Ticket>> = {
                 let known = inner.tickets.lock().expect("tickets lock");
-                commit
-                    .marks
-                    .iter()
-                    .map(|m| (m.consumed, known.get(&m.ticket).cloned()))
-                    .collect()
+                commit.marks.iter().map(|m| known.get(m.ticket).cloned()).collect()
             };
             let partition = commit
                 .deliveries
                 .first()
                 .map(|d| inner.partition(&d.app_id))
-                .or_else(|| tickets.iter().find_map(|(_, t)| t.as_ref().map(|t| t.partition)));
+                .or_else(|| tickets.iter().flatten().map(|t| t.partition).next());
             let Some(partition) = partition else {
                 return Ok(());
             };
-            if !commit.marks.is_empty() && tickets.iter().all(|(_, t)| t.is_none()) {
-                // Read under a lease that was lost and given up here.
+            // Every mark's entry must still be held here under one token: one
+            // let go (a lease lost) may already be batched by the next owner.
+            let read_under: Vec<&str> = tickets.iter().flatten().map(|t| t.token.as_str()).collect();
+            let one_token = read_under.windows(2).all(|w| w[0] == w[1]);
+            if tickets.iter().any(Option::is_none) || !one_token {
+                let mut known = inner.tickets.lock().expect("tickets lock");
+                commit.marks.iter().for_each(|m| known.remove(m.ticket));
                 return Err(StoreError::not_owner(partition));
             }
-            let read_under = tickets.iter().find_map(|(_, t)| t.as_ref().map(|t| t.token.clone()));
-            let token = read_under
-                .or_else(|| inner.token(partition))
-                .ok_or_else(|| StoreError::not_owner(partition))?;
+            let token = match read_under.first() {
+                Some(token) => token.to_string(),
+                // A split (no inbox marks): under the lease held now.
+                None => inner.token(partition).ok_or_else(|| StoreError::not_owner(partition))?,
+            };
             let keys = PartitionKeys::new(partition);
             let mut invocation = inner.scripts.commit.prepare_invoke();
             invocation
@@ -391,58 +382,56 @@ impl Store for RedisStore {
                 .key(&keys.seq)
                 .arg(&token)
                 .arg(keys::GROUP);
-            let marks: Vec<(&Ticket, u32, bool)> = commit
-                .marks
-                .iter()
-                .zip(&tickets)
-                .filter_map(|(mark, (consumed, ticket))| {
-                    let ticket = ticket.as_ref()?;
-                    Some((ticket, *consumed, mark.complete || *consumed >= ticket.count))
-                })
-                .collect();
-            invocation.arg(marks.len());
-            for (ticket, consumed, complete) in &marks {
+            invocation.arg(commit.marks.len());
+            for (mark, ticket) in commit.marks.iter().zip(tickets.iter().flatten()) {
+                let complete = mark.complete || mark.consumed >= ticket.count;
                 invocation
                     .arg(&ticket.id)
-                    .arg(consumed)
-                    .arg(if *complete { "1" } else { "0" });
+                    .arg(mark.consumed)
+                    .arg(if complete { "1" } else { "0" });
             }
+            invocation.arg(commit.retired.map(|k| k.to_string()).unwrap_or_default());
             invocation.arg(commit.deliveries.len());
             for record in &commit.deliveries {
                 invocation.arg(record.key).arg(record_json(record)).arg(&*record.events);
             }
-            invocation.arg(commit.retired.map(|k| k.to_string()).unwrap_or_default());
+            // Known before they are stored: a takeover running meanwhile
+            // must not resume them a second time.
+            {
+                let mut partitions = inner.partition_of_key.lock().expect("keys lock");
+                for record in &commit.deliveries {
+                    partitions.insert(record.key, partition);
+                }
+            }
             let result: redis::RedisResult<i64> = invocation.invoke_async(&mut inner.conn()).await;
             inner.note(&result);
             if let Err(error) = result {
+                {
+                    let mut partitions = inner.partition_of_key.lock().expect("keys lock");
+                    for record in &commit.deliveries {
+                        partitions.remove(&record.key);
+                    }
+                }
                 let error = script_error(&error, partition);
                 if error.is_not_owner() {
                     // The batcher drops these events; they are no longer
-                    // held here, so a takeover hands them over again.
+                    // held here, so the sweep or a takeover hands them over
+                    // again.
                     let mut known = inner.tickets.lock().expect("tickets lock");
-                    for mark in &commit.marks {
-                        known.remove(&mark.ticket);
-                    }
+                    commit.marks.iter().for_each(|m| known.remove(m.ticket));
                 }
                 return Err(error);
             }
             {
                 let mut known = inner.tickets.lock().expect("tickets lock");
-                for (mark, (_, ticket)) in commit.marks.iter().zip(&tickets) {
-                    if ticket
-                        .as_ref()
-                        .is_some_and(|t| mark.complete || mark.consumed >= t.count)
-                    {
-                        known.remove(&mark.ticket);
+                for (mark, ticket) in commit.marks.iter().zip(tickets.iter().flatten()) {
+                    if mark.complete || mark.consumed >= ticket.count {
+                        known.remove(mark.ticket);
                     }
                 }
             }
-            let mut partitions = inner.partition_of_key.lock().expect("keys lock");
-            for record in &commit.deliveries {
-                partitions.insert(record.key, partition);
-            }
             if let Some(retired) = commit.retired {
-                partitions.remove(&retired);
+                inner.partition_of_key.lock().expect("keys lock").remove(&retired);
             }
             Ok(())
         })
@@ -484,7 +473,14 @@ impl Store for RedisStore {
         let inner = &self.inner;
         Box::pin(async move {
             let partition = inner.partition(&letter.record.app_id);
-            let token = inner.token(partition).ok_or_else(|| StoreError::not_owner(partition))?;
+            let Some(token) = inner.token(partition) else {
+                inner
+                    .partition_of_key
+                    .lock()
+                    .expect("keys lock")
+                    .remove(&letter.record.key);
+                return Err(StoreError::not_owner(partition));
+            };
             let keys = PartitionKeys::new(partition);
             let meta = serde_json::to_string(&letter).expect("dead letters serialise");
             let result: redis::RedisResult<i64> = inner

@@ -2,10 +2,14 @@
 //! feed an owned partition's inbox to the engine.
 //!
 //! Every third of `lease_ms` a node heartbeats, renews the leases it holds
-//! (a lease it cannot renew is lost: its reader stops and the engine is
-//! told), and, while it owns fewer than its share of the partitions
-//! (partitions / live nodes, rounded up), acquires free ones. Partitions
-//! are not moved away from a live owner: they move when it dies.
+//! (a lease it cannot renew is lost: its reader stops, the entries it held
+//! are let go, and the engine is told), sweeps its partitions for inbox
+//! entries nobody holds (read by a node that lost its lease, or by a read
+//! that failed half-way), and, while it owns fewer than its share of the
+//! partitions (partitions / live nodes, rounded up), acquires free ones.
+//! Each acquired partition gets a task that takes it over and then reads
+//! its inbox. Partitions are not moved away from a live owner: they move
+//! when it dies.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use hookline_core::event::Event;
 use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
+use redis::aio::ConnectionManager;
 
 use crate::keys::{self, PartitionKeys};
 use crate::reply::{self, Entry};
-use crate::{Inner, Ticket};
+use crate::tickets::Ticket;
+use crate::{Inner, store_error};
 
 /// Entries read per call.
 const READ_COUNT: usize = 256;
@@ -25,6 +31,8 @@ const READ_BLOCK_MS: u64 = 500;
 /// How long an entry accepted under another config of its app waits for
 /// this node to load the same one.
 const CONFIG_SKEW_WAIT: Duration = Duration::from_secs(2);
+/// Pause after a failed Redis call before trying again.
+const RETRY: Duration = Duration::from_millis(200);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -32,32 +40,34 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs the first round (so what this node owns at start is handed over
-/// before it serves), then keeps the leases in the background.
+/// Runs the first round and waits for its takeovers (so what this node
+/// owns at start is handed over before it serves), then keeps the leases
+/// in the background.
 pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
-    round(&inner).await?;
+    let taken = round(&inner).await?;
+    for done in taken {
+        let _ = done.await;
+    }
     let every = Duration::from_millis(inner.config.lease_ms / 3);
     tokio::spawn(async move {
+        // Renewals extend a lease from when they are sent: count from then.
         let mut last_renewed = Instant::now();
         loop {
             tokio::time::sleep(every).await;
             if inner.stopped.load(Ordering::Acquire) {
                 return;
             }
+            let sent = Instant::now();
             match round(&inner).await {
-                Ok(()) => last_renewed = Instant::now(),
+                Ok(_) => last_renewed = sent,
                 Err(error) => {
                     tracing::warn!(%error, "redis store: cannot renew leases");
-                    // Unrenewed past the lease, another node may own them.
-                    if last_renewed.elapsed() >= Duration::from_millis(inner.config.lease_ms) {
-                        let lost: Vec<u32> = inner
-                            .owned
-                            .lock()
-                            .expect("owned lock")
-                            .drain()
-                            .map(|(p, _)| p)
-                            .collect();
-                        for partition in lost {
+                    // Unrenewed for a lease, another node may own them; let
+                    // go a little before Redis does.
+                    let margin = Duration::from_millis(inner.config.lease_ms / 10);
+                    if last_renewed.elapsed() + margin >= Duration::from_millis(inner.config.lease_ms) {
+                        let held: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
+                        for partition in held {
                             lose(&inner, partition);
                         }
                     }
@@ -72,13 +82,26 @@ fn owner(inner: &Inner) -> &Arc<dyn Owner> {
     inner.owner.get().expect("ownership starts after the owner is set")
 }
 
+/// Lets a partition go: no more reads, its held entries are dropped (their
+/// commits are refused; the next owner hands them over again), and the
+/// engine is told.
 fn lose(inner: &Inner, partition: u32) {
+    if inner.owned.lock().expect("owned lock").remove(&partition).is_none() {
+        return;
+    }
+    if let Some(reader) = inner.readers.lock().expect("readers lock").remove(&partition) {
+        reader.abort();
+    }
+    inner.tickets.lock().expect("tickets lock").purge(partition);
+    inner.lag.lock().expect("lag lock").remove(&partition);
     tracing::warn!(partition, node = %inner.config.node_id, "redis store: lease lost");
     owner(inner).partition_lost(partition);
 }
 
-/// One heartbeat: renew, then acquire up to this node's share.
-async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
+/// One heartbeat: renew, measure lag and sweep what this node owns, then
+/// acquire up to this node's share. Returns, per partition acquired, when
+/// its takeover is done.
+async fn round(inner: &Arc<Inner>) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StoreError> {
     let mut conn = inner.conn();
     let now = now_ms();
     let node = &inner.config.node_id;
@@ -99,7 +122,7 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
         .query_async::<(usize,)>(&mut conn)
         .await
         .map(|(n,)| n)
-        .map_err(|e| crate::store_error(&e))?;
+        .map_err(|e| store_error(&e))?;
     let held: Vec<(u32, String)> = inner
         .owned
         .lock()
@@ -117,9 +140,8 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .arg(lease_ms)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| crate::store_error(&e))?;
+            .map_err(|e| store_error(&e))?;
         if renewed == 0 {
-            inner.owned.lock().expect("owned lock").remove(&partition);
             lose(inner, partition);
             continue;
         }
@@ -129,19 +151,22 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .arg(&keys.inbox)
             .query_async(&mut conn)
             .await
-            .map_err(|e| crate::store_error(&e))?;
-        let lag = reply::group_lag(&groups, keys::GROUP);
-        inner.lag.lock().expect("lag lock").insert(partition, lag);
-    }
-    {
-        let owned = inner.owned.lock().expect("owned lock");
-        inner.lag.lock().expect("lag lock").retain(|p, _| owned.contains_key(p));
+            .map_err(|e| store_error(&e))?;
+        inner
+            .lag
+            .lock()
+            .expect("lag lock")
+            .insert(partition, reply::group_lag(&groups, keys::GROUP));
+        // Entries idle for a lease and not held here: read by a node that
+        // lost its lease, or read here by a call that failed half-way.
+        claim(inner, partition, &token, lease_ms, &mut conn).await?;
     }
     let partitions = inner.config.partitions;
     let share = partitions.div_ceil(live.max(1) as u32) as usize;
     // Start at a node-specific place, so nodes starting together try
     // different partitions first.
     let offset = keys::partition_of(node, partitions);
+    let mut taken = Vec::new();
     for i in 0..partitions {
         if inner.owned.lock().expect("owned lock").len() >= share {
             break;
@@ -160,58 +185,53 @@ async fn round(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .arg(lease_ms)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| crate::store_error(&e))?;
+            .map_err(|e| store_error(&e))?;
         let Some(token) = token else { continue };
-        let previous = inner
-            .last_token
-            .lock()
-            .expect("last_token lock")
-            .insert(partition, token.clone());
-        take_over(inner, partition, &token, previous.as_deref()).await?;
+        inner.owned.lock().expect("owned lock").insert(partition, token.clone());
         *inner
             .takeovers
             .lock()
             .expect("takeovers lock")
             .entry(partition)
             .or_default() += 1;
-        inner.owned.lock().expect("owned lock").insert(partition, token.clone());
-        tokio::spawn(read_inbox(inner.clone(), partition, token));
+        let (done, taken_over) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run_partition(inner.clone(), partition, token, done));
+        inner
+            .readers
+            .lock()
+            .expect("readers lock")
+            .insert(partition, task.abort_handle());
+        taken.push(taken_over);
     }
-    Ok(())
+    Ok(taken)
 }
 
-/// The epoch of a lease token (`node epoch`).
-fn epoch(token: &str) -> Option<u64> {
-    token.rsplit_once(' ').and_then(|(_, e)| e.parse().ok())
+/// Whether this node still holds `partition` under `token`.
+fn holding(inner: &Inner, partition: u32, token: &str) -> bool {
+    inner.token(partition).as_deref() == Some(token)
+}
+
+/// Takes a partition over, then reads its inbox, while this node holds it.
+async fn run_partition(inner: Arc<Inner>, partition: u32, token: String, done: tokio::sync::oneshot::Sender<()>) {
+    while holding(&inner, partition, &token) {
+        match take_over(&inner, partition, &token).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(partition, %error, "redis store: taking the partition over failed; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+    let _ = done.send(());
+    read_inbox(&inner, partition, &token).await;
 }
 
 /// Hands the engine what a partition holds: its stored deliveries in the
-/// order they were formed, then the inbox entries read but not batched by
-/// a previous owner (claimed for this node).
-///
-/// Taking back a partition this node held last (`previous` is the epoch
-/// just before: nobody owned it in between, say after Redis was away
-/// longer than a lease), what is still in flight here carries on under the
-/// new token, and only what is not is handed over again.
-async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<&str>) -> Result<(), StoreError> {
+/// order they were formed (but those still in a lane here), then the inbox
+/// entries read but not batched by a previous owner (claimed for this
+/// node). Safe to run again after a failure half-way.
+async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), StoreError> {
     let keys = PartitionKeys::new(partition);
-    let continuing = match (previous.and_then(epoch), epoch(token)) {
-        (Some(before), Some(now)) => now == before + 1,
-        _ => false,
-    };
-    let held_here: std::collections::HashSet<String> = {
-        let mut tickets = inner.tickets.lock().expect("tickets lock");
-        tickets
-            .values_mut()
-            .filter(|t| t.partition == partition)
-            .filter_map(|t| {
-                continuing.then(|| {
-                    t.token = token.to_string();
-                    t.id.clone()
-                })
-            })
-            .collect()
-    };
     let mut conn = inner.conn();
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -224,13 +244,13 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
     if let Err(error) = created
         && error.code() != Some("BUSYGROUP")
     {
-        return Err(crate::store_error(&error));
+        return Err(store_error(&error));
     }
     let stored: std::collections::HashMap<u64, String> = redis::cmd("HGETALL")
         .arg(&keys.deliveries)
         .query_async(&mut conn)
         .await
-        .map_err(|e| crate::store_error(&e))?;
+        .map_err(|e| store_error(&e))?;
     let mut deliveries: Vec<(u64, DeliveryRecord)> = Vec::with_capacity(stored.len());
     for (key, value) in stored {
         let (seq, json) = value.split_once('|').unwrap_or(("0", &value));
@@ -243,9 +263,13 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
     }
     deliveries.sort_by_key(|(seq, _)| *seq);
     let mut loaded = 0u64;
-    let resumed = deliveries.len();
+    let mut resumed = 0usize;
     for (_, mut record) in deliveries {
-        // Still in a lane here (the same delivery, the same batch id).
+        if !holding(inner, partition, token) {
+            return Ok(());
+        }
+        // Still in a lane here (the same delivery, the same batch id), or
+        // handed over by an earlier try.
         if inner
             .partition_of_key
             .lock()
@@ -259,7 +283,7 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
             .arg(record.key)
             .query_async(&mut conn)
             .await
-            .map_err(|e| crate::store_error(&e))?;
+            .map_err(|e| store_error(&e))?;
         let events = events.unwrap_or_default();
         let events_bytes = events.len() as u64;
         let events_loaded = loaded + events_bytes <= inner.config.memory_budget;
@@ -272,35 +296,14 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
             .lock()
             .expect("keys lock")
             .insert(record.key, partition);
+        resumed += 1;
         owner(inner).resume_delivery(RecoveredDelivery {
             record,
             events_bytes,
             events_loaded,
         });
     }
-    let mut cursor = "0-0".to_string();
-    let mut claimed = 0usize;
-    loop {
-        let value: redis::Value = redis::cmd("XAUTOCLAIM")
-            .arg(&keys.inbox)
-            .arg(keys::GROUP)
-            .arg(&inner.config.node_id)
-            .arg(0)
-            .arg(&cursor)
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| crate::store_error(&e))?;
-        let (next, mut entries) = reply::auto_claim(&value);
-        entries.retain(|e| !held_here.contains(&e.id));
-        claimed += entries.len();
-        hand_over(inner, partition, token, true, &mut conn, entries).await?;
-        if next == "0-0" {
-            break;
-        }
-        cursor = next;
-    }
+    let claimed = claim(inner, partition, token, 0, &mut conn).await?;
     tracing::info!(
         partition,
         token,
@@ -311,19 +314,62 @@ async fn take_over(inner: &Inner, partition: u32, token: &str, previous: Option<
     Ok(())
 }
 
+/// Claims the partition's pending entries idle for at least `min_idle_ms`
+/// (from any consumer) and hands over those not held here; returns how many
+/// were handed over.
+async fn claim(
+    inner: &Inner,
+    partition: u32,
+    token: &str,
+    min_idle_ms: u64,
+    conn: &mut ConnectionManager,
+) -> Result<usize, StoreError> {
+    let keys = PartitionKeys::new(partition);
+    let mut cursor = "0-0".to_string();
+    let mut handed = 0usize;
+    loop {
+        let value: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(&keys.inbox)
+            .arg(keys::GROUP)
+            .arg(&inner.config.node_id)
+            .arg(min_idle_ms)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .query_async(conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let (next, entries) = reply::auto_claim(&value);
+        handed += hand_over(inner, partition, token, true, conn, entries).await?;
+        if next == "0-0" {
+            return Ok(handed);
+        }
+        cursor = next;
+    }
+}
+
 /// Gives inbox entries to the engine: events to batch, replayed deliveries
-/// to send. `claimed`: they were read before (by a previous owner), so some
-/// of their events may be batched already.
+/// to send; entries already held here are skipped. `claimed`: they were
+/// read before, so some of their events may be batched already. Stops,
+/// refused, once this node no longer holds the partition under `token`.
+/// Returns how many were handed over.
 async fn hand_over(
     inner: &Inner,
     partition: u32,
     token: &str,
     claimed: bool,
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut ConnectionManager,
     entries: Vec<Entry>,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let keys = PartitionKeys::new(partition);
+    let mut handed = 0;
     for entry in entries {
+        if !holding(inner, partition, token) {
+            return Err(StoreError::not_owner(partition));
+        }
+        if inner.tickets.lock().expect("tickets lock").holds(partition, &entry.id) {
+            continue;
+        }
         match entry.field("k") {
             Some("e") => {
                 let (Some(app_id), Some(payload)) = (entry.field("a"), entry.field("e")) else {
@@ -344,7 +390,7 @@ async fn hand_over(
                         .arg(&entry.id)
                         .query_async(conn)
                         .await
-                        .map_err(|e| crate::store_error(&e))?
+                        .map_err(|e| store_error(&e))?
                 } else {
                     None
                 };
@@ -361,16 +407,24 @@ async fn hand_over(
                     }
                 }
                 let ticket = inner.next_ticket.fetch_add(1, Ordering::Relaxed);
-                inner.tickets.lock().expect("tickets lock").insert(
-                    ticket,
-                    Ticket {
-                        partition,
-                        id: entry.id.clone(),
-                        count: events.len() as u32,
-                        token: token.to_string(),
-                    },
-                );
-                owner(inner).resume_events(InboxEntry {
+                {
+                    // Checked under the lock `lose` purges under: an entry is
+                    // never held under a token already let go.
+                    let mut tickets = inner.tickets.lock().expect("tickets lock");
+                    if !holding(inner, partition, token) {
+                        return Err(StoreError::not_owner(partition));
+                    }
+                    tickets.insert(
+                        ticket,
+                        Ticket {
+                            partition,
+                            id: entry.id.clone(),
+                            count: events.len() as u32,
+                            token: token.to_string(),
+                        },
+                    );
+                }
+                let taken = owner(inner).resume_events(InboxEntry {
                     ticket,
                     app_id: app_id.to_string(),
                     events,
@@ -378,6 +432,13 @@ async fn hand_over(
                     config,
                     skewed,
                 });
+                if taken {
+                    handed += 1;
+                } else {
+                    // Not batched here (its app is not configured on this
+                    // node): left pending, the sweep offers it again.
+                    inner.tickets.lock().expect("tickets lock").remove(ticket);
+                }
             }
             Some("r") => {
                 let Some(key) = entry.field("key").and_then(|k| k.parse::<u64>().ok()) else {
@@ -394,7 +455,7 @@ async fn hand_over(
                         .arg(key)
                         .query_async(conn)
                         .await
-                        .map_err(|e| crate::store_error(&e))?;
+                        .map_err(|e| store_error(&e))?;
                     let record = record
                         .as_deref()
                         .and_then(|v| v.split_once('|'))
@@ -402,52 +463,60 @@ async fn hand_over(
                     if let Some(mut record) = record {
                         record.events = events.unwrap_or_default().into();
                         inner.partition_of_key.lock().expect("keys lock").insert(key, partition);
-                        owner(inner).replayed(record);
+                        if owner(inner).replayed(record) {
+                            handed += 1;
+                        } else {
+                            // Not sent here: a takeover or restart resumes it.
+                            inner.partition_of_key.lock().expect("keys lock").remove(&key);
+                        }
                     }
                 }
-                // The notice itself is done with.
-                let _: redis::RedisResult<()> = redis::pipe()
-                    .cmd("XACK")
-                    .arg(&keys.inbox)
+                // The notice is done with; acknowledged only while this node
+                // holds the partition.
+                let acked: redis::RedisResult<i64> = inner
+                    .scripts
+                    .ack
+                    .key(&keys.lease)
+                    .key(&keys.inbox)
+                    .arg(token)
                     .arg(keys::GROUP)
                     .arg(&entry.id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(&keys.inbox)
-                    .arg(&entry.id)
-                    .ignore()
-                    .query_async(conn)
+                    .invoke_async(conn)
                     .await;
+                acked.map_err(|e| crate::script_error(&e, partition))?;
             }
             _ => tracing::error!(partition, id = %entry.id, "redis store: an inbox entry of unknown kind is skipped"),
         }
     }
-    Ok(())
+    Ok(handed)
 }
 
-/// Reads a partition's new inbox entries while this node holds `token`.
-/// A dedicated connection, because a blocking read holds it.
-async fn read_inbox(inner: Arc<Inner>, partition: u32, token: String) {
+/// Reads a partition's new inbox entries while this node holds `token`, on
+/// a connection of its own (a blocking read holds it). After a failed read
+/// or hand-over, entries this node had read and not handed over stay
+/// pending; the sweep in the lease round hands them over again.
+async fn read_inbox(inner: &Inner, partition: u32, token: &str) {
     let keys = PartitionKeys::new(partition);
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_millis(READ_BLOCK_MS + 5000)))
         .set_max_delay(Duration::from_secs(1))
         .set_number_of_retries(1);
-    let mut conn = match inner.client.get_connection_manager_with_config(config).await {
-        Ok(conn) => conn,
-        Err(error) => {
-            tracing::error!(partition, %error, "redis store: cannot open the inbox reader's connection");
+    let mut conn = loop {
+        if !holding(inner, partition, token) {
             return;
+        }
+        match inner.client.get_connection_manager_with_config(config.clone()).await {
+            Ok(conn) => break conn,
+            Err(error) => {
+                tracing::warn!(partition, %error, "redis store: cannot open the inbox reader's connection; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
         }
     };
     let mut shared = inner.conn();
-    loop {
-        let holding = inner.token(partition).as_deref() == Some(token.as_str());
-        if !holding || inner.stopped.load(Ordering::Acquire) {
-            return;
-        }
-        if !owner(&inner).has_room() {
+    while holding(inner, partition, token) && !inner.stopped.load(Ordering::Acquire) {
+        if !owner(inner).has_room() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
@@ -465,18 +534,18 @@ async fn read_inbox(inner: Arc<Inner>, partition: u32, token: String) {
             .query_async(&mut conn)
             .await;
         inner.note(&read);
-        match read {
-            Ok(value) => {
-                let entries = reply::read_group(&value);
-                if let Err(error) = hand_over(&inner, partition, &token, false, &mut shared, entries).await {
-                    tracing::warn!(partition, %error, "redis store: reading the inbox failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        let handed = match read {
+            Ok(value) => hand_over(inner, partition, token, false, &mut shared, reply::read_group(&value))
+                .await
+                .map(drop),
+            Err(error) => Err(store_error(&error)),
+        };
+        if let Err(error) = handed {
+            if error.is_not_owner() {
+                return;
             }
-            Err(error) => {
-                tracing::warn!(partition, %error, "redis store: reading the inbox failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            tracing::warn!(partition, %error, "redis store: reading the inbox failed; retrying");
+            tokio::time::sleep(RETRY).await;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The Lua scripts that change a partition's state. Every key a script
 //! touches belongs to one partition (one hash tag), so each runs in one slot
-//! and Redis Cluster can serve it.
+//! and a Redis Cluster could serve it.
 //!
 //! Writes an owner makes are fenced: `KEYS[1]` is the partition's lease and
 //! `ARGV[1]` the token (`node epoch`) it was granted; a node whose lease
@@ -30,16 +30,20 @@ pub(crate) struct Scripts {
     pub renew: Script,
     /// KEYS lease, inbox, progress, deliveries, events, seq; ARGV token,
     /// group, then the marks (count, then id, consumed, complete each),
-    /// the deliveries (count, then key, record, events each), and the
-    /// retired key ('' for none).
+    /// the retired key ('' for none: a split replaces it, and is refused
+    /// when it is gone), and the deliveries (count, then key, record,
+    /// events each).
     pub commit: Script,
+    /// KEYS lease, inbox; ARGV token, group, id: a replay notice read.
+    pub ack: Script,
     /// KEYS lease, deliveries, events; ARGV token, key, record,
     /// with_events ('1'/'0'), events.
     pub update: Script,
     /// KEYS lease, deliveries, events; ARGV token, key.
     pub delivered: Script,
     /// KEYS lease, deliveries, events, dead; ARGV token, key, dead meta,
-    /// events.
+    /// events → 1, or 0 when the delivery is gone (delivered or
+    /// dead-lettered by another owner meanwhile).
     pub dead_letter: Script,
     /// KEYS dead, deliveries, inbox, seq; ARGV key, record → 1 requeued,
     /// 0 gone.
@@ -63,8 +67,12 @@ impl Scripts {
                  return 0",
             ),
             commit: Script::new(fenced!(
-                "local i = 3
-                 local marks = tonumber(ARGV[i]); i = i + 1
+                "local marks = tonumber(ARGV[3])
+                 local retired = ARGV[4 + 3 * marks]
+                 if retired ~= '' and redis.call('HEXISTS', KEYS[4], retired) == 0 then
+                   return redis.error_reply('HOOKLINE_FENCED the delivery split here is gone')
+                 end
+                 local i = 4
                  for _ = 1, marks do
                    local id, consumed, complete = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
                    if complete == '1' then
@@ -75,6 +83,11 @@ impl Scripts {
                      redis.call('HSET', KEYS[3], id, consumed)
                    end
                  end
+                 i = i + 1
+                 if retired ~= '' then
+                   redis.call('HDEL', KEYS[4], retired)
+                   redis.call('HDEL', KEYS[5], retired)
+                 end
                  local deliveries = tonumber(ARGV[i]); i = i + 1
                  for _ = 1, deliveries do
                    local seq = redis.call('INCR', KEYS[6])
@@ -82,10 +95,11 @@ impl Scripts {
                    redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
                    i = i + 3
                  end
-                 if ARGV[i] ~= '' then
-                   redis.call('HDEL', KEYS[4], ARGV[i])
-                   redis.call('HDEL', KEYS[5], ARGV[i])
-                 end
+                 return 1"
+            )),
+            ack: Script::new(fenced!(
+                "redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+                 redis.call('XDEL', KEYS[2], ARGV[3])
                  return 1"
             )),
             update: Script::new(fenced!(
@@ -102,7 +116,7 @@ impl Scripts {
                  return 1"
             )),
             dead_letter: Script::new(fenced!(
-                "redis.call('HDEL', KEYS[2], ARGV[2])
+                "if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
                  if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
                    redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
                  end
