@@ -3,6 +3,8 @@
 #   * the wasm32-wasip2 Rust target (WASM filters),
 #   * the Node test peers (npm `pusher`, from tests/peers/package-lock.json),
 #   * a Python venv at tests/peers/.venv with PyPI `pusher` (tests/peers/requirements.txt),
+#   * the JavaScript filters' packages (the @hookline/filter SDK from
+#     sdk/js, with componentize-qjs), for the tests that build them,
 #   * redis-server and redis-cli from Debian (tests start their own server;
 #     the packaged service is neither needed nor started).
 # Idempotent: steps whose result is already up to date are skipped.
@@ -127,5 +129,22 @@ else
         -r "$PEERS/requirements.txt"
     printf '%s\n' "$want" > "$PIP_STAMP"
 fi
+
+# --- 4. JavaScript filters (the SDK and componentize-qjs) ---------------------
+# Installed as copies (--install-links), so the build resolves the SDK inside
+# the project; re-installed when a lockfile or the SDK changes.
+for project in examples/filters/drop-by-channel-js tests/filters/hostile-js; do
+    dir="$ROOT/$project"
+    stamp="$dir/node_modules/.hookline-setup-stamp"
+    want="$(cat "$dir/package-lock.json" "$ROOT"/sdk/js/package.json "$ROOT"/sdk/js/index.js \
+        "$ROOT"/sdk/js/bin/*.mjs "$ROOT"/sdk/js/wit/filter.wit | sha256sum | cut -d' ' -f1) $(node --version)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say "$project: up to date"
+    else
+        say "$project: npm ci"
+        (cd "$dir" && npm ci --install-links --no-audit --no-fund --loglevel=error)
+        printf '%s\n' "$want" > "$stamp"
+    fi
+done
 
 say "done"

@@ -45,3 +45,43 @@ pub fn wasm_filter(file: &str) -> PathBuf {
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
+
+/// Builds a JavaScript filter project (its `node_modules` installed by
+/// `scripts/setup-tests.sh`) with the SDK's build command, once per test
+/// process; returns the component.
+pub fn js_filter(project: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some(path) = built.get(project) {
+        return path.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join(project);
+    let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let out_dir = root.join("target/wasm-js");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{name}-{}.wasm", std::process::id()));
+    let sdk_bin = dir.join("node_modules/@hookline/filter/bin/hookline-filter-js.mjs");
+    assert!(
+        sdk_bin.is_file(),
+        "{} is missing: scripts/setup-tests.sh installs the JavaScript filters' packages",
+        sdk_bin.display()
+    );
+    let output = Command::new("node")
+        .current_dir(&dir)
+        .arg(&sdk_bin)
+        .args(["build", "filter.js", "-o"])
+        .arg(&out)
+        // The daemon under test loads it; no separate check.
+        .env("HOOKLINE_BIN", "")
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "building {project} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert(project.to_string(), out.clone());
+    out
+}

@@ -1,0 +1,158 @@
+//! Filters in other languages than Rust, built from source in the test run
+//! with their SDKs: the JavaScript drop-by-channel delivers byte for byte
+//! what the Rust one does, refuses a config naming the field, and hostile
+//! JavaScript is contained like hostile Rust.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn entry(wasm: &std::path::Path, config: Value) -> Value {
+    json!({"wasm": wasm.to_str().unwrap(), "config": config})
+}
+
+/// The `events` array of a delivery, as the bytes sent.
+fn events_bytes(received: &Received) -> String {
+    let body = &received.body;
+    let at = body.find("\"events\":").expect("a batch body");
+    body[at..].to_string()
+}
+
+/// The same batches through the Rust and the JavaScript drop-by-channel (two
+/// webhooks of one app) give byte-identical deliveries.
+#[tokio::test]
+async fn rust_and_javascript_drop_by_channel_deliver_the_same_bytes() {
+    let receiver = Receiver::start().await;
+    let config = json!({"channels": ["debug-*", "*-internal"], "user_ids": ["bot"]});
+    let rust = wasm_filter("drop_by_channel.wasm");
+    let js = js_filter("examples/filters/drop-by-channel-js");
+    let apps = AppsDir::new();
+    let app = json!({"id": "f", "key": "fk", "secret": "fs", "batching": {"max_wait_ms": 50},
+        "webhooks": [
+            {"id": "rust", "url": receiver.url("/rust"), "event_types": ["channel_occupied", "member_added", "client_event"],
+             "filters": [entry(&rust, config.clone())]},
+            {"id": "js", "url": receiver.url("/js"), "event_types": ["channel_occupied", "member_added", "client_event"],
+             "filters": [entry(&js, config.clone())]}]});
+    apps.write("f.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    let batches = [
+        r#"{"events":[{"name":"channel_occupied","channel":"debug-1"},{"name":"channel_occupied","channel":"room-1"}]}"#,
+        r#"{"events":[{"name":"member_added","channel":"presence-a","user_id":"bot"},{"name":"member_added","channel":"presence-a","user_id":"ann","extra":{"b":1,"a":[2]}}]}"#,
+        r#"{"events":[{"name":"client_event","channel":"private-chat","event":"client-msg","data":"{\"text\":\"h\u00e9\"}","socket_id":"1.2","user_id":"u"}]}"#,
+        r#"{"events":[{"name":"channel_occupied","channel":"x-internal"}]}"#,
+    ];
+    for batch in batches {
+        assert_eq!(native(&daemon, "f", "fk", "fs", batch).await.0, 200);
+    }
+    // room-1, ann and the client event; both webhooks share the app's
+    // batches, so they get the same deliveries.
+    let from_rust = receiver.wait_for_events("/rust", 3).await;
+    let from_js = receiver.wait_for_events("/js", 3).await;
+    daemon.wait_idle().await;
+    let rust_bytes: Vec<String> = from_rust.iter().map(events_bytes).collect();
+    let js_bytes: Vec<String> = from_js.iter().map(events_bytes).collect();
+    assert_eq!(rust_bytes, js_bytes);
+}
+
+/// `validate-config` refuses a config naming the field, in every language.
+#[test]
+fn validate_config_errors_name_the_field_in_every_language() {
+    let js = js_filter("examples/filters/drop-by-channel-js");
+    for (language, wasm) in [("rust", wasm_filter("drop_by_channel.wasm")), ("javascript", js)] {
+        let apps = AppsDir::new();
+        let app = json!({"id": "f", "key": "fk", "secret": "fs",
+            "webhooks": [{"url": "http://127.0.0.1:9/", "event_types": ["channel_occupied"],
+                          "filters": [entry(&wasm, json!({"chanels": ["x"]}))]}]});
+        apps.write("f.json", &app.to_string());
+        let output = std::process::Command::new(hookline_bin())
+            .args(["check", "--apps"])
+            .arg(apps.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{language}");
+        assert!(stderr.contains("config refused by the filter"), "{language}: {stderr}");
+        assert!(stderr.contains("unknown field `chanels`"), "{language}: {stderr}");
+    }
+}
+
+/// A JavaScript filter that throws (an Error or any value), loops forever,
+/// allocates without end or returns no verdict is handled by `on_error`
+/// within its limits, and another app keeps flowing.
+#[tokio::test]
+async fn hostile_javascript_filters_are_contained() {
+    let receiver = Receiver::start().await;
+    let wasm = js_filter("tests/filters/hostile-js");
+    let modes = ["throw", "throw-value", "loop", "memory", "bad-verdict"];
+    let webhooks: Vec<Value> = modes
+        .iter()
+        .map(|mode| {
+            let mut filter = entry(&wasm, json!({"mode": mode}));
+            filter["on_error"] = json!("skip");
+            if *mode == "memory" {
+                // About the memory cap, not the clock.
+                filter["cpu_ms"] = json!(5000);
+            }
+            json!({"id": mode, "url": receiver.url(&format!("/{mode}")), "event_types": ["channel_occupied"],
+                   "filters": [filter]})
+        })
+        .collect();
+    let apps = AppsDir::new();
+    apps.write(
+        "apps.json",
+        &json!([
+            {"id": "hostile", "key": "hk", "secret": "hs", "batching": {"max_wait_ms": 10}, "webhooks": webhooks},
+            {"id": "calm", "key": "ck", "secret": "cs", "batching": {"max_wait_ms": 10},
+             "webhooks": [{"url": receiver.url("/calm"), "event_types": ["channel_occupied"]}]}
+        ])
+        .to_string(),
+    );
+    let daemon = Daemon::start(apps.path());
+    let body = events_body(&[("channel_occupied", "c1")]);
+    assert_eq!(native(&daemon, "hostile", "hk", "hs", &body).await.0, 200);
+    assert_eq!(native(&daemon, "calm", "ck", "cs", &body).await.0, 200);
+    // `skip` delivers unfiltered: every hostile webhook still gets the batch.
+    for mode in modes {
+        receiver.wait_for(&format!("/{mode}"), 1).await;
+    }
+    receiver.wait_for("/calm", 1).await;
+    let logs = daemon.logs();
+    for expected in [
+        "returned an error: hostile-js throws on purpose",
+        r#"returned an error: {"code":42,"why":"hostile-js throws an object"}"#,
+        "CPU deadline",
+        "memory",
+        "not a verdict",
+        "hostile-js mode",
+    ] {
+        assert!(logs.contains(expected), "{expected:?} missing from:\n{logs}");
+    }
+    assert_eq!(readyz(&daemon).await["ready"], true);
+}
+
+/// The JavaScript SDK ships the same WIT as the Rust one.
+#[test]
+fn the_javascript_sdk_carries_the_same_wit() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rust = std::fs::read_to_string(root.join("sdk/wit/filter.wit")).unwrap();
+    let js = std::fs::read_to_string(root.join("sdk/js/wit/filter.wit")).unwrap();
+    assert_eq!(rust, js, "copy sdk/wit/filter.wit to sdk/js/wit/filter.wit");
+}
+
+/// A JavaScript filter's own tests run natively (`node --test`).
+#[test]
+fn the_javascript_example_tests_pass_natively() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("node")
+        .current_dir(root.join("examples/filters/drop-by-channel-js"))
+        .args(["--test"])
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
