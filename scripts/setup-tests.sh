@@ -3,6 +3,7 @@
 #   * the wasm32-wasip2 Rust target (WASM filters),
 #   * the Node test peers (npm `pusher`, from tests/peers/package-lock.json),
 #   * a Python venv at tests/peers/.venv with PyPI `pusher` (tests/peers/requirements.txt),
+#   * the Python filter SDK (sdk/python, with componentize-py) in that venv,
 #   * the JavaScript filters' packages (the @hookline/filter SDK from
 #     sdk/js, with componentize-qjs), for the tests that build them,
 #   * redis-server and redis-cli from Debian (tests start their own server;
@@ -128,6 +129,18 @@ else
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         -r "$PEERS/requirements.txt"
     printf '%s\n' "$want" > "$PIP_STAMP"
+fi
+
+# The Python filter SDK (with componentize-py) in the same venv.
+SDK_STAMP="$VENV/.hookline-sdk-python-stamp"
+want="$(cat "$ROOT"/sdk/python/pyproject.toml "$ROOT"/sdk/python/hookline_filter/*.py \
+    "$ROOT"/sdk/python/hookline_filter/wit/filter.wit | sha256sum | cut -d' ' -f1)"
+if [ -f "$SDK_STAMP" ] && [ "$(cat "$SDK_STAMP")" = "$want" ] && [ -x "$VENV/bin/hookline-filter-py" ]; then
+    say "python filter sdk: up to date"
+else
+    say "python filter sdk: pip install sdk/python (componentize-py)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ROOT/sdk/python"
+    printf '%s\n' "$want" > "$SDK_STAMP"
 fi
 
 # --- 4. JavaScript filters (the SDK and componentize-qjs) ---------------------

@@ -1,7 +1,7 @@
 //! Filters in other languages than Rust, built from source in the test run
-//! with their SDKs: the JavaScript drop-by-channel delivers byte for byte
-//! what the Rust one does, refuses a config naming the field, and hostile
-//! JavaScript is contained like hostile Rust.
+//! with their SDKs: the JavaScript and Python drop-by-channel deliver byte
+//! for byte what the Rust one does and refuse a config naming the field,
+//! and hostile JavaScript and Python are contained like hostile Rust.
 
 mod support;
 
@@ -19,21 +19,27 @@ fn events_bytes(received: &Received) -> String {
     body[at..].to_string()
 }
 
-/// The same batches through the Rust and the JavaScript drop-by-channel (two
-/// webhooks of one app) give byte-identical deliveries.
+/// The same batches through the Rust, JavaScript and Python drop-by-channel
+/// (three webhooks of one app) give byte-identical deliveries.
 #[tokio::test]
-async fn rust_and_javascript_drop_by_channel_deliver_the_same_bytes() {
+async fn drop_by_channel_delivers_the_same_bytes_in_every_language() {
     let receiver = Receiver::start().await;
     let config = json!({"channels": ["debug-*", "*-internal"], "user_ids": ["bot"]});
-    let rust = wasm_filter("drop_by_channel.wasm");
-    let js = js_filter("examples/filters/drop-by-channel-js");
+    let filters = [
+        ("rust", wasm_filter("drop_by_channel.wasm")),
+        ("js", js_filter("examples/filters/drop-by-channel-js")),
+        ("py", py_filter("examples/filters/drop-by-channel-py")),
+    ];
+    let webhooks: Vec<Value> = filters
+        .iter()
+        .map(|(id, wasm)| {
+            json!({"id": id, "url": receiver.url(&format!("/{id}")),
+                   "event_types": ["channel_occupied", "member_added", "client_event"],
+                   "filters": [entry(wasm, config.clone())]})
+        })
+        .collect();
     let apps = AppsDir::new();
-    let app = json!({"id": "f", "key": "fk", "secret": "fs", "batching": {"max_wait_ms": 50},
-        "webhooks": [
-            {"id": "rust", "url": receiver.url("/rust"), "event_types": ["channel_occupied", "member_added", "client_event"],
-             "filters": [entry(&rust, config.clone())]},
-            {"id": "js", "url": receiver.url("/js"), "event_types": ["channel_occupied", "member_added", "client_event"],
-             "filters": [entry(&js, config.clone())]}]});
+    let app = json!({"id": "f", "key": "fk", "secret": "fs", "batching": {"max_wait_ms": 50}, "webhooks": webhooks});
     apps.write("f.json", &app.to_string());
     let daemon = Daemon::start(apps.path());
     let batches = [
@@ -45,21 +51,25 @@ async fn rust_and_javascript_drop_by_channel_deliver_the_same_bytes() {
     for batch in batches {
         assert_eq!(native(&daemon, "f", "fk", "fs", batch).await.0, 200);
     }
-    // room-1, ann and the client event; both webhooks share the app's
+    // room-1, ann and the client event; the webhooks share the app's
     // batches, so they get the same deliveries.
-    let from_rust = receiver.wait_for_events("/rust", 3).await;
-    let from_js = receiver.wait_for_events("/js", 3).await;
-    daemon.wait_idle().await;
-    let rust_bytes: Vec<String> = from_rust.iter().map(events_bytes).collect();
-    let js_bytes: Vec<String> = from_js.iter().map(events_bytes).collect();
-    assert_eq!(rust_bytes, js_bytes);
+    let mut delivered = Vec::new();
+    for (id, _) in &filters {
+        let got = receiver.wait_for_events(&format!("/{id}"), 3).await;
+        delivered.push(got.iter().map(events_bytes).collect::<Vec<_>>());
+    }
+    assert_eq!(delivered[0], delivered[1], "javascript differs from rust");
+    assert_eq!(delivered[0], delivered[2], "python differs from rust");
 }
 
 /// `validate-config` refuses a config naming the field, in every language.
 #[test]
 fn validate_config_errors_name_the_field_in_every_language() {
-    let js = js_filter("examples/filters/drop-by-channel-js");
-    for (language, wasm) in [("rust", wasm_filter("drop_by_channel.wasm")), ("javascript", js)] {
+    for (language, wasm) in [
+        ("rust", wasm_filter("drop_by_channel.wasm")),
+        ("javascript", js_filter("examples/filters/drop-by-channel-js")),
+        ("python", py_filter("examples/filters/drop-by-channel-py")),
+    ] {
         let apps = AppsDir::new();
         let app = json!({"id": "f", "key": "fk", "secret": "fs",
             "webhooks": [{"url": "http://127.0.0.1:9/", "event_types": ["channel_occupied"],
@@ -131,13 +141,63 @@ async fn hostile_javascript_filters_are_contained() {
     assert_eq!(readyz(&daemon).await["ready"], true);
 }
 
-/// The JavaScript SDK ships the same WIT as the Rust one.
+/// A Python filter that raises, loops forever, allocates without end or
+/// returns no verdict is handled by `on_error` within its limits (CPython
+/// imports `wasi:sockets` unused: it loads against the deny-all linking).
+#[tokio::test]
+async fn hostile_python_filters_are_contained() {
+    let receiver = Receiver::start().await;
+    let wasm = py_filter("tests/filters/hostile-py");
+    let modes = ["raise", "loop", "memory", "bad-verdict"];
+    let webhooks: Vec<Value> = modes
+        .iter()
+        .map(|mode| {
+            let mut filter = entry(&wasm, json!({"mode": mode}));
+            filter["on_error"] = json!("skip");
+            if *mode == "memory" {
+                filter["cpu_ms"] = json!(5000);
+            }
+            json!({"id": mode, "url": receiver.url(&format!("/{mode}")), "event_types": ["channel_occupied"],
+                   "filters": [filter]})
+        })
+        .collect();
+    let apps = AppsDir::new();
+    apps.write(
+        "apps.json",
+        &json!([{"id": "hostile", "key": "hk", "secret": "hs", "batching": {"max_wait_ms": 10}, "webhooks": webhooks}])
+            .to_string(),
+    );
+    let daemon = Daemon::start(apps.path());
+    let body = events_body(&[("channel_occupied", "c1")]);
+    assert_eq!(native(&daemon, "hostile", "hk", "hs", &body).await.0, 200);
+    for mode in modes {
+        receiver.wait_for(&format!("/{mode}"), 1).await;
+    }
+    let logs = daemon.logs();
+    for expected in [
+        "returned an error: hostile-py raises on purpose",
+        "CPU deadline",
+        "memory",
+        "not a verdict",
+        "hostile-py mode",
+    ] {
+        assert!(logs.contains(expected), "{expected:?} missing from:\n{logs}");
+    }
+    assert_eq!(readyz(&daemon).await["ready"], true);
+}
+
+/// The JavaScript and Python SDKs ship the same WIT as the Rust one.
 #[test]
-fn the_javascript_sdk_carries_the_same_wit() {
+fn every_sdk_carries_the_same_wit() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let rust = std::fs::read_to_string(root.join("sdk/wit/filter.wit")).unwrap();
     let js = std::fs::read_to_string(root.join("sdk/js/wit/filter.wit")).unwrap();
     assert_eq!(rust, js, "copy sdk/wit/filter.wit to sdk/js/wit/filter.wit");
+    let python = std::fs::read_to_string(root.join("sdk/python/hookline_filter/wit/filter.wit")).unwrap();
+    assert_eq!(
+        rust, python,
+        "copy sdk/wit/filter.wit to sdk/python/hookline_filter/wit/filter.wit"
+    );
 }
 
 /// A JavaScript filter's own tests run natively (`node --test`).
@@ -149,6 +209,26 @@ fn the_javascript_example_tests_pass_natively() {
         .args(["--test"])
         .output()
         .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A Python filter's own tests run natively (`python -m unittest`).
+#[test]
+fn the_python_example_tests_pass_natively() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var_os("TEST_PEERS_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("tests/peers/.venv/bin/python"));
+    let output = std::process::Command::new(python)
+        .current_dir(root.join("examples/filters/drop-by-channel-py"))
+        .args(["-m", "unittest"])
+        .output()
+        .expect("run python");
     assert!(
         output.status.success(),
         "{}{}",

@@ -85,3 +85,43 @@ pub fn js_filter(project: &str) -> PathBuf {
     built.insert(project.to_string(), out.clone());
     out
 }
+
+/// Builds a Python filter (`PROJECT/filter.py`) with the SDK's build command
+/// from the test venv (`scripts/setup-tests.sh` installs `sdk/python`
+/// there), once per test process; returns the component.
+pub fn py_filter(project: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some(path) = built.get(project) {
+        return path.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join(project);
+    let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let out_dir = root.join("target/wasm-py");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{name}-{}.wasm", std::process::id()));
+    let python = super::peers::python();
+    let build = python.with_file_name("hookline-filter-py");
+    assert!(
+        build.is_file(),
+        "{} is missing: scripts/setup-tests.sh installs sdk/python in the test venv",
+        build.display()
+    );
+    let output = Command::new(&build)
+        .current_dir(&dir)
+        .args(["build", "filter.py", "-o"])
+        .arg(&out)
+        // The daemon under test loads it; no separate check.
+        .env("HOOKLINE_BIN", "")
+        .output()
+        .expect("run hookline-filter-py");
+    assert!(
+        output.status.success(),
+        "building {project} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert(project.to_string(), out.clone());
+    out
+}

@@ -1,0 +1,3 @@
+from hookline_filter.build import main
+
+main()
