@@ -236,3 +236,64 @@ fn the_python_example_tests_pass_natively() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `hookline filter new` starts a project whose own tests pass natively, in
+/// Python and in JavaScript (the Rust template is the SDK tutorial's, which
+/// `tests/docs.rs` runs).
+#[test]
+fn filter_new_scaffolds_projects_whose_tests_pass() {
+    let root = tempfile::tempdir().unwrap();
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
+    let new = |name: &str, lang: &str| {
+        let output = std::process::Command::new(hookline_bin())
+            .args(["filter", "new"])
+            .arg(root.path().join(name))
+            .args(["--lang", lang, "--sdk"])
+            .arg(&sdk)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        root.path().join(name)
+    };
+    let run = |dir: &std::path::Path, program: &std::ffi::OsStr, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{program:?} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let python = std::env::var_os("TEST_PEERS_PYTHON")
+        .unwrap_or_else(|| sdk.join("../tests/peers/.venv/bin/python").into_os_string());
+    let py = new("my-py-filter", "python");
+    run(&py, &python, &["-m", "unittest"]);
+    let js = new("my-js-filter", "js");
+    // From npm's cache, which scripts/setup-tests.sh filled.
+    run(
+        &js,
+        "npm".as_ref(),
+        &[
+            "install",
+            "--install-links",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+        ],
+    );
+    run(&js, "node".as_ref(), &["--test"]);
+    assert!(
+        !std::process::Command::new(hookline_bin())
+            .args(["filter", "new"])
+            .arg(&py)
+            .args(["--lang", "python", "--sdk"])
+            .arg(&sdk)
+            .status()
+            .unwrap()
+            .success()
+    );
+}

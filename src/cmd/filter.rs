@@ -1,5 +1,5 @@
-//! `hookline filter run`: run a filter component on a batch from stdin, for
-//! filter authors.
+//! `hookline filter run`: run a filter component on a batch from stdin, and
+//! `hookline filter new`: start a filter project, for filter authors.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,6 +17,22 @@ pub(crate) enum Command {
     /// Read a batch (`{"time_ms", "events"}`) on stdin, run the filter on it,
     /// and print the verdict and the resulting batch.
     Run(RunArgs),
+    /// Start a filter project (a filter and its test) in a new directory.
+    New(NewArgs),
+}
+
+/// Flags of `hookline filter new`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NewArgs {
+    /// The project directory to create; its name is the filter's.
+    dir: PathBuf,
+    /// The language.
+    #[arg(long, value_enum)]
+    lang: super::scaffold::Lang,
+    /// The sdk/ directory of a Hookline checkout (default: HOOKLINE_SDK, or
+    /// the checkout this binary was built in).
+    #[arg(long)]
+    sdk: Option<PathBuf>,
 }
 
 /// Flags of `hookline filter run`.
@@ -42,7 +58,15 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) async fn run(command: Command) -> Result<ExitCode> {
-    let Command::Run(args) = command;
+    let args = match command {
+        Command::Run(args) => args,
+        Command::New(args) => {
+            let sdk = super::scaffold::find_sdk(args.sdk)?;
+            let next = super::scaffold::scaffold(&args.dir, args.lang, &sdk)?;
+            println!("created {}; next:\n{next}", args.dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     super::init_logging(hookline_core::settings::LogFormat::Text);
     let config: serde_json::Value = serde_json::from_str(&args.config).context("--config is not valid JSON")?;
     let mut input = Vec::new();

@@ -4,6 +4,7 @@ pub(crate) mod check;
 pub(crate) mod dlq;
 pub(crate) mod filter;
 pub(crate) mod listen;
+pub(crate) mod scaffold;
 pub(crate) mod send;
 pub(crate) mod serve;
 
