@@ -484,3 +484,58 @@ async fn a_paused_owner_never_commits_over_the_next() {
     })
     .await;
 }
+
+/// On a Redis Cluster (three masters) the partitions spread over the
+/// cluster's nodes, and two daemons deliver everything through a kill -9
+/// of the one that owns the partitions.
+#[tokio::test]
+async fn a_redis_cluster_works_and_survives_a_node_kill() {
+    let redis = RedisCluster::start();
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write("apps.json", &apps_json(&receiver));
+    let start = |name: &str| {
+        let mut options = DaemonOptions::with_env(&[
+            ("HOOKLINE_RETRY_MIN_BACKOFF_MS", "50"),
+            ("HOOKLINE_RETRY_MAX_BACKOFF_MS", "300"),
+        ]);
+        options.env.extend(redis.daemon_env(name));
+        Daemon::start_with(apps.path(), options)
+    };
+    let mut nodes = [start("a"), start("b")];
+    let mut sent: Sent = Vec::new();
+    for seq in 0..120u64 {
+        if seq == 60 {
+            nodes[0].signal("KILL");
+            nodes[0].wait();
+        }
+        let app = seq as usize % APPS;
+        if send(&nodes[if seq < 60 { seq as usize % 2 } else { 1 }], app, seq).await {
+            sent.push((app, seq));
+        }
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let delivered: HashSet<(usize, u64)> = receiver
+            .all()
+            .iter()
+            .filter(|r| r.status_ok())
+            .flat_map(events_of)
+            .collect();
+        if sent.iter().all(|e| delivered.contains(e)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not everything accepted was delivered:\n{}",
+            nodes[1].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_deliveries(&receiver, &sent);
+    assert!(
+        redis.nodes_with_keys() >= 2,
+        "the partitions should spread over the cluster"
+    );
+    assert!(nodes[1].logs().contains("using a Redis Cluster"), "{}", nodes[1].logs());
+}

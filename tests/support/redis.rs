@@ -118,3 +118,131 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A three-node Redis Cluster (no replicas) on free TCP ports, AOF with
+/// `appendfsync always`, killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A port free for a node and for its cluster bus (port + 10000).
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    loop {
+        let port = free_addr().port();
+        if port > 55000 || taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ports = Vec::new();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_cluster_port(&ports);
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let log = std::fs::File::create(node_dir.join("redis.log")).unwrap();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                ])
+                .args(["--cluster-config-file", "nodes.conf", "--dir"])
+                .arg(&node_dir)
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("redis-server runs (scripts/setup-tests.sh installs it)");
+            nodes.push(child);
+            ports.push(port);
+        }
+        let cluster = Self { nodes, ports, dir };
+        for &port in &cluster.ports {
+            cluster.wait_for(port, &["ping"], "PONG");
+        }
+        let create = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stdout));
+        for &port in &cluster.ports {
+            cluster.wait_for(port, &["cluster", "info"], "cluster_state:ok");
+        }
+        cluster
+    }
+
+    fn wait_for(&self, port: u16, args: &[&str], expected: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let output = Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli runs");
+            if String::from_utf8_lossy(&output.stdout).contains(expected) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis node {port} never answered {expected}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon settings that put its store on this cluster.
+    pub fn daemon_env(&self, node: &str) -> Vec<(String, String)> {
+        [
+            ("HOOKLINE_STORE_BACKEND", "redis".to_string()),
+            (
+                "HOOKLINE_STORE_REDIS_URL",
+                format!("redis://127.0.0.1:{}", self.ports[0]),
+            ),
+            ("HOOKLINE_STORE_NODE_ID", node.to_string()),
+            ("HOOKLINE_STORE_LEASE_MS", "2000".to_string()),
+            ("HOOKLINE_STORE_PARTITIONS", "8".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// How many of the cluster's nodes hold keys.
+    pub fn nodes_with_keys(&self) -> usize {
+        self.ports
+            .iter()
+            .filter(|port| {
+                let output = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "dbsize"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    > 0
+            })
+            .count()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}

@@ -1,15 +1,15 @@
 //! Group commit of accepted events. Requests that arrive while a round is
 //! with Redis wait for the next round; a round joins the requests for the
-//! same app (and config) into one inbox entry and sends every entry in one
-//! pipeline. So Redis appends, and with `appendfsync always` fsyncs, once
+//! same app (and config) into one inbox entry and sends the entries in one
+//! pipeline per partition, all at once. So Redis appends, and with `appendfsync always` fsyncs, once
 //! per round rather than once per request, and the owner reads fewer,
 //! larger entries. Each request is answered once Redis answered its round.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::conn::Conn;
 use hookline_core::store::StoreError;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::keys::PartitionKeys;
@@ -37,7 +37,7 @@ pub(crate) struct Appender {
 
 impl Appender {
     /// Starts the round task; `failing` is set while Redis refuses.
-    pub(crate) fn start(conn: ConnectionManager, failing: Arc<Mutex<Option<String>>>) -> Self {
+    pub(crate) fn start(conn: Conn, failing: Arc<Mutex<Option<String>>>) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
         tokio::spawn(rounds(conn, failing, rx));
         Self { jobs }
@@ -80,11 +80,7 @@ struct Entry {
     replies: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
-async fn rounds(
-    mut conn: ConnectionManager,
-    failing: Arc<Mutex<Option<String>>>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-) {
+async fn rounds(conn: Conn, failing: Arc<Mutex<Option<String>>>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_ROUND {
@@ -94,34 +90,48 @@ async fn rounds(
             }
         }
         let entries = assemble(jobs);
-        let mut pipe = redis::pipe();
-        for entry in &entries {
-            pipe.cmd("XADD")
-                .arg(PartitionKeys::new(entry.partition).inbox)
-                .arg("*")
-                .arg("k")
-                .arg("e")
-                .arg("a")
-                .arg(&entry.app_id)
-                .arg("n")
-                .arg(entry.count)
-                .arg("v")
-                .arg(&entry.config)
-                .arg("e")
-                .arg(&entry.payload);
+        // One pipeline per partition (one slot, so a cluster takes it
+        // whole), all in flight at once.
+        let mut partitions: Vec<u32> = entries.iter().map(|e| e.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let sends = partitions.iter().map(|&partition| {
+            let mut pipe = redis::pipe();
+            for entry in entries.iter().filter(|e| e.partition == partition) {
+                pipe.cmd("XADD")
+                    .arg(PartitionKeys::new(entry.partition).inbox)
+                    .arg("*")
+                    .arg("k")
+                    .arg("e")
+                    .arg("a")
+                    .arg(&entry.app_id)
+                    .arg("n")
+                    .arg(entry.count)
+                    .arg("v")
+                    .arg(&entry.config)
+                    .arg("e")
+                    .arg(&entry.payload);
+            }
+            let mut conn = conn.clone();
+            async move {
+                let result: redis::RedisResult<Vec<String>> = pipe.query_async(&mut conn).await;
+                (partition, result.map(drop))
+            }
+        });
+        let results: HashMap<u32, redis::RedisResult<()>> =
+            futures_util::future::join_all(sends).await.into_iter().collect();
+        let mut failed = None;
+        for result in results.values() {
+            if let Err(error) = result {
+                failed = Some(format!("redis: {error}"));
+            }
         }
-        let result: redis::RedisResult<Vec<String>> = pipe.query_async(&mut conn).await;
-        let answer = match &result {
-            Ok(_) => {
-                *failing.lock().expect("failing lock") = None;
-                Ok(())
-            }
-            Err(error) => {
-                *failing.lock().expect("failing lock") = Some(format!("redis: {error}"));
-                Err(crate::store_error(error))
-            }
-        };
+        *failing.lock().expect("failing lock") = failed;
         for entry in entries {
+            let answer = match &results[&entry.partition] {
+                Ok(()) => Ok(()),
+                Err(error) => Err(crate::store_error(error)),
+            };
             for reply in entry.replies {
                 let _ = reply.send(answer.clone());
             }

@@ -1,6 +1,5 @@
 //! Where things live in Redis. Every key of partition `N` carries the hash
-//! tag `{pN}`, so a partition is one Redis Cluster slot (the client does not
-//! speak Cluster yet).
+//! tag `{pN}`, so a partition is one Redis Cluster slot.
 
 /// The consumer group every node reads inboxes with.
 pub(crate) const GROUP: &str = "hookline";

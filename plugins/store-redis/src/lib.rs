@@ -18,6 +18,7 @@
 //! (`XAUTOCLAIM`).
 
 mod appender;
+mod conn;
 mod keys;
 mod ownership;
 mod reply;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use conn::{Conn, Connector};
 use hookline_core::event::Event;
 use hookline_core::store::{
     Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner, Ownership, Store, StoreError,
@@ -72,8 +74,9 @@ pub struct RedisStore {
 
 struct Inner {
     config: RedisStoreConfig,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Makes the inbox readers' connections.
+    connector: Connector,
+    conn: Conn,
     scripts: Scripts,
     first_key: DeliveryKey,
     /// Partitions owned → lease token.
@@ -156,12 +159,29 @@ impl RedisStore {
             // Redis down: answer 503 at once rather than after seconds of
             // reconnecting (the next request tries again).
             .set_number_of_retries(1);
-        let mut conn = client.get_connection_manager_with_config(manager).await.map_err(|e| {
+        let mut seed = client.get_connection_manager_with_config(manager).await.map_err(|e| {
             StoreError(format!(
                 "cannot reach Redis at {shown}: {e}; is it running, and is store.redis_url right?"
             ))
         })?;
-        check_redis(&mut conn, config.require_fsync, &shown).await?;
+        // Checked on the node store.redis_url names (in a cluster, on the
+        // others too is the operator's part).
+        check_redis(&mut seed, config.require_fsync, &shown).await?;
+        let connector = conn::connector(&config.url, &mut seed)
+            .await
+            .map_err(|e| StoreError(format!("cannot read INFO cluster from Redis at {shown}: {e}")))?;
+        let kind = match &connector {
+            Connector::Single(_) => "a single Redis",
+            Connector::Cluster(_) => "a Redis Cluster",
+        };
+        tracing::info!(url = %shown, node = %config.node_id, "redis store: using {kind}");
+        let mut conn = match &connector {
+            Connector::Single(_) => Conn::Single(seed),
+            Connector::Cluster(_) => connector
+                .connect(Duration::from_secs(10))
+                .await
+                .map_err(|e| StoreError(format!("cannot connect to the Redis Cluster at {shown}: {e}")))?,
+        };
         let incarnation: u64 = redis::cmd("INCR")
             .arg(keys::INCARNATION)
             .query_async(&mut conn)
@@ -175,7 +195,7 @@ impl RedisStore {
         Ok(Arc::new(Self {
             inner: Arc::new(Inner {
                 config,
-                client,
+                connector,
                 conn,
                 scripts: Scripts::new(),
                 first_key,
@@ -251,7 +271,7 @@ async fn check_redis(conn: &mut ConnectionManager, require_fsync: bool, shown: &
 }
 
 impl Inner {
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

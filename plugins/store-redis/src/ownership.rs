@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hookline_core::event::Event;
 use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
-use redis::aio::ConnectionManager;
 
+use crate::conn::Conn;
 use crate::keys::{self, PartitionKeys};
 use crate::reply::{self, Entry};
 use crate::tickets::Ticket;
@@ -322,7 +322,7 @@ async fn claim(
     partition: u32,
     token: &str,
     min_idle_ms: u64,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
 ) -> Result<usize, StoreError> {
     let keys = PartitionKeys::new(partition);
     let mut cursor = "0-0".to_string();
@@ -358,7 +358,7 @@ async fn hand_over(
     partition: u32,
     token: &str,
     claimed: bool,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     entries: Vec<Entry>,
 ) -> Result<usize, StoreError> {
     let keys = PartitionKeys::new(partition);
@@ -497,16 +497,15 @@ async fn hand_over(
 /// pending; the sweep in the lease round hands them over again.
 async fn read_inbox(inner: &Inner, partition: u32, token: &str) {
     let keys = PartitionKeys::new(partition);
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_millis(READ_BLOCK_MS + 5000)))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(1);
     let mut conn = loop {
         if !holding(inner, partition, token) {
             return;
         }
-        match inner.client.get_connection_manager_with_config(config.clone()).await {
+        match inner
+            .connector
+            .connect(Duration::from_millis(READ_BLOCK_MS + 5000))
+            .await
+        {
             Ok(conn) => break conn,
             Err(error) => {
                 tracing::warn!(partition, %error, "redis store: cannot open the inbox reader's connection; retrying");

@@ -1,6 +1,6 @@
 //! The Lua scripts that change a partition's state. Every key a script
 //! touches belongs to one partition (one hash tag), so each runs in one slot
-//! and a Redis Cluster could serve it.
+//! and a Redis Cluster serves it.
 //!
 //! Writes an owner makes are fenced: `KEYS[1]` is the partition's lease and
 //! `ARGV[1]` the token (`node epoch`) it was granted; a node whose lease
