@@ -436,6 +436,7 @@ async fn a_paused_owner_never_commits_over_the_next() {
     let apps = AppsDir::new();
     apps.write("apps.json", &apps_json(&receiver));
     let nodes = [node(&redis, &apps, "a"), node(&redis, &apps, "b")];
+    assert_eq!(readyz(&nodes[1]).await["node_id"], "b");
     assert_eq!(
         owned(&nodes[0]).await.len(),
         PARTITIONS,

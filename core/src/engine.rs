@@ -68,6 +68,8 @@ pub struct Status {
     pub store: String,
     /// The last reload's result.
     pub last_reload: Option<LastReload>,
+    /// This node's id (`store.node_id`; `local` on the embedded store).
+    pub node_id: String,
     /// The store backend, this node, and the partitions it owns.
     pub ownership: Ownership,
 }
@@ -466,6 +468,7 @@ impl Engine {
     /// What `/readyz` shows.
     pub fn status(&self) -> Status {
         let snapshot = self.registry.snapshot();
+        let ownership = self.store.ownership();
         let store = self.store.health();
         Status {
             ready: !self.shutting_down.load(AtomicOrdering::Acquire) && snapshot.generation > 0 && store.is_ok(),
@@ -479,7 +482,8 @@ impl Engine {
                 .lock()
                 .expect("last_reload lock is never held across a panic")
                 .clone(),
-            ownership: self.store.ownership(),
+            node_id: ownership.node.clone(),
+            ownership,
         }
     }
 
