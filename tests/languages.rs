@@ -19,17 +19,12 @@ fn events_bytes(received: &Received) -> String {
     body[at..].to_string()
 }
 
-/// The same batches through the Rust, JavaScript and Python drop-by-channel
-/// (three webhooks of one app) give byte-identical deliveries.
-#[tokio::test]
-async fn drop_by_channel_delivers_the_same_bytes_in_every_language() {
+/// Sends the same batches through one webhook per filter (of one app, so
+/// they share its batches) and returns each webhook's deliveries' events,
+/// as the bytes sent.
+async fn deliveries_through(filters: &[(&str, std::path::PathBuf)]) -> Vec<Vec<String>> {
     let receiver = Receiver::start().await;
     let config = json!({"channels": ["debug-*", "*-internal"], "user_ids": ["bot"]});
-    let filters = [
-        ("rust", wasm_filter("drop_by_channel.wasm")),
-        ("js", js_filter("examples/filters/drop-by-channel-js")),
-        ("py", py_filter("examples/filters/drop-by-channel-py")),
-    ];
     let webhooks: Vec<Value> = filters
         .iter()
         .map(|(id, wasm)| {
@@ -51,15 +46,45 @@ async fn drop_by_channel_delivers_the_same_bytes_in_every_language() {
     for batch in batches {
         assert_eq!(native(&daemon, "f", "fk", "fs", batch).await.0, 200);
     }
-    // room-1, ann and the client event; the webhooks share the app's
-    // batches, so they get the same deliveries.
+    // room-1, ann and the client event.
     let mut delivered = Vec::new();
-    for (id, _) in &filters {
+    for (id, _) in filters {
         let got = receiver.wait_for_events(&format!("/{id}"), 3).await;
         delivered.push(got.iter().map(events_bytes).collect::<Vec<_>>());
     }
+    delivered
+}
+
+/// The same batches through the Rust, JavaScript and Python
+/// drop-by-channel give byte-identical deliveries.
+#[tokio::test]
+async fn drop_by_channel_delivers_the_same_bytes_in_every_language() {
+    let delivered = deliveries_through(&[
+        ("rust", wasm_filter("drop_by_channel.wasm")),
+        ("js", js_filter("examples/filters/drop-by-channel-js")),
+        ("py", py_filter("examples/filters/drop-by-channel-py")),
+    ])
+    .await;
     assert_eq!(delivered[0], delivered[1], "javascript differs from rust");
     assert_eq!(delivered[0], delivered[2], "python differs from rust");
+}
+
+/// The same JavaScript module built for StarlingMonkey (componentize-js)
+/// delivers the same bytes as the Rust filter too.
+#[tokio::test]
+async fn javascript_on_starlingmonkey_delivers_the_same_bytes() {
+    let delivered = deliveries_through(&[
+        ("rust", wasm_filter("drop_by_channel.wasm")),
+        (
+            "js-sm",
+            js_filter_on("examples/filters/drop-by-channel-js", "starlingmonkey"),
+        ),
+    ])
+    .await;
+    assert_eq!(
+        delivered[0], delivered[1],
+        "javascript on starlingmonkey differs from rust"
+    );
 }
 
 /// `validate-config` refuses a config naming the field, in every language.
@@ -69,6 +94,10 @@ fn validate_config_errors_name_the_field_in_every_language() {
         ("rust", wasm_filter("drop_by_channel.wasm")),
         ("javascript", js_filter("examples/filters/drop-by-channel-js")),
         ("python", py_filter("examples/filters/drop-by-channel-py")),
+        (
+            "javascript on starlingmonkey",
+            js_filter_on("examples/filters/drop-by-channel-js", "starlingmonkey"),
+        ),
     ] {
         let apps = AppsDir::new();
         let app = json!({"id": "f", "key": "fk", "secret": "fs",

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Filters by language: drop-by-channel in Rust, JavaScript (QuickJS) and
-Python (CPython), each on one webhook of its own daemon.
+"""Filters by language: drop-by-channel in Rust, JavaScript (QuickJS and
+StarlingMonkey) and Python (CPython), each on one webhook of its own daemon.
 
 For each it prints the component's size, start-up to ready with a cold
 compile cache and with a warm one, the mean time per filter call (10
@@ -41,11 +41,16 @@ def build(out_dir):
     js_dir = os.path.join(ROOT, "examples/filters/drop-by-channel-js")
     subprocess.run(["node", "node_modules/@hookline/filter/bin/hookline-filter-js.mjs", "build", "filter.js",
                     "-o", js], cwd=js_dir, check=True, capture_output=True, env=dict(os.environ, HOOKLINE_BIN=""))
+    sm = os.path.join(out_dir, "dbc_js_sm.wasm")
+    subprocess.run(["node", "node_modules/@hookline/filter/bin/hookline-filter-js.mjs", "build", "filter.js",
+                    "--engine", "starlingmonkey", "-o", sm], cwd=js_dir, check=True, capture_output=True,
+                   env=dict(os.environ, HOOKLINE_BIN=""))
     py = os.path.join(out_dir, "dbc_py.wasm")
     venv = os.path.join(ROOT, "tests/peers/.venv/bin/hookline-filter-py")
     subprocess.run([venv, "build", "filter.py", "-o", py], check=True, capture_output=True,
                    cwd=os.path.join(ROOT, "examples/filters/drop-by-channel-py"), env=dict(os.environ, HOOKLINE_BIN=""))
-    return [("none", None), ("rust", rust), ("javascript", js), ("python", py)]
+    return [("none", None), ("rust", rust), ("javascript", js), ("javascript (starlingmonkey)", sm),
+            ("python", py)]
 
 
 def rss_mib(pid, field="VmRSS"):

@@ -47,12 +47,17 @@ pub fn wasm_filter(file: &str) -> PathBuf {
 }
 
 /// Builds a JavaScript filter project (its `node_modules` installed by
-/// `scripts/setup-tests.sh`) with the SDK's build command, once per test
-/// process; returns the component.
+/// `scripts/setup-tests.sh`) with the SDK's build command and QuickJS, once
+/// per test process; returns the component.
 pub fn js_filter(project: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    js_filter_on(project, "quickjs")
+}
+
+/// [`js_filter`] on an engine: `quickjs` or `starlingmonkey`.
+pub fn js_filter_on(project: &str, engine: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, String), PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap();
-    if let Some(path) = built.get(project) {
+    if let Some(path) = built.get(&(project.to_string(), engine.to_string())) {
         return path.clone();
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -60,7 +65,7 @@ pub fn js_filter(project: &str) -> PathBuf {
     let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
     let out_dir = root.join("target/wasm-js");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{name}-{}.wasm", std::process::id()));
+    let out = out_dir.join(format!("{name}-{engine}-{}.wasm", std::process::id()));
     let sdk_bin = dir.join("node_modules/@hookline/filter/bin/hookline-filter-js.mjs");
     assert!(
         sdk_bin.is_file(),
@@ -70,7 +75,7 @@ pub fn js_filter(project: &str) -> PathBuf {
     let output = Command::new("node")
         .current_dir(&dir)
         .arg(&sdk_bin)
-        .args(["build", "filter.js", "-o"])
+        .args(["build", "filter.js", "--engine", engine, "-o"])
         .arg(&out)
         // The daemon under test loads it; no separate check.
         .env("HOOKLINE_BIN", "")
@@ -82,7 +87,7 @@ pub fn js_filter(project: &str) -> PathBuf {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    built.insert(project.to_string(), out.clone());
+    built.insert((project.to_string(), engine.to_string()), out.clone());
     out
 }
 
