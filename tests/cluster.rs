@@ -32,11 +32,16 @@ fn apps_json(receiver: &Receiver) -> String {
 }
 
 fn node(redis: &RedisServer, apps: &AppsDir, name: &str) -> Daemon {
+    node_on(redis.daemon_env(name), apps)
+}
+
+/// A daemon with quick retries and these store settings.
+fn node_on(store_env: Vec<(String, String)>, apps: &AppsDir) -> Daemon {
     let mut options = DaemonOptions::with_env(&[
         ("HOOKLINE_RETRY_MIN_BACKOFF_MS", "50"),
         ("HOOKLINE_RETRY_MAX_BACKOFF_MS", "300"),
     ]);
-    options.env.extend(redis.daemon_env(name));
+    options.env.extend(store_env);
     Daemon::start_with(apps.path(), options)
 }
 
@@ -84,6 +89,32 @@ fn events_of(received: &Received) -> Vec<(usize, u64)> {
             Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
         })
         .collect()
+}
+
+/// Waits until every event in `sent` was delivered (a 2xx at the
+/// receiver); `logs` says why not when it never happens.
+async fn wait_all_delivered(receiver: &Receiver, sent: &Sent, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let delivered: HashSet<(usize, u64)> = receiver
+            .all()
+            .iter()
+            .filter(|r| r.status_ok())
+            .flat_map(events_of)
+            .collect();
+        let missing: Vec<_> = sent.iter().filter(|e| !delivered.contains(e)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} accepted events were never delivered, e.g. {:?}:\n{}",
+            missing.len(),
+            &missing[..missing.len().min(5)],
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Every 2xx'd event was delivered; an event is only ever in one batch
@@ -203,23 +234,7 @@ async fn kill_a_node_round(seed: u64) {
     }
     assert_eq!(owned_series, PARTITIONS as f64, "seed {seed:#x}");
     assert!(takeovers >= PARTITIONS as f64, "seed {seed:#x}: {takeovers} takeovers");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let delivered: HashSet<(usize, u64)> = receiver
-            .all()
-            .iter()
-            .filter(|r| r.status_ok())
-            .flat_map(events_of)
-            .collect();
-        if sent.iter().all(|e| delivered.contains(e)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed:#x}: not everything accepted was delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_delivered(&receiver, &sent, || format!("seed {seed:#x}")).await;
     check_deliveries(&receiver, &sent);
 }
 
@@ -250,22 +265,7 @@ async fn redis_killed_and_restarted_under_load_loses_nothing() {
         }
     }
     assert!(refused > 0, "with Redis down, ingest must refuse");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let delivered: HashSet<(usize, u64)> = receiver.all().iter().flat_map(events_of).collect();
-        if sent.iter().all(|e| delivered.contains(e)) {
-            break;
-        }
-        if Instant::now() > deadline {
-            let missing: Vec<_> = sent.iter().filter(|e| !delivered.contains(e)).collect();
-            panic!(
-                "not everything accepted was delivered after Redis came back: {missing:?}\n--- a:\n{}\n--- b:\n{}",
-                nodes[0].logs(),
-                nodes[1].logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_delivered(&receiver, &sent, || nodes[1].logs()).await;
     check_deliveries(&receiver, &sent);
     for node in &nodes {
         wait_ready(node, "the store to be healthy again", |r| r["store"] == "ok").await;
@@ -461,24 +461,7 @@ async fn a_paused_owner_never_commits_over_the_next() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let delivered: HashSet<(usize, u64)> = receiver
-            .all()
-            .iter()
-            .filter(|r| r.status_ok())
-            .flat_map(events_of)
-            .collect();
-        if sent.iter().all(|e| delivered.contains(e)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not everything accepted was delivered:\n{}",
-            nodes[0].logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_delivered(&receiver, &sent, || nodes[0].logs()).await;
     check_deliveries(&receiver, &sent);
     wait_ready(&nodes[0], "a to notice it lost its leases", |r| {
         r["ownership"]["owned"].as_array().is_some_and(|o| o.is_empty())
@@ -495,15 +478,10 @@ async fn a_redis_cluster_works_and_survives_a_node_kill() {
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
     apps.write("apps.json", &apps_json(&receiver));
-    let start = |name: &str| {
-        let mut options = DaemonOptions::with_env(&[
-            ("HOOKLINE_RETRY_MIN_BACKOFF_MS", "50"),
-            ("HOOKLINE_RETRY_MAX_BACKOFF_MS", "300"),
-        ]);
-        options.env.extend(redis.daemon_env(name));
-        Daemon::start_with(apps.path(), options)
-    };
-    let mut nodes = [start("a"), start("b")];
+    let mut nodes = [
+        node_on(redis.daemon_env("a"), &apps),
+        node_on(redis.daemon_env("b"), &apps),
+    ];
     let mut sent: Sent = Vec::new();
     for seq in 0..120u64 {
         if seq == 60 {
@@ -515,24 +493,7 @@ async fn a_redis_cluster_works_and_survives_a_node_kill() {
             sent.push((app, seq));
         }
     }
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let delivered: HashSet<(usize, u64)> = receiver
-            .all()
-            .iter()
-            .filter(|r| r.status_ok())
-            .flat_map(events_of)
-            .collect();
-        if sent.iter().all(|e| delivered.contains(e)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not everything accepted was delivered:\n{}",
-            nodes[1].logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_delivered(&receiver, &sent, || nodes[1].logs()).await;
     check_deliveries(&receiver, &sent);
     assert!(
         redis.nodes_with_keys() >= 2,

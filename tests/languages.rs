@@ -116,18 +116,15 @@ fn validate_config_errors_name_the_field_in_every_language() {
     }
 }
 
-/// A JavaScript filter that throws (an Error or any value), loops forever,
-/// allocates without end or returns no verdict is handled by `on_error`
-/// within its limits, and another app keeps flowing.
-#[tokio::test]
-async fn hostile_javascript_filters_are_contained() {
+/// Runs a hostile filter on one webhook per mode (`on_error: skip`, so each
+/// still gets the batch unfiltered) beside a calm app, sends one event to
+/// each app, waits for every delivery, and returns the daemon's logs.
+async fn contained(wasm: &std::path::Path, modes: &[&str]) -> String {
     let receiver = Receiver::start().await;
-    let wasm = js_filter("tests/filters/hostile-js");
-    let modes = ["throw", "throw-value", "loop", "memory", "bad-verdict"];
     let webhooks: Vec<Value> = modes
         .iter()
         .map(|mode| {
-            let mut filter = entry(&wasm, json!({"mode": mode}));
+            let mut filter = entry(wasm, json!({"mode": mode}));
             filter["on_error"] = json!("skip");
             if *mode == "memory" {
                 // About the memory cap, not the clock.
@@ -151,12 +148,21 @@ async fn hostile_javascript_filters_are_contained() {
     let body = events_body(&[("channel_occupied", "c1")]);
     assert_eq!(native(&daemon, "hostile", "hk", "hs", &body).await.0, 200);
     assert_eq!(native(&daemon, "calm", "ck", "cs", &body).await.0, 200);
-    // `skip` delivers unfiltered: every hostile webhook still gets the batch.
     for mode in modes {
         receiver.wait_for(&format!("/{mode}"), 1).await;
     }
     receiver.wait_for("/calm", 1).await;
-    let logs = daemon.logs();
+    assert_eq!(readyz(&daemon).await["ready"], true);
+    daemon.logs()
+}
+
+/// A JavaScript filter that throws (an Error or any value), loops forever,
+/// allocates without end or returns no verdict is handled by `on_error`
+/// within its limits, and another app keeps flowing.
+#[tokio::test]
+async fn hostile_javascript_filters_are_contained() {
+    let wasm = js_filter("tests/filters/hostile-js");
+    let logs = contained(&wasm, &["throw", "throw-value", "loop", "memory", "bad-verdict"]).await;
     for expected in [
         "returned an error: hostile-js throws on purpose",
         r#"returned an error: {"code":42,"why":"hostile-js throws an object"}"#,
@@ -167,7 +173,6 @@ async fn hostile_javascript_filters_are_contained() {
     ] {
         assert!(logs.contains(expected), "{expected:?} missing from:\n{logs}");
     }
-    assert_eq!(readyz(&daemon).await["ready"], true);
 }
 
 /// A Python filter that raises, loops forever, allocates without end or
@@ -175,34 +180,8 @@ async fn hostile_javascript_filters_are_contained() {
 /// imports `wasi:sockets` unused: it loads against the deny-all linking).
 #[tokio::test]
 async fn hostile_python_filters_are_contained() {
-    let receiver = Receiver::start().await;
     let wasm = py_filter("tests/filters/hostile-py");
-    let modes = ["raise", "loop", "memory", "bad-verdict"];
-    let webhooks: Vec<Value> = modes
-        .iter()
-        .map(|mode| {
-            let mut filter = entry(&wasm, json!({"mode": mode}));
-            filter["on_error"] = json!("skip");
-            if *mode == "memory" {
-                filter["cpu_ms"] = json!(5000);
-            }
-            json!({"id": mode, "url": receiver.url(&format!("/{mode}")), "event_types": ["channel_occupied"],
-                   "filters": [filter]})
-        })
-        .collect();
-    let apps = AppsDir::new();
-    apps.write(
-        "apps.json",
-        &json!([{"id": "hostile", "key": "hk", "secret": "hs", "batching": {"max_wait_ms": 10}, "webhooks": webhooks}])
-            .to_string(),
-    );
-    let daemon = Daemon::start(apps.path());
-    let body = events_body(&[("channel_occupied", "c1")]);
-    assert_eq!(native(&daemon, "hostile", "hk", "hs", &body).await.0, 200);
-    for mode in modes {
-        receiver.wait_for(&format!("/{mode}"), 1).await;
-    }
-    let logs = daemon.logs();
+    let logs = contained(&wasm, &["raise", "loop", "memory", "bad-verdict"]).await;
     for expected in [
         "returned an error: hostile-py raises on purpose",
         "CPU deadline",
@@ -212,7 +191,6 @@ async fn hostile_python_filters_are_contained() {
     ] {
         assert!(logs.contains(expected), "{expected:?} missing from:\n{logs}");
     }
-    assert_eq!(readyz(&daemon).await["ready"], true);
 }
 
 /// The JavaScript and Python SDKs ship the same WIT as the Rust one.
