@@ -235,18 +235,6 @@ fn the_example_apps_directory_passes_check() {
     assert!(stdout.contains("ok: 4 apps in 3 files"), "{stdout}");
 }
 
-fn check(apps: &AppsDir) -> (bool, String) {
-    let output = Command::new(hookline_bin())
-        .args(["check", "--apps"])
-        .arg(apps.path())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn forbidden_imports_and_rejected_configs_fail_to_load() {
     let apps = AppsDir::new();

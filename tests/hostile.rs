@@ -515,11 +515,9 @@ async fn stalled_clients_do_not_hold_shutdown() {
     drop(stalled);
 }
 
-/// The admin socket takes one bounded line: a client that sends an endless
-/// one is answered with an error, and the daemon keeps answering others.
-#[tokio::test]
-async fn the_admin_socket_refuses_an_endless_line() {
-    use tokio::net::UnixStream;
+/// A daemon on its own data directory (where the admin socket is), with
+/// this open-file limit if given.
+async fn admin_daemon(nofile: Option<u64>) -> (Receiver, AppsDir, tempfile::TempDir, Daemon) {
     let receiver = Receiver::start().await;
     let apps = receiver.apps(APPS);
     let data = tempfile::tempdir().unwrap();
@@ -527,9 +525,19 @@ async fn the_admin_socket_refuses_an_endless_line() {
         apps.path(),
         DaemonOptions {
             data_dir: Some(data.path().to_path_buf()),
+            nofile,
             ..Default::default()
         },
     );
+    (receiver, apps, data, daemon)
+}
+
+/// The admin socket takes one bounded line: a client that sends an endless
+/// one is answered with an error, and the daemon keeps answering others.
+#[tokio::test]
+async fn the_admin_socket_refuses_an_endless_line() {
+    use tokio::net::UnixStream;
+    let (_receiver, _apps, data, daemon) = admin_daemon(None).await;
     let socket = data.path().join("admin.sock");
     let mut endless = UnixStream::connect(&socket).await.unwrap();
     // Past the 64 KiB a request may be, and no newline.
@@ -553,16 +561,7 @@ async fn the_admin_socket_refuses_an_endless_line() {
 #[tokio::test]
 async fn the_admin_socket_lets_a_silent_client_go() {
     use tokio::net::UnixStream;
-    let receiver = Receiver::start().await;
-    let apps = receiver.apps(APPS);
-    let data = tempfile::tempdir().unwrap();
-    let _daemon = Daemon::start_with(
-        apps.path(),
-        DaemonOptions {
-            data_dir: Some(data.path().to_path_buf()),
-            ..Default::default()
-        },
-    );
+    let (_receiver, _apps, data, _daemon) = admin_daemon(None).await;
     let mut silent = UnixStream::connect(data.path().join("admin.sock")).await.unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(PATIENCE, silent.read_to_end(&mut answer)).await;
@@ -577,17 +576,7 @@ async fn the_admin_socket_lets_a_silent_client_go() {
 #[tokio::test]
 async fn admin_accept_errors_back_off() {
     use tokio::net::UnixStream;
-    let receiver = Receiver::start().await;
-    let apps = receiver.apps(APPS);
-    let data = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_with(
-        apps.path(),
-        DaemonOptions {
-            data_dir: Some(data.path().to_path_buf()),
-            nofile: Some(256),
-            ..Default::default()
-        },
-    );
+    let (_receiver, _apps, data, daemon) = admin_daemon(Some(256)).await;
     let socket = data.path().join("admin.sock");
     let started = std::time::Instant::now();
     // Silent clients hold a descriptor each for 10 s; past the limit the

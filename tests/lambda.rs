@@ -181,13 +181,8 @@ async fn a_webhook_without_region_fails_check_while_other_apps_load() {
         "good.json",
         &json!({"id": "g", "key": "gk", "secret": "gs", "webhooks": [{"url": receiver.url("/g"), "event_types": ["a"]}]}).to_string(),
     );
-    let output = std::process::Command::new(hookline_bin())
-        .args(["check", "--apps"])
-        .arg(apps.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, stderr) = check(&apps);
+    assert!(!ok);
     assert!(
         stderr.contains(
             "noregion.json: app \"nr\": webhook 0: the Lambda webhook for \"fn\" names no region; set `region`"

@@ -104,13 +104,8 @@ fn validate_config_errors_name_the_field_in_every_language() {
             "webhooks": [{"url": "http://127.0.0.1:9/", "event_types": ["channel_occupied"],
                           "filters": [entry(&wasm, json!({"chanels": ["x"]}))]}]});
         apps.write("f.json", &app.to_string());
-        let output = std::process::Command::new(hookline_bin())
-            .args(["check", "--apps"])
-            .arg(apps.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{language}");
+        let (ok, stderr) = check(&apps);
+        assert!(!ok, "{language}");
         assert!(stderr.contains("config refused by the filter"), "{language}: {stderr}");
         assert!(stderr.contains("unknown field `chanels`"), "{language}: {stderr}");
     }
@@ -207,40 +202,42 @@ fn every_sdk_carries_the_same_wit() {
     );
 }
 
+/// Runs `PROGRAM ARGS` in `dir` and asserts it succeeds.
+fn run_ok(dir: &std::path::Path, program: &std::ffi::OsStr, args: &[&str]) {
+    let output = std::process::Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program:?} {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 /// A JavaScript filter's own tests run natively (`node --test`).
 #[test]
 fn the_javascript_example_tests_pass_natively() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = std::process::Command::new("node")
-        .current_dir(root.join("examples/filters/drop-by-channel-js"))
-        .args(["--test"])
-        .output()
-        .expect("run node");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        &repo("examples/filters/drop-by-channel-js"),
+        "node".as_ref(),
+        &["--test"],
     );
 }
 
 /// A Python filter's own tests run natively (`python -m unittest`).
 #[test]
 fn the_python_example_tests_pass_natively() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var_os("TEST_PEERS_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("tests/peers/.venv/bin/python"));
-    let output = std::process::Command::new(python)
-        .current_dir(root.join("examples/filters/drop-by-channel-py"))
-        .args(["-m", "unittest"])
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        &repo("examples/filters/drop-by-channel-py"),
+        python().as_os_str(),
+        &["-m", "unittest"],
     );
 }
 
@@ -250,57 +247,34 @@ fn the_python_example_tests_pass_natively() {
 #[test]
 fn filter_new_scaffolds_projects_whose_tests_pass() {
     let root = tempfile::tempdir().unwrap();
-    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
-    let new = |name: &str, lang: &str| {
-        let output = std::process::Command::new(hookline_bin())
+    let sdk = repo("sdk");
+    let new = |dir: &std::path::Path, lang: &str| {
+        std::process::Command::new(hookline_bin())
             .args(["filter", "new"])
-            .arg(root.path().join(name))
+            .arg(dir)
             .args(["--lang", lang, "--sdk"])
             .arg(&sdk)
             .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        root.path().join(name)
-    };
-    let run = |dir: &std::path::Path, program: &std::ffi::OsStr, args: &[&str]| {
-        let output = std::process::Command::new(program)
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{program:?} {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let python = std::env::var_os("TEST_PEERS_PYTHON")
-        .unwrap_or_else(|| sdk.join("../tests/peers/.venv/bin/python").into_os_string());
-    let py = new("my-py-filter", "python");
-    run(&py, &python, &["-m", "unittest"]);
-    let js = new("my-js-filter", "js");
-    // From npm's cache, which scripts/setup-tests.sh filled.
-    run(
-        &js,
-        "npm".as_ref(),
-        &[
-            "install",
-            "--install-links",
-            "--prefer-offline",
-            "--no-audit",
-            "--no-fund",
-        ],
-    );
-    run(&js, "node".as_ref(), &["--test"]);
-    assert!(
-        !std::process::Command::new(hookline_bin())
-            .args(["filter", "new"])
-            .arg(&py)
-            .args(["--lang", "python", "--sdk"])
-            .arg(&sdk)
-            .status()
             .unwrap()
-            .success()
-    );
+    };
+    let py = root.path().join("my-py-filter");
+    let created = new(&py, "python");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    run_ok(&py, python().as_os_str(), &["-m", "unittest"]);
+    let js = root.path().join("my-js-filter");
+    let created = new(&js, "js");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    // From npm's cache, which scripts/setup-tests.sh filled.
+    let install = [
+        "install",
+        "--install-links",
+        "--prefer-offline",
+        "--no-audit",
+        "--no-fund",
+    ];
+    run_ok(&js, "npm".as_ref(), &install);
+    run_ok(&js, "node".as_ref(), &["--test"]);
+    let again = new(&py, "python");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }

@@ -247,6 +247,19 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `hookline check --apps APPS`; returns (success, stderr).
+pub fn check(apps: &AppsDir) -> (bool, String) {
+    let output = Command::new(hookline_bin())
+        .args(["check", "--apps"])
+        .arg(apps.path())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Runs `hookline dlq --data-dir DATA ARGS…`; returns (success, stdout, stderr).
 pub fn dlq(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(hookline_bin())

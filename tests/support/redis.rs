@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// The settings of a daemon on the Redis store at `url`: a 2 s lease and 8
+/// partitions, so takeovers are quick and apps spread.
+fn store_env(url: &str, node: &str) -> Vec<(String, String)> {
+    [
+        ("HOOKLINE_STORE_BACKEND", "redis"),
+        ("HOOKLINE_STORE_REDIS_URL", url),
+        ("HOOKLINE_STORE_NODE_ID", node),
+        ("HOOKLINE_STORE_LEASE_MS", "2000"),
+        ("HOOKLINE_STORE_PARTITIONS", "8"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// A running `redis-server`.
 pub struct RedisServer {
     child: Option<Child>,
@@ -71,16 +86,7 @@ impl RedisServer {
 
     /// The daemon settings that put its store here.
     pub fn daemon_env(&self, node: &str) -> Vec<(String, String)> {
-        [
-            ("HOOKLINE_STORE_BACKEND", "redis".to_string()),
-            ("HOOKLINE_STORE_REDIS_URL", self.url()),
-            ("HOOKLINE_STORE_NODE_ID", node.to_string()),
-            ("HOOKLINE_STORE_LEASE_MS", "2000".to_string()),
-            ("HOOKLINE_STORE_PARTITIONS", "8".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        store_env(&self.url(), node)
     }
 
     /// kill -9, keeping the data directory (its AOF).
@@ -204,19 +210,7 @@ impl RedisCluster {
 
     /// The daemon settings that put its store on this cluster.
     pub fn daemon_env(&self, node: &str) -> Vec<(String, String)> {
-        [
-            ("HOOKLINE_STORE_BACKEND", "redis".to_string()),
-            (
-                "HOOKLINE_STORE_REDIS_URL",
-                format!("redis://127.0.0.1:{}", self.ports[0]),
-            ),
-            ("HOOKLINE_STORE_NODE_ID", node.to_string()),
-            ("HOOKLINE_STORE_LEASE_MS", "2000".to_string()),
-            ("HOOKLINE_STORE_PARTITIONS", "8".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        store_env(&format!("redis://127.0.0.1:{}", self.ports[0]), node)
     }
 
     /// How many of the cluster's nodes hold keys.

@@ -55,78 +55,66 @@ pub fn js_filter(project: &str) -> PathBuf {
 
 /// [`js_filter`] on an engine: `quickjs` or `starlingmonkey`.
 pub fn js_filter_on(project: &str, engine: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<(String, String), PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut built = BUILT.lock().unwrap();
-    if let Some(path) = built.get(&(project.to_string(), engine.to_string())) {
-        return path.clone();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join(project);
-    let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
-    let out_dir = root.join("target/wasm-js");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{name}-{engine}-{}.wasm", std::process::id()));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(project);
     let sdk_bin = dir.join("node_modules/@hookline/filter/bin/hookline-filter-js.mjs");
     assert!(
         sdk_bin.is_file(),
         "{} is missing: scripts/setup-tests.sh installs the JavaScript filters' packages",
         sdk_bin.display()
     );
-    let output = Command::new("node")
-        .current_dir(&dir)
-        .arg(&sdk_bin)
-        .args(["build", "filter.js", "--engine", engine, "-o"])
-        .arg(&out)
-        // The daemon under test loads it; no separate check.
-        .env("HOOKLINE_BIN", "")
-        .output()
-        .expect("run node");
-    assert!(
-        output.status.success(),
-        "building {project} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    built.insert((project.to_string(), engine.to_string()), out.clone());
-    out
+    let sdk_bin = sdk_bin.to_str().unwrap().to_string();
+    sdk_built(
+        project,
+        engine,
+        "node".as_ref(),
+        &[&sdk_bin, "build", "filter.js", "--engine", engine],
+    )
 }
 
 /// Builds a Python filter (`PROJECT/filter.py`) with the SDK's build command
 /// from the test venv (`scripts/setup-tests.sh` installs `sdk/python`
 /// there), once per test process; returns the component.
 pub fn py_filter(project: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut built = BUILT.lock().unwrap();
-    if let Some(path) = built.get(project) {
-        return path.clone();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join(project);
-    let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
-    let out_dir = root.join("target/wasm-py");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{name}-{}.wasm", std::process::id()));
-    let python = super::peers::python();
-    let build = python.with_file_name("hookline-filter-py");
+    let build = super::peers::python().with_file_name("hookline-filter-py");
     assert!(
         build.is_file(),
         "{} is missing: scripts/setup-tests.sh installs sdk/python in the test venv",
         build.display()
     );
-    let output = Command::new(&build)
+    sdk_built(project, "python", build.as_os_str(), &["build", "filter.py"])
+}
+
+/// Runs an SDK's build command (`PROGRAM ARGS -o OUT`) in `project`, once
+/// per (project, variant) and test process; returns the component,
+/// `target/wasm-sdk/NAME-VARIANT-PID.wasm`.
+fn sdk_built(project: &str, variant: &str, program: &std::ffi::OsStr, args: &[&str]) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, String), PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap();
+    let key = (project.to_string(), variant.to_string());
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join(project);
+    let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let out_dir = root.join("target/wasm-sdk");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{name}-{variant}-{}.wasm", std::process::id()));
+    let output = Command::new(program)
         .current_dir(&dir)
-        .args(["build", "filter.py", "-o"])
+        .args(args)
+        .arg("-o")
         .arg(&out)
         // The daemon under test loads it; no separate check.
         .env("HOOKLINE_BIN", "")
         .output()
-        .expect("run hookline-filter-py");
+        .unwrap_or_else(|e| panic!("run {program:?}: {e}"));
     assert!(
         output.status.success(),
         "building {project} failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    built.insert(project.to_string(), out.clone());
+    built.insert(key, out.clone());
     out
 }
