@@ -8,6 +8,8 @@
 #     sdk/js, with componentize-qjs), for the tests that build them,
 #   * redis-server and redis-cli from Debian (tests start their own server;
 #     the packaged service is neither needed nor started).
+#   * podman, buildah, runc, uidmap, musl-tools and ca-certificates from
+#     Debian, for the container image (scripts/image.sh).
 # Idempotent: steps whose result is already up to date are skipped.
 # Runnable from any directory.
 set -euo pipefail
@@ -159,5 +161,21 @@ for project in examples/filters/drop-by-channel-js tests/filters/hostile-js; do
         printf '%s\n' "$want" > "$stamp"
     fi
 done
+
+# --- 5. Container image (scripts/image.sh and its test) -----------------------
+# podman builds the image FROM scratch (buildah underneath) and runs it with
+# runc; uidmap gives it user namespaces; musl-tools (musl-gcc) builds the
+# static daemon's C parts (ring, mimalloc); the image carries the host's CA
+# certificates. scripts/image.sh adds the musl Rust target itself.
+missing=()
+for package in podman buildah runc uidmap musl-tools ca-certificates; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "podman, buildah, runc, uidmap, musl-tools, ca-certificates: present"
+else
+    say "container tools: installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
 
 say "done"
