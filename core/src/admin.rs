@@ -147,6 +147,8 @@ pub struct AdminContext {
     /// The daemon's dispatcher; `None` in the CLI, where replays wait in the
     /// store for the next start.
     pub dispatch: Option<Arc<Dispatcher>>,
+    /// Where requests come from, for the audit log: `socket`, `api`, `cli`.
+    pub via: &'static str,
 }
 
 /// Answers one request.
@@ -204,24 +206,44 @@ pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse 
             },
             Err(error) => AdminResponse::failed(error),
         },
-        AdminRequest::Replay { selector } => match pick(&selector) {
-            Ok(found) => replay(ctx, found).await,
-            Err(error) => AdminResponse::failed(error),
-        },
-        AdminRequest::Purge { selector } => match pick(&selector) {
-            Ok(found) => {
-                let keys = found.iter().map(|l| l.record.key).collect();
-                match ctx.store.purge_dead_letters(keys).await {
-                    Ok(_) => AdminResponse {
-                        done: found.iter().map(|l| l.record.batch_id.clone()).collect(),
-                        ..AdminResponse::default()
-                    },
-                    Err(error) => AdminResponse::failed(error.to_string()),
+        AdminRequest::Replay { selector } => {
+            let response = match pick(&selector) {
+                Ok(found) => replay(ctx, found).await,
+                Err(error) => AdminResponse::failed(error),
+            };
+            audit(ctx, "replay", &selector, &response);
+            response
+        }
+        AdminRequest::Purge { selector } => {
+            let response = match pick(&selector) {
+                Ok(found) => {
+                    let keys = found.iter().map(|l| l.record.key).collect();
+                    match ctx.store.purge_dead_letters(keys).await {
+                        Ok(_) => AdminResponse {
+                            done: found.iter().map(|l| l.record.batch_id.clone()).collect(),
+                            ..AdminResponse::default()
+                        },
+                        Err(error) => AdminResponse::failed(error.to_string()),
+                    }
                 }
-            }
-            Err(error) => AdminResponse::failed(error),
-        },
+                Err(error) => AdminResponse::failed(error),
+            };
+            audit(ctx, "purge", &selector, &response);
+            response
+        }
     }
+}
+
+/// One audit line per replay or purge, whatever it came through.
+fn audit(ctx: &AdminContext, action: &'static str, selector: &Selector, response: &AdminResponse) {
+    let (kind, value) = match selector {
+        Selector::Id(id) => ("id", id.as_str()),
+        Selector::App(app) => ("app", app.as_str()),
+        Selector::All => ("all", ""),
+    };
+    tracing::info!(target: "hookline::audit", via = ctx.via, action, selector = kind, value,
+        done = response.done.len(), refused = response.refused.len(), error = response.error.as_deref().unwrap_or(""),
+        "admin action: dead letters {action}");
 }
 
 /// Moves dead letters back to the deliveries, each to the webhook with its

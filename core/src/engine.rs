@@ -114,6 +114,10 @@ pub struct Engine {
     /// One `/metrics` render at a time brings the takeover counters up to
     /// the store's count.
     ownership_render: std::sync::Mutex<()>,
+    /// When the engine started, for the admin API's uptime.
+    started: std::time::Instant,
+    /// Events accepted, over the last minute and hour.
+    ingested: crate::activity::SharedRate,
 }
 
 impl Engine {
@@ -190,6 +194,8 @@ impl Engine {
             admin_socket: std::sync::Mutex::new(None),
             filters,
             ownership_render: std::sync::Mutex::new(()),
+            started: std::time::Instant::now(),
+            ingested: crate::activity::SharedRate::default(),
         });
         let report = engine.reload().await?;
         let admin_socket = crate::admin::serve_socket(&engine.settings.data_dir, engine.admin_context())?;
@@ -364,7 +370,23 @@ impl Engine {
             store: self.store.clone(),
             registry: self.registry.clone(),
             dispatch: Some(self.dispatcher.clone()),
+            via: "socket",
         }
+    }
+
+    /// The dispatcher (the lanes' queues and activity).
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// When the engine started.
+    pub(crate) fn started(&self) -> std::time::Instant {
+        self.started
+    }
+
+    /// Events accepted lately.
+    pub(crate) fn ingested(&self) -> &crate::activity::SharedRate {
+        &self.ingested
     }
 
     /// Re-reads the apps directory, logs what changed, and closes the open
@@ -454,6 +476,7 @@ impl Engine {
                 .map_err(|e| Refusal::Store(e.to_string()))?;
             // Events for another node's partition are its to batch (and to
             // count in its backlog).
+            engine.ingested.add(u32::try_from(events.len()).unwrap_or(u32::MAX));
             if let Accepted::Here(ticket) = accepted {
                 engine.backlog.add(bytes);
                 engine.batchers.push(app, events, ticket, 0, Some(permit));
@@ -500,6 +523,17 @@ impl Engine {
         let _ = signal.wait_for(|stopped| *stopped).await;
     }
 
+    /// Serves the admin API and status page (docs/contract.md §10) on
+    /// `listener` until shutdown begins. `access` says who may.
+    pub async fn serve_admin(self: Arc<Self>, listener: TcpListener, access: crate::admin_http::AdminAccess) {
+        let router = crate::admin_http::router(self.clone(), Arc::new(access));
+        let limits = crate::http_server::Limits {
+            read_timeout: self.settings.ingest.read_timeout(),
+            max_connections: ADMIN_MAX_CONNECTIONS,
+        };
+        crate::http_server::serve(listener, router, limits, self.shutdown_signal.subscribe()).await;
+    }
+
     /// Serves HTTP on `listener` until `shutdown` resolves, then stops
     /// ingest, flushes open batches and waits up to the grace period for
     /// deliveries to finish.
@@ -541,6 +575,10 @@ impl Engine {
         Ok(())
     }
 }
+
+/// The admin listener's connection cap: a handful of operators and
+/// scrapers, never enough to take descriptors from ingest.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// What was resumed, for one log line at start.
 #[derive(Debug, Default)]

@@ -43,7 +43,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, limits: Limits,
     let each_connection = stop.clone();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            () = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -90,7 +90,7 @@ async fn connection(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
-        _ = stop.wait_for(|stopped| *stopped) => {}
+        () = stopped(&mut stop) => {}
     }
     // Idle, or still sending its headers: dropping the connection closes it.
     if active.load(Ordering::Acquire) == 0 {
@@ -100,6 +100,13 @@ async fn connection(
     // 503): answer it, then close.
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// Resolves once `stop` turns true. (The guard `wait_for` returns is not
+/// `Send`; dropping it here keeps the listener's future `Send`, so it can
+/// be spawned.)
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Counts the requests a connection is handling.

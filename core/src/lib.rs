@@ -7,7 +7,9 @@
 //! [`delivery::Delivery`]s; the [`delivery`] lanes sign, send, retry and
 //! dead-letter them through the [`sinks`] plugins.
 
+pub mod activity;
 pub mod admin;
+pub mod admin_http;
 pub mod backlog;
 pub mod batcher;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod replay;
 pub mod settings;
 pub mod signing;
 pub mod sinks;
+mod status_page;
 pub mod store;
 mod timer;
 pub mod watch;

@@ -43,6 +43,8 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// Where the backlog is kept: embedded, or shared in Redis.
     pub store: StoreSettings,
+    /// The admin API and status page (off by default).
+    pub admin: AdminSettings,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             filters: FilterSettings::default(),
             shutdown: ShutdownSettings::default(),
             store: StoreSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -304,4 +307,15 @@ pub enum StoreBackend {
     Embedded,
     /// Redis (>= 7.0) or Valkey, shared by several daemons.
     Redis,
+}
+
+/// `[admin]`: the admin API and status page (docs/contract.md §10).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Where the admin listener listens, e.g. `127.0.0.1:7079`; empty: off.
+    pub listen: String,
+    /// The bearer token the API and page require; `${NAME}` is replaced
+    /// from the environment. Required unless `listen` is a loopback address.
+    pub token: String,
 }

@@ -158,6 +158,7 @@ async fn on_the_store(settings: &hookline_core::settings::Settings, request: Adm
         store,
         registry,
         dispatch: None,
+        via: "cli",
     };
     Ok(handle(&ctx, request).await)
 }

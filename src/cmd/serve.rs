@@ -82,6 +82,10 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     }
     let listen = settings.listen;
     let log_format = settings.log_format;
+    // Checked before anything starts: a bad [admin] must not leave a
+    // daemon running without the listener the operator asked for.
+    let admin = hookline_core::admin_http::AdminAccess::from_settings(&settings.admin, &super::process_env())
+        .map_err(|e| anyhow!(e))?;
     hookline_core::filter::set_after_compile(crate::release_compiler_memory);
     let store = super::open_store(&settings).await?;
     let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env(), store).await?;
@@ -119,6 +123,18 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
     };
+    if let Some((address, access)) = admin {
+        let admin_listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen {address}; is the port taken?"))?;
+        let admin_local = admin_listener.local_addr()?;
+        tracing::info!(address = %admin_local, "admin API and status page listening");
+        match log_format {
+            LogFormat::Text => println!("admin listening on {admin_local}"),
+            LogFormat::Json => println!("{}", serde_json::json!({ "admin_listening": admin_local.to_string() })),
+        }
+        tokio::spawn(engine.clone().serve_admin(admin_listener, access));
+    }
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "hookline ready");
     // A machine-readable line on stdout for scripts and tests (logs go to

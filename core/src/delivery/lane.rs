@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::breaker::{Breaker, Health};
 use super::retry::{NextStep, next_step};
 use super::{Delivery, LaneContext, now_ms};
+use crate::activity::WebhookActivity;
 use crate::config::Ordering;
 use crate::metrics::{DeliveryLabels, SinkLabels};
 use crate::store::{AttemptRecord, Commit, DeadLetter};
@@ -27,7 +28,12 @@ const STORE_RECHECK: Duration = Duration::from_millis(100);
 
 /// Runs until the lane's sender is dropped and everything it held is
 /// delivered or dead-lettered.
-pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedReceiver<Delivery>, mut breaker: Breaker) {
+pub(crate) async fn run(
+    ctx: Arc<LaneContext>,
+    mut incoming: mpsc::UnboundedReceiver<Delivery>,
+    mut breaker: Breaker,
+    activity: Arc<WebhookActivity>,
+) {
     let mut ready: VecDeque<Delivery> = VecDeque::new();
     // Keyed by (due time, sequence) so equal due times keep their order.
     let mut waiting: BTreeMap<(Instant, u64), Delivery> = BTreeMap::new();
@@ -38,6 +44,7 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
 
     loop {
         start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker);
+        activity.set_in_flight(in_flight.len());
         if !open && ready.is_empty() && waiting.is_empty() && in_flight.is_empty() {
             return;
         }
@@ -75,6 +82,10 @@ pub(crate) async fn run(ctx: Arc<LaneContext>, mut incoming: mpsc::UnboundedRece
                     Err(error) => health(error),
                 };
                 breaker.record(health, Instant::now());
+                match &outcome {
+                    Ok(()) => activity.delivered(),
+                    Err(error) => activity.failed(error.status(), error.to_string()),
+                }
                 match outcome {
                     Ok(()) => succeeded(&ctx, delivery).await,
                     Err(error) => {

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::activity::WebhookActivity;
 use crate::config::Webhook;
 use crate::event::Event;
 use crate::event::join_events;
@@ -111,15 +112,33 @@ impl BatchIds {
     }
 }
 
+/// A delivery dispatched and not finished.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// When its first event was accepted (ms since the Unix epoch).
+    accepted_ms: u64,
+    /// Its lane.
+    lane: LaneKey,
+}
+
+/// A webhook's deliveries not finished yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backlogged {
+    /// How many (waiting, retrying or in flight).
+    pub deliveries: usize,
+    /// When the first event of the oldest was accepted (ms since the Unix
+    /// epoch).
+    pub oldest_accepted_ms: Option<u64>,
+}
+
 /// What every lane shares.
 #[derive(Debug)]
 pub(crate) struct LaneContext {
     pub(crate) settings: DeliverySettings,
     /// Bytes of events the lanes hold in memory.
     pub(crate) memory: AtomicU64,
-    /// Deliveries dispatched and not finished: key → when their first
-    /// event was accepted (ms).
-    pub(crate) pending: Mutex<BTreeMap<DeliveryKey, u64>>,
+    /// Deliveries dispatched and not finished, in formation order.
+    pub(crate) pending: Mutex<BTreeMap<DeliveryKey, Pending>>,
     pub(crate) registry: Arc<AppRegistry>,
     pub(crate) store: SharedStore,
     pub(crate) metrics: Arc<Metrics>,
@@ -147,7 +166,13 @@ impl LaneContext {
         self.pending
             .lock()
             .expect("pending lock is never held across a panic")
-            .insert(delivery.record.key, delivery.record.accepted_ms);
+            .insert(
+                delivery.record.key,
+                Pending {
+                    accepted_ms: delivery.record.accepted_ms,
+                    lane: lane_key(delivery),
+                },
+            );
     }
 
     /// Takes a delivery into a lane's queues: its events stay in memory
@@ -284,7 +309,12 @@ impl LaneContext {
     }
 }
 
+/// A lane: app id and webhook id.
 type LaneKey = (Arc<str>, Arc<str>);
+
+fn lane_key(delivery: &Delivery) -> LaneKey {
+    (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone())
+}
 
 /// Routes formed deliveries to their webhook's lane, creating lanes on demand.
 #[derive(Debug)]
@@ -292,6 +322,8 @@ pub struct Dispatcher {
     ctx: Arc<LaneContext>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Delivery>>>,
     tasks: Mutex<JoinSet<()>>,
+    /// Each lane's activity, kept after the lane stops.
+    activity: Mutex<HashMap<LaneKey, Arc<WebhookActivity>>>,
 }
 
 impl Dispatcher {
@@ -317,6 +349,7 @@ impl Dispatcher {
             }),
             lanes: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
+            activity: Mutex::default(),
         }
     }
 
@@ -331,9 +364,9 @@ impl Dispatcher {
         self.ctx.metrics.queue_depth.inc();
         self.ctx.backlog.add(delivery.backlog_bytes);
         self.ctx.track(&delivery);
-        let key: LaneKey = (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone());
+        let key = lane_key(&delivery);
         let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
-        let sender = lanes.entry(key).or_insert_with(|| {
+        let sender = lanes.entry(key.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let ctx = self.ctx.clone();
             let gauge = self
@@ -347,10 +380,17 @@ impl Dispatcher {
                 .clone();
             let label = format!("{}/{}", delivery.record.app_id, delivery.webhook.log_id);
             let breaker = breaker::Breaker::new(&ctx.settings, gauge, label);
+            let activity = self
+                .activity
+                .lock()
+                .expect("activity lock is never held across a panic")
+                .entry(key.clone())
+                .or_default()
+                .clone();
             self.tasks
                 .lock()
                 .expect("tasks lock is never held across a panic")
-                .spawn(lane::run(ctx, rx, breaker));
+                .spawn(lane::run(ctx, rx, breaker, activity));
             tx
         });
         if let Err(unsent) = sender.send(delivery) {
@@ -367,7 +407,34 @@ impl Dispatcher {
             .pending
             .lock()
             .expect("pending lock is never held across a panic");
-        pending.first_key_value().map(|(_, at)| *at)
+        pending.first_key_value().map(|(_, p)| p.accepted_ms)
+    }
+
+    /// What a webhook's lane has been doing; `None` before its first
+    /// delivery.
+    pub fn activity(&self, app_id: &str, webhook_id: &str) -> Option<Arc<WebhookActivity>> {
+        let activity = self
+            .activity
+            .lock()
+            .expect("activity lock is never held across a panic");
+        activity.get(&(Arc::from(app_id), Arc::from(webhook_id))).cloned()
+    }
+
+    /// Every webhook's unfinished deliveries, by (app id, webhook id): one
+    /// pass over them, for the admin API (not a hot path).
+    pub fn backlogged(&self) -> HashMap<(Arc<str>, Arc<str>), Backlogged> {
+        let pending = self
+            .ctx
+            .pending
+            .lock()
+            .expect("pending lock is never held across a panic");
+        let mut by_lane: HashMap<(Arc<str>, Arc<str>), Backlogged> = HashMap::new();
+        for p in pending.values() {
+            let lane = by_lane.entry(p.lane.clone()).or_default();
+            lane.deliveries += 1;
+            lane.oldest_accepted_ms = Some(lane.oldest_accepted_ms.map_or(p.accepted_ms, |o| o.min(p.accepted_ms)));
+        }
+        by_lane
     }
 
     /// Stops taking deliveries and waits up to `grace` for every lane to

@@ -1,0 +1,895 @@
+//! The admin listener (`admin.listen`): the JSON API under `/api/v1` and
+//! the status page at `/` (docs/contract.md §10).
+//!
+//! It is a listener of its own, so nothing of it is reachable on the
+//! ingest port. Every route but the OpenAPI document, the page's static
+//! assets and the login form needs the token: as `Authorization: Bearer`,
+//! or as the session cookie the login form sets (the page's way, since a
+//! browser cannot add a header to a page load). Without a token (allowed
+//! only on a loopback address) nothing needs one, but the `Host` must be a
+//! loopback name, so a web page cannot reach it through DNS rebinding.
+//! Requests that change something are refused when a browser says they
+//! come from another site.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::activity::{ActivityView, Rate};
+use crate::admin::{AdminRequest, AdminResponse, DeadLetterView, Selector};
+use crate::config::EnvLookup;
+use crate::engine::{Engine, LastReload};
+use crate::settings::AdminSettings;
+use crate::store::{DeadLetterQuery, Ownership};
+
+/// The OpenAPI document of this API (checked in at `docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// The session cookie's name.
+const COOKIE: &str = "hookline_admin";
+
+/// The shortest token accepted: guessing one must be hopeless.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Who may use the admin listener.
+pub struct AdminAccess {
+    /// SHA-256 of the token (compared in constant time, whatever the
+    /// length of the claim); `None`: no token needed (loopback only).
+    token_digest: Option<[u8; 32]>,
+    /// The session cookie's value: an HMAC of a fixed text under the token,
+    /// so the cookie never holds the token itself.
+    session: Option<String>,
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccess")
+            .field("token", &self.token_digest.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl AdminAccess {
+    /// Reads `[admin]`: `Ok(None)` when the listener is off, else where it
+    /// listens and who may use it. Every refusal names the setting.
+    pub fn from_settings(settings: &AdminSettings, env: &EnvLookup) -> Result<Option<(SocketAddr, Self)>, String> {
+        if settings.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        let listen: SocketAddr = settings.listen.trim().parse().map_err(|e| {
+            format!(
+                "admin.listen {:?} is not an address and port ({e}); e.g. \"127.0.0.1:7079\", or empty to turn it off",
+                settings.listen
+            )
+        })?;
+        let token = crate::config::substitute_env(&settings.token, env)
+            .map_err(|problems| format!("admin.token: {}", problems.join("; ")))?;
+        if token.is_empty() {
+            if !listen.ip().is_loopback() {
+                return Err(format!(
+                    "admin.listen {listen} is not a loopback address, so admin.token is required \
+                     (e.g. token = \"${{HOOKLINE_ADMIN_TOKEN}}\", at least {MIN_TOKEN_LEN} characters)"
+                ));
+            }
+            return Ok(Some((listen, Self::open())));
+        }
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "admin.token is shorter than {MIN_TOKEN_LEN} characters; use a long random one (e.g. `openssl rand -hex 24`)"
+            ));
+        }
+        Ok(Some((listen, Self::with_token(&token))))
+    }
+
+    /// No token: anyone who can reach the (loopback) listener.
+    pub fn open() -> Self {
+        Self {
+            token_digest: None,
+            session: None,
+        }
+    }
+
+    /// Requests must carry `token`.
+    pub fn with_token(token: &str) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
+        mac.update(b"hookline admin session v1");
+        Self {
+            token_digest: Some(Sha256::digest(token.as_bytes()).into()),
+            session: Some(hex::encode(mac.finalize().into_bytes())),
+        }
+    }
+
+    /// Whether the request carries the token (or none is needed).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let (Some(digest), Some(session)) = (&self.token_digest, &self.session) else {
+            return true;
+        };
+        if let Some(claimed) = bearer(headers) {
+            let claimed: [u8; 32] = Sha256::digest(claimed.as_bytes()).into();
+            return bool::from(claimed.ct_eq(digest));
+        }
+        cookie(headers, COOKIE).is_some_and(|claimed| bool::from(claimed.as_bytes().ct_eq(session.as_bytes())))
+    }
+
+    /// Why a request is refused before its route runs, if it is.
+    fn refusal(&self, method: &Method, headers: &HeaderMap) -> Option<Refused> {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if self.token_digest.is_none() && !is_loopback_host(host) {
+            return Some(Refused::Forbidden(format!(
+                "the admin listener has no token, so it answers only to a loopback host name, not {host:?}; \
+                 browse to http://127.0.0.1:PORT/, or set admin.token"
+            )));
+        }
+        if method != Method::GET && method != Method::HEAD && from_another_site(headers, host) {
+            return Some(Refused::Forbidden(
+                "a request that changes something must come from the status page itself, not another site".into(),
+            ));
+        }
+        if !self.admits(headers) {
+            return Some(Refused::Unauthorized);
+        }
+        None
+    }
+}
+
+enum Refused {
+    Unauthorized,
+    Forbidden(String),
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A browser's word that a request comes from a page of another origin.
+fn from_another_site(headers: &HeaderMap, host: &str) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return true;
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => false,
+        Some(origin) => {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                != Some(host)
+        }
+    }
+}
+
+/// The routes of the admin listener.
+pub(crate) fn router(engine: Arc<Engine>, access: Arc<AdminAccess>) -> Router {
+    let guarded = Router::new()
+        .route("/", get(page))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/apps", get(apps))
+        .route("/api/v1/dead-letters", get(list_dead_letters))
+        .route("/api/v1/dead-letters/replay", post(replay_many))
+        .route("/api/v1/dead-letters/purge", post(purge_many))
+        .route("/api/v1/dead-letters/{id}", get(show_dead_letter).delete(purge_one))
+        .route("/api/v1/dead-letters/{id}/replay", post(replay_one))
+        .route("/api/v1/reload", post(reload))
+        .route_layer(axum::middleware::from_fn_with_state(access.clone(), guard));
+    Router::new()
+        .merge(guarded)
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/login", post(login))
+        .route(
+            "/assets/status.css",
+            get(|| async { asset("text/css", crate::status_page::CSS) }),
+        )
+        .route(
+            "/assets/status.js",
+            get(|| async { asset("text/javascript", crate::status_page::JS) }),
+        )
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such admin route; see /api/v1/openapi.json") })
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(AdminState { engine, access })
+}
+
+#[derive(Clone)]
+struct AdminState {
+    engine: Arc<Engine>,
+    access: Arc<AdminAccess>,
+}
+
+impl axum::extract::FromRef<AdminState> for Arc<AdminAccess> {
+    fn from_ref(state: &AdminState) -> Self {
+        state.access.clone()
+    }
+}
+
+async fn guard(State(access): State<Arc<AdminAccess>>, request: Request, next: Next) -> Response {
+    match access.refusal(request.method(), request.headers()) {
+        None => next.run(request).await,
+        // The page asks for the token rather than answering 401.
+        Some(Refused::Unauthorized) if request.uri().path() == "/" => {
+            html(StatusCode::OK, crate::status_page::login(None))
+        }
+        Some(Refused::Unauthorized) => {
+            let mut response = api_error(
+                StatusCode::UNAUTHORIZED,
+                "this needs the admin token: send `Authorization: Bearer <admin.token>`",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Some(Refused::Forbidden(why)) => api_error(StatusCode::FORBIDDEN, &why),
+    }
+}
+
+/// Headers on every answer: nothing cached, framed or sniffed, and pages
+/// that load only their own script and style.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("admin views serialise");
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn api_error(status: StatusCode, message: &str) -> Response {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The login form's post: the token, checked, becomes the session cookie.
+async fn login(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if from_another_site(&headers, host) {
+        return api_error(StatusCode::FORBIDDEN, "log in from the status page itself");
+    }
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let access = &state.access;
+    let Some(session) = &access.session else {
+        return redirect_home(None);
+    };
+    let mut with_token = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        with_token.insert(header::AUTHORIZATION, value);
+    }
+    if !access.admits(&with_token) {
+        tracing::warn!(target: "hookline::audit", via = "page", "admin login refused: wrong token");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            crate::status_page::login(Some("That is not the admin token.")),
+        );
+    }
+    redirect_home(Some(format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict")))
+}
+
+fn redirect_home(cookie: Option<String>) -> Response {
+    let mut response = Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, "/");
+    if let Some(cookie) = cookie {
+        response = response.header(header::SET_COOKIE, cookie);
+    }
+    response.body(Body::empty()).expect("a valid redirect")
+}
+
+async fn page(State(state): State<AdminState>) -> Response {
+    let status = status_view(&state.engine);
+    let apps = app_views(&state.engine);
+    let letters = dead_letter_page(&state.engine, &LetterFilter::default())
+        .await
+        .map_err(|e| e.to_string());
+    html(StatusCode::OK, crate::status_page::render(&status, &apps, letters))
+}
+
+// --- Views ------------------------------------------------------------------
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// This node's id.
+    pub node_id: String,
+    /// Hookline's version.
+    pub version: &'static str,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// Whether `/readyz` says ready.
+    pub ready: bool,
+    /// The config generation.
+    pub generation: u64,
+    /// The last reload's result.
+    pub last_reload: Option<LastReload>,
+    /// App files refused (their last good apps keep serving).
+    pub file_errors: Vec<String>,
+    /// Apps serving.
+    pub apps: usize,
+    /// Webhooks of those apps.
+    pub webhooks: usize,
+    /// The store: backend, health, backlog.
+    pub store: StoreView,
+    /// Events accepted by ingest.
+    pub ingested_events: Rate,
+    /// Batches delivered, every webhook together.
+    pub delivered_batches: Rate,
+    /// Failed attempts, every webhook together.
+    pub failed_attempts: Rate,
+}
+
+/// The store in [`StatusView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreView {
+    /// `embedded` or `redis`.
+    pub backend: String,
+    /// `ok`, or the store's last error while it fails.
+    pub health: String,
+    /// Bytes of undelivered events.
+    pub backlog_bytes: u64,
+    /// Deliveries not finished on this node.
+    pub pending_deliveries: usize,
+    /// Age of the oldest of them (ms), if any.
+    pub oldest_pending_age_ms: Option<u64>,
+    /// Dead letters kept.
+    pub dead_letters: u64,
+    /// Partitions, and those this node owns (shared store).
+    pub ownership: Ownership,
+}
+
+/// An app in `GET /api/v1/apps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppView {
+    /// Its id.
+    pub id: String,
+    /// Whether it takes events.
+    pub enabled: bool,
+    /// The file it came from.
+    pub source: String,
+    /// Its webhooks.
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// A webhook in [`AppView`]: where it goes and how it is doing.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookView {
+    /// The webhook's id as logs show it (no credentials or query).
+    pub id: String,
+    /// The sink plugin (`http`, `lambda`).
+    pub kind: &'static str,
+    /// The target, redacted.
+    pub target: String,
+    /// `closed` (delivering), `open` (resting after failures) or
+    /// `half_open` (probing).
+    pub circuit: &'static str,
+    /// Deliveries not finished (waiting, retrying or in flight).
+    pub pending: usize,
+    /// Age of the oldest of them (ms), if any.
+    pub oldest_pending_age_ms: Option<u64>,
+    /// What the lane has been doing.
+    #[serde(flatten)]
+    pub activity: ActivityView,
+}
+
+/// Builds `GET /api/v1/status`.
+pub fn status_view(engine: &Engine) -> StatusView {
+    let status = engine.status();
+    let backlogged = engine.dispatcher().backlogged();
+    let (mut delivered, mut failed) = (Rate::default(), Rate::default());
+    let snapshot = engine.registry().snapshot();
+    let mut webhooks = 0;
+    for app in snapshot.apps() {
+        for webhook in &app.webhooks {
+            webhooks += 1;
+            if let Some(activity) = engine.dispatcher().activity(&app.id, &webhook.id) {
+                let view = activity.view();
+                delivered += view.delivered;
+                failed += view.failed;
+            }
+        }
+    }
+    let now = crate::delivery::now_ms();
+    StatusView {
+        node_id: status.node_id,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: engine.started().elapsed().as_secs(),
+        ready: status.ready,
+        generation: status.generation,
+        last_reload: status.last_reload,
+        file_errors: status.file_errors,
+        apps: status.apps,
+        webhooks,
+        store: StoreView {
+            backend: status.ownership.backend.to_string(),
+            health: status.store,
+            backlog_bytes: status.backlog_bytes,
+            pending_deliveries: backlogged.values().map(|b| b.deliveries).sum(),
+            oldest_pending_age_ms: engine.dispatcher().oldest_pending_ms().map(|at| now.saturating_sub(at)),
+            dead_letters: engine.store().dead_letter_count(),
+            ownership: status.ownership,
+        },
+        ingested_events: engine.ingested().view(),
+        delivered_batches: delivered,
+        failed_attempts: failed,
+    }
+}
+
+/// Builds `GET /api/v1/apps`, apps by id.
+pub fn app_views(engine: &Engine) -> Vec<AppView> {
+    let snapshot = engine.registry().snapshot();
+    let backlogged = engine.dispatcher().backlogged();
+    let now = crate::delivery::now_ms();
+    let mut apps: Vec<AppView> = snapshot
+        .apps()
+        .map(|app| AppView {
+            id: app.id.to_string(),
+            enabled: app.enabled,
+            source: app.source.display().to_string(),
+            webhooks: app
+                .webhooks
+                .iter()
+                .map(|webhook| {
+                    let queued = backlogged
+                        .get(&(app.id.clone(), webhook.id.clone()))
+                        .copied()
+                        .unwrap_or_default();
+                    let labels = crate::metrics::WebhookLabels {
+                        app: app.id.to_string(),
+                        webhook: webhook.log_id.to_string(),
+                    };
+                    let circuit = match engine.metrics().circuit_state.get_or_create(&labels).get() {
+                        1 => "half_open",
+                        2 => "open",
+                        _ => "closed",
+                    };
+                    WebhookView {
+                        id: webhook.log_id.to_string(),
+                        kind: webhook.kind,
+                        target: webhook.sink.describe(),
+                        circuit,
+                        pending: queued.deliveries,
+                        oldest_pending_age_ms: queued.oldest_accepted_ms.map(|at| now.saturating_sub(at)),
+                        activity: engine
+                            .dispatcher()
+                            .activity(&app.id, &webhook.id)
+                            .map_or_else(ActivityView::idle, |a| a.view()),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    apps.sort_by(|a, b| a.id.cmp(&b.id));
+    apps
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    json(StatusCode::OK, &status_view(&state.engine))
+}
+
+async fn apps(State(state): State<AdminState>) -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "apps": app_views(&state.engine) }))
+}
+
+// --- Dead letters -------------------------------------------------------------
+
+/// `GET /api/v1/dead-letters` query.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LetterFilter {
+    /// Only this app's.
+    app: Option<String>,
+    /// Only this webhook's (its id as the API shows it, or as configured).
+    webhook: Option<String>,
+    /// Only those whose reason contains this (case-insensitive).
+    reason: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of dead letters.
+#[derive(Debug, Serialize)]
+pub(crate) struct LetterPage {
+    /// The letters, oldest first.
+    pub(crate) dead_letters: Vec<serde_json::Value>,
+    /// How many match the filters, on every page.
+    pub(crate) total: usize,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub(crate) next: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// A dead letter as the API shows it: its webhook redacted, its events (when
+/// read) as `payload`.
+fn letter_json(view: DeadLetterView) -> serde_json::Value {
+    let events: Option<serde_json::Value> = (!view.events_json.is_empty()).then(|| {
+        serde_json::from_str(&view.events_json).unwrap_or(serde_json::Value::String(view.events_json.clone()))
+    });
+    let mut value = serde_json::to_value(DeadLetterView {
+        webhook_id: hookline_sink_api::redact_for_logs(&view.webhook_id),
+        events_json: String::new(),
+        ..view
+    })
+    .expect("dead letters serialise");
+    if let (Some(events), serde_json::Value::Object(map)) = (events, &mut value) {
+        map.insert("payload".to_string(), events);
+    }
+    value
+}
+
+pub(crate) async fn dead_letter_page(
+    engine: &Engine,
+    filter: &LetterFilter,
+) -> Result<LetterPage, crate::store::StoreError> {
+    let mut letters = engine
+        .store()
+        .dead_letters(DeadLetterQuery {
+            app_id: filter.app.clone(),
+            ..DeadLetterQuery::default()
+        })
+        .await?;
+    letters.retain(|l| {
+        let webhook_ok = filter
+            .webhook
+            .as_deref()
+            .is_none_or(|w| l.record.webhook_id == w || hookline_sink_api::redact_for_logs(&l.record.webhook_id) == w);
+        let reason_ok = filter
+            .reason
+            .as_deref()
+            .is_none_or(|r| l.reason.to_lowercase().contains(&r.to_lowercase()));
+        webhook_ok && reason_ok
+    });
+    letters.sort_by_key(|l| l.record.key);
+    let total = letters.len();
+    let after: Option<u64> = filter.cursor.as_deref().and_then(|c| c.parse().ok());
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let rest: Vec<_> = letters
+        .into_iter()
+        .filter(|l| after.is_none_or(|a| l.record.key > a))
+        .collect();
+    let next = (rest.len() > limit).then(|| rest[limit - 1].record.key.to_string());
+    Ok(LetterPage {
+        dead_letters: rest
+            .iter()
+            .take(limit)
+            .map(|l| letter_json(DeadLetterView::from(l)))
+            .collect(),
+        total,
+        next,
+    })
+}
+
+async fn list_dead_letters(State(state): State<AdminState>, Query(filter): Query<LetterFilter>) -> Response {
+    if filter.cursor.as_deref().is_some_and(|c| c.parse::<u64>().is_err()) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "cursor is not one this API handed out; pass the `next` of the previous page",
+        );
+    }
+    match dead_letter_page(&state.engine, &filter).await {
+        Ok(page) => json(StatusCode::OK, &page),
+        Err(error) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot read the dead letters: {error}"),
+        ),
+    }
+}
+
+async fn show_dead_letter(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let response = admin(&state.engine, AdminRequest::Show { id }).await;
+    match response.letters.into_iter().next() {
+        Some(letter) if response.error.is_none() => json(StatusCode::OK, &letter_json(letter)),
+        _ => failed(response.error),
+    }
+}
+
+async fn replay_one(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    done(
+        admin(
+            &state.engine,
+            AdminRequest::Replay {
+                selector: Selector::Id(id),
+            },
+        )
+        .await,
+    )
+}
+
+async fn purge_one(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    done(
+        admin(
+            &state.engine,
+            AdminRequest::Purge {
+                selector: Selector::Id(id),
+            },
+        )
+        .await,
+    )
+}
+
+/// The body of the bulk replay and purge: one app's, or all (said
+/// explicitly, so an empty body never purges everything).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Many {
+    app: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+fn selector(body: &[u8]) -> Result<Selector, String> {
+    let many: Many = serde_json::from_slice(body)
+        .map_err(|e| format!("the body must be {{\"app\": \"ID\"}} or {{\"all\": true}}: {e}"))?;
+    match many {
+        Many {
+            app: Some(app),
+            all: false,
+        } => Ok(Selector::App(app)),
+        Many { app: None, all: true } => Ok(Selector::All),
+        _ => {
+            Err("the body must name an app ({\"app\": \"ID\"}) or say {\"all\": true}, not both or neither".to_string())
+        }
+    }
+}
+
+async fn replay_many(State(state): State<AdminState>, body: Bytes) -> Response {
+    match selector(&body) {
+        Ok(selector) => done(admin(&state.engine, AdminRequest::Replay { selector }).await),
+        Err(why) => api_error(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
+async fn purge_many(State(state): State<AdminState>, body: Bytes) -> Response {
+    match selector(&body) {
+        Ok(selector) => done(admin(&state.engine, AdminRequest::Purge { selector }).await),
+        Err(why) => api_error(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
+async fn admin(engine: &Engine, request: AdminRequest) -> AdminResponse {
+    let mut ctx = engine.admin_context();
+    ctx.via = "api";
+    crate::admin::handle(&ctx, request).await
+}
+
+fn failed(error: Option<String>) -> Response {
+    let message = error.unwrap_or_else(|| "not found".to_string());
+    let status = if message.starts_with("no dead letter has id") {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    api_error(status, &message)
+}
+
+fn done(response: AdminResponse) -> Response {
+    if response.error.is_some() {
+        return failed(response.error);
+    }
+    let status = if response.refused.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    json(
+        status,
+        &serde_json::json!({ "done": response.done, "refused": response.refused }),
+    )
+}
+
+fn names(ids: &[Arc<str>]) -> Vec<&str> {
+    ids.iter().map(|id| &**id).collect()
+}
+
+// --- Reload -------------------------------------------------------------------
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    tracing::info!(target: "hookline::audit", via = "api", "admin action: reload");
+    match state.engine.reload().await {
+        Ok(report) => {
+            let failures: BTreeMap<String, Vec<String>> = report
+                .failures
+                .iter()
+                .map(|f| (f.path.display().to_string(), f.problems.clone()))
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "generation": report.generation,
+                    "added": names(&report.added),
+                    "removed": names(&report.removed),
+                    "changed": names(&report.changed),
+                    "failed_files": failures,
+                }),
+            )
+        }
+        Err(error) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot read the apps directory: {error}; the current apps keep serving"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_token_is_taken_as_a_bearer_or_as_the_session_cookie_and_nothing_else() {
+        let access = AdminAccess::with_token("a-long-enough-admin-token");
+        let session = access.session.clone().unwrap();
+        let host = ("host", "10.0.0.1:7079");
+        assert!(
+            access
+                .refusal(
+                    &Method::GET,
+                    &headers(&[host, ("authorization", "Bearer a-long-enough-admin-token")])
+                )
+                .is_none()
+        );
+        assert!(
+            access
+                .refusal(
+                    &Method::GET,
+                    &headers(&[host, ("cookie", &format!("x=1; {COOKIE}={session}"))])
+                )
+                .is_none()
+        );
+        for wrong in [
+            vec![host],
+            vec![host, ("authorization", "Bearer a-long-enough-admin-toke")],
+            vec![host, ("authorization", "Basic a-long-enough-admin-token")],
+            vec![host, ("cookie", "hookline_admin=a-long-enough-admin-token")],
+        ] {
+            assert!(matches!(
+                access.refusal(&Method::GET, &headers(&wrong)),
+                Some(Refused::Unauthorized)
+            ));
+        }
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_host_names_are_answered() {
+        let access = AdminAccess::open();
+        for ok in ["127.0.0.1:7079", "localhost:7079", "[::1]:7079", "LOCALHOST"] {
+            assert!(
+                access.refusal(&Method::GET, &headers(&[("host", ok)])).is_none(),
+                "{ok}"
+            );
+        }
+        for rebound in ["evil.example:7079", "127.0.0.1.evil.example", ""] {
+            assert!(
+                matches!(
+                    access.refusal(&Method::GET, &headers(&[("host", rebound)])),
+                    Some(Refused::Forbidden(_))
+                ),
+                "{rebound:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_from_another_site_are_refused_even_with_the_cookie() {
+        let access = AdminAccess::with_token("a-long-enough-admin-token");
+        let cookie = format!("{COOKIE}={}", access.session.clone().unwrap());
+        let host = ("host", "127.0.0.1:7079");
+        let cross = headers(&[host, ("cookie", &cookie), ("origin", "https://evil.example")]);
+        assert!(matches!(
+            access.refusal(&Method::POST, &cross),
+            Some(Refused::Forbidden(_))
+        ));
+        let fetch = headers(&[host, ("cookie", &cookie), ("sec-fetch-site", "cross-site")]);
+        assert!(matches!(
+            access.refusal(&Method::DELETE, &fetch),
+            Some(Refused::Forbidden(_))
+        ));
+        let same = headers(&[
+            host,
+            ("cookie", &cookie),
+            ("origin", "http://127.0.0.1:7079"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(access.refusal(&Method::POST, &same).is_none());
+        assert!(
+            access.refusal(&Method::GET, &cross).is_none(),
+            "reading is not a change"
+        );
+    }
+
+    #[test]
+    fn settings_refuse_a_public_listener_without_a_token_and_a_short_token() {
+        let env: EnvLookup = Arc::new(|name| (name == "TOKEN").then(|| "from-the-environment-1234".to_string()));
+        let settings = |listen: &str, token: &str| AdminSettings {
+            listen: listen.to_string(),
+            token: token.to_string(),
+        };
+        assert!(AdminAccess::from_settings(&settings("", ""), &env).unwrap().is_none());
+        assert!(
+            AdminAccess::from_settings(&settings("127.0.0.1:0", ""), &env)
+                .unwrap()
+                .is_some()
+        );
+        let error = AdminAccess::from_settings(&settings("0.0.0.0:7079", ""), &env).unwrap_err();
+        assert!(error.contains("admin.token is required"), "{error}");
+        let error = AdminAccess::from_settings(&settings("0.0.0.0:7079", "short"), &env).unwrap_err();
+        assert!(error.contains("shorter than 16"), "{error}");
+        let error = AdminAccess::from_settings(&settings("nowhere", ""), &env).unwrap_err();
+        assert!(error.contains("admin.listen \"nowhere\""), "{error}");
+        let (_, access) = AdminAccess::from_settings(&settings("0.0.0.0:7079", "${TOKEN}"), &env)
+            .unwrap()
+            .unwrap();
+        assert!(access.admits(&headers(&[("authorization", "Bearer from-the-environment-1234")])));
+        assert!(
+            !format!("{access:?}").contains("from-the"),
+            "Debug never shows the token"
+        );
+    }
+}
