@@ -14,6 +14,8 @@ use hookline_core::store::DurableStore;
 
 use crate::settings::{FlagOverrides, load};
 
+mod api;
+
 /// Flags shared by every `hookline dlq` command.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -30,6 +32,20 @@ pub(crate) struct Args {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Use a daemon's admin API (e.g. http://host:7079) instead of the
+    /// local admin socket or store.
+    #[arg(long, value_name = "URL", env = "HOOKLINE_ADMIN_URL", global = true)]
+    url: Option<String>,
+    /// The admin token for --url (better passed as HOOKLINE_ADMIN_TOKEN,
+    /// which other users cannot read in the process list).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "HOOKLINE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +94,12 @@ impl Target {
 }
 
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(url) = &args.url {
+        let request = request_of(args.command);
+        let show = matches!(request, AdminRequest::Show { .. });
+        let response = api::ask(url, args.token.as_deref(), &request).await?;
+        return finish(&response, args.json, show);
+    }
     let flags = FlagOverrides {
         apps_dir: args.apps,
         data_dir: args.data_dir,
@@ -88,7 +110,17 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     let settings = loaded.settings;
-    let request = match args.command {
+    let request = request_of(args.command);
+    let show = matches!(request, AdminRequest::Show { .. });
+    let response = match ask_daemon(&settings.data_dir, &request).await? {
+        Some(response) => response,
+        None => on_the_store(&settings, request).await?,
+    };
+    finish(&response, args.json, show)
+}
+
+fn request_of(command: Command) -> AdminRequest {
+    match command {
         Command::List { app } => AdminRequest::List { app },
         Command::Show { id } => AdminRequest::Show { id },
         Command::Replay(target) => AdminRequest::Replay {
@@ -97,16 +129,15 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         Command::Purge(target) => AdminRequest::Purge {
             selector: target.selector(),
         },
-    };
-    let show = matches!(request, AdminRequest::Show { .. });
-    let response = match ask_daemon(&settings.data_dir, &request).await? {
-        Some(response) => response,
-        None => on_the_store(&settings, request).await?,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&response)?);
+    }
+}
+
+/// Prints the answer; fails when the request or any part of it did.
+fn finish(response: &AdminResponse, json: bool, show: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(response)?);
     } else {
-        print_text(&response, show);
+        print_text(response, show);
     }
     let failed = response.error.is_some() || !response.refused.is_empty();
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })

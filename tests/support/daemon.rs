@@ -11,6 +11,8 @@ pub fn hookline_bin() -> &'static str {
 pub struct Daemon {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The admin listener's address, when `admin.listen` is set.
+    pub admin: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stderr_path: PathBuf,
 }
@@ -93,24 +95,32 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = listening_address(&line) {
-                    let _ = tx.send(addr);
+                if let Some(addr) = line.strip_prefix("admin listening on ") {
+                    let _ = tx.send((true, addr.parse().expect("an address")));
+                } else if let Some(addr) = listening_address(&line) {
+                    let _ = tx.send((false, addr));
                 }
             }
         });
-        let addr = match rx.recv_timeout(PATIENCE) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "hookline did not start; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                );
+        // The admin line, if any, comes before the ingest one.
+        let mut admin = None;
+        let addr = loop {
+            match rx.recv_timeout(PATIENCE) {
+                Ok((true, addr)) => admin = Some(addr),
+                Ok((false, addr)) => break addr,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "hookline did not start; stderr:\n{}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    );
+                }
             }
         };
         Self {
             child: Some(child),
             addr,
+            admin,
             dir,
             stderr_path,
         }

@@ -1,0 +1,126 @@
+//! `hookline dlq --url`: the same requests as the admin socket, through a
+//! daemon's admin API (docs/openapi.json), from any host.
+
+use anyhow::{Context, Result, bail};
+use hookline_core::admin::{AdminRequest, AdminResponse, DeadLetterView, Selector};
+use serde::Deserialize;
+
+/// A page of `GET /api/v1/dead-letters`.
+#[derive(Deserialize)]
+struct Page {
+    dead_letters: Vec<DeadLetterView>,
+    next: Option<String>,
+}
+
+/// `{"done": […], "refused": […]}`.
+#[derive(Deserialize)]
+struct Done {
+    done: Vec<String>,
+    refused: Vec<String>,
+}
+
+/// Sends `request` to the admin API at `base` and answers as the socket
+/// would.
+pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest) -> Result<AdminResponse> {
+    let base = base.trim_end_matches('/');
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("cannot set up an HTTP client")?;
+    let call = |method: reqwest::Method, path: String| {
+        let mut builder = client.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        builder
+    };
+    let letters = "/api/v1/dead-letters";
+    let id_path = |id: &str| format!("{letters}/{}", encode(id));
+    let body = |selector: &Selector| match selector {
+        Selector::App(app) => serde_json::json!({ "app": app }),
+        _ => serde_json::json!({ "all": true }),
+    };
+    let mut response = AdminResponse::default();
+    match request {
+        AdminRequest::List { app } => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut query = vec![("limit", "500".to_string())];
+                query.extend(app.clone().map(|a| ("app", a)));
+                query.extend(cursor.clone().map(|c| ("cursor", c)));
+                let page: Page = read(call(reqwest::Method::GET, letters.to_string()).query(&query), base).await?;
+                response.letters.extend(page.dead_letters);
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        AdminRequest::Show { id } => {
+            let mut letter: serde_json::Value = read(call(reqwest::Method::GET, id_path(id)), base).await?;
+            // The API gives the events as `payload`; the socket as text.
+            let events = letter
+                .as_object_mut()
+                .and_then(|o| o.remove("payload"))
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let mut view: DeadLetterView =
+                serde_json::from_value(letter).context("the admin API's dead letter is not what this CLI expects")?;
+            view.events_json = events;
+            response.letters.push(view);
+        }
+        AdminRequest::Replay { selector } | AdminRequest::Purge { selector } => {
+            let replay = matches!(request, AdminRequest::Replay { .. });
+            let builder = match (selector, replay) {
+                (Selector::Id(id), true) => call(reqwest::Method::POST, format!("{}/replay", id_path(id))),
+                (Selector::Id(id), false) => call(reqwest::Method::DELETE, id_path(id)),
+                (selector, true) => call(reqwest::Method::POST, format!("{letters}/replay"))
+                    .header("content-type", "application/json")
+                    .body(body(selector).to_string()),
+                (selector, false) => call(reqwest::Method::POST, format!("{letters}/purge"))
+                    .header("content-type", "application/json")
+                    .body(body(selector).to_string()),
+            };
+            let done: Done = read(builder, base).await?;
+            response.done = done.done;
+            response.refused = done.refused;
+        }
+    }
+    Ok(response)
+}
+
+/// Sends a request and reads its JSON answer; a 409 (some refused) is an
+/// answer too, any other failure an error naming what the API said.
+async fn read<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuilder, base: &str) -> Result<T> {
+    let answer = builder.send().await.with_context(|| {
+        format!("cannot reach the admin API at {base}: is admin.listen set there, and --url right?")
+    })?;
+    let status = answer.status();
+    let text = answer.text().await.context("the admin API's answer broke off")?;
+    if status.is_success() || status == reqwest::StatusCode::CONFLICT {
+        return serde_json::from_str(&text)
+            .with_context(|| format!("the admin API answered {status} with unexpected JSON"));
+    }
+    let error = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        bail!(
+            "the admin API refused the token ({status}): pass --token or HOOKLINE_ADMIN_TOKEN with admin.token's value"
+        );
+    }
+    bail!("the admin API answered {status}: {error}")
+}
+
+/// A path segment, percent-encoded (batch ids are `[0-9a-f.-]`, but an id
+/// typed by hand may hold anything).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

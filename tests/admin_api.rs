@@ -1,0 +1,566 @@
+//! The admin API (docs/contract.md §10, docs/openapi.json) against the real
+//! binary: off by default and never on the ingest port, the token, every
+//! endpoint's shape checked against the OpenAPI document, paging and
+//! filters, and what replay, purge and reload do.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+const TOKEN: &str = "admin-token-for-the-tests-0123";
+
+/// A daemon with the admin listener on a loopback port, its token read
+/// from the environment as `${ADMIN_TOKEN}`.
+fn admin_daemon(apps: &AppsDir, token: Option<&str>) -> Daemon {
+    let mut env = vec![("HOOKLINE_ADMIN_LISTEN", "127.0.0.1:0")];
+    if let Some(token) = token {
+        env.push(("HOOKLINE_ADMIN_TOKEN", "${ADMIN_TOKEN}"));
+        env.push(("ADMIN_TOKEN", token));
+    }
+    let daemon = Daemon::start_with(apps.path(), DaemonOptions::with_env(&env));
+    assert!(daemon.admin.is_some(), "no admin line on stdout");
+    daemon
+}
+
+/// The API's client: `GET`/`POST`/`DELETE` with the token, answers as
+/// (status, JSON).
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn of(daemon: &Daemon, token: Option<&str>) -> Self {
+        Self {
+            base: format!("http://{}", daemon.admin.unwrap()),
+            token: token.map(str::to_string),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// The checked-in OpenAPI document.
+fn openapi() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Checks `value` against the OpenAPI schema `schema` (the subset the
+/// document uses: type, required, properties, items, $ref, oneOf, allOf,
+/// enum, min/maxItems, additionalProperties). Returns every mismatch.
+fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return mismatches(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for part in all {
+            found.extend(mismatches(doc, part, value, at));
+        }
+        return found;
+    }
+    if let Some(any) = schema["oneOf"].as_array() {
+        if any.iter().all(|s| !mismatches(doc, s, value, at).is_empty()) {
+            found.push(format!("{at}: {value} matches none of oneOf"));
+        }
+        return found;
+    }
+    let type_ok = |t: &str| match t {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        other => panic!("schema type {other} not handled"),
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_ok(t)) {
+        found.push(format!("{at}: {value} is not {types:?}"));
+        return found;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        found.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Value::Object(map) = value {
+        for key in schema["required"].as_array().into_iter().flatten() {
+            if !map.contains_key(key.as_str().unwrap()) {
+                found.push(format!("{at}: missing {key}"));
+            }
+        }
+        for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+            if let Some(v) = map.get(key) {
+                found.extend(mismatches(doc, property, v, &format!("{at}.{key}")));
+            }
+        }
+        if schema["additionalProperties"].is_object() {
+            for (key, v) in map {
+                found.extend(mismatches(
+                    doc,
+                    &schema["additionalProperties"],
+                    v,
+                    &format!("{at}.{key}"),
+                ));
+            }
+        }
+    }
+    if let Value::Array(items) = value {
+        if let Some(min) = schema["minItems"].as_u64()
+            && (items.len() as u64) < min
+        {
+            found.push(format!("{at}: {} items, fewer than {min}", items.len()));
+        }
+        if let Some(max) = schema["maxItems"].as_u64()
+            && (items.len() as u64) > max
+        {
+            found.push(format!("{at}: {} items, more than {max}", items.len()));
+        }
+        for (i, item) in items.iter().enumerate() {
+            found.extend(mismatches(doc, &schema["items"], item, &format!("{at}[{i}]")));
+        }
+    }
+    found
+}
+
+/// Asserts an answer is documented for `path` and `method` with `status`
+/// and matches its schema.
+fn assert_documented(doc: &Value, path: &str, method: &str, status: u16, body: &Value) {
+    let operation = &doc["paths"][path][method];
+    assert!(operation.is_object(), "{method} {path} is not in docs/openapi.json");
+    let response = &operation["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} answered {status}, which the document does not list: {body}"
+    );
+    let schema = &response["content"]["application/json"]["schema"];
+    let problems = mismatches(doc, schema, body, "$");
+    assert!(
+        problems.is_empty(),
+        "{method} {path} {status}:\n{}\n{body:#}",
+        problems.join("\n")
+    );
+}
+
+/// Two apps: `a` with a webhook that answers 400 (dead letters at once)
+/// and one that is fine, `b` with one that answers 400.
+fn two_apps(receiver: &Receiver) -> AppsDir {
+    receiver.by_default("/broken", Reply::status(400));
+    receiver.by_default("/b", Reply::status(400));
+    let apps = AppsDir::new();
+    let url = |path: &str| receiver.url(path);
+    apps.write(
+        "a.json",
+        &format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"enabled": false}},
+                "webhooks": [{{"id": "broken", "url": "{}?secret-query=hunter2", "event_types": ["channel_occupied"]}},
+                             {{"id": "fine", "url": "{}", "event_types": ["channel_vacated"]}}]}}"#,
+            url("/broken"),
+            url("/fine")
+        ),
+    );
+    apps.write(
+        "b.json",
+        &format!(
+            r#"{{"id": "b", "key": "kb", "secret": "sb", "batching": {{"enabled": false}},
+                "webhooks": [{{"id": "only", "url": "{}", "event_types": ["channel_occupied"]}}]}}"#,
+            url("/b")
+        ),
+    );
+    apps
+}
+
+/// Sends `n` separate `channel_occupied` events to `app` (each its own
+/// batch, so its own dead letter).
+async fn occupy(daemon: &Daemon, app: &str, key: &str, secret: &str, n: usize) {
+    for i in 0..n {
+        let body = events_body(&[("channel_occupied", &format!("room-{app}-{i}"))]);
+        assert_eq!(native(daemon, app, key, secret, &body).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn the_admin_listener_is_off_by_default_and_never_on_the_ingest_port() {
+    let receiver = Receiver::start().await;
+    let apps = two_apps(&receiver);
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(daemon.admin, None, "no admin listener unless admin.listen is set");
+    let with_admin = admin_daemon(&apps, Some(TOKEN));
+    for d in [&daemon, &with_admin] {
+        for path in ["/", "/api/v1/status", "/api/v1/openapi.json", "/assets/status.js"] {
+            let answer = reqwest::Client::new()
+                .get(format!("{}{path}", d.url()))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), 404, "{path} on the ingest port");
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_the_token_nothing_but_the_document_and_the_login_form_is_served() {
+    let receiver = Receiver::start().await;
+    let apps = two_apps(&receiver);
+    let daemon = admin_daemon(&apps, Some(TOKEN));
+    let doc = openapi();
+    for (who, api) in [
+        ("no token", Api::of(&daemon, None)),
+        ("wrong token", Api::of(&daemon, Some("admin-token-for-the-tests-0124"))),
+    ] {
+        for path in [
+            "/api/v1/status",
+            "/api/v1/apps",
+            "/api/v1/dead-letters",
+            "/api/v1/dead-letters/x",
+        ] {
+            let (status, body) = api.get(path).await;
+            assert_eq!(status, 401, "{who}: GET {path}");
+            assert_documented(&doc, &path.replace("/x", "/{id}"), "get", 401, &body);
+        }
+        let (status, _) = api
+            .post("/api/v1/dead-letters/purge", serde_json::json!({"all": true}))
+            .await;
+        assert_eq!(status, 401, "{who}: purge");
+        let (status, _) = api.post("/api/v1/reload", Value::Null).await;
+        assert_eq!(status, 401, "{who}: reload");
+    }
+    // The document and the page's assets need no token.
+    let (status, served) = Api::of(&daemon, None).get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(served, doc, "the served document is the checked-in docs/openapi.json");
+    // The page asks for the token, and the form turns it into a cookie.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://{}", daemon.admin.unwrap());
+    let page = http.get(&base).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let text = page.text().await.unwrap();
+    assert!(text.contains("name=\"token\"") && !text.contains("Webhooks"), "{text}");
+    let wrong = http
+        .post(format!("{base}/login"))
+        .body("token=nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let login = http
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(TOKEN), "the cookie must not hold the token: {cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(&base)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<h2>Webhooks</h2>"), "{page}");
+    // A change asked for by another site's page is refused, cookie or not.
+    let forged = http
+        .post(format!("{base}/api/v1/dead-letters/purge"))
+        .header("cookie", &session)
+        .header("origin", "https://evil.example")
+        .body(r#"{"all":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert!(!daemon.logs().contains(TOKEN), "the token was logged");
+}
+
+#[tokio::test]
+async fn a_public_admin_listener_without_a_token_is_refused_at_start() {
+    let apps = AppsDir::new();
+    let output = std::process::Command::new(hookline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--apps"])
+        .arg(apps.path())
+        .arg("--data-dir")
+        .arg(apps.path().join("data"))
+        .env("HOOKLINE_ADMIN_LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("admin.token is required"), "{stderr}");
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_in_the_documented_shape_and_nothing_shows_a_secret() {
+    let receiver = Receiver::start().await;
+    let apps = two_apps(&receiver);
+    let daemon = admin_daemon(&apps, Some(TOKEN));
+    let api = Api::of(&daemon, Some(TOKEN));
+    let doc = openapi();
+    occupy(&daemon, "a", "ka", "sa", 2).await;
+    let body = events_body(&[("channel_vacated", "room-1")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    receiver.wait_for("/fine", 1).await;
+    daemon.wait_metric("hookline_dead_letters", 2.0).await;
+
+    let (status, s) = api.get("/api/v1/status").await;
+    assert_documented(&doc, "/api/v1/status", "get", status, &s);
+    assert_eq!((s["apps"].as_u64(), s["webhooks"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(s["ingested_events"]["last_minute"], 3);
+    assert_eq!(s["store"]["dead_letters"], 2);
+    assert_eq!(s["ready"], true);
+
+    let (status, apps_view) = api.get("/api/v1/apps").await;
+    assert_documented(&doc, "/api/v1/apps", "get", status, &apps_view);
+    let webhook = |app: &str, id_part: &str| -> Value {
+        let app = apps_view["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == app)
+            .unwrap();
+        app["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["target"].as_str().unwrap().contains(id_part))
+            .unwrap_or_else(|| panic!("no webhook {id_part} in {app}"))
+            .clone()
+    };
+    let broken = webhook("a", "/broken");
+    assert_eq!(broken["last_error"]["status"], 400);
+    assert_eq!(broken["failed"]["last_minute"], 2);
+    assert_eq!(broken["last_success_ms"], Value::Null);
+    let fine = webhook("a", "/fine");
+    assert!(fine["last_success_ms"].as_u64().unwrap() > 0);
+    assert_eq!(fine["delivered"]["last_minute"], 1);
+    assert_eq!(fine["delivered_per_minute"].as_array().unwrap().last().unwrap(), 1);
+    assert_eq!(fine["circuit"], "closed");
+
+    let (status, page) = api.get("/api/v1/dead-letters").await;
+    assert_documented(&doc, "/api/v1/dead-letters", "get", status, &page);
+    let id = page["dead_letters"][0]["id"].as_str().unwrap().to_string();
+    let (status, letter) = api.get(&format!("/api/v1/dead-letters/{id}")).await;
+    assert_documented(&doc, "/api/v1/dead-letters/{id}", "get", status, &letter);
+    assert_eq!(letter["payload"][0]["name"], "channel_occupied");
+    let (status, missing) = api.get("/api/v1/dead-letters/no-such-id").await;
+    assert_documented(&doc, "/api/v1/dead-letters/{id}", "get", status, &missing);
+    assert_eq!(status, 404);
+    let (status, bad) = api.get("/api/v1/dead-letters?cursor=garbage").await;
+    assert_documented(&doc, "/api/v1/dead-letters", "get", status, &bad);
+    let (status, neither) = api.post("/api/v1/dead-letters/replay", serde_json::json!({})).await;
+    assert_documented(&doc, "/api/v1/dead-letters/replay", "post", status, &neither);
+    assert_eq!(status, 400);
+    let (status, reloaded) = api.post("/api/v1/reload", Value::Null).await;
+    assert_documented(&doc, "/api/v1/reload", "post", status, &reloaded);
+    let (status, purged) = api.delete(&format!("/api/v1/dead-letters/{id}")).await;
+    assert_documented(&doc, "/api/v1/dead-letters/{id}", "delete", status, &purged);
+    let (status, purged) = api
+        .post("/api/v1/dead-letters/purge", serde_json::json!({"app": "a"}))
+        .await;
+    assert_documented(&doc, "/api/v1/dead-letters/purge", "post", status, &purged);
+
+    // Every answer together: no secret, token or webhook URL query.
+    let everything = format!("{s}{apps_view}{page}{letter}");
+    for secret in ["\"secret\"", TOKEN, "hunter2", "secret-query"] {
+        assert!(!everything.contains(secret), "{secret} shown:\n{everything}");
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_page_filter_replay_and_purge_with_an_audit_line_each() {
+    let receiver = Receiver::start().await;
+    let apps = two_apps(&receiver);
+    let daemon = admin_daemon(&apps, Some(TOKEN));
+    let api = Api::of(&daemon, Some(TOKEN));
+    occupy(&daemon, "a", "ka", "sa", 5).await;
+    occupy(&daemon, "b", "kb", "sb", 2).await;
+    daemon.wait_metric("hookline_dead_letters", 7.0).await;
+
+    // Pages of 2: every letter once, oldest first, `total` on each.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/dead-letters?limit=2&cursor={c}"),
+            None => "/api/v1/dead-letters?limit=2".to_string(),
+        };
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], 7);
+        let letters = page["dead_letters"].as_array().unwrap();
+        assert!(letters.len() <= 2);
+        seen.extend(
+            letters
+                .iter()
+                .map(|l| (l["id"].as_str().unwrap().to_string(), l["dead_at_ms"].as_u64().unwrap())),
+        );
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    let ids: std::collections::HashSet<_> = seen.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids.len(), 7, "a letter appeared twice: {seen:?}");
+
+    // Filters: by app, by webhook (as the API shows it), by reason.
+    let (_, only_b) = api.get("/api/v1/dead-letters?app=b").await;
+    assert_eq!(only_b["total"], 2);
+    let shown_webhook = only_b["dead_letters"][0]["webhook_id"].as_str().unwrap().to_string();
+    let (_, by_webhook) = api.get(&format!("/api/v1/dead-letters?webhook={shown_webhook}")).await;
+    assert_eq!(by_webhook["total"], 2, "{by_webhook}");
+    let (_, by_reason) = api.get("/api/v1/dead-letters?reason=ANSWERED%20400").await;
+    assert_eq!(by_reason["total"], 7);
+    let (_, by_other_reason) = api.get("/api/v1/dead-letters?reason=timed%20out").await;
+    assert_eq!(by_other_reason["total"], 0);
+
+    // Replay one: the receiver now answers, and gets it with its batch id.
+    let (_, a_letters) = api.get("/api/v1/dead-letters?app=a").await;
+    let one = a_letters["dead_letters"][0]["id"].as_str().unwrap().to_string();
+    receiver.by_default("/broken", Reply::status(200));
+    let (status, done) = api
+        .post(&format!("/api/v1/dead-letters/{one}/replay"), Value::Null)
+        .await;
+    assert_eq!(
+        (status, done["done"].clone()),
+        (200, serde_json::json!([one])),
+        "{done}"
+    );
+    receiver
+        .wait_until(|all| {
+            all.iter()
+                .any(|r| r.status_ok() && r.header("x-hookline-batch-id") == one)
+        })
+        .await;
+    daemon.wait_metric("hookline_dead_letters", 6.0).await;
+
+    // Purge by app, then all; each leaves what it should.
+    let (status, done) = api
+        .post("/api/v1/dead-letters/purge", serde_json::json!({"app": "b"}))
+        .await;
+    assert_eq!((status, done["done"].as_array().unwrap().len()), (200, 2));
+    let (_, left) = api.get("/api/v1/dead-letters").await;
+    assert_eq!(left["total"], 4);
+    assert!(
+        left["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["app_id"] == "a")
+    );
+    // Through the CLI from "another host": the API, not the socket.
+    let output = std::process::Command::new(hookline_bin())
+        .args(["dlq", "list", "--json", "--url"])
+        .arg(format!("http://{}", daemon.admin.unwrap()))
+        .env("HOOKLINE_ADMIN_TOKEN", TOKEN)
+        .current_dir(apps.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed["letters"].as_array().unwrap().len(), 4);
+    let output = std::process::Command::new(hookline_bin())
+        .args(["dlq", "purge", "--all", "--url"])
+        .arg(format!("http://{}", daemon.admin.unwrap()))
+        .env("HOOKLINE_ADMIN_TOKEN", "the-wrong-token-entirely")
+        .current_dir(apps.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("refused the token"));
+    let (status, done) = api
+        .post("/api/v1/dead-letters/purge", serde_json::json!({"all": true}))
+        .await;
+    assert_eq!((status, done["done"].as_array().unwrap().len()), (200, 4));
+    let (_, left) = api.get("/api/v1/dead-letters").await;
+    assert_eq!(left["total"], 0);
+
+    let logs = daemon.logs();
+    let audits: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("admin action: dead letters"))
+        .collect();
+    assert_eq!(audits.len(), 3, "one audit line per replay or purge:\n{logs}");
+    assert!(
+        audits[0].contains("via=\"api\"") || audits[0].contains("via=api"),
+        "{}",
+        audits[0]
+    );
+}
+
+#[tokio::test]
+async fn reload_now_picks_up_a_changed_file_and_reports_a_broken_one() {
+    let receiver = Receiver::start().await;
+    let apps = two_apps(&receiver);
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions::with_env(&[("HOOKLINE_ADMIN_LISTEN", "127.0.0.1:0"), ("HOOKLINE_WATCH", "false")]),
+    );
+    let api = Api::of(&daemon, None);
+    apps.write("c.json", r#"{"id": "c", "key": "kc", "secret": "sc", "webhooks": []}"#);
+    apps.write("broken.json", "{ not json");
+    let (status, report) = api.post("/api/v1/reload", Value::Null).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["added"], serde_json::json!(["c"]));
+    let failed = report["failed_files"].as_object().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed.keys().next().unwrap().ends_with("broken.json"));
+    let (_, s) = api.get("/api/v1/status").await;
+    assert_eq!(s["apps"], 3);
+    assert_eq!(s["file_errors"].as_array().unwrap().len(), 1);
+    assert!(daemon.logs().contains("admin action: reload"));
+}
