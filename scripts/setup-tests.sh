@@ -7,7 +7,9 @@
 #   * the JavaScript filters' packages (the @hookline/filter SDK from
 #     sdk/js, with componentize-qjs), for the tests that build them,
 #   * redis-server and redis-cli from Debian (tests start their own server;
-#     the packaged service is neither needed nor started).
+#     the packaged service is neither needed nor started),
+#   * Debian chromium, which npm playwright-core (a test peer) drives for the
+#     status page's browser test,
 #   * podman, buildah, runc, uidmap, musl-tools and ca-certificates from
 #     Debian, for the container image (scripts/image.sh).
 # Idempotent: steps whose result is already up to date are skipped.
@@ -76,7 +78,17 @@ else
     apt_install redis-server
 fi
 
-# --- 2b. Node peers (npm pusher) ----------------------------------------------
+# --- 2a. Chromium (the status page's browser test) ---------------------------
+# Debian's build, driven by npm playwright-core (tests/peers), which never
+# downloads a browser of its own.
+if dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q 'ok installed'; then
+    say "chromium: present"
+else
+    say "chromium: installing"
+    apt_install chromium
+fi
+
+# --- 2b. Node peers (npm pusher, playwright-core) ------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "node and npm are needed for the test peers" >&2
     exit 1

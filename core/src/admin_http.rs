@@ -176,11 +176,12 @@ fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A browser's word that a request comes from a page of another origin.
+/// A browser's word that a request comes from a page of another origin:
+/// `Sec-Fetch-Site` where the browser sends it, else `Origin` (`null`, as
+/// sent for some form posts, counts as another origin).
 fn from_another_site(headers: &HeaderMap, host: &str) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => false,
@@ -210,6 +211,8 @@ pub(crate) fn router(engine: Arc<Engine>, access: Arc<AdminAccess>) -> Router {
         .merge(guarded)
         .route("/api/v1/openapi.json", get(openapi))
         .route("/login", post(login))
+        // Browsers ask for it; there is none (and the CSP allows no data: icon).
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/assets/status.css",
             get(|| async { asset("text/css", crate::status_page::CSS) }),
@@ -271,7 +274,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     response
 }
 

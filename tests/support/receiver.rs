@@ -93,6 +93,8 @@ struct ReceiverState {
 pub struct Receiver {
     pub addr: SocketAddr,
     state: Arc<ReceiverState>,
+    /// Turns true to stop listening.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Receiver {
@@ -106,8 +108,23 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(record).with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, state }
+        let stop = Arc::new(tokio::sync::watch::Sender::new(false));
+        let mut stopped = stop.subscribe();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+                .unwrap()
+        });
+        Self { addr, state, stop }
+    }
+
+    /// Goes down: the listener closes (connections are refused) and idle
+    /// connections are closed.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,97 @@
+// Drives Hookline's status page in Debian's headless Chromium (through
+// playwright-core, which never downloads a browser), step by step with the
+// Rust test (tests/status_page.rs) that owns the daemon and the receiver:
+//
+//   node status_page.mjs ADMIN_URL TOKEN SCREENSHOT_PATH
+//
+// It prints `STEP <name>` when the page shows what the step waits for, and
+// waits for a line on stdin before steps that need the test to act first.
+// Any console error, page error or failed request of the page's own fails
+// the run. Exit 0 only when every step was seen.
+
+import { chromium } from "playwright-core";
+import readline from "node:readline";
+
+const [adminUrl, token, screenshot] = process.argv.slice(2);
+const PATIENCE_MS = 20000;
+const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+function step(name) {
+  console.log(`STEP ${name}`);
+}
+
+async function goAhead() {
+  const { value, done } = await lines.next();
+  if (done || value.trim() !== "go") throw new Error(`expected "go" from the test, got ${value}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+const problems = [];
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(PATIENCE_MS);
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("requestfailed", (request) => {
+    // A refresh cut short by navigation is not the page's fault.
+    if (!request.failure()?.errorText.includes("ERR_ABORTED")) {
+      problems.push(`request failed: ${request.url()} ${request.failure()?.errorText}`);
+    }
+  });
+  // Confirmations (bulk actions, purge) are accepted.
+  page.on("dialog", (dialog) => dialog.accept());
+
+  // Log in with the token.
+  await page.goto(adminUrl);
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#webhooks");
+  step("logged-in");
+
+  // The webhook has delivered: ok.
+  const row = page.locator('#webhooks tr[data-app="a"]');
+  await row.locator(".badge.ok").waitFor();
+  step("ok");
+
+  // The test takes the receiver down and sends an event: failing, by
+  // itself (the page refreshes).
+  await row.locator(".badge.failing").waitFor();
+  step("failing");
+
+  // The test waits for the dead letter and brings the receiver back.
+  await goAhead();
+  const letter = page.locator("#dead-letters tr[data-id]").first();
+  await letter.waitFor();
+  const id = await letter.getAttribute("data-id");
+  console.log(`LETTER ${id}`);
+  await page.screenshot({ path: screenshot, fullPage: true });
+  await letter.locator("button.replay").click();
+  await page.locator("#flash.ok").waitFor();
+  await page.locator("#no-dead-letters").waitFor();
+  await row.locator(".badge.ok").waitFor();
+  step("replayed");
+} catch (error) {
+  problems.push(`step failed: ${error.message}`);
+} finally {
+  await browser.close();
+}
+if (problems.length > 0) {
+  console.log(`PROBLEMS ${JSON.stringify(problems)}`);
+  process.exit(1);
+}
+console.log("DONE");
+// stdin (the test's pipe) would keep the process alive.
+process.exit(0);

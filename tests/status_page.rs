@@ -1,0 +1,122 @@
+//! The status page in a real browser: Debian's headless Chromium driven by
+//! playwright-core (tests/peers/status_page.mjs), against the real daemon
+//! and a real receiver that goes down and comes back. The page is logged
+//! into with the token, shows the webhook ok, then failing by itself, and
+//! its Replay button sends the dead letter, which the receiver gets. No
+//! console errors (the CSP would report any inline script or style); a
+//! screenshot is saved as target/test-artifacts/status-page.png.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const TOKEN: &str = "status-page-token-0123456789";
+
+// Multi-threaded: the test thread blocks reading the browser's lines while
+// the receivers (tasks of this runtime) answer the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_button() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing; run scripts/setup-tests.sh (Debian chromium)"
+    );
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"enabled": false}},
+                "webhooks": [{{"url": "{}", "event_types": ["channel_occupied"],
+                               "retry": {{"max_attempts": 2, "min_backoff_ms": 50, "max_backoff_ms": 100}}}}]}}"#,
+            receiver.url("/hook")
+        ),
+    );
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions::with_env(&[
+            ("HOOKLINE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("HOOKLINE_ADMIN_TOKEN", TOKEN),
+        ]),
+    );
+    let admin = format!("http://{}", daemon.admin.unwrap());
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    // One delivery before the browser looks: the webhook is ok.
+    let occupy = |room: &str| events_body(&[("channel_occupied", room)]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &occupy("room-1")).await.0, 200);
+    receiver.wait_for("/hook", 1).await;
+
+    let mut browser = Command::new(node())
+        .arg(peers_dir().join("status_page.mjs"))
+        .args([&admin, TOKEN])
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .current_dir(peers_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node");
+    let mut to_browser = browser.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = browser.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The browser's next line, or a failure naming what it printed.
+    let mut seen = Vec::new();
+    let mut expect = |prefix: &str| -> String {
+        loop {
+            match rx.recv_timeout(PATIENCE * 2) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                    assert!(
+                        !line.starts_with("PROBLEMS"),
+                        "the browser saw problems: {line}\nlines: {seen:?}"
+                    );
+                }
+                Err(_) => panic!("the browser never printed {prefix:?}; it printed {seen:?}"),
+            }
+        }
+    };
+
+    expect("STEP logged-in");
+    expect("STEP ok");
+    // The receiver goes down; the next event fails, is retried, and dies.
+    receiver.stop();
+    assert_eq!(native(&daemon, "a", "ka", "sa", &occupy("room-2")).await.0, 200);
+    expect("STEP failing");
+    daemon.wait_metric("hookline_dead_letters", 1.0).await;
+    // Back up (same address), and the button replays the letter.
+    let back = Receiver::start_on(receiver.addr).await;
+    writeln!(to_browser, "go").unwrap();
+    let id = expect("LETTER ");
+    expect("STEP replayed");
+    let replayed = back.wait_for("/hook", 1).await;
+    assert_eq!(replayed[0].header("x-hookline-batch-id"), id);
+    assert_eq!(replayed[0].json()["events"][0]["channel"], "room-2");
+    expect("DONE");
+    drop(to_browser);
+    assert!(browser.wait().unwrap().success());
+    let png = std::fs::read(&screenshot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        daemon
+            .logs()
+            .lines()
+            .any(|l| l.contains("admin action: dead letters replay") && l.contains(&id)),
+        "no audit line for the replay"
+    );
+}
