@@ -312,15 +312,18 @@ async fn a_planted_compiled_filter_is_not_trusted() {
         );
         assert_eq!(daemon.metric("hookline_filter_compilations_total").await, 1.0);
     }
-    // Plant the first daemon's entry in the second's cache.
-    let entry = |dir: &tempfile::TempDir| {
-        std::fs::read_dir(dir.path().join("filter-cache"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-            .unwrap()
-    };
-    std::fs::copy(entry(&first), entry(&second)).unwrap();
+    // Plant the first daemon's entry (compiled code and its MAC, signed
+    // with the first daemon's key) in the second's cache.
+    let mut planted = 0;
+    for file in std::fs::read_dir(first.path().join("filter-cache")).unwrap() {
+        let file = file.unwrap().path();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        if name.ends_with(".cwasm") || name.ends_with(".cwasm.mac") {
+            std::fs::copy(&file, second.path().join("filter-cache").join(name)).unwrap();
+            planted += 1;
+        }
+    }
+    assert_eq!(planted, 2, "an entry is the compiled component and its MAC");
     let daemon = Daemon::start_with(
         apps.path(),
         DaemonOptions {

@@ -397,38 +397,59 @@ impl Hasher for Sha256Hasher {
 /// The cache key's file name in the cache directory.
 const CACHE_KEY_FILE: &str = "cache.key";
 
-/// A cache entry: the HMAC-SHA256 of the compiled bytes with the cache key,
-/// then the bytes.
+/// A cache entry is two files: `KEY.cwasm`, the compiled component as
+/// `Component::serialize` wrote it (so it can be mapped, not copied: its
+/// code and the initial memory images are shared with the page cache and
+/// paged in as used), and `KEY.cwasm.mac`, its HMAC-SHA256 with the cache
+/// key.
 const MAC_LEN: usize = 32;
 
-/// Reads a component we compiled, signed and wrote ourselves.
+/// The MAC file of a cache entry.
+fn mac_file(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".mac");
+    PathBuf::from(name)
+}
+
+/// Maps a component we compiled, signed and wrote ourselves.
 #[allow(unsafe_code)]
 fn load_precompiled(engine: &Engine, mac_key: &[u8; 32], file: &Path) -> Result<Component, String> {
-    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
-    if bytes.len() < MAC_LEN {
-        return Err("too short to be a cache entry".to_string());
+    use std::io::Read;
+    let mac = std::fs::read(mac_file(file)).map_err(|e| format!("its MAC file: {e}"))?;
+    if mac.len() != MAC_LEN {
+        return Err("its MAC file is not a MAC".to_string());
     }
-    let (mac, compiled) = bytes.split_at(MAC_LEN);
+    // Streamed: a large component is not read into memory just to check it.
     let mut expected = <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
-    expected.update(compiled);
+    let mut reader = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        expected.update(&chunk[..n]);
+    }
     expected
-        .verify_slice(mac)
+        .verify_slice(&mac)
         .map_err(|_| "not signed with this daemon's cache key (written by someone else?)".to_string())?;
-    // SAFETY: the bytes are what this host serialized with
-    // `Component::serialize`: their HMAC with the cache key, which only the
-    // daemon's user can read, matched. wasmtime also checks the header and
-    // engine compatibility before using them.
-    unsafe { Component::deserialize(engine, compiled) }.map_err(|e| format!("{e:#}"))
+    // SAFETY: the file is what this host serialized with
+    // `Component::serialize`: its HMAC with the cache key, which only the
+    // daemon's user can read, matched. The file could only change between
+    // the check and the mapping through the owner-only (0700) cache
+    // directory, whose writer could read the key as well. wasmtime also
+    // checks the header and engine compatibility before using it.
+    unsafe { Component::deserialize_file(engine, file) }.map_err(|e| format!("{e:#}"))
 }
 
 fn store_precompiled(component: &Component, mac_key: &[u8; 32], file: &Path) -> Result<(), String> {
     let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
     mac.update(&compiled);
-    let mut entry = Vec::with_capacity(MAC_LEN + compiled.len());
-    entry.extend_from_slice(&mac.finalize().into_bytes());
-    entry.extend_from_slice(&compiled);
-    crate::private_fs::write_private(file, &entry).map_err(|e| e.to_string())
+    // The component first, then its MAC: a crash between the two leaves an
+    // entry that fails its check and is compiled again.
+    crate::private_fs::write_private(file, &compiled).map_err(|e| e.to_string())?;
+    crate::private_fs::write_private(&mac_file(file), &mac.finalize().into_bytes()).map_err(|e| e.to_string())
 }
 
 /// Refuses any import outside the sandbox's allowlist, naming it.
