@@ -8,7 +8,7 @@ mod settings;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc: the daemon allocates many small, short-lived buffers per event
 /// (bodies, records, headers) across threads; glibc's malloc showed as a
@@ -58,10 +58,20 @@ enum Command {
     /// Work with WASM filters.
     #[command(subcommand)]
     Filter(cmd::filter::Command),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the man page, or write every page (one per subcommand) with --out DIR.
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These only print what the command line says; no runtime needed.
+    let command = match cli.command {
+        Command::Completions(args) => return finish(cmd::completions::run(args, Cli::command())),
+        Command::Man(args) => return finish(cmd::man::run(args, Cli::command())),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,15 +80,21 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Listen(args) => cmd::listen::run(args).await,
             Command::Filter(command) => cmd::filter::run(command).await,
             Command::Dlq(args) => cmd::dlq::run(args).await,
+            Command::Completions(_) | Command::Man(_) => unreachable!("handled before the runtime starts"),
         }
     });
+    finish(result)
+}
+
+/// The exit code of a command's result, reporting a failure.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {

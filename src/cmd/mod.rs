@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub(crate) mod check;
+pub(crate) mod completions;
 pub(crate) mod dlq;
 pub(crate) mod filter;
 pub(crate) mod listen;
+pub(crate) mod man;
 pub(crate) mod scaffold;
 pub(crate) mod send;
 pub(crate) mod serve;
