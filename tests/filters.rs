@@ -365,3 +365,67 @@ async fn a_restart_loads_filters_from_the_compile_cache() {
     );
     receiver.wait_for("/c", 1).await;
 }
+
+/// A chain slower than ingest: batches wait in the app's filter stage
+/// (bounded), so ingest answers 503 past the intake budget instead of
+/// holding events in memory; every accepted event is delivered once, in
+/// the order it was accepted, and the stage's queue empties.
+#[tokio::test]
+async fn a_slow_chain_is_backpressure_and_keeps_the_order_events_were_accepted_in() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+        "webhooks": [{"url": receiver.url("/h"), "event_types": ["channel_occupied"], "ordering": "strict",
+            // Each call spins until its 40 ms deadline; `skip` then delivers
+            // the batch unfiltered.
+            "filters": [{"wasm": wasm_filter("hostile_filter.wasm").to_str().unwrap(),
+                         "config": {"mode": "loop"}, "cpu_ms": 40, "on_error": "skip"}]}]});
+    apps.write("a.json", &app.to_string());
+    let daemon = Daemon::start_with(
+        apps.path(),
+        // An intake budget of a few events.
+        DaemonOptions::with_env(&[("HOOKLINE_DELIVERY_MAX_MEMORY_BYTES", "4096")]),
+    );
+    // One at a time: delivered in this order, though the stage filters two
+    // batches at once.
+    for i in 0..6 {
+        let body = events_body(&[("channel_occupied", &format!("seq-{i}"))]);
+        assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    }
+    let delivered = receiver.wait_for_events("/h", 6).await;
+    let channels: Vec<String> = delivered
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+        .map(|e| e["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(channels, (0..6).map(|i| format!("seq-{i}")).collect::<Vec<_>>());
+
+    // Many at once: more than the budget and the stage can take in the
+    // 2 s a request waits for room.
+    let sends = (0..120).map(|i| {
+        let body = events_body(&[("channel_occupied", &format!("burst-{i}"))]);
+        let daemon = &daemon;
+        async move { native(daemon, "a", "ka", "sa", &body).await }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    let behind: Vec<&String> = answers
+        .iter()
+        .filter(|(status, _)| *status == 503)
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!behind.is_empty(), "no request was held back: {answers:?}");
+    assert!(
+        behind.iter().all(|b| b.contains("faster than it can batch and store")),
+        "{behind:?}"
+    );
+    assert_eq!(accepted + behind.len(), 120, "{answers:?}");
+    receiver.wait_for_events("/h", 6 + accepted).await;
+    daemon.wait_idle().await;
+    assert_eq!(daemon.metric("hookline_filter_queue_batches").await, 0.0);
+    assert_eq!(
+        receiver.all().iter().map(|r| r.event_count()).sum::<usize>(),
+        6 + accepted,
+        "every accepted event once"
+    );
+}

@@ -12,6 +12,13 @@
 //! the inbox progress they make (see [`crate::store`]). A batcher commits
 //! everything it formed from the messages waiting for it in one
 //! transaction, so with batching off, concurrent events still share fsyncs.
+//!
+//! An app with WASM filters gets a filter stage beside its batcher: closed
+//! batches wait in a bounded queue (`hookline_filter_queue_batches`), are
+//! filtered a few at a time off the async workers, and are formed, stored
+//! and dispatched in the order they closed. So batching goes on while
+//! filters run, and a chain slower than ingest fills the queue and then the
+//! intake budget (503), instead of memory.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -170,20 +177,27 @@ const MAX_UNSTORED: usize = 1024;
 async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>) {
     let mut open: Option<OpenBatch> = None;
     let mut formed = Formed::default();
+    let mut stage = Stage::default();
     loop {
         let closes_at = open.as_ref().map(|b| b.closes_at);
         tokio::select! {
             message = incoming.recv() => match message {
                 Some(Message::Events { app, events, ticket, offset, permit }) => {
-                    formed.permits.extend(permit);
                     let total = offset + events.len() as u32;
                     for (i, event) in (offset..).zip(events) {
                         let mark = InboxMark { ticket, consumed: i + 1, complete: i + 1 == total };
                         if open.as_ref().is_some_and(|b| !Arc::ptr_eq(&b.app, &app)) {
-                            close(&shared, open.take(), &mut formed).await;
+                            close(&shared, open.take(), &mut formed, &mut stage).await;
                         }
                         if !app.batching.enabled {
-                            form(&shared, &app, vec![event], vec![mark], now_ms(), &mut formed).await;
+                            let alone = OpenBatch {
+                                app: app.clone(),
+                                events: vec![event],
+                                marks: vec![mark],
+                                closes_at: Instant::now(),
+                                opened_ms: now_ms(),
+                            };
+                            close(&shared, Some(alone), &mut formed, &mut stage).await;
                             continue;
                         }
                         let batch = open.get_or_insert_with(|| OpenBatch {
@@ -199,18 +213,26 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
                             _ => batch.marks.push(mark),
                         }
                         if batch.events.len() >= app.batching.max_events {
-                            close(&shared, open.take(), &mut formed).await;
+                            close(&shared, open.take(), &mut formed, &mut stage).await;
                         }
                     }
+                    // Every event of this request is in a batch now (closed,
+                    // or the open one): its budget goes with the next batch
+                    // handed on, and is returned once that is stored.
+                    match &stage.sender {
+                        Some(_) => stage.permits.extend(permit),
+                        None => formed.permits.extend(permit),
+                    }
                 }
-                Some(Message::ConfigChanged) => close(&shared, open.take(), &mut formed).await,
+                Some(Message::ConfigChanged) => close(&shared, open.take(), &mut formed, &mut stage).await,
                 None => {
-                    close(&shared, open.take(), &mut formed).await;
+                    close(&shared, open.take(), &mut formed, &mut stage).await;
                     store_and_dispatch(&shared, std::mem::take(&mut formed)).await;
+                    stage.finish().await;
                     return;
                 }
             },
-            () = sleep_until(closes_at), if closes_at.is_some() => close(&shared, open.take(), &mut formed).await,
+            () = sleep_until(closes_at), if closes_at.is_some() => close(&shared, open.take(), &mut formed, &mut stage).await,
         }
         if incoming.is_empty() || formed.deliveries.len() >= MAX_UNSTORED {
             store_and_dispatch(&shared, std::mem::take(&mut formed)).await;
@@ -218,42 +240,145 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
     }
 }
 
-async fn close(shared: &Shared, batch: Option<OpenBatch>, formed: &mut Formed) {
-    if let Some(batch) = batch {
-        form(shared, &batch.app, batch.events, batch.marks, batch.opened_ms, formed).await;
+/// Forms a closed batch's deliveries here, or hands the batch to the app's
+/// filter stage once the app has filters.
+async fn close(shared: &Arc<Shared>, batch: Option<OpenBatch>, formed: &mut Formed, stage: &mut Stage) {
+    let Some(batch) = batch else { return };
+    if stage.sender.is_none() && batch.app.webhooks.iter().any(|w| !w.filters.is_empty()) {
+        // What was formed here is stored first, and from now on every batch
+        // of the app goes through the stage: deliveries keep the order they
+        // were formed in.
+        store_and_dispatch(shared, std::mem::take(formed)).await;
+        stage.start(shared.clone());
+    }
+    let Some(sender) = &stage.sender else {
+        let filtered = filter(&batch.app, &batch.events).await;
+        form(shared, batch, filtered, formed);
+        return;
+    };
+    let closed = ClosedBatch {
+        batch,
+        permits: std::mem::take(&mut stage.permits),
+    };
+    shared.metrics.filter_queue.inc();
+    // A full queue holds the batcher here; its requests' budget stays taken,
+    // so ingest answers 503 rather than events piling up in memory.
+    if sender.send(closed).await.is_err() {
+        shared.metrics.filter_queue.dec();
+        tracing::error!("an app's filter stage stopped early; its events stay in the inbox for the next start");
     }
 }
 
-/// Routes one app batch to its webhooks: the deliveries join `formed`.
-async fn form(
-    shared: &Shared,
-    app: &Arc<App>,
-    events: Vec<Event>,
-    marks: Vec<InboxMark>,
-    accepted_ms: u64,
-    formed: &mut Formed,
-) {
-    formed.marks.extend(marks);
-    if events.is_empty() {
+/// An app batch closed and on its way to the app's filter stage, with the
+/// budget of the requests whose events are all in it or in earlier ones.
+struct ClosedBatch {
+    batch: OpenBatch,
+    permits: Vec<IntakePermit>,
+}
+
+/// Closed batches waiting in one app's filter stage, at most.
+const FILTER_QUEUE_BATCHES: usize = 32;
+/// Batches one app's filter stage filters at once (each on a blocking
+/// thread; more would only add instances and memory on a small machine).
+const FILTER_CONCURRENCY: usize = 2;
+
+/// An app's filter stage, beside its batcher: filters closed batches
+/// (a few at once), forms their deliveries in order, stores and dispatches
+/// them. A slow chain fills its bounded queue and shows as backpressure,
+/// not as memory.
+#[derive(Default)]
+struct Stage {
+    sender: Option<mpsc::Sender<ClosedBatch>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Budget of requests whose events are all batched, for the next batch
+    /// handed on.
+    permits: Vec<IntakePermit>,
+}
+
+impl Stage {
+    fn start(&mut self, shared: Arc<Shared>) {
+        let (sender, receiver) = mpsc::channel(FILTER_QUEUE_BATCHES);
+        self.sender = Some(sender);
+        self.task = Some(tokio::spawn(run_stage(shared, receiver)));
+    }
+
+    /// Lets the stage finish what it holds.
+    async fn finish(mut self) {
+        self.sender = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run_stage(shared: Arc<Shared>, mut incoming: mpsc::Receiver<ClosedBatch>) {
+    use futures_util::StreamExt;
+    let mut running = futures_util::stream::FuturesOrdered::new();
+    let mut formed = Formed::default();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            closed = incoming.recv(), if open && running.len() < FILTER_CONCURRENCY => match closed {
+                Some(closed) => running.push_back(async move {
+                    let filtered = filter(&closed.batch.app, &closed.batch.events).await;
+                    (closed, filtered)
+                }),
+                None => open = false,
+            },
+            Some((closed, filtered)) = running.next(), if !running.is_empty() => {
+                shared.metrics.filter_queue.dec();
+                formed.permits.extend(closed.permits);
+                form(&shared, closed.batch, filtered, &mut formed);
+                if incoming.is_empty() || formed.deliveries.len() >= MAX_UNSTORED {
+                    store_and_dispatch(&shared, std::mem::take(&mut formed)).await;
+                }
+            }
+            else => break,
+        }
+    }
+    store_and_dispatch(&shared, formed).await;
+}
+
+/// A batch through each webhook's selection and filters.
+struct Filtered {
+    batch_time_ms: u64,
+    /// Per webhook of the app, in order.
+    results: Vec<FilterResult>,
+}
+
+async fn filter(app: &Arc<App>, events: &[Event]) -> Filtered {
+    let batch_time_ms = now_ms();
+    let mut results = Vec::with_capacity(app.webhooks.len());
+    for webhook in &app.webhooks {
+        results.push(run_filters(app, webhook, batch_time_ms, events).await);
+    }
+    Filtered { batch_time_ms, results }
+}
+
+/// Routes one filtered app batch to its webhooks: the deliveries join
+/// `formed`.
+fn form(shared: &Shared, batch: OpenBatch, filtered: Filtered, formed: &mut Formed) {
+    formed.marks.extend(batch.marks);
+    if batch.events.is_empty() {
         return;
     }
     shared.metrics.batches_formed.inc();
-    let batch_time_ms = now_ms();
-    for webhook in &app.webhooks {
-        let (selected, pending_filter) = match run_filters(app, webhook, batch_time_ms, &events).await {
+    let app = &batch.app;
+    for (webhook, result) in app.webhooks.iter().zip(filtered.results) {
+        let (selected, pending_filter) = match result {
             FilterResult::Deliver(events) => (events, false),
             FilterResult::Retry(events) => (events, true),
             FilterResult::Nothing => continue,
         };
         let refs: Vec<&Event> = selected.iter().collect();
         for chunk in chunk_to_fit(&refs, webhook.max_body_bytes) {
-            let mut delivery = new_delivery(shared, app, webhook, chunk, batch_time_ms);
-            delivery.record.accepted_ms = accepted_ms;
+            let mut delivery = new_delivery(shared, app, webhook, chunk, filtered.batch_time_ms);
+            delivery.record.accepted_ms = batch.opened_ms;
             delivery.record.pending_filter = pending_filter;
             formed.deliveries.push(delivery);
         }
     }
-    formed.consumed_bytes += events.iter().map(|e| e.len() as u64).sum::<u64>();
+    formed.consumed_bytes += batch.events.iter().map(|e| e.len() as u64).sum::<u64>();
 }
 
 /// First wait between attempts to store formed deliveries.

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Deliveries waiting or in flight.
     pub queue_depth: Gauge,
+    /// App batches waiting for their filters (every app's filter stage).
+    pub filter_queue: Gauge,
     /// Successful reloads and failed files.
     pub reloads: Family<RefusedLabels, Counter>,
     /// Each webhook's circuit: 0 closed, 1 half-open (probing), 2 open.
@@ -146,6 +148,12 @@ impl Metrics {
         );
         let queue_depth = Gauge::default();
         registry.register("queue_depth", "Deliveries waiting or in flight", queue_depth.clone());
+        let filter_queue = Gauge::default();
+        registry.register(
+            "filter_queue_batches",
+            "App batches closed and waiting for their filters",
+            filter_queue.clone(),
+        );
         let reloads = Family::<RefusedLabels, Counter>::default();
         registry.register("reloads", "Config reloads by result", reloads.clone());
         let circuit_state = Family::<WebhookLabels, Gauge>::default();
@@ -231,6 +239,7 @@ impl Metrics {
             events_delivered,
             delivery_latency,
             queue_depth,
+            filter_queue,
             reloads,
             circuit_state,
             filter_calls,
