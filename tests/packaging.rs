@@ -1,11 +1,15 @@
 //! How Hookline is installed and operated: shell completions and man pages
-//! generated from the command line, and the hardened systemd unit (verified
-//! and scored by `systemd-analyze`).
+//! generated from the command line, the hardened systemd unit (verified and
+//! scored by `systemd-analyze`), and the container image built FROM scratch
+//! by `scripts/image.sh`, run with podman and delivering a signed event
+//! through a WASM filter.
 
 mod support;
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use support::*;
 
@@ -228,4 +232,211 @@ fn the_systemd_unit_verifies_and_scores_at_most_2() {
         });
     eprintln!("systemd-analyze security: {score}");
     assert!(score <= 2.0, "exposure {score} is above 2.0:\n{report}");
+}
+
+// ---------------------------------------------------------------------------
+// The container image.
+
+/// A container run in the foreground by `podman run`, removed on drop.
+struct Container {
+    name: String,
+    child: Child,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Container {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "--force", "--time", "1", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `podman run` needs on machines like this project's (root in a
+/// container without systemd, on cgroup v1): the runc runtime, and resource
+/// limits within the host's, since podman's defaults are above them and it
+/// may not raise them (runc fails with "error setting rlimits").
+const PODMAN_RUN: &[&str] = &[
+    "run",
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// Builds the image with `scripts/image.sh`, the release build users get
+/// (the script keeps it when nothing changed); returns its tag. A cold
+/// static build takes about 5½ minutes on 2 cores.
+fn build_image() -> String {
+    let started = std::time::Instant::now();
+    let output = Command::new(root().join("scripts/image.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "scripts/image.sh failed (its output is above)");
+    eprintln!("scripts/image.sh took {:.0?}", started.elapsed());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_container_image_delivers_a_signed_event_through_a_filter() {
+    if !on_path("podman") {
+        eprintln!("SKIPPED the container image: podman is not installed (scripts/setup-tests.sh installs it)");
+        return;
+    }
+    let image = build_image();
+
+    let inspect = Command::new("podman")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}} {{.Config.Entrypoint}} {{.Size}}",
+            &image,
+        ])
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert!(config.starts_with("65532:65532 [/hookline] "), "{config}");
+    eprintln!("image {image}: user, entrypoint and size {config}");
+
+    // Can this machine run a container at all? Exit code 125 is podman's
+    // own failure, 126 with one of these words the runtime's (limits,
+    // cgroups, namespaces it may not set up); anything else is the image's.
+    let probe = Command::new("podman")
+        .args(PODMAN_RUN)
+        .args(["--rm", "--network", "none", &image, "--version"])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&probe.stderr);
+    let environment = ["rlimit", "cgroup", "namespace", "mount"]
+        .iter()
+        .any(|w| why.contains(w));
+    if probe.status.code() == Some(125) || (probe.status.code() == Some(126) && environment) {
+        eprintln!("SKIPPED running the container image: podman cannot run containers here:\n{why}");
+        return;
+    }
+    assert!(
+        probe.status.success() && String::from_utf8_lossy(&probe.stdout).starts_with("hookline "),
+        "`hookline --version` in the image failed ({}):\n{}{}",
+        probe.status,
+        String::from_utf8_lossy(&probe.stdout),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    // An app whose webhook drops debug-* channels with the example filter,
+    // mounted read-only where the image looks for apps.
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    std::fs::copy(
+        wasm_filter("drop_by_channel.wasm"),
+        apps.path().join("drop_by_channel.wasm"),
+    )
+    .unwrap();
+    let app = serde_json::json!({"id": "img", "key": "img-key", "secret": "img-secret",
+        "batching": {"max_wait_ms": 50},
+        "webhooks": [{"url": receiver.url("/hooks"), "event_types": ["channel_occupied"],
+            "filters": [{"wasm": "drop_by_channel.wasm", "config": {"channels": ["debug-*"]}}]}]});
+    apps.write("apps.json", &app.to_string());
+    // The daemon runs as 65532, not as the owner of the test's files.
+    for path in [
+        apps.path().to_path_buf(),
+        apps.path().join("apps.json"),
+        apps.path().join("drop_by_channel.wasm"),
+    ] {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let name = format!("hookline-test-{}", std::process::id());
+    let mut child = Command::new("podman")
+        .args(PODMAN_RUN)
+        .args(["--rm", "--name", &name, "--network", "host"])
+        .arg("--volume")
+        .arg(format!("{}:/etc/hookline/apps:ro", apps.path().display()))
+        .args(["--env", &format!("HOOKLINE_LISTEN={listen}")])
+        .args(["--env", "RUST_LOG=info,hookline_core=debug"])
+        .args([&image, "serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut container = Container {
+        name,
+        child,
+        stderr,
+        _dir: dir,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = listening_address(&line) {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    // The first start compiles the filter; give it more than a test's patience.
+    let addr = rx
+        .recv_timeout(PATIENCE * 3)
+        .unwrap_or_else(|_| panic!("the container did not start; its log:\n{}", container.logs()));
+    assert_eq!(addr, listen);
+
+    let body = events_body(&[("channel_occupied", "room-1"), ("channel_occupied", "debug-1")]);
+    let response = post_native(&format!("http://{addr}"), "img", "img-key", "img-secret", &body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    let delivered = receiver.wait_for("/hooks", 1).await;
+    let delivery = &delivered[0];
+    assert_eq!(delivery.event_names(), ["channel_occupied"]);
+    assert_eq!(
+        delivery.json()["events"][0]["channel"],
+        "room-1",
+        "the filter dropped debug-1"
+    );
+    assert_eq!(delivery.header("x-pusher-key"), "img-key");
+    assert_eq!(
+        delivery.header("x-pusher-signature"),
+        sign("img-secret", &delivery.body)
+    );
+    assert!(delivery.header("user-agent").starts_with("hookline/"));
+
+    // `podman stop` sends SIGTERM to the daemon (PID 1 in the container),
+    // which shuts down gracefully and exits 0.
+    let stop = Command::new("podman")
+        .args(["stop", "--time", "20", &container.name])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    let status = container.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the container exited with {status}; its log:\n{}",
+        container.logs()
+    );
 }
