@@ -91,6 +91,10 @@ fn ingest(c: &mut Criterion) {
     c.bench_function("ingest/parse+canonicalise 1 event", |b| {
         b.iter(|| parse_ingest_body(std::hint::black_box(body)).unwrap())
     });
+    let (query, authenticate) = hookline_core::fuzzing::native_auth_case(body);
+    c.bench_function("ingest/native auth (Pusher HTTP API signature)", |b| {
+        b.iter(|| assert!(authenticate(std::hint::black_box(&query), body)))
+    });
 }
 
 fn render_and_sign(c: &mut Criterion) {

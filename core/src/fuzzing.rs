@@ -53,6 +53,18 @@ pub fn native_ingest(query: &str, body: &[u8]) {
     ingest_body(body);
 }
 
+/// A correctly signed native request's query for `body`, and a function
+/// that authenticates it: what `benches/hot_paths.rs` times.
+pub fn native_auth_case(body: &[u8]) -> (String, impl Fn(&str, &[u8]) -> bool) {
+    let app = app();
+    let path = format!("/apps/{APP_ID}/events");
+    let now = crate::delivery::now_ms() / 1000;
+    let query = crate::signing::pusher_signed_query(KEY, SECRET, &path, body, now);
+    (query, move |query: &str, body: &[u8]| {
+        crate::ingest::check_native_auth(&app, &path, query, body).is_ok()
+    })
+}
+
 /// Relay ingest: the body and its `time_ms`.
 pub fn relay_ingest(body: &[u8]) {
     if let Some(parsed) = ingest_body(body)

@@ -6,6 +6,7 @@
 //! Refusals are checked in the contract's order (docs/contract.md §3.3): 404 unknown app,
 //! 413 too large, 401 bad signature, 403 disabled, 400 malformed, 503 busy.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use crate::engine::{Engine, Refusal};
 use crate::event::{ingest_body_from, parse_body_object, parse_ingest_body, time_ms_of};
 use crate::metrics::{IngestLabels, RefusedLabels};
 use crate::replay::Seen;
-use crate::signing::{constant_time_eq_ignore_ascii_case, md5_hex, pusher_string_to_sign, verify_hmac_sha256_hex};
+use crate::signing::{md5_matches_hex, pusher_signature_matches, verify_hmac_sha256_hex};
 
 /// How far a native request's `auth_timestamp` may be from our clock.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
@@ -317,13 +318,14 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
 /// Pusher HTTP API authentication of a native request.
 pub(crate) fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8]) -> Result<(), Refused> {
     let unauthorized = |message: String| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    let take = |params: &mut Vec<(String, String)>, name: &str| {
-        params.iter().position(|(k, _)| k == name).map(|i| params.remove(i).1)
-    };
-    let signature = take(&mut params, "auth_signature")
+    // Borrowed from the query unless percent-decoding changed them.
+    let mut params: Vec<(Cow<str>, Cow<str>)> = url::form_urlencoded::parse(query.as_bytes()).collect();
+    let signature = params
+        .iter()
+        .position(|(k, _)| k == "auth_signature")
+        .map(|i| params.remove(i).1)
         .ok_or_else(|| unauthorized("missing auth_signature query parameter".into()))?;
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
     let key = get("auth_key").ok_or_else(|| unauthorized("missing auth_key query parameter".into()))?;
     if key != &*app.key {
         return Err(unauthorized(format!("auth_key {key:?} is not this app's key")));
@@ -347,7 +349,7 @@ pub(crate) fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8])
         )));
     }
     match get("body_md5") {
-        Some(claimed) if !constant_time_eq_ignore_ascii_case(md5_hex(body).as_bytes(), claimed.as_bytes()) => {
+        Some(claimed) if !md5_matches_hex(body, claimed) => {
             return Err(unauthorized("body_md5 does not match the body".into()));
         }
         None if !body.is_empty() => {
@@ -355,8 +357,7 @@ pub(crate) fn check_native_auth(app: &App, path: &str, query: &str, body: &[u8])
         }
         _ => {}
     }
-    let to_sign = pusher_string_to_sign("POST", path, &mut params);
-    if !verify_hmac_sha256_hex(app.secret.expose().as_bytes(), to_sign.as_bytes(), &signature) {
+    if !pusher_signature_matches(app.secret.expose().as_bytes(), "POST", path, &mut params, &signature) {
         return Err(unauthorized(
             "auth_signature does not match; sign with the app secret as the Pusher HTTP API does".into(),
         ));

@@ -18,13 +18,30 @@ pub fn hmac_sha256_hex(secret: &[u8], message: &[u8]) -> String {
 /// Whether `claimed` (hex, any case) is the HMAC-SHA256 of `message`,
 /// compared in constant time.
 pub fn verify_hmac_sha256_hex(secret: &[u8], message: &[u8], claimed: &str) -> bool {
-    let expected = hmac_sha256_hex(secret, message);
-    constant_time_eq_ignore_ascii_case(expected.as_bytes(), claimed.as_bytes())
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(message);
+    mac_matches_hex(mac, claimed)
+}
+
+/// Whether `claimed` (hex, any case) is `mac`'s result, compared in
+/// constant time; nothing is allocated.
+fn mac_matches_hex(mac: HmacSha256, claimed: &str) -> bool {
+    let mut expected = [0u8; 64];
+    hex::encode_to_slice(mac.finalize().into_bytes(), &mut expected).expect("32 bytes are 64 hex digits");
+    constant_time_eq_ignore_ascii_case(&expected, claimed.as_bytes())
 }
 
 /// Lowercase hex MD5 of `body`, as the Pusher HTTP API's `body_md5`.
 pub fn md5_hex(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
+}
+
+/// Whether `claimed` (hex, any case) is the MD5 of `body`, compared in
+/// constant time; nothing is allocated.
+pub fn md5_matches_hex(body: &[u8], claimed: &str) -> bool {
+    let mut expected = [0u8; 32];
+    hex::encode_to_slice(Md5::digest(body), &mut expected).expect("16 bytes are 32 hex digits");
+    constant_time_eq_ignore_ascii_case(&expected, claimed.as_bytes())
 }
 
 /// Constant-time comparison of two hex strings, ignoring ASCII case.
@@ -33,8 +50,40 @@ pub fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let lower = |bytes: &[u8]| bytes.iter().map(u8::to_ascii_lowercase).collect::<Vec<u8>>();
-    lower(a).ct_eq(&lower(b)).into()
+    // Lowercased arithmetically: no branch on the bytes compared.
+    let lower = |c: u8| c | (u8::from(c.wrapping_sub(b'A') < 26) << 5);
+    let diff = a.iter().zip(b).fold(0u8, |diff, (&x, &y)| diff | (lower(x) ^ lower(y)));
+    diff.ct_eq(&0).into()
+}
+
+/// Whether `claimed` is the Pusher HTTP API signature of a request: the
+/// HMAC-SHA256 of [`pusher_string_to_sign`], fed to the MAC piece by piece
+/// rather than built. `params` (without `auth_signature`) are sorted.
+pub fn pusher_signature_matches<K, V>(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    params: &mut [(K, V)],
+    claimed: &str,
+) -> bool
+where
+    K: AsRef<str> + Ord,
+    V: AsRef<str> + Ord,
+{
+    params.sort();
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    for piece in [method, "\n", path, "\n"] {
+        mac.update(piece.as_bytes());
+    }
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            mac.update(b"&");
+        }
+        mac.update(k.as_ref().as_bytes());
+        mac.update(b"=");
+        mac.update(v.as_ref().as_bytes());
+    }
+    mac_matches_hex(mac, claimed)
 }
 
 /// The Pusher HTTP API's string to sign: `METHOD\nPATH\n` then the query
@@ -111,5 +160,57 @@ mod tests {
     #[test]
     fn md5_of_empty_body() {
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    #[test]
+    fn the_streamed_pusher_signature_is_the_signature_of_the_string_to_sign() {
+        let mut owned = vec![
+            ("auth_version".to_string(), "1.0".to_string()),
+            ("auth_key".to_string(), "k".to_string()),
+            ("body_md5".to_string(), md5_hex(b"{}")),
+            ("auth_timestamp".to_string(), "1700000000".to_string()),
+        ];
+        let to_sign = pusher_string_to_sign("POST", "/apps/a/events", &mut owned);
+        let signature = hmac_sha256_hex(b"secret", to_sign.as_bytes());
+        let mut borrowed: Vec<(&str, &str)> = owned.iter().rev().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(pusher_signature_matches(
+            b"secret",
+            "POST",
+            "/apps/a/events",
+            &mut borrowed,
+            &signature
+        ));
+        assert!(pusher_signature_matches(
+            b"secret",
+            "POST",
+            "/apps/a/events",
+            &mut borrowed,
+            &signature.to_uppercase()
+        ));
+        assert!(!pusher_signature_matches(
+            b"secret",
+            "POST",
+            "/apps/b/events",
+            &mut borrowed,
+            &signature
+        ));
+        assert!(!pusher_signature_matches(
+            b"other",
+            "POST",
+            "/apps/a/events",
+            &mut borrowed,
+            &signature
+        ));
+    }
+
+    #[test]
+    fn hex_comparison_ignores_case_only() {
+        assert!(constant_time_eq_ignore_ascii_case(b"ab09ef", b"AB09EF"));
+        assert!(!constant_time_eq_ignore_ascii_case(b"ab09ef", b"ab09eg"));
+        // '@' (0x40) and '`' (0x60) differ only in the bit lowercasing sets.
+        assert!(!constant_time_eq_ignore_ascii_case(b"@", b"`"));
+        assert!(!constant_time_eq_ignore_ascii_case(b"ab", b"abc"));
+        assert!(md5_matches_hex(b"", "D41D8CD98F00B204E9800998ECF8427E"));
+        assert!(!md5_matches_hex(b"x", "d41d8cd98f00b204e9800998ecf8427e"));
     }
 }
