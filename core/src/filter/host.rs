@@ -278,6 +278,7 @@ impl FilterHost {
             match load_precompiled(&self.engine, mac_key, file) {
                 Ok(component) => {
                     self.cache_hits.inc();
+                    touch(file);
                     self.remember(key.clone(), &component);
                     return Ok((component, key));
                 }
@@ -312,7 +313,18 @@ impl FilterHost {
             .expect("compiled lock is never held across a panic");
         let before = compiled.len();
         compiled.retain(|key, _| in_use.contains(key.as_str()));
-        before - compiled.len()
+        let forgotten = before - compiled.len();
+        drop(compiled);
+        if let Some(dir) = &self.cache_dir {
+            let removed = prune_cache(dir, in_use, CACHE_KEEP_UNUSED);
+            if removed > 0 {
+                tracing::debug!(
+                    removed,
+                    "compiled filters unused for a week were removed from the cache"
+                );
+            }
+        }
+        forgotten
     }
 
     fn remember(&self, key: String, component: &Component) {
@@ -403,6 +415,52 @@ const CACHE_KEY_FILE: &str = "cache.key";
 /// paged in as used), and `KEY.cwasm.mac`, its HMAC-SHA256 with the cache
 /// key.
 const MAC_LEN: usize = 32;
+
+/// How long a compiled filter no app uses stays in the on-disk cache (a
+/// rollback to last week's filter loads without compiling); entries in use
+/// are kept, and their age counts from their last load.
+const CACHE_KEEP_UNUSED: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Marks a cache entry as used now (its age is its time since last use).
+fn touch(file: &Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(file)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(error) = touched {
+        tracing::debug!(file = %file.display(), %error, "cannot mark a cached filter as used");
+    }
+}
+
+/// Removes the cache entries (component and MAC) whose key is not in use
+/// and that were last used longer than `keep` ago; returns how many.
+fn prune_cache(dir: &Path, in_use: &std::collections::HashSet<&str>, keep: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".cwasm"))
+        else {
+            continue;
+        };
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok());
+        if in_use.contains(key) || age.is_none_or(|age| age < keep) {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            let _ = std::fs::remove_file(mac_file(&path));
+            removed += 1;
+        }
+    }
+    removed
+}
 
 /// The MAC file of a cache entry.
 fn mac_file(file: &Path) -> PathBuf {
@@ -966,6 +1024,45 @@ mod tests {
         assert_eq!(host.forget_unused(&in_use), 1);
         assert_eq!(host.forget_unused(&in_use), 0);
         assert!(host.compiled.lock().unwrap().contains_key("a"));
+    }
+
+    #[test]
+    fn the_disk_cache_drops_entries_unused_for_longer_than_it_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let week_ago = std::time::SystemTime::now() - CACHE_KEEP_UNUSED - std::time::Duration::from_secs(60);
+        for (key, modified) in [
+            ("old-unused", week_ago),
+            ("new-unused", std::time::SystemTime::now()),
+            ("old-used", week_ago),
+        ] {
+            let file = dir.path().join(format!("{key}.cwasm"));
+            std::fs::write(&file, "x").unwrap();
+            std::fs::write(mac_file(&file), "m").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+        }
+        std::fs::write(dir.path().join(CACHE_KEY_FILE), "k").unwrap();
+        let in_use = std::collections::HashSet::from(["old-used"]);
+        assert_eq!(prune_cache(dir.path(), &in_use, CACHE_KEEP_UNUSED), 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "cache.key",
+                "new-unused.cwasm",
+                "new-unused.cwasm.mac",
+                "old-used.cwasm",
+                "old-used.cwasm.mac"
+            ]
+        );
     }
 
     #[test]
