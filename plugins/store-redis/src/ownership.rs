@@ -11,6 +11,7 @@
 //! its inbox. Partitions are not moved away from a live owner: they move
 //! when it dies.
 
+use hookline_core::delivery::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -33,12 +34,6 @@ const READ_BLOCK_MS: u64 = 500;
 const CONFIG_SKEW_WAIT: Duration = Duration::from_secs(2);
 /// Pause after a failed Redis call before trying again.
 const RETRY: Duration = Duration::from_millis(200);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Runs the first round and waits for its takeovers (so what this node
 /// owns at start is handed over before it serves), then keeps the leases
