@@ -11,11 +11,11 @@
 //! its inbox. Partitions are not moved away from a live owner: they move
 //! when it dies.
 
-use hookline_core::delivery::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use hookline_core::delivery::now_ms;
 use hookline_core::event::Event;
 use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
 
