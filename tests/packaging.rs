@@ -254,7 +254,7 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = Command::new("podman")
-            .args(["rm", "--force", "--time", "1", &self.name])
+            .args(["rm", "--force", "--volumes", "--time", "1", &self.name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
