@@ -22,7 +22,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -45,18 +44,24 @@ const MIN_TOKEN_LEN: usize = 16;
 
 /// Who may use the admin listener.
 pub struct AdminAccess {
-    /// SHA-256 of the token (compared in constant time, whatever the
-    /// length of the claim); `None`: no token needed (loopback only).
-    token_digest: Option<[u8; 32]>,
+    /// The token's forms; `None`: no token needed (loopback only).
+    token: Option<TokenForms>,
+}
+
+/// What a request may carry instead of the token itself.
+struct TokenForms {
+    /// SHA-256 of the token (claims are hashed too, so they are compared in
+    /// constant time whatever their length).
+    digest: [u8; 32],
     /// The session cookie's value: an HMAC of a fixed text under the token,
     /// so the cookie never holds the token itself.
-    session: Option<String>,
+    session: String,
 }
 
 impl std::fmt::Debug for AdminAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAccess")
-            .field("token", &self.token_digest.map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -95,38 +100,42 @@ impl AdminAccess {
 
     /// No token: anyone who can reach the (loopback) listener.
     pub fn open() -> Self {
-        Self {
-            token_digest: None,
-            session: None,
-        }
+        Self { token: None }
     }
 
     /// Requests must carry `token`.
     pub fn with_token(token: &str) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
-        mac.update(b"hookline admin session v1");
         Self {
-            token_digest: Some(Sha256::digest(token.as_bytes()).into()),
-            session: Some(hex::encode(mac.finalize().into_bytes())),
+            token: Some(TokenForms {
+                digest: Sha256::digest(token.as_bytes()).into(),
+                session: crate::signing::hmac_sha256_hex(token.as_bytes(), b"hookline admin session v1"),
+            }),
         }
     }
 
-    /// Whether the request carries the token (or none is needed).
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let (Some(digest), Some(session)) = (&self.token_digest, &self.session) else {
-            return true;
-        };
-        if let Some(claimed) = bearer(headers) {
+    /// Whether `claimed` is the token (or none is needed).
+    fn token_matches(&self, claimed: &str) -> bool {
+        self.token.as_ref().is_none_or(|token| {
             let claimed: [u8; 32] = Sha256::digest(claimed.as_bytes()).into();
-            return bool::from(claimed.ct_eq(digest));
+            bool::from(claimed.ct_eq(&token.digest))
+        })
+    }
+
+    /// Whether the request carries the token, as a bearer or as the session
+    /// cookie (or none is needed).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else { return true };
+        match bearer(headers) {
+            Some(claimed) => self.token_matches(claimed),
+            None => cookie(headers, COOKIE)
+                .is_some_and(|claimed| bool::from(claimed.as_bytes().ct_eq(token.session.as_bytes()))),
         }
-        cookie(headers, COOKIE).is_some_and(|claimed| bool::from(claimed.as_bytes().ct_eq(session.as_bytes())))
     }
 
     /// Why a request is refused before its route runs, if it is.
     fn refusal(&self, method: &Method, headers: &HeaderMap) -> Option<Refused> {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        if self.token_digest.is_none() && !is_loopback_host(host) {
+        let host = host(headers);
+        if self.token.is_none() && !is_loopback_host(host) {
             return Some(Refused::Forbidden(format!(
                 "the admin listener has no token, so it answers only to a loopback host name, not {host:?}; \
                  browse to http://127.0.0.1:PORT/, or set admin.token"
@@ -147,6 +156,10 @@ impl AdminAccess {
 enum Refused {
     Unauthorized,
     Forbidden(String),
+}
+
+fn host(headers: &HeaderMap) -> &str {
+    headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -209,7 +222,10 @@ pub(crate) fn router(engine: Arc<Engine>, access: Arc<AdminAccess>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(access.clone(), guard));
     Router::new()
         .merge(guarded)
-        .route("/api/v1/openapi.json", get(openapi))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { asset("application/json", OPENAPI) }),
+        )
         .route("/login", post(login))
         // Browsers ask for it; there is none (and the CSP allows no data: icon).
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -295,14 +311,9 @@ fn api_error(status: StatusCode, message: &str) -> Response {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
 /// The login form's post: the token, checked, becomes the session cookie.
 async fn login(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if from_another_site(&headers, host) {
+    if from_another_site(&headers, host(&headers)) {
         return api_error(StatusCode::FORBIDDEN, "log in from the status page itself");
     }
     let token = url::form_urlencoded::parse(&body)
@@ -310,21 +321,20 @@ async fn login(State(state): State<AdminState>, headers: HeaderMap, body: Bytes)
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     let access = &state.access;
-    let Some(session) = &access.session else {
+    let Some(forms) = &access.token else {
         return redirect_home(None);
     };
-    let mut with_token = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        with_token.insert(header::AUTHORIZATION, value);
-    }
-    if !access.admits(&with_token) {
+    if !access.token_matches(&token) {
         tracing::warn!(target: "hookline::audit", via = "page", "admin login refused: wrong token");
         return html(
             StatusCode::UNAUTHORIZED,
             crate::status_page::login(Some("That is not the admin token.")),
         );
     }
-    redirect_home(Some(format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict")))
+    redirect_home(Some(format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        forms.session
+    )))
 }
 
 fn redirect_home(cookie: Option<String>) -> Response {
@@ -788,7 +798,7 @@ mod tests {
     #[test]
     fn the_token_is_taken_as_a_bearer_or_as_the_session_cookie_and_nothing_else() {
         let access = AdminAccess::with_token("a-long-enough-admin-token");
-        let session = access.session.clone().unwrap();
+        let session = access.token.as_ref().unwrap().session.clone();
         let host = ("host", "10.0.0.1:7079");
         assert!(
             access
@@ -842,7 +852,7 @@ mod tests {
     #[test]
     fn changes_from_another_site_are_refused_even_with_the_cookie() {
         let access = AdminAccess::with_token("a-long-enough-admin-token");
-        let cookie = format!("{COOKIE}={}", access.session.clone().unwrap());
+        let cookie = format!("{COOKIE}={}", access.token.as_ref().unwrap().session);
         let host = ("host", "127.0.0.1:7079");
         let cross = headers(&[host, ("cookie", &cookie), ("origin", "https://evil.example")]);
         assert!(matches!(
