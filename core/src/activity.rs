@@ -7,7 +7,7 @@
 //! recording an outcome is a lock and two increments.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
@@ -131,10 +131,43 @@ pub struct LastError {
     pub reason: String,
 }
 
+/// A webhook's circuit breaker state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    /// Delivering.
+    Closed = 0,
+    /// One probe may go out.
+    HalfOpen = 1,
+    /// Resting after failures.
+    Open = 2,
+}
+
+impl Circuit {
+    /// Its name, as the API gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::HalfOpen => "half_open",
+            Circuit::Open => "open",
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Circuit::HalfOpen,
+            2 => Circuit::Open,
+            _ => Circuit::Closed,
+        }
+    }
+}
+
 /// One webhook lane's activity, written by the lane, read by the admin API.
 #[derive(Debug, Default)]
 pub struct WebhookActivity {
     in_flight: AtomicUsize,
+    /// A [`Circuit`].
+    circuit: AtomicU8,
     outcomes: Mutex<Outcomes>,
 }
 
@@ -149,6 +182,8 @@ struct Outcomes {
 /// A webhook's activity at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivityView {
+    /// The circuit breaker's state.
+    pub circuit: Circuit,
     /// Attempts being made now.
     pub in_flight: usize,
     /// When the last batch was delivered (ms since the Unix epoch).
@@ -173,9 +208,10 @@ impl ActivityView {
 }
 
 impl WebhookActivity {
-    /// The lane's attempts in flight now.
-    pub(crate) fn set_in_flight(&self, n: usize) {
-        self.in_flight.store(n, Ordering::Relaxed);
+    /// The lane's attempts in flight and circuit now.
+    pub(crate) fn set_lane(&self, in_flight: usize, circuit: Circuit) {
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+        self.circuit.store(circuit as u8, Ordering::Relaxed);
     }
 
     /// A batch was delivered.
@@ -203,6 +239,7 @@ impl WebhookActivity {
         let now = now_s();
         let mut outcomes = self.lock();
         ActivityView {
+            circuit: Circuit::from_u8(self.circuit.load(Ordering::Relaxed)),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             last_success_ms: outcomes.last_success_ms,
             last_error: outcomes.last_error.clone(),

@@ -430,9 +430,6 @@ pub struct WebhookView {
     pub kind: &'static str,
     /// The target, redacted.
     pub target: String,
-    /// `closed` (delivering), `open` (resting after failures) or
-    /// `half_open` (probing).
-    pub circuit: &'static str,
     /// Deliveries not finished (waiting, retrying or in flight).
     pub pending: usize,
     /// Age of the oldest of them (ms), if any.
@@ -445,7 +442,6 @@ pub struct WebhookView {
 /// Builds `GET /api/v1/status`.
 pub fn status_view(engine: &Engine) -> StatusView {
     let status = engine.status();
-    let backlogged = engine.dispatcher().backlogged();
     let (mut delivered, mut failed) = (Rate::default(), Rate::default());
     let snapshot = engine.registry().snapshot();
     let mut webhooks = 0;
@@ -474,7 +470,7 @@ pub fn status_view(engine: &Engine) -> StatusView {
             backend: status.ownership.backend.to_string(),
             health: status.store,
             backlog_bytes: status.backlog_bytes,
-            pending_deliveries: backlogged.values().map(|b| b.deliveries).sum(),
+            pending_deliveries: engine.dispatcher().pending_count(),
             oldest_pending_age_ms: engine.dispatcher().oldest_pending_ms().map(|at| now.saturating_sub(at)),
             dead_letters: engine.store().dead_letter_count(),
             ownership: status.ownership,
@@ -504,20 +500,10 @@ pub fn app_views(engine: &Engine) -> Vec<AppView> {
                         .get(&(app.id.clone(), webhook.id.clone()))
                         .copied()
                         .unwrap_or_default();
-                    let labels = crate::metrics::WebhookLabels {
-                        app: app.id.to_string(),
-                        webhook: webhook.log_id.to_string(),
-                    };
-                    let circuit = match engine.metrics().circuit_state.get_or_create(&labels).get() {
-                        1 => "half_open",
-                        2 => "open",
-                        _ => "closed",
-                    };
                     WebhookView {
                         id: webhook.log_id.to_string(),
                         kind: webhook.kind,
                         target: webhook.sink.describe(),
-                        circuit,
                         pending: queued.deliveries,
                         oldest_pending_age_ms: queued.oldest_accepted_ms.map(|at| now.saturating_sub(at)),
                         activity: engine

@@ -9,6 +9,7 @@
 
 use std::fmt::Write;
 
+use crate::activity::Circuit;
 use crate::admin_http::{AppView, LetterPage, StatusView, WebhookView};
 
 /// The page's stylesheet.
@@ -112,7 +113,10 @@ fn summary(page: &mut String, s: &StatusView) {
 fn health(w: &WebhookView) -> (&'static str, String) {
     let last_ok = w.activity.last_success_ms.unwrap_or(0);
     match &w.activity.last_error {
-        _ if w.circuit != "closed" => ("failing", format!("circuit {}", w.circuit.replace('_', "-"))),
+        _ if w.activity.circuit != Circuit::Closed => (
+            "failing",
+            format!("circuit {}", w.activity.circuit.name().replace('_', "-")),
+        ),
         Some(error) if error.at_ms >= last_ok => {
             let status = error.status.map(|s| format!("{s}: ")).unwrap_or_default();
             ("failing", format!("{status}{}", error.reason))
@@ -145,7 +149,7 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
                 kind = w.kind,
                 target = escape(&w.target),
                 why = escape(&why),
-                circuit = w.circuit,
+                circuit = w.activity.circuit.name(),
                 pending = w.pending,
                 oldest = w.oldest_pending_age_ms.map(duration).unwrap_or_else(|| "-".into()),
                 in_flight = w.activity.in_flight,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
+use crate::activity::Circuit;
 use crate::settings::DeliverySettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,11 +122,16 @@ impl Breaker {
 
     fn set(&mut self, state: State) {
         self.state = state;
-        self.gauge.set(match state {
-            State::Closed => 0,
-            State::HalfOpen => 1,
-            State::Open { .. } => 2,
-        });
+        self.gauge.set(self.circuit() as i64);
+    }
+
+    /// The state as the admin API and the gauge give it.
+    pub(crate) fn circuit(&self) -> Circuit {
+        match self.state {
+            State::Closed => Circuit::Closed,
+            State::HalfOpen => Circuit::HalfOpen,
+            State::Open { .. } => Circuit::Open,
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub(crate) async fn run(
 
     loop {
         start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker);
-        activity.set_in_flight(in_flight.len());
+        activity.set_lane(in_flight.len(), breaker.circuit());
         if !open && ready.is_empty() && waiting.is_empty() && in_flight.is_empty() {
             return;
         }
@@ -270,7 +270,7 @@ async fn failed(
             for mut half in halves {
                 ctx.metrics.queue_depth.inc();
                 ctx.backlog.add(half.backlog_bytes);
-                ctx.track(&half);
+                ctx.track(&half, super::lane_key(&half));
                 ctx.hold(&mut half);
                 ready.push_front(half);
             }

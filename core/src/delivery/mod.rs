@@ -162,7 +162,7 @@ impl Delivery {
 
 impl LaneContext {
     /// Counts a delivery as pending until it finishes.
-    pub(crate) fn track(&self, delivery: &Delivery) {
+    pub(crate) fn track(&self, delivery: &Delivery, lane: LaneKey) {
         self.pending
             .lock()
             .expect("pending lock is never held across a panic")
@@ -170,7 +170,7 @@ impl LaneContext {
                 delivery.record.key,
                 Pending {
                     accepted_ms: delivery.record.accepted_ms,
-                    lane: lane_key(delivery),
+                    lane,
                 },
             );
     }
@@ -310,9 +310,9 @@ impl LaneContext {
 }
 
 /// A lane: app id and webhook id.
-type LaneKey = (Arc<str>, Arc<str>);
+pub(crate) type LaneKey = (Arc<str>, Arc<str>);
 
-fn lane_key(delivery: &Delivery) -> LaneKey {
+pub(crate) fn lane_key(delivery: &Delivery) -> LaneKey {
     (Arc::from(delivery.record.app_id.as_str()), delivery.webhook.id.clone())
 }
 
@@ -363,8 +363,8 @@ impl Dispatcher {
     pub fn dispatch(&self, delivery: Delivery) {
         self.ctx.metrics.queue_depth.inc();
         self.ctx.backlog.add(delivery.backlog_bytes);
-        self.ctx.track(&delivery);
         let key = lane_key(&delivery);
+        self.ctx.track(&delivery, key.clone());
         let mut lanes = self.lanes.lock().expect("lanes lock is never held across a panic");
         let sender = lanes.entry(key.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -412,12 +412,21 @@ impl Dispatcher {
 
     /// What a webhook's lane has been doing; `None` before its first
     /// delivery.
-    pub fn activity(&self, app_id: &str, webhook_id: &str) -> Option<Arc<WebhookActivity>> {
+    pub fn activity(&self, app_id: &Arc<str>, webhook_id: &Arc<str>) -> Option<Arc<WebhookActivity>> {
         let activity = self
             .activity
             .lock()
             .expect("activity lock is never held across a panic");
-        activity.get(&(Arc::from(app_id), Arc::from(webhook_id))).cloned()
+        activity.get(&(app_id.clone(), webhook_id.clone())).cloned()
+    }
+
+    /// Deliveries dispatched and not finished.
+    pub fn pending_count(&self) -> usize {
+        self.ctx
+            .pending
+            .lock()
+            .expect("pending lock is never held across a panic")
+            .len()
     }
 
     /// Every webhook's unfinished deliveries, by (app id, webhook id): one
