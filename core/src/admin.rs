@@ -125,6 +125,9 @@ pub struct AdminResponse {
     pub refused: Vec<String>,
     /// Replays are queued in the store for the next start (no daemon ran).
     pub queued_for_next_start: bool,
+    /// The failure is that no dead letter has the id asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_found: bool,
 }
 
 impl AdminResponse {
@@ -183,13 +186,16 @@ pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse 
         Ok(letters) => letters,
         Err(error) => return AdminResponse::failed(error.to_string()),
     };
-    let pick = |selector: &Selector| -> Result<Vec<DeadLetter>, String> {
+    let pick = |selector: &Selector| -> Result<Vec<DeadLetter>, AdminResponse> {
         match selector {
             Selector::Id(id) => match letters.iter().find(|l| l.record.batch_id == *id) {
                 Some(letter) => Ok(vec![letter.clone()]),
-                None => Err(format!(
-                    "no dead letter has id {id:?}; `hookline dlq list` shows the ids"
-                )),
+                None => Err(AdminResponse {
+                    not_found: true,
+                    ..AdminResponse::failed(format!(
+                        "no dead letter has id {id:?}; `hookline dlq list` shows the ids"
+                    ))
+                }),
             },
             Selector::App(_) | Selector::All => Ok(letters.clone()),
         }
@@ -204,12 +210,12 @@ pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse 
                 letters: found.iter().map(DeadLetterView::from).collect(),
                 ..AdminResponse::default()
             },
-            Err(error) => AdminResponse::failed(error),
+            Err(not_found) => not_found,
         },
         AdminRequest::Replay { selector } => {
             let response = match pick(&selector) {
                 Ok(found) => replay(ctx, found).await,
-                Err(error) => AdminResponse::failed(error),
+                Err(not_found) => not_found,
             };
             audit(ctx, "replay", &selector, &response);
             response
@@ -226,7 +232,7 @@ pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse 
                         Err(error) => AdminResponse::failed(error.to_string()),
                     }
                 }
-                Err(error) => AdminResponse::failed(error),
+                Err(not_found) => not_found,
             };
             audit(ctx, "purge", &selector, &response);
             response

@@ -636,9 +636,9 @@ async fn list_dead_letters(State(state): State<AdminState>, Query(filter): Query
 
 async fn show_dead_letter(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let response = admin(&state.engine, AdminRequest::Show { id }).await;
-    match response.letters.into_iter().next() {
-        Some(letter) if response.error.is_none() => json(StatusCode::OK, &letter_json(letter)),
-        _ => failed(response.error),
+    match response.letters.first() {
+        Some(letter) if response.error.is_none() => json(StatusCode::OK, &letter_json(letter.clone())),
+        _ => failed(&response),
     }
 }
 
@@ -711,19 +711,18 @@ async fn admin(engine: &Engine, request: AdminRequest) -> AdminResponse {
     crate::admin::handle(&ctx, request).await
 }
 
-fn failed(error: Option<String>) -> Response {
-    let message = error.unwrap_or_else(|| "not found".to_string());
-    let status = if message.starts_with("no dead letter has id") {
+fn failed(response: &AdminResponse) -> Response {
+    let status = if response.not_found {
         StatusCode::NOT_FOUND
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    api_error(status, &message)
+    api_error(status, response.error.as_deref().unwrap_or("not found"))
 }
 
 fn done(response: AdminResponse) -> Response {
     if response.error.is_some() {
-        return failed(response.error);
+        return failed(&response);
     }
     let status = if response.refused.is_empty() {
         StatusCode::OK
