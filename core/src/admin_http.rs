@@ -547,8 +547,8 @@ pub(crate) struct LetterFilter {
 /// A page of dead letters.
 #[derive(Debug, Serialize)]
 pub(crate) struct LetterPage {
-    /// The letters, oldest first.
-    pub(crate) dead_letters: Vec<serde_json::Value>,
+    /// The letters, oldest first, as the API shows them (without events).
+    pub(crate) dead_letters: Vec<DeadLetterView>,
     /// How many match the filters, on every page.
     pub(crate) total: usize,
     /// Pass as `cursor` for the next page; `null` on the last.
@@ -558,20 +558,24 @@ pub(crate) struct LetterPage {
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-/// A dead letter as the API shows it: its webhook redacted, its events (when
-/// read) as `payload`.
-fn letter_json(view: DeadLetterView) -> serde_json::Value {
-    let events: Option<serde_json::Value> = (!view.events_json.is_empty()).then(|| {
-        serde_json::from_str(&view.events_json).unwrap_or(serde_json::Value::String(view.events_json.clone()))
-    });
-    let mut value = serde_json::to_value(DeadLetterView {
+/// A dead letter as the API shows it: its webhook redacted like the logs.
+fn shown(view: DeadLetterView) -> DeadLetterView {
+    DeadLetterView {
         webhook_id: hookline_sink_api::redact_for_logs(&view.webhook_id),
-        events_json: String::new(),
         ..view
-    })
-    .expect("dead letters serialise");
-    if let (Some(events), serde_json::Value::Object(map)) = (events, &mut value) {
-        map.insert("payload".to_string(), events);
+    }
+}
+
+/// One dead letter with its events, as `payload` (JSON, not text).
+fn letter_json(view: DeadLetterView) -> serde_json::Value {
+    let mut view = shown(view);
+    let events = std::mem::take(&mut view.events_json);
+    let mut value = serde_json::to_value(view).expect("dead letters serialise");
+    if let serde_json::Value::Object(map) = &mut value
+        && !events.is_empty()
+    {
+        let payload = serde_json::from_str(&events).unwrap_or(serde_json::Value::String(events));
+        map.insert("payload".to_string(), payload);
     }
     value
 }
@@ -587,15 +591,13 @@ pub(crate) async fn dead_letter_page(
             ..DeadLetterQuery::default()
         })
         .await?;
+    let reason = filter.reason.as_deref().map(str::to_lowercase);
     letters.retain(|l| {
         let webhook_ok = filter
             .webhook
             .as_deref()
             .is_none_or(|w| l.record.webhook_id == w || hookline_sink_api::redact_for_logs(&l.record.webhook_id) == w);
-        let reason_ok = filter
-            .reason
-            .as_deref()
-            .is_none_or(|r| l.reason.to_lowercase().contains(&r.to_lowercase()));
+        let reason_ok = reason.as_deref().is_none_or(|r| l.reason.to_lowercase().contains(r));
         webhook_ok && reason_ok
     });
     letters.sort_by_key(|l| l.record.key);
@@ -611,7 +613,7 @@ pub(crate) async fn dead_letter_page(
         dead_letters: rest
             .iter()
             .take(limit)
-            .map(|l| letter_json(DeadLetterView::from(l)))
+            .map(|l| shown(DeadLetterView::from(l)))
             .collect(),
         total,
         next,

@@ -236,9 +236,7 @@ fn dead_letters(page: &mut String, letters: Result<LetterPage, String>) {
          <th>Attempts</th><th>Last status</th><th>Died</th><th>Reason</th><th></th></tr></thead><tbody>",
     );
     for letter in &letters.dead_letters {
-        let text = |key: &str| letter.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let number = |key: &str| letter.get(key).and_then(|v| v.as_u64());
-        let id = escape(&text("id"));
+        let id = escape(&letter.id);
         let _ = write!(
             page,
             "<tr data-id=\"{id}\"><td><code>{id}</code></td><td>{app}</td><td>{webhook}</td><td>{events}</td>\
@@ -246,13 +244,13 @@ fn dead_letters(page: &mut String, letters: Result<LetterPage, String>) {
              <td><button data-action=\"POST\" data-url=\"/api/v1/dead-letters/{id}/replay\" class=\"replay\">Replay</button> \
              <button data-action=\"DELETE\" data-url=\"/api/v1/dead-letters/{id}\" class=\"purge danger\" \
              data-confirm=\"Purge dead letter {id}?\">Purge</button></td></tr>",
-            app = escape(&text("app_id")),
-            webhook = escape(&text("webhook_id")),
-            events = number("events").unwrap_or(0),
-            attempts = number("attempts").unwrap_or(0),
-            status = number("last_status").map_or("-".to_string(), |s| s.to_string()),
-            died = number("dead_at_ms").map_or_else(String::new, ago),
-            reason = escape(&text("reason")),
+            app = escape(&letter.app_id),
+            webhook = escape(&letter.webhook_id),
+            events = letter.events,
+            attempts = letter.attempts,
+            status = letter.last_status.map_or("-".to_string(), |s| s.to_string()),
+            died = ago(letter.dead_at_ms),
+            reason = escape(&letter.reason),
         );
     }
     page.push_str("</tbody></table></section>");
