@@ -474,9 +474,9 @@ impl Engine {
                 .accept(&app.id, &app.fingerprint, &events)
                 .await
                 .map_err(|e| Refusal::Store(e.to_string()))?;
+            engine.ingested.add(u32::try_from(events.len()).unwrap_or(u32::MAX));
             // Events for another node's partition are its to batch (and to
             // count in its backlog).
-            engine.ingested.add(u32::try_from(events.len()).unwrap_or(u32::MAX));
             if let Accepted::Here(ticket) = accepted {
                 engine.backlog.add(bytes);
                 engine.batchers.push(app, events, ticket, 0, Some(permit));
