@@ -22,20 +22,29 @@ struct Done {
 /// Sends `request` to the admin API at `base` and answers as the socket
 /// would.
 pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest) -> Result<AdminResponse> {
-    let base = base.trim_end_matches('/');
+    let root = reqwest::Url::parse(base)
+        .ok()
+        .filter(|url| !url.cannot_be_a_base())
+        .with_context(|| format!("--url {base:?} is not an http(s) URL, e.g. http://host:7079"))?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .context("cannot set up an HTTP client")?;
-    let call = |method: reqwest::Method, path: String| {
-        let mut builder = client.request(method, format!("{base}{path}"));
+    // `/api/v1/dead-letters/SEGMENTS…` under the URL given, each segment
+    // percent-encoded by `url` (an id typed by hand may hold anything).
+    let call = |method: reqwest::Method, segments: &[&str]| {
+        let mut url = root.clone();
+        url.path_segments_mut()
+            .expect("checked: the URL can be a base")
+            .pop_if_empty()
+            .extend(["api", "v1", "dead-letters"])
+            .extend(segments);
+        let mut builder = client.request(method, url);
         if let Some(token) = token {
             builder = builder.bearer_auth(token);
         }
         builder
     };
-    let letters = "/api/v1/dead-letters";
-    let id_path = |id: &str| format!("{letters}/{}", encode(id));
     let body = |selector: &Selector| match selector {
         Selector::App(app) => serde_json::json!({ "app": app }),
         _ => serde_json::json!({ "all": true }),
@@ -48,7 +57,7 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
                 let mut query = vec![("limit", "500".to_string())];
                 query.extend(app.clone().map(|a| ("app", a)));
                 query.extend(cursor.clone().map(|c| ("cursor", c)));
-                let page: Page = read(call(reqwest::Method::GET, letters.to_string()).query(&query), base).await?;
+                let page: Page = read(call(reqwest::Method::GET, &[]).query(&query), base).await?;
                 response.letters.extend(page.dead_letters);
                 match page.next {
                     Some(next) => cursor = Some(next),
@@ -57,7 +66,7 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             }
         }
         AdminRequest::Show { id } => {
-            let mut letter: serde_json::Value = read(call(reqwest::Method::GET, id_path(id)), base).await?;
+            let mut letter: serde_json::Value = read(call(reqwest::Method::GET, &[id]), base).await?;
             // The API gives the events as `payload`; the socket as text.
             let events = letter
                 .as_object_mut()
@@ -72,12 +81,12 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
         AdminRequest::Replay { selector } | AdminRequest::Purge { selector } => {
             let replay = matches!(request, AdminRequest::Replay { .. });
             let builder = match (selector, replay) {
-                (Selector::Id(id), true) => call(reqwest::Method::POST, format!("{}/replay", id_path(id))),
-                (Selector::Id(id), false) => call(reqwest::Method::DELETE, id_path(id)),
-                (selector, true) => call(reqwest::Method::POST, format!("{letters}/replay"))
+                (Selector::Id(id), true) => call(reqwest::Method::POST, &[id, "replay"]),
+                (Selector::Id(id), false) => call(reqwest::Method::DELETE, &[id]),
+                (selector, true) => call(reqwest::Method::POST, &["replay"])
                     .header("content-type", "application/json")
                     .body(body(selector).to_string()),
-                (selector, false) => call(reqwest::Method::POST, format!("{letters}/purge"))
+                (selector, false) => call(reqwest::Method::POST, &["purge"])
                     .header("content-type", "application/json")
                     .body(body(selector).to_string()),
             };
@@ -111,16 +120,4 @@ async fn read<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuilder, 
         );
     }
     bail!("the admin API answered {status}: {error}")
-}
-
-/// A path segment, percent-encoded (batch ids are `[0-9a-f.-]`, but an id
-/// typed by hand may hold anything).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
