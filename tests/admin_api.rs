@@ -503,23 +503,11 @@ async fn dead_letters_page_filter_replay_and_purge_with_an_audit_line_each() {
             .all(|l| l["app_id"] == "a")
     );
     // Through the CLI from "another host": the API, not the socket.
-    let output = std::process::Command::new(hookline_bin())
-        .args(["dlq", "list", "--json", "--url"])
-        .arg(format!("http://{}", daemon.admin.unwrap()))
-        .env("HOOKLINE_ADMIN_TOKEN", TOKEN)
-        .current_dir(apps.path())
-        .output()
-        .unwrap();
+    let output = dlq_through_the_api(&daemon, TOKEN, &["list", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(listed["letters"].as_array().unwrap().len(), 4);
-    let output = std::process::Command::new(hookline_bin())
-        .args(["dlq", "purge", "--all", "--url"])
-        .arg(format!("http://{}", daemon.admin.unwrap()))
-        .env("HOOKLINE_ADMIN_TOKEN", "the-wrong-token-entirely")
-        .current_dir(apps.path())
-        .output()
-        .unwrap();
+    let output = dlq_through_the_api(&daemon, "the-wrong-token-entirely", &["purge", "--all"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("refused the token"));
     let (status, done) = api
@@ -540,6 +528,22 @@ async fn dead_letters_page_filter_replay_and_purge_with_an_audit_line_each() {
         "{}",
         audits[0]
     );
+}
+
+/// `hookline dlq ARGS --url` against `daemon`'s admin API, with `token` in
+/// `HOOKLINE_ADMIN_TOKEN`, from a directory with no data directory (so the
+/// admin socket cannot be what answers).
+fn dlq_through_the_api(daemon: &Daemon, token: &str, args: &[&str]) -> std::process::Output {
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::process::Command::new(hookline_bin())
+        .arg("dlq")
+        .args(args)
+        .arg("--url")
+        .arg(format!("http://{}", daemon.admin.unwrap()))
+        .env("HOOKLINE_ADMIN_TOKEN", token)
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap()
 }
 
 #[tokio::test]
