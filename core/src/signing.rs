@@ -56,16 +56,11 @@ pub fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     diff.ct_eq(&0).into()
 }
 
-/// Whether `claimed` is the Pusher HTTP API signature of a request: the
-/// HMAC-SHA256 of [`pusher_string_to_sign`], fed to the MAC piece by piece
-/// rather than built. `params` (without `auth_signature`) are sorted.
-pub fn pusher_signature_matches<K, V>(
-    secret: &[u8],
-    method: &str,
-    path: &str,
-    params: &mut [(K, V)],
-    claimed: &str,
-) -> bool
+/// The Pusher HTTP API's signature of a request, as a MAC ready to finish:
+/// HMAC-SHA256 of `METHOD\nPATH\n` then the query parameters (without
+/// `auth_signature`) sorted by name as `k=v` joined by `&`, fed piece by
+/// piece rather than built as a string. Sorts `params`.
+fn pusher_mac<K, V>(secret: &[u8], method: &str, path: &str, params: &mut [(K, V)]) -> HmacSha256
 where
     K: AsRef<str> + Ord,
     V: AsRef<str> + Ord,
@@ -83,23 +78,23 @@ where
         mac.update(b"=");
         mac.update(v.as_ref().as_bytes());
     }
-    mac_matches_hex(mac, claimed)
+    mac
 }
 
-/// The Pusher HTTP API's string to sign: `METHOD\nPATH\n` then the query
-/// parameters (without `auth_signature`) sorted by name as `k=v` joined by `&`.
-pub fn pusher_string_to_sign(method: &str, path: &str, params: &mut [(String, String)]) -> String {
-    params.sort();
-    let mut out = format!("{method}\n{path}\n");
-    for (i, (k, v)) in params.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
-    }
-    out
+/// Whether `claimed` (hex, any case) is the Pusher HTTP API signature of a
+/// request with these parameters (without `auth_signature`; sorted here).
+pub fn pusher_signature_matches<K, V>(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    params: &mut [(K, V)],
+    claimed: &str,
+) -> bool
+where
+    K: AsRef<str> + Ord,
+    V: AsRef<str> + Ord,
+{
+    mac_matches_hex(pusher_mac(secret, method, path, params), claimed)
 }
 
 /// The signed query string for a `POST` to `path` with `body`, as a Pusher
@@ -125,8 +120,11 @@ pub fn pusher_signed_query_with(
         ("body_md5".to_string(), md5_hex(body)),
     ];
     params.extend(extra);
-    let to_sign = pusher_string_to_sign("POST", path, &mut params);
-    let signature = hmac_sha256_hex(secret.as_bytes(), to_sign.as_bytes());
+    let signature = hex::encode(
+        pusher_mac(secret.as_bytes(), "POST", path, &mut params)
+            .finalize()
+            .into_bytes(),
+    );
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in &params {
         query.append_pair(k, v);
@@ -163,16 +161,20 @@ mod tests {
     }
 
     #[test]
-    fn the_streamed_pusher_signature_is_the_signature_of_the_string_to_sign() {
-        let mut owned = vec![
-            ("auth_version".to_string(), "1.0".to_string()),
-            ("auth_key".to_string(), "k".to_string()),
-            ("body_md5".to_string(), md5_hex(b"{}")),
-            ("auth_timestamp".to_string(), "1700000000".to_string()),
-        ];
-        let to_sign = pusher_string_to_sign("POST", "/apps/a/events", &mut owned);
+    fn the_pusher_signature_is_the_hmac_of_the_sorted_string_to_sign() {
+        let md5 = md5_hex(b"{}");
+        let to_sign =
+            format!("POST\n/apps/a/events\nauth_key=k&auth_timestamp=1700000000&auth_version=1.0&body_md5={md5}");
         let signature = hmac_sha256_hex(b"secret", to_sign.as_bytes());
-        let mut borrowed: Vec<(&str, &str)> = owned.iter().rev().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // Out of order: the signature sorts them.
+        let mut borrowed = vec![
+            ("body_md5", md5.as_str()),
+            ("auth_version", "1.0"),
+            ("auth_timestamp", "1700000000"),
+            ("auth_key", "k"),
+        ];
+        let query = pusher_signed_query("k", "secret", "/apps/a/events", b"{}", 1_700_000_000);
+        assert!(query.ends_with(&format!("auth_signature={signature}")), "{query}");
         assert!(pusher_signature_matches(
             b"secret",
             "POST",
