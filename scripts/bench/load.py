@@ -16,7 +16,9 @@ requests/s, and the daemon's CPU time per accepted event (user + system,
 from /proc). `--filter none,drop-by-channel` adds runs whose webhook has the
 drop-by-channel example filter (built for wasm32-wasip2; it keeps every
 event of this load), so the difference in CPU per event is the filter
-stage's share of the pipeline.
+stage's share of the pipeline; `drop-by-channel-js` (QuickJS) and
+`drop-by-channel-py` (CPython) are the same filter built from JavaScript and
+Python (their SDKs come from scripts/setup-tests.sh).
 
 `--store embedded,redis` adds runs on the Redis store (a redis-server of the
 run's own, AOF with `appendfsync always` under fsync durability), and
@@ -118,12 +120,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def build_filter():
-    """The drop-by-channel example filter, built for wasm32-wasip2."""
-    target = os.path.join(ROOT, "target/wasm")
-    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "-p", "drop-by-channel",
-                    "--target-dir", target], cwd=ROOT, check=True)
-    return os.path.join(target, "wasm32-wasip2/release/drop_by_channel.wasm")
+FILTERS = ("drop-by-channel", "drop-by-channel-js", "drop-by-channel-py")
+
+
+def build_filters(names, out_dir):
+    """The drop-by-channel example filters named, built from source for
+    wasm32-wasip2: `drop-by-channel` (Rust), `-js` (QuickJS) and `-py`
+    (CPython; the JS and Python SDKs come from scripts/setup-tests.sh)."""
+    unknown = [n for n in names if n != "none" and n not in FILTERS]
+    if unknown:
+        raise SystemExit(f"--filter: unknown filter(s) {unknown}; choose from none, {', '.join(FILTERS)}")
+    if not any(n in FILTERS for n in names):
+        return {}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from filter_langs import build  # noqa: E402  (builds all three languages)
+    built = dict(build(out_dir))
+    return {"drop-by-channel": built["rust"], "drop-by-channel-js": built["javascript"],
+            "drop-by-channel-py": built["python"]}
 
 
 def status_mib(pid, field):
@@ -155,7 +168,8 @@ def main():
                         help="off, on, or none (ingest only: the webhook wants none of the events)")
     parser.add_argument("--events", default="1,10", help="events per request")
     parser.add_argument("--filter", default="none",
-                        help="none, drop-by-channel, or both (none,drop-by-channel): the webhook's filter")
+                        help="the webhook's filter, one row each: none, drop-by-channel (Rust), "
+                             "drop-by-channel-js (QuickJS), drop-by-channel-py (CPython), e.g. none,drop-by-channel")
     parser.add_argument("--store", default="embedded", help="embedded, redis, or both (embedded,redis)")
     parser.add_argument("--nodes", default="1", help="daemons per run on the Redis store, e.g. 1,3")
     parser.add_argument("--no-build", action="store_true")
@@ -166,7 +180,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--example", "bare-hyper"],
                        cwd=ROOT, check=True)
     filters = args.filter.split(",")
-    args.filter_wasm = build_filter() if "drop-by-channel" in filters else None
+    wasm_dir = tempfile.mkdtemp(prefix="hookline-load-filters-")
+    args.filter_wasm = build_filters(filters, wasm_dir)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print(f"# machine: {cpu} cores, {os.uname().release}; wrk {args.duration}s per row")
@@ -196,6 +211,7 @@ def main():
         receiver.kill()
         baseline.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(wasm_dir, ignore_errors=True)
     print()
     print("| store | durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
           "| delivered events/s | vs baseline req/s | p50 / p99 latency | CPU per event | peak RSS |")
@@ -235,10 +251,10 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
     os.makedirs(apps)
     webhook = {"url": f"http://{receiver_addr}/hook",
                "event_types": ["member_added" if batching == "none" else "client_event"]}
-    if filt == "drop-by-channel":
+    if filt != "none":
         # The load's channels are private-room-N: the filter looks at every
         # event and keeps them all, so deliveries match the unfiltered runs.
-        webhook["filters"] = [{"wasm": args.filter_wasm, "config": {"channels": ["debug-*"]}}]
+        webhook["filters"] = [{"wasm": args.filter_wasm[filt], "config": {"channels": ["debug-*"]}}]
     with open(os.path.join(apps, "bench.json"), "w") as f:
         json.dump({"id": "bench", "key": "bench-key", "secret": "bench-secret",
                    "batching": {"enabled": batching == "on", "max_wait_ms": 50, "max_events": 100},
