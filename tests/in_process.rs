@@ -15,6 +15,7 @@ use support::*;
 
 /// An engine serving on a loopback port until dropped (or `stop`ped).
 struct Embedded {
+    engine: Arc<Engine>,
     url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<Result<(), std::io::Error>>,
@@ -25,13 +26,17 @@ impl Embedded {
     /// Starts an engine on `apps` (an apps directory) with default settings
     /// but for its directories and in-memory durability.
     async fn start(apps: &AppsDir) -> Self {
+        Self::start_with(apps, Durability::Memory).await
+    }
+
+    async fn start_with(apps: &AppsDir, durability: Durability) -> Self {
         let dirs = tempfile::tempdir().unwrap();
         let settings = Settings {
             apps_dir: apps.path().to_path_buf(),
             data_dir: dirs.path().join("data"),
             watch: false,
             ingest: hookline_core::settings::IngestSettings {
-                durability: Durability::Memory,
+                durability,
                 ..Default::default()
             },
             ..Settings::default()
@@ -45,10 +50,11 @@ impl Embedded {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let served = tokio::spawn(engine.serve(listener, async move {
+        let served = tokio::spawn(engine.clone().serve(listener, async move {
             let _ = stopped.await;
         }));
         Self {
+            engine,
             url,
             stop: Some(stop),
             served,
@@ -136,4 +142,26 @@ async fn a_failed_attempt_is_retried_with_the_same_batch_id() {
         attempts[1].header("x-hookline-batch-id")
     );
     engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_whose_request_is_abandoned_while_they_are_stored_are_still_delivered() {
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+            "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied"]}]}"#,
+    );
+    let embedded = Embedded::start_with(&apps, Durability::Fsync).await;
+    let app = embedded.engine.registry().snapshot().app("a").cloned().unwrap();
+    let body = events_body(&[("channel_occupied", "c")]);
+    let events = hookline_core::event::parse_ingest_body(body.as_bytes()).unwrap().events;
+    // Polled once, the events are queued for the disk; then the request is
+    // dropped (its client gone) before the fsync answers.
+    let mut accepting = Box::pin(embedded.engine.accept(&app, events, "native"));
+    let first_poll = std::future::poll_fn(|cx| std::task::Poll::Ready(accepting.as_mut().poll(cx))).await;
+    assert!(first_poll.is_pending(), "the fsync cannot have answered yet");
+    drop(accepting);
+    let delivered = receiver.wait_for("/h", 1).await;
+    assert_eq!(delivered[0].event_names(), ["channel_occupied"]);
+    embedded.stop().await;
 }

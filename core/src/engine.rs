@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::backlog::IntakePermit;
 use crate::batcher::Batchers;
 use crate::config::{App, AppLoader, EnvLookup, LoadDefaults};
 use crate::delivery::{BatchIds, Dispatcher};
@@ -19,7 +20,7 @@ use crate::registry::{AppRegistry, ReloadReport};
 use crate::settings::Durability;
 use crate::settings::Settings;
 use crate::sinks::SinkRegistry;
-use crate::store::{Accepted, DurableStore, InboxEntry, Owner, Ownership, RecoveredDelivery, SharedStore};
+use crate::store::{Accepted, DurableStore, InboxEntry, InboxTicket, Owner, Ownership, RecoveredDelivery, SharedStore};
 
 /// Why ingest cannot take events right now (answered 503).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -463,29 +464,27 @@ impl Engine {
         }
         let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
         let permit = self.backlog.admit(bytes as usize).await.ok_or(Refusal::Behind)?;
-        // The store queues the write at once, and it cannot be taken back:
-        // storing and batching finish in a task of their own, even if the
-        // request's handler is dropped (its client gone), so the events are
-        // never left in the inbox until the next start.
-        let (engine, app) = (self.clone(), app.clone());
-        let stored = tokio::spawn(async move {
-            let accepted = engine
-                .store
-                .accept(&app.id, &app.fingerprint, &events)
-                .await
-                .map_err(|e| Refusal::Store(e.to_string()))?;
-            engine.ingested.add(u32::try_from(events.len()).unwrap_or(u32::MAX));
-            // Events for another node's partition are its to batch (and to
-            // count in its backlog).
-            if let Accepted::Here(ticket) = accepted {
-                engine.backlog.add(bytes);
-                engine.batchers.push(app, events, ticket, 0, Some(permit));
-            }
-            Ok(())
-        });
-        stored
-            .await
-            .unwrap_or_else(|e| Err(Refusal::Store(format!("storing the events failed: {e}"))))
+        let acceptance = self.store.accept(&app.id, &app.fingerprint, &events);
+        // The store queued the write and cannot take it back. Once stored,
+        // the events go to their batcher; should this request's handler be
+        // dropped first (its client gone), the hand-over does it on drop, so
+        // no event is left in the inbox until the next start.
+        let mut handover = Handover {
+            engine: self,
+            ticket: match acceptance.handed {
+                Accepted::Here(ticket) => Some(ticket),
+                // Another node's partition: its owner batches (and counts
+                // in its backlog).
+                Accepted::ByOwner => None,
+            },
+            batch: Some((app.clone(), events, permit, bytes)),
+        };
+        acceptance.stored.await.map_err(|e| {
+            handover.batch = None;
+            Refusal::Store(e.to_string())
+        })?;
+        handover.finish();
+        Ok(())
     }
 
     /// What `/readyz` shows.
@@ -657,5 +656,38 @@ impl Owner for EngineOwner {
             partition,
             "lost the lease on a partition: another node resumes it; deliveries in flight here may be sent twice"
         );
+    }
+}
+
+/// Hands a request's stored events to their app's batcher: when the
+/// request finishes, or when its handler is dropped before (the store
+/// applies the batcher's later commit after the events' write, so handing
+/// them over early is safe).
+struct Handover<'a> {
+    engine: &'a Arc<Engine>,
+    ticket: Option<InboxTicket>,
+    /// The app, its events, their intake permit and size; taken once
+    /// handed over (or refused).
+    batch: Option<(Arc<App>, Vec<Event>, IntakePermit, u64)>,
+}
+
+impl Handover<'_> {
+    fn finish(&mut self) {
+        let Some((app, events, permit, bytes)) = self.batch.take() else {
+            return;
+        };
+        self.engine
+            .ingested
+            .add(u32::try_from(events.len()).unwrap_or(u32::MAX));
+        if let Some(ticket) = self.ticket {
+            self.engine.backlog.add(bytes);
+            self.engine.batchers.push(app, events, ticket, 0, Some(permit));
+        }
+    }
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -17,6 +17,7 @@
 //! database is reopened, so the writer drops it and reopens it for the next
 //! group: service resumes by itself once the disk has room.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc as std_mpsc;
@@ -29,8 +30,8 @@ use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
 use super::{
-    Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket, Owner,
-    Ownership, Recovered, RecoveredDelivery, Store, StoreError,
+    Acceptance, Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket,
+    Owner, Ownership, Recovered, RecoveredDelivery, Store, StoreError,
 };
 use crate::event::Event;
 
@@ -50,6 +51,9 @@ const MAX_GROUP: usize = 4096;
 /// this many jobs wait for the writer: the queue in front of the disk stays
 /// bounded, and ingest slows to what the disk takes.
 const MAX_UNWRITTEN: usize = 1024;
+
+/// With `durability = "memory"`, how long the busy writer gathers jobs.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// An inbox entry's metadata.
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,6 +140,7 @@ impl DurableStore {
             unwritten: Arc::default(),
             dead_count: Arc::new(AtomicU64::new(dead_letters)),
             failing: Arc::default(),
+            gather: (!wait_for_disk).then_some(GATHER),
         };
         let failing = writer.failing.clone();
         let unwritten = writer.unwritten.clone();
@@ -331,11 +336,36 @@ struct Writer {
     unwritten: Arc<AtomicUsize>,
     dead_count: Arc<AtomicU64>,
     failing: Arc<Mutex<Option<String>>>,
+    /// `durability = "memory"`: while jobs keep coming, gather them for
+    /// this long before each transaction instead of being woken per job.
+    gather: Option<std::time::Duration>,
 }
 
 impl Writer {
     fn run(mut self, jobs: &std_mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
+        let mut busy = false;
+        loop {
+            // Busy and no one waiting on the disk: sleep, then take what
+            // came meanwhile, so senders find no parked thread to wake (a
+            // system call and a context switch each). Idle: block.
+            let first = match self.gather {
+                Some(gather) if busy => {
+                    std::thread::sleep(gather);
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(std_mpsc::TryRecvError::Empty) => {
+                            busy = false;
+                            continue;
+                        }
+                        Err(std_mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+                _ => match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            busy = true;
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match jobs.try_recv() {
@@ -405,6 +435,32 @@ fn unanswered(job: Job) -> Answer {
     }
 }
 
+/// The tickets accepted in `group` whose events are all in deliveries
+/// committed later in the same group: their inbox record would be written
+/// and deleted in one transaction, so it is not written at all.
+fn batched_within(group: &[Job]) -> HashSet<InboxTicket> {
+    let accepted: HashSet<InboxTicket> = group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Accept { ticket, .. } => Some(*ticket),
+            _ => None,
+        })
+        .collect();
+    if accepted.is_empty() {
+        return accepted;
+    }
+    group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Commit(commit, _) => Some(commit.marks.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|mark| mark.complete && accepted.contains(&mark.ticket))
+        .map(|mark| mark.ticket)
+        .collect()
+}
+
 /// Applies a group of jobs in one transaction and commits it (with an
 /// fsync) if any of them wrote. Returns how the number of dead letters
 /// changed.
@@ -413,6 +469,7 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
     txn.set_durability(Durability::Immediate)?;
     let mut wrote = false;
     let mut dead_delta = 0i64;
+    let batched_at_once = batched_within(&group);
     {
         let mut inbox = txn.open_table(INBOX)?;
         let mut deliveries = txn.open_table(DELIVERIES)?;
@@ -428,18 +485,22 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
                     count,
                     reply,
                 } => {
-                    let meta = InboxMeta {
-                        app_id,
-                        count,
-                        consumed: 0,
-                    };
-                    inbox.insert(ticket, encode(&meta, &payload).as_slice())?;
+                    if !batched_at_once.contains(&ticket) {
+                        let meta = InboxMeta {
+                            app_id,
+                            count,
+                            consumed: 0,
+                        };
+                        inbox.insert(ticket, encode(&meta, &payload).as_slice())?;
+                    }
                     Answer::Unit(reply)
                 }
                 Job::Commit(commit, reply) => {
                     for mark in &commit.marks {
                         if mark.complete {
-                            inbox.remove(mark.ticket)?;
+                            if !batched_at_once.contains(&mark.ticket) {
+                                inbox.remove(mark.ticket)?;
+                            }
                             continue;
                         }
                         let Some(value) = inbox.get(mark.ticket)?.map(|v| v.value().to_vec()) else {
@@ -598,16 +659,12 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
 }
 
 impl Store for DurableStore {
-    fn accept<'a>(
-        &'a self,
-        app_id: &'a str,
-        _config: &'a str,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
+    fn accept<'a>(&'a self, app_id: &'a str, _config: &'a str, events: &[Event]) -> Acceptance<'a> {
         let ticket = self.next_ticket.fetch_add(1, AtomicOrdering::Relaxed);
         let payload = crate::event::join_events(events);
         let count = events.len() as u32;
         let app_id = app_id.to_string();
+        let handed = Accepted::Here(ticket);
         if !self.wait_for_disk && self.unwritten.load(AtomicOrdering::Relaxed) < MAX_UNWRITTEN {
             self.send(Job::Accept {
                 ticket,
@@ -616,7 +673,10 @@ impl Store for DurableStore {
                 count,
                 reply: None,
             });
-            return Box::pin(async move { Ok(Accepted::Here(ticket)) });
+            return Acceptance {
+                handed,
+                stored: Box::pin(async { Ok(()) }),
+            };
         }
         let stored = self.ask(|reply| Job::Accept {
             ticket,
@@ -625,7 +685,7 @@ impl Store for DurableStore {
             count,
             reply: Some(reply),
         });
-        Box::pin(async move { stored.await.map(|()| Accepted::Here(ticket)) })
+        Acceptance { handed, stored }
     }
 
     fn first_key(&self) -> DeliveryKey {
@@ -744,8 +804,11 @@ mod tests {
         std::mem::take(&mut *owner.0.lock().unwrap())
     }
 
-    fn ticket(accepted: Accepted) -> InboxTicket {
-        match accepted {
+    /// Accepts `events` and waits until they are stored.
+    async fn accept(store: &DurableStore, events: &[Event]) -> InboxTicket {
+        let acceptance = store.accept("app", "v1", events);
+        acceptance.stored.await.unwrap();
+        match acceptance.handed {
             Accepted::Here(ticket) => ticket,
             Accepted::ByOwner => panic!("the embedded store batches here"),
         }
@@ -782,8 +845,8 @@ mod tests {
             let store = DurableStore::open(dir.path(), true, u64::MAX).unwrap();
             let recovered = recovered(&store).await;
             assert!(recovered.inbox.is_empty() && recovered.deliveries.is_empty());
-            let t1 = ticket(store.accept("app", "v1", &[event(1), event(2)]).await.unwrap());
-            let t2 = ticket(store.accept("app", "v1", &[event(3)]).await.unwrap());
+            let t1 = accept(&store, &[event(1), event(2)]).await;
+            let t2 = accept(&store, &[event(3)]).await;
             let mut r = record(7, r#"{"name":"e","channel":"c1"}"#);
             store
                 .commit(Commit {
@@ -857,6 +920,91 @@ mod tests {
         assert!(store.dead_letters(other_app).await.unwrap().is_empty());
         assert_eq!(store.expire_dead_letters(6).await.unwrap(), 1);
         assert!(store.dead_letters(DeadLetterQuery::default()).await.unwrap().is_empty());
+    }
+
+    fn accept_job(ticket: InboxTicket) -> Job {
+        Job::Accept {
+            ticket,
+            app_id: "app".into(),
+            payload: r#"{"name":"e"}"#.into(),
+            count: 2,
+            reply: None,
+        }
+    }
+
+    fn commit_job(marks: &[(InboxTicket, u32, bool)]) -> Job {
+        let marks = marks
+            .iter()
+            .map(|&(ticket, consumed, complete)| InboxMark {
+                ticket,
+                consumed,
+                complete,
+            })
+            .collect();
+        let commit = Commit {
+            marks,
+            ..Commit::default()
+        };
+        Job::Commit(commit, oneshot::channel().0)
+    }
+
+    #[test]
+    fn only_requests_batched_whole_within_the_group_skip_the_inbox() {
+        let group = [
+            accept_job(1),
+            accept_job(2),
+            accept_job(3),
+            // 1 whole, 2 half; 7 was accepted in an earlier group.
+            commit_job(&[(1, 2, true), (2, 1, false), (7, 2, true)]),
+        ];
+        assert_eq!(batched_within(&group), HashSet::from([1]));
+        assert!(batched_within(&[commit_job(&[(7, 2, true)])]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_batched_in_the_same_transaction_leaves_no_inbox_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Memory durability: nothing waits for the disk, so the accepts
+            // and the commit usually reach the writer together (if they do
+            // not, the records are written and deleted: the outcome is the
+            // same).
+            let store = DurableStore::open(dir.path(), false, u64::MAX).unwrap();
+            recovered(&store).await;
+            let whole = accept(&store, &[event(1), event(2)]).await;
+            let half = accept(&store, &[event(3), event(4)]).await;
+            store
+                .commit(Commit {
+                    marks: vec![
+                        InboxMark {
+                            ticket: whole,
+                            consumed: 2,
+                            complete: true,
+                        },
+                        InboxMark {
+                            ticket: half,
+                            consumed: 1,
+                            complete: false,
+                        },
+                    ],
+                    deliveries: vec![record(1, r#"{"name":"e","channel":"c1"}"#)],
+                    retired: None,
+                })
+                .await
+                .unwrap();
+        }
+        let store = loop {
+            match DurableStore::open(dir.path(), true, u64::MAX) {
+                Ok(opened) => break opened,
+                Err(e) if e.0.contains("in use") => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let recovered = recovered(&store).await;
+        assert_eq!(recovered.inbox.len(), 1, "only the half-batched request is left");
+        assert_eq!(recovered.inbox[0].consumed, 1);
+        assert_eq!(recovered.inbox[0].events.len(), 2);
+        assert_eq!(recovered.deliveries.len(), 1);
     }
 
     #[test]

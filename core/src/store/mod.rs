@@ -202,6 +202,22 @@ pub enum Accepted {
     ByOwner,
 }
 
+/// What [`Store::accept`] answers.
+pub struct Acceptance<'a> {
+    /// Who batches the events.
+    pub handed: Accepted,
+    /// Resolves once the events are stored under the configured durability.
+    pub stored: BoxFuture<'a, Result<(), StoreError>>,
+}
+
+impl std::fmt::Debug for Acceptance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptance")
+            .field("handed", &self.handed)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What this node owns, for `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ownership {
@@ -276,16 +292,18 @@ impl StoreError {
 /// of calls.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Keeps one request's accepted events until deliveries holding them are
-    /// committed. Resolves once they are stored under the configured
-    /// durability.
+    /// committed. Who batches them is known at once ([`Acceptance::handed`]);
+    /// [`Acceptance::stored`] resolves once they are stored under the
+    /// configured durability.
+    ///
+    /// With [`Accepted::Here`], the write is queued before this returns and
+    /// cannot be taken back, and a [`Store::commit`] made after this call is
+    /// applied after it (in the same transaction or a later one): the engine
+    /// relies on it to hand the events to their batcher when the request's
+    /// handler is dropped before `stored` resolves.
     /// `config` is the app's fingerprint here, for a shared store's owner to
     /// compare with its own.
-    fn accept<'a>(
-        &'a self,
-        app_id: &'a str,
-        config: &'a str,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<Accepted, StoreError>>;
+    fn accept<'a>(&'a self, app_id: &'a str, config: &'a str, events: &[Event]) -> Acceptance<'a>;
 
     /// Where this node's delivery keys start: above every key in use (a
     /// shared store gives each node its own range).

@@ -33,7 +33,8 @@ use std::time::Duration;
 use conn::{Conn, Connector};
 use hookline_core::event::Event;
 use hookline_core::store::{
-    Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner, Ownership, Store, StoreError,
+    Acceptance, Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner, Ownership, Store,
+    StoreError,
 };
 use hookline_sink_api::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -317,23 +318,15 @@ fn record_json(record: &DeliveryRecord) -> String {
 }
 
 impl Store for RedisStore {
-    fn accept<'a>(
-        &'a self,
-        app_id: &'a str,
-        config: &'a str,
-        events: &'a [Event],
-    ) -> BoxFuture<'a, Result<Accepted, StoreError>> {
+    fn accept<'a>(&'a self, app_id: &'a str, config: &'a str, events: &[Event]) -> Acceptance<'a> {
         let inner = &self.inner;
         let partition = inner.partition(app_id);
         let payload = hookline_core::event::join_events(events);
         let count = events.len();
-        Box::pin(async move {
-            inner
-                .appender
-                .append(partition, app_id, config, payload, count)
-                .await
-                .map(|()| Accepted::ByOwner)
-        })
+        Acceptance {
+            handed: Accepted::ByOwner,
+            stored: Box::pin(async move { inner.appender.append(partition, app_id, config, payload, count).await }),
+        }
     }
 
     fn first_key(&self) -> DeliveryKey {
