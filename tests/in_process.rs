@@ -152,7 +152,7 @@ async fn events_whose_request_is_abandoned_while_they_are_stored_are_still_deliv
             "webhooks": [{"url": "RECEIVER/h", "event_types": ["channel_occupied"]}]}"#,
     );
     let embedded = Embedded::start_with(&apps, Durability::Fsync).await;
-    let app = embedded.engine.registry().snapshot().app("a").cloned().unwrap();
+    let app = embedded.engine.app("a").unwrap();
     let body = events_body(&[("channel_occupied", "c")]);
     let events = hookline_core::event::parse_ingest_body(body.as_bytes()).unwrap().events;
     // Polled once, the events are queued for the disk; then the request is

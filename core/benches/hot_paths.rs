@@ -14,12 +14,12 @@ use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_ma
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookline_core::batcher::{chunk_to_fit, select_for};
 use hookline_core::config::{AppLoader, LoadDefaults};
-use hookline_core::delivery::render_body;
 use hookline_core::event::join_events;
+use hookline_core::event::render_body;
 use hookline_core::event::{Event, parse_ingest_body};
 use hookline_core::filter::{ChainOutcome, FilterChain, FilterHost, FilterSpec, OnError};
+use hookline_core::fuzzing::bench::{chunk_to_fit, select_for};
 use hookline_core::settings::FilterSettings;
 use hookline_core::settings::Settings;
 use hookline_core::signing::hmac_sha256_hex;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 /// Counts over the last minute (per second) and the last hour (per minute).
 #[derive(Debug, Clone)]
-pub struct RateWindow {
+pub(crate) struct RateWindow {
     seconds: [u32; 60],
     minutes: [u32; 60],
     /// The second (since the Unix epoch) the rings were last moved to.
@@ -48,7 +48,7 @@ impl RateWindow {
     }
 
     /// Counts `n` at `now_s`.
-    pub fn add(&mut self, now_s: u64, n: u32) {
+    pub(crate) fn add(&mut self, now_s: u64, n: u32) {
         self.advance(now_s);
         let s = &mut self.seconds[(now_s % 60) as usize];
         *s = s.saturating_add(n);
@@ -57,26 +57,26 @@ impl RateWindow {
     }
 
     /// The count of the last 60 seconds, this one included.
-    pub fn last_minute(&mut self, now_s: u64) -> u64 {
+    pub(crate) fn last_minute(&mut self, now_s: u64) -> u64 {
         self.advance(now_s);
         self.seconds.iter().map(|&n| u64::from(n)).sum()
     }
 
     /// The count of this minute and the 59 before it.
-    pub fn last_hour(&mut self, now_s: u64) -> u64 {
+    pub(crate) fn last_hour(&mut self, now_s: u64) -> u64 {
         self.advance(now_s);
         self.minutes.iter().map(|&n| u64::from(n)).sum()
     }
 
     /// Per-minute counts of the last hour, oldest first, this minute last.
-    pub fn per_minute(&mut self, now_s: u64) -> Vec<u32> {
+    pub(crate) fn per_minute(&mut self, now_s: u64) -> Vec<u32> {
         self.advance(now_s);
         let this = (now_s / 60) % 60;
         (1..=60).map(|i| self.minutes[((this + i) % 60) as usize]).collect()
     }
 
     /// The counts as the API shows them.
-    pub fn view(&mut self, now_s: u64) -> Rate {
+    pub(crate) fn view(&mut self, now_s: u64) -> Rate {
         Rate {
             last_minute: self.last_minute(now_s),
             last_hour: self.last_hour(now_s),
@@ -86,7 +86,7 @@ impl RateWindow {
 
 /// A count over the last minute and the last hour.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Rate {
+pub(crate) struct Rate {
     /// In the last 60 seconds.
     pub last_minute: u64,
     /// In the last 60 minutes.
@@ -102,16 +102,16 @@ impl std::ops::AddAssign for Rate {
 
 /// A [`RateWindow`] shared between threads.
 #[derive(Debug, Default)]
-pub struct SharedRate(Mutex<RateWindow>);
+pub(crate) struct SharedRate(Mutex<RateWindow>);
 
 impl SharedRate {
     /// Counts `n` now.
-    pub fn add(&self, n: u32) {
+    pub(crate) fn add(&self, n: u32) {
         self.lock().add(now_s(), n);
     }
 
     /// The counts now.
-    pub fn view(&self) -> Rate {
+    pub(crate) fn view(&self) -> Rate {
         self.lock().view(now_s())
     }
 
@@ -122,7 +122,7 @@ impl SharedRate {
 
 /// The last failed attempt of a webhook.
 #[derive(Debug, Clone, Serialize)]
-pub struct LastError {
+pub(crate) struct LastError {
     /// When (ms since the Unix epoch).
     pub at_ms: u64,
     /// The status the target answered, if it answered.
@@ -134,7 +134,7 @@ pub struct LastError {
 /// A webhook's circuit breaker state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Circuit {
+pub(crate) enum Circuit {
     /// Delivering.
     Closed = 0,
     /// One probe may go out.
@@ -145,7 +145,7 @@ pub enum Circuit {
 
 impl Circuit {
     /// Its name, as the API gives it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Circuit::Closed => "closed",
             Circuit::HalfOpen => "half_open",
@@ -164,7 +164,7 @@ impl Circuit {
 
 /// One webhook lane's activity, written by the lane, read by the admin API.
 #[derive(Debug, Default)]
-pub struct WebhookActivity {
+pub(crate) struct WebhookActivity {
     in_flight: AtomicUsize,
     /// A [`Circuit`].
     circuit: AtomicU8,
@@ -181,7 +181,7 @@ struct Outcomes {
 
 /// A webhook's activity at one moment.
 #[derive(Debug, Clone, Serialize)]
-pub struct ActivityView {
+pub(crate) struct ActivityView {
     /// The circuit breaker's state.
     pub circuit: Circuit,
     /// Attempts being made now.
@@ -202,7 +202,7 @@ pub struct ActivityView {
 
 impl ActivityView {
     /// The view of a webhook that has not delivered anything yet.
-    pub fn idle() -> Self {
+    pub(crate) fn idle() -> Self {
         WebhookActivity::default().view()
     }
 }
@@ -235,7 +235,7 @@ impl WebhookActivity {
     }
 
     /// The activity now.
-    pub fn view(&self) -> ActivityView {
+    pub(crate) fn view(&self) -> ActivityView {
         let now = now_s();
         let mut outcomes = self.lock();
         ActivityView {

@@ -4,8 +4,8 @@
 //! The socket is `DATA_DIR/admin.sock`, a Unix socket only the daemon's
 //! user can reach (mode 0600). A connection carries one request line and
 //! one answer line, both JSON ([`AdminRequest`], [`AdminResponse`]).
-//! When no daemon runs, the CLI opens the store itself and calls
-//! [`handle`] directly.
+//! When no daemon runs, the CLI opens the store itself and answers through
+//! an [`OfflineAdmin`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +17,9 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::delivery::{Delivery, Dispatcher, now_ms};
 use crate::registry::AppRegistry;
 use crate::store::{AttemptRecord, DeadLetter, DeadLetterQuery, SharedStore};
+
+pub use crate::admin_http::AdminAccess;
+pub use crate::engine::Status;
 
 /// The socket's file name inside the data directory.
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -142,20 +145,71 @@ impl AdminResponse {
 /// What answering a request needs: the store and the current config, and,
 /// inside the daemon, the dispatcher that sends replays at once.
 #[derive(Debug, Clone)]
-pub struct AdminContext {
+pub(crate) struct AdminContext {
     /// The store holding the dead letters.
-    pub store: SharedStore,
+    pub(crate) store: SharedStore,
     /// The current apps (replays go to their webhooks).
-    pub registry: Arc<AppRegistry>,
+    pub(crate) registry: Arc<AppRegistry>,
     /// The daemon's dispatcher; `None` in the CLI, where replays wait in the
     /// store for the next start.
-    pub dispatch: Option<Arc<Dispatcher>>,
+    pub(crate) dispatch: Option<Arc<Dispatcher>>,
     /// Where requests come from, for the audit log: `socket`, `api`, `cli`.
-    pub via: &'static str,
+    pub(crate) via: &'static str,
+}
+
+/// The admin operations on a store no daemon has open: `hookline dlq`
+/// when no daemon answers on the admin socket.
+#[derive(Debug)]
+pub struct OfflineAdmin {
+    ctx: AdminContext,
+}
+
+impl OfflineAdmin {
+    /// Answers on `store` with the apps of `settings.apps_dir`. With
+    /// `filters`, a replay runs each letter's webhook filters (compiled
+    /// into the data directory's cache) as the daemon would; call
+    /// [`Self::load_apps`] before replaying.
+    pub fn new(
+        settings: &crate::Settings,
+        sinks: crate::sinks::SinkRegistry,
+        env: crate::config::EnvLookup,
+        store: SharedStore,
+        filters: bool,
+    ) -> Result<Self, crate::filter::FilterError> {
+        let filters = filters
+            .then(|| {
+                crate::filter::FilterHost::new(
+                    settings.filters.clone(),
+                    Some(settings.data_dir.join("filter-cache")),
+                    None,
+                )
+            })
+            .transpose()?;
+        let registry = Arc::new(AppRegistry::for_settings(settings, sinks, env, filters));
+        Ok(Self {
+            ctx: AdminContext {
+                store,
+                registry,
+                dispatch: None,
+                via: "cli",
+            },
+        })
+    }
+
+    /// Reads the app files, so a replay goes only to webhooks still
+    /// configured; refused files are in the report.
+    pub async fn load_apps(&self) -> std::io::Result<crate::config::ReloadReport> {
+        self.ctx.registry.reload().await
+    }
+
+    /// Answers `request`.
+    pub async fn handle(&self, request: AdminRequest) -> AdminResponse {
+        handle(&self.ctx, request).await
+    }
 }
 
 /// Answers one request.
-pub async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse {
+pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse {
     // Only what the request needs is read: a listing without events, one
     // letter by id, an app's letters by app.
     let query = match &request {
@@ -289,7 +343,7 @@ async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
 }
 
 /// Listens on `data_dir/admin.sock` until the returned guard is dropped.
-pub fn serve_socket(data_dir: &Path, ctx: AdminContext) -> std::io::Result<SocketGuard> {
+pub(crate) fn serve_socket(data_dir: &Path, ctx: AdminContext) -> std::io::Result<SocketGuard> {
     let path = data_dir.join(ADMIN_SOCKET);
     // A socket left by a daemon that was killed: nobody listens on it.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
@@ -359,7 +413,7 @@ async fn answer(stream: UnixStream, ctx: &AdminContext) -> std::io::Result<()> {
 
 /// Stops the admin socket and removes its file when dropped.
 #[derive(Debug)]
-pub struct SocketGuard {
+pub(crate) struct SocketGuard {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }

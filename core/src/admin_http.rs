@@ -34,7 +34,7 @@ use crate::settings::AdminSettings;
 use crate::store::{DeadLetterQuery, Ownership};
 
 /// The OpenAPI document of this API (checked in at `docs/openapi.json`).
-pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// The session cookie's name.
 const COOKIE: &str = "hookline_admin";
@@ -360,7 +360,7 @@ async fn page(State(state): State<AdminState>) -> Response {
 
 /// `GET /api/v1/status`.
 #[derive(Debug, Clone, Serialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     /// This node's id.
     pub node_id: String,
     /// Hookline's version.
@@ -391,7 +391,7 @@ pub struct StatusView {
 
 /// The store in [`StatusView`].
 #[derive(Debug, Clone, Serialize)]
-pub struct StoreView {
+pub(crate) struct StoreView {
     /// `embedded` or `redis`.
     pub backend: String,
     /// `ok`, or the store's last error while it fails.
@@ -410,7 +410,7 @@ pub struct StoreView {
 
 /// An app in `GET /api/v1/apps`.
 #[derive(Debug, Clone, Serialize)]
-pub struct AppView {
+pub(crate) struct AppView {
     /// Its id.
     pub id: String,
     /// Whether it takes events.
@@ -423,7 +423,7 @@ pub struct AppView {
 
 /// A webhook in [`AppView`]: where it goes and how it is doing.
 #[derive(Debug, Clone, Serialize)]
-pub struct WebhookView {
+pub(crate) struct WebhookView {
     /// The webhook's id as logs show it (no credentials or query).
     pub id: String,
     /// The sink plugin (`http`, `lambda`).
@@ -441,7 +441,7 @@ pub struct WebhookView {
 
 /// Builds `GET /api/v1/status`; the delivery totals add up `apps`' webhooks
 /// (from [`app_views`]).
-pub fn status_view(engine: &Engine, apps: &[AppView]) -> StatusView {
+pub(crate) fn status_view(engine: &Engine, apps: &[AppView]) -> StatusView {
     let status = engine.status();
     let webhooks = apps.iter().flat_map(|app| &app.webhooks);
     let (mut delivered, mut failed) = (Rate::default(), Rate::default());
@@ -476,7 +476,7 @@ pub fn status_view(engine: &Engine, apps: &[AppView]) -> StatusView {
 }
 
 /// Builds `GET /api/v1/apps`, apps by id.
-pub fn app_views(engine: &Engine) -> Vec<AppView> {
+pub(crate) fn app_views(engine: &Engine) -> Vec<AppView> {
     let snapshot = engine.registry().snapshot();
     let backlogged = engine.dispatcher().backlogged();
     let now = crate::delivery::now_ms();

@@ -21,11 +21,11 @@ const INTAKE_WAIT: Duration = Duration::from_secs(2);
 
 /// A share of the intake budget, given back when dropped (once the events
 /// it stands for are stored as deliveries).
-pub type IntakePermit = OwnedSemaphorePermit;
+pub(crate) type IntakePermit = OwnedSemaphorePermit;
 
 /// The backlog counter and the intake budget. See the module docs.
 #[derive(Debug)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     bytes: AtomicU64,
     limit: u64,
     intake: Arc<Semaphore>,
@@ -35,7 +35,7 @@ pub struct Backlog {
 impl Backlog {
     /// A backlog refused past `limit` bytes, with an intake budget of
     /// `intake_bytes` (counted in KiB).
-    pub fn new(limit: u64, intake_bytes: u64) -> Self {
+    pub(crate) fn new(limit: u64, intake_bytes: u64) -> Self {
         let intake_kib = u32::try_from(intake_bytes / 1024).unwrap_or(u32::MAX).clamp(1, 1 << 30);
         Self {
             bytes: AtomicU64::new(0),
@@ -46,27 +46,27 @@ impl Backlog {
     }
 
     /// Bytes now in the backlog.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// `max_backlog_bytes`.
-    pub fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
     /// Whether ingest should refuse (past `max_backlog_bytes`).
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.bytes() > self.limit
     }
 
     /// Counts `bytes` more.
-    pub fn add(&self, bytes: u64) {
+    pub(crate) fn add(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts `bytes` less.
-    pub fn remove(&self, bytes: u64) {
+    pub(crate) fn remove(&self, bytes: u64) {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
@@ -76,7 +76,7 @@ impl Backlog {
 
     /// Waits (up to 2 s) for room for `bytes` in the intake budget; `None`
     /// when there was none (answer 503).
-    pub async fn admit(&self, bytes: usize) -> Option<IntakePermit> {
+    pub(crate) async fn admit(&self, bytes: usize) -> Option<IntakePermit> {
         tokio::time::timeout(INTAKE_WAIT, self.intake.clone().acquire_many_owned(self.kib(bytes)))
             .await
             .ok()?
@@ -86,12 +86,12 @@ impl Backlog {
     /// Room for `bytes` now, if there is: for events a shared store handed
     /// over (already stored, so taken either way; a full budget only pauses
     /// reading, see [`Backlog::has_room`]).
-    pub fn try_admit(&self, bytes: usize) -> Option<IntakePermit> {
+    pub(crate) fn try_admit(&self, bytes: usize) -> Option<IntakePermit> {
         self.intake.clone().try_acquire_many_owned(self.kib(bytes)).ok()
     }
 
     /// Whether the intake budget has room.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.intake.available_permits() > 0
     }
 }

@@ -67,7 +67,7 @@ struct Shared {
 
 /// The batchers of all apps, one task each, started on an app's first event.
 #[derive(Debug)]
-pub struct Batchers {
+pub(crate) struct Batchers {
     shared: Arc<Shared>,
     senders: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Message>>>,
     tasks: Mutex<JoinSet<()>>,
@@ -75,7 +75,7 @@ pub struct Batchers {
 
 impl Batchers {
     /// Batchers handing their deliveries to `dispatcher`.
-    pub fn new(
+    pub(crate) fn new(
         dispatcher: Arc<Dispatcher>,
         store: SharedStore,
         metrics: Arc<Metrics>,
@@ -98,7 +98,7 @@ impl Batchers {
 
     /// Adds one request's accepted events (its inbox `ticket`'s events from
     /// the `offset`-th on) to their app's open batch.
-    pub fn push(
+    pub(crate) fn push(
         &self,
         app: Arc<App>,
         events: Vec<Event>,
@@ -128,7 +128,7 @@ impl Batchers {
     }
 
     /// Closes the open batch of each of these apps now (their config changed).
-    pub fn config_changed<'a>(&self, app_ids: impl IntoIterator<Item = &'a Arc<str>>) {
+    pub(crate) fn config_changed<'a>(&self, app_ids: impl IntoIterator<Item = &'a Arc<str>>) {
         let senders = self.senders.lock().expect("senders lock is never held across a panic");
         for id in app_ids {
             if let Some(sender) = senders.get(id) {
@@ -138,7 +138,7 @@ impl Batchers {
     }
 
     /// Closes every open batch, hands it to the dispatcher and stops.
-    pub async fn flush_and_stop(&self) {
+    pub(crate) async fn flush_and_stop(&self) {
         self.shared.stopping.store(true, AtomicOrdering::Release);
         self.senders
             .lock()

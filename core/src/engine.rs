@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::backlog::IntakePermit;
 use crate::batcher::Batchers;
-use crate::config::{App, AppLoader, EnvLookup, LoadDefaults};
+use crate::config::{App, EnvLookup};
 use crate::delivery::{BatchIds, Dispatcher};
 use crate::event::Event;
 use crate::filter::FilterHost;
@@ -162,10 +162,7 @@ impl Engine {
             Some(&metrics),
         )
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut defaults = LoadDefaults::from(&settings);
-        defaults.filters = Some(filters.clone());
-        let loader = AppLoader::new(sinks, defaults, env);
-        let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
+        let registry = Arc::new(AppRegistry::for_settings(&settings, sinks, env, Some(filters.clone())));
         let ids = Arc::new(BatchIds::starting_at(store.first_key()));
         let backlog = Arc::new(crate::backlog::Backlog::new(
             settings.delivery.max_backlog_bytes,
@@ -307,7 +304,7 @@ impl Engine {
     }
 
     /// The app registry.
-    pub fn registry(&self) -> &Arc<AppRegistry> {
+    pub(crate) fn registry(&self) -> &Arc<AppRegistry> {
         &self.registry
     }
 
@@ -316,13 +313,25 @@ impl Engine {
         &self.store
     }
 
+    /// The app `id` as currently loaded, for [`Self::accept`].
+    pub fn app(&self, id: &str) -> Option<Arc<App>> {
+        self.registry.snapshot().app(id).cloned()
+    }
+
+    /// Reloads the apps whenever a file in the apps directory changes
+    /// (debounced; see `ARCHITECTURE.md`); the returned task runs until the
+    /// process ends.
+    pub fn watch_apps(self: &Arc<Self>) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+        crate::watch::spawn(self.clone())
+    }
+
     /// The relay requests seen lately (replay protection).
-    pub fn relay_replays(&self) -> &crate::replay::RelayReplays {
+    pub(crate) fn relay_replays(&self) -> &crate::replay::RelayReplays {
         &self.relay_replays
     }
 
     /// The engine's metrics.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
@@ -366,7 +375,7 @@ impl Engine {
     }
 
     /// What the admin socket needs to answer `hookline dlq`.
-    pub fn admin_context(&self) -> crate::admin::AdminContext {
+    pub(crate) fn admin_context(&self) -> crate::admin::AdminContext {
         crate::admin::AdminContext {
             store: self.store.clone(),
             registry: self.registry.clone(),

@@ -3,6 +3,7 @@
 //! `JSON.stringify` gives for it, so every field (known or not) and its order
 //! survive to the receiver byte for byte.
 
+pub use crate::delivery::render_body;
 use crate::json;
 
 /// One event, ready to be routed and delivered.
@@ -12,7 +13,9 @@ pub struct Event {
     pub name: Box<str>,
     /// The event's `channel`.
     pub channel: Box<str>,
-    /// The whole event object as canonical JSON text (see [`crate::json`]).
+    /// The whole event object as canonical JSON text (keys in their order,
+    /// no insignificant whitespace, strings escaped as `JSON.stringify`
+    /// escapes them).
     pub json: Box<str>,
 }
 

@@ -1,7 +1,8 @@
 //! Entry points for the fuzz targets (`fuzz/`) and for their corpus replay
-//! (`tests/fuzz_corpus.rs`), so both run exactly the same checks. Not an
-//! API: each function feeds one parser untrusted input and panics when an
-//! invariant of its answer breaks (a panic is what libFuzzer reports).
+//! (`tests/fuzz_corpus.rs`), so both run exactly the same checks, and the
+//! inner steps the benchmarks time ([`bench`]). Not an API: each function
+//! feeds one parser untrusted input and panics when an invariant of its
+//! answer breaks (a panic is what libFuzzer reports).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,11 @@ use crate::config::{App, AppLoader, Secret};
 use crate::event::parse_ingest_body;
 use crate::json;
 use crate::settings::Settings;
+
+/// The routing steps `core/benches/hot_paths.rs` times one by one.
+pub mod bench {
+    pub use crate::batcher::{chunk_to_fit, select_for};
+}
 
 const APP_ID: &str = "fuzz-app";
 const KEY: &str = "fuzz-key";
@@ -106,6 +112,12 @@ pub fn json_canonical(input: &[u8]) -> Option<String> {
     let again = json::canonicalize(canonical.as_bytes()).expect("canonical text parses");
     assert_eq!(again, canonical, "canonical text is not a fixed point");
     Some(canonical)
+}
+
+/// Whether `input` nests deeper than the parser takes (refused on purpose,
+/// where other parsers may accept it).
+pub fn json_too_deep(input: &[u8]) -> bool {
+    json::canonicalize(input).is_err_and(|e| e.message.contains("deep"))
 }
 
 /// One event a filter's `replace` verdict returned, as the guest lowered

@@ -32,7 +32,7 @@ const MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 const MAX_RELAY_FUTURE_MS: u64 = 60_000;
 
 /// The daemon's HTTP routes.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub(crate) fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/apps/{app_id}/webhook_events", post(native))
         .route("/pusher/webhooks", post(relay))

@@ -38,7 +38,7 @@ use std::fmt;
 ///
 /// JavaScript allows much deeper nesting; the limit keeps hostile input from
 /// exhausting the stack. `[[1]]` has depth 2.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Objects with at most this many members find duplicate keys by comparing
 /// every pair; larger ones use a hash map.
@@ -53,7 +53,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} at line {line} column {column}")]
 #[non_exhaustive]
-pub struct JsonError {
+pub(crate) struct JsonError {
     /// 1-based line of the offending input; lines end at LF.
     pub line: usize,
     /// 1-based column of the offending input, counted in characters.
@@ -71,7 +71,7 @@ pub struct JsonError {
 ///
 /// Fails if `input` is not valid UTF-8, is not a single JSON value as
 /// `JSON.parse` accepts it, or nests deeper than [`MAX_DEPTH`].
-pub fn canonicalize(input: &[u8]) -> Result<String, JsonError> {
+pub(crate) fn canonicalize(input: &[u8]) -> Result<String, JsonError> {
     let mut out = String::with_capacity(input.len());
     canonicalize_into(input, &mut out)?;
     Ok(out)
@@ -84,7 +84,7 @@ pub fn canonicalize(input: &[u8]) -> Result<String, JsonError> {
 /// # Errors
 ///
 /// The same as [`canonicalize`].
-pub fn canonicalize_into(input: &[u8], out: &mut String) -> Result<(), JsonError> {
+pub(crate) fn canonicalize_into(input: &[u8], out: &mut String) -> Result<(), JsonError> {
     let original_len = out.len();
     let mut parser = Parser::new(input);
     let result = parser.canonical_document(out);
@@ -104,7 +104,7 @@ pub fn canonicalize_into(input: &[u8], out: &mut String) -> Result<(), JsonError
 /// # Errors
 ///
 /// The same as [`canonicalize`].
-pub fn parse(input: &[u8]) -> Result<Value, JsonError> {
+pub(crate) fn parse(input: &[u8]) -> Result<Value, JsonError> {
     let mut parser = Parser::new(input);
     parser.skip_whitespace();
     let value = parser.value()?;
@@ -115,7 +115,7 @@ pub fn parse(input: &[u8]) -> Result<Value, JsonError> {
 /// Appends `s` as `JSON.stringify` writes a string: in double quotes, with
 /// `"` and `\` escaped, control characters as `\b`, `\f`, `\n`, `\r`, `\t` or
 /// `\u00xx` (lowercase hex), and everything else literally.
-pub fn write_js_string(s: &str, out: &mut String) {
+pub(crate) fn write_js_string(s: &str, out: &mut String) {
     out.push('"');
     escape_str(s, out);
     out.push('"');
@@ -124,7 +124,7 @@ pub fn write_js_string(s: &str, out: &mut String) {
 /// Appends `n` as `JSON.stringify` writes a number: JavaScript's
 /// `Number::toString`, except that NaN and the infinities become `null`.
 /// Negative zero is written as `0`.
-pub fn write_js_number(n: f64, out: &mut String) {
+pub(crate) fn write_js_number(n: f64, out: &mut String) {
     if !n.is_finite() {
         out.push_str("null");
     } else if n == 0.0 {
@@ -305,7 +305,7 @@ impl Object {
 }
 
 /// Iterator over the (key, value) pairs of an [`Object`], in canonical order.
-pub type ObjectIter<'a> =
+pub(crate) type ObjectIter<'a> =
     std::iter::Map<std::slice::Iter<'a, (JsString, Value)>, fn(&'a (JsString, Value)) -> (&'a JsString, &'a Value)>;
 
 impl<'a> IntoIterator for &'a Object {

@@ -12,14 +12,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Mode of owner-only directories.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of owner-only files.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` (and missing parents) as 0700. An existing directory is
 /// left as it is (it may be shared, such as `.` or `/tmp`), with a warning
 /// when others may enter it: the files inside are 0600 all the same.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         let mode = std::fs::metadata(dir)?.permissions().mode();
         if mode & 0o077 != 0 {
@@ -35,7 +35,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Creates `file` empty as 0600 if it does not exist, and makes it 0600,
 /// before another library opens it with the umask's mode.
-pub fn private_file(file: &Path) -> std::io::Result<()> {
+pub(crate) fn private_file(file: &Path) -> std::io::Result<()> {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -45,7 +45,7 @@ pub fn private_file(file: &Path) -> std::io::Result<()> {
 }
 
 /// Writes `bytes` to `file` through a temporary file and a rename, 0600.
-pub fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = file.with_extension("tmp");
     let mut out = OpenOptions::new()
         .create(true)
@@ -61,7 +61,7 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Whether `file` is a regular file that only its owner may read or write.
-pub fn is_private_file(file: &Path) -> bool {
+pub(crate) fn is_private_file(file: &Path) -> bool {
     std::fs::symlink_metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o077 == 0)
 }
 

@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{App, AppLoader, FileError, Secret, Webhook, is_app_file};
+use crate::Settings;
+use crate::config::{App, AppLoader, EnvLookup, FileError, LoadDefaults, Secret, Webhook, is_app_file};
+use crate::filter::FilterHost;
+use crate::sinks::SinkRegistry;
 
 /// One consistent view of every app. Ingest and delivery read it without
 /// locks; a reload replaces it whole.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Bumped on every reload that changed something.
     pub generation: u64,
     by_id: HashMap<Arc<str>, Arc<App>>,
@@ -23,7 +26,7 @@ pub struct Snapshot {
 
 /// What the registry knows of one app file.
 #[derive(Debug, Clone, Default)]
-pub struct FileState {
+pub(crate) struct FileState {
     /// The apps serving from this file (its last good version).
     pub apps: Vec<Arc<App>>,
     /// Why the file's current contents were refused, if they were.
@@ -32,32 +35,27 @@ pub struct FileState {
 
 impl Snapshot {
     /// The app with this id.
-    pub fn app(&self, id: &str) -> Option<&Arc<App>> {
+    pub(crate) fn app(&self, id: &str) -> Option<&Arc<App>> {
         self.by_id.get(id)
     }
 
     /// The app with this key.
-    pub fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
+    pub(crate) fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
         self.by_key.get(key)
     }
 
     /// The webhook with this id in the app with this id.
-    pub fn webhook(&self, app_id: &str, webhook_id: &str) -> Option<&Arc<Webhook>> {
+    pub(crate) fn webhook(&self, app_id: &str, webhook_id: &str) -> Option<&Arc<Webhook>> {
         self.app(app_id)?.webhooks.iter().find(|w| *w.id == *webhook_id)
     }
 
     /// Every app, in no particular order.
-    pub fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
+    pub(crate) fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
         self.by_id.values()
     }
 
-    /// Every app file seen and its state.
-    pub fn files(&self) -> &BTreeMap<PathBuf, FileState> {
-        &self.files
-    }
-
     /// The refused files' errors.
-    pub fn errors(&self) -> impl Iterator<Item = &FileError> {
+    pub(crate) fn errors(&self) -> impl Iterator<Item = &FileError> {
         self.files.values().filter_map(|f| f.error.as_ref())
     }
 }
@@ -77,6 +75,10 @@ pub struct ReloadReport {
     pub failures: Vec<FileError>,
     /// Things accepted that look like mistakes.
     pub warnings: Vec<String>,
+    /// App files in the directory now, refused ones included.
+    pub files: usize,
+    /// Apps serving now.
+    pub apps: usize,
 }
 
 impl ReloadReport {
@@ -89,7 +91,7 @@ impl ReloadReport {
 /// The key and secret an app last had, to sign its remaining batches after
 /// it was removed.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// `X-Pusher-Key`.
     pub key: Arc<str>,
     /// The signing secret.
@@ -98,7 +100,7 @@ pub struct Credentials {
 
 /// Holds the current [`Snapshot`] and reloads it from the apps directory.
 #[derive(Debug)]
-pub struct AppRegistry {
+pub(crate) struct AppRegistry {
     dir: PathBuf,
     loader: AppLoader,
     current: ArcSwap<Snapshot>,
@@ -110,7 +112,7 @@ pub struct AppRegistry {
 
 impl AppRegistry {
     /// A registry over `dir`, empty until [`Self::reload`] runs.
-    pub fn new(dir: impl Into<PathBuf>, loader: AppLoader) -> Self {
+    pub(crate) fn new(dir: impl Into<PathBuf>, loader: AppLoader) -> Self {
         Self {
             dir: dir.into(),
             loader,
@@ -120,19 +122,33 @@ impl AppRegistry {
         }
     }
 
+    /// The registry of `settings.apps_dir`, loading app files with the
+    /// settings' defaults, `sinks` and `env`, and compiling filters with
+    /// `filters` (without one, an app with filters is refused).
+    pub(crate) fn for_settings(
+        settings: &Settings,
+        sinks: SinkRegistry,
+        env: EnvLookup,
+        filters: Option<Arc<FilterHost>>,
+    ) -> Self {
+        let mut defaults = LoadDefaults::from(settings);
+        defaults.filters = filters;
+        Self::new(settings.apps_dir.clone(), AppLoader::new(sinks, defaults, env))
+    }
+
     /// The apps directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
     /// The key and secret to sign an app's deliveries with now: the current
     /// ones, or the last known ones for a removed app.
-    pub fn credentials(&self, app_id: &str) -> Option<Credentials> {
+    pub(crate) fn credentials(&self, app_id: &str) -> Option<Credentials> {
         if let Some(app) = self.current.load().app(app_id) {
             return Some(Credentials {
                 key: app.key.clone(),
@@ -148,7 +164,7 @@ impl AppRegistry {
 
     /// Re-reads every app file and swaps in the result. A file that fails
     /// keeps its last good apps; a file that disappeared takes its apps away.
-    pub async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
+    pub(crate) async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
         let _guard = self.reload_lock.lock().await;
         let previous = self.snapshot();
         // Loading compiles filters and runs their `validate-config`: seconds
@@ -327,6 +343,8 @@ fn diff(previous: &Snapshot, next: &Snapshot) -> ReloadReport {
     report.added.sort();
     report.removed.sort();
     report.changed.sort();
+    report.files = next.files.len();
+    report.apps = next.by_id.len();
     report
 }
 

@@ -13,13 +13,13 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 /// How many requests are remembered at most (about 64 bytes each).
-pub const CAPACITY: usize = 65_536;
+pub(crate) const CAPACITY: usize = 65_536;
 
 type Fingerprint = [u8; 32];
 
 /// The requests seen lately.
 #[derive(Debug, Default)]
-pub struct RelayReplays {
+pub(crate) struct RelayReplays {
     inner: Mutex<Inner>,
 }
 
@@ -43,7 +43,7 @@ struct Entry {
 
 /// What [`RelayReplays::begin`] found.
 #[derive(Debug)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// First time: accept it, then [`RelayReplays::finish`] the ticket.
     New(Ticket),
     /// Accepted before: answer as accepted, accept nothing.
@@ -57,7 +57,7 @@ pub enum Seen {
 /// is forgotten so that its retry is accepted.
 #[derive(Debug)]
 #[must_use = "a ticket must be finished"]
-pub struct Ticket {
+pub(crate) struct Ticket {
     fingerprint: Fingerprint,
     serial: u64,
 }
@@ -69,7 +69,7 @@ impl RelayReplays {
 
     /// Looks a verified request up and, when new, remembers it until
     /// `until_ms`. `now_ms` is the wall clock.
-    pub fn begin(&self, key: &str, signature: &str, until_ms: u64, now_ms: u64) -> Seen {
+    pub(crate) fn begin(&self, key: &str, signature: &str, until_ms: u64, now_ms: u64) -> Seen {
         let fingerprint = fingerprint(key, signature);
         let mut inner = self.lock();
         inner.forget_expired(now_ms);
@@ -100,7 +100,7 @@ impl RelayReplays {
     }
 
     /// Ends a request's acceptance: `accepted` or not.
-    pub fn finish(&self, ticket: Ticket, accepted: bool) {
+    pub(crate) fn finish(&self, ticket: Ticket, accepted: bool) {
         let mut inner = self.lock();
         let current = inner
             .entries
@@ -119,12 +119,14 @@ impl RelayReplays {
     }
 
     /// How many requests are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Whether none is.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

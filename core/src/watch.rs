@@ -34,7 +34,7 @@ const QUIET: Duration = Duration::from_millis(30);
 const MAX_DELAY: Duration = Duration::from_millis(250);
 
 /// Starts watching; the returned task runs until the process ends.
-pub fn spawn(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+pub(crate) fn spawn(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let _ = tx.send(event);

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use hookline_core::config::{AppLoader, LoadDefaults};
-use hookline_core::filter::FilterHost;
-use hookline_core::registry::AppRegistry;
+use hookline_core::config::check_apps;
 
 use crate::settings::{FlagOverrides, load};
 
@@ -34,11 +32,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
         return Err(anyhow!(problem));
     }
-    let mut defaults = LoadDefaults::from(&settings);
-    defaults.filters = Some(FilterHost::new(settings.filters.clone(), None, None)?);
-    let loader = AppLoader::new(super::sink_registry()?, defaults, super::process_env());
-    let registry = AppRegistry::new(settings.apps_dir.clone(), loader);
-    let report = registry.reload().await?;
+    let report = check_apps(&settings, super::sink_registry()?, super::process_env()).await?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
@@ -54,9 +48,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
                 .join("\n")
         );
     }
-    let snapshot = registry.snapshot();
-    let files = snapshot.files().len();
-    let apps = snapshot.apps().count();
+    let (files, apps) = (report.files, report.apps);
     if files == 0 {
         return Err(anyhow!(super::empty_apps_dir(&settings.apps_dir)));
     }

@@ -3,13 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use hookline_core::admin::{AdminContext, AdminRequest, AdminResponse, DeadLetterView, Selector, ask_daemon, handle};
-use hookline_core::config::{AppLoader, LoadDefaults};
-use hookline_core::filter::FilterHost;
-use hookline_core::registry::AppRegistry;
+use hookline_core::admin::{AdminRequest, AdminResponse, DeadLetterView, OfflineAdmin, Selector, ask_daemon};
 use hookline_core::store::DurableStore;
 
 use crate::settings::{FlagOverrides, load};
@@ -162,17 +158,9 @@ async fn on_the_store(settings: &hookline_core::settings::Settings, request: Adm
             .context("no daemon answered on the admin socket, so the store was opened directly")?;
         store
     };
-    let mut defaults = LoadDefaults::from(settings);
-    if matches!(request, AdminRequest::Replay { .. }) {
-        defaults.filters = Some(FilterHost::new(
-            settings.filters.clone(),
-            Some(settings.data_dir.join("filter-cache")),
-            None,
-        )?);
-    }
-    let loader = AppLoader::new(super::sink_registry()?, defaults, super::process_env());
-    let registry = Arc::new(AppRegistry::new(settings.apps_dir.clone(), loader));
-    if matches!(request, AdminRequest::Replay { .. }) {
+    let replay = matches!(request, AdminRequest::Replay { .. });
+    let admin = OfflineAdmin::new(settings, super::sink_registry()?, super::process_env(), store, replay)?;
+    if replay {
         if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
             bail!(
                 "no daemon answered on the admin socket in {}, so the replay is checked against the app files, \
@@ -180,18 +168,12 @@ async fn on_the_store(settings: &hookline_core::settings::Settings, request: Adm
                 super::absolute(&settings.data_dir).display()
             );
         }
-        let report = registry.reload().await?;
+        let report = admin.load_apps().await?;
         for failure in &report.failures {
             eprintln!("warning: {failure}");
         }
     }
-    let ctx = AdminContext {
-        store,
-        registry,
-        dispatch: None,
-        via: "cli",
-    };
-    Ok(handle(&ctx, request).await)
+    Ok(admin.handle(request).await)
 }
 
 fn print_text(response: &AdminResponse, show: bool) {
@@ -267,7 +249,7 @@ fn print_letter(l: &DeadLetterView) {
 }
 
 fn age(at_ms: u64) -> String {
-    let secs = hookline_core::delivery::now_ms().saturating_sub(at_ms) / 1000;
+    let secs = hookline_core::store::now_ms().saturating_sub(at_ms) / 1000;
     match secs {
         0..60 => format!("{secs}s ago"),
         60..3600 => format!("{}m ago", secs / 60),

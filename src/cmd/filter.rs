@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use hookline_core::delivery::render_body;
 use hookline_core::event::parse_ingest_body;
+use hookline_core::event::render_body;
 use hookline_core::filter::{FilterHost, FilterSpec, OnError};
 use hookline_core::settings::FilterSettings;
 

@@ -29,7 +29,7 @@ pub(crate) fn sink_registry() -> Result<SinkRegistry> {
 pub(crate) async fn open_store(settings: &hookline_core::settings::Settings) -> Result<SharedStore> {
     use hookline_core::settings::{Durability, StoreBackend};
     match settings.store.backend {
-        StoreBackend::Embedded => Ok(hookline_core::engine::Engine::open_embedded_store(settings)?),
+        StoreBackend::Embedded => Ok(hookline_core::Engine::open_embedded_store(settings)?),
         StoreBackend::Redis => {
             let url = hookline_core::config::substitute_env(&settings.store.redis_url, &process_env())
                 .map_err(|problems| anyhow::anyhow!("store.redis_url: {}", problems.join("; ")))?;

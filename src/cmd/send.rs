@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use hookline_core::json::write_js_string;
 use hookline_core::signing::pusher_signed_query;
 
 /// Flags of `hookline send`.
@@ -35,15 +34,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<ExitCode> {
-    let mut event = String::from("{\"name\":");
-    write_js_string(&args.event, &mut event);
-    event.push_str(",\"channel\":");
-    write_js_string(&args.channel, &mut event);
+    let mut event = serde_json::json!({ "name": args.event, "channel": args.channel });
     if let Some(data) = &args.data {
-        event.push_str(",\"data\":");
-        write_js_string(data, &mut event);
+        event["data"] = data.as_str().into();
     }
-    event.push('}');
     let body = format!("{{\"events\":[{event}]}}");
     let path = format!("/apps/{}/webhook_events", args.app);
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();

@@ -84,13 +84,13 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     let log_format = settings.log_format;
     // Checked before anything starts: a bad [admin] must not leave a
     // daemon running without the listener the operator asked for.
-    let admin = hookline_core::admin_http::AdminAccess::from_settings(&settings.admin, &super::process_env())
+    let admin = hookline_core::admin::AdminAccess::from_settings(&settings.admin, &super::process_env())
         .map_err(|e| anyhow!(e))?;
     hookline_core::filter::set_after_compile(crate::release_compiler_memory);
     let store = super::open_store(&settings).await?;
-    let (engine, _report) = Engine::start(settings, super::sink_registry()?, super::process_env(), store).await?;
-    if engine.registry().snapshot().files().is_empty() {
-        tracing::warn!("{}", super::empty_apps_dir(engine.registry().dir()));
+    let (engine, report) = Engine::start(settings, super::sink_registry()?, super::process_env(), store).await?;
+    if report.files == 0 {
+        tracing::warn!("{}", super::empty_apps_dir(&engine.settings().apps_dir));
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -99,7 +99,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     // is missed; the watcher reloads once at start for changes made during
     // the initial load.
     if engine.settings().watch {
-        hookline_core::watch::spawn(engine.clone())
+        engine
+            .watch_apps()
             .context("cannot watch the apps directory (set watch = false to rely on SIGHUP)")?;
     }
     // Signals are watched before readiness is announced: a SIGTERM sent

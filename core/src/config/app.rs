@@ -37,7 +37,7 @@ pub struct App {
     /// changed app from an unchanged one on reload.
     pub definition: Value,
     /// What several nodes compare to tell they run the same config of this
-    /// app: see [`fingerprint`].
+    /// app: a digest of its definition and its filters' code.
     pub fingerprint: Arc<str>,
 }
 

@@ -7,7 +7,7 @@
 
 mod breaker;
 mod lane;
-pub mod retry;
+pub(crate) mod retry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -30,7 +30,7 @@ use crate::store::{DeliveryKey, DeliveryRecord, RecoveredDelivery, SharedStore};
 
 /// One batch for one webhook, on its way.
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// What the store keeps of it.
     pub record: DeliveryRecord,
     /// The webhook as configured when the batch was formed: routing is
@@ -47,7 +47,7 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery of `record` to `webhook`; `on_disk` when the store holds
     /// it (its events can then be dropped from memory while it waits).
-    pub fn new(record: DeliveryRecord, webhook: Arc<Webhook>, on_disk: bool) -> Self {
+    pub(crate) fn new(record: DeliveryRecord, webhook: Arc<Webhook>, on_disk: bool) -> Self {
         Self {
             backlog_bytes: record.events.len() as u64,
             record,
@@ -77,12 +77,12 @@ pub fn render_body(time_ms: u64, events: &str) -> String {
 }
 
 /// Bytes a body adds around its events, with a 16-digit `time_ms`.
-pub const BODY_OVERHEAD: usize = "{\"time_ms\":,\"events\":[]}".len() + 16;
+pub(crate) const BODY_OVERHEAD: usize = "{\"time_ms\":,\"events\":[]}".len() + 16;
 
 /// Makes batch ids unique across restarts: a random prefix per process and
 /// a counter.
 #[derive(Debug)]
-pub struct BatchIds {
+pub(crate) struct BatchIds {
     prefix: String,
     next: AtomicU64,
 }
@@ -98,7 +98,7 @@ impl Default for BatchIds {
 
 impl BatchIds {
     /// Ids whose store keys start at `next_key` (above every key in use).
-    pub fn starting_at(next_key: u64) -> Self {
+    pub(crate) fn starting_at(next_key: u64) -> Self {
         Self {
             next: AtomicU64::new(next_key.max(1)),
             ..Self::default()
@@ -106,7 +106,7 @@ impl BatchIds {
     }
 
     /// A fresh id and store key.
-    pub fn next(&self) -> (u64, String) {
+    pub(crate) fn next(&self) -> (u64, String) {
         let n = self.next.fetch_add(1, AtomicOrdering::Relaxed);
         (n, format!("{}-{n:x}", self.prefix))
     }
@@ -123,7 +123,7 @@ pub(crate) struct Pending {
 
 /// A webhook's deliveries not finished yet.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Backlogged {
+pub(crate) struct Backlogged {
     /// How many (waiting, retrying or in flight).
     pub deliveries: usize,
     /// When the first event of the oldest was accepted (ms since the Unix
@@ -149,7 +149,7 @@ pub(crate) struct LaneContext {
 
 impl Delivery {
     /// A delivery found at start whose events may have stayed on disk.
-    pub fn recovered(found: RecoveredDelivery, webhook: Arc<Webhook>) -> Self {
+    pub(crate) fn recovered(found: RecoveredDelivery, webhook: Arc<Webhook>) -> Self {
         Self {
             backlog_bytes: found.events_bytes,
             record: found.record,
@@ -318,7 +318,7 @@ pub(crate) fn lane_key(delivery: &Delivery) -> LaneKey {
 
 /// Routes formed deliveries to their webhook's lane, creating lanes on demand.
 #[derive(Debug)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     ctx: Arc<LaneContext>,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Delivery>>>,
     tasks: Mutex<JoinSet<()>>,
@@ -328,7 +328,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher signing with `registry`'s credentials.
-    pub fn new(
+    pub(crate) fn new(
         settings: DeliverySettings,
         registry: Arc<AppRegistry>,
         store: SharedStore,
@@ -360,7 +360,7 @@ impl Dispatcher {
 
     /// Queues a delivery on its webhook's lane; it counts in the backlog
     /// until it is delivered or dead-lettered.
-    pub fn dispatch(&self, delivery: Delivery) {
+    pub(crate) fn dispatch(&self, delivery: Delivery) {
         self.ctx.metrics.queue_depth.inc();
         self.ctx.backlog.add(delivery.backlog_bytes);
         let key = lane_key(&delivery);
@@ -401,7 +401,7 @@ impl Dispatcher {
 
     /// When the first event of the oldest delivery not yet finished was
     /// accepted (ms since the Unix epoch); oldest by formation.
-    pub fn oldest_pending_ms(&self) -> Option<u64> {
+    pub(crate) fn oldest_pending_ms(&self) -> Option<u64> {
         let pending = self
             .ctx
             .pending
@@ -412,7 +412,7 @@ impl Dispatcher {
 
     /// What a webhook's lane has been doing; `None` before its first
     /// delivery.
-    pub fn activity(&self, app_id: &Arc<str>, webhook_id: &Arc<str>) -> Option<Arc<WebhookActivity>> {
+    pub(crate) fn activity(&self, app_id: &Arc<str>, webhook_id: &Arc<str>) -> Option<Arc<WebhookActivity>> {
         let activity = self
             .activity
             .lock()
@@ -421,7 +421,7 @@ impl Dispatcher {
     }
 
     /// Deliveries dispatched and not finished.
-    pub fn pending_count(&self) -> usize {
+    pub(crate) fn pending_count(&self) -> usize {
         self.ctx
             .pending
             .lock()
@@ -431,7 +431,7 @@ impl Dispatcher {
 
     /// Every webhook's unfinished deliveries, by (app id, webhook id): one
     /// pass over them, for the admin API (not a hot path).
-    pub fn backlogged(&self) -> HashMap<(Arc<str>, Arc<str>), Backlogged> {
+    pub(crate) fn backlogged(&self) -> HashMap<(Arc<str>, Arc<str>), Backlogged> {
         let pending = self
             .ctx
             .pending
@@ -448,7 +448,7 @@ impl Dispatcher {
 
     /// Stops taking deliveries and waits up to `grace` for every lane to
     /// finish what it holds. Returns whether everything finished.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    pub(crate) async fn drain(&self, grace: Duration) -> bool {
         self.lanes
             .lock()
             .expect("lanes lock is never held across a panic")

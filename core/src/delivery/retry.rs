@@ -10,7 +10,7 @@ use crate::settings::RetrySettings;
 
 /// What to do with a delivery after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NextStep {
+pub(crate) enum NextStep {
     /// Try again after this delay.
     RetryIn(Duration),
     /// Split the batch and send the halves now.
@@ -25,7 +25,7 @@ pub enum NextStep {
 /// was a throttle, which does not count); `failures` counts every failed
 /// try, throttles included, so the backoff grows for a target that keeps
 /// throttling; `age` is the time since the batch was formed.
-pub fn next_step(
+pub(crate) fn next_step(
     class: RetryClass,
     policy: &RetrySettings,
     attempts: u32,
@@ -66,7 +66,7 @@ pub fn next_step(
 }
 
 /// Full jitter: uniform in `[0, min(max, min * 2^(attempts-1))]`.
-pub fn backoff(attempts: u32, policy: &RetrySettings, rng: &mut impl Rng) -> Duration {
+pub(crate) fn backoff(attempts: u32, policy: &RetrySettings, rng: &mut impl Rng) -> Duration {
     let exp = attempts.saturating_sub(1).min(32);
     let cap = policy
         .min_backoff_ms

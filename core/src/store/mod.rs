@@ -28,6 +28,8 @@
 mod codec;
 mod durable;
 
+/// The clock records are stamped with: milliseconds since the Unix epoch.
+pub use crate::delivery::now_ms;
 pub use durable::{DurableStore, STORE_FILE};
 
 use std::sync::Arc;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hookline_core::delivery::now_ms;
 use hookline_core::event::Event;
+use hookline_core::store::now_ms;
 use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
 
 use crate::conn::Conn;
