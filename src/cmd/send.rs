@@ -2,7 +2,6 @@
 //! a Pusher server library would sign it.
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use hookline_core::signing::pusher_signed_query;
@@ -40,7 +39,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     }
     let body = format!("{{\"events\":[{event}]}}");
     let path = format!("/apps/{}/webhook_events", args.app);
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let timestamp = hookline_core::store::now_ms() / 1000;
     let query = pusher_signed_query(&args.key, &args.secret, &path, body.as_bytes(), timestamp);
     let url = format!("{}{path}?{query}", args.url.trim_end_matches('/'));
     let response = reqwest::Client::new()

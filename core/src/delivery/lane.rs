@@ -19,6 +19,7 @@ use super::retry::{NextStep, next_step};
 use super::{Delivery, LaneContext, now_ms};
 use crate::activity::WebhookActivity;
 use crate::config::Ordering;
+use crate::event::{Event, join_events};
 use crate::metrics::{DeliveryLabels, SinkLabels};
 use crate::store::{AttemptRecord, Commit, DeadLetter};
 use crate::timer::sleep_until;
@@ -254,7 +255,14 @@ async fn failed(
         NextStep::Split if record.event_count > 1 => {
             tracing::warn!(app = %record.app_id, webhook = %delivery.webhook.log_id, batch_id = %record.batch_id,
                 events = record.event_count, %error, "batch too large for the target, splitting");
-            let halves = split(ctx, &delivery);
+            let halves = match split(ctx, &delivery) {
+                Ok(halves) => halves,
+                Err(problem) => {
+                    let reason = format!("too large for the target, and its events cannot be split: {problem}");
+                    dead_letter(ctx, delivery, reason).await;
+                    return None;
+                }
+            };
             let commit = Commit {
                 marks: Vec::new(),
                 deliveries: halves.iter().map(|d| d.record.clone()).collect(),
@@ -291,8 +299,10 @@ async fn failed(
 }
 
 /// Splits a delivery's events in two halves, each with its own batch id.
-fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
-    let events = split_events(&delivery.record.events);
+/// Fails only if the stored events no longer parse (they were canonical
+/// JSON when stored).
+fn split(ctx: &LaneContext, delivery: &Delivery) -> Result<Vec<Delivery>, String> {
+    let events = Event::parse_joined(&delivery.record.events)?;
     let mid = events.len() / 2;
     let mut halves = Vec::with_capacity(2);
     for (part, chunk) in [&events[..mid], &events[mid..]].into_iter().enumerate() {
@@ -300,7 +310,7 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
         let mut record = delivery.record.clone();
         record.key = key;
         record.batch_id = format!("{}.{}", delivery.record.batch_id, part + 1);
-        record.events = chunk.join(",").into();
+        record.events = join_events(chunk).into();
         record.event_count = chunk.len();
         record.history.clear();
         record.attempts = 0;
@@ -309,38 +319,7 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Vec<Delivery> {
     }
     // Second half behind the first, both ahead of the queue.
     halves.reverse();
-    halves
-}
-
-/// Splits `e1,e2,…` (canonical JSON objects) at top-level commas.
-fn split_events(joined: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0usize);
-    for (i, b) in joined.bytes().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth -= 1,
-            b',' if depth == 0 => {
-                parts.push(&joined[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if start < joined.len() {
-        parts.push(&joined[start..]);
-    }
-    parts
+    Ok(halves)
 }
 
 async fn dead_letter(ctx: &LaneContext, delivery: Delivery, reason: String) {
@@ -376,17 +355,3 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 const HISTORY_KEPT: usize = 50;
 /// Of those, how many are the first attempts.
 const HISTORY_FIRST_KEPT: usize = 10;
-
-#[cfg(test)]
-mod tests {
-    use super::split_events;
-
-    #[test]
-    fn splits_only_at_top_level_commas() {
-        let joined = r#"{"a":[1,2],"b":"x,}"},{"c":"\"{,"},{}"#;
-        assert_eq!(
-            split_events(joined),
-            vec![r#"{"a":[1,2],"b":"x,}"}"#, r#"{"c":"\"{,"}"#, "{}"]
-        );
-    }
-}
