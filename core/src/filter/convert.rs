@@ -7,7 +7,7 @@
 
 use wasmtime::component::{ComponentType, Lower};
 
-use super::host::wit;
+use super::sandbox::wit;
 use crate::event::Event;
 use crate::json;
 

@@ -19,7 +19,7 @@ use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceT
 use wasmtime::component::{ComponentType, Lift};
 use wasmtime::{Result, ValRaw};
 
-use super::host::wit;
+use super::sandbox::wit;
 
 /// What one call may lift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,12 +7,14 @@
 //! calls: callers run [`FilterChain::run`] on a blocking thread, never on the
 //! async workers.
 
+mod cache;
 mod clock;
 mod convert;
 mod host;
 mod lift;
 mod limits;
 mod output;
+mod sandbox;
 mod ticker;
 
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ use std::sync::Arc;
 
 use crate::event::Event;
 
-pub use host::{Decision, FilterHost, LoadedFilter, set_after_compile};
+pub use cache::set_after_compile;
+pub use host::{Decision, FilterHost, LoadedFilter};
 
 /// Converts one event of a `replace` verdict as a guest lowered it (for
 /// `crate::fuzzing`): `[user_id, socket_id, event, data, extra]`.
@@ -31,7 +34,7 @@ pub(crate) fn convert_replace_event(
     subscription_count: Option<u64>,
 ) -> Result<crate::event::Event, String> {
     let [user_id, socket_id, event, data, extra] = strings.map(|s| s.map(str::to_string));
-    let lowered = host::wit::Event {
+    let lowered = sandbox::wit::Event {
         name: name.to_string(),
         channel: channel.to_string(),
         user_id,
