@@ -8,7 +8,9 @@
 #![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../../tests/support/cargo_wasm.rs"]
+mod cargo_wasm;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -67,23 +69,9 @@ fn events(n: usize) -> Vec<Event> {
 
 fn drop_by_channel_wasm() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = root.join("target/wasm");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "drop-by-channel",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building drop-by-channel for wasm32-wasip2 failed");
-    target.join("wasm32-wasip2/release/drop_by_channel.wasm")
+    cargo_wasm::build_wasm_packages(root, &["drop-by-channel"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join("drop_by_channel.wasm")
 }
 
 fn ingest(c: &mut Criterion) {

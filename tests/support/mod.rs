@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 /// How long any awaited event may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+mod cargo_wasm;
 mod daemon;
 mod lambda;
 mod peers;

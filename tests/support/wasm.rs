@@ -2,39 +2,21 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------
-// WASM filters, compiled from source for wasm32-wasip2 in the test run.
-
 /// Builds the example and fixture filters once per test process and returns
 /// the directory holding the `.wasm` components.
 pub fn wasm_filters() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let target = root.join("target/wasm");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-            let output = Command::new(cargo)
-                .current_dir(root)
-                .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-                .arg(&target)
-                .args([
-                    "-p",
-                    "drop-by-channel",
-                    "-p",
-                    "redact-client-data",
-                    "-p",
-                    "collapse-client-events",
-                ])
-                .args(["-p", "hostile-filter", "-p", "uses-sockets"])
-                .output()
-                .expect("run cargo");
-            assert!(
-                output.status.success(),
-                "building the filters for wasm32-wasip2 failed (scripts/setup-tests.sh installs the target):\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            target.join("wasm32-wasip2/release")
+            let packages = [
+                "drop-by-channel",
+                "redact-client-data",
+                "collapse-client-events",
+                "hostile-filter",
+                "uses-sockets",
+            ];
+            super::cargo_wasm::build_wasm_packages(Path::new(env!("CARGO_MANIFEST_DIR")), &packages)
+                .unwrap_or_else(|e| panic!("{e}"))
         })
         .clone()
 }
