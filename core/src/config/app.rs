@@ -14,6 +14,7 @@ use crate::filter::{FilterChain, FilterHost, FilterSpec, OnError};
 use crate::settings::{BatchingSettings, RetrySettings};
 use crate::sinks::SinkRegistry;
 
+use super::definition::{Field, FiltersKey, WebhookDefinition};
 use super::file::LoadDefaults;
 
 /// A validated app, ready to route and deliver its events.
@@ -190,7 +191,7 @@ struct BatchingOverride {
 /// Partial overrides of [`RetrySettings`] in an app or webhook.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetryOverride {
+pub(super) struct RetryOverride {
     max_age_ms: Option<u64>,
     max_attempts: Option<u32>,
     min_backoff_ms: Option<u64>,
@@ -214,19 +215,6 @@ impl RetryOverride {
         Ok(merged)
     }
 }
-
-/// Keys of a webhook object that the engine itself reads.
-const ENGINE_WEBHOOK_KEYS: &[&str] = &[
-    "id",
-    "event_types",
-    "filter",
-    "filters",
-    "headers",
-    "timeout_ms",
-    "retry",
-    "max_in_flight",
-    "ordering",
-];
 
 /// Pusher's webhook event names; other names are accepted (a server may
 /// send its own) but look like typos.
@@ -330,11 +318,14 @@ pub(crate) fn build_app(
     let mut built = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let place = format!("{label}: webhook {index}");
-        let Value::Object(spec) = item else {
-            problems.0.push(format!("{place} must be an object"));
-            continue;
+        let definition = match WebhookDefinition::read(item) {
+            Ok(definition) => definition,
+            Err(e) => {
+                problems.0.push(format!("{place} {e}"));
+                continue;
+            }
         };
-        match build_webhook(spec, sinks, defaults, app_retry, warnings, &place, base_dir) {
+        match build_webhook(definition, sinks, defaults, app_retry, warnings, &place, base_dir) {
             Ok(webhook) => built.push(webhook),
             Err(errors) => problems.0.extend(errors.into_iter().map(|e| format!("{place}: {e}"))),
         }
@@ -415,7 +406,7 @@ struct PendingWebhook {
 }
 
 fn build_webhook(
-    spec: &Map<String, Value>,
+    definition: WebhookDefinition,
     sinks: &SinkRegistry,
     defaults: &LoadDefaults,
     app_retry: RetrySettings,
@@ -424,88 +415,106 @@ fn build_webhook(
     base_dir: &Path,
 ) -> Result<PendingWebhook, Vec<String>> {
     let mut problems = Problems::default();
-    let built = problems.take("", sinks.build(spec).map_err(|e| e.message));
-    for key in spec.keys() {
-        if !ENGINE_WEBHOOK_KEYS.contains(&key.as_str()) && !sinks.plugin_keys().any(|k| k == key) {
+    let WebhookDefinition {
+        id,
+        event_types,
+        filter,
+        filters,
+        headers,
+        timeout_ms,
+        retry,
+        max_in_flight,
+        ordering,
+        target,
+    } = definition;
+    let built = problems.take("", sinks.build(&target).map_err(|e| e.message));
+    for key in target.keys() {
+        if !sinks.plugin_keys().any(|k| k == key) {
             warnings.push(format!("{place}: unknown key `{key}` is ignored"));
         }
     }
     let explicit_id = problems.take(
         "",
-        match spec.get("id") {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err("`id` must be a non-empty string".to_string()),
+        match id {
+            Field::Absent => Ok(None),
+            Field::Valid(id) if !id.is_empty() => Ok(Some(id)),
+            _ => Err("`id` must be a non-empty string".to_string()),
         },
     );
-    let event_types = problems.take("", event_types(spec.get("event_types")));
+    let event_types = problems.take("", self::event_types(event_types));
     if let Some(names) = &event_types {
         warnings.extend(unknown_event_types(names).map(|w| format!("{place}: {w}")));
     }
-    let channel_filter = problems.take("", channel_filter(spec));
+    // `filters` holds WASM filters, or soketi's channel filter when `filter`
+    // does not (the form soketi's own documentation shows).
+    let (channel_filters, filter_entries) = match filters {
+        Field::Absent => (None, Ok(Vec::new())),
+        Field::Valid(FiltersKey::Chain(entries)) => (None, Ok(entries)),
+        Field::Valid(FiltersKey::Channel(map)) => (Some(map), Ok(Vec::new())),
+        Field::Invalid { found, .. } => (
+            None,
+            Err(format!(
+                "`filters` must be an array of {{\"wasm\": \"path.wasm\", …}} entries (or soketi's channel filter \
+                 object), found {}",
+                json_type_name(&found)
+            )),
+        ),
+    };
+    let channel_filter = problems.take("", self::channel_filter(filter, channel_filters));
+    let filter_specs = problems.take(
+        "",
+        filter_entries.and_then(|entries| {
+            filter_specs(&Value::Array(entries), base_dir, defaults).map_err(|e| format!("`filters`: {e}"))
+        }),
+    );
     let headers = problems.take(
         "",
-        match spec.get("headers") {
-            None | Some(Value::Null) => Ok(vec![]),
-            Some(Value::Object(map)) => map
-                .iter()
+        match headers {
+            Field::Absent => Ok(vec![]),
+            Field::Valid(map) => map
+                .into_iter()
                 .map(|(k, v)| match v {
-                    Value::String(s) => valid_header(k, s).map(|()| (k.clone(), s.clone())),
-                    Value::Number(n) => valid_header(k, &n.to_string()).map(|()| (k.clone(), n.to_string())),
+                    Value::String(s) => valid_header(&k, &s).map(|()| (k, s)),
+                    Value::Number(n) => valid_header(&k, &n.to_string()).map(|()| (k, n.to_string())),
                     other => Err(format!(
                         "header `{k}` must be a string, found {}",
-                        json_type_name(other)
+                        json_type_name(&other)
                     )),
                 })
                 .collect::<Result<_, _>>(),
-            Some(_) => Err("`headers` must be an object of header names to values".to_string()),
+            Field::Invalid { .. } => Err("`headers` must be an object of header names to values".to_string()),
         },
     );
     let timeout = problems.take(
         "",
-        match spec.get("timeout_ms") {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-                _ => Err("`timeout_ms` must be a positive whole number of milliseconds".to_string()),
-            },
+        match timeout_ms {
+            Field::Absent => Ok(None),
+            Field::Valid(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+            _ => Err("`timeout_ms` must be a positive whole number of milliseconds".to_string()),
         },
     );
     let retry = problems.take(
         "",
-        match spec.get("retry") {
-            None | Some(Value::Null) => Ok(app_retry),
-            Some(v) => serde_json::from_value::<RetryOverride>(v.clone())
-                .map_err(|e| format!("`retry`: {e}"))
-                .and_then(|o| o.apply(app_retry)),
+        match retry {
+            Field::Absent => Ok(app_retry),
+            Field::Valid(o) => o.apply(app_retry),
+            Field::Invalid { error, .. } => Err(format!("`retry`: {error}")),
         },
     );
     let max_in_flight = problems.take(
         "",
-        match spec.get("max_in_flight") {
-            None | Some(Value::Null) => Ok(defaults.max_in_flight),
-            Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => Ok(n as usize),
-                _ => Err("`max_in_flight` must be a whole number of at least 1".to_string()),
-            },
+        match max_in_flight {
+            Field::Absent => Ok(defaults.max_in_flight),
+            Field::Valid(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => Err("`max_in_flight` must be a whole number of at least 1".to_string()),
         },
     );
     let ordering = problems.take(
         "",
-        match spec.get("ordering") {
-            None | Some(Value::Null) => Ok(Ordering::None),
-            Some(v) => {
-                serde_json::from_value(v.clone()).map_err(|_| "`ordering` must be \"none\" or \"strict\"".to_string())
-            }
-        },
-    );
-    let filter_specs = problems.take(
-        "",
-        match spec.get("filters") {
-            Some(value @ Value::Array(_)) => {
-                filter_specs(value, base_dir, defaults).map_err(|e| format!("`filters`: {e}"))
-            }
-            _ => Ok(Vec::new()),
+        match ordering {
+            Field::Absent => Ok(Ordering::None),
+            Field::Valid(ordering) => Ok(ordering),
+            Field::Invalid { .. } => Err("`ordering` must be \"none\" or \"strict\"".to_string()),
         },
     );
     let (
@@ -574,21 +583,17 @@ fn valid_header(name: &str, value: &str) -> Result<(), String> {
 }
 
 /// A webhook's `event_types`: a non-empty array of names.
-fn event_types(value: Option<&Value>) -> Result<HashSet<Box<str>>, String> {
+fn event_types(value: Field<Vec<String>>) -> Result<HashSet<Box<str>>, String> {
     match value {
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(Box::from)
-                    .ok_or_else(|| "`event_types` must hold strings only".to_string())
-            })
-            .collect(),
-        Some(Value::Array(_)) => Err(
+        Field::Valid(names) if !names.is_empty() => Ok(names.into_iter().map(Box::from).collect()),
+        Field::Valid(_) => Err(
             "`event_types` is empty, so the webhook would receive nothing; list the event names it wants".to_string(),
         ),
-        Some(_) => Err("`event_types` must be an array of event names".to_string()),
-        None => Err(
+        Field::Invalid {
+            found: Value::Array(_), ..
+        } => Err("`event_types` must hold strings only".to_string()),
+        Field::Invalid { .. } => Err("`event_types` must be an array of event names".to_string()),
+        Field::Absent => Err(
             "`event_types` is missing; list the event names this webhook receives (e.g. [\"channel_occupied\"])"
                 .to_string(),
         ),
@@ -625,17 +630,18 @@ fn unknown_event_types(names: &HashSet<Box<str>>) -> impl Iterator<Item = String
     })
 }
 
-/// soketi's `filter`, or an object-valued `filters` with the same keys (the
-/// form soketi's own documentation shows).
-fn channel_filter(spec: &Map<String, Value>) -> Result<ChannelFilter, String> {
-    let (key, value) = match (spec.get("filter"), spec.get("filters")) {
-        (Some(v), _) if !v.is_null() => ("filter", v),
-        (_, Some(v @ Value::Object(_))) => ("filters", v),
-        _ => return Ok(ChannelFilter::default()),
+/// soketi's `filter`, or else an object-valued `filters` with the same keys
+/// (the form soketi's own documentation shows).
+fn channel_filter(filter: Field<ChannelFilter>, filters: Option<Map<String, Value>>) -> Result<ChannelFilter, String> {
+    let must = |key: &str, error: &dyn std::fmt::Display| {
+        format!("`{key}` must be an object with `channel_name_starts_with` and/or `channel_name_ends_with`: {error}")
     };
-    serde_json::from_value(value.clone()).map_err(|e| {
-        format!("`{key}` must be an object with `channel_name_starts_with` and/or `channel_name_ends_with`: {e}")
-    })
+    match (filter, filters) {
+        (Field::Valid(filter), _) => Ok(filter),
+        (Field::Invalid { error, .. }, _) => Err(must("filter", &error)),
+        (Field::Absent, Some(map)) => serde_json::from_value(Value::Object(map)).map_err(|e| must("filters", &e)),
+        (Field::Absent, None) => Ok(ChannelFilter::default()),
+    }
 }
 
 /// Explicit ids must be unique; the others default to the target, with

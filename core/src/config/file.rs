@@ -253,6 +253,30 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_webhook_is_reported_with_its_key() {
+        let text = r#"{"id":"a","key":"k","secret":"s","webhooks":[
+            {"event_types":"channel_occupied","timeout_ms":0,"ordering":"sideways","filters":"x.wasm",
+             "headers":{"X-N":[1]},"retry":{"max_tries":3},"max_in_flight":0,"id":""},
+            7]}"#;
+        let problems = loader().load_text(Path::new("a.json"), text).unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "webhook 0: a webhook needs a target",
+            "webhook 0: `id` must be a non-empty string",
+            "webhook 0: `event_types` must be an array of event names",
+            "webhook 0: `filters` must be an array of {\"wasm\"",
+            "webhook 0: header `X-N` must be a string, found an array",
+            "webhook 0: `timeout_ms` must be a positive whole number",
+            "webhook 0: `retry`: unknown field `max_tries`",
+            "webhook 0: `max_in_flight` must be a whole number of at least 1",
+            "webhook 0: `ordering` must be \"none\" or \"strict\"",
+            "webhook 1 must be an object",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn skips_hidden_and_other_files() {
         assert!(is_app_file(Path::new("/x/apps.json")));
         assert!(is_app_file(Path::new("/x/apps.toml")));

@@ -7,6 +7,7 @@
 //! so that the registry can keep a broken file's last good apps serving.
 
 mod app;
+mod definition;
 mod env;
 mod file;
 
