@@ -23,15 +23,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
-use hookline_sink_api::BoxFuture;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageError, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
 use super::{
-    Acceptance, Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry, InboxTicket,
-    Owner, Ownership, Recovered, RecoveredDelivery, Store, StoreError,
+    Acceptance, Accepted, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry,
+    InboxTicket, Owner, Ownership, Recovered, RecoveredDelivery, Store, StoreError,
 };
 use crate::event::Event;
 

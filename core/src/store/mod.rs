@@ -31,10 +31,11 @@ mod durable;
 /// The clock records are stamped with: milliseconds since the Unix epoch.
 pub use crate::delivery::now_ms;
 pub use durable::{DurableStore, STORE_FILE};
+/// What the store's asynchronous calls return (a boxed, `Send` future).
+pub use futures_util::future::BoxFuture;
 
 use std::sync::Arc;
 
-use hookline_sink_api::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;

@@ -33,10 +33,9 @@ use std::time::Duration;
 use conn::{Conn, Connector};
 use hookline_core::event::Event;
 use hookline_core::store::{
-    Acceptance, Accepted, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner, Ownership, Store,
-    StoreError,
+    Acceptance, Accepted, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner,
+    Ownership, Store, StoreError,
 };
-use hookline_sink_api::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use keys::{PartitionKeys, partition_of};
