@@ -70,12 +70,17 @@ def start(cmd, env=None):
     raise SystemExit(f"{cmd[0]} did not start")
 
 
-def wrk(url, body, concurrency, duration, script_dir):
+def wrk(url, body, concurrency, duration, script_dir, delay_ms=0):
+    """Drives `url` with wrk; with `delay_ms`, each connection waits that
+    long before each request (wrk's `delay()`), which holds the load below
+    saturation at about concurrency * 1000 / delay_ms requests/s."""
     script = os.path.join(script_dir, "post.lua")
     with open(script, "w") as f:
         f.write('wrk.method = "POST"\n')
         f.write(f"wrk.body = {json.dumps(body)}\n")
         f.write('wrk.headers["Content-Type"] = "application/json"\n')
+        if delay_ms:
+            f.write(f"function delay() return {int(delay_ms)} end\n")
     threads = min(concurrency, 2)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "-s", script, url],
@@ -172,6 +177,9 @@ def main():
                              "drop-by-channel-js (QuickJS), drop-by-channel-py (CPython), e.g. none,drop-by-channel")
     parser.add_argument("--store", default="embedded", help="embedded, redis, or both (embedded,redis)")
     parser.add_argument("--nodes", default="1", help="daemons per run on the Redis store, e.g. 1,3")
+    parser.add_argument("--delay-ms", type=int, default=0,
+                        help="each connection waits this long before each request: a load below saturation "
+                             "(about concurrency * 1000 / delay requests/s); 0 (default) drives as fast as it goes")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -268,7 +276,16 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
     try:
         for i in range(nodes):
             node_env = dict(env, HOOKLINE_STORE_NODE_ID=f"node-{i}")
-            proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", os.path.join(run_dir, f"data-{i}"),
+            data_dir = os.path.join(run_dir, f"data-{i}")
+            if filt != "none":
+                # A daemon restarts on its compile cache: compile once, in a
+                # first start that is stopped at once, so RSS is not the
+                # compiler's leftovers.
+                warm, _ = start([args.bin, "serve", "--apps", apps, "--data-dir", data_dir,
+                                 "--listen", "127.0.0.1:0"], env=node_env)
+                warm.terminate()
+                warm.wait()
+            proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", data_dir,
                                 "--listen", "127.0.0.1:0"], env=node_env)
             procs.append(proc)
             addrs.append(addr)
@@ -281,7 +298,7 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
         redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
         start_time = time.time()
         if nodes == 1:
-            rps, bad, errors = wrk(f"http://{addrs[0]}{path}", body, c, args.duration, tmp)
+            rps, bad, errors = wrk(f"http://{addrs[0]}{path}", body, c, args.duration, tmp, args.delay_ms)
         else:
             # One wrk per node, the connections split between them.
             import concurrent.futures
@@ -290,7 +307,8 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
                 os.makedirs(d, exist_ok=True)
             with concurrent.futures.ThreadPoolExecutor(nodes) as pool:
                 runs = list(pool.map(
-                    lambda i: wrk(f"http://{addrs[i]}{path}", body, max(c // nodes, 1), args.duration, dirs[i]),
+                    lambda i: wrk(f"http://{addrs[i]}{path}", body, max(c // nodes, 1), args.duration, dirs[i],
+                                  args.delay_ms),
                     range(nodes)))
             rps = sum(r[0] for r in runs)
             bad = sum(r[1] for r in runs)
