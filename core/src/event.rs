@@ -49,7 +49,7 @@ impl Event {
     /// Parses `e1,e2,…` (canonical event objects joined by commas, as
     /// deliveries and the store keep them) back into events.
     pub fn parse_joined(joined: &str) -> Result<Vec<Self>, String> {
-        let value = json::parse(format!("[{joined}]").as_bytes()).map_err(|e| e.to_string())?;
+        let value = json::parse_joined(joined).map_err(|e| e.to_string())?;
         let items = value.as_array().ok_or("not an array")?;
         items
             .iter()

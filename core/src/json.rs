@@ -112,6 +112,19 @@ pub(crate) fn parse(input: &[u8]) -> Result<Value, JsonError> {
     Ok(value)
 }
 
+/// [`parse`] of `[joined]`: values joined by commas (as the store keeps a
+/// batch's events), as one array. The array itself does not count toward
+/// [`MAX_DEPTH`], so every value that parsed alone parses here too.
+pub(crate) fn parse_joined(joined: &str) -> Result<Value, JsonError> {
+    let wrapped = format!("[{joined}]");
+    let mut parser = Parser::new(wrapped.as_bytes());
+    parser.max_depth = MAX_DEPTH + 1;
+    parser.skip_whitespace();
+    let value = parser.value()?;
+    parser.expect_end()?;
+    Ok(value)
+}
+
 /// Appends `s` as `JSON.stringify` writes a string: in double quotes, with
 /// `"` and `\` escaped, control characters as `\b`, `\f`, `\n`, `\r`, `\t` or
 /// `\u00xx` (lowercase hex), and everything else literally.
@@ -479,6 +492,8 @@ struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
+    /// Containers nested deeper than this are refused.
+    max_depth: usize,
     /// Members of the objects being canonicalized, innermost last.
     spans: Vec<MemberSpan>,
     /// Copy of an object's output while it is rewritten in canonical order.
@@ -495,6 +510,7 @@ impl<'a> Parser<'a> {
             bytes,
             pos: 0,
             depth: 0,
+            max_depth: MAX_DEPTH,
             spans: Vec::new(),
             scratch: String::new(),
             values: Vec::new(),
@@ -552,7 +568,7 @@ impl<'a> Parser<'a> {
     }
 
     fn enter_container(&mut self) -> Result<(), JsonError> {
-        if self.depth == MAX_DEPTH {
+        if self.depth == self.max_depth {
             return Err(self.error_at(
                 self.pos,
                 format!("nesting deeper than {MAX_DEPTH} levels is not allowed"),
@@ -1627,6 +1643,11 @@ mod tests {
         // Hostile input fails quickly instead of overflowing the stack.
         let hostile = "[".repeat(1_000_000);
         assert!(error(hostile.as_bytes()).message.starts_with("nesting deeper"));
+        // Values as deep as allowed, joined, parse back: the joining array
+        // does not count.
+        let joined = format!("{ok},{ok}");
+        assert_eq!(parse_joined(&joined).unwrap().as_array().unwrap().len(), 2);
+        assert!(parse_joined(&format!("{ok},{too_deep}")).is_err());
     }
 
     #[test]
