@@ -342,12 +342,20 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, jobs: &std_mpsc::Receiver<Job>) {
-        let mut busy = false;
+        let (mut busy, mut full) = (false, false);
         loop {
             // Busy and no one waiting on the disk: sleep, then take what
             // came meanwhile, so senders find no parked thread to wake (a
             // system call and a context switch each). Idle: block.
             let first = match self.gather {
+                // A full group leaves more waiting: take it at once.
+                Some(_) if busy && full => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => {
+                        full = false;
+                        continue;
+                    }
+                },
                 Some(gather) if busy => {
                     std::thread::sleep(gather);
                     match jobs.try_recv() {
@@ -373,6 +381,7 @@ impl Writer {
                 }
             }
             let applied = group.len();
+            full = applied == MAX_GROUP;
             self.apply_group(group);
             self.unwritten.fetch_sub(applied, AtomicOrdering::Relaxed);
         }
