@@ -671,7 +671,9 @@ impl Owner for EngineOwner {
 /// Hands a request's stored events to their app's batcher: when the
 /// request finishes, or when its handler is dropped before (the store
 /// applies the batcher's later commit after the events' write, so handing
-/// them over early is safe).
+/// them over early is safe). A dropped request's events are handed over
+/// even if their write then fails: its client got no answer and will send
+/// them again, so they may arrive twice (at least once), never not at all.
 struct Handover<'a> {
     engine: &'a Arc<Engine>,
     ticket: Option<InboxTicket>,

@@ -299,10 +299,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`Acceptance::stored`] resolves once they are stored under the
     /// configured durability.
     ///
-    /// With [`Accepted::Here`], the write is queued before this returns and
-    /// cannot be taken back, and a [`Store::commit`] made after this call is
-    /// applied after it (in the same transaction or a later one): the engine
-    /// relies on it to hand the events to their batcher when the request's
+    /// A store that answers [`Accepted::Here`] must queue the write before
+    /// this returns (not when `stored` is first polled), so it cannot be
+    /// taken back, and must apply a [`Store::commit`] made after this call
+    /// after it (in the same transaction or a later one): the engine relies
+    /// on both to hand the events to their batcher when the request's
     /// handler is dropped before `stored` resolves.
     /// `config` is the app's fingerprint here, for a shared store's owner to
     /// compare with its own.

@@ -20,8 +20,12 @@ use bytes::Bytes;
 /// A boxed future, as returned by [`Sink::send`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The JSON object of one webhook, as written in an app file (after `${NAME}`
-/// references were resolved).
+/// The keys of one webhook that are the plugin's, as written in an app file
+/// (after `${NAME}` references were resolved): every key but those the
+/// engine reads itself (`id`, `event_types`, `filter`, `filters`,
+/// `headers`, `timeout_ms`, `retry`, `max_in_flight`, `ordering`), which a
+/// plugin gets in built form with each attempt (`headers` and `timeout_ms`
+/// arrive in [`SinkRequest`]).
 pub type WebhookSpec = serde_json::Map<String, serde_json::Value>;
 
 /// A delivery target kind: builds [`Sink`]s from webhook definitions.
