@@ -26,9 +26,16 @@ pub fn verify_hmac_sha256_hex(secret: &[u8], message: &[u8], claimed: &str) -> b
 /// Whether `claimed` (hex, any case) is `mac`'s result, compared in
 /// constant time; nothing is allocated.
 fn mac_matches_hex(mac: HmacSha256, claimed: &str) -> bool {
-    let mut expected = [0u8; 64];
-    hex::encode_to_slice(mac.finalize().into_bytes(), &mut expected).expect("32 bytes are 64 hex digits");
-    constant_time_eq_ignore_ascii_case(&expected, claimed.as_bytes())
+    digest_matches_hex(&mac.finalize().into_bytes(), claimed)
+}
+
+/// Whether `claimed` (hex, any case) is `digest` (at most 32 bytes) in hex,
+/// compared in constant time; nothing is allocated.
+fn digest_matches_hex(digest: &[u8], claimed: &str) -> bool {
+    let mut buffer = [0u8; 64];
+    let expected = &mut buffer[..digest.len() * 2];
+    hex::encode_to_slice(digest, expected).expect("the buffer holds two hex digits per byte");
+    constant_time_eq_ignore_ascii_case(expected, claimed.as_bytes())
 }
 
 /// Lowercase hex MD5 of `body`, as the Pusher HTTP API's `body_md5`.
@@ -39,9 +46,7 @@ pub fn md5_hex(body: &[u8]) -> String {
 /// Whether `claimed` (hex, any case) is the MD5 of `body`, compared in
 /// constant time; nothing is allocated.
 pub fn md5_matches_hex(body: &[u8], claimed: &str) -> bool {
-    let mut expected = [0u8; 32];
-    hex::encode_to_slice(Md5::digest(body), &mut expected).expect("16 bytes are 32 hex digits");
-    constant_time_eq_ignore_ascii_case(&expected, claimed.as_bytes())
+    digest_matches_hex(&Md5::digest(body), claimed)
 }
 
 /// Constant-time comparison of two hex strings, ignoring ASCII case.
