@@ -105,20 +105,20 @@ pub(crate) fn canonicalize_into(input: &[u8], out: &mut String) -> Result<(), Js
 ///
 /// The same as [`canonicalize`].
 pub(crate) fn parse(input: &[u8]) -> Result<Value, JsonError> {
-    let mut parser = Parser::new(input);
-    parser.skip_whitespace();
-    let value = parser.value()?;
-    parser.expect_end()?;
-    Ok(value)
+    parse_nesting(input, MAX_DEPTH)
 }
 
 /// [`parse`] of `[joined]`: values joined by commas (as the store keeps a
 /// batch's events), as one array. The array itself does not count toward
 /// [`MAX_DEPTH`], so every value that parsed alone parses here too.
 pub(crate) fn parse_joined(joined: &str) -> Result<Value, JsonError> {
-    let wrapped = format!("[{joined}]");
-    let mut parser = Parser::new(wrapped.as_bytes());
-    parser.max_depth = MAX_DEPTH + 1;
+    parse_nesting(format!("[{joined}]").as_bytes(), MAX_DEPTH + 1)
+}
+
+/// [`parse`] with containers nested at most `max_depth` deep.
+fn parse_nesting(input: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    let mut parser = Parser::new(input);
+    parser.max_depth = max_depth;
     parser.skip_whitespace();
     let value = parser.value()?;
     parser.expect_end()?;
