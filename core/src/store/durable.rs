@@ -348,16 +348,11 @@ impl Writer {
             // came meanwhile, so senders find no parked thread to wake (a
             // system call and a context switch each). Idle: block.
             let first = match self.gather {
-                // A full group leaves more waiting: take it at once.
-                Some(_) if busy && full => match jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => {
-                        full = false;
-                        continue;
-                    }
-                },
                 Some(gather) if busy => {
-                    std::thread::sleep(gather);
+                    // A full group leaves more waiting: take it at once.
+                    if !full {
+                        std::thread::sleep(gather);
+                    }
                     match jobs.try_recv() {
                         Ok(job) => job,
                         Err(std_mpsc::TryRecvError::Empty) => {
@@ -822,6 +817,18 @@ mod tests {
         }
     }
 
+    /// Opens the store in `dir` again once the last one let go of it (its
+    /// writer thread drops the database when the store is dropped).
+    fn reopen(dir: &Path) -> Arc<DurableStore> {
+        loop {
+            match DurableStore::open(dir, true, u64::MAX) {
+                Ok(opened) => break opened,
+                Err(e) if e.0.contains("in use") => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     fn event(n: u32) -> Event {
         Event::parse_joined(&format!(r#"{{"name":"e","channel":"c{n}"}}"#))
             .unwrap()
@@ -880,15 +887,7 @@ mod tests {
                 .unwrap();
             assert_eq!(t2, t1 + 1);
         }
-        // The writer thread drops the database when the store is dropped;
-        // wait for the lock to go.
-        let store = loop {
-            match DurableStore::open(dir.path(), true, u64::MAX) {
-                Ok(opened) => break opened,
-                Err(e) if e.0.contains("in use") => std::thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let store = reopen(dir.path());
         assert_eq!(store.first_key(), 10);
         let recovered = recovered(&store).await;
         assert_eq!(recovered.inbox.len(), 2);
@@ -1001,13 +1000,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let store = loop {
-            match DurableStore::open(dir.path(), true, u64::MAX) {
-                Ok(opened) => break opened,
-                Err(e) if e.0.contains("in use") => std::thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let store = reopen(dir.path());
         let recovered = recovered(&store).await;
         assert_eq!(recovered.inbox.len(), 1, "only the half-batched request is left");
         assert_eq!(recovered.inbox[0].consumed, 1);
