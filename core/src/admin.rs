@@ -177,13 +177,7 @@ impl OfflineAdmin {
         filters: bool,
     ) -> Result<Self, crate::filter::FilterError> {
         let filters = filters
-            .then(|| {
-                crate::filter::FilterHost::new(
-                    settings.filters.clone(),
-                    Some(settings.data_dir.join("filter-cache")),
-                    None,
-                )
-            })
+            .then(|| crate::filter::FilterHost::for_daemon(settings, None))
             .transpose()?;
         let registry = Arc::new(AppRegistry::for_settings(settings, sinks, env, filters));
         Ok(Self {

@@ -156,12 +156,8 @@ impl Engine {
             )
             })?;
         }
-        let filters = FilterHost::new(
-            settings.filters.clone(),
-            Some(settings.data_dir.join("filter-cache")),
-            Some(&metrics),
-        )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let filters =
+            FilterHost::for_daemon(&settings, Some(&metrics)).map_err(|e| std::io::Error::other(e.to_string()))?;
         let registry = Arc::new(AppRegistry::for_settings(&settings, sinks, env, Some(filters.clone())));
         let ids = Arc::new(BatchIds::starting_at(store.first_key()));
         let backlog = Arc::new(crate::backlog::Backlog::new(

@@ -55,6 +55,16 @@ impl std::fmt::Debug for FilterHost {
 }
 
 impl FilterHost {
+    /// The daemon's host: `settings.filters`, compiled components cached in
+    /// `data_dir/filter-cache`.
+    pub(crate) fn for_daemon(settings: &crate::Settings, metrics: Option<&Metrics>) -> Result<Arc<Self>, FilterError> {
+        Self::new(
+            settings.filters.clone(),
+            Some(settings.data_dir.join("filter-cache")),
+            metrics,
+        )
+    }
+
     /// A host whose compiled components are cached under `cache_dir`.
     /// `metrics`, when given, counts compilations and cache hits.
     pub fn new(
