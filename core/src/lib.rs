@@ -26,7 +26,7 @@
 //! API's access rule, the status), [`store`] (the seam a shared store
 //! plugs into), [`sinks`] (where sink plugins are registered), [`event`]
 //! and [`signing`] (the payload and signature contract), and [`filter`]
-//! (the WASM filter host, for `hookline filter test`). `ARCHITECTURE.md` at
+//! (the WASM filter host, for `hookline filter run`). `ARCHITECTURE.md` at
 //! the repository root maps the inside.
 
 // The facade: what a program embedding the engine, a sink or store plugin,
