@@ -31,11 +31,12 @@ fn release_compiler_memory() {
 /// `libmimalloc-sys` does not name).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed pages stay resident before mimalloc returns them (its
-/// default is 10 ms). The filter stage frees each batch's buffers on
-/// blocking threads, and at 10 ms the pages of several batches were held
-/// at once: with the drop-by-channel filter at 64 connections, peak RSS
-/// fell from 40–49 MiB to 32–34 MiB at 1–3 ms, with no throughput change
-/// measurable in `load.py` (BENCHMARKS.md, 2026-11-29).
+/// default, in the mimalloc 3 that `libmimalloc-sys` builds, is 1 s). The
+/// filter stage frees each batch's buffers on blocking threads, and the
+/// pages of many batches were held at once: with the drop-by-channel
+/// filter at 64 connections, peak RSS fell from 40–49 MiB to 32–34 MiB at
+/// 1–3 ms, with no throughput change measurable in `load.py`
+/// (BENCHMARKS.md, 2026-11-29).
 const PURGE_DELAY_MS: std::ffi::c_long = 2;
 
 /// Sets [`PURGE_DELAY_MS`], unless `MIMALLOC_PURGE_DELAY` chooses another.
@@ -123,5 +124,25 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
             cmd::report_fatal(&error);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins `MI_OPTION_PURGE_DELAY` to the option it means: the test binary
+    /// never calls `tune_allocator`, so the option reads mimalloc 3's
+    /// default purge delay, 1000 ms (the options beside it default to 1 and
+    /// 0), or what `MIMALLOC_PURGE_DELAY` says.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_index_names_mimallocs_purge_delay() {
+        let expected = std::env::var("MIMALLOC_PURGE_DELAY").map_or(1000, |v| v.parse().unwrap());
+        // SAFETY: `mi_option_get` takes no pointers and only reads the option.
+        assert_eq!(
+            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
+            expected
+        );
     }
 }
