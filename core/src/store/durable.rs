@@ -1124,10 +1124,19 @@ mod tests {
             .collect()
     }
 
+    /// A hold no request outlasts, however slow the machine.
+    const LONG: Duration = Duration::from_secs(3600);
+
+    /// Writes (as a group that succeeds) every held request.
+    fn write_all_held(writer: &mut Writer) -> Vec<(InboxTicket, u32)> {
+        let (group, tentative) = writer.hold_back(Vec::new(), Duration::ZERO);
+        writer.settle(tentative);
+        assert!(writer.held.is_empty());
+        written(&group)
+    }
+
     #[test]
     fn held_requests_are_written_only_if_not_batched_whole_in_time() {
-        // Never due, however slow the machine, until asked with a hold of 0.
-        const LONG: Duration = Duration::from_secs(3600);
         let mut writer = memory_writer();
         let (group, tentative) = writer.hold_back(vec![accept_job(1), accept_job(2), accept_job(3)], LONG);
         assert!(group.is_empty(), "all three are held");
@@ -1140,15 +1149,11 @@ mod tests {
         assert_eq!(commit.marks.iter().map(|m| m.ticket).collect::<Vec<_>>(), [7]);
         writer.settle(tentative);
         // Due: 2 with its progress and 3 are written; 1 never.
-        let (group, tentative) = writer.hold_back(Vec::new(), Duration::ZERO);
-        assert_eq!(written(&group), [(2, 1), (3, 0)]);
-        writer.settle(tentative);
-        assert!(writer.held.is_empty());
+        assert_eq!(write_all_held(&mut writer), [(2, 1), (3, 0)]);
     }
 
     #[test]
     fn a_group_that_fails_leaves_the_held_requests_as_they_were() {
-        const LONG: Duration = Duration::from_secs(3600);
         let mut writer = memory_writer();
         let (_, tentative) = writer.hold_back(vec![accept_job(1), accept_job(2)], LONG);
         writer.settle(tentative);
@@ -1161,10 +1166,7 @@ mod tests {
             "1 is batched whole; 2 goes with the commit's progress"
         );
         // The batcher retries the commit later; meanwhile both are due.
-        let (group, tentative) = writer.hold_back(Vec::new(), Duration::ZERO);
-        assert_eq!(written(&group), [(1, 0), (2, 0)]);
-        writer.settle(tentative);
-        assert!(writer.held.is_empty());
+        assert_eq!(write_all_held(&mut writer), [(1, 0), (2, 0)]);
     }
 
     #[test]
