@@ -67,7 +67,7 @@ const GATHER: Duration = Duration::from_millis(1);
 const HOLD: Duration = Duration::from_millis(5);
 
 /// An inbox entry's metadata.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct InboxMeta {
     app_id: String,
     count: u32,
@@ -85,13 +85,12 @@ struct DeadMeta {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Job {
+    /// A request's inbox record (`meta.consumed` above 0 for a held request
+    /// written late).
     Accept {
         ticket: InboxTicket,
-        app_id: String,
+        meta: InboxMeta,
         payload: String,
-        count: u32,
-        /// Events already batched (a held request written late).
-        consumed: u32,
         reply: Option<Reply<()>>,
     },
     Commit(Commit, Reply<()>),
@@ -393,10 +392,8 @@ struct Tentative {
 /// A request accepted with `durability = "memory"`, held back from the
 /// inbox.
 struct HeldAccept {
-    app_id: String,
+    meta: InboxMeta,
     payload: String,
-    count: u32,
-    consumed: u32,
     since: Instant,
 }
 
@@ -476,17 +473,13 @@ impl Writer {
             match job {
                 Job::Accept {
                     ticket,
-                    app_id,
+                    meta,
                     payload,
-                    count,
-                    consumed,
                     reply: None,
                 } => {
                     let held = HeldAccept {
-                        app_id,
+                        meta,
                         payload,
-                        count,
-                        consumed,
                         since: now,
                     };
                     self.held.insert(ticket, held);
@@ -517,14 +510,13 @@ impl Writer {
             if marks.clone().any(|mark| mark.complete) {
                 continue;
             }
-            let consumed = marks.map(|mark| mark.consumed).fold(held.consumed, u32::max);
             // A copy: if the group fails, the request stays held.
+            let mut meta = held.meta.clone();
+            meta.consumed = marks.map(|mark| mark.consumed).fold(meta.consumed, u32::max);
             kept.push(Job::Accept {
                 ticket,
-                app_id: held.app_id.clone(),
+                meta,
                 payload: held.payload.clone(),
-                count: held.count,
-                consumed,
                 reply: None,
             });
             tentative.written.push(ticket);
@@ -538,7 +530,7 @@ impl Writer {
             if mark.complete {
                 self.held.remove(&mark.ticket);
             } else if let Some(held) = self.held.get_mut(&mark.ticket) {
-                held.consumed = held.consumed.max(mark.consumed);
+                held.meta.consumed = held.meta.consumed.max(mark.consumed);
             }
         }
         for ticket in tentative.written {
@@ -635,17 +627,10 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result
             let answer = match job {
                 Job::Accept {
                     ticket,
-                    app_id,
+                    meta,
                     payload,
-                    count,
-                    consumed,
                     reply,
                 } => {
-                    let meta = InboxMeta {
-                        app_id,
-                        count,
-                        consumed,
-                    };
                     inbox.insert(ticket, encode(&meta, &payload).as_slice())?;
                     Answer::Unit(reply)
                 }
@@ -814,16 +799,17 @@ impl Store for DurableStore {
     fn accept<'a>(&'a self, app_id: &'a str, _config: &'a str, events: &[Event]) -> Acceptance<'a> {
         let ticket = self.next_ticket.fetch_add(1, AtomicOrdering::Relaxed);
         let payload = crate::event::join_events(events);
-        let count = events.len() as u32;
-        let app_id = app_id.to_string();
+        let meta = InboxMeta {
+            app_id: app_id.to_string(),
+            count: events.len() as u32,
+            consumed: 0,
+        };
         let handed = Accepted::Here(ticket);
         if !self.wait_for_disk && self.unwritten.load(AtomicOrdering::Relaxed) < MAX_UNWRITTEN {
             self.send(Job::Accept {
                 ticket,
-                app_id,
+                meta,
                 payload,
-                count,
-                consumed: 0,
                 reply: None,
             });
             return Acceptance {
@@ -833,10 +819,8 @@ impl Store for DurableStore {
         }
         let stored = self.ask(|reply| Job::Accept {
             ticket,
-            app_id,
+            meta,
             payload,
-            count,
-            consumed: 0,
             reply: Some(reply),
         });
         Acceptance { handed, stored }
@@ -1077,10 +1061,12 @@ mod tests {
     fn accept_job(ticket: InboxTicket) -> Job {
         Job::Accept {
             ticket,
-            app_id: "app".into(),
+            meta: InboxMeta {
+                app_id: "app".into(),
+                count: 2,
+                consumed: 0,
+            },
             payload: r#"{"name":"e"}"#.into(),
-            count: 2,
-            consumed: 0,
             reply: None,
         }
     }
@@ -1118,7 +1104,7 @@ mod tests {
         group
             .iter()
             .filter_map(|job| match job {
-                Job::Accept { ticket, consumed, .. } => Some((*ticket, *consumed)),
+                Job::Accept { ticket, meta, .. } => Some((*ticket, meta.consumed)),
                 _ => None,
             })
             .collect()
@@ -1172,25 +1158,10 @@ mod tests {
     #[test]
     fn a_request_whose_sender_waits_for_the_disk_or_in_fsync_mode_is_never_held() {
         let mut writer = memory_writer();
-        let Job::Accept {
-            ticket,
-            app_id,
-            payload,
-            count,
-            consumed,
-            ..
-        } = accept_job(1)
-        else {
-            unreachable!()
-        };
-        let waiting = Job::Accept {
-            ticket,
-            app_id,
-            payload,
-            count,
-            consumed,
-            reply: Some(oneshot::channel().0),
-        };
+        let mut waiting = accept_job(1);
+        if let Job::Accept { reply, .. } = &mut waiting {
+            *reply = Some(oneshot::channel().0);
+        }
         assert_eq!(written(&writer.hold_back(vec![waiting], HOLD).0), [(1, 0)]);
         writer.gather = None;
         assert_eq!(written(&writer.hold_back(vec![accept_job(2)], HOLD).0), [(2, 0)]);
