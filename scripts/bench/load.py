@@ -27,6 +27,10 @@ them (one wrk per node, concurrency divided); delivered events/s and
 latency are summed over the nodes, CPU per event counts the daemons (and,
 in brackets, Redis), and peak RSS is the largest daemon's.
 
+`--baseline-work-ns 500,1000,2000` adds bare hyper rows whose server
+busy-waits that long per request: the calibration curve of what a given
+per-request cost is worth in requests/s on this machine's loopback.
+
     python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--filter none,drop-by-channel]
                                   [--store embedded,redis] [--nodes 1,3] [--no-build]
 
@@ -180,6 +184,9 @@ def main():
     parser.add_argument("--delay-ms", type=int, default=0,
                         help="each connection waits this long before each request: a load below saturation "
                              "(about concurrency * 1000 / delay requests/s); 0 (default) drives as fast as it goes")
+    parser.add_argument("--baseline-work-ns", default="",
+                        help="also drive bare hyper doing this much busy work per request, one row each "
+                             "(e.g. 500,1000,2000): what a given per-request cost is worth in req/s here")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -204,6 +211,15 @@ def main():
             rps, bad, errors = wrk(f"http://{baseline_addr}/", body_of(1), c, args.duration, tmp)
             baseline_rps[c] = rps
             print(f"baseline bare hyper      c={c:<3} {rps:>10.0f} req/s {errors}", flush=True)
+            for work_ns in [int(w) for w in args.baseline_work_ns.split(",") if w]:
+                busy, busy_addr = start([args.baseline, "127.0.0.1:0"],
+                                        env=dict(os.environ, BARE_HYPER_WORK_NS=str(work_ns)))
+                try:
+                    busy_rps, _, busy_errors = wrk(f"http://{busy_addr}/", body_of(1), c, args.duration, tmp)
+                finally:
+                    busy.kill()
+                print(f"  + {work_ns:>5} ns of work  c={c:<3} {busy_rps:>10.0f} req/s "
+                      f"({busy_rps / rps:.0%} of bare) {busy_errors}", flush=True)
         setups = [("embedded", 1)] if "embedded" in args.store.split(",") else []
         if "redis" in args.store.split(","):
             setups += [("redis", int(k)) for k in args.nodes.split(",")]
