@@ -13,11 +13,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use futures_util::FutureExt;
 
 use crate::config::App;
 use crate::engine::{Engine, Refusal};
@@ -69,10 +70,10 @@ fn answer(engine: &Engine, result: Result<u64, Refused>) -> Response {
         Ok(generation) => (
             StatusCode::OK,
             [
-                (header::CONTENT_TYPE, "application/json".to_string()),
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
                 (
                     header::HeaderName::from_static("x-hookline-generation"),
-                    generation.to_string(),
+                    HeaderValue::from(generation),
                 ),
             ],
             "{}",
@@ -90,16 +91,18 @@ fn answer(engine: &Engine, result: Result<u64, Refused>) -> Response {
     }
 }
 
+// The request is taken whole, not as `HeaderMap` and `RawQuery`
+// extractors: those copy the headers and the query for every request.
 async fn native(
     State(engine): State<Arc<Engine>>,
     app_id: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query().unwrap_or("");
     // A path segment that is not UTF-8 names no app (404, as JSON).
     let result = match app_id {
-        Ok(Path(app_id)) => native_inner(&engine, &app_id, query.as_deref().unwrap_or(""), &headers, body).await,
+        Ok(Path(app_id)) => native_inner(&engine, &app_id, query, &parts.headers, body).await,
         Err(_) => Err(Refused::new(
             StatusCode::NOT_FOUND,
             "unknown_app",
@@ -145,8 +148,9 @@ async fn native_inner(
     Ok(snapshot.generation)
 }
 
-async fn relay(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Body) -> Response {
-    let result = relay_inner(&engine, &headers, body).await;
+async fn relay(State(engine): State<Arc<Engine>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = relay_inner(&engine, &parts.headers, body).await;
     answer(&engine, result)
 }
 
@@ -275,12 +279,16 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    let read = axum::body::to_bytes(body, limit);
+    tokio::pin!(read);
+    // Most bodies came with their headers: read at once, they need no
+    // timer (a clock read and a timer-wheel entry per request).
+    if let Some(read) = (&mut read).now_or_never() {
+        return read.map_err(|e| body_error(e, too_large));
+    }
     // A body that stalls holds a connection and up to `limit` bytes: it has
     // `read_timeout_ms`, and none at all once shutdown begins.
-    let read = tokio::time::timeout(
-        engine.settings().ingest.read_timeout(),
-        axum::body::to_bytes(body, limit),
-    );
+    let read = tokio::time::timeout(engine.settings().ingest.read_timeout(), read);
     let read = tokio::select! {
         read = read => read,
         () = engine.shutdown_started() => {
@@ -301,18 +309,21 @@ async fn read_body(engine: &Engine, headers: &HeaderMap, body: Body) -> Result<B
             ),
         ));
     };
-    read.map_err(|e| {
-        let is_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if is_limit {
-            too_large()
-        } else {
-            Refused::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("could not read the body: {e}"),
-            )
-        }
-    })
+    read.map_err(|e| body_error(e, too_large))
+}
+
+/// 413 past the body limit, 400 for a body that could not be read.
+fn body_error(error: axum::Error, too_large: impl FnOnce() -> Refused) -> Refused {
+    let is_limit = std::error::Error::source(&error).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if is_limit {
+        too_large()
+    } else {
+        Refused::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("could not read the body: {error}"),
+        )
+    }
 }
 
 /// The query's `name=value` pairs as `application/x-www-form-urlencoded`
