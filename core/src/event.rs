@@ -37,7 +37,7 @@ impl Event {
         };
         let name = field("name")?;
         let channel = field("channel")?;
-        let mut text = String::new();
+        let mut text = String::with_capacity(value.canonical_len_bound());
         value.write_canonical(&mut text);
         Ok(Self {
             name,

@@ -191,9 +191,36 @@ impl Value {
 
     /// Returns the `JSON.stringify` text of this value.
     pub fn to_canonical_string(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.canonical_len_bound());
         self.write_canonical(&mut out);
         out
+    }
+
+    /// At least the length of [`Value::write_canonical`]'s text, exactly
+    /// that when the value holds no number: what to reserve so that
+    /// writing it never grows the buffer.
+    pub fn canonical_len_bound(&self) -> usize {
+        /// `JSON.stringify`'s longest numbers: 17 digits after `-0.00000`,
+        /// as in `-0.0000012345678901234567`.
+        const LONGEST_NUMBER: usize = 25;
+        let commas = |n: usize| n.saturating_sub(1);
+        match self {
+            Value::Null | Value::Bool(true) => 4,
+            Value::Bool(false) => 5,
+            Value::Number(_) => LONGEST_NUMBER,
+            Value::String(s) => s.canonical.len() + 2,
+            Value::Array(items) => {
+                2 + commas(items.len()) + items.iter().map(Value::canonical_len_bound).sum::<usize>()
+            }
+            Value::Object(object) => {
+                2 + commas(object.members.len())
+                    + object
+                        .members
+                        .iter()
+                        .map(|(key, value)| key.canonical.len() + 3 + value.canonical_len_bound())
+                        .sum::<usize>()
+            }
+        }
     }
 
     /// Whether this is `null`.
@@ -1295,8 +1322,13 @@ mod tests {
     /// Canonicalizes through both entry points and checks that they agree.
     fn canon(input: &str) -> String {
         let streamed = canonicalize(input.as_bytes()).unwrap();
-        let tree = parse(input.as_bytes()).unwrap().to_canonical_string();
+        let value = parse(input.as_bytes()).unwrap();
+        let tree = value.to_canonical_string();
         assert_eq!(streamed, tree, "canonicalize and parse disagree on {input:?}");
+        assert!(
+            value.canonical_len_bound() >= tree.len(),
+            "canonical_len_bound is short for {input:?}"
+        );
         streamed
     }
 
@@ -1329,6 +1361,33 @@ mod tests {
             canon("{ \"a\" : [ 1 , 2 , { } , [ ] ] ,\n\t\"b\" : null }"),
             r#"{"a":[1,2,{},[]],"b":null}"#
         );
+    }
+
+    #[test]
+    fn canonical_len_bound_is_exact_without_numbers_and_bounds_the_longest_number() {
+        for input in [
+            r#"{"b":"x\n\u00e9","a":[true,false,null,{}],"\ud800":[]}"#,
+            r#""\u2028""#,
+            "[]",
+        ] {
+            let value = parse(input.as_bytes()).unwrap();
+            assert_eq!(
+                value.canonical_len_bound(),
+                value.to_canonical_string().len(),
+                "{input}"
+            );
+        }
+        for n in [
+            -0.000_001_234_567_890_123_456_7,
+            -1.797_693_134_862_315_7e308,
+            -1.234_567_890_123_456_7e20,
+        ] {
+            assert!(
+                number(n).len() <= Value::Number(n).canonical_len_bound(),
+                "{}",
+                number(n)
+            );
+        }
     }
 
     #[test]
