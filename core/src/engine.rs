@@ -535,7 +535,8 @@ impl Engine {
             read_timeout: self.settings.ingest.read_timeout(),
             max_connections: ADMIN_MAX_CONNECTIONS,
         };
-        crate::http_server::serve(listener, router, limits, self.shutdown_signal.subscribe()).await;
+        let service = crate::http_server::routed(router);
+        crate::http_server::serve(listener, service, limits, self.shutdown_signal.subscribe()).await;
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then stops
@@ -546,7 +547,7 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), std::io::Error> {
-        let router = crate::ingest::router(self.clone());
+        let service = crate::ingest::service(self.clone());
         let engine = self.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -557,7 +558,7 @@ impl Engine {
             read_timeout: self.settings.ingest.read_timeout(),
             max_connections: self.settings.ingest.max_connections.max(1),
         };
-        crate::http_server::serve(listener, router, limits, self.shutdown_signal.subscribe()).await;
+        crate::http_server::serve(listener, service, limits, self.shutdown_signal.subscribe()).await;
         self.begin_shutdown();
         self.batchers.flush_and_stop().await;
         let grace = self.settings.shutdown.grace();

@@ -13,7 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::response::Response;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -32,7 +37,11 @@ pub(crate) struct Limits {
 
 /// Serves `router` until `stop` turns true, then closes idle and stalled
 /// connections at once and lets the requests being handled finish.
-pub(crate) async fn serve(listener: TcpListener, router: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve<S>(listener: TcpListener, service: S, limits: Limits, mut stop: watch::Receiver<bool>)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
     builder
@@ -59,7 +68,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, limits: Limits,
                     };
                     refused_since_log = 0;
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(builder.clone(), stream, router.clone(), each_connection.clone(), permit));
+                    connections.spawn(connection(builder.clone(), stream, service.clone(), each_connection.clone(), permit));
                 }
                 // Out of file descriptors, say: wait rather than spin.
                 Err(error) => {
@@ -74,16 +83,19 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, limits: Limits,
     while connections.join_next().await.is_some() {}
 }
 
-async fn connection(
+async fn connection<S>(
     builder: http1::Builder,
     stream: TcpStream,
-    router: Router,
+    service: S,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
     let active = Arc::new(AtomicUsize::new(0));
     let service = Counted {
-        inner: TowerToHyperService::new(router),
+        inner: service,
         active: active.clone(),
     };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -107,6 +119,11 @@ async fn connection(
 /// be spawned.)
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// A router as a hyper service, for [`serve`].
+pub(crate) fn routed(router: Router) -> TowerToHyperService<Router> {
+    TowerToHyperService::new(router)
 }
 
 /// Counts the requests a connection is handling.
