@@ -7,13 +7,12 @@
 //! waits for every such client, so a few hundred of them kept SIGTERM from
 //! ever finishing. Body reads are bounded by the handler (`ingest`).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::Router;
 use axum::response::Response;
@@ -35,7 +34,8 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
 }
 
-/// Serves `router` until `stop` turns true, then closes idle and stalled
+/// Serves `service` (a [`routed`] router, or the ingest listener's own
+/// service) until `stop` turns true, then closes idle and stalled
 /// connections at once and lets the requests being handled finish.
 pub(crate) async fn serve<S>(listener: TcpListener, service: S, limits: Limits, mut stop: watch::Receiver<bool>)
 where
