@@ -197,17 +197,14 @@ impl Value {
     }
 
     /// At least the length of [`Value::write_canonical`]'s text, exactly
-    /// that when the value holds no number: what to reserve so that
-    /// writing it never grows the buffer.
+    /// that unless the value holds a number with a fraction or an
+    /// exponent: what to reserve so that writing it never grows the buffer.
     pub fn canonical_len_bound(&self) -> usize {
-        /// `JSON.stringify`'s longest numbers: 17 digits after `-0.00000`,
-        /// as in `-0.0000012345678901234567`.
-        const LONGEST_NUMBER: usize = 25;
         let commas = |n: usize| n.saturating_sub(1);
         match self {
             Value::Null | Value::Bool(true) => 4,
             Value::Bool(false) => 5,
-            Value::Number(_) => LONGEST_NUMBER,
+            Value::Number(n) => number_len_bound(*n),
             Value::String(s) => s.canonical.len() + 2,
             Value::Array(items) => {
                 2 + commas(items.len()) + items.iter().map(Value::canonical_len_bound).sum::<usize>()
@@ -288,6 +285,22 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_canonical_string())
     }
+}
+
+/// At least the length of `JSON.stringify(n)`; exact for whole numbers
+/// below 10^21, which it writes as plain digits. A body of many small
+/// numbers must not reserve the longest number's room for each.
+fn number_len_bound(n: f64) -> usize {
+    /// `JSON.stringify`'s longest numbers: 17 digits after `-0.00000`,
+    /// as in `-0.0000012345678901234567`.
+    const LONGEST_NUMBER: usize = 25;
+    if n.is_finite() && n.fract() == 0.0 && n.abs() < 1e21 {
+        // Whole and below 2^70: exact as an integer.
+        let digits = (n.abs() as u128).checked_ilog10().map_or(1, |d| d as usize + 1);
+        // `-0` is written `0`.
+        return usize::from(n < 0.0) + digits;
+    }
+    LONGEST_NUMBER
 }
 
 /// A JSON object: unique keys, in the order `JSON.stringify` writes them
@@ -1364,7 +1377,7 @@ mod tests {
     }
 
     #[test]
-    fn canonical_len_bound_is_exact_without_numbers_and_bounds_the_longest_number() {
+    fn canonical_len_bound_is_exact_but_for_fractions_and_exponents() {
         for input in [
             r#"{"b":"x\n\u00e9","a":[true,false,null,{}],"\ud800":[]}"#,
             r#""\u2028""#,
@@ -1377,10 +1390,29 @@ mod tests {
                 "{input}"
             );
         }
+        // Whole numbers below 10^21 are counted exactly.
+        for n in [
+            0.0,
+            -0.0,
+            7.0,
+            -10.0,
+            99.0,
+            100.0,
+            4_294_967_295.0,
+            -1.234_567_890_123_456_7e20,
+            999_999_999_999_999_900_000.0,
+        ] {
+            assert_eq!(Value::Number(n).canonical_len_bound(), number(n).len(), "{}", number(n));
+        }
+        // The others are bounded by the longest, which this one is.
+        assert_eq!(number(-0.000_001_234_567_890_123_456_7).len(), 25);
         for n in [
             -0.000_001_234_567_890_123_456_7,
             -1.797_693_134_862_315_7e308,
-            -1.234_567_890_123_456_7e20,
+            1e21,
+            -0.5,
+            f64::NAN,
+            f64::INFINITY,
         ] {
             assert!(
                 number(n).len() <= Value::Number(n).canonical_len_bound(),
