@@ -188,6 +188,86 @@ async fn unknown_app_is_404_before_the_body_size_is_checked() {
     );
 }
 
+/// Native ingest is answered on a direct path unless the app id needs
+/// decoding, which goes through the router: both answer alike.
+#[tokio::test]
+async fn a_percent_escaped_app_id_is_answered_as_the_plain_one() {
+    let (receiver, _apps, daemon) = setup().await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, signed_for: &str, key: &str, secret: &str, body: &str| {
+        let query = hookline_core::signing::pusher_signed_query(
+            key,
+            secret,
+            &format!("/apps/{signed_for}/webhook_events"),
+            body.as_bytes(),
+            unix_ms() / 1000,
+        );
+        client
+            .post(format!("{}{path}?{query}", daemon.url()))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let answer = |response: reqwest::Response| async move {
+        let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+        let head = (
+            response.status().as_u16(),
+            header("content-type"),
+            header("x-hookline-generation"),
+        );
+        (head, response.text().await.unwrap())
+    };
+
+    let plain_body = events_body(&[("channel_occupied", "plain")]);
+    let escaped_body = events_body(&[("channel_occupied", "escaped")]);
+    let plain = answer(
+        post("/apps/app-1/webhook_events", "app-1", "key-1", "secret-1", &plain_body)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let escaped = answer(
+        post(
+            "/apps/app%2D1/webhook_events",
+            "app-1",
+            "key-1",
+            "secret-1",
+            &escaped_body,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(plain.0.0, 200, "{}", plain.1);
+    assert!(plain.0.2.is_some(), "x-hookline-generation is set");
+    assert_eq!(escaped, plain);
+    let got = receiver.wait_for_events("/hooks", 2).await;
+    let mut channels: Vec<String> = got
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+        .map(|e| e["channel"].as_str().unwrap().to_string())
+        .collect();
+    channels.sort();
+    assert_eq!(channels, ["escaped", "plain"]);
+
+    // A refusal reads the same both ways too.
+    let body = events_body(&[("a", "b")]);
+    let unknown = answer(
+        post("/apps/nope/webhook_events", "nope", "k", "s", &body)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let unknown_escaped = answer(
+        post("/apps/n%6Fpe/webhook_events", "nope", "k", "s", &body)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(unknown.0.0, 404, "{}", unknown.1);
+    assert_eq!(unknown_escaped, unknown);
+}
+
 #[tokio::test]
 async fn health_endpoints_answer() {
     let (_receiver, _apps, daemon) = setup().await;
