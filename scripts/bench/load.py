@@ -218,8 +218,10 @@ def main():
                     busy_rps, _, busy_errors = wrk(f"http://{busy_addr}/", body_of(1), c, args.duration, tmp)
                 finally:
                     busy.kill()
-                print(f"  + {work_ns:>5} ns of work  c={c:<3} {busy_rps:>10.0f} req/s "
-                      f"({busy_rps / rps:.0%} of bare) {busy_errors}", flush=True)
+                    busy.wait()
+                share = f"{busy_rps / rps:.0%} of bare" if rps else "bare answered nothing"
+                print(f"  + {work_ns:>5} ns of work  c={c:<3} {busy_rps:>10.0f} req/s ({share}) {busy_errors}",
+                      flush=True)
         setups = [("embedded", 1)] if "embedded" in args.store.split(",") else []
         if "redis" in args.store.split(","):
             setups += [("redis", int(k)) for k in args.nodes.split(",")]
