@@ -188,54 +188,57 @@ async fn unknown_app_is_404_before_the_body_size_is_checked() {
     );
 }
 
+/// What a native POST was answered: status, `content-type` and
+/// `x-hookline-generation`, then the body.
+type Answer = ((u16, Option<String>, Option<String>), String);
+
+/// POSTs `body` to `path`, signed as the Pusher HTTP API signs a POST to
+/// `/apps/{app}/webhook_events`.
+async fn post_signed_for(daemon: &Daemon, path: &str, app: &str, key: &str, secret: &str, body: &str) -> Answer {
+    let signed_path = format!("/apps/{app}/webhook_events");
+    let query =
+        hookline_core::signing::pusher_signed_query(key, secret, &signed_path, body.as_bytes(), unix_ms() / 1000);
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}?{query}", daemon.url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    let head = (
+        response.status().as_u16(),
+        header("content-type"),
+        header("x-hookline-generation"),
+    );
+    (head, response.text().await.unwrap())
+}
+
 /// Native ingest is answered on a direct path unless the app id needs
 /// decoding, which goes through the router: both answer alike.
 #[tokio::test]
 async fn a_percent_escaped_app_id_is_answered_as_the_plain_one() {
     let (receiver, _apps, daemon) = setup().await;
-    let client = reqwest::Client::new();
-    let post = |path: &str, signed_for: &str, key: &str, secret: &str, body: &str| {
-        let query = hookline_core::signing::pusher_signed_query(
-            key,
-            secret,
-            &format!("/apps/{signed_for}/webhook_events"),
-            body.as_bytes(),
-            unix_ms() / 1000,
-        );
-        client
-            .post(format!("{}{path}?{query}", daemon.url()))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-    };
-    let answer = |response: reqwest::Response| async move {
-        let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_string());
-        let head = (
-            response.status().as_u16(),
-            header("content-type"),
-            header("x-hookline-generation"),
-        );
-        (head, response.text().await.unwrap())
-    };
-
-    let plain_body = events_body(&[("channel_occupied", "plain")]);
-    let escaped_body = events_body(&[("channel_occupied", "escaped")]);
-    let plain = answer(
-        post("/apps/app-1/webhook_events", "app-1", "key-1", "secret-1", &plain_body)
-            .await
-            .unwrap(),
+    let (plain_body, escaped_body) = (
+        events_body(&[("channel_occupied", "plain")]),
+        events_body(&[("channel_occupied", "escaped")]),
+    );
+    let plain = post_signed_for(
+        &daemon,
+        "/apps/app-1/webhook_events",
+        "app-1",
+        "key-1",
+        "secret-1",
+        &plain_body,
     )
     .await;
-    let escaped = answer(
-        post(
-            "/apps/app%2D1/webhook_events",
-            "app-1",
-            "key-1",
-            "secret-1",
-            &escaped_body,
-        )
-        .await
-        .unwrap(),
+    let escaped = post_signed_for(
+        &daemon,
+        "/apps/app%2D1/webhook_events",
+        "app-1",
+        "key-1",
+        "secret-1",
+        &escaped_body,
     )
     .await;
     assert_eq!(plain.0.0, 200, "{}", plain.1);
@@ -252,18 +255,8 @@ async fn a_percent_escaped_app_id_is_answered_as_the_plain_one() {
 
     // A refusal reads the same both ways too.
     let body = events_body(&[("a", "b")]);
-    let unknown = answer(
-        post("/apps/nope/webhook_events", "nope", "k", "s", &body)
-            .await
-            .unwrap(),
-    )
-    .await;
-    let unknown_escaped = answer(
-        post("/apps/n%6Fpe/webhook_events", "nope", "k", "s", &body)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let unknown = post_signed_for(&daemon, "/apps/nope/webhook_events", "nope", "k", "s", &body).await;
+    let unknown_escaped = post_signed_for(&daemon, "/apps/n%6Fpe/webhook_events", "nope", "k", "s", &body).await;
     assert_eq!(unknown.0.0, 404, "{}", unknown.1);
     assert_eq!(unknown_escaped, unknown);
 }
