@@ -89,9 +89,7 @@ impl hyper::service::Service<Request<Incoming>> for IngestService {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let app_id = native_app_id(parts.uri.path()).expect("checked before");
-            let query = parts.uri.query().unwrap_or("");
-            let result = native_inner(&engine, app_id, query, &parts.headers, Body::new(body)).await;
-            Ok(answer(&engine, result))
+            Ok(answer_native(&engine, app_id, &parts, Body::new(body)).await)
         })
     }
 }
@@ -150,17 +148,25 @@ async fn native(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    match app_id {
+        Ok(Path(app_id)) => answer_native(&engine, &app_id, &parts, body).await,
+        // A path segment that is not UTF-8 names no app (404, as JSON).
+        Err(_) => answer(
+            &engine,
+            Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                "unknown_app",
+                "unknown app id (the path is not valid UTF-8)",
+            )),
+        ),
+    }
+}
+
+/// Native ingest of a request for `app_id`, answered: one place for the
+/// direct path ([`IngestService`]) and the router's.
+async fn answer_native(engine: &Arc<Engine>, app_id: &str, parts: &http::request::Parts, body: Body) -> Response {
     let query = parts.uri.query().unwrap_or("");
-    // A path segment that is not UTF-8 names no app (404, as JSON).
-    let result = match app_id {
-        Ok(Path(app_id)) => native_inner(&engine, &app_id, query, &parts.headers, body).await,
-        Err(_) => Err(Refused::new(
-            StatusCode::NOT_FOUND,
-            "unknown_app",
-            "unknown app id (the path is not valid UTF-8)",
-        )),
-    };
-    answer(&engine, result)
+    answer(engine, native_inner(engine, app_id, query, &parts.headers, body).await)
 }
 
 /// Every other path or method: a JSON 404 like every other answer.
