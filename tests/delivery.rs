@@ -227,8 +227,8 @@ async fn a_503_with_retry_after_is_retried_with_the_same_batch_id_and_a_400_is_n
         flaky[1].header("x-hookline-batch-id")
     );
     assert_eq!(flaky[0].json()["events"], flaky[1].json()["events"]);
-    // The policy's own first backoff is at most 10 ms: only Retry-After
-    // makes the wait a second.
+    // The policy's own first backoff is at most 20 ms (10 ms doubled): only
+    // Retry-After makes the wait a second.
     assert!(
         flaky[1].at - flaky[0].at >= Duration::from_millis(1000),
         "Retry-After: 1 was honoured"
@@ -367,6 +367,49 @@ async fn a_429_is_retried_without_using_up_attempts() {
             .metric(r#"hookline_delivery_attempts_total{sink="http",outcome="dead_letter"}"#)
             .await,
         0.0
+    );
+}
+
+/// `min_backoff_ms` is a floor: whatever failed (a 5xx, a 429 with or
+/// without `Retry-After: 0`, a 503 with `Retry-After: 0`), the receiver
+/// never sees an attempt sooner than `min_backoff_ms` after the one before.
+#[tokio::test]
+async fn a_retry_never_comes_sooner_than_min_backoff_ms() {
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/floor",
+        vec![
+            Reply::status(503),
+            Reply::status(500),
+            Reply::status(429).with_header("retry-after", "0"),
+            Reply::status(503).with_header("retry-after", "0"),
+            Reply::status(429),
+            Reply::status(502),
+            Reply::status(503),
+        ],
+    );
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": [
+            {"url": "RECEIVER/floor", "event_types": ["channel_occupied"],
+             "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200}}]}"#,
+        &receiver,
+    );
+    let body = events_body(&[("channel_occupied", "c")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &body).await.0, 200);
+    // Seven failures, then the scripted 200.
+    let got = receiver.wait_for("/floor", 8).await;
+    assert!(got[7].status_ok(), "the eighth attempt succeeds: {got:#?}");
+    let gaps: Vec<Duration> = got.windows(2).map(|pair| pair[1].at - pair[0].at).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(100),
+            "retry {} came {gap:?} after the attempt before it (min_backoff_ms is 100); gaps: {gaps:?}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        got[0].header("x-hookline-batch-id"),
+        got[7].header("x-hookline-batch-id")
     );
 }
 

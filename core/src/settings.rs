@@ -191,9 +191,10 @@ pub struct RetrySettings {
     pub max_age_ms: u64,
     /// At most this many attempts; 0 means bounded by `max_age_ms` only.
     pub max_attempts: u32,
-    /// The first backoff's upper bound.
+    /// The floor: no retry is scheduled sooner than this after a failed
+    /// try (the first backoff is between this and twice this).
     pub min_backoff_ms: u64,
-    /// The largest backoff.
+    /// The largest backoff (the cap the doubling stops at).
     pub max_backoff_ms: u64,
 }
 

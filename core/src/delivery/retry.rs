@@ -1,5 +1,6 @@
-//! When to try a failed delivery again: exponential backoff with full
-//! jitter, bounded by the retry window and attempt count.
+//! When to try a failed delivery again: exponential backoff with equal
+//! jitter that never goes below `min_backoff_ms`, bounded by the retry
+//! window and attempt count.
 
 use std::time::Duration;
 
@@ -41,9 +42,10 @@ pub(crate) fn next_step(
         }
         RetryClass::Split => return NextStep::Split,
         // A wait shorter than the policy's floor (`Retry-After: 0`, or a
-        // date in the past) would retry in a tight loop: back off instead.
+        // date in the past) would retry in a tight loop: back off instead
+        // (the backoff is never below the floor).
         RetryClass::RetryAfter(wait) if wait < Duration::from_millis(policy.min_backoff_ms) => {
-            backoff(exponent, policy, rng).max(Duration::from_millis(policy.min_backoff_ms))
+            backoff(exponent, policy, rng)
         }
         RetryClass::RetryAfter(wait) => wait.min(Duration::from_millis(policy.max_backoff_ms)),
         RetryClass::Retry { at_least } => {
@@ -65,20 +67,30 @@ pub(crate) fn next_step(
     NextStep::RetryIn(delay)
 }
 
-/// Full jitter: uniform in `[0, min(max, min * 2^(attempts-1))]`.
+/// Equal jitter with a floor: uniform in `[max(min, cap / 2), cap]`, where
+/// `cap = min(max, min * 2^attempts)`.
+///
+/// `min_backoff_ms` is a floor, as users read it: no draw is below it
+/// (the first retry waits between `min` and `2 * min`). The lower half of
+/// the range grows with the cap, so retries of a batch still spread out,
+/// and the upper half is random, so many batches failing together do not
+/// retry together. Settings validation keeps `min <= max`; were it not so,
+/// `max` would win.
 pub(crate) fn backoff(attempts: u32, policy: &RetrySettings, rng: &mut impl Rng) -> Duration {
-    let exp = attempts.saturating_sub(1).min(32);
+    let exp = attempts.min(32);
     let cap = policy
         .min_backoff_ms
         .saturating_mul(1u64 << exp)
         .min(policy.max_backoff_ms);
-    Duration::from_millis(rng.random_range(0..=cap))
+    let floor = (cap / 2).max(policy.min_backoff_ms).min(cap);
+    Duration::from_millis(rng.random_range(floor..=cap))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use std::collections::HashSet;
 
     fn policy() -> RetrySettings {
         RetrySettings::default()
@@ -87,24 +99,35 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        // The bounds written out (1 s, 2 s, 4 s … up to 5 min), not
+        // The ranges written out (1-2 s, 2-4 s … up to 150-300 s), not
         // recomputed with the formula under test.
-        let caps_ms = [
-            1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000, 300_000,
+        let ranges_ms = [
+            (1_000, 2_000),
+            (2_000, 4_000),
+            (4_000, 8_000),
+            (8_000, 16_000),
+            (16_000, 32_000),
+            (32_000, 64_000),
+            (64_000, 128_000),
+            (128_000, 256_000),
+            (150_000, 300_000),
+            (150_000, 300_000),
         ];
         let mut largest_seen = Vec::new();
-        for (i, cap) in caps_ms.iter().enumerate() {
+        for (i, (low, high)) in ranges_ms.iter().enumerate() {
             let attempts = i as u32 + 1;
             let draws: Vec<Duration> = (0..400).map(|_| backoff(attempts, &policy(), &mut rng)).collect();
+            let smallest = *draws.iter().min().unwrap();
             let largest = *draws.iter().max().unwrap();
             assert!(
-                largest <= Duration::from_millis(*cap),
-                "{attempts}: {largest:?} > {cap} ms"
+                smallest >= Duration::from_millis(*low) && largest <= Duration::from_millis(*high),
+                "{attempts}: {smallest:?}..{largest:?} outside {low}..{high} ms"
             );
-            // Full jitter spans the range: some draw lands in its top tenth.
+            // The jitter spans the range: draws land in its bottom and top tenths.
+            let tenth = (high - low) / 10;
             assert!(
-                largest > Duration::from_millis(cap * 9 / 10),
-                "{attempts}: at most {largest:?}"
+                smallest < Duration::from_millis(low + tenth) && largest > Duration::from_millis(high - tenth),
+                "{attempts}: only {smallest:?}..{largest:?}"
             );
             largest_seen.push(largest);
         }
@@ -113,6 +136,70 @@ mod tests {
             assert!(pair[1] > pair[0], "no growth: {largest_seen:?}");
         }
         assert!(backoff(1000, &policy(), &mut rng) <= Duration::from_secs(300));
+    }
+
+    /// `min_backoff_ms` is a floor: whatever the attempt, no draw is below
+    /// it or above its cap, and the draws differ (it is jitter, not a
+    /// constant).
+    #[test]
+    fn min_backoff_is_a_floor_for_every_draw() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // The settings of the report: `retry_in_ms=5` was logged with these.
+        let tight = RetrySettings {
+            min_backoff_ms: 100,
+            max_backoff_ms: 5_000,
+            ..policy()
+        };
+        // attempt → the cap, written out: min(5000, 100 * 2^attempt).
+        let caps_ms = [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (5, 3_200),
+            (6, 5_000),
+            (40, 5_000),
+        ];
+        for (attempts, cap) in caps_ms {
+            let draws: Vec<u64> = (0..2_000)
+                .map(|_| backoff(attempts, &tight, &mut rng).as_millis() as u64)
+                .collect();
+            for &draw in &draws {
+                assert!(
+                    (100..=cap).contains(&draw),
+                    "attempt {attempts}: {draw} ms outside 100..={cap}"
+                );
+            }
+            let distinct: HashSet<u64> = draws.iter().copied().collect();
+            if cap > 100 {
+                assert!(distinct.len() > 20, "attempt {attempts}: only {distinct:?}");
+            }
+        }
+        // Every kind of retry the policy schedules keeps the floor, the
+        // `Retry-After: 0` rule included.
+        let classes = [
+            RetryClass::Retry { at_least: None },
+            RetryClass::Retry {
+                at_least: Some(Duration::ZERO),
+            },
+            RetryClass::RetryAfter(Duration::ZERO),
+            RetryClass::RetryAfter(Duration::from_millis(5)),
+        ];
+        for class in classes {
+            for attempts in [0, 1, 2, 8] {
+                for _ in 0..500 {
+                    let NextStep::RetryIn(delay) =
+                        next_step(class, &tight, attempts, attempts, Duration::ZERO, &mut rng)
+                    else {
+                        panic!("{class:?} retries")
+                    };
+                    assert!(
+                        delay >= Duration::from_millis(100) && delay <= Duration::from_millis(5_000),
+                        "{class:?} after {attempts} attempts: {delay:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
