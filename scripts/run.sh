@@ -11,10 +11,16 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
+say() { printf 'run: %s\n' "$*" >&2; }
+if [ -z "${HOOKLINE_BIN:-}" ] && [ ! -x target/release/hookline ]; then
+    say "first build: Hookline (release) and the example filters; about 12 minutes on 2 cores"
+fi
+say "building the example WASM filters (scripts/build-filters.sh)"
 scripts/build-filters.sh
 if [ -n "${HOOKLINE_BIN:-}" ]; then
     bin="$HOOKLINE_BIN"
     unset HOOKLINE_BIN # not a daemon setting
     exec "$bin" serve --apps examples/apps "$@"
 fi
+say "building Hookline (release) and starting it on examples/apps"
 exec cargo run --release --bin hookline -- serve --apps examples/apps "$@"

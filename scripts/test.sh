@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # The single test command: installs the test prerequisites, builds everything
 # and runs the whole test suite. Extra arguments go to `cargo test`.
+#
+# On a fresh clone of a 2-core machine it takes about 30 minutes (most of it
+# compiling: the workspace in the dev profile, the static container image,
+# the WASM filters and the language runtimes' components) and leaves about
+# 11 GB in target/. Every test binary runs even when an earlier one fails
+# (--no-fail-fast), so one run reports every failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 
+started=$SECONDS
+step() { printf 'test: [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*"; }
+
+step "scripts/setup-tests.sh"
 scripts/setup-tests.sh
 
 # Where the end-to-end tests find the real Pusher-library peers (tests/peers).
@@ -13,18 +23,16 @@ export TEST_PEERS_NODE="${TEST_PEERS_NODE:-node}"
 export TEST_PEERS_PYTHON="${TEST_PEERS_PYTHON:-$ROOT/tests/peers/.venv/bin/python}"
 export TEST_PEERS_DIR="${TEST_PEERS_DIR:-$ROOT/tests/peers}"
 
-echo "test: cargo fmt --all -- --check"
+step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-echo "test: cargo clippy --workspace --all-targets -- -D warnings"
+step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "test: cargo build --workspace --all-targets"
+step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
-echo "test: cargo test --workspace"
-cargo test --workspace "$@"
+step "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast "$@"
 
-# ---------------------------------------------------------------------------
-# MORE TEST STEPS GO HERE (e.g. building example WASM filters, clippy, docs).
-# ---------------------------------------------------------------------------
+step "done"

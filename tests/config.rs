@@ -207,3 +207,111 @@ async fn a_bad_file_does_not_stop_the_good_ones() {
     assert_eq!(ready["ready"], true, "a bad app file does not make the daemon unready");
     assert_eq!(ready["file_errors"].as_array().unwrap().len(), 1);
 }
+
+/// Sets a file's modification time to `ago` before now.
+fn written_ago(path: &Path, ago: std::time::Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+/// Two files claim one app id: the file written last is refused, by
+/// `hookline check`, by a daemon starting on the directory and by a
+/// running daemon the file is added to, whatever the files' names.
+#[tokio::test]
+async fn check_and_the_daemon_refuse_the_same_file_of_two_claiming_one_id() {
+    let apps = AppsDir::new();
+    let first = apps.write("soketi-array.json", r#"{"id": "chat-app", "key": "k1", "secret": "s"}"#);
+    written_ago(&first, std::time::Duration::from_secs(3600));
+    // Sorted before the first by name; written after it.
+    let later = apps.write("chat.json", r#"{"id": "chat-app", "key": "k2", "secret": "s"}"#);
+    let blame = format!(
+        "{}: app id \"chat-app\" is also defined in {}",
+        later.display(),
+        first.display()
+    );
+
+    let (ok, stdout, stderr) = check(apps.path());
+    assert!(!ok);
+    assert!(stderr.contains(&blame), "check blames the later file:\n{stderr}");
+    assert!(
+        stdout.contains("1 of 2 files have problems; 1 apps would serve"),
+        "{stdout}"
+    );
+
+    let started = Daemon::start(apps.path());
+    let status = readyz(&started).await;
+    assert_eq!(status["file_errors"].as_array().unwrap().len(), 1, "{status}");
+    assert!(status["file_errors"][0].as_str().unwrap().contains(&blame), "{status}");
+    let answer = native(&started, "chat-app", "k1", "s", &events_body(&[("cache_miss", "c")])).await;
+    assert_eq!(answer.0, 200, "the earlier file's app serves");
+    drop(started);
+
+    // A daemon already running on the first file when the second appears.
+    std::fs::remove_file(&later).unwrap();
+    let running = Daemon::start(apps.path());
+    apps.write("chat.json", r#"{"id": "chat-app", "key": "k2", "secret": "s"}"#);
+    let status = wait_ready(&running, "the added file refused", |s| {
+        !s["file_errors"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(status["file_errors"][0].as_str().unwrap().contains(&blame), "{status}");
+}
+
+/// A file refused for an error still has its warnings printed, beside the
+/// error, so one run of `check` shows every mistake in it.
+#[test]
+fn check_prints_a_refused_files_warnings_beside_its_errors() {
+    let apps = AppsDir::new();
+    let file = apps.write(
+        "a.json",
+        r#"{"id": "a", "key": "k", "secret": "s", "webhooks": [
+            {"url": "ftp://nope", "event_types": ["channel_occupied"]},
+            {"url": "http://127.0.0.1:9/", "event_types": ["channel_ocupied"], "timeout": 5}]}"#,
+    );
+    let (ok, _, stderr) = check(apps.path());
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("error: {}: ", file.display()))
+            && stderr.contains("must start with http:// or https://"),
+        "{stderr}"
+    );
+    for warned in ["unknown key `timeout`", "did you mean \"channel_occupied\"?"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("warning: {}: ", file.display())) && l.contains(warned)),
+            "{warned}: {stderr}"
+        );
+    }
+}
+
+/// The ingest listener's ready line is the only line that says
+/// "listening on"; the admin listener's starts otherwise.
+#[test]
+fn the_ready_lines_of_ingest_and_admin_start_differently() {
+    let apps = AppsDir::new();
+    apps.write("a.json", r#"{"id": "a", "key": "k", "secret": "s"}"#);
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(hookline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--apps"])
+        .arg(apps.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("HOOKLINE_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let admin = lines.next().unwrap().unwrap();
+    let ingest = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(admin.starts_with("admin api on 127.0.0.1:"), "{admin:?}");
+    assert!(!admin.contains("listening on"), "{admin:?}");
+    assert!(listening_address(&ingest).is_some(), "{ingest:?}");
+}

@@ -351,12 +351,32 @@ async fn a_restart_loads_filters_from_the_compile_cache() {
     let first = Daemon::start_with(apps.path(), options.clone());
     assert_eq!(first.metric("hookline_filter_compilations_total").await, 2.0);
     assert_eq!(first.metric("hookline_filter_cache_hits_total").await, 0.0);
+    // Each compile is logged as it starts and as it ends, with its time.
+    let logs = first.logs();
+    for file in ["drop_by_channel.wasm", "collapse_client_events.wasm"] {
+        let path = wasm_filter(file).display().to_string();
+        let said = |what: &str| {
+            logs.lines()
+                .find(|l| l.contains(what) && l.contains(&path))
+                .unwrap_or_else(|| panic!("no {what:?} line for {file}:\n{logs}"))
+                .to_string()
+        };
+        assert!(said("compiling filter").contains("kib="));
+        let done = said("filter compiled");
+        let ms = done.split("ms=").nth(1).and_then(|v| v.split_whitespace().next());
+        assert!(ms.is_some_and(|v| v.parse::<u64>().is_ok()), "{done}");
+    }
+    assert_eq!(compiles_under_way(&logs), 0);
     drop(first);
     let second = Daemon::start_with(apps.path(), options);
     assert_eq!(
         second.metric("hookline_filter_compilations_total").await,
         0.0,
         "no recompilation"
+    );
+    assert!(
+        !second.logs().contains("compiling filter"),
+        "a cache hit compiles nothing"
     );
     assert_eq!(second.metric("hookline_filter_cache_hits_total").await, 2.0);
     assert_eq!(

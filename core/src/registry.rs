@@ -229,6 +229,7 @@ fn read_dir(dir: &Path, loader: &AppLoader, previous: &Snapshot) -> Result<DirRe
     let mut warnings = Vec::new();
     for path in paths {
         let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         match loader.load_file(&path) {
             Ok(loaded) => {
                 warnings.extend(loaded.warnings.into_iter().map(|w| format!("{}: {w}", path.display())));
@@ -239,11 +240,13 @@ fn read_dir(dir: &Path, loader: &AppLoader, previous: &Snapshot) -> Result<DirRe
                         apps: if unchanged { last_good.clone() } else { loaded.apps },
                         fallback: last_good,
                         changed: !unchanged,
+                        modified,
                         error: None,
                     },
                 ));
             }
             Err(error) => {
+                warnings.extend(error.warnings.iter().map(|w| format!("{}: {w}", path.display())));
                 failures.push(error.clone());
                 files.push((
                     path,
@@ -251,6 +254,7 @@ fn read_dir(dir: &Path, loader: &AppLoader, previous: &Snapshot) -> Result<DirRe
                         apps: last_good.clone(),
                         fallback: last_good,
                         changed: false,
+                        modified,
                         error: Some(error),
                     },
                 ));
@@ -269,16 +273,25 @@ struct Candidate {
     /// The file's last good apps, kept if `apps` conflicts with another file.
     fallback: Vec<Arc<App>>,
     changed: bool,
+    /// When the file was last written: of two files that claim one id or
+    /// key, the older one keeps it.
+    modified: Option<std::time::SystemTime>,
     error: Option<FileError>,
 }
 
 /// Builds the next snapshot. Unchanged files claim their app ids and keys
-/// first, so a changed file that now conflicts with them is the one refused.
+/// first, so a changed file that now conflicts with them is the one refused;
+/// among changed files (every file, at start and in `hookline check`) the
+/// one written earlier claims first, so the file refused is the one written
+/// last, whichever tool loads the directory and whenever.
 fn resolve(files: Vec<(PathBuf, Candidate)>) -> Snapshot {
     let mut next = Snapshot::default();
     let mut owner_of_id: HashMap<Arc<str>, PathBuf> = HashMap::new();
     let mut owner_of_key: HashMap<Arc<str>, PathBuf> = HashMap::new();
-    let (stable, changed): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, c)| !c.changed);
+    let (mut stable, mut changed): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, c)| !c.changed);
+    for group in [&mut stable, &mut changed] {
+        group.sort_by(|(a_path, a), (b_path, b)| (a.modified, a_path).cmp(&(b.modified, b_path)));
+    }
     for (path, candidate) in stable.into_iter().chain(changed) {
         let conflict = candidate.apps.iter().find_map(|app| {
             if let Some(other) = owner_of_id.get(&app.id) {
@@ -311,6 +324,7 @@ fn resolve(files: Vec<(PathBuf, Candidate)>) -> Snapshot {
                     Some(FileError {
                         path: path.clone(),
                         problems: vec![problem],
+                        warnings: Vec::new(),
                     }),
                 )
             }

@@ -131,8 +131,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         let admin_local = admin_listener.local_addr()?;
         tracing::info!(address = %admin_local, "admin API and status page listening");
         match log_format {
-            LogFormat::Text => println!("admin listening on {admin_local}"),
-            LogFormat::Json => println!("{}", serde_json::json!({ "admin_listening": admin_local.to_string() })),
+            LogFormat::Text => println!("admin api on {admin_local}"),
+            LogFormat::Json => println!("{}", serde_json::json!({ "admin": admin_local.to_string() })),
         }
         tokio::spawn(engine.clone().serve_admin(admin_listener, access));
     }

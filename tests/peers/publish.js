@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Publishes a raw body to Hookline's native ingest (PRODUCT.md §3.1) with the
+// Publishes a raw body to Hookline's native ingest (docs/contract.md §3.1) with the
 // OFFICIAL Pusher server library for Node (npm `pusher`), as a real peer.
 //
 // Usage:

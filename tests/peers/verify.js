@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Verifies Hookline deliveries (PRODUCT.md §5) with the OFFICIAL Pusher server
+// Verifies Hookline deliveries (docs/contract.md §5) with the OFFICIAL Pusher server
 // library for Node (npm `pusher`), as a real receiver would.
 //
 // Usage:

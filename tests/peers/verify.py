@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Verify Hookline deliveries (PRODUCT.md section 5) with the OFFICIAL PyPI `pusher` library.
+"""Verify Hookline deliveries (docs/contract.md section 5) with the OFFICIAL PyPI `pusher` library.
 
 Usage:
     python verify.py --app-id ID --key KEY --secret SECRET < deliveries.jsonl

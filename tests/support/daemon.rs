@@ -95,23 +95,43 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("admin listening on ") {
+                if let Some(addr) = line.strip_prefix("admin api on ") {
                     let _ = tx.send((true, addr.parse().expect("an address")));
                 } else if let Some(addr) = listening_address(&line) {
                     let _ = tx.send((false, addr));
                 }
             }
         });
-        // The admin line, if any, comes before the ingest one.
+        // The admin line, if any, comes before the ingest one. A start
+        // that compiles filters (a language runtime: seconds, more on a busy
+        // machine) is waited for while a compile is under way; otherwise
+        // the daemon must make progress (its log grows) within PATIENCE.
         let mut admin = None;
+        let begun = Instant::now();
+        let mut progress = (begun, 0u64);
         let addr = loop {
-            match rx.recv_timeout(PATIENCE) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok((true, addr)) => admin = Some(addr),
                 Ok((false, addr)) => break addr,
-                Err(_) => {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let logged = std::fs::metadata(&stderr_path).map(|m| m.len()).unwrap_or(0);
+                    let compiling = compiles_under_way(&std::fs::read_to_string(&stderr_path).unwrap_or_default());
+                    if logged != progress.1 || compiling > 0 {
+                        progress = (Instant::now(), logged);
+                    }
+                    if progress.0.elapsed() < PATIENCE && begun.elapsed() < START_AT_MOST {
+                        continue;
+                    }
                     let _ = child.kill();
                     panic!(
-                        "hookline did not start; stderr:\n{}",
+                        "hookline did not start: no progress for {PATIENCE:?} (or not ready after {START_AT_MOST:?}); stderr:\n{}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    );
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().ok();
+                    panic!(
+                        "hookline did not start: it exited ({status:?}); stderr:\n{}",
                         std::fs::read_to_string(&stderr_path).unwrap_or_default()
                     );
                 }
@@ -228,6 +248,18 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The longest a daemon's start may take, compiles and all.
+const START_AT_MOST: Duration = Duration::from_secs(600);
+
+/// How many filter compilations a daemon's log shows started and not yet
+/// finished (its "compiling filter" lines less its "filter compiled" and
+/// "filter did not compile" lines).
+pub fn compiles_under_way(log: &str) -> usize {
+    let started = log.matches("compiling filter").count();
+    let finished = log.matches("filter compiled").count() + log.matches("filter did not compile").count();
+    started.saturating_sub(finished)
 }
 
 /// The address in the daemon's ready line on stdout: `listening on ADDR`,

@@ -24,6 +24,9 @@ pub struct LoadDefaults {
     pub max_in_flight: usize,
     /// The WASM filter host; `None` refuses app files that use filters.
     pub filters: Option<std::sync::Arc<crate::filter::FilterHost>>,
+    /// Read `filters` entries but compile none: the apps carry no filters.
+    /// For tools that need only apps' ids, keys and secrets.
+    pub skip_filters: bool,
 }
 
 impl From<&Settings> for LoadDefaults {
@@ -33,6 +36,7 @@ impl From<&Settings> for LoadDefaults {
             retry: settings.retry,
             max_in_flight: settings.delivery.max_in_flight,
             filters: None,
+            skip_filters: false,
         }
     }
 }
@@ -54,6 +58,9 @@ pub struct FileError {
     pub path: PathBuf,
     /// Each problem, already saying where (`line 3 column 7: …`, `app "a": …`).
     pub problems: Vec<String>,
+    /// What else looked wrong in the file (unknown keys, …), reported
+    /// beside the problems so one run shows the file's every mistake.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for FileError {
@@ -107,27 +114,51 @@ impl AppLoader {
     /// Reads and validates one file. Any problem fails the whole file, so a
     /// half-valid file never replaces its last good version.
     pub fn load_file(&self, path: &Path) -> Result<LoadedFile, FileError> {
-        let fail = |problems: Vec<String>| FileError {
+        let fail = |problems: Vec<String>, warnings: Vec<String>| FileError {
             path: path.to_path_buf(),
             problems,
+            warnings,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
-        self.load_text(path, &text).map_err(fail)
+        let text =
+            std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read the file: {e}")], Vec::new()))?;
+        let (loaded, problems) = self.load_parts(path, &text);
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(fail(problems, loaded.warnings))
+        }
     }
 
     /// Validates the text of an app file; `path` decides the format and is
-    /// recorded as the apps' source.
+    /// recorded as the apps' source. The error is every problem found.
     pub fn load_text(&self, path: &Path, text: &str) -> Result<LoadedFile, Vec<String>> {
-        let document = parse_document(path, text).map_err(|e| vec![e])?;
+        let (loaded, problems) = self.load_parts(path, text);
+        if problems.is_empty() { Ok(loaded) } else { Err(problems) }
+    }
+
+    /// The apps that validated with the file's warnings, and its problems
+    /// (the file loads only if there are none).
+    fn load_parts(&self, path: &Path, text: &str) -> (LoadedFile, Vec<String>) {
+        let refused = |problems: Vec<String>| {
+            let nothing = LoadedFile {
+                apps: Vec::new(),
+                warnings: Vec::new(),
+            };
+            (nothing, problems)
+        };
+        let document = match parse_document(path, text) {
+            Ok(document) => document,
+            Err(e) => return refused(vec![e]),
+        };
         let definitions = match document {
             Value::Array(items) => items,
             Value::Object(mut obj) if obj.contains_key("apps") => match obj.remove("apps") {
                 Some(Value::Array(items)) => items,
-                _ => return Err(vec!["`apps` must be an array of apps".to_string()]),
+                _ => return refused(vec!["`apps` must be an array of apps".to_string()]),
             },
             obj @ Value::Object(_) => vec![obj],
             _ => {
-                return Err(vec![
+                return refused(vec![
                     "an app file holds an app object, an array of apps, or {\"apps\": [...]}".to_string(),
                 ]);
             }
@@ -161,11 +192,7 @@ impl AppLoader {
                 problems.push(format!("app key {:?} is used by two apps in this file", app.key));
             }
         }
-        if problems.is_empty() {
-            Ok(LoadedFile { apps, warnings })
-        } else {
-            Err(problems)
-        }
+        (LoadedFile { apps, warnings }, problems)
     }
 }
 

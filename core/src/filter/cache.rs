@@ -94,8 +94,24 @@ impl CompileCache {
                 }
             }
         }
-        let component = Component::new(engine, &bytes)
-            .map_err(|e| format!("is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}"))?;
+        // A language runtime (CPython, StarlingMonkey) takes seconds to
+        // compile; the two lines say what a start or reload is waiting on.
+        let started = std::time::Instant::now();
+        tracing::info!(file = %path.display(), kib = bytes.len() >> 10, "compiling filter");
+        let component = match Component::new(engine, &bytes) {
+            Ok(component) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(file = %path.display(), ms, "filter compiled");
+                component
+            }
+            Err(e) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(file = %path.display(), ms, "filter did not compile");
+                return Err(format!(
+                    "is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}"
+                ));
+            }
+        };
         self.compilations.inc();
         if let (Some(file), Some(mac_key)) = (cached, &self.key)
             && let Err(error) = store_precompiled(&component, mac_key, &file)
