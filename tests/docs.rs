@@ -360,7 +360,7 @@ fn the_sdk_tutorial_goes_from_cargo_new_to_a_filtered_delivery() {
     // 1: hookline serve, 2: hookline listen.
     let received = run.wait_for(2, "the delivery of room-1", |out| out.contains("\"room-1\""));
     assert!(
-        received.contains("POST /hooks key=my-key batch=") && received.contains("signature OK"),
+        received.contains("POST /hooks key=my-key batch=") && received.contains("signature OK (app my-app)"),
         "{received}"
     );
     // debug-1 was sent first: its batch was formed (and filtered) before

@@ -1,7 +1,10 @@
 //! The first-run path: what a newcomer meets before anything is delivered.
 //! `hookline check` reports every problem at once, settings errors name
 //! where the bad value came from, a missing or empty apps directory says
-//! where it looked, and JSON logs stay JSON on every line.
+//! where it looked, and JSON logs stay JSON on every line. `hookline send`
+//! prints the answer (a refusal says what to check), `hookline listen`
+//! verifies deliveries with several secrets or an apps directory's, and a
+//! scaffolded Rust filter can use the SDK's `extra_json()`.
 
 mod support;
 
@@ -356,4 +359,232 @@ fn an_offline_replay_without_apps_says_why_it_needs_them_once() {
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("no dead letters"), "{stdout}");
+}
+
+/// A running `hookline listen`, killed on drop, and its stdout.
+struct Listen {
+    _child: KillOnDrop,
+    stdout: BufReader<std::process::ChildStdout>,
+    url: String,
+}
+
+impl Listen {
+    /// Starts `hookline listen --listen 127.0.0.1:0 ARGS` and waits for its
+    /// ready line.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(hookline_bin());
+        command
+            .args(["listen", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = KillOnDrop(command.spawn().unwrap());
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("no ready line: {line:?}"));
+        let url = format!("http://{addr}/hooks");
+        Self {
+            _child: child,
+            stdout,
+            url,
+        }
+    }
+
+    /// Delivers `body` with `X-Pusher-Key: key`, signed with `secret`;
+    /// returns the two lines `listen` printed for it (it prints them before
+    /// it answers).
+    async fn deliver(&mut self, key: &str, secret: &str, body: &str) -> String {
+        let answer = reqwest::Client::new()
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-pusher-key", key)
+            .header("x-pusher-signature", sign(secret, body))
+            .body(body.to_string())
+            .timeout(PATIENCE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let mut printed = String::new();
+        for _ in 0..2 {
+            self.stdout.read_line(&mut printed).unwrap();
+        }
+        assert!(printed.ends_with(&format!("{body}\n")), "{printed}");
+        printed
+    }
+}
+
+#[tokio::test]
+async fn listen_verifies_a_delivery_signed_with_any_of_its_secrets() {
+    let mut listen = Listen::start(&["--secret", "first-secret", "--secret", "second-secret"], &[]);
+    let body = r#"{"time_ms":1,"events":[{"name":"channel_occupied","channel":"room-1"}]}"#;
+    let first = listen.deliver("key-1", "first-secret", body).await;
+    assert!(
+        first.starts_with("POST /hooks key=key-1 batch=- signature OK (--secret 1 of 2)\n"),
+        "{first}"
+    );
+    let second = listen.deliver("key-2", "second-secret", body).await;
+    assert!(
+        second.starts_with("POST /hooks key=key-2 batch=- signature OK (--secret 2 of 2)\n"),
+        "{second}"
+    );
+    let third = listen.deliver("key-3", "third-secret", body).await;
+    assert!(
+        third.starts_with("POST /hooks key=key-3 batch=- signature INVALID\n"),
+        "{third}"
+    );
+}
+
+#[tokio::test]
+async fn listen_with_apps_verifies_each_delivery_with_the_secret_of_its_keys_app() {
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        r#"{"id": "app-a", "key": "key-a", "secret": "${LISTEN_TEST_SECRET}"}"#,
+    );
+    // Its filter is not built: `listen` needs only the key and the secret.
+    apps.write(
+        "b.toml",
+        "id = \"app-b\"\nkey = \"key-b\"\nsecret = \"secret-b\"\n[[filters]]\nwasm = \"not-built.wasm\"\n",
+    );
+    apps.write("broken.json", "{");
+    let dir = apps.path().to_str().unwrap();
+    let mut listen = Listen::start(&["--apps", dir], &[("LISTEN_TEST_SECRET", "secret-a")]);
+    let body = r#"{"time_ms":1,"events":[{"name":"channel_occupied","channel":"room-1"}]}"#;
+    let a = listen.deliver("key-a", "secret-a", body).await;
+    assert!(a.contains(" signature OK (app app-a)\n"), "{a}");
+    let b = listen.deliver("key-b", "secret-b", body).await;
+    assert!(b.contains(" signature OK (app app-b)\n"), "{b}");
+    let wrong = listen.deliver("key-a", "secret-b", body).await;
+    assert!(
+        wrong.contains(" signature INVALID (not app app-a's secret)\n"),
+        "{wrong}"
+    );
+    let unknown = listen.deliver("key-z", "secret-z", body).await;
+    assert!(
+        unknown.contains(&format!(
+            " signature not checked: unknown key key-z (no app in {dir} has it)\n"
+        )),
+        "{unknown}"
+    );
+    // An app added while it runs is read when its key first arrives.
+    apps.write("c.json", r#"{"id": "app-c", "key": "key-c", "secret": "secret-c"}"#);
+    let c = listen.deliver("key-c", "secret-c", body).await;
+    assert!(c.contains(" signature OK (app app-c)\n"), "{c}");
+}
+
+#[tokio::test]
+async fn send_prints_the_answer_and_a_refusal_is_an_error_saying_what_to_check() {
+    let apps = AppsDir::new();
+    apps.write("a.json", r#"{"id": "a", "key": "ka", "secret": "sa"}"#);
+    let daemon = Daemon::start(apps.path());
+    let send = |secret: &str| {
+        hookline(
+            &[
+                "send",
+                "--app",
+                "a",
+                "--key",
+                "ka",
+                "--secret",
+                secret,
+                "--event",
+                "channel_occupied",
+                "--channel",
+                "room-1",
+                "--url",
+            ]
+            .into_iter()
+            .chain([daemon.url().as_str()])
+            .collect::<Vec<_>>(),
+            Path::new("."),
+            &[],
+        )
+    };
+    let sent = send("sa");
+    let (stdout, stderr) = text(&sent);
+    assert!(sent.status.success(), "{stderr}");
+    assert_eq!(stdout, "200 {}: accepted channel_occupied on room-1 for app a\n");
+    let refused = send("not-sa");
+    let (stdout, stderr) = text(&refused);
+    assert!(!refused.status.success());
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("error: hookline refused the event: 401 {\"error\":")
+            && stderr.contains("check that --key ka and --secret are app a's key and secret in its app file"),
+        "{stderr}"
+    );
+}
+
+/// A Rust filter from `hookline filter new` reads events' other fields with
+/// `extra_json()`, naming its types through its own `serde_json` and the
+/// SDK's re-export alike; it builds for wasm32-wasip2 and runs in Hookline.
+#[test]
+fn a_scaffolded_rust_filter_reads_extra_fields_and_builds_for_wasm() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("no-internal");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let created = Command::new(hookline_bin())
+        .args(["filter", "new"])
+        .arg(&dir)
+        .args(["--lang", "rust", "--sdk"])
+        .arg(repo.join("sdk"))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created).1);
+    let lib = dir.join("src/lib.rs");
+    let code = std::fs::read_to_string(&lib).unwrap();
+    let retain = "batch.retain(|event| !event.channel.starts_with(&config.prefix))";
+    assert!(code.contains(retain), "the scaffold's filter changed:\n{code}");
+    let code = code.replace(
+        retain,
+        "batch.retain(|event| {\n            !event.channel.starts_with(&config.prefix)\n                \
+         && tenant(event) != Some(serde_json::Value::from(\"internal\"))\n        })",
+    ) + r#"
+/// The event's `tenant`, one of the fields the SDK has no name for.
+fn tenant(event: &hookline_filter::Event) -> Option<hookline_filter::serde_json::Value> {
+    let extra: hookline_filter::serde_json::Map<String, hookline_filter::serde_json::Value> = event.extra_json();
+    extra.get("tenant").cloned()
+}
+"#;
+    std::fs::write(&lib, code).unwrap();
+    // The workspace's lock file pins the versions this suite already
+    // fetched; the project's own target directory under target/ keeps
+    // what it compiled for the next run.
+    std::fs::copy(repo.join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let built = Command::new(cargo)
+        .current_dir(&dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", repo.join("target/scaffold"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built).1);
+    let wasm = repo.join("target/scaffold/wasm32-wasip2/release/no_internal.wasm");
+    let mut run = Command::new(hookline_bin())
+        .args(["filter", "run"])
+        .arg(&wasm)
+        .args(["--config", r#"{"prefix":"debug-"}"#])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let batch = r#"{"time_ms":7,"events":[{"name":"channel_occupied","channel":"debug-1"},{"name":"channel_occupied","channel":"room-1","tenant":"internal"},{"name":"channel_occupied","channel":"room-2","tenant":"acme"}]}"#;
+    std::io::Write::write_all(&mut run.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    let ran = run.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&ran);
+    assert!(ran.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        "verdict: select [2]\n{\"time_ms\":7,\"events\":[{\"name\":\"channel_occupied\",\"channel\":\"room-2\",\"tenant\":\"acme\"}]}\n"
+    );
 }

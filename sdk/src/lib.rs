@@ -39,6 +39,11 @@
 
 use serde::de::DeserializeOwned;
 
+/// The `serde_json` this crate is built with, so a filter can name the types
+/// [`Event::data_json`] and [`Event::extra_json`] return
+/// (`hookline_filter::serde_json::Value`) without a dependency of its own.
+pub use serde_json;
+
 /// One Pusher webhook event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Event {
@@ -75,7 +80,15 @@ impl Event {
         self.data.as_deref().and_then(|d| serde_json::from_str(d).ok())
     }
 
-    /// The `extra` fields as a JSON object.
+    /// The `extra` fields as a JSON object (empty when there are none).
+    ///
+    /// ```
+    /// use hookline_filter::{Event, serde_json::Value};
+    ///
+    /// let mut event = Event::new("client_event", "room-1");
+    /// event.extra = Some(r#"{"tenant":"acme"}"#.into());
+    /// assert_eq!(event.extra_json().get("tenant"), Some(&Value::from("acme")));
+    /// ```
     pub fn extra_json(&self) -> serde_json::Map<String, serde_json::Value> {
         self.extra
             .as_deref()

@@ -75,7 +75,7 @@ pub(crate) fn scaffold(dir: &Path, lang: Lang, sdk: &Path) -> Result<String> {
         Lang::Python => vec![
             ("filter.py", PY_FILTER.to_string()),
             ("test_filter.py", PY_TEST.to_string()),
-            (".gitignore", "__pycache__/\n*.wasm\n".to_string()),
+            (".gitignore", ".venv/\n__pycache__/\n*.wasm\n".to_string()),
         ],
     };
     for (file, text) in files {
@@ -91,8 +91,11 @@ pub(crate) fn scaffold(dir: &Path, lang: Lang, sdk: &Path) -> Result<String> {
             "cd {shown}\ncargo test\ncargo build --release --target wasm32-wasip2   # target/wasm32-wasip2/release/{snake}.wasm"
         ),
         Lang::Js => format!("cd {shown}\nnpm install --install-links\nnpm test\nnpm run build   # {name}.wasm"),
+        // The SDK and componentize-py go into the project's own venv
+        // (Debian: `apt install python3-venv` first), and every later step
+        // runs from it, so nothing needs activating.
         Lang::Python => format!(
-            "cd {shown}\npip install {sdk_text}/python   # in a venv\npython -m unittest\nhookline-filter-py build filter.py -o {snake}.wasm --config '{{\"prefix\":\"debug-\"}}'"
+            "cd {shown}\npython3 -m venv .venv && .venv/bin/pip install {sdk_text}/python\n.venv/bin/python -m unittest\n.venv/bin/hookline-filter-py build filter.py -o {snake}.wasm --config '{{\"prefix\":\"debug-\"}}'"
         ),
     })
 }
@@ -108,6 +111,7 @@ crate-type = ["cdylib", "rlib"]
 [dependencies]
 hookline-filter = { path = "{sdk}" }
 serde = { version = "1", features = ["derive"] }
+serde_json = "1"
 "#;
 
 const RUST_LIB: &str = r##"//! Drops events whose channel starts with the configured prefix.
@@ -133,6 +137,9 @@ impl Filter for PrefixFilter {
         Ok(())
     }
 
+    // Each event has Pusher's fields (`name`, `channel`, `user_id`, …);
+    // `event.data_json()` parses `data` and `event.extra_json()` holds every
+    // other field, both as `serde_json` values.
     fn filter(config: &Config, _ctx: &Context, batch: &Batch) -> Result<Verdict, String> {
         Ok(batch.retain(|event| !event.channel.starts_with(&config.prefix)))
     }
@@ -264,6 +271,32 @@ mod tests {
         }
         let cargo = std::fs::read_to_string(root.path().join("f-Rust/Cargo.toml")).unwrap();
         assert!(cargo.contains(&format!("path = \"{}\"", sdk.display())));
+    }
+
+    #[test]
+    fn the_python_steps_create_the_venv_every_later_step_runs_from() {
+        let root = tempfile::tempdir().unwrap();
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
+        let dir = root.path().join("my-py");
+        let steps = scaffold(&dir, Lang::Python, &sdk).unwrap();
+        let lines: Vec<&str> = steps.lines().collect();
+        assert_eq!(lines[0], format!("cd {}", dir.display()));
+        assert_eq!(
+            lines[1],
+            format!(
+                "python3 -m venv .venv && .venv/bin/pip install {}/python",
+                sdk.display()
+            )
+        );
+        assert!(lines.len() > 2, "{steps}");
+        for line in &lines[2..] {
+            assert!(
+                line.starts_with(".venv/bin/"),
+                "{line:?} does not run from the venv:\n{steps}"
+            );
+        }
+        let ignored = std::fs::read_to_string(dir.join(".gitignore")).unwrap();
+        assert!(ignored.lines().any(|l| l == ".venv/"), "{ignored}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `hookline send`: publish one event through the native ingest, signed as
-//! a Pusher server library would sign it.
+//! a Pusher server library would sign it. It prints hookline's answer
+//! (`200 {}: accepted …`); a refusal is an error saying what to check.
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use hookline_core::signing::pusher_signed_query;
 
 /// Flags of `hookline send`.
@@ -51,10 +52,34 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("cannot reach hookline at {}; is `hookline serve` running?", args.url))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    println!("{} {}", status.as_u16(), text.trim());
-    Ok(if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let answer = format!("{} {}", status.as_u16(), text.trim());
+    if !status.is_success() {
+        bail!(
+            "hookline refused the event: {answer}{}",
+            refusal_hint(status.as_u16(), &args)
+        );
+    }
+    println!(
+        "{answer}: accepted {} on {} for app {}",
+        args.event, args.channel, args.app
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to do about a refusal, by status (the answer's own `error` says
+/// what was wrong).
+fn refusal_hint(status: u16, args: &Args) -> String {
+    match status {
+        401 => format!(
+            "; check that --key {} and --secret are app {}'s key and secret in its app file",
+            args.key, args.app
+        ),
+        403 => format!("; app {} is disabled (\"enabled\": false in its app file)", args.app),
+        404 => format!(
+            "; no app {} is served at {}: check --app and --url (`hookline check` lists the apps)",
+            args.app, args.url
+        ),
+        503 => "; hookline is shutting down or its backlog is full: try again later".to_string(),
+        _ => String::new(),
+    }
 }

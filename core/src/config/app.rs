@@ -10,7 +10,7 @@ use hookline_sink_api::{Sink, json_type_name};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::filter::{FilterChain, FilterHost, FilterSpec, OnError};
+use crate::filter::{FilterChain, FilterSpec, OnError};
 use crate::settings::{BatchingSettings, RetrySettings};
 use crate::sinks::SinkRegistry;
 
@@ -338,7 +338,7 @@ pub(crate) fn build_app(
         for (index, pending) in pending.into_iter().enumerate() {
             let mut webhook = pending.webhook;
             let specs = app_filters.iter().flatten().chain(&pending.filter_specs);
-            match load_chain(specs, defaults.filters.as_ref(), id, &webhook.id) {
+            match load_chain(specs, defaults, id, &webhook.id) {
                 Ok(chain) => webhook.filters = chain,
                 Err(e) => problems
                     .0
@@ -351,7 +351,7 @@ pub(crate) fn build_app(
         && let Some(specs) = &app_filters
     {
         // No webhook runs the app's filters, but they are checked all the same.
-        if let Err(e) = load_chain(specs.iter(), defaults.filters.as_ref(), id, "") {
+        if let Err(e) = load_chain(specs.iter(), defaults, id, "") {
             problems.0.push(format!("{label}: `filters`: {e}"));
         }
     }
@@ -728,16 +728,23 @@ fn filter_specs(value: &Value, base_dir: &Path, defaults: &LoadDefaults) -> Resu
         .collect()
 }
 
-/// Loads (compiles, checks, validates) a webhook's chain.
+/// Loads (compiles, checks, validates) a webhook's chain; an empty one
+/// when `defaults.skip_filters`.
 fn load_chain<'a>(
     specs: impl Iterator<Item = &'a FilterSpec>,
-    host: Option<&Arc<FilterHost>>,
+    defaults: &LoadDefaults,
     app_id: &str,
     webhook_id: &str,
 ) -> Result<FilterChain, String> {
     let mut chain = FilterChain::default();
+    if defaults.skip_filters {
+        return Ok(chain);
+    }
     for spec in specs {
-        let host = host.ok_or("WASM filters are not available in this command")?;
+        let host = defaults
+            .filters
+            .as_ref()
+            .ok_or("WASM filters are not available in this command")?;
         chain
             .filters
             .push(host.load(spec.clone(), app_id, webhook_id).map_err(|e| e.to_string())?);
