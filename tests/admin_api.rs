@@ -568,3 +568,98 @@ async fn reload_now_picks_up_a_changed_file_and_reports_a_broken_one() {
     assert_eq!(s["file_errors"].as_array().unwrap().len(), 1);
     assert!(daemon.logs().contains("admin action: reload"));
 }
+
+/// Four http webhooks on one receiver (two alike once redacted, one a
+/// repeat, one with an `id`) and a Lambda one: each has its own id in
+/// `/api/v1/apps`, with its kind and redacted target, and a dead letter
+/// shows the id of the webhook it came from.
+#[tokio::test]
+async fn every_webhook_has_an_id_of_its_own_shown_with_its_kind_and_target() {
+    let receiver = Receiver::start().await;
+    receiver.by_default("/mine/two", Reply::status(400));
+    let apps = AppsDir::new();
+    let base = receiver.url("");
+    apps.write(
+        "m.json",
+        &format!(
+            r#"{{"id": "m", "key": "km", "secret": "sm", "batching": {{"enabled": false}},
+                "webhooks": [
+                  {{"url": "{base}/mine/one", "event_types": ["channel_vacated"]}},
+                  {{"url": "{base}/mine/two", "event_types": ["channel_occupied"]}},
+                  {{"url": "{base}/mine/one", "event_types": ["channel_vacated"]}},
+                  {{"id": "audit", "url": "{base}/mine/three?token=hunter2", "event_types": ["channel_vacated"]}},
+                  {{"lambda_function": "fn-orders", "region": "eu-west-1", "event_types": ["member_added"]}}]}}"#
+        ),
+    );
+    let daemon = admin_daemon(&apps, Some(TOKEN));
+    let api = Api::of(&daemon, Some(TOKEN));
+    occupy(&daemon, "m", "km", "sm", 1).await;
+    daemon.wait_metric("hookline_dead_letters", 1.0).await;
+
+    let (status, view) = api.get("/api/v1/apps").await;
+    assert_eq!(status, 200);
+    assert_documented(&openapi(), "/api/v1/apps", "get", status, &view);
+    let webhooks = view["apps"][0]["webhooks"].as_array().unwrap();
+    let shown = |key: &str| -> Vec<String> { webhooks.iter().map(|w| w[key].as_str().unwrap().to_string()).collect() };
+    // The redacted URL for those without an `id`, numbered where two
+    // would read alike; the `id` where there is one.
+    assert_eq!(
+        shown("id"),
+        [
+            format!("{base}/mine/..."),
+            format!("{base}/mine/...#2"),
+            format!("{base}/mine/...#3"),
+            "audit".to_string(),
+            "fn-orders".to_string(),
+        ]
+    );
+    assert_eq!(shown("kind"), ["http", "http", "http", "http", "lambda"]);
+    let targets = shown("target");
+    assert_eq!(
+        targets[..4],
+        [
+            format!("{base}/mine/..."),
+            format!("{base}/mine/..."),
+            format!("{base}/mine/..."),
+            format!("{base}/mine/...")
+        ]
+    );
+    assert!(targets[4].contains("fn-orders"), "{targets:?}");
+
+    // The dead letter came from `/mine/two`: it shows that webhook's id,
+    // which also selects it.
+    let (_, letters) = api.get("/api/v1/dead-letters").await;
+    assert_eq!(
+        letters["dead_letters"][0]["webhook_id"],
+        format!("{base}/mine/...#2"),
+        "{letters}"
+    );
+    let (_, by_webhook) = api
+        .get(&format!("/api/v1/dead-letters?webhook={base}/mine/...%232"))
+        .await;
+    assert_eq!(by_webhook["total"], 1, "{by_webhook}");
+    let (_, by_other) = api.get(&format!("/api/v1/dead-letters?webhook={base}/mine/...")).await;
+    assert_eq!(by_other["total"], 0, "{by_other}");
+
+    // The page shows the same ids, in the webhooks table and the dead letters.
+    let page = reqwest::Client::new()
+        .get(format!("http://{}/", daemon.admin.unwrap()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for id in shown("id") {
+        assert!(
+            page.contains(&format!("<td class=\"webhook-id\"><code>{id}</code></td>")),
+            "{id} not in the webhooks table:\n{page}"
+        );
+    }
+    assert!(
+        page.contains(&format!("data-webhook=\"{base}/mine/...#2\"><td><code>")),
+        "the dead letter's row does not name its webhook:\n{page}"
+    );
+    assert!(!page.contains("hunter2") && !view.to_string().contains("hunter2"));
+}

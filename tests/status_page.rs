@@ -4,7 +4,11 @@
 //! into with the token, shows the webhook ok, then failing by itself, and
 //! its Replay button sends the dead letter, which the receiver gets. No
 //! console errors (the CSP would report any inline script or style); a
-//! screenshot is saved as target/test-artifacts/status-page.png.
+//! screenshot is saved as target/test-artifacts/status-page.png. A second
+//! app's webhooks, three on one receiver path that redaction shortens alike,
+//! show each its own id, kind and target, and a dead letter shows the id
+//! its webhook has in the webhooks table. A browser that sends
+//! `Authorization: Bearer` on every request gets the page without the form.
 
 mod support;
 
@@ -35,6 +39,17 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
             receiver.url("/hook")
         ),
     );
+    receiver.by_default("/mine/two", Reply::status(400));
+    apps.write(
+        "b.json",
+        &format!(
+            r#"{{"id": "b", "key": "kb", "secret": "sb", "batching": {{"enabled": false}},
+                "webhooks": [{{"url": "{base}/mine/one", "event_types": ["channel_vacated"]}},
+                             {{"url": "{base}/mine/two", "event_types": ["channel_occupied"]}},
+                             {{"id": "audit", "url": "{base}/mine/three", "event_types": ["channel_vacated"]}}]}}"#,
+            base = receiver.url("")
+        ),
+    );
     let daemon = Daemon::start_with(
         apps.path(),
         DaemonOptions::with_env(&[
@@ -52,6 +67,9 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
     let occupy = |room: &str| events_body(&[("channel_occupied", room)]);
     assert_eq!(native(&daemon, "a", "ka", "sa", &occupy("room-1")).await.0, 200);
     receiver.wait_for("/hook", 1).await;
+    // And app `b`'s `/mine/two` dead-letters one at once.
+    assert_eq!(native(&daemon, "b", "kb", "sb", &occupy("room-b")).await.0, 200);
+    daemon.wait_metric("hookline_dead_letters", 1.0).await;
 
     let mut browser = Command::new(node())
         .arg(peers_dir().join("status_page.mjs"))
@@ -93,15 +111,48 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
     };
 
     expect("STEP logged-in");
+    expect("STEP bearer");
     expect("STEP ok");
     // The receiver goes down; the next event fails, is retried, and dies.
     receiver.stop();
     assert_eq!(native(&daemon, "a", "ka", "sa", &occupy("room-2")).await.0, 200);
     expect("STEP failing");
-    daemon.wait_metric("hookline_dead_letters", 1.0).await;
+    daemon.wait_metric("hookline_dead_letters", 2.0).await;
     // Back up (same address), and the button replays the letter.
     let back = Receiver::start_on(receiver.addr).await;
     writeln!(to_browser, "go").unwrap();
+    // The tables as the browser shows them: every webhook by its own id,
+    // kind and target, and each dead letter by its webhook's id.
+    let tables: serde_json::Value = serde_json::from_str(&expect("TABLES ")).unwrap();
+    let shown: Vec<[String; 4]> = serde_json::from_value(tables["webhooks"].clone()).unwrap();
+    let hook = |path: &str| receiver.url(path);
+    let row =
+        |app: &str, id: &str, target: &str| [app.to_string(), id.to_string(), "http".to_string(), target.to_string()];
+    let redacted = hook("/mine/...");
+    let expected = vec![
+        row("a", &hook("/hook"), &hook("/hook")),
+        row("b", &redacted, &redacted),
+        row("b", &format!("{redacted}#2"), &redacted),
+        row("b", "audit", &redacted),
+    ];
+    assert_eq!(shown, expected, "the webhooks table");
+    let letters: Vec<[String; 2]> = serde_json::from_value(tables["letters"].clone()).unwrap();
+    let mut letters_sorted = letters.clone();
+    letters_sorted.sort();
+    assert_eq!(
+        letters_sorted,
+        [
+            ["a".to_string(), hook("/hook")],
+            ["b".to_string(), format!("{redacted}#2")]
+        ],
+        "each dead letter names its webhook as the webhooks table does"
+    );
+    for [app, webhook] in &letters {
+        assert!(
+            shown.iter().any(|row| &row[0] == app && &row[1] == webhook),
+            "dead letter of {app}/{webhook} names no webhook in {shown:?}"
+        );
+    }
     let id = expect("LETTER ");
     expect("STEP replayed");
     let replayed = back.wait_for("/hook", 1).await;

@@ -309,9 +309,13 @@ async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
         let mut record = letter.record;
         let webhook = snapshot.webhook(&record.app_id, &record.webhook_id).cloned();
         let Some(webhook) = webhook else {
+            // Redacted: this answer reaches the admin API, which never
+            // shows a secret (a default id is the target URL).
             response.refused.push(format!(
                 "{}: app {:?} has no webhook {:?} in the current config; add it back or purge the dead letter",
-                record.batch_id, record.app_id, record.webhook_id
+                record.batch_id,
+                record.app_id,
+                hookline_sink_api::redact_for_logs(&record.webhook_id)
             ));
             continue;
         };

@@ -30,6 +30,7 @@ use crate::activity::{ActivityView, Rate};
 use crate::admin::{AdminRequest, AdminResponse, DeadLetterView, Selector};
 use crate::config::EnvLookup;
 use crate::engine::{Engine, LastReload};
+use crate::registry::Snapshot;
 use crate::settings::AdminSettings;
 use crate::store::{DeadLetterQuery, Ownership};
 
@@ -424,7 +425,9 @@ pub(crate) struct AppView {
 /// A webhook in [`AppView`]: where it goes and how it is doing.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct WebhookView {
-    /// The webhook's id as logs show it (no credentials or query).
+    /// The webhook's id as logs show it (no credentials, query or path
+    /// past its first segment), unique within the app: the id its dead
+    /// letters show.
     pub id: String,
     /// The sink plugin (`http`, `lambda`).
     pub kind: &'static str,
@@ -552,17 +555,27 @@ pub(crate) struct LetterPage {
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-/// A dead letter as the API shows it: its webhook redacted like the logs.
-fn shown(view: DeadLetterView) -> DeadLetterView {
+/// The id a dead letter's webhook is shown with: the one `/api/v1/apps`
+/// and the page's webhooks table show for that webhook, or, for a webhook
+/// no longer configured, its id redacted like the logs.
+fn shown_webhook_id(snapshot: &Snapshot, app_id: &str, webhook_id: &str) -> String {
+    snapshot.webhook(app_id, webhook_id).map_or_else(
+        || hookline_sink_api::redact_for_logs(webhook_id),
+        |w| w.log_id.to_string(),
+    )
+}
+
+/// A dead letter as the API shows it: its webhook by its shown id.
+fn shown(snapshot: &Snapshot, view: DeadLetterView) -> DeadLetterView {
     DeadLetterView {
-        webhook_id: hookline_sink_api::redact_for_logs(&view.webhook_id),
+        webhook_id: shown_webhook_id(snapshot, &view.app_id, &view.webhook_id),
         ..view
     }
 }
 
 /// One dead letter with its events, as `payload` (JSON, not text).
-fn letter_json(view: DeadLetterView) -> serde_json::Value {
-    let mut view = shown(view);
+fn letter_json(snapshot: &Snapshot, view: DeadLetterView) -> serde_json::Value {
+    let mut view = shown(snapshot, view);
     let events = std::mem::take(&mut view.events_json);
     let mut value = serde_json::to_value(view).expect("dead letters serialise");
     if let serde_json::Value::Object(map) = &mut value
@@ -586,11 +599,11 @@ pub(crate) async fn dead_letter_page(
         })
         .await?;
     let reason = filter.reason.as_deref().map(str::to_lowercase);
+    let snapshot = engine.registry().snapshot();
     letters.retain(|l| {
-        let webhook_ok = filter
-            .webhook
-            .as_deref()
-            .is_none_or(|w| l.record.webhook_id == w || hookline_sink_api::redact_for_logs(&l.record.webhook_id) == w);
+        let webhook_ok = filter.webhook.as_deref().is_none_or(|w| {
+            l.record.webhook_id == w || shown_webhook_id(&snapshot, &l.record.app_id, &l.record.webhook_id) == w
+        });
         let reason_ok = reason.as_deref().is_none_or(|r| l.reason.to_lowercase().contains(r));
         webhook_ok && reason_ok
     });
@@ -607,7 +620,7 @@ pub(crate) async fn dead_letter_page(
         dead_letters: rest
             .iter()
             .take(limit)
-            .map(|l| shown(DeadLetterView::from(l)))
+            .map(|l| shown(&snapshot, DeadLetterView::from(l)))
             .collect(),
         total,
         next,
@@ -633,7 +646,10 @@ async fn list_dead_letters(State(state): State<AdminState>, Query(filter): Query
 async fn show_dead_letter(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let response = admin(&state.engine, AdminRequest::Show { id }).await;
     match response.letters.first() {
-        Some(letter) if response.error.is_none() => json(StatusCode::OK, &letter_json(letter.clone())),
+        Some(letter) if response.error.is_none() => json(
+            StatusCode::OK,
+            &letter_json(&state.engine.registry().snapshot(), letter.clone()),
+        ),
         _ => failed(&response),
     }
 }

@@ -5,7 +5,8 @@
 //! The script re-fetches the page every few seconds and swaps its live
 //! part in, and sends the replay and purge buttons to the API. Nothing on
 //! the page comes from a secret: webhooks show as their redacted ids and
-//! targets, like the logs.
+//! targets, like the logs. A webhook shows its id (unique within its app,
+//! the one its dead letters show), its kind and its target.
 
 use std::fmt::Write;
 
@@ -128,7 +129,7 @@ fn health(w: &WebhookView) -> (&'static str, String) {
 
 fn webhooks(page: &mut String, apps: &[AppView]) {
     page.push_str(
-        "<section><h2>Webhooks</h2><table id=\"webhooks\"><thead><tr><th>App</th><th>Webhook</th>\
+        "<section><h2>Webhooks</h2><table id=\"webhooks\"><thead><tr><th>App</th><th>Webhook</th><th>Target</th>\
          <th>Health</th><th>Circuit</th><th>Pending</th><th>Oldest</th><th>In flight</th>\
          <th>Delivered 1m / 1h</th><th>Failed 1m / 1h</th><th>Last hour</th></tr></thead><tbody>",
     );
@@ -140,7 +141,8 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
             let _ = write!(
                 page,
                 "<tr data-app=\"{app_id}\" data-webhook=\"{id}\" class=\"{state}\">\
-                 <td>{app_id}</td><td title=\"{target}\">{kind}: {target}</td>\
+                 <td>{app_id}</td><td class=\"webhook-id\"><code>{id}</code></td>\
+                 <td class=\"target\" title=\"{target}\"><span class=\"kind\">{kind}</span> {target}</td>\
                  <td class=\"health\"><span class=\"badge {state}\">{state}</span> <small>{why}</small></td>\
                  <td class=\"circuit\">{circuit}</td><td class=\"pending\">{pending}</td><td>{oldest}</td>\
                  <td>{in_flight}</td><td>{ok_m} / {ok_h}</td><td>{bad_m} / {bad_h}</td><td>{spark}</td></tr>",
@@ -162,7 +164,7 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
         }
     }
     if !any {
-        page.push_str("<tr><td colspan=\"10\">No webhooks: add an app file to the apps directory.</td></tr>");
+        page.push_str("<tr><td colspan=\"11\">No webhooks: add an app file to the apps directory.</td></tr>");
     }
     page.push_str("</tbody></table></section>");
 }
@@ -239,7 +241,8 @@ fn dead_letters(page: &mut String, letters: Result<LetterPage, String>) {
         let id = escape(&letter.id);
         let _ = write!(
             page,
-            "<tr data-id=\"{id}\"><td><code>{id}</code></td><td>{app}</td><td>{webhook}</td><td>{events}</td>\
+            "<tr data-id=\"{id}\" data-app=\"{app}\" data-webhook=\"{webhook}\"><td><code>{id}</code></td><td>{app}</td>\
+             <td class=\"webhook-id\"><code>{webhook}</code></td><td>{events}</td>\
              <td>{attempts}</td><td>{status}</td><td>{died}</td><td>{reason}</td>\
              <td><button data-action=\"POST\" data-url=\"/api/v1/dead-letters/{id}/replay\" class=\"replay\">Replay</button> \
              <button data-action=\"DELETE\" data-url=\"/api/v1/dead-letters/{id}\" class=\"purge danger\" \

@@ -61,6 +61,17 @@ try {
   await page.waitForSelector("#webhooks");
   step("logged-in");
 
+  // A script's way in: the token as a bearer header on every request
+  // (the page load and the page's own refreshes), no form.
+  const scripted = await browser.newContext({ extraHTTPHeaders: { Authorization: `Bearer ${token}` } });
+  const direct = await scripted.newPage();
+  direct.setDefaultTimeout(PATIENCE_MS);
+  await direct.goto(adminUrl);
+  await direct.waitForSelector("#webhooks");
+  if ((await direct.locator("#token").count()) !== 0) throw new Error("the bearer token got the login form");
+  await scripted.close();
+  step("bearer");
+
   // The webhook has delivered: ok.
   const row = page.locator('#webhooks tr[data-app="a"]');
   await row.locator(".badge.ok").waitFor();
@@ -73,14 +84,28 @@ try {
 
   // The test waits for the dead letter and brings the receiver back.
   await goAhead();
-  const letter = page.locator("#dead-letters tr[data-id]").first();
+  const letter = page.locator('#dead-letters tr[data-id][data-app="a"]').first();
   await letter.waitFor();
+  // Each webhook row: app, id, kind, target; each dead letter: app, webhook.
+  const webhooks = await page.$$eval("#webhooks tbody tr[data-webhook]", (rows) =>
+    rows.map((row) => [
+      row.dataset.app,
+      row.querySelector("td.webhook-id")?.textContent.trim() ?? "",
+      row.querySelector("td.target .kind")?.textContent.trim() ?? "",
+      row.querySelector("td.target")?.getAttribute("title") ?? "",
+    ]),
+  );
+  const letters = await page.$$eval("#dead-letters tbody tr[data-id]", (rows) =>
+    rows.map((row) => [row.dataset.app, row.querySelector("td.webhook-id")?.textContent.trim() ?? ""]),
+  );
+  console.log(`TABLES ${JSON.stringify({ webhooks, letters })}`);
   const id = await letter.getAttribute("data-id");
   console.log(`LETTER ${id}`);
   await page.screenshot({ path: screenshot, fullPage: true });
   await letter.locator("button.replay").click();
   await page.locator("#flash.ok").waitFor();
-  await page.locator("#no-dead-letters").waitFor();
+  // App `b`'s letter stays; app `a`'s is gone.
+  await page.locator('#dead-letters tr[data-app="a"]').waitFor({ state: "detached" });
   await row.locator(".badge.ok").waitFor();
   step("replayed");
 } catch (error) {

@@ -69,7 +69,10 @@ impl fmt::Debug for Secret {
 pub struct Webhook {
     /// Stable identity for retries, dead letters and metrics.
     pub id: Arc<str>,
-    /// The id as logs show it: without URL credentials or query strings.
+    /// The id as logs, metrics, the admin API and the status page show it:
+    /// without URL credentials, query strings or the path past its first
+    /// segment, and unique within the app (`#2`, `#3`… where redaction
+    /// makes two look alike).
     pub log_id: Arc<str>,
     /// The sink plugin's kind (`http`, `lambda`).
     pub kind: &'static str,
@@ -678,11 +681,32 @@ fn assign_ids(pending: Vec<PendingWebhook>) -> Result<Vec<PendingWebhook>, Strin
                 id
             }
         };
-        p.webhook.log_id = Arc::from(hookline_sink_api::redact_for_logs(&id));
         p.webhook.id = Arc::from(id);
         out.push(p);
     }
+    assign_shown_ids(&mut out);
     Ok(out)
+}
+
+/// Gives each webhook the id that logs, metrics, the admin API and the
+/// status page show: the redacted id (no URL credentials, query or path
+/// past its first segment), unique within the app.
+///
+/// Redaction can make two ids look alike (`…/mine/a` and `…/mine/b` both
+/// read `…/mine/...`), so the shown id is the redacted explicit `id`, or
+/// the redacted target, with `#2`, `#3`… for the repeats of what is shown.
+/// Where nothing is redacted it is the id itself.
+fn assign_shown_ids(webhooks: &mut [PendingWebhook]) {
+    let mut shown: HashSet<String> = HashSet::new();
+    for p in webhooks.iter_mut() {
+        let base = hookline_sink_api::redact_for_logs(p.explicit_id.as_deref().unwrap_or(&p.selector));
+        let id = (1..)
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}#{n}") })
+            .find(|candidate| !shown.contains(candidate))
+            .expect("some suffix is free");
+        shown.insert(id.clone());
+        p.webhook.log_id = Arc::from(id);
+    }
 }
 
 /// One entry of `filters` as written in an app file.
