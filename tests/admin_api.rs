@@ -663,3 +663,37 @@ async fn every_webhook_has_an_id_of_its_own_shown_with_its_kind_and_target() {
     );
     assert!(!page.contains("hunter2") && !view.to_string().contains("hunter2"));
 }
+
+/// `/` takes the bearer token as the API does: a script or a headless
+/// browser gets the page itself, not the login form.
+#[tokio::test]
+async fn the_page_takes_the_bearer_token_too() {
+    let receiver = Receiver::start().await;
+    let apps = two_apps(&receiver);
+    let daemon = admin_daemon(&apps, Some(TOKEN));
+    let page = |token: Option<&'static str>| {
+        let mut request = reqwest::Client::new().get(format!("http://{}/", daemon.admin.unwrap()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (status, text) = page(Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("<h2>Webhooks</h2>") && text.contains("<code>only</code>") && !text.contains("name=\"token\""),
+        "{text}"
+    );
+    // A wrong token (or none) gets the login form, not the page.
+    for token in [Some("admin-token-for-the-tests-0124"), None] {
+        let (status, text) = page(token).await;
+        assert_eq!(status, 200);
+        assert!(
+            text.contains("name=\"token\"") && !text.contains("<h2>Webhooks</h2>"),
+            "{token:?}: {text}"
+        );
+    }
+}
