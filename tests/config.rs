@@ -315,3 +315,38 @@ fn the_ready_lines_of_ingest_and_admin_start_differently() {
     assert!(!admin.contains("listening on"), "{admin:?}");
     assert!(listening_address(&ingest).is_some(), "{ingest:?}");
 }
+
+/// The README's app-file example, written beside the shipped examples as a
+/// reader would, passes `check`: its ids and keys are its own.
+#[test]
+fn the_readmes_app_example_passes_check_beside_the_shipped_examples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("\n## App files").expect("an App files section")..];
+    let start = section.find("```json\n").expect("a JSON block") + "```json\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let apps = AppsDir::new();
+    for entry in std::fs::read_dir(root.join("examples/apps")).unwrap() {
+        let path = entry.unwrap().path();
+        // filtered.json's filters are built by the filter tests, which
+        // check that directory whole (filters::the_example_apps_directory_passes_check).
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if name.ends_with(".json") && name != "filtered.json" {
+            apps.write(name, &std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    apps.write("mine.json", example);
+    let output = Command::new(hookline_bin())
+        .args(["check", "--apps"])
+        .arg(apps.path())
+        .env("MY_APP_SECRET", "s3cret")
+        .env("HOOK_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(!stderr.contains("also defined in"), "{stderr}");
+}
