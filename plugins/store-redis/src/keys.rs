@@ -3,8 +3,6 @@
 
 /// The consumer group every node reads inboxes with.
 pub(crate) const GROUP: &str = "hookline";
-/// Nodes alive (sorted set: node → last heartbeat, ms).
-pub(crate) const NODES: &str = "hookline:nodes";
 /// Counter giving each node start its own range of delivery keys.
 pub(crate) const INCARNATION: &str = "hookline:incarnation";
 

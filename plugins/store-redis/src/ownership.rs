@@ -1,22 +1,28 @@
 //! Leases: which node owns which partition, takeover, and the readers that
 //! feed an owned partition's inbox to the engine.
 //!
-//! Every third of `lease_ms` a node heartbeats, renews the leases it holds
-//! (a lease it cannot renew is lost: its reader stops, the entries it held
-//! are let go, and the engine is told), sweeps its partitions for inbox
-//! entries nobody holds (read by a node that lost its lease, or by a read
-//! that failed half-way), and, while it owns fewer than its share of the
-//! partitions (partitions / live nodes, rounded up), acquires free ones.
-//! Each acquired partition gets a task that takes it over and then reads
-//! its inbox. Partitions are not moved away from a live owner: they move
-//! when it dies.
+//! A node runs a lease round every third of `lease_ms` (the renewal
+//! interval), counted from the start of the last round: it renews the
+//! leases it holds (a lease it cannot renew is lost: its reader stops, the
+//! entries it held are let go, and the engine is told), then acquires
+//! **every** partition that is free, in one round, starting at a
+//! node-specific place so that nodes starting together try different
+//! partitions first; then it measures lag and sweeps its partitions for
+//! inbox entries nobody holds (read by a node that lost its lease, or by a
+//! read that failed half-way). A lease it could not take tells it how long
+//! that lease has left; when the soonest of those runs out before the next
+//! round is due, the next round runs then instead. So when a node dies,
+//! every survivor wakes as its leases run out, and the first to wake takes
+//! every partition it held: within `lease_ms` of the death, plus the time
+//! one round takes. Each acquired partition gets a task that takes it over
+//! and then reads its inbox. Partitions are not moved away from a live
+//! owner: they move when it dies.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hookline_core::event::Event;
-use hookline_core::store::now_ms;
 use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
 
 use crate::conn::Conn;
@@ -34,29 +40,48 @@ const READ_BLOCK_MS: u64 = 500;
 const CONFIG_SKEW_WAIT: Duration = Duration::from_secs(2);
 /// Pause after a failed Redis call before trying again.
 const RETRY: Duration = Duration::from_millis(200);
+/// How long after another node's lease should have run out the round that
+/// takes it runs: Redis reports whole milliseconds left.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(2);
+
+/// The renewal interval: a round starts this long after the last one
+/// started, or sooner (see the module docs).
+fn renewal_interval(lease_ms: u64) -> Duration {
+    Duration::from_millis(lease_ms / 3)
+}
 
 /// Runs the first round and waits for its takeovers (so what this node
 /// owns at start is handed over before it serves), then keeps the leases
 /// in the background.
 pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
-    let taken = round(&inner).await?;
+    let first = Instant::now();
+    let Round { taken, mut next_free } = round(&inner).await?;
     for done in taken {
         let _ = done.await;
     }
-    let every = Duration::from_millis(inner.config.lease_ms / 3);
+    let every = renewal_interval(inner.config.lease_ms);
     tokio::spawn(async move {
         // Renewals extend a lease from when they are sent: count from then.
-        let mut last_renewed = Instant::now();
+        let mut last_renewed = first;
         loop {
-            tokio::time::sleep(every).await;
+            // Due a renewal interval after the last round started (not
+            // after it ended, so a slow round does not stretch the next
+            // wait), or when a lease this node waits on runs out.
+            let due = last_renewed + every;
+            let wake = next_free.map_or(due, |free| free.min(due));
+            tokio::time::sleep_until(wake.into()).await;
             if inner.stopped.load(Ordering::Acquire) {
                 return;
             }
             let sent = Instant::now();
             match round(&inner).await {
-                Ok(_) => last_renewed = sent,
+                Ok(done) => {
+                    last_renewed = sent;
+                    next_free = done.next_free;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "redis store: cannot renew leases");
+                    next_free = None;
                     // Unrenewed for a lease, another node may own them; let
                     // go a little before Redis does.
                     let margin = Duration::from_millis(inner.config.lease_ms / 10);
@@ -93,31 +118,38 @@ fn lose(inner: &Inner, partition: u32) {
     owner(inner).partition_lost(partition);
 }
 
-/// One heartbeat: renew, measure lag and sweep what this node owns, then
-/// acquire up to this node's share. Returns, per partition acquired, when
-/// its takeover is done.
-async fn round(inner: &Arc<Inner>) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StoreError> {
+/// What one lease round did.
+struct Round {
+    /// Per partition acquired, when its takeover is done.
+    taken: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// When the first lease held by another node runs out unless renewed:
+    /// the next round is due then if that is sooner than the interval.
+    next_free: Option<Instant>,
+}
+
+/// What the acquire script answered.
+enum Acquired {
+    /// The lease is this node's, under this token.
+    Token(String),
+    /// Another node holds it for this long yet (`None`: without expiry).
+    HeldFor(Option<Duration>),
+}
+
+impl redis::FromRedisValue for Acquired {
+    fn from_redis_value(value: redis::Value) -> Result<Self, redis::ParsingError> {
+        match value {
+            redis::Value::Int(left) => Ok(Self::HeldFor(u64::try_from(left).ok().map(Duration::from_millis))),
+            other => String::from_redis_value(other).map(Self::Token),
+        }
+    }
+}
+
+/// One round: renew what this node owns, acquire every free partition,
+/// then measure lag and sweep what it owned before the round.
+async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
     let mut conn = inner.conn();
-    let now = now_ms();
     let node = &inner.config.node_id;
     let lease_ms = inner.config.lease_ms;
-    let live: usize = redis::pipe()
-        .cmd("ZADD")
-        .arg(keys::NODES)
-        .arg(now)
-        .arg(node)
-        .ignore()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(keys::NODES)
-        .arg("-inf")
-        .arg(now.saturating_sub(lease_ms))
-        .ignore()
-        .cmd("ZCARD")
-        .arg(keys::NODES)
-        .query_async::<(usize,)>(&mut conn)
-        .await
-        .map(|(n,)| n)
-        .map_err(|e| store_error(&e))?;
     let held: Vec<(u32, String)> = inner
         .owned
         .lock()
@@ -125,9 +157,10 @@ async fn round(inner: &Arc<Inner>) -> Result<Vec<tokio::sync::oneshot::Receiver<
         .iter()
         .map(|(p, t)| (*p, t.clone()))
         .collect();
+    let mut renewed = Vec::with_capacity(held.len());
     for (partition, token) in held {
         let keys = PartitionKeys::new(partition);
-        let renewed: i64 = inner
+        let kept: i64 = inner
             .scripts
             .renew
             .key(&keys.lease)
@@ -136,42 +169,28 @@ async fn round(inner: &Arc<Inner>) -> Result<Vec<tokio::sync::oneshot::Receiver<
             .invoke_async(&mut conn)
             .await
             .map_err(|e| store_error(&e))?;
-        if renewed == 0 {
+        if kept == 0 {
             lose(inner, partition);
-            continue;
+        } else {
+            renewed.push((partition, token));
         }
-        // Lag: entries never read by the group, plus read and not batched.
-        let groups: redis::Value = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&keys.inbox)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))?;
-        inner
-            .lag
-            .lock()
-            .expect("lag lock")
-            .insert(partition, reply::group_lag(&groups, keys::GROUP));
-        // Entries idle for a lease and not held here: read by a node that
-        // lost its lease, or read here by a call that failed half-way.
-        claim(inner, partition, &token, lease_ms, &mut conn).await?;
     }
+    // Every free partition, in one round: a dead node's partitions all
+    // move as soon as their leases run out, none waits for a later round
+    // or another node. Start at a node-specific place, so nodes starting
+    // together try different partitions first.
     let partitions = inner.config.partitions;
-    let share = partitions.div_ceil(live.max(1) as u32) as usize;
-    // Start at a node-specific place, so nodes starting together try
-    // different partitions first.
     let offset = keys::partition_of(node, partitions);
     let mut taken = Vec::new();
+    let mut next_free: Option<Instant> = None;
     for i in 0..partitions {
-        if inner.owned.lock().expect("owned lock").len() >= share {
-            break;
-        }
         let partition = (offset + i) % partitions;
         if inner.owned.lock().expect("owned lock").contains_key(&partition) {
             continue;
         }
         let keys = PartitionKeys::new(partition);
-        let token: Option<String> = inner
+        let asked = Instant::now();
+        let acquired: Acquired = inner
             .scripts
             .acquire
             .key(&keys.lease)
@@ -181,7 +200,16 @@ async fn round(inner: &Arc<Inner>) -> Result<Vec<tokio::sync::oneshot::Receiver<
             .invoke_async(&mut conn)
             .await
             .map_err(|e| store_error(&e))?;
-        let Some(token) = token else { continue };
+        let token = match acquired {
+            Acquired::Token(token) => token,
+            Acquired::HeldFor(left) => {
+                if let Some(left) = left {
+                    let free = asked + left + EXPIRY_MARGIN;
+                    next_free = Some(next_free.map_or(free, |soonest| soonest.min(free)));
+                }
+                continue;
+            }
+        };
         inner.owned.lock().expect("owned lock").insert(partition, token.clone());
         *inner
             .takeovers
@@ -198,7 +226,28 @@ async fn round(inner: &Arc<Inner>) -> Result<Vec<tokio::sync::oneshot::Receiver<
             .insert(partition, task.abort_handle());
         taken.push(taken_over);
     }
-    Ok(taken)
+    for (partition, token) in renewed {
+        if !holding(inner, partition, &token) {
+            continue;
+        }
+        let keys = PartitionKeys::new(partition);
+        // Lag: entries never read by the group, plus read and not batched.
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&keys.inbox)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))?;
+        inner
+            .lag
+            .lock()
+            .expect("lag lock")
+            .insert(partition, reply::group_lag(&groups, keys::GROUP));
+        // Entries idle for a lease and not held here: read by a node that
+        // lost its lease, or read here by a call that failed half-way.
+        claim(inner, partition, &token, lease_ms, &mut conn).await?;
+    }
+    Ok(Round { taken, next_free })
 }
 
 /// Whether this node still holds `partition` under `token`.
@@ -541,5 +590,25 @@ async fn read_inbox(inner: &Inner, partition: u32, token: &str) {
             tracing::warn!(partition, %error, "redis store: reading the inbox failed; retrying");
             tokio::time::sleep(RETRY).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redis::{FromRedisValue, Value};
+
+    use super::Acquired;
+
+    #[test]
+    fn the_acquire_answer_is_a_token_or_the_time_another_lease_has_left() {
+        let token = Acquired::from_redis_value(Value::BulkString(b"node-a 7".to_vec())).unwrap();
+        assert!(matches!(token, Acquired::Token(t) if t == "node-a 7"));
+        let held = Acquired::from_redis_value(Value::Int(1500)).unwrap();
+        assert!(matches!(held, Acquired::HeldFor(Some(left)) if left == Duration::from_millis(1500)));
+        // A lease without expiry (set by hand) never frees up by itself.
+        let forever = Acquired::from_redis_value(Value::Int(-1)).unwrap();
+        assert!(matches!(forever, Acquired::HeldFor(None)));
     }
 }

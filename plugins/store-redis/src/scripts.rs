@@ -23,8 +23,9 @@ macro_rules! fenced {
 /// The scripts, loaded once per store.
 #[derive(Debug)]
 pub(crate) struct Scripts {
-    /// KEYS lease, epoch; ARGV node, lease_ms → the new token, or nil when
-    /// another node holds the lease.
+    /// KEYS lease, epoch; ARGV node, lease_ms → the new token (a string),
+    /// or, when another node holds the lease, the milliseconds it has left
+    /// (an integer; -1 for a lease without expiry).
     pub acquire: Script,
     /// KEYS lease; ARGV token, lease_ms → 1 renewed, 0 lost.
     pub renew: Script,
@@ -56,7 +57,8 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
             acquire: Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+                "local left = redis.call('PTTL', KEYS[1])
+                 if left ~= -2 then return left end
                  local token = ARGV[1] .. ' ' .. redis.call('INCR', KEYS[2])
                  redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
                  return token",
