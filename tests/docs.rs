@@ -19,7 +19,9 @@
 //! quick start's `scripts/run.sh` runs that binary (`HOOKLINE_BIN`) instead
 //! of a release build. Both use the documented ports 7077/7078, so the two
 //! tests take turns. The Lambda example's local try-out (examples/lambda)
-//! runs the same way.
+//! runs the same way. README's cluster quick start ("Running several
+//! daemons") runs its own Redis and daemons in a scratch directory, on
+//! ports 6390, 7071–7073 and 7080, and must leave them free again.
 
 mod support;
 
@@ -248,13 +250,15 @@ fn run_section(page: &str, heading: &str, env: &[(&str, &Path)]) -> RunningScrip
         command.env(name, value);
     }
     let child = command.spawn().expect("run bash");
-    let running = RunningScript {
+    let mut running = RunningScript {
         group: child.id(),
         logs,
+        stdout: String::new(),
         _work: work,
     };
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    running.stdout = stdout.to_string();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -267,6 +271,8 @@ fn run_section(page: &str, heading: &str, env: &[(&str, &Path)]) -> RunningScrip
 struct RunningScript {
     group: u32,
     logs: PathBuf,
+    /// What the script printed.
+    stdout: String,
     _work: tempfile::TempDir,
 }
 
@@ -350,6 +356,55 @@ fn the_readme_quick_start_delivers_a_signed_event() {
     assert!(
         received.contains(r#""events":[{"name":"channel_occupied","channel":"room-1"}]"#),
         "{received}"
+    );
+}
+
+/// The ports the cluster quick start uses: its Redis, three daemons and
+/// the receiver.
+const CLUSTER_PORTS: [u16; 5] = [6390, 7071, 7072, 7073, 7080];
+
+#[test]
+fn the_readme_cluster_quick_start_delivers_through_three_daemons_and_stops_them() {
+    let _ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    for port in CLUSTER_PORTS {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is in use, and the cluster quick start needs it: stop what listens there and run the tests again"
+        );
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let had_aof = root.join("appendonlydir").exists();
+    let run = run_section("README.md", "## Running several daemons", &[]);
+    // The page waited for the delivery and printed the receiver's log
+    // (the script's echo of each block holds "signature OK" too: look at
+    // the receiver's own line).
+    let delivery = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("POST /hooks key=cluster-key batch="));
+    assert!(
+        delivery.is_some_and(|line| line.ends_with("signature OK")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(r#""events":[{"name":"channel_occupied","channel":"room-1"}]"#),
+        "{}",
+        run.stdout
+    );
+    // It stopped everything it started, and kept its files out of the
+    // checkout.
+    for port in CLUSTER_PORTS {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is still in use after the page stopped everything"
+        );
+    }
+    assert_eq!(
+        root.join("appendonlydir").exists(),
+        had_aof,
+        "Redis wrote into the checkout"
     );
 }
 
