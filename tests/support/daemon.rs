@@ -115,8 +115,13 @@ impl Daemon {
                 Ok((false, addr)) => break addr,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let logged = std::fs::metadata(&stderr_path).map(|m| m.len()).unwrap_or(0);
-                    let compiling = compiles_under_way(&std::fs::read_to_string(&stderr_path).unwrap_or_default());
-                    if logged != progress.1 || compiling > 0 {
+                    // A log that grows is progress for a while (a start that
+                    // only logs retries is stuck); a compile, until it ends.
+                    let grew = logged != progress.1 && begun.elapsed() < PATIENCE * 3;
+                    if grew
+                        || (logged > 0
+                            && compiles_under_way(&std::fs::read_to_string(&stderr_path).unwrap_or_default()) > 0)
+                    {
                         progress = (Instant::now(), logged);
                     }
                     if progress.0.elapsed() < PATIENCE && begun.elapsed() < START_AT_MOST {

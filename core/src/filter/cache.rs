@@ -106,7 +106,7 @@ impl CompileCache {
             }
             Err(e) => {
                 let ms = started.elapsed().as_millis() as u64;
-                tracing::info!(file = %path.display(), ms, "filter did not compile");
+                tracing::warn!(file = %path.display(), ms, "filter did not compile");
                 return Err(format!(
                     "is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}"
                 ));

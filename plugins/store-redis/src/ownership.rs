@@ -55,21 +55,24 @@ fn renewal_interval(lease_ms: u64) -> Duration {
 /// in the background.
 pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
     let first = Instant::now();
-    let Round { taken, mut next_free } = round(&inner).await?;
+    let Round { taken, next_free } = round(&inner).await?;
     for done in taken {
         let _ = done.await;
     }
     let every = renewal_interval(inner.config.lease_ms);
+    let lease = Duration::from_millis(inner.config.lease_ms);
+    // Unrenewed for a lease, another node may own them: let go a little
+    // before Redis does.
+    let let_go_within = lease - Duration::from_millis(inner.config.lease_ms / 10);
     tokio::spawn(async move {
         // Renewals extend a lease from when they are sent: count from then.
         let mut last_renewed = first;
+        // Due a renewal interval after the last round started (not after it
+        // ended, so a slow round does not stretch the next wait), or when a
+        // lease this node waits on runs out.
+        let mut next_round = next_free.map_or(first + every, |free| free.min(first + every));
         loop {
-            // Due a renewal interval after the last round started (not
-            // after it ended, so a slow round does not stretch the next
-            // wait), or when a lease this node waits on runs out.
-            let due = last_renewed + every;
-            let wake = next_free.map_or(due, |free| free.min(due));
-            tokio::time::sleep_until(wake.into()).await;
+            tokio::time::sleep_until(next_round.into()).await;
             if inner.stopped.load(Ordering::Acquire) {
                 return;
             }
@@ -77,20 +80,26 @@ pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
             match round(&inner).await {
                 Ok(done) => {
                     last_renewed = sent;
-                    next_free = done.next_free;
+                    next_round = done.next_free.map_or(sent + every, |free| free.min(sent + every));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "redis store: cannot renew leases");
-                    next_free = None;
-                    // Unrenewed for a lease, another node may own them; let
-                    // go a little before Redis does.
-                    let margin = Duration::from_millis(inner.config.lease_ms / 10);
-                    if last_renewed.elapsed() + margin >= Duration::from_millis(inner.config.lease_ms) {
+                    if last_renewed.elapsed() >= let_go_within {
                         let held: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
                         for partition in held {
                             lose(&inner, partition);
                         }
                     }
+                    // Not at once (Redis may be down for a while): the
+                    // renewal interval, or sooner to let go in time.
+                    let now = Instant::now();
+                    let let_go_at = last_renewed + let_go_within;
+                    next_round = if let_go_at > now {
+                        (now + every).min(let_go_at)
+                    } else {
+                        now + every
+                    };
+                    next_round = next_round.max(now + RETRY);
                 }
             }
         }
