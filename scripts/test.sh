@@ -2,10 +2,10 @@
 # The single test command: installs the test prerequisites, builds everything
 # and runs the whole test suite. Extra arguments go to `cargo test`.
 #
-# On a fresh clone of a 2-core machine it takes about 30 minutes (most of it
-# compiling: the workspace in the dev profile, the static container image,
-# the WASM filters and the language runtimes' components) and leaves about
-# 11 GB in target/. Every test binary runs even when an earlier one fails
+# On a fresh clone of an idle 2-core machine it takes about 30 minutes (most
+# of it compiling: the workspace in the dev profile, the static container
+# image, the WASM filters and the language runtimes' components) and leaves
+# about 9 GB in target/. Every test binary runs even when an earlier one fails
 # (--no-fail-fast), so one run reports every failure.
 set -euo pipefail
 
