@@ -10,10 +10,16 @@ use std::process::Command;
 use support::*;
 
 fn check(dir: &Path) -> (bool, String, String) {
+    check_with_env(dir, &[])
+}
+
+/// `hookline check --apps DIR` with these environment variables set.
+fn check_with_env(dir: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
     let output = Command::new(hookline_bin())
         .arg("check")
         .arg("--apps")
         .arg(dir)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -336,17 +342,7 @@ fn the_readmes_app_example_passes_check_beside_the_shipped_examples() {
         }
     }
     apps.write("mine.json", example);
-    let output = Command::new(hookline_bin())
-        .args(["check", "--apps"])
-        .arg(apps.path())
-        .env("MY_APP_SECRET", "s3cret")
-        .env("HOOK_TOKEN", "t0ken")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = check_with_env(apps.path(), &[("MY_APP_SECRET", "s3cret"), ("HOOK_TOKEN", "t0ken")]);
+    assert!(ok, "{stdout}{stderr}");
     assert!(!stderr.contains("also defined in"), "{stderr}");
 }
