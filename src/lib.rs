@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use hookline_core::sinks::SinkRegistry;
 
-/// The sink plugins built into Hookline: `url` (http) and
-/// `lambda_function` (lambda).
+/// The sink plugins built into Hookline, by selector key: `url` (http),
+/// `lambda_function` (lambda), `sqs_queue_url` (sqs), `sns_topic_arn`
+/// (sns), `eventbridge_bus` (eventbridge), `nats_subject` (nats) and
+/// `kafka_topic` (kafka).
 ///
 /// # Errors
 ///
@@ -17,5 +19,10 @@ pub fn builtin_sinks() -> Result<SinkRegistry, String> {
     let http = hookline_sink_http::HttpSinkPlugin::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     sinks.register(Arc::new(http));
     sinks.register(Arc::new(hookline_sink_lambda::LambdaSinkPlugin::new()));
+    sinks.register(Arc::new(hookline_sink_sqs::SqsSinkPlugin::new()));
+    sinks.register(Arc::new(hookline_sink_sns::SnsSinkPlugin::new()));
+    sinks.register(Arc::new(hookline_sink_eventbridge::EventBridgeSinkPlugin::new()));
+    sinks.register(Arc::new(hookline_sink_nats::NatsSinkPlugin::new()));
+    sinks.register(Arc::new(hookline_sink_kafka::KafkaSinkPlugin::new()));
     Ok(sinks)
 }

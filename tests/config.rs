@@ -295,6 +295,36 @@ fn check_prints_a_refused_files_warnings_beside_its_errors() {
     }
 }
 
+/// A key of another sink kind (`sqs` on an http webhook, `lambda` on a
+/// NATS one) is named with the kind it belongs to, not taken silently;
+/// a key two kinds share (`region`) is fine on either.
+#[test]
+fn check_names_keys_that_belong_to_another_kind() {
+    let apps = AppsDir::new();
+    let file = apps.write(
+        "a.json",
+        r#"{"id": "a", "key": "k", "secret": "s", "webhooks": [
+            {"url": "http://127.0.0.1:9/", "event_types": ["channel_occupied"], "sqs": {"group_by": "app"}},
+            {"nats_subject": "hooks.a", "event_types": ["channel_occupied"], "lambda": {"async": true}},
+            {"lambda_function": "f", "region": "eu-west-1", "event_types": ["channel_occupied"]}]}"#,
+    );
+    let (ok, stdout, stderr) = check(apps.path());
+    assert!(ok, "{stdout}{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("warning: {}: ", file.display())))
+        .collect();
+    for (key, owner, kind) in [("sqs", "sqs (`sqs_queue_url`)", "http"), ("lambda", "lambda (`lambda_function`)", "nats")] {
+        assert!(
+            warnings.iter().any(|l| l.contains(&format!(
+                "`{key}` belongs to {owner} webhooks and is ignored on this {kind} webhook"
+            ))),
+            "{key}: {stderr}"
+        );
+    }
+    assert_eq!(warnings.len(), 2, "`region` is the lambda webhook's own key: {stderr}");
+}
+
 /// The ingest listener's ready line is the only line that says
 /// "listening on"; the admin listener's starts otherwise.
 #[test]

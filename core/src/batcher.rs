@@ -371,11 +371,18 @@ fn form(shared: &Shared, batch: OpenBatch, filtered: Filtered, formed: &mut Form
             FilterResult::Nothing => continue,
         };
         let refs: Vec<&Event> = selected.iter().collect();
-        for chunk in chunk_to_fit(&refs, webhook.max_body_bytes) {
-            let mut delivery = new_delivery(shared, app, webhook, chunk, filtered.batch_time_ms);
-            delivery.record.accepted_ms = batch.opened_ms;
-            delivery.record.pending_filter = pending_filter;
-            formed.deliveries.push(delivery);
+        let groups = if webhook.sink.batches_per_channel() {
+            group_by_channel(&refs)
+        } else {
+            vec![refs]
+        };
+        for group in &groups {
+            for chunk in chunk_to_fit(group, webhook.max_body_bytes) {
+                let mut delivery = new_delivery(shared, app, webhook, chunk, filtered.batch_time_ms);
+                delivery.record.accepted_ms = batch.opened_ms;
+                delivery.record.pending_filter = pending_filter;
+                formed.deliveries.push(delivery);
+            }
         }
     }
     formed.consumed_bytes += batch.events.iter().map(|e| e.len() as u64).sum::<u64>();
@@ -491,6 +498,21 @@ pub fn select_for<'e>(webhook: &Webhook, events: &'e [Event]) -> Vec<&'e Event> 
     events.iter().filter(|e| webhook.wants(&e.name, &e.channel)).collect()
 }
 
+/// Splits events into one group per channel, in the order the channels
+/// first appear, each keeping its events' order.
+pub(crate) fn group_by_channel<'e>(events: &[&'e Event]) -> Vec<Vec<&'e Event>> {
+    let mut groups: Vec<Vec<&'e Event>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for &event in events {
+        let slot = *index.entry(&event.channel).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[slot].push(event);
+    }
+    groups
+}
+
 /// Splits events so each body stays within `limit` bytes. An event too large
 /// on its own goes alone; the sink's refusal then dead-letters it.
 pub fn chunk_to_fit<'a, 'e>(events: &'a [&'e Event], limit: Option<usize>) -> Vec<&'a [&'e Event]> {
@@ -551,5 +573,29 @@ mod tests {
         let big = [event(500)];
         let refs: Vec<&Event> = big.iter().collect();
         assert_eq!(chunk_to_fit(&refs, Some(200)).len(), 1, "an oversize event goes alone");
+    }
+
+    #[test]
+    fn channel_groups_keep_first_appearance_and_event_order() {
+        let on = |channel: &str, n: u32| Event {
+            name: "n".into(),
+            channel: channel.into(),
+            json: format!(r#"{{"name":"n","channel":"{channel}","data":"{n}"}}"#).into(),
+        };
+        let events = [on("b", 1), on("a", 2), on("b", 3), on("c", 4), on("a", 5)];
+        let refs: Vec<&Event> = events.iter().collect();
+        let groups = group_by_channel(&refs);
+        let shape: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|e| &*e.json).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                vec![&*events[0].json, &*events[2].json],
+                vec![&*events[1].json, &*events[4].json],
+                vec![&*events[3].json],
+            ]
+        );
     }
 }

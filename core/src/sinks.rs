@@ -41,11 +41,33 @@ impl SinkRegistry {
         self.plugins.iter().map(|p| p.selector_key()).collect()
     }
 
-    /// Every key some plugin reads, so the engine can accept them.
-    pub fn plugin_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.plugins
-            .iter()
-            .flat_map(|p| std::iter::once(p.selector_key()).chain(p.own_keys().iter().copied()))
+    /// What to tell the user about the keys of a webhook that `kind` (the
+    /// plugin that built it, when one did) does not read: a key of another
+    /// kind (`sqs` on an http webhook) names that kind, any other key is
+    /// unknown. Both are ignored.
+    pub fn key_warnings(&self, kind: Option<&str>, spec: &WebhookSpec) -> Vec<String> {
+        let reads = |p: &Arc<dyn SinkPlugin>, key: &str| p.selector_key() == key || p.own_keys().contains(&key);
+        let mut warnings = Vec::new();
+        for key in spec.keys() {
+            if self.plugins.iter().any(|p| Some(p.kind()) == kind && reads(p, key)) {
+                continue;
+            }
+            let owners: Vec<String> = self
+                .plugins
+                .iter()
+                .filter(|p| reads(p, key))
+                .map(|p| format!("{} (`{}`)", p.kind(), p.selector_key()))
+                .collect();
+            match (owners.is_empty(), kind) {
+                (true, _) => warnings.push(format!("unknown key `{key}` is ignored")),
+                (false, Some(kind)) => warnings.push(format!(
+                    "`{key}` belongs to {} webhooks and is ignored on this {kind} webhook",
+                    owners.join(" and ")
+                )),
+                (false, None) => {}
+            }
+        }
+        warnings
     }
 
     /// Picks the plugin for a webhook and builds its sink; returns the

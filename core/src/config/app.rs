@@ -431,11 +431,13 @@ fn build_webhook(
         target,
     } = definition;
     let built = problems.take("", sinks.build(&target).map_err(|e| e.message));
-    for key in target.keys() {
-        if !sinks.plugin_keys().any(|k| k == key) {
-            warnings.push(format!("{place}: unknown key `{key}` is ignored"));
-        }
-    }
+    let kind = built.as_ref().map(|(kind, _, _)| *kind);
+    warnings.extend(
+        sinks
+            .key_warnings(kind, &target)
+            .into_iter()
+            .map(|w| format!("{place}: {w}")),
+    );
     let explicit_id = problems.take(
         "",
         match id {

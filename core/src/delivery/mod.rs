@@ -76,6 +76,16 @@ pub fn render_body(time_ms: u64, events: &str) -> String {
     body
 }
 
+/// The channel every event of a batch (its joined events) is on, or `None`
+/// when they are on several (or cannot be read, which the store rules out).
+fn batch_channel(joined: &str) -> Option<Box<str>> {
+    let events = crate::event::Event::parse_joined(joined).ok()?;
+    let (first, rest) = events.split_first()?;
+    rest.iter()
+        .all(|e| e.channel == first.channel)
+        .then(|| first.channel.clone())
+}
+
 /// Bytes a body adds around its events, with a 16-digit `time_ms`.
 pub(crate) const BODY_OVERHEAD: usize = "{\"time_ms\":,\"events\":[]}".len() + 16;
 
@@ -243,11 +253,19 @@ impl LaneContext {
             ("X-Hookline-Batch-Time", record.batch_time_ms.to_string()),
         ];
         let webhook = &delivery.webhook;
+        let channel = if webhook.sink.batches_per_channel() {
+            batch_channel(&record.events)
+        } else {
+            None
+        };
         let request = hookline_sink_api::SinkRequest {
             body: bytes::Bytes::from(body),
             signed_headers: &signed_headers,
             extra_headers: &webhook.headers,
             timeout: webhook.timeout,
+            app_id: &record.app_id,
+            webhook_id: &webhook.id,
+            channel: channel.as_deref(),
         };
         // The sink may enforce the timeout itself; this bounds it regardless.
         match tokio::time::timeout(webhook.timeout + Duration::from_millis(50), webhook.sink.send(request)).await {
@@ -456,5 +474,18 @@ impl Dispatcher {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock is never held across a panic"));
         let all = async { while tasks.join_next().await.is_some() {} };
         tokio::time::timeout(grace, all).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_has_a_channel_only_when_all_its_events_share_it() {
+        let one = r#"{"name":"a","channel":"c1"},{"name":"b","channel":"c1"}"#;
+        assert_eq!(batch_channel(one).as_deref(), Some("c1"));
+        let two = r#"{"name":"a","channel":"c1"},{"name":"b","channel":"c2"}"#;
+        assert_eq!(batch_channel(two), None);
     }
 }

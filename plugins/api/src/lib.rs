@@ -64,6 +64,14 @@ pub trait Sink: Send + Sync + fmt::Debug + 'static {
     /// The timeout the engine applies to an attempt when the webhook sets none.
     fn default_timeout(&self) -> Duration;
 
+    /// Whether every batch sent to this sink must hold events of one channel
+    /// only, so that [`SinkRequest::channel`] is always set (a FIFO queue
+    /// grouped by channel, a Kafka topic keyed by channel). The engine then
+    /// forms one batch per channel where it would form one per webhook.
+    fn batches_per_channel(&self) -> bool {
+        false
+    }
+
     /// Sends one attempt. The engine enforces the timeout around this future
     /// as well, so a sink need not, but may, apply `request.timeout` itself.
     fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>>;
@@ -82,6 +90,13 @@ pub struct SinkRequest<'a> {
     pub extra_headers: &'a [(String, String)],
     /// How long the attempt may take.
     pub timeout: Duration,
+    /// The app whose events these are.
+    pub app_id: &'a str,
+    /// The webhook's `id` (its selector value, when the app file sets none).
+    pub webhook_id: &'a str,
+    /// The channel of the batch's events, when they all share one; always
+    /// set for a sink whose [`Sink::batches_per_channel`] is true.
+    pub channel: Option<&'a str>,
 }
 
 /// Why an attempt failed, typed so the engine can decide whether to retry
@@ -107,8 +122,10 @@ pub enum DeliveryError {
     /// The request was too large for the target; the engine splits the batch.
     #[error("payload too large: {0}")]
     TooLarge(String),
-    /// The target is throttling us; retried without using up an attempt
-    /// when `retry_after` is known.
+    /// The target is throttling us (a 429, an SQS or SNS throttling error, a
+    /// Kafka quota, a full JetStream stream): retried without using up an
+    /// attempt and without counting against the breaker, after
+    /// `retry_after` when known and at the policy's backoff otherwise.
     #[error("throttled{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
     Throttled {
         /// How long the target asked us to wait.
@@ -134,8 +151,9 @@ pub enum RetryClass {
         /// The least delay the target asked for.
         at_least: Option<Duration>,
     },
-    /// Retry after the given delay; the attempt does not count (`429` with
-    /// `Retry-After`, throttling with a known wait).
+    /// Retry after the given delay; the attempt does not count (a `429`, a
+    /// throttle). A delay under the policy's `min_backoff_ms` (zero when
+    /// the target named none) means the policy's backoff.
     RetryAfter(Duration),
     /// Split the batch in two and send the halves.
     Split,
@@ -150,15 +168,12 @@ impl DeliveryError {
             DeliveryError::Timeout | DeliveryError::Connect(_) | DeliveryError::Transient(_) => {
                 RetryClass::Retry { at_least: None }
             }
-            DeliveryError::Throttled { retry_after } => match retry_after {
-                Some(d) => RetryClass::RetryAfter(*d),
-                None => RetryClass::Retry { at_least: None },
-            },
+            // With no stated wait, a zero wait: the engine never retries
+            // sooner than its backoff, so this backs off without counting.
+            DeliveryError::Throttled { retry_after } => RetryClass::RetryAfter(retry_after.unwrap_or_default()),
             DeliveryError::Status { code, retry_after, .. } => match code {
-                429 => match retry_after {
-                    Some(d) => RetryClass::RetryAfter(*d),
-                    None => RetryClass::Retry { at_least: None },
-                },
+                // A throttle, stated wait or not (see `Throttled`).
+                429 => RetryClass::RetryAfter(retry_after.unwrap_or_default()),
                 413 => RetryClass::Split,
                 408 | 425 | 500..=599 => RetryClass::Retry { at_least: *retry_after },
                 _ => RetryClass::Final,
@@ -278,7 +293,7 @@ mod tests {
             status(429, Some(7)).retry_class(),
             RetryClass::RetryAfter(Duration::from_secs(7))
         );
-        assert_eq!(status(429, None).retry_class(), RetryClass::Retry { at_least: None });
+        assert_eq!(status(429, None).retry_class(), RetryClass::RetryAfter(Duration::ZERO));
         assert_eq!(status(413, None).retry_class(), RetryClass::Split);
     }
 
@@ -307,5 +322,20 @@ mod tests {
         assert_eq!(DeliveryError::Timeout.retry_class(), retry);
         assert_eq!(DeliveryError::Connect("refused".into()).retry_class(), retry);
         assert_eq!(DeliveryError::Final("gone".into()).retry_class(), RetryClass::Final);
+    }
+
+    #[test]
+    fn throttles_never_use_up_attempts() {
+        assert_eq!(
+            DeliveryError::Throttled { retry_after: None }.retry_class(),
+            RetryClass::RetryAfter(Duration::ZERO)
+        );
+        assert_eq!(
+            DeliveryError::Throttled {
+                retry_after: Some(Duration::from_secs(3))
+            }
+            .retry_class(),
+            RetryClass::RetryAfter(Duration::from_secs(3))
+        );
     }
 }

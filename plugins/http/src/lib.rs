@@ -270,6 +270,9 @@ mod tests {
             signed_headers: &signed,
             extra_headers: &extra,
             timeout: Duration::from_secs(1),
+            app_id: "app",
+            webhook_id: "hook",
+            channel: None,
         };
         let headers = build_headers(&request).unwrap();
         assert_eq!(headers.get_all("x-pusher-signature").iter().count(), 1);

@@ -384,6 +384,9 @@ mod tests {
             signed_headers: &signed,
             extra_headers: &extra,
             timeout: Duration::from_secs(1),
+            app_id: "app",
+            webhook_id: "hook",
+            channel: None,
         };
         let payload = String::from_utf8(envelope(&request)).unwrap();
         assert_eq!(
