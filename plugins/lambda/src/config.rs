@@ -2,6 +2,8 @@
 //! `region`, and the `lambda` object (`async`, `region`, `client_options`,
 //! `max_payload_bytes`).
 
+pub use hookline_aws_client::InlineCredentials;
+use hookline_aws_client::{ClientOptions, RegionSources};
 use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
 use serde::Deserialize;
 
@@ -41,21 +43,6 @@ impl std::fmt::Debug for LambdaTarget {
     }
 }
 
-/// `lambda.client_options.credentials`, as soketi (the AWS JS SDK) names them.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InlineCredentials {
-    /// The access key id.
-    #[serde(rename = "accessKeyId")]
-    pub access_key_id: String,
-    /// The secret access key. Never logged.
-    #[serde(rename = "secretAccessKey")]
-    pub secret_access_key: String,
-    /// An optional session token. Never logged.
-    #[serde(rename = "sessionToken", default)]
-    pub session_token: Option<String>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LambdaObject {
@@ -64,20 +51,6 @@ struct LambdaObject {
     region: Option<String>,
     client_options: Option<ClientOptions>,
     max_payload_bytes: Option<usize>,
-}
-
-/// soketi passes `client_options` to the AWS JS SDK; Hookline reads the
-/// credentials and the endpoint and ignores the rest.
-#[derive(Debug, Default, Deserialize)]
-struct ClientOptions {
-    credentials: Option<InlineCredentials>,
-    endpoint: Option<String>,
-}
-
-impl std::fmt::Debug for InlineCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InlineCredentials(***)")
-    }
 }
 
 impl LambdaTarget {
@@ -99,35 +72,20 @@ impl LambdaTarget {
                 )));
             }
         };
-        let region = match (optional_str(spec, "region")?, lambda.region.as_deref()) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(SinkConfigError::new(format!(
-                    "`region` ({a}) and `lambda.region` ({b}) disagree; keep one"
-                )));
-            }
-            (Some(r), _) | (None, Some(r)) if !r.is_empty() => r.to_string(),
-            _ => {
-                return Err(SinkConfigError::new(format!(
-                    "the Lambda webhook for {function:?} names no region; set `region` (or `lambda.region`), e.g. \"us-east-1\""
-                )));
-            }
-        };
+        let region = RegionSources {
+            kind: "lambda",
+            service: "Lambda",
+            region: optional_str(spec, "region")?,
+            kind_region: lambda.region.as_deref(),
+            resource_key: "lambda_function",
+            resource: &function,
+            // A function ARN's region is not compared: soketi never did.
+            resource_region: None,
+        }
+        .resolve()?;
         let asynchronous = lambda.asynchronous.unwrap_or(false);
         let options = lambda.client_options.unwrap_or_default();
-        if let Some(credentials) = &options.credentials
-            && (credentials.access_key_id.is_empty() || credentials.secret_access_key.is_empty())
-        {
-            return Err(SinkConfigError::new(
-                "`lambda.client_options.credentials` needs a non-empty `accessKeyId` and `secretAccessKey`",
-            ));
-        }
-        if let Some(endpoint) = &options.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(SinkConfigError::new(format!(
-                "`lambda.client_options.endpoint` {endpoint:?} must start with http:// or https://"
-            )));
-        }
+        options.validate("lambda")?;
         let default_limit = if asynchronous {
             EVENT_PAYLOAD_LIMIT
         } else {
@@ -182,16 +140,16 @@ mod tests {
         let err = target(serde_json::json!({"lambda_function": "f"})).unwrap_err();
         assert!(err.message.contains("names no region"), "{err}");
         let err =
-            target(serde_json::json!({"lambda_function": "f", "region": "a", "lambda": {"region": "b"}})).unwrap_err();
+            target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"region": "eu-west-2"}})).unwrap_err();
         assert!(err.message.contains("disagree"), "{err}");
     }
 
     #[test]
     fn refuses_typos_in_the_lambda_object() {
         let err =
-            target(serde_json::json!({"lambda_function": "f", "region": "r", "lambda": {"asynch": true}})).unwrap_err();
+            target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"asynch": true}})).unwrap_err();
         assert!(err.message.contains("unknown field `asynch`"), "{err}");
-        let err = target(serde_json::json!({"lambda_function": "f", "region": "r",
+        let err = target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1",
             "lambda": {"client_options": {"credentials": {"accessKeyId": "a", "secretKey": "b"}}}}))
         .unwrap_err();
         assert!(err.message.contains("secretKey"), "{err}");

@@ -11,22 +11,16 @@
 
 mod config;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_lambda::Client;
-use aws_sdk_lambda::config::{Region, SharedHttpClient, retry::RetryConfig};
-use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use hookline_aws_client::{AwsClients, ClientOptions, ServiceFailure, classify_sdk_error, retry_after_seconds};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
-use tokio::sync::OnceCell;
 
 pub use config::{EVENT_PAYLOAD_LIMIT, InlineCredentials, LambdaTarget, REQUEST_RESPONSE_PAYLOAD_LIMIT};
 
@@ -35,87 +29,27 @@ pub use config::{EVENT_PAYLOAD_LIMIT, InlineCredentials, LambdaTarget, REQUEST_R
 const SIGNED_HEADERS_ALLOWANCE: usize = 1024;
 
 /// Builds [`LambdaSink`]s for webhooks that carry a `lambda_function`.
+#[derive(Debug, Default)]
 pub struct LambdaSinkPlugin {
-    /// One connection pool for every Lambda client (rustls with ring, the
-    /// same TLS stack as the http sink).
-    http: SharedHttpClient,
-    /// Clients in use, by what distinguishes them; weak so that a client goes
-    /// away with the last webhook using it.
-    clients: Mutex<HashMap<ClientKey, Weak<Client>>>,
-}
-
-impl std::fmt::Debug for LambdaSinkPlugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LambdaSinkPlugin").finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    region: String,
-    endpoint: Option<String>,
-    /// (access key id, secret, token); `None` for the standard chain.
-    credentials: Option<(String, String, Option<String>)>,
-}
-
-impl Default for LambdaSinkPlugin {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// One client per distinct (region, credentials, endpoint), on one
+    /// shared connection pool.
+    clients: AwsClients<Client>,
 }
 
 impl LambdaSinkPlugin {
     /// Creates the plugin and its shared HTTP client.
     pub fn new() -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
         Self {
-            http,
-            clients: Mutex::default(),
+            clients: AwsClients::new(),
         }
     }
 
     fn client_for(&self, target: &LambdaTarget) -> Arc<Client> {
-        let key = ClientKey {
-            region: target.region.clone(),
+        let options = ClientOptions {
+            credentials: target.credentials.clone(),
             endpoint: target.endpoint.clone(),
-            credentials: target.credentials.as_ref().map(|c| {
-                (
-                    c.access_key_id.clone(),
-                    c.secret_access_key.clone(),
-                    c.session_token.clone(),
-                )
-            }),
         };
-        let mut clients = self.clients.lock().expect("clients lock is never held across a panic");
-        if let Some(client) = clients.get(&key).and_then(Weak::upgrade) {
-            return client;
-        }
-        clients.retain(|_, weak| weak.strong_count() > 0);
-        let credentials = match &target.credentials {
-            Some(c) => SharedCredentialsProvider::new(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                c.session_token.clone(),
-                None,
-                "hookline-app-file",
-            )),
-            None => SharedCredentialsProvider::new(StandardChain::new(target.region.clone(), self.http.clone())),
-        };
-        let mut builder = aws_sdk_lambda::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(target.region.clone()))
-            .credentials_provider(credentials)
-            .http_client(self.http.clone())
-            // Hookline's retry policy owns every attempt.
-            .retry_config(RetryConfig::disabled());
-        if let Some(endpoint) = &target.endpoint {
-            builder = builder.endpoint_url(endpoint);
-        }
-        let client = Arc::new(Client::from_conf(builder.build()));
-        clients.insert(key, Arc::downgrade(&client));
-        client
+        self.clients.get(&target.region, &options, Client::new)
     }
 }
 
@@ -136,54 +70,6 @@ impl SinkPlugin for LambdaSinkPlugin {
         let target = LambdaTarget::from_spec(spec)?;
         let client = self.client_for(&target);
         Ok(Box::new(LambdaSink { client, target }))
-    }
-}
-
-/// The standard AWS credential chain (environment, shared files with
-/// `AWS_PROFILE`, web identity, container and instance roles), resolved on
-/// first use because building it is asynchronous and `build` is not.
-#[derive(Debug)]
-struct StandardChain {
-    region: String,
-    http: SharedHttpClient,
-    chain: OnceCell<Option<SharedCredentialsProvider>>,
-}
-
-impl StandardChain {
-    fn new(region: String, http: SharedHttpClient) -> Self {
-        Self {
-            region,
-            http,
-            chain: OnceCell::new(),
-        }
-    }
-}
-
-impl ProvideCredentials for StandardChain {
-    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        future::ProvideCredentials::new(async move {
-            let chain = self
-                .chain
-                .get_or_init(|| async {
-                    let config = aws_config::defaults(BehaviorVersion::latest())
-                        .region(Region::new(self.region.clone()))
-                        .http_client(self.http.clone())
-                        .retry_config(RetryConfig::standard())
-                        .load()
-                        .await;
-                    config.credentials_provider()
-                })
-                .await;
-            match chain {
-                Some(chain) => chain.provide_credentials().await,
-                None => Err(aws_credential_types::provider::error::CredentialsError::not_loaded(
-                    "the standard AWS credential chain found no provider",
-                )),
-            }
-        })
     }
 }
 
@@ -266,7 +152,7 @@ impl Sink for LambdaSink {
                         )))
                     }
                 }
-                Err(error) => Err(classify(error)),
+                Err(error) => Err(classify(error, &self.target.function)),
             }
         })
     }
@@ -312,56 +198,36 @@ fn json_string(s: &str) -> String {
 }
 
 /// Maps the SDK's typed errors to delivery outcomes; never reads messages.
-fn classify(error: SdkError<InvokeError>) -> DeliveryError {
-    match error {
-        SdkError::TimeoutError(_) => DeliveryError::Timeout,
-        SdkError::DispatchFailure(failure) => {
-            if failure.is_timeout() {
-                DeliveryError::Timeout
-            } else {
-                DeliveryError::Connect(format!("{:?}", failure.as_connector_error().map(|e| e.to_string())))
-            }
+fn classify(error: SdkError<InvokeError>, function: &str) -> DeliveryError {
+    classify_sdk_error(error, "Invoke", |failure: ServiceFailure<InvokeError>| {
+        let code = failure.code.clone().unwrap_or_else(|| "unknown error".to_string());
+        match &failure.error {
+            InvokeError::TooManyRequestsException(e) => DeliveryError::Throttled {
+                retry_after: retry_after_seconds(e.retry_after_seconds()),
+            },
+            InvokeError::RequestTooLargeException(_) => DeliveryError::TooLarge("RequestTooLargeException".to_string()),
+            InvokeError::ResourceNotFoundException(_) => DeliveryError::Final(format!(
+                "ResourceNotFoundException: the function {function:?} does not exist"
+            )),
+            InvokeError::ResourceConflictException(_)
+            | InvokeError::ResourceNotReadyException(_)
+            | InvokeError::ServiceException(_)
+            | InvokeError::Ec2ThrottledException(_)
+            | InvokeError::Ec2UnexpectedException(_)
+            | InvokeError::EniLimitReachedException(_)
+            | InvokeError::SubnetIpAddressLimitReachedException(_)
+            | InvokeError::SnapStartNotReadyException(_)
+            | InvokeError::SnapStartTimeoutException(_)
+            | InvokeError::EfsMountConnectivityException(_)
+            | InvokeError::EfsMountTimeoutException(_)
+            | InvokeError::RecursiveInvocationException(_) => DeliveryError::Transient(code),
+            _ => match failure.status {
+                429 => DeliveryError::Throttled { retry_after: None },
+                500..=599 => DeliveryError::Transient(code),
+                status => DeliveryError::Final(format!("{code} (status {status})")),
+            },
         }
-        SdkError::ResponseError(e) => DeliveryError::Connect(format!("unreadable response: {:?}", e.raw().status())),
-        SdkError::ConstructionFailure(_) => DeliveryError::Final("the Invoke request could not be built".to_string()),
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let error = service.into_err();
-            let code = error.code().unwrap_or("unknown error").to_string();
-            match error {
-                InvokeError::TooManyRequestsException(e) => DeliveryError::Throttled {
-                    retry_after: e
-                        .retry_after_seconds()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs),
-                },
-                InvokeError::RequestTooLargeException(_) => {
-                    DeliveryError::TooLarge("RequestTooLargeException".to_string())
-                }
-                InvokeError::ResourceNotFoundException(_) => {
-                    DeliveryError::Final("ResourceNotFoundException: the function does not exist".to_string())
-                }
-                InvokeError::ResourceConflictException(_)
-                | InvokeError::ResourceNotReadyException(_)
-                | InvokeError::ServiceException(_)
-                | InvokeError::Ec2ThrottledException(_)
-                | InvokeError::Ec2UnexpectedException(_)
-                | InvokeError::EniLimitReachedException(_)
-                | InvokeError::SubnetIpAddressLimitReachedException(_)
-                | InvokeError::SnapStartNotReadyException(_)
-                | InvokeError::SnapStartTimeoutException(_)
-                | InvokeError::EfsMountConnectivityException(_)
-                | InvokeError::EfsMountTimeoutException(_)
-                | InvokeError::RecursiveInvocationException(_) => DeliveryError::Transient(code),
-                _ => match status {
-                    429 => DeliveryError::Throttled { retry_after: None },
-                    500..=599 => DeliveryError::Transient(code),
-                    _ => DeliveryError::Final(format!("{code} (status {status})")),
-                },
-            }
-        }
-        other => DeliveryError::Connect(format!("{other:?}")),
-    }
+    })
 }
 
 #[cfg(test)]
