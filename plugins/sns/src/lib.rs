@@ -1,15 +1,58 @@
-//! The `sns` sink plugin (being built: issue 28).
+//! The `sns` sink plugin: a webhook with an `sns_topic_arn` key is
+//! delivered by publishing each batch to that Amazon SNS topic (standard or
+//! FIFO), one `Publish` per batch.
+//!
+//! The message is the signed body text, byte for byte; `X-Pusher-Key`,
+//! `X-Pusher-Signature`, `X-Hookline-Batch-Id` and `X-Hookline-Batch-Time`
+//! (and the webhook's own `headers`, which the signed ones override) are
+//! String message attributes, so a subscriber with raw message delivery
+//! (an SQS queue, an HTTP endpoint) can verify it with the official Pusher
+//! libraries. On a FIFO topic the batch id is the `MessageDeduplicationId`
+//! (a split part gets a new batch id, so it is a correct dedupe id for each
+//! part) and `sns.group_by` chooses the `MessageGroupId`.
 
-use hookline_sink_api::{Sink, SinkConfigError, SinkPlugin, WebhookSpec};
+mod config;
 
-/// Builds sns sinks for webhooks that carry a `sns_topic_arn`.
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sns::Client;
+use aws_sdk_sns::operation::publish::PublishError;
+use aws_sdk_sns::types::MessageAttributeValue;
+use hookline_aws_client::{AwsClients, ServiceFailure, classify_sdk_error};
+use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
+use sha2::{Digest, Sha256};
+
+pub use config::{GroupBy, SnsTarget};
+
+/// SNS's limit for one published message: the message and its attributes
+/// (each attribute's name, data type and value) together.
+pub const MESSAGE_LIMIT: usize = 256 * 1024;
+
+/// SNS carries at most 10 message attributes to an SQS subscriber with raw
+/// delivery; four of them are Hookline's.
+pub const MAX_ATTRIBUTES: usize = 10;
+
+/// Room kept in the message limit for the four signed attributes: their
+/// names (70 bytes), data types (24) and values (an app key, a 64-digit
+/// signature, a batch id and a time).
+const SIGNED_ATTRIBUTES_ALLOWANCE: usize = 1024;
+
+/// The data type of every attribute Hookline sets.
+const STRING: &str = "String";
+
+/// Builds [`SnsSink`]s for webhooks that carry an `sns_topic_arn`.
 #[derive(Debug, Default)]
-pub struct SnsSinkPlugin;
+pub struct SnsSinkPlugin {
+    clients: AwsClients<Client>,
+}
 
 impl SnsSinkPlugin {
-    /// Creates the plugin.
+    /// Creates the plugin; does no I/O.
     pub fn new() -> Self {
-        Self
+        Self {
+            clients: AwsClients::new(),
+        }
     }
 }
 
@@ -26,7 +69,300 @@ impl SinkPlugin for SnsSinkPlugin {
         &["region", "sns"]
     }
 
-    fn build(&self, _spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
-        Err(SinkConfigError::new("the sns sink is not available in this build yet"))
+    fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
+        let target = SnsTarget::from_spec(spec)?;
+        let client = self.clients.get(&target.region, &target.client_options, Client::new);
+        Ok(Box::new(SnsSink { client, target }))
+    }
+}
+
+/// Publishes to one topic.
+pub struct SnsSink {
+    client: Arc<Client>,
+    target: SnsTarget,
+}
+
+impl std::fmt::Debug for SnsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnsSink")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink for SnsSink {
+    fn describe(&self) -> String {
+        format!("sns:{}@{}", self.target.topic_name, self.target.region)
+    }
+
+    fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize> {
+        let extra: usize = extra_headers
+            .iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| attribute_size(name, value))
+            .sum();
+        Some(MESSAGE_LIMIT.saturating_sub(extra + SIGNED_ATTRIBUTES_ALLOWANCE))
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn batches_per_channel(&self) -> bool {
+        self.target.fifo && self.target.group_by == GroupBy::Channel
+    }
+
+    fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let message = std::str::from_utf8(&request.body)
+                .map_err(|_| DeliveryError::Final("the batch body is not UTF-8 text, which SNS requires".into()))?;
+            let attributes = attributes(&request)?;
+            let size = message.len()
+                + attributes
+                    .iter()
+                    .map(|(name, value)| attribute_size(name, value))
+                    .sum::<usize>();
+            if size > MESSAGE_LIMIT {
+                return Err(DeliveryError::TooLarge(format!(
+                    "message of {size} bytes with its attributes is over SNS's limit of {MESSAGE_LIMIT} bytes"
+                )));
+            }
+            let mut publish = self.client.publish().topic_arn(&self.target.topic_arn).message(message);
+            for (name, value) in attributes {
+                let value = MessageAttributeValue::builder()
+                    .data_type(STRING)
+                    .string_value(value)
+                    .build()
+                    .map_err(|e| DeliveryError::Final(format!("message attribute {name:?}: {e}")))?;
+                publish = publish.message_attributes(name, value);
+            }
+            if self.target.fifo {
+                let batch_id = signed_value(&request, "X-Hookline-Batch-Id");
+                let group = match self.target.group_by {
+                    GroupBy::Webhook => request.webhook_id,
+                    GroupBy::App => request.app_id,
+                    // Always set when batches_per_channel() is true; a
+                    // batch without one still needs a group.
+                    GroupBy::Channel => request.channel.unwrap_or(request.webhook_id),
+                };
+                publish = publish
+                    .message_deduplication_id(fifo_id(batch_id))
+                    .message_group_id(fifo_id(group));
+            }
+            match publish.send().await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(classify_sdk_error(error, "Publish", |failure| self.classify(failure))),
+            }
+        })
+    }
+}
+
+impl SnsSink {
+    /// Maps SNS's own error answers; never reads message text.
+    fn classify(&self, failure: ServiceFailure<PublishError>) -> DeliveryError {
+        let arn = &self.target.topic_arn;
+        let code = failure.code.as_deref().unwrap_or("unknown error");
+        match &failure.error {
+            PublishError::NotFoundException(_) => DeliveryError::Final(format!(
+                "{code}: the topic {arn} does not exist; create it or fix `sns_topic_arn`"
+            )),
+            PublishError::AuthorizationErrorException(_) | PublishError::InvalidSecurityException(_) => {
+                DeliveryError::Final(format!(
+                    "{code}: not allowed to publish to {arn}; grant sns:Publish on it to these credentials"
+                ))
+            }
+            PublishError::KmsAccessDeniedException(_)
+            | PublishError::KmsDisabledException(_)
+            | PublishError::KmsInvalidStateException(_)
+            | PublishError::KmsNotFoundException(_)
+            | PublishError::KmsOptInRequired(_) => DeliveryError::Final(format!(
+                "{code}: the KMS key encrypting {arn} cannot be used; check the key and its policy"
+            )),
+            PublishError::KmsThrottlingException(_) => DeliveryError::Throttled { retry_after: None },
+            PublishError::InvalidParameterException(_)
+            | PublishError::InvalidParameterValueException(_)
+            | PublishError::ValidationException(_)
+            | PublishError::EndpointDisabledException(_)
+            | PublishError::PlatformApplicationDisabledException(_) => {
+                DeliveryError::Final(format!("{code}: {arn} refused the message (status {})", failure.status))
+            }
+            PublishError::InternalErrorException(_) => {
+                DeliveryError::Transient(format!("{code} (status {})", failure.status))
+            }
+            _ => failure.default_outcome(arn),
+        }
+    }
+}
+
+/// The message attributes of one request: the webhook's headers first
+/// (those with empty values left out, as SNS refuses empty attribute
+/// values), then the signed ones, which replace a webhook header of the
+/// same name (case-insensitively).
+fn attributes<'a>(request: &'a SinkRequest<'_>) -> Result<Vec<(&'a str, &'a str)>, DeliveryError> {
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(request.extra_headers.len() + request.signed_headers.len());
+    for (name, value) in request.extra_headers {
+        if value.is_empty()
+            || request
+                .signed_headers
+                .iter()
+                .any(|(signed, _)| signed.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if !is_attribute_name(name) {
+            return Err(DeliveryError::Final(format!(
+                "the webhook header {name:?} cannot be an SNS message attribute name (letters, digits, `_`, `-` \
+                 and `.`, not starting with `AWS.` or `Amazon.`); rename or remove it in the webhook's `headers`"
+            )));
+        }
+        out.push((name, value));
+    }
+    for (name, value) in request.signed_headers {
+        out.push((name, value));
+    }
+    if out.len() > MAX_ATTRIBUTES {
+        return Err(DeliveryError::Final(format!(
+            "{} message attributes, where SNS delivers at most {MAX_ATTRIBUTES} ({} of them Hookline's); keep at \
+             most {} entries in the webhook's `headers`",
+            out.len(),
+            request.signed_headers.len(),
+            MAX_ATTRIBUTES - request.signed_headers.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// How much an attribute counts towards the message limit.
+fn attribute_size(name: &str, value: &str) -> usize {
+    name.len() + STRING.len() + value.len()
+}
+
+fn signed_value<'a>(request: &'a SinkRequest<'_>, name: &str) -> &'a str {
+    request
+        .signed_headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
+}
+
+/// Whether SNS takes `name` as a message attribute name.
+fn is_attribute_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !lower.starts_with("aws.")
+        && !lower.starts_with("amazon.")
+}
+
+/// A FIFO `MessageGroupId` or `MessageDeduplicationId`: the value itself
+/// when SNS takes it (1 to 128 printable ASCII characters), else a SHA-256
+/// of it, so that every value still maps to one stable id (a Pusher channel
+/// name may have up to 164 characters).
+fn fifo_id(value: &str) -> String {
+    if !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()) {
+        value.to_string()
+    } else {
+        format!("sha256-{}", hex::encode(Sha256::digest(value.as_bytes())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(signed: &'a [(&'static str, String)], extra: &'a [(String, String)]) -> SinkRequest<'a> {
+        SinkRequest {
+            body: bytes::Bytes::from_static(br#"{"time_ms":1,"events":[]}"#),
+            signed_headers: signed,
+            extra_headers: extra,
+            timeout: Duration::from_secs(1),
+            app_id: "app",
+            webhook_id: "hook",
+            channel: None,
+        }
+    }
+
+    fn signed() -> Vec<(&'static str, String)> {
+        vec![
+            ("X-Pusher-Key", "k".to_string()),
+            ("X-Pusher-Signature", "sig".to_string()),
+            ("X-Hookline-Batch-Id", "b-1".to_string()),
+            ("X-Hookline-Batch-Time", "1".to_string()),
+        ]
+    }
+
+    #[test]
+    fn signed_attributes_win_and_empty_headers_are_left_out() {
+        let signed = signed();
+        let extra = [
+            ("x-pusher-signature".to_string(), "forged".to_string()),
+            ("X-Env".to_string(), "prod".to_string()),
+            ("X-Empty".to_string(), String::new()),
+        ];
+        let request = request(&signed, &extra);
+        assert_eq!(
+            attributes(&request).unwrap(),
+            [
+                ("X-Env", "prod"),
+                ("X-Pusher-Key", "k"),
+                ("X-Pusher-Signature", "sig"),
+                ("X-Hookline-Batch-Id", "b-1"),
+                ("X-Hookline-Batch-Time", "1")
+            ]
+        );
+    }
+
+    #[test]
+    fn too_many_or_misnamed_headers_are_final_and_say_what_to_do() {
+        let signed = signed();
+        let extra: Vec<(String, String)> = (0..7).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
+        let err = attributes(&request(&signed, &extra)).unwrap_err();
+        assert!(
+            matches!(&err, DeliveryError::Final(m) if m.contains("at most 6 entries")),
+            "{err}"
+        );
+        let extra = [("X~Odd".to_string(), "v".to_string())];
+        let err = attributes(&request(&signed, &extra)).unwrap_err();
+        assert!(
+            matches!(&err, DeliveryError::Final(m) if m.contains("\"X~Odd\"")),
+            "{err}"
+        );
+        assert!(!is_attribute_name("AWS.Trace") && !is_attribute_name("a..b") && is_attribute_name("X-Env.v2"));
+    }
+
+    #[test]
+    fn fifo_ids_pass_through_or_hash() {
+        assert_eq!(fifo_id("private-chat@room;1"), "private-chat@room;1");
+        let long = "c".repeat(164);
+        let id = fifo_id(&long);
+        assert!(id.starts_with("sha256-") && id.len() == 71, "{id}");
+        assert_eq!(id, fifo_id(&long), "stable");
+        assert!(fifo_id("with space").starts_with("sha256-"));
+    }
+
+    #[test]
+    fn describes_without_credentials_and_limits_the_body() {
+        let plugin = SnsSinkPlugin::new();
+        let spec = serde_json::json!({"sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:t.fifo",
+            "sns": {"group_by": "channel", "client_options": {"credentials": {"accessKeyId": "AK", "secretAccessKey": "SECRETKEY"}}}});
+        let sink = plugin.build(spec.as_object().unwrap()).unwrap();
+        assert_eq!(sink.describe(), "sns:t.fifo@eu-west-1");
+        assert!(!format!("{sink:?}").contains("SECRETKEY"));
+        assert!(sink.batches_per_channel());
+        let limit = sink.max_body_bytes(&[]).unwrap();
+        assert_eq!(limit, MESSAGE_LIMIT - SIGNED_ATTRIBUTES_ALLOWANCE);
+        let with_header = sink
+            .max_body_bytes(&[("X-Env".to_string(), "prod".to_string())])
+            .unwrap();
+        assert_eq!(with_header, limit - ("X-Env".len() + 6 + 4));
+        let spec = serde_json::json!({"sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:t"});
+        assert!(!plugin.build(spec.as_object().unwrap()).unwrap().batches_per_channel());
     }
 }
