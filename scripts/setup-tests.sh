@@ -8,6 +8,8 @@
 #     sdk/js, with componentize-qjs), for the tests that build them,
 #   * redis-server and redis-cli from Debian (tests start their own server;
 #     the packaged service is neither needed nor started),
+#   * nats-server from Debian (the nats sink's tests start their own, with
+#     JetStream),
 #   * Debian chromium, which npm playwright-core (a test peer) drives for the
 #     status page's browser test,
 #   * podman, buildah, runc, uidmap, musl-tools and ca-certificates from
@@ -76,6 +78,16 @@ else
     say "redis-server: installing"
     # No service start inside containers without an init system.
     apt_install redis-server
+fi
+
+# --- 2c. NATS (the nats sink's tests) -----------------------------------------
+# Debian's nats-server; tests start their own server (with JetStream, a store
+# directory and a free port each), so the packaged service is not needed.
+if command -v nats-server >/dev/null 2>&1; then
+    say "nats-server: present ($(nats-server --version 2>&1 | head -n1))"
+else
+    say "nats-server: installing"
+    apt_install nats-server
 fi
 
 # --- 2a. Chromium (the status page's browser test) ---------------------------
