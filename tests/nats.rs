@@ -1,0 +1,659 @@
+//! The nats sink end to end, against Debian's `nats-server` (one per test,
+//! with JetStream, its own store directory and a free port), consumed with
+//! async-nats and verified with the official Pusher library.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use serde_json::{Value, json};
+use support::*;
+
+/// A `nats-server` with JetStream on 127.0.0.1, killed on drop.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    /// The JetStream store and the server's log.
+    dir: tempfile::TempDir,
+    max_payload: Option<usize>,
+}
+
+impl NatsServer {
+    fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server whose `max_payload` is `max_payload` (from a config
+    /// file) when given.
+    fn start_with(max_payload: Option<usize>) -> Self {
+        let mut dir = tempfile::tempdir().unwrap();
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut server = Self {
+                child: None,
+                port,
+                dir,
+                max_payload,
+            };
+            if server.spawn() {
+                return server;
+            }
+            dir = server.into_dir();
+        }
+        panic!("nats-server did not start on any of 10 free ports");
+    }
+
+    fn into_dir(mut self) -> tempfile::TempDir {
+        self.stop_now();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Starts the process on `self.port` with `self.dir` as its store and
+    /// waits until it accepts connections; false if it exited (port taken).
+    fn spawn(&mut self) -> bool {
+        // A fresh log: readiness is read from it.
+        let _ = std::fs::remove_file(self.log_path());
+        let mut command = Command::new("nats-server");
+        command
+            .arg("-js")
+            .arg("-sd")
+            .arg(self.dir.path().join("store"))
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-l")
+            .arg(self.log_path());
+        if let Some(max) = self.max_payload {
+            let config = self.dir.path().join("server.conf");
+            std::fs::write(&config, format!("max_payload: {max}\n")).unwrap();
+            command.arg("-c").arg(config);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run nats-server: {e}; run scripts/setup-tests.sh"));
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("nats-server exited with {status}: {}", self.log());
+                self.child = None;
+                return false;
+            }
+            if self.log().contains("Server is ready") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nats-server did not get ready: {}", self.log());
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and waits for it.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + PATIENCE;
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "nats-server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    fn restart(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        // The port may still be held for a moment after the stop.
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "nats-server did not restart: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.unwrap()
+    }
+
+    async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Creates a stream capturing `subjects`, retrying while JetStream starts.
+async fn create_stream(js: &jetstream::Context, config: stream::Config) -> stream::Stream {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match js.create_stream(config.clone()).await {
+            Ok(stream) => return stream,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot create stream {}: {e}", config.name);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn stream_config(name: &str, subject: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject.to_string()],
+        ..Default::default()
+    }
+}
+
+/// A NATS message as the Pusher verifiers read a delivery.
+fn received(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> Received {
+    let mut map = BTreeMap::new();
+    if let Some(headers) = headers {
+        for (name, values) in headers.iter() {
+            assert_eq!(values.len(), 1, "header {name} is set once");
+            map.insert(name.to_string().to_ascii_lowercase(), values[0].to_string());
+        }
+    }
+    Received {
+        path: subject.to_string(),
+        headers: map,
+        body: String::from_utf8(payload.to_vec()).unwrap(),
+        at: Instant::now(),
+        answered: 200,
+    }
+}
+
+/// Every message in a stream, in order.
+async fn stream_messages(js: &jetstream::Context, name: &str) -> Vec<Received> {
+    let mut stream = js.get_stream(name).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
+        return out;
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            out.push(received(&message.subject, Some(&message.headers), &message.payload));
+        }
+    }
+    out
+}
+
+/// Waits until the stream holds at least `count` messages; returns them all.
+async fn wait_for_messages(js: &jetstream::Context, name: &str, count: usize) -> Vec<Received> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let messages = stream_messages(js, name).await;
+        if messages.len() >= count {
+            return messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {name} holds {} messages, wanted {count}",
+            messages.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The events of every message, in order.
+fn all_events(messages: &[Received]) -> Vec<Value> {
+    messages
+        .iter()
+        .flat_map(|m| m.json()["events"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn assert_npm_valid(key: &str, secret: &str, messages: &[Received]) {
+    assert!(!messages.is_empty());
+    for (message, verdict) in messages.iter().zip(verify_with_npm(key, secret, messages)) {
+        assert_eq!(verdict["valid"], true, "npm pusher refused {message:#?}");
+        assert_eq!(verdict["restringify_equal"], true, "{message:#?}");
+    }
+}
+
+/// A body of `n` events named `name` whose data are `tag-0`, `tag-1`, …
+fn numbered_events(name: &str, tag: &str, from: usize, n: usize, pad: usize) -> String {
+    let events: Vec<Value> = (from..from + n)
+        .map(|i| json!({"name": name, "channel": "c", "data": format!("{tag}-{i}{}", "x".repeat(pad))}))
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+fn event_tag(event: &Value) -> String {
+    event["data"].as_str().unwrap().trim_end_matches('x').to_string()
+}
+
+fn fast_retry(max_attempts: u64) -> Value {
+    json!({"min_backoff_ms": 100, "max_backoff_ms": 500, "max_attempts": max_attempts})
+}
+
+#[tokio::test]
+async fn signed_batches_reach_a_jetstream_stream_and_core_subscribers() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, stream_config("HOOKS", "hooks.js")).await;
+    let watcher = server.client().await;
+    let mut core = watcher.subscribe("hooks.core").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "n", "key": "nk", "secret": "ns", "webhooks": [
+        {"nats_subject": "hooks.js", "event_types": ["client_event"], "nats": {"url": server.url()},
+         "headers": {"X-Env": "test", "X-Pusher-Signature": "forged"}},
+        {"nats_subject": "hooks.core", "event_types": ["client_event"],
+         "nats": {"url": server.url(), "jetstream": false}}
+    ]});
+    apps.write("nats.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+
+    let body = r#"{"events":[{"name":"client_event","channel":"private-é","event":"client-msg","data":"héllo 😀 \"q\" \\ \u0001\n","user_id":"u"}]}"#;
+    assert_eq!(native(&daemon, "n", "nk", "ns", body).await.0, 200);
+
+    let stored = wait_for_messages(&js, "HOOKS", 1).await;
+    let core_message = tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut core))
+        .await
+        .expect("a core NATS message")
+        .unwrap();
+    let core_received = received("hooks.core", core_message.headers.as_ref(), &core_message.payload);
+    daemon.wait_idle().await;
+    let stored_again = stream_messages(&js, "HOOKS").await;
+    assert_eq!(stored_again.len(), 1, "one batch, one message");
+
+    let message = &stored[0];
+    assert_eq!(message.header("x-pusher-key"), "nk");
+    assert_ne!(message.header("x-pusher-signature"), "forged", "the signed headers win");
+    assert_eq!(
+        message.header("x-env"),
+        "test",
+        "the webhook's headers are NATS headers"
+    );
+    assert_eq!(message.header("content-type"), "application/json");
+    assert!(!message.header("x-hookline-batch-id").is_empty());
+    assert!(!message.header("x-hookline-batch-time").is_empty());
+    assert_eq!(
+        message.header("nats-msg-id"),
+        message.header("x-hookline-batch-id"),
+        "the batch id is the stream's dedupe id"
+    );
+    assert_eq!(
+        message.json()["events"][0]["data"],
+        "héllo 😀 \"q\" \\ \u{1}\n",
+        "the payload is the exact signed body"
+    );
+    assert_eq!(core_received.header("x-pusher-key"), "nk");
+    assert_npm_valid("nk", "ns", &[message.clone_for_test(), core_received]);
+
+    // One byte flipped, npm pusher refuses it: the check can fail.
+    let mut tampered = message.clone_for_test();
+    tampered.body = tampered.body.replacen("client-msg", "client-msh", 1);
+    assert_eq!(verify_with_npm("nk", "ns", &[tampered])[0]["valid"], false);
+
+    let describe = daemon.logs();
+    assert!(!describe.contains("forged"), "no header value is logged");
+    assert_eq!(daemon.metric(&attempts("nats", "success")).await, 2.0);
+}
+
+/// `Received` has no `Clone` in the shared harness.
+trait CloneForTest {
+    fn clone_for_test(&self) -> Received;
+}
+
+impl CloneForTest for Received {
+    fn clone_for_test(&self) -> Received {
+        Received {
+            path: self.path.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            at: self.at,
+            answered: self.answered,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_the_servers_max_payload_is_split_and_each_part_verifies() {
+    const MAX_PAYLOAD: usize = 4096;
+    let server = NatsServer::start_with(Some(MAX_PAYLOAD));
+    let js = server.jetstream().await;
+    create_stream(&js, stream_config("BIG", "hooks.big")).await;
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "b", "key": "bk", "secret": "bs",
+        "batching": {"enabled": true, "max_wait_ms": 200, "max_events": 100},
+        "webhooks": [{"nats_subject": "hooks.big", "event_types": ["big"], "nats": {"url": server.url()}}]});
+    apps.write("big.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+
+    // 12 events of about 600 bytes: about 7.5 KB in one batch, and the
+    // daemon assumes the 1 MiB default until it has connected once.
+    let body = numbered_events("big", "e", 0, 12, 600);
+    assert_eq!(native(&daemon, "b", "bk", "bs", &body).await.0, 200);
+    let deadline = Instant::now() + PATIENCE;
+    let messages = loop {
+        let messages = stream_messages(&js, "BIG").await;
+        if all_events(&messages).len() >= 12 {
+            break messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} events arrived",
+            all_events(&messages).len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    daemon.wait_idle().await;
+    assert!(messages.len() >= 2, "split into {} messages", messages.len());
+    for message in &messages {
+        let headers: usize = message
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+            + 12;
+        assert!(
+            message.body.len() + headers <= MAX_PAYLOAD,
+            "a part of {} bytes",
+            message.body.len()
+        );
+    }
+    let mut tags: Vec<String> = all_events(&messages).iter().map(event_tag).collect();
+    tags.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("e-{i}")).collect();
+    want.sort();
+    assert_eq!(tags, want, "every event once");
+    let ids: std::collections::HashSet<&str> = messages.iter().map(|m| m.header("nats-msg-id")).collect();
+    assert_eq!(ids.len(), messages.len(), "each part has its own batch id");
+    assert_npm_valid("bk", "bs", &messages);
+    assert!(daemon.metric(&attempts("nats", "split")).await >= 1.0);
+    assert!(dlq_letters(&daemon.dir.path().join("data")).is_empty());
+}
+
+#[tokio::test]
+async fn kill_9_mid_load_loses_nothing_and_the_stream_drops_the_resends() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, stream_config("LOAD", "hooks.load")).await;
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "k", "key": "kk", "secret": "ks",
+        "batching": {"enabled": true, "max_wait_ms": 20, "max_events": 10},
+        "webhooks": [{"nats_subject": "hooks.load", "event_types": ["load"], "nats": {"url": server.url()},
+                      "retry": fast_retry(0)}]});
+    apps.write("load.json", &app.to_string());
+    let data = tempfile::tempdir().unwrap();
+    let options = DaemonOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    const REQUESTS: usize = 30;
+    const PER_REQUEST: usize = 10;
+    let mut daemon = Daemon::start_with(apps.path(), options.clone());
+    for r in 0..REQUESTS {
+        let body = numbered_events("load", "l", r * PER_REQUEST, PER_REQUEST, 0);
+        assert_eq!(native(&daemon, "k", "kk", "ks", &body).await.0, 200);
+    }
+    // Killed right after the last request was accepted: its batches are
+    // being formed or published.
+    let before = stream_messages(&js, "LOAD").await;
+    daemon.signal("KILL");
+    daemon.wait();
+    let delivered_before = all_events(&before).len();
+    eprintln!(
+        "{delivered_before} of {} events were in the stream at the kill",
+        REQUESTS * PER_REQUEST
+    );
+
+    let daemon = Daemon::start_with(apps.path(), options);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let events = all_events(&stream_messages(&js, "LOAD").await).len();
+        if events >= REQUESTS * PER_REQUEST {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events} events arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.wait_idle().await;
+    let messages = stream_messages(&js, "LOAD").await;
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for event in all_events(&messages) {
+        *seen.entry(event_tag(&event)).or_default() += 1;
+    }
+    let missing: Vec<usize> = (0..REQUESTS * PER_REQUEST)
+        .filter(|i| !seen.contains_key(&format!("l-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "lost events {missing:?}");
+    let duplicated: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated events {duplicated:?}");
+    let ids: std::collections::HashSet<&str> = messages.iter().map(|m| m.header("nats-msg-id")).collect();
+    assert_eq!(ids.len(), messages.len(), "no batch stored twice");
+    assert_npm_valid("kk", "ks", &messages[..messages.len().min(20)]);
+}
+
+#[tokio::test]
+async fn a_full_stream_throttles_without_using_up_attempts_or_tripping_the_breaker() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let full = create_stream(
+        &js,
+        stream::Config {
+            max_messages: 1,
+            discard: stream::DiscardPolicy::New,
+            ..stream_config("FULL", "hooks.full")
+        },
+    )
+    .await;
+    js.publish("hooks.full", "filler".into()).await.unwrap().await.unwrap();
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "t", "key": "tk", "secret": "ts",
+        "webhooks": [{"nats_subject": "hooks.full", "event_types": ["t"], "nats": {"url": server.url()},
+                      "retry": fast_retry(1)}]});
+    apps.write("full.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "t", "tk", "ts", &events_body(&[("t", "c")])).await.0,
+        200
+    );
+    // With max_attempts 1, a counted failure would dead-letter at once;
+    // several retries show the refusals are not counted.
+    daemon.wait_metric(&attempts("nats", "retry"), 4.0).await;
+    assert!(
+        dlq_letters(&daemon.dir.path().join("data")).is_empty(),
+        "a throttled batch is not dead-lettered"
+    );
+    let metrics = daemon.metrics_text().await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("hookline_circuit_state") && !l.ends_with(" 0")),
+        "the breaker stays closed: {metrics}"
+    );
+    full.purge().await.unwrap();
+    let messages = wait_for_messages(&js, "FULL", 1).await;
+    assert_eq!(messages[0].json()["events"][0]["name"], "t");
+    assert_npm_valid("tk", "ts", &messages);
+    daemon.wait_idle().await;
+    assert!(dlq_letters(&daemon.dir.path().join("data")).is_empty());
+}
+
+#[tokio::test]
+async fn nats_stopped_and_restarted_delivery_resumes_and_nothing_is_lost() {
+    let mut server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, stream_config("RESTART", "hooks.restart")).await;
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "r", "key": "rk", "secret": "rs",
+        "batching": {"enabled": true, "max_wait_ms": 20, "max_events": 10},
+        "webhooks": [{"nats_subject": "hooks.restart", "event_types": ["r"], "nats": {"url": server.url()},
+                      "retry": fast_retry(0)}]});
+    apps.write("restart.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "r", "rk", "rs", &numbered_events("r", "r", 0, 1, 0))
+            .await
+            .0,
+        200
+    );
+    wait_for_messages(&js, "RESTART", 1).await;
+    drop(js);
+
+    server.stop();
+    for r in 0..5 {
+        let body = numbered_events("r", "r", 1 + r * 10, 10, 0);
+        assert_eq!(native(&daemon, "r", "rk", "rs", &body).await.0, 200);
+    }
+    daemon.wait_metric(&attempts("nats", "retry"), 2.0).await;
+    server.restart();
+    let js = server.jetstream().await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let events = all_events(&stream_messages(&js, "RESTART").await).len();
+        if events >= 51 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events} events after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.wait_idle().await;
+    let messages = stream_messages(&js, "RESTART").await;
+    let mut tags: Vec<String> = all_events(&messages).iter().map(event_tag).collect();
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags.len(), 51, "every event, once");
+    assert_eq!(all_events(&messages).len(), 51, "none twice");
+    assert_npm_valid("rk", "rs", &messages);
+    let logs = daemon.logs();
+    assert!(logs.contains("nats:hooks.restart@127.0.0.1"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_retried_at_the_backoff_pace_until_one_captures_the_subject() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, stream_config("GONE", "hooks.gone")).await;
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "g", "key": "gk", "secret": "gs",
+        "webhooks": [{"nats_subject": "hooks.gone", "event_types": ["g"], "nats": {"url": server.url()},
+                      "retry": {"min_backoff_ms": 200, "max_backoff_ms": 400, "max_attempts": 2}}]});
+    apps.write("gone.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "g", "gk", "gs", &events_body(&[("g", "first")]))
+            .await
+            .0,
+        200
+    );
+    wait_for_messages(&js, "GONE", 1).await;
+
+    js.delete_stream("GONE").await.unwrap();
+    assert_eq!(
+        native(&daemon, "g", "gk", "gs", &events_body(&[("g", "second")]))
+            .await
+            .0,
+        200
+    );
+    daemon.wait_metric(&attempts("nats", "retry"), 3.0).await;
+    let started = Instant::now();
+    let retries_then = daemon.metric(&attempts("nats", "retry")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let retries = daemon.metric(&attempts("nats", "retry")).await - retries_then;
+    let elapsed = started.elapsed().as_secs_f64();
+    // At least 200 ms between tries: no retry storm.
+    assert!(retries <= elapsed / 0.2 + 1.0, "{retries} retries in {elapsed} s");
+    assert!(
+        dlq_letters(&daemon.dir.path().join("data")).is_empty(),
+        "no responders is retried (max_attempts 2 is not used up), not dead-lettered"
+    );
+
+    create_stream(&js, stream_config("GONE", "hooks.gone")).await;
+    let messages = wait_for_messages(&js, "GONE", 1).await;
+    assert_eq!(messages[0].json()["events"][0]["channel"], "second");
+    assert_npm_valid("gk", "gs", &messages);
+}
+
+#[tokio::test]
+async fn check_refuses_a_wildcard_subject_and_names_the_key() {
+    let apps = AppsDir::new();
+    apps.write(
+        "wild.json",
+        &json!({"id": "w", "key": "wk", "secret": "ws", "webhooks": [
+            {"nats_subject": "hooks.*", "event_types": ["channel_occupied"]}]})
+        .to_string(),
+    );
+    apps.write(
+        "auth.json",
+        &json!({"id": "a", "key": "ak", "secret": "as", "webhooks": [
+            {"nats_subject": "hooks.a", "event_types": ["channel_occupied"],
+             "nats": {"url": "nats://127.0.0.1:1", "token": "t0ken-s3cret", "user": "u", "password": "p"}}]})
+        .to_string(),
+    );
+    apps.write(
+        "good.json",
+        &json!({"id": "ok", "key": "ok", "secret": "s", "webhooks": [
+            {"nats_subject": "hooks.ok", "event_types": ["channel_occupied"], "nats": {"url": "nats://127.0.0.1:1, 127.0.0.1:2"}}]})
+        .to_string(),
+    );
+    let (ok, stderr) = check(&apps);
+    assert!(!ok);
+    assert!(
+        stderr.contains("wild.json: app \"w\": webhook 0: `nats_subject` \"hooks.*\" contains a wildcard"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("auth.json") && stderr.contains("more than one of `credentials`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("t0ken-s3cret"), "{stderr}");
+    assert!(
+        !stderr.contains("good.json"),
+        "a valid nats webhook passes offline: {stderr}"
+    );
+
+    // The shipped example passes offline (its secrets filled in, as the
+    // environment would).
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps/nats.json.example"),
+    )
+    .unwrap();
+    let good = AppsDir::new();
+    good.write(
+        "nats.json",
+        &example
+            .replace("${NATS_DEMO_SECRET}", "s3cret")
+            .replace("${NATS_TOKEN}", "t0ken"),
+    );
+    let (ok, stderr) = check(&good);
+    assert!(ok, "{stderr}");
+}
