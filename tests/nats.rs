@@ -414,49 +414,177 @@ async fn kill_9_mid_load_loses_nothing_and_the_stream_drops_the_resends() {
         data_dir: Some(data.path().to_path_buf()),
         ..Default::default()
     };
-    const REQUESTS: usize = 30;
+    const SENDERS: usize = 5;
+    const REQUESTS: usize = 6;
     const PER_REQUEST: usize = 10;
+    const EVENTS: usize = SENDERS * REQUESTS * PER_REQUEST;
     let mut daemon = Daemon::start_with(apps.path(), options.clone());
-    for r in 0..REQUESTS {
-        let body = numbered_events("load", "l", r * PER_REQUEST, PER_REQUEST, 0);
-        assert_eq!(native(&daemon, "k", "kk", "ks", &body).await.0, 200);
+    // Five clients post at once; the daemon is killed once a third of the
+    // events reached the stream, while batches are being published.
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let url = daemon.url();
+        let accepted = accepted.clone();
+        senders.push(tokio::spawn(async move {
+            for r in 0..REQUESTS {
+                let first = (s * REQUESTS + r) * PER_REQUEST;
+                let body = numbered_events("load", "l", first, PER_REQUEST, 0);
+                match post_native(&url, "k", "kk", "ks", &body).await {
+                    Ok(response) if response.status() == 200 => {
+                        accepted.lock().unwrap().extend(first..first + PER_REQUEST)
+                    }
+                    _ => return,
+                }
+            }
+        }));
     }
-    // Killed right after the last request was accepted: its batches are
-    // being formed or published.
-    let before = stream_messages(&js, "LOAD").await;
+    let deadline = Instant::now() + PATIENCE;
+    while all_events(&stream_messages(&js, "LOAD").await).len() < EVENTS / 3 {
+        assert!(Instant::now() < deadline, "the load did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     daemon.signal("KILL");
     daemon.wait();
-    let delivered_before = all_events(&before).len();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let at_kill = stream_messages(&js, "LOAD").await.len();
+    let accepted = accepted.lock().unwrap().clone();
     eprintln!(
-        "{delivered_before} of {} events were in the stream at the kill",
-        REQUESTS * PER_REQUEST
+        "at the kill: {} of {EVENTS} events accepted, {} in the stream",
+        accepted.len(),
+        all_events(&stream_messages(&js, "LOAD").await).len()
     );
 
     let daemon = Daemon::start_with(apps.path(), options);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let events = all_events(&stream_messages(&js, "LOAD").await).len();
-        if events >= REQUESTS * PER_REQUEST {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{events} events arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     daemon.wait_idle().await;
-    let messages = stream_messages(&js, "LOAD").await;
+    let deadline = Instant::now() + PATIENCE;
+    let messages = loop {
+        let messages = stream_messages(&js, "LOAD").await;
+        let tags: std::collections::HashSet<String> = all_events(&messages).iter().map(event_tag).collect();
+        if accepted.iter().all(|i| tags.contains(&format!("l-{i}"))) {
+            break messages;
+        }
+        assert!(Instant::now() < deadline, "accepted events missing after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    daemon.wait_idle().await;
+    let messages = if messages.len() == stream_messages(&js, "LOAD").await.len() {
+        messages
+    } else {
+        stream_messages(&js, "LOAD").await
+    };
     let mut seen = std::collections::HashMap::<String, usize>::new();
     for event in all_events(&messages) {
         *seen.entry(event_tag(&event)).or_default() += 1;
     }
-    let missing: Vec<usize> = (0..REQUESTS * PER_REQUEST)
+    let missing: Vec<&usize> = accepted
+        .iter()
         .filter(|i| !seen.contains_key(&format!("l-{i}")))
         .collect();
-    assert!(missing.is_empty(), "lost events {missing:?}");
+    assert!(missing.is_empty(), "lost accepted events {missing:?}");
     let duplicated: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicated.is_empty(), "duplicated events {duplicated:?}");
     let ids: std::collections::HashSet<&str> = messages.iter().map(|m| m.header("nats-msg-id")).collect();
     assert_eq!(ids.len(), messages.len(), "no batch stored twice");
+    // Publishes the restarted daemon made whose batch was already stored:
+    // the stream acknowledged them as duplicates and kept one copy.
+    let published = daemon.metric(&attempts("nats", "success")).await as usize;
+    eprintln!(
+        "after the restart: {published} publishes, {} new messages, so {} resends dropped by Nats-Msg-Id",
+        messages.len() - at_kill,
+        published.saturating_sub(messages.len() - at_kill)
+    );
     assert_npm_valid("kk", "ks", &messages[..messages.len().min(20)]);
+}
+
+/// Bytes waiting unread in the server's sockets on its port (`ss`'s
+/// Recv-Q): a publish the stopped server has not read yet.
+fn unread_by_server(port: u16) -> usize {
+    let output = Command::new("ss")
+        .args(["-Htn", "state", "established", "sport", "=", &format!(":{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<usize>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_resend_after_a_crash_before_the_pub_ack_is_dropped_by_the_stream() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, stream_config("ACK", "hooks.ack")).await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "p", "key": "pk", "secret": "ps",
+        "webhooks": [{"nats_subject": "hooks.ack", "event_types": ["p"], "nats": {"url": server.url()},
+                      "retry": fast_retry(0)}]});
+    apps.write("ack.json", &app.to_string());
+    let data = tempfile::tempdir().unwrap();
+    let options = DaemonOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let mut daemon = Daemon::start_with(apps.path(), options.clone());
+    // Connected, with one batch delivered.
+    assert_eq!(
+        native(&daemon, "p", "pk", "ps", &events_body(&[("p", "warm")])).await.0,
+        200
+    );
+    wait_for_messages(&js, "ACK", 1).await;
+    daemon.wait_idle().await;
+
+    // The server is frozen: the next publish reaches its socket but no
+    // PubAck comes back. The daemon dies waiting for it.
+    let pid = server.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let resumed = scopeguard(|| {
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    });
+    assert_eq!(
+        native(&daemon, "p", "pk", "ps", &events_body(&[("p", "crash")]))
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while unread_by_server(server.port) == 0 {
+        assert!(Instant::now() < deadline, "the publish never reached the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.signal("KILL");
+    daemon.wait();
+    drop(resumed);
+    // The server stores the publish it had not read (its ack goes nowhere)…
+    let stored = wait_for_messages(&js, "ACK", 2).await;
+    let batch_id = stored[1].header("nats-msg-id").to_string();
+    assert_eq!(stored[1].json()["events"][0]["channel"], "crash");
+
+    // …and the restarted daemon, which never saw the ack, sends the batch
+    // again with the same Nats-Msg-Id: the stream acknowledges it as a
+    // duplicate and keeps one copy.
+    let daemon = Daemon::start_with(apps.path(), options);
+    daemon.wait_metric(&attempts("nats", "success"), 1.0).await;
+    daemon.wait_idle().await;
+    let messages = stream_messages(&js, "ACK").await;
+    assert_eq!(messages.len(), 2, "the resend was de-duplicated");
+    assert_eq!(messages[1].header("nats-msg-id"), batch_id);
+    assert_npm_valid("pk", "ps", &messages);
+}
+
+/// Runs `f` when dropped (also on a panic).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 #[tokio::test]
