@@ -2,7 +2,8 @@
 # Installs everything Hookline's tests need beyond the Rust toolchain itself:
 #   * the wasm32-wasip2 Rust target (WASM filters),
 #   * the Node test peers (npm `pusher`, from tests/peers/package-lock.json),
-#   * a Python venv at tests/peers/.venv with PyPI `pusher` (tests/peers/requirements.txt),
+#   * a Python venv at tests/peers/.venv with PyPI `pusher`, and moto[server] with boto3
+#     (a local SQS/SNS/EventBridge for the AWS sinks' tests) (tests/peers/requirements.txt),
 #   * the Python filter SDK (sdk/python, with componentize-py) in that venv,
 #   * the JavaScript filters' packages (the @hookline/filter SDK from
 #     sdk/js, with componentize-qjs), for the tests that build them,

@@ -24,6 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 mod cargo_wasm;
 mod daemon;
 mod lambda;
+mod moto;
 mod peers;
 mod receiver;
 mod redis;
@@ -32,6 +33,7 @@ mod wasm;
 
 pub use daemon::*;
 pub use lambda::*;
+pub use moto::*;
 pub use peers::*;
 pub use receiver::*;
 pub use redis::*;

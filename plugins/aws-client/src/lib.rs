@@ -146,7 +146,10 @@ impl RegionSources<'_> {
         let named = [
             ("region".to_string(), self.region),
             (format!("{kind}.region"), self.kind_region),
-            (format!("{} {:?}", self.resource_key, self.resource), self.resource_region),
+            (
+                format!("{} {:?}", self.resource_key, self.resource),
+                self.resource_region,
+            ),
         ];
         let mut found: Option<(&str, &str)> = None;
         for (key, value) in &named {
@@ -383,7 +386,11 @@ pub const THROTTLING_CODES: &[&str] = &[
 /// Query-protocol codes may come prefixed (`AWS.SimpleQueueService.…`):
 /// the last dotted part is compared too.
 pub fn is_throttling_code(code: &str) -> bool {
-    THROTTLING_CODES.contains(&code) || code.rsplit('.').next().is_some_and(|last| THROTTLING_CODES.contains(&last))
+    THROTTLING_CODES.contains(&code)
+        || code
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| THROTTLING_CODES.contains(&last))
 }
 
 /// Maps an SDK error to a delivery outcome: timeouts and dispatch failures
@@ -433,7 +440,9 @@ where
 /// A `retry_after` for [`DeliveryError::Throttled`] from a service's
 /// "seconds" string, when it is a whole number.
 pub fn retry_after_seconds(value: Option<&str>) -> Option<Duration> {
-    value.and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs)
+    value
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -442,8 +451,8 @@ mod tests {
 
     #[test]
     fn client_options_errors_name_the_key_path() {
-        let err = ClientOptions::from_value("sqs", Some(&serde_json::json!({"endpoint": "localhost:4566"})))
-            .unwrap_err();
+        let err =
+            ClientOptions::from_value("sqs", Some(&serde_json::json!({"endpoint": "localhost:4566"}))).unwrap_err();
         assert!(err.message.contains("`sqs.client_options.endpoint`"), "{err}");
         let err = ClientOptions::from_value(
             "sns",
@@ -455,8 +464,10 @@ mod tests {
         assert!(err.message.contains("must be an object"), "{err}");
         let ok = ClientOptions::from_value(
             "sqs",
-            Some(&serde_json::json!({"endpoint": "http://127.0.0.1:5000", "maxAttempts": 3,
-                "credentials": {"accessKeyId": "AK", "secretAccessKey": "SECRET"}})),
+            Some(
+                &serde_json::json!({"endpoint": "http://127.0.0.1:5000", "maxAttempts": 3,
+                "credentials": {"accessKeyId": "AK", "secretAccessKey": "SECRET"}}),
+            ),
         )
         .unwrap();
         assert!(!format!("{ok:?}").contains("SECRET"));
@@ -483,12 +494,22 @@ mod tests {
                 .unwrap(),
             "eu-west-1"
         );
-        let err = sources(Some("eu-west-1"), None, Some("us-east-1")).resolve().unwrap_err();
-        assert!(err.message.contains("disagree") && err.message.contains("sqs_queue_url"), "{err}");
-        let err = sources(None, Some("us-east-2"), Some("us-east-1")).resolve().unwrap_err();
+        let err = sources(Some("eu-west-1"), None, Some("us-east-1"))
+            .resolve()
+            .unwrap_err();
+        assert!(
+            err.message.contains("disagree") && err.message.contains("sqs_queue_url"),
+            "{err}"
+        );
+        let err = sources(None, Some("us-east-2"), Some("us-east-1"))
+            .resolve()
+            .unwrap_err();
         assert!(err.message.contains("`sqs.region`"), "{err}");
         let err = sources(None, None, None).resolve().unwrap_err();
-        assert!(err.message.contains("names no region") && err.message.contains("`sqs.region`"), "{err}");
+        assert!(
+            err.message.contains("names no region") && err.message.contains("`sqs.region`"),
+            "{err}"
+        );
         let err = sources(Some("Ireland"), None, None).resolve().unwrap_err();
         assert!(err.message.contains("not an AWS region"), "{err}");
         assert!(is_region_shaped("us-gov-west-1") && is_region_shaped("cn-north-1"));

@@ -139,15 +139,18 @@ mod tests {
     fn a_missing_region_is_an_error_not_us_east_1() {
         let err = target(serde_json::json!({"lambda_function": "f"})).unwrap_err();
         assert!(err.message.contains("names no region"), "{err}");
-        let err =
-            target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"region": "eu-west-2"}})).unwrap_err();
+        let err = target(
+            serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"region": "eu-west-2"}}),
+        )
+        .unwrap_err();
         assert!(err.message.contains("disagree"), "{err}");
     }
 
     #[test]
     fn refuses_typos_in_the_lambda_object() {
         let err =
-            target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"asynch": true}})).unwrap_err();
+            target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1", "lambda": {"asynch": true}}))
+                .unwrap_err();
         assert!(err.message.contains("unknown field `asynch`"), "{err}");
         let err = target(serde_json::json!({"lambda_function": "f", "region": "eu-west-1",
             "lambda": {"client_options": {"credentials": {"accessKeyId": "a", "secretKey": "b"}}}}))
