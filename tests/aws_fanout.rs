@@ -577,3 +577,115 @@ async fn check_accepts_the_example_app_files() {
     let (ok, stderr) = check(&apps);
     assert!(ok, "{stderr}");
 }
+
+/// An HTTP relay in front of moto that forwards every request and answers
+/// moto's answer, except that the first `lose` answers are replaced by a
+/// 502: the daemon sees a failure of a publish that did take place, and
+/// resends it.
+struct LossyRelay {
+    addr: std::net::SocketAddr,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LossyRelay {
+    async fn start(upstream: String, lose: usize) -> Self {
+        use axum::response::IntoResponse;
+        use std::sync::atomic::Ordering;
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = forwarded.clone();
+        let client = reqwest::Client::new();
+        let handler = move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let count = count.clone();
+            let client = client.clone();
+            let upstream = upstream.clone();
+            async move {
+                let mut request = client.post(format!("{upstream}{uri}")).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        request = request.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                let content_type = answer
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                let text = answer.text().await.unwrap();
+                if count.fetch_add(1, Ordering::SeqCst) < lose {
+                    return (axum::http::StatusCode::BAD_GATEWAY, "the relay lost the answer").into_response();
+                }
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", content_type)],
+                    text,
+                )
+                    .into_response()
+            }
+        };
+        let router = axum::Router::new().fallback(axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, forwarded }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn forwarded(&self) -> usize {
+        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn sns_fifo_a_resend_after_a_lost_answer_is_deduplicated_by_the_batch_id() {
+    let moto = Moto::start();
+    let (fifo, fifo_queue) = topic_with_queue(&moto, "resent.fifo");
+    let (standard, standard_queue) = topic_with_queue(&moto, "resent-standard");
+    // Each relay loses moto's first two answers: three publishes of one batch.
+    let fifo_relay = LossyRelay::start(moto.endpoint(), 2).await;
+    let standard_relay = LossyRelay::start(moto.endpoint(), 2).await;
+    let retry = json!({"min_backoff_ms": 10, "max_backoff_ms": 20});
+    let app = json!({"id": "r", "key": "rk", "secret": "rs", "batching": {"max_wait_ms": 200}, "webhooks": [
+        {"sns_topic_arn": fifo, "event_types": ["client_event"], "retry": retry,
+         "sns": {"client_options": client_options(&fifo_relay.endpoint())}},
+        {"sns_topic_arn": standard, "event_types": ["client_event"], "retry": retry,
+         "sns": {"client_options": client_options(&standard_relay.endpoint())}}]});
+    let (_apps, daemon) = start(&app);
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({"name": "client_event", "channel": "room", "event": "client-x", "data": format!("{i}")}))
+        .collect();
+    assert_eq!(
+        native(&daemon, "r", "rk", "rs", &json!({"events": events}).to_string())
+            .await
+            .0,
+        200
+    );
+    daemon.wait_metric(&attempts("sns", "success"), 2.0).await;
+    assert_eq!(fifo_relay.forwarded(), 3, "the batch was published three times");
+    assert_eq!(standard_relay.forwarded(), 3);
+
+    // The standard topic delivered all three copies (the control)…
+    let copies = moto.wait_messages(&standard_queue, 3).await;
+    assert_eq!(copies.len(), 3, "{copies:#?}");
+    let batch_id = copies[0].attribute("X-Hookline-Batch-Id");
+    assert!(copies.iter().all(|m| m.attribute("X-Hookline-Batch-Id") == batch_id));
+    // …the FIFO topic one: the resends carried the same dedupe id.
+    let once = moto.wait_messages(&fifo_queue, 1).await;
+    assert!(moto.receive_all(&fifo_queue).is_empty());
+    assert_eq!(once.len(), 1, "{once:#?}");
+    assert_eq!(
+        once[0].deduplication_id.as_deref(),
+        Some(once[0].attribute("X-Hookline-Batch-Id"))
+    );
+    assert_eq!(
+        once[0].group_id.as_deref(),
+        Some(fifo.as_str()),
+        "group_by webhook: the webhook's id, which defaults to its topic ARN"
+    );
+    assert_eq!(event_count(&once), 3);
+    assert_officially_valid("rk", "rs", &received(&once));
+}
