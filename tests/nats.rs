@@ -19,7 +19,8 @@ struct NatsServer {
     port: u16,
     /// The JetStream store and the server's log.
     dir: tempfile::TempDir,
-    max_payload: Option<usize>,
+    /// A configuration file's text, when the server needs one.
+    config: Option<String>,
 }
 
 impl NatsServer {
@@ -27,9 +28,9 @@ impl NatsServer {
         Self::start_with(None)
     }
 
-    /// Starts a server whose `max_payload` is `max_payload` (from a config
-    /// file) when given.
-    fn start_with(max_payload: Option<usize>) -> Self {
+    /// Starts a server with this configuration file (`max_payload`,
+    /// `authorization`), when given.
+    fn start_with(config: Option<String>) -> Self {
         let mut dir = tempfile::tempdir().unwrap();
         for _ in 0..10 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -41,7 +42,7 @@ impl NatsServer {
                 child: None,
                 port,
                 dir,
-                max_payload,
+                config: config.clone(),
             };
             if server.spawn() {
                 return server;
@@ -70,9 +71,9 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-l")
             .arg(self.log_path());
-        if let Some(max) = self.max_payload {
+        if let Some(text) = &self.config {
             let config = self.dir.path().join("server.conf");
-            std::fs::write(&config, format!("max_payload: {max}\n")).unwrap();
+            std::fs::write(&config, text).unwrap();
             command.arg("-c").arg(config);
         }
         let child = command
@@ -342,7 +343,7 @@ impl CloneForTest for Received {
 #[tokio::test]
 async fn a_batch_over_the_servers_max_payload_is_split_and_each_part_verifies() {
     const MAX_PAYLOAD: usize = 4096;
-    let server = NatsServer::start_with(Some(MAX_PAYLOAD));
+    let server = NatsServer::start_with(Some(format!("max_payload: {MAX_PAYLOAD}\n")));
     let js = server.jetstream().await;
     create_stream(&js, stream_config("BIG", "hooks.big")).await;
 
@@ -729,6 +730,78 @@ async fn a_deleted_stream_is_retried_at_the_backoff_pace_until_one_captures_the_
     let messages = wait_for_messages(&js, "GONE", 1).await;
     assert_eq!(messages[0].json()["events"][0]["channel"], "second");
     assert_npm_valid("gk", "gs", &messages);
+}
+
+#[tokio::test]
+async fn user_permissions_and_credentials_a_refused_publish_or_login_dead_letters() {
+    let server = NatsServer::start_with(Some(
+        r#"authorization {
+  users = [
+    {user: admin, password: "admin-pw"}
+    {user: hook, password: "hook-pw",
+     permissions: {publish: {allow: ["hooks.allowed"]}, subscribe: {allow: ["_INBOX.>"]}}}
+  ]
+}
+"#
+        .to_string(),
+    ));
+    let admin = async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin-pw".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(admin);
+    create_stream(&js, stream_config("PERM", "hooks.>")).await;
+
+    let hook = |subject: &str, id: &str, password: &str| {
+        json!({"id": id, "nats_subject": subject, "event_types": ["channel_occupied"], "timeout_ms": 1500,
+               "nats": {"url": server.url(), "user": "hook", "password": password}})
+    };
+    let apps = AppsDir::new();
+    let app = json!({"id": "u", "key": "uk", "secret": "us", "webhooks": [
+        hook("hooks.allowed", "allowed", "hook-pw"),
+        hook("hooks.denied", "denied", "hook-pw"),
+        hook("hooks.allowed", "wrong-password", "not-the-pw")]});
+    apps.write("perm.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "u", "uk", "us", &events_body(&[("channel_occupied", "c")]))
+            .await
+            .0,
+        200
+    );
+    let messages = wait_for_messages(&js, "PERM", 1).await;
+    daemon.wait_metric(&attempts("nats", "dead_letter"), 2.0).await;
+    daemon.wait_idle().await;
+    assert_eq!(
+        stream_messages(&js, "PERM").await.len(),
+        1,
+        "only the permitted subject"
+    );
+    assert_eq!(messages[0].path, "hooks.allowed");
+    assert_npm_valid("uk", "us", &messages);
+
+    let letters = dlq_letters(&daemon.dir.path().join("data"));
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    let letter = |id: &str| {
+        letters
+            .iter()
+            .find(|l| l["webhook_id"] == id)
+            .unwrap_or_else(|| panic!("no letter for {id}: {letters:#?}"))
+            .to_string()
+    };
+    let denied = letter("denied");
+    assert!(
+        denied.contains("hooks.denied") && denied.contains("permission"),
+        "{denied}"
+    );
+    let wrong = letter("wrong-password");
+    assert!(wrong.contains("refused the connection's credentials"), "{wrong}");
+    let logs = daemon.logs();
+    assert!(
+        !logs.contains("hook-pw") && !logs.contains("not-the-pw"),
+        "no password is logged"
+    );
+    assert!(!denied.contains("hook-pw") && !wrong.contains("not-the-pw"));
 }
 
 #[tokio::test]

@@ -18,13 +18,13 @@ mod config;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::jetstream;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::{ConnectErrorKind, HeaderMap};
+use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 use tokio::sync::OnceCell;
 
@@ -95,7 +95,14 @@ struct Connection {
     client: OnceCell<(async_nats::Client, jetstream::Context)>,
     /// The server's `max_payload` once connected (0 before).
     max_payload: AtomicUsize,
+    /// The server's recent permission violations (its `-ERR` text, which
+    /// has no typed form), so a publish that gets no ack for want of a
+    /// permission is told apart from a slow stream.
+    violations: Arc<Mutex<Vec<(Instant, String)>>>,
 }
+
+/// How many permission violations a connection remembers.
+const VIOLATIONS_KEPT: usize = 16;
 
 impl Connection {
     fn new(spec: ConnectionSpec) -> Self {
@@ -103,6 +110,7 @@ impl Connection {
             spec,
             client: OnceCell::new(),
             max_payload: AtomicUsize::new(0),
+            violations: Arc::default(),
         }
     }
 
@@ -161,7 +169,49 @@ impl Connection {
             .name(concat!("hookline/", env!("CARGO_PKG_VERSION")))
             .connection_timeout(CONNECT_TIMEOUT)
             // Hookline never reads its own publishes.
-            .no_echo())
+            .no_echo()
+            .event_callback({
+                let violations = self.violations.clone();
+                move |event| {
+                    let violations = violations.clone();
+                    async move {
+                        if let Event::ServerError(ServerError::Other(text)) = event
+                            && text.to_ascii_lowercase().starts_with("permissions violation")
+                        {
+                            let mut kept = violations.lock().expect("violations lock is never held across a panic");
+                            if kept.len() == VIOLATIONS_KEPT {
+                                kept.remove(0);
+                            }
+                            kept.push((Instant::now(), text));
+                        }
+                    }
+                }
+            }))
+    }
+
+    /// A permission violation the server reported since `since` that
+    /// concerns publishing to `subject` or the replies a JetStream publish
+    /// needs, as a final error naming the subject.
+    fn permission_violation(&self, subject: &str, since: Instant) -> Option<DeliveryError> {
+        let kept = self
+            .violations
+            .lock()
+            .expect("violations lock is never held across a panic");
+        let quoted = format!("\"{subject}\"");
+        kept.iter().rev().take_while(|(at, _)| *at >= since).find_map(|(_, text)| {
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("for publish to") && text.contains(&quoted) {
+                Some(DeliveryError::Final(format!(
+                    "NATS refused publishing to {subject:?}: the connection's user lacks the permission ({text}); allow it in the server's authorization"
+                )))
+            } else if lower.contains("for subscription to") {
+                Some(DeliveryError::Final(format!(
+                    "NATS refused the reply subscription a JetStream publish to {subject:?} needs ({text}); allow the user to subscribe to _INBOX.>"
+                )))
+            } else {
+                None
+            }
+        })
     }
 
     fn connect_error(&self, error: async_nats::ConnectError) -> DeliveryError {
@@ -303,6 +353,7 @@ impl Sink for NatsSink {
                 )));
             }
             let subject = self.target.subject.clone();
+            let started = Instant::now();
             if self.target.jetstream {
                 // Leave the engine's own timeout a margin, so a missing
                 // PubAck is reported as ours (throttling) rather than as a
@@ -317,8 +368,17 @@ impl Sink for NatsSink {
                 let connected = || client.connection_state() == State::Connected;
                 match tokio::time::timeout(wait, publish).await {
                     Ok(Ok(_ack)) => Ok(()),
-                    Ok(Err(error)) => Err(classify_publish(&error, &self.target.subject, connected())),
-                    Err(_) => Err(classify_ack_timeout(&self.target.subject, connected())),
+                    Ok(Err(error)) => Err(match error.kind() {
+                        PublishErrorKind::TimedOut => {
+                            self.connection.permission_violation(&self.target.subject, started)
+                        }
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| classify_publish(&error, &self.target.subject, connected()))),
+                    Err(_) => Err(self
+                        .connection
+                        .permission_violation(&self.target.subject, started)
+                        .unwrap_or_else(|| classify_ack_timeout(&self.target.subject, connected()))),
                 }
             } else {
                 client
@@ -340,7 +400,13 @@ impl Sink for NatsSink {
                 client
                     .flush()
                     .await
-                    .map_err(|e| DeliveryError::Connect(format!("flushing to NATS failed: {e}")))
+                    .map_err(|e| DeliveryError::Connect(format!("flushing to NATS failed: {e}")))?;
+                // The server's `-ERR` for a refused publish comes before the
+                // flush's PONG, but reaches us on another task: best effort.
+                match self.connection.permission_violation(&self.target.subject, started) {
+                    Some(refused) => Err(refused),
+                    None => Ok(()),
+                }
             }
         })
     }
@@ -518,6 +584,30 @@ mod tests {
         assert_eq!(headers.get("X-Env").unwrap().as_str(), "prod");
         assert_eq!(headers.get("Content-Type").unwrap().as_str(), "application/json");
         assert_eq!(headers.iter().map(|(_, v)| v.len()).sum::<usize>(), 7);
+    }
+
+    #[test]
+    fn permission_violations_are_final_and_name_the_subject() {
+        let connection = Connection::new(
+            NatsTarget::from_spec(serde_json::json!({"nats_subject": "s"}).as_object().unwrap())
+                .unwrap()
+                .connection,
+        );
+        let before = Instant::now();
+        assert!(connection.permission_violation("a.b", before).is_none());
+        let record = |text: &str| connection.violations.lock().unwrap().push((Instant::now(), text.to_string()));
+        record("Permissions Violation for Publish to \"other\"");
+        assert!(connection.permission_violation("a.b", before).is_none(), "another subject's");
+        record("Permissions Violation for Publish to \"a.b\"");
+        let refused = connection.permission_violation("a.b", before).unwrap();
+        assert!(matches!(&refused, DeliveryError::Final(m) if m.contains("\"a.b\"")), "{refused:?}");
+        assert!(
+            connection.permission_violation("a.b", Instant::now()).is_none(),
+            "only violations since the publish began count"
+        );
+        record("Permissions Violation for Subscription to \"_INBOX.x.*\"");
+        let refused = connection.permission_violation("c", before).unwrap();
+        assert!(matches!(&refused, DeliveryError::Final(m) if m.contains("_INBOX")), "{refused:?}");
     }
 
     #[test]
