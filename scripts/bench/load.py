@@ -27,12 +27,18 @@ them (one wrk per node, concurrency divided); delivered events/s and
 latency are summed over the nodes, CPU per event counts the daemons (and,
 in brackets, Redis), and peak RSS is the largest daemon's.
 
+`--sink http,nats,kafka,sqs,sns,eventbridge` runs each row once per sink
+kind, each against a real service of the run's own (scripts/bench/
+sink_peers.py: nats-server with JetStream, the tansu Kafka broker, moto for
+the AWS kinds, whose figures measure moto, a Python server, more than
+Hookline); http (the default) is the bare hyper receiver.
+
 `--baseline-work-ns 500,1000,2000` adds bare hyper rows whose server
 busy-waits that long per request: the calibration curve of what a given
 per-request cost is worth in requests/s on this machine's loopback.
 
     python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--filter none,drop-by-channel]
-                                  [--store embedded,redis] [--nodes 1,3] [--no-build]
+                                  [--store embedded,redis] [--nodes 1,3] [--sink http,nats] [--no-build]
 
 Installs wrk (Debian package) if it is missing.
 """
@@ -51,6 +57,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from latency import signed_path  # noqa: E402
+import sink_peers  # noqa: E402
 
 
 def ensure_wrk():
@@ -181,6 +188,8 @@ def main():
                              "drop-by-channel-js (QuickJS), drop-by-channel-py (CPython), e.g. none,drop-by-channel")
     parser.add_argument("--store", default="embedded", help="embedded, redis, or both (embedded,redis)")
     parser.add_argument("--nodes", default="1", help="daemons per run on the Redis store, e.g. 1,3")
+    parser.add_argument("--sink", default="http",
+                        help="the webhook's sink kind, one row each: " + ", ".join(sink_peers.KINDS))
     parser.add_argument("--delay-ms", type=int, default=0,
                         help="each connection waits this long before each request: a load below saturation "
                              "(about concurrency * 1000 / delay requests/s); 0 (default) drives as fast as it goes")
@@ -231,17 +240,18 @@ def main():
                     for c in concurrencies:
                         for filt in filters:
                             for store, nodes in setups:
-                                results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n, c,
-                                                            baseline_rps[c], filt, store, nodes))
+                                for sink in args.sink.split(","):
+                                    results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n,
+                                                                c, baseline_rps[c], filt, store, nodes, sink))
     finally:
         receiver.kill()
         baseline.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(wasm_dir, ignore_errors=True)
     print()
-    print("| store | durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
+    print("| sink | store | durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
           "| delivered events/s | vs baseline req/s | p50 / p99 latency | CPU per event | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r)
 
@@ -271,12 +281,12 @@ def merged_metrics(addrs):
     return delivered, buckets or []
 
 
-def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt, store, nodes):
+def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt, store, nodes, sink):
     run_dir = tempfile.mkdtemp(dir=tmp)
     apps = os.path.join(run_dir, "apps")
     os.makedirs(apps)
-    webhook = {"url": f"http://{receiver_addr}/hook",
-               "event_types": ["member_added" if batching == "none" else "client_event"]}
+    target, stop_peer = sink_peers.start(sink, run_dir, receiver_addr)
+    webhook = dict(target, event_types=["member_added" if batching == "none" else "client_event"])
     if filt != "none":
         # The load's channels are private-room-N: the filter looks at every
         # event and keeps them all, so deliveries match the unfiltered runs.
@@ -350,13 +360,14 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
         if redis:
             redis.kill()
             redis.wait()
+        stop_peer()
     fmt = lambda s: "-" if s is None else ("> 2 s" if s == float("inf") else f"≤{s * 1000:g} ms")
     note = f" ({bad} non-2xx)" if bad else ""
     events = max(rps * n * elapsed, 1)
     cpu_per_event = (cpu1 - cpu0) / events * 1e6
     redis_note = f" (+ redis {(redis_cpu1 - redis_cpu0) / events * 1e6:.1f})" if redis else ""
     label = store if store == "embedded" else f"redis ×{nodes}"
-    line = (f"| {label} | {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
+    line = (f"| {sink} | {label} | {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
             f"{(delivered1 - delivered0) / elapsed:.0f} | {rps / base_rps:.0%} | {fmt(p50)} / {fmt(p99)} | "
             f"{cpu_per_event:.1f} µs{redis_note} | {peak:.1f} MiB (idle {idle_rss:.1f}) |")
     print(line, flush=True)
