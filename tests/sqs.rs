@@ -374,6 +374,127 @@ async fn check_refuses_bad_sqs_webhooks_naming_the_key() {
         {"sqs_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo", "event_types": ["client_event"],
          "sqs": {"group_by": "app"}}]});
     good.write("good.json", &app.to_string());
+    // The shipped example, its secrets filled in as the environment would.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps/sqs.json.example"),
+    )
+    .unwrap()
+    .replace("${SQS_DEMO_SECRET}", "s3cret")
+    .replace("${CHAT_AWS_ACCESS_KEY_ID}", "AKIDEXAMPLE")
+    .replace("${CHAT_AWS_SECRET_ACCESS_KEY}", "example-secret");
+    good.write("sqs.json", &example);
     let (ok, stderr) = check(&good);
     assert!(ok, "{stderr}");
+}
+
+/// docs/tutorials/sqs.md, run as written (the conventions of tests/docs.rs:
+/// ` ```sh ` must succeed, ` ```sh background ready="TEXT" ` is started and
+/// waited for, ` ```sh skip="why" ` is not run, ` ```LANG file=PATH `
+/// writes PATH), in a scratch directory, with the test venv's moto and
+/// boto3 and the test peers' npm packages standing in for the reader's.
+#[test]
+fn the_sqs_tutorial_runs_as_written() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    for port in [5099, 7079] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is in use and the SQS tutorial needs it: stop what runs there"
+        );
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/tutorials/sqs.md")).unwrap();
+    let section = &page[page.find("\n## The tutorial\n").expect("a tutorial section")..];
+    let mut script = String::from(
+        "set -eo pipefail\n\
+         wait_ready() { for _ in $(seq 1 600); do grep -qF -- \"$2\" \"$1\" && return 0; \
+         kill -0 \"$3\" 2>/dev/null || { cat \"$1\" >&2; return 1; }; sleep 0.1; done; cat \"$1\" >&2; return 1; }\n",
+    );
+    let (mut runnable, mut background) = (0, 0);
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```").filter(|i| !i.is_empty()) else {
+            continue;
+        };
+        let body: String = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let attribute = |name: &str| {
+            info.split_once(&format!("{name}="))
+                .map(|(_, rest)| rest.trim_start_matches('"').split('"').next().unwrap().to_string())
+        };
+        if let Some(path) = attribute("file") {
+            script.push_str(&format!(
+                "mkdir -p \"$(dirname '{path}')\"\ncat > '{path}' <<'TUTORIAL_EOF'\n{body}TUTORIAL_EOF\n"
+            ));
+        } else if !info.starts_with("sh") || attribute("skip").is_some() {
+            continue;
+        } else if info.contains("background") {
+            background += 1;
+            let ready = attribute("ready").expect("a background block says when it is ready");
+            script.push_str(&format!(
+                "{} > bg-{background}.log 2>&1 &\nwait_ready bg-{background}.log '{ready}' $!\n",
+                body.trim()
+            ));
+        } else {
+            script.push_str(&body);
+        }
+        runnable += 1;
+    }
+    assert!(runnable >= 7, "the tutorial's blocks were not found: {script}");
+
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(hookline_bin(), bin.join("hookline")).unwrap();
+    let venv_bin = python().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}:{}",
+        bin.display(),
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("NODE_PATH", peers_dir().join("node_modules"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: moto and the daemon stop with it.
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _group = Group(child.id());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let logs: String = (1..=background)
+        .map(|n| std::fs::read_to_string(work.path().join(format!("bg-{n}.log"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    assert!(
+        output.status.success(),
+        "the tutorial failed as written:\n--- stdout\n{stdout}\n--- stderr\n{}\n--- background\n{logs}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("http://127.0.0.1:5099/123456789012/pusher-events\n"),
+        "the queue URL the page shows: {stdout}"
+    );
+    assert!(stdout.contains("verified: channel_occupied room-1\n"), "{stdout}");
 }
