@@ -5,6 +5,8 @@
 #   * a Python venv at tests/peers/.venv with PyPI `pusher`, and moto[server] with boto3
 #     (a local SQS/SNS/EventBridge for the AWS sinks' tests) (tests/peers/requirements.txt),
 #   * the Python filter SDK (sdk/python, with componentize-py) in that venv,
+#   * tansu, a Kafka-protocol broker built with cargo into a per-machine
+#     cache (the kafka sink's tests), linked into that venv,
 #   * the JavaScript filters' packages (the @hookline/filter SDK from
 #     sdk/js, with componentize-qjs), for the tests that build them,
 #   * redis-server and redis-cli from Debian (tests start their own server;
@@ -157,6 +159,20 @@ else
         -r "$PEERS/requirements.txt"
     printf '%s\n' "$want" > "$PIP_STAMP"
 fi
+
+# --- 3a. tansu, a Kafka-protocol broker (the kafka sink's tests) --------------
+# Built from crates.io once per machine into a cache outside the clone (CI's
+# fresh clones reuse it), and linked into the venv, where tests/kafka.rs
+# looks for it. Building takes about 8 minutes on 2 cores.
+TANSU_VERSION=0.6.0
+TANSU_ROOT="${HOOKLINE_PEER_CACHE:-$HOME/.cache/hookline-peers}/tansu-$TANSU_VERSION"
+if [ -x "$TANSU_ROOT/bin/tansu" ]; then
+    say "tansu $TANSU_VERSION: present ($TANSU_ROOT)"
+else
+    say "tansu $TANSU_VERSION: cargo install into $TANSU_ROOT (about 8 minutes)"
+    cargo install tansu --version "=$TANSU_VERSION" --features dynostore --root "$TANSU_ROOT"
+fi
+ln -sfn "$TANSU_ROOT/bin/tansu" "$VENV/bin/tansu"
 
 # The Python filter SDK (with componentize-py) in the same venv.
 SDK_STAMP="$VENV/.hookline-sdk-python-stamp"
