@@ -12,7 +12,7 @@
 #   * redis-server and redis-cli from Debian (tests start their own server;
 #     the packaged service is neither needed nor started),
 #   * nats-server from Debian (the nats sink's tests start their own, with
-#     JetStream),
+#     JetStream), and openssl (their TLS test's throwaway certificates),
 #   * Debian chromium, which npm playwright-core (a test peer) drives for the
 #     status page's browser test,
 #   * podman, buildah, runc, uidmap, musl-tools and ca-certificates from
@@ -91,6 +91,13 @@ if command -v nats-server >/dev/null 2>&1; then
 else
     say "nats-server: installing"
     apt_install nats-server
+fi
+# The nats TLS test makes its throwaway certificates with the openssl command.
+if command -v openssl >/dev/null 2>&1; then
+    say "openssl: present"
+else
+    say "openssl: installing"
+    apt_install openssl
 fi
 
 # --- 2a. Chromium (the status page's browser test) ---------------------------

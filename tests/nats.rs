@@ -805,6 +805,118 @@ async fn user_permissions_and_credentials_a_refused_publish_or_login_dead_letter
     assert!(!denied.contains("hook-pw") && !wrong.contains("not-the-pw"));
 }
 
+/// A throwaway CA and a server certificate for 127.0.0.1, made with the
+/// openssl command (Debian's, from scripts/setup-tests.sh).
+fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}; run scripts/setup-tests.sh"));
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hookline test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[tokio::test]
+async fn a_tls_server_is_reached_with_the_webhooks_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let server = NatsServer::start_with(Some(format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )));
+    let tls_url = format!("tls://127.0.0.1:{}", server.port);
+    let admin = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.clone())
+        .require_tls(true)
+        .connect(&tls_url)
+        .await
+        .unwrap();
+    let js = jetstream::new(admin);
+    create_stream(&js, stream_config("TLS", "hooks.tls")).await;
+
+    let apps = AppsDir::new();
+    let app = json!({"id": "s", "key": "sk", "secret": "ss", "webhooks": [
+        {"nats_subject": "hooks.tls", "event_types": ["channel_occupied"],
+         "nats": {"url": tls_url, "tls": {"ca_file": ca, "required": true}}},
+        {"id": "untrusted", "nats_subject": "hooks.tls", "event_types": ["channel_occupied"],
+         "nats": {"url": tls_url, "tls": {"required": true}}, "retry": fast_retry(2)}]});
+    apps.write("tls.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "s", "sk", "ss", &events_body(&[("channel_occupied", "c")]))
+            .await
+            .0,
+        200
+    );
+    let messages = wait_for_messages(&js, "TLS", 1).await;
+    assert_npm_valid("sk", "ss", &messages);
+    // Without the CA the certificate is not trusted: a connection error,
+    // retried (and counted) until the attempts run out.
+    daemon.wait_metric(&attempts("nats", "dead_letter"), 1.0).await;
+    daemon.wait_idle().await;
+    assert_eq!(stream_messages(&js, "TLS").await.len(), 1);
+    let letters = dlq_letters(&daemon.dir.path().join("data"));
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["webhook_id"], "untrusted");
+    assert!(letters[0].to_string().contains("NATS at 127.0.0.1"), "{:#}", letters[0]);
+}
+
 #[tokio::test]
 async fn check_refuses_a_wildcard_subject_and_names_the_key() {
     let apps = AppsDir::new();
