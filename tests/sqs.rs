@@ -256,6 +256,45 @@ async fn fifo_kill_9_mid_load_delivers_every_event_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_fifo_batch_resent_after_a_lost_answer_arrives_once() {
+    let moto = Moto::start();
+    let queue = moto.create_queue("lossy.fifo");
+    // The first SendMessage reaches moto, but its answer is lost.
+    let relay = LossyRelay::start(moto.endpoint(), 1).await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "l", "key": "lk", "secret": "ls", "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200},
+        "webhooks": [{"sqs_queue_url": queue, "region": "us-east-1", "event_types": ["client_event"],
+                      "sqs": sqs_options(json!({"group_by": "app", "client_options": {
+                          "endpoint": relay.endpoint(),
+                          "credentials": {"accessKeyId": AKID, "secretAccessKey": SECRET_KEY}}}))}]});
+    apps.write("sqs.json", &app.to_string());
+    let daemon = Daemon::start_with(apps.path(), isolated_aws());
+    assert_eq!(
+        native(&daemon, "l", "lk", "ls", &events_body(&[("client_event", "c")]))
+            .await
+            .0,
+        200
+    );
+    daemon.wait_metric(&attempts("sqs", "success"), 1.0).await;
+    daemon.wait_idle().await;
+    assert_eq!(
+        daemon.metric(&attempts("sqs", "retry")).await,
+        1.0,
+        "the lost answer was retried"
+    );
+    assert_eq!(relay.forwarded(), 2, "moto got the batch twice");
+    let mut messages = moto.wait_messages(&queue, 1).await;
+    messages.extend(moto.receive_all(&queue));
+    assert_eq!(
+        messages.len(),
+        1,
+        "moto dropped the resend by its deduplication id: {messages:#?}"
+    );
+    assert_eq!(messages[0].group_id.as_deref(), Some("l"), "group_by app");
+    verify("lk", "ls", &messages);
+}
+
+#[tokio::test]
 async fn a_deleted_queue_dead_letters_at_once_naming_the_queue() {
     let moto = Moto::start();
     let queue = moto.create_queue("doomed");

@@ -244,3 +244,61 @@ impl Drop for SqsServer {
         let _ = self.child.wait();
     }
 }
+
+/// An HTTP relay in front of an AWS endpoint (moto) that forwards every
+/// request and passes the answer back, except that the first `lose`
+/// answers are replaced by a 502: the sender sees a failure of a request
+/// that did take effect, and sends it again (a lost answer, as after a
+/// network cut or a crash between sending and recording).
+pub struct LossyRelay {
+    pub addr: SocketAddr,
+    forwarded: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LossyRelay {
+    /// Starts the relay on 127.0.0.1 (a free port), in the test's runtime.
+    pub async fn start(upstream: String, lose: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let forwarded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = forwarded.clone();
+        let client = reqwest::Client::new();
+        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (count, client, upstream) = (count.clone(), client.clone(), upstream.clone());
+            async move {
+                let mut request = client.post(format!("{upstream}{uri}")).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        request = request.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let answer = request.send().await.unwrap();
+                let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                let mut kept = HeaderMap::new();
+                for name in ["content-type", "x-amzn-query-error", "x-amzn-requestid"] {
+                    if let Some(value) = answer.headers().get(name) {
+                        kept.insert(name, value.to_str().unwrap().parse().unwrap());
+                    }
+                }
+                let body = answer.bytes().await.unwrap();
+                if count.fetch_add(1, Ordering::SeqCst) < lose {
+                    return (StatusCode::BAD_GATEWAY, "the relay lost the answer").into_response();
+                }
+                (status, kept, body).into_response()
+            }
+        };
+        let router = axum::Router::new().fallback(axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, forwarded }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many requests were forwarded so far.
+    pub fn forwarded(&self) -> usize {
+        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
