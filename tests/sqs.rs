@@ -388,6 +388,30 @@ async fn throttling_is_retried_without_using_up_attempts_and_every_request_is_si
 }
 
 #[tokio::test]
+async fn more_webhook_headers_than_sqs_attributes_allow_are_refused_saying_what_to_change() {
+    let server = SqsServer::start(&[(AKID, SECRET_KEY)]);
+    let headers: serde_json::Map<String, Value> = (0..7).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+    let apps = AppsDir::new();
+    let app = json!({"id": "h", "key": "hk", "secret": "hs", "webhooks": [
+        {"sqs_queue_url": format!("{}/123456789012/q", server.endpoint()), "region": "eu-west-1",
+         "event_types": ["client_event"], "headers": headers, "sqs": sqs_options(json!({}))}]});
+    apps.write("sqs.json", &app.to_string());
+    let daemon = Daemon::start_with(apps.path(), isolated_aws());
+    let advice = "keep at most 6 headers on an sqs webhook";
+    assert!(daemon.logs().contains(advice), "a warning at load: {}", daemon.logs());
+    assert_eq!(
+        native(&daemon, "h", "hk", "hs", &events_body(&[("client_event", "c")]))
+            .await
+            .0,
+        200
+    );
+    daemon.wait_metric(&attempts("sqs", "dead_letter"), 1.0).await;
+    let letters = dlq_letters(&daemon.dir.path().join("data"));
+    assert!(letters[0].to_string().contains(advice), "{:#}", letters[0]);
+    assert!(server.requests().await.is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
 async fn check_refuses_bad_sqs_webhooks_naming_the_key() {
     let apps = AppsDir::new();
     let app = json!({"id": "c", "key": "ck", "secret": "cs", "webhooks": [
