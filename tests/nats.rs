@@ -734,13 +734,15 @@ async fn a_deleted_stream_is_retried_at_the_backoff_pace_until_one_captures_the_
 }
 
 #[tokio::test]
-async fn user_permissions_and_credentials_a_refused_publish_or_login_dead_letters() {
+async fn users_nkeys_and_permissions_a_refused_publish_or_login_dead_letters() {
     let server = NatsServer::start_with(Some(
         r#"authorization {
   users = [
     {user: admin, password: "admin-pw"}
     {user: hook, password: "hook-pw",
      permissions: {publish: {allow: ["hooks.allowed"]}, subscribe: {allow: ["_INBOX.>"]}}}
+    {nkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4,
+     permissions: {publish: {allow: ["hooks.nkey"]}, subscribe: {allow: ["_INBOX.>"]}}}
   ]
 }
 "#
@@ -761,7 +763,9 @@ async fn user_permissions_and_credentials_a_refused_publish_or_login_dead_letter
     let app = json!({"id": "u", "key": "uk", "secret": "us", "webhooks": [
         hook("hooks.allowed", "allowed", "hook-pw"),
         hook("hooks.denied", "denied", "hook-pw"),
-        hook("hooks.allowed", "wrong-password", "not-the-pw")]});
+        hook("hooks.allowed", "wrong-password", "not-the-pw"),
+        {"id": "nkey", "nats_subject": "hooks.nkey", "event_types": ["channel_occupied"],
+         "nats": {"url": server.url(), "nkey": NKEY_SEED}}]});
     apps.write("perm.json", &app.to_string());
     let daemon = Daemon::start(apps.path());
     assert_eq!(
@@ -770,15 +774,13 @@ async fn user_permissions_and_credentials_a_refused_publish_or_login_dead_letter
             .0,
         200
     );
-    let messages = wait_for_messages(&js, "PERM", 1).await;
+    wait_for_messages(&js, "PERM", 2).await;
     daemon.wait_metric(&attempts("nats", "dead_letter"), 2.0).await;
     daemon.wait_idle().await;
-    assert_eq!(
-        stream_messages(&js, "PERM").await.len(),
-        1,
-        "only the permitted subject"
-    );
-    assert_eq!(messages[0].path, "hooks.allowed");
+    let messages = stream_messages(&js, "PERM").await;
+    let mut subjects: Vec<&str> = messages.iter().map(|m| m.path.as_str()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["hooks.allowed", "hooks.nkey"], "only the permitted subjects");
     assert_npm_valid("uk", "us", &messages);
 
     let letters = dlq_letters(&daemon.dir.path().join("data"));
@@ -803,7 +805,12 @@ async fn user_permissions_and_credentials_a_refused_publish_or_login_dead_letter
         "no password is logged"
     );
     assert!(!denied.contains("hook-pw") && !wrong.contains("not-the-pw"));
+    assert!(!logs.contains(NKEY_SEED), "no seed is logged");
 }
+
+/// The user nkey pair of the NATS documentation's examples; the server
+/// config names its public key, UDXU4RCS….
+const NKEY_SEED: &str = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
 
 /// A throwaway CA and a server certificate for 127.0.0.1, made with the
 /// openssl command (Debian's, from scripts/setup-tests.sh).
