@@ -580,15 +580,16 @@ async fn check_accepts_the_example_app_files() {
 
 /// An HTTP relay in front of moto that forwards every request and answers
 /// moto's answer, except that the first `lose` answers are replaced by a
-/// 502: the daemon sees a failure of a publish that did take place, and
-/// resends it.
+/// 502 (the daemon sees a failure of a publish that did take place, and
+/// resends it), and the first `hold` answers are held back for a minute (a
+/// daemon killed meanwhile never learns that its publish took place).
 struct LossyRelay {
     addr: std::net::SocketAddr,
     forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LossyRelay {
-    async fn start(upstream: String, lose: usize) -> Self {
+    async fn start(upstream: String, lose: usize, hold: usize) -> Self {
         use axum::response::IntoResponse;
         use std::sync::atomic::Ordering;
         let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -613,7 +614,11 @@ impl LossyRelay {
                     .map(|v| v.to_str().unwrap().to_string())
                     .unwrap_or_default();
                 let text = answer.text().await.unwrap();
-                if count.fetch_add(1, Ordering::SeqCst) < lose {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                if n < hold {
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                }
+                if n < lose {
                     return (axum::http::StatusCode::BAD_GATEWAY, "the relay lost the answer").into_response();
                 }
                 (
@@ -646,8 +651,8 @@ async fn sns_fifo_a_resend_after_a_lost_answer_is_deduplicated_by_the_batch_id()
     let (fifo, fifo_queue) = topic_with_queue(&moto, "resent.fifo");
     let (standard, standard_queue) = topic_with_queue(&moto, "resent-standard");
     // Each relay loses moto's first two answers: three publishes of one batch.
-    let fifo_relay = LossyRelay::start(moto.endpoint(), 2).await;
-    let standard_relay = LossyRelay::start(moto.endpoint(), 2).await;
+    let fifo_relay = LossyRelay::start(moto.endpoint(), 2, 0).await;
+    let standard_relay = LossyRelay::start(moto.endpoint(), 2, 0).await;
     let retry = json!({"min_backoff_ms": 10, "max_backoff_ms": 20});
     let app = json!({"id": "r", "key": "rk", "secret": "rs", "batching": {"max_wait_ms": 200}, "webhooks": [
         {"sns_topic_arn": fifo, "event_types": ["client_event"], "retry": retry,
@@ -688,4 +693,106 @@ async fn sns_fifo_a_resend_after_a_lost_answer_is_deduplicated_by_the_batch_id()
     );
     assert_eq!(event_count(&once), 3);
     assert_officially_valid("rk", "rs", &received(&once));
+}
+
+#[tokio::test]
+async fn sns_fifo_kill_9_between_publish_and_answer_loses_nothing_and_duplicates_nothing() {
+    let moto = Moto::start();
+    let (fifo, fifo_queue) = topic_with_queue(&moto, "crash.fifo");
+    let (standard, standard_queue) = topic_with_queue(&moto, "crash-standard");
+    // Each relay holds back moto's first answer: the daemon is killed after
+    // that publish took place and before it learnt so.
+    let fifo_relay = LossyRelay::start(moto.endpoint(), 0, 1).await;
+    let standard_relay = LossyRelay::start(moto.endpoint(), 0, 1).await;
+    let webhook = |topic: &str, relay: &LossyRelay| {
+        json!({"sns_topic_arn": topic, "event_types": ["client_event"],
+               "retry": {"min_backoff_ms": 10, "max_backoff_ms": 50},
+               "sns": {"client_options": client_options(&relay.endpoint())}})
+    };
+    let app = json!({"id": "k", "key": "kk", "secret": "ks", "batching": {"max_wait_ms": 20, "max_events": 10},
+        "webhooks": [webhook(&fifo, &fifo_relay), webhook(&standard, &standard_relay)]});
+    let apps = AppsDir::new();
+    apps.write("app.json", &app.to_string());
+    let data = tempfile::tempdir().unwrap();
+    let options = || DaemonOptions {
+        data_dir: Some(data.path().to_path_buf()),
+        ..isolated_aws()
+    };
+    let request = |r: usize| {
+        let events: Vec<Value> = (0..5)
+            .map(|i| {
+                json!({"name": "client_event", "channel": format!("room-{}", i % 2), "event": "client-x",
+                            "data": format!("e{}", r * 5 + i)})
+            })
+            .collect();
+        json!({"events": events}).to_string()
+    };
+    let data_of = |messages: &[SqsMessage]| -> Vec<String> {
+        messages
+            .iter()
+            .flat_map(|m| {
+                serde_json::from_str::<Value>(&m.body).unwrap()["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["data"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+
+    let daemon = Daemon::start_with(apps.path(), options());
+    for r in 0..20 {
+        assert_eq!(native(&daemon, "k", "kk", "ks", &request(r)).await.0, 200);
+    }
+    // Both first publishes took place (moto answered the relays, which
+    // hold the answers). moto de-duplicates only against messages still in
+    // a queue, so the FIFO queue is read only at the end.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while fifo_relay.forwarded() < 1 || standard_relay.forwarded() < 1 {
+        assert!(std::time::Instant::now() < deadline, "no publish reached moto");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(daemon); // kill -9
+    let daemon = Daemon::start_with(apps.path(), options());
+    for r in 20..40 {
+        assert_eq!(native(&daemon, "k", "kk", "ks", &request(r)).await.0, 200);
+    }
+    let mut standard_all = moto
+        .wait_messages_by(&standard_queue, PATIENCE, |all| data_of(all).len() >= 200)
+        .await;
+    daemon.wait_idle().await;
+    standard_all.extend(moto.receive_all(&standard_queue));
+    let fifo_all = moto
+        .wait_messages_by(&fifo_queue, PATIENCE, |all| data_of(all).len() >= 200)
+        .await;
+
+    // The standard topic shows the resend: the held batch arrived twice.
+    let mut standard_seen = data_of(&standard_all);
+    assert!(
+        standard_seen.len() > 200,
+        "the killed publish was resent: {}",
+        standard_seen.len()
+    );
+    standard_seen.sort();
+    standard_seen.dedup();
+    assert_eq!(standard_seen.len(), 200, "nothing lost");
+
+    // The FIFO topic de-duplicated it by its batch id.
+    assert!(
+        fifo_relay.forwarded() > fifo_all.len(),
+        "{} publishes, {} messages",
+        fifo_relay.forwarded(),
+        fifo_all.len()
+    );
+    let mut seen = data_of(&fifo_all);
+    assert_eq!(seen.len(), 200, "nothing duplicated");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 200, "nothing lost");
+    let mut ids: Vec<&str> = fifo_all.iter().map(|m| m.attribute("X-Hookline-Batch-Id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), fifo_all.len(), "one message per batch id");
+    assert_officially_valid("kk", "ks", &received(&fifo_all));
 }
