@@ -586,6 +586,31 @@ mod tests {
         assert_eq!(headers.iter().map(|(_, v)| v.len()).sum::<usize>(), 7);
     }
 
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_connect_error_not_a_hang() {
+        let s = sink(serde_json::json!({"url": "nats://127.0.0.1:1", "password": "pw", "user": "u"}));
+        let signed = [("X-Hookline-Batch-Id", "b".to_string())];
+        let request = SinkRequest {
+            body: bytes::Bytes::from_static(b"{}"),
+            signed_headers: &signed,
+            extra_headers: &[],
+            timeout: Duration::from_secs(10),
+            app_id: "a",
+            webhook_id: "w",
+            channel: None,
+        };
+        for _ in 0..2 {
+            let error = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(2), s.send(request.clone()))
+                .await
+                .expect("the attempt ends within the connect timeout")
+                .unwrap_err();
+            assert!(
+                matches!(&error, DeliveryError::Connect(m) if m.contains("127.0.0.1:1") && !m.contains("pw")),
+                "{error:?}"
+            );
+        }
+    }
+
     #[test]
     fn permission_violations_are_final_and_name_the_subject() {
         let connection = Connection::new(
@@ -595,19 +620,34 @@ mod tests {
         );
         let before = Instant::now();
         assert!(connection.permission_violation("a.b", before).is_none());
-        let record = |text: &str| connection.violations.lock().unwrap().push((Instant::now(), text.to_string()));
+        let record = |text: &str| {
+            connection
+                .violations
+                .lock()
+                .unwrap()
+                .push((Instant::now(), text.to_string()))
+        };
         record("Permissions Violation for Publish to \"other\"");
-        assert!(connection.permission_violation("a.b", before).is_none(), "another subject's");
+        assert!(
+            connection.permission_violation("a.b", before).is_none(),
+            "another subject's"
+        );
         record("Permissions Violation for Publish to \"a.b\"");
         let refused = connection.permission_violation("a.b", before).unwrap();
-        assert!(matches!(&refused, DeliveryError::Final(m) if m.contains("\"a.b\"")), "{refused:?}");
+        assert!(
+            matches!(&refused, DeliveryError::Final(m) if m.contains("\"a.b\"")),
+            "{refused:?}"
+        );
         assert!(
             connection.permission_violation("a.b", Instant::now()).is_none(),
             "only violations since the publish began count"
         );
         record("Permissions Violation for Subscription to \"_INBOX.x.*\"");
         let refused = connection.permission_violation("c", before).unwrap();
-        assert!(matches!(&refused, DeliveryError::Final(m) if m.contains("_INBOX")), "{refused:?}");
+        assert!(
+            matches!(&refused, DeliveryError::Final(m) if m.contains("_INBOX")),
+            "{refused:?}"
+        );
     }
 
     #[test]
