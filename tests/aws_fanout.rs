@@ -582,24 +582,46 @@ async fn check_accepts_the_example_app_files() {
 /// moto's answer, except that the first `lose` answers are replaced by a
 /// 502 (the daemon sees a failure of a publish that did take place, and
 /// resends it), and the first `hold` answers are held back for a minute (a
-/// daemon killed meanwhile never learns that its publish took place).
+/// daemon killed meanwhile never learns that its publish took place). The
+/// first `throttle` requests are not forwarded at all: they are answered
+/// with SNS's `Throttling` error, as AWS sends it.
 struct LossyRelay {
     addr: std::net::SocketAddr,
     forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request, throttled or forwarded.
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LossyRelay {
     async fn start(upstream: String, lose: usize, hold: usize) -> Self {
+        Self::start_throttling(upstream, 0, lose, hold).await
+    }
+
+    async fn start_throttling(upstream: String, throttle: usize, lose: usize, hold: usize) -> Self {
         use axum::response::IntoResponse;
         use std::sync::atomic::Ordering;
         let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = forwarded.clone();
+        let throttled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = throttled.clone();
         let client = reqwest::Client::new();
         let handler = move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
             let count = count.clone();
             let client = client.clone();
             let upstream = upstream.clone();
+            let throttled = throttled.clone();
             async move {
+                if throttled.fetch_add(1, Ordering::SeqCst) < throttle {
+                    let error = "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error>\
+                        <Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+                        <RequestId>1</RequestId></ErrorResponse>";
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [("content-type", "text/xml".to_string())],
+                        error.to_string(),
+                    )
+                        .into_response();
+                }
                 let mut request = client.post(format!("{upstream}{uri}")).body(body);
                 for (name, value) in &headers {
                     if name != "host" && name != "content-length" {
@@ -633,7 +655,11 @@ impl LossyRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { addr, forwarded }
+        Self {
+            addr,
+            forwarded,
+            requests,
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -795,4 +821,25 @@ async fn sns_fifo_kill_9_between_publish_and_answer_loses_nothing_and_duplicates
     ids.dedup();
     assert_eq!(ids.len(), fifo_all.len(), "one message per batch id");
     assert_officially_valid("kk", "ks", &received(&fifo_all));
+}
+
+#[tokio::test]
+async fn sns_throttling_is_retried_without_using_up_attempts() {
+    let moto = Moto::start();
+    let (topic, queue) = topic_with_queue(&moto, "busy");
+    let relay = LossyRelay::start_throttling(moto.endpoint(), 3, 0, 0).await;
+    let app = json!({"id": "t", "key": "tk", "secret": "ts", "batching": {"enabled": false}, "webhooks": [
+        {"sns_topic_arn": topic, "event_types": ["channel_occupied"],
+         "retry": {"max_attempts": 1, "min_backoff_ms": 10, "max_backoff_ms": 20},
+         "sns": {"client_options": client_options(&relay.endpoint())}}]});
+    let (_apps, daemon) = start(&app);
+    let body = events_body(&[("channel_occupied", "c1")]);
+    assert_eq!(native(&daemon, "t", "tk", "ts", &body).await.0, 200);
+    // Three throttled answers and a publish: more tries than max_attempts.
+    let messages = moto.wait_messages(&queue, 1).await;
+    daemon.wait_metric(&attempts("sns", "success"), 1.0).await;
+    assert_eq!(relay.forwarded(), 1);
+    assert_eq!(relay.requests.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(daemon.metric(&attempts("sns", "dead_letter")).await, 0.0);
+    assert_officially_valid("tk", "ts", &received(&messages));
 }
