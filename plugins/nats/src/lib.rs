@@ -16,6 +16,7 @@
 mod config;
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -269,7 +270,9 @@ impl NatsSink {
         }
     }
 
-    fn headers(&self, request: &SinkRequest<'_>) -> HeaderMap {
+    /// The message's headers; a webhook header whose name NATS cannot
+    /// carry is a final error naming it (async-nats would panic on it).
+    fn headers(&self, request: &SinkRequest<'_>) -> Result<HeaderMap, DeliveryError> {
         let mut headers = HeaderMap::new();
         // As the http sink sends it: the official Pusher libraries' webhook
         // check wants exactly this, so a consumer can hand them the headers.
@@ -283,7 +286,12 @@ impl NatsSink {
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name));
             if !signed && !ours {
-                headers.insert(name.as_str(), value.as_str());
+                let header = async_nats::HeaderName::from_str(name).map_err(|_| {
+                    DeliveryError::Final(format!(
+                        "the webhook header {name:?} cannot be a NATS header (no control characters, non-ASCII or ':'); rename it in `headers`"
+                    ))
+                })?;
+                headers.insert(header, value.as_str());
             }
         }
         for (name, value) in request.signed_headers {
@@ -292,7 +300,7 @@ impl NatsSink {
                 headers.insert("Nats-Msg-Id", value.as_str());
             }
         }
-        headers
+        Ok(headers)
     }
 }
 
@@ -331,7 +339,7 @@ impl Sink for NatsSink {
     fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let (client, context) = self.connection.get().await?;
-            let headers = self.headers(&request);
+            let headers = self.headers(&request)?;
             let limit = self.max_payload();
             let size = request.body.len()
                 + header_block_len(
@@ -578,11 +586,22 @@ mod tests {
             webhook_id: "w",
             channel: None,
         };
-        let headers = s.headers(&request);
+        let headers = s.headers(&request).unwrap();
         assert_eq!(headers.get("X-Pusher-Signature").unwrap().as_str(), "sig");
         assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), "b-1");
         assert_eq!(headers.get("X-Env").unwrap().as_str(), "prod");
         assert_eq!(headers.get("Content-Type").unwrap().as_str(), "application/json");
+        let bad = [("X-Bad:Name".to_string(), "v".to_string())];
+        let refused = s
+            .headers(&SinkRequest {
+                extra_headers: &bad,
+                ..request.clone()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&refused, DeliveryError::Final(m) if m.contains("X-Bad:Name")),
+            "{refused:?}"
+        );
         assert_eq!(headers.iter().map(|(_, v)| v.len()).sum::<usize>(), 7);
     }
 
