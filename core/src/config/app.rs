@@ -548,6 +548,8 @@ fn build_webhook(
     else {
         return Err(problems.0);
     };
+    sink.check_headers(&headers)
+        .map_err(|e| vec![format!("`headers`: {}", e.message)])?;
     let timeout = timeout.unwrap_or_else(|| sink.default_timeout());
     let max_body_bytes = sink.max_body_bytes(&headers);
     Ok(PendingWebhook {

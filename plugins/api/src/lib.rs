@@ -64,6 +64,15 @@ pub trait Sink: Send + Sync + fmt::Debug + 'static {
     /// The timeout the engine applies to an attempt when the webhook sets none.
     fn default_timeout(&self) -> Duration;
 
+    /// Checks the webhook's own `headers` against what this sink can carry
+    /// beside the signed ones (an SQS message has room for six), so that a
+    /// load and `hookline check` refuse what no send could deliver. The
+    /// error says what to change.
+    fn check_headers(&self, headers: &[(String, String)]) -> Result<(), SinkConfigError> {
+        let _ = headers;
+        Ok(())
+    }
+
     /// Whether every batch sent to this sink must hold events of one channel
     /// only, so that [`SinkRequest::channel`] is always set (a FIFO queue
     /// grouped by channel, a Kafka topic keyed by channel). The engine then

@@ -255,13 +255,11 @@ impl Sink for SqsSink {
         format!("sqs:{}@{}", self.target.queue_name, self.target.region)
     }
 
+    fn check_headers(&self, headers: &[(String, String)]) -> Result<(), SinkConfigError> {
+        headers_problem(headers, &[]).map_or(Ok(()), |problem| Err(SinkConfigError::new(problem)))
+    }
+
     fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize> {
-        // The engine cannot refuse headers for us at load time; say it in
-        // the log when the webhook loads, and refuse each send with the same
-        // words (a dead letter that tells what to change).
-        if let Some(problem) = headers_problem(extra_headers, &[]) {
-            tracing::warn!(target = %self.describe(), "{problem}");
-        }
         let extra = attributes_size(
             extra_headers
                 .iter()
