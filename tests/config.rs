@@ -314,7 +314,10 @@ fn check_names_keys_that_belong_to_another_kind() {
         .lines()
         .filter(|l| l.starts_with(&format!("warning: {}: ", file.display())))
         .collect();
-    for (key, owner, kind) in [("sqs", "sqs (`sqs_queue_url`)", "http"), ("lambda", "lambda (`lambda_function`)", "nats")] {
+    for (key, owner, kind) in [
+        ("sqs", "sqs (`sqs_queue_url`)", "http"),
+        ("lambda", "lambda (`lambda_function`)", "nats"),
+    ] {
         assert!(
             warnings.iter().any(|l| l.contains(&format!(
                 "`{key}` belongs to {owner} webhooks and is ignored on this {kind} webhook"

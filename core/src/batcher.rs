@@ -585,10 +585,7 @@ mod tests {
         let events = [on("b", 1), on("a", 2), on("b", 3), on("c", 4), on("a", 5)];
         let refs: Vec<&Event> = events.iter().collect();
         let groups = group_by_channel(&refs);
-        let shape: Vec<Vec<&str>> = groups
-            .iter()
-            .map(|g| g.iter().map(|e| &*e.json).collect())
-            .collect();
+        let shape: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|e| &*e.json).collect()).collect();
         assert_eq!(
             shape,
             vec![
