@@ -86,7 +86,11 @@ impl SinkPlugin for NatsSinkPlugin {
     fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
         let target = NatsTarget::from_spec(spec)?;
         let connection = self.connection_for(&target.connection);
-        Ok(Box::new(NatsSink { connection, target }))
+        Ok(Box::new(NatsSink {
+            subject: async_nats::Subject::from(target.subject.as_str()),
+            connection,
+            target,
+        }))
     }
 }
 
@@ -248,6 +252,8 @@ impl Connection {
 pub struct NatsSink {
     connection: Arc<Connection>,
     target: NatsTarget,
+    /// The subject in the client's form, cloned per publish without copying.
+    subject: async_nats::Subject,
 }
 
 impl std::fmt::Debug for NatsSink {
@@ -360,7 +366,7 @@ impl Sink for NatsSink {
                     self.connection.servers_for_logs()
                 )));
             }
-            let subject = self.target.subject.clone();
+            let subject = self.subject.clone();
             let started = Instant::now();
             if self.target.jetstream {
                 // Leave the engine's own timeout a margin, so a missing
@@ -565,6 +571,7 @@ mod tests {
                     .connection,
             )),
             target: NatsTarget::from_spec(serde_json::json!({"nats_subject": "s"}).as_object().unwrap()).unwrap(),
+            subject: async_nats::Subject::from("s"),
         };
         let signed = [
             ("X-Pusher-Key", "k".to_string()),
