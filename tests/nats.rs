@@ -941,6 +941,12 @@ async fn check_refuses_a_wildcard_subject_and_names_the_key() {
         .to_string(),
     );
     apps.write(
+        "header.json",
+        &json!({"id": "h", "key": "hk", "secret": "hs", "webhooks": [
+            {"nats_subject": "hooks.h", "event_types": ["channel_occupied"], "headers": {"X-Bad:Name": "v"}}]})
+        .to_string(),
+    );
+    apps.write(
         "good.json",
         &json!({"id": "ok", "key": "ok", "secret": "s", "webhooks": [
             {"nats_subject": "hooks.ok", "event_types": ["channel_occupied"], "nats": {"url": "nats://127.0.0.1:1, 127.0.0.1:2"}}]})
@@ -957,6 +963,10 @@ async fn check_refuses_a_wildcard_subject_and_names_the_key() {
         "{stderr}"
     );
     assert!(!stderr.contains("t0ken-s3cret"), "{stderr}");
+    assert!(
+        stderr.contains("header.json") && stderr.contains("`X-Bad:Name`"),
+        "{stderr}"
+    );
     assert!(
         !stderr.contains("good.json"),
         "a valid nats webhook passes offline: {stderr}"

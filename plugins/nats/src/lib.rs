@@ -342,6 +342,17 @@ impl Sink for NatsSink {
         Duration::from_secs(10)
     }
 
+    fn check_headers(&self, headers: &[(String, String)]) -> Result<(), SinkConfigError> {
+        for (name, _) in headers {
+            if async_nats::HeaderName::from_str(name).is_err() {
+                return Err(SinkConfigError::new(format!(
+                    "`headers` has {name:?}, which cannot be a NATS header name (no control characters, non-ASCII or ':'); rename it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn send<'a>(&'a self, request: SinkRequest<'a>) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let (client, context) = self.connection.get().await?;
@@ -539,6 +550,16 @@ mod tests {
         assert_eq!(bare - with, "X-Env: prod\r\n".len());
         let s = sink(serde_json::json!({"max_payload_bytes": 4096}));
         assert_eq!(s.max_body_bytes(&[]).unwrap(), 4096 - SIGNED_HEADERS_ALLOWANCE - 12);
+    }
+
+    #[test]
+    fn refuses_header_names_nats_cannot_carry() {
+        let s = sink(serde_json::Value::Null);
+        assert!(s.check_headers(&[("X-Env".into(), "prod é".into())]).is_ok());
+        for name in ["X-Bad:Name", "X-Ünicode", "X-\u{1}"] {
+            let refused = s.check_headers(&[(name.into(), "v".into())]).unwrap_err();
+            assert!(refused.message.starts_with("`headers` has"), "{refused}");
+        }
     }
 
     #[test]
