@@ -428,8 +428,11 @@ async fn eventbridge_a_bus_deleted_while_running_dead_letters_naming_it_without_
 /// (`None`: success), repeating the last one; records (bus, code) per call.
 struct PutEventsEndpoint {
     addr: std::net::SocketAddr,
-    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
 }
+
+/// A PutEvents call: the bus and the error code answered (`None`: success).
+type Call = (String, Option<String>);
 
 impl PutEventsEndpoint {
     async fn start(script: HashMap<&'static str, Vec<Option<&'static str>>>) -> Self {
