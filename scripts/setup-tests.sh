@@ -180,6 +180,16 @@ else
     cargo install tansu --version "=$TANSU_VERSION" --features dynostore --root "$TANSU_ROOT"
 fi
 ln -sfn "$TANSU_ROOT/bin/tansu" "$VENV/bin/tansu"
+# openssl makes a test CA and socat fronts the broker with TLS (tansu 0.6.0
+# cannot serve TLS itself), for the kafka sink's TLS test.
+for tool in openssl socat; do
+    if command -v "$tool" >/dev/null 2>&1; then
+        say "$tool: present"
+    else
+        say "$tool: installing"
+        apt_install "$tool"
+    fi
+done
 
 # The Python filter SDK (with componentize-py) in the same venv.
 SDK_STAMP="$VENV/.hookline-sdk-python-stamp"

@@ -36,15 +36,27 @@ fn tansu_bin() -> PathBuf {
 struct Tansu {
     child: Option<Child>,
     port: u16,
+    /// What the broker tells clients to connect to (its own port, or a
+    /// TLS front's).
+    advertised: String,
+    /// The CA the peer trusts when the advertised address speaks TLS.
+    ca_file: Option<PathBuf>,
     dir: tempfile::TempDir,
 }
 
 impl Tansu {
     fn start() -> Self {
         let port = free_addr().port();
+        Self::start_advertising(port, format!("127.0.0.1:{port}"), None)
+    }
+
+    /// A broker on `port` that advertises `advertised` (`host:port`).
+    fn start_advertising(port: u16, advertised: String, ca_file: Option<PathBuf>) -> Self {
         let mut broker = Self {
             child: None,
             port,
+            advertised,
+            ca_file,
             dir: tempfile::tempdir().unwrap(),
         };
         broker.spawn();
@@ -52,7 +64,7 @@ impl Tansu {
     }
 
     fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.advertised.clone()
     }
 
     fn log(&self) -> String {
@@ -65,10 +77,11 @@ impl Tansu {
             .append(true)
             .open(self.dir.path().join("tansu.log"))
             .unwrap();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.advertised);
         let child = Command::new(tansu_bin())
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--listener-url", &listener, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             // Nothing from the environment picks another storage or cluster.
             .env_remove("STORAGE_ENGINE")
@@ -100,21 +113,13 @@ impl Tansu {
     }
 
     fn create_topic(&self, topic: &str, partitions: u32) {
-        let out = peer(&[
-            "create",
-            "--bootstrap",
-            &self.bootstrap(),
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-        ]);
+        let out = self.peer(&["create", "--topic", topic, "--partitions", &partitions.to_string()]);
         assert!(out.contains("\"created\""), "{out}");
     }
 
     /// Every record now in the topic, read by kafka-python.
     fn records(&self, topic: &str) -> Vec<KafkaRecord> {
-        peer(&["consume", "--bootstrap", &self.bootstrap(), "--topic", topic])
+        self.peer(&["consume", "--topic", topic])
             .lines()
             .map(|line| serde_json::from_str::<KafkaRecord>(line).unwrap())
             .collect()
@@ -193,10 +198,20 @@ impl KafkaRecord {
     }
 }
 
-fn peer(args: &[&str]) -> String {
-    let mut command = Command::new(python());
-    command.arg(peers_dir().join("kafka_peer.py")).args(args);
-    run_peer(command, "")
+impl Tansu {
+    /// Runs tests/peers/kafka_peer.py against this broker.
+    fn peer(&self, args: &[&str]) -> String {
+        let mut command = Command::new(python());
+        command
+            .arg(peers_dir().join("kafka_peer.py"))
+            .args(&args[..1])
+            .args(["--bootstrap", &self.bootstrap()])
+            .args(&args[1..]);
+        if let Some(ca) = &self.ca_file {
+            command.arg("--ca-file").arg(ca);
+        }
+        run_peer(command, "")
+    }
 }
 
 fn kafka(broker: &Tansu, extra: Value) -> Value {
@@ -482,6 +497,7 @@ async fn a_missing_topic_is_dead_lettered_naming_it_without_retries() {
     let letters = dlq_letters(data.path());
     assert_eq!(letters.len(), 1, "{letters:#?}");
     let letter = letters[0].to_string();
+    println!("kafka missing topic: {letter}");
     assert!(
         letter.contains("no-such-topic") && letter.contains("does not exist"),
         "{letter}"
@@ -565,4 +581,104 @@ async fn check_refuses_a_broker_list_that_is_not_host_port_naming_the_key() {
     );
     let (ok, stderr) = check(&good);
     assert!(ok, "{stderr}");
+}
+
+/// A TLS front (socat, with a certificate from a CA made here by openssl)
+/// before a plaintext broker: the sink's `kafka.tls.ca_file` is what
+/// makes the handshake succeed. (tansu 0.6.0 cannot serve TLS itself: its
+/// `--cert` and `--key` flags are declared as mutually exclusive.)
+struct TlsFront {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    fn start(port: u16, backend: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=hookline-test-ca
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=localhost
+printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext
+"#;
+        let made = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                dir.path().join("server.pem").display(),
+                dir.path().join("server.key").display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{backend}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat runs (scripts/setup-tests.sh installs it)");
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_file_delivers_through_a_tls_listener() {
+    let front_port = free_addr().port();
+    let broker_port = free_addr().port();
+    let front = TlsFront::start(front_port, broker_port);
+    let broker = Tansu::start_advertising(broker_port, format!("localhost:{front_port}"), Some(front.ca_file()));
+    broker.create_topic("over-tls", 1);
+    broker.create_topic("untrusted", 1);
+    let apps = AppsDir::new();
+    let app = json!({"id": "kt", "key": "ktk", "secret": "kts", "webhooks": [
+        {"kafka_topic": "over-tls", "event_types": ["e"],
+         "kafka": {"brokers": [broker.bootstrap()], "tls": {"ca_file": front.ca_file()}}}
+    ]});
+    apps.write("app.json", &app.to_string());
+    // The public web roots do not trust the test CA: that handshake fails.
+    let untrusted = json!({"id": "ku", "key": "kuk", "secret": "kus", "webhooks": [
+        {"kafka_topic": "untrusted", "event_types": ["e"], "kafka": {"brokers": [broker.bootstrap()], "tls": true}}
+    ]});
+    apps.write("untrusted.json", &untrusted.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "kt", "ktk", "kts", &events_body(&[("e", "tls")]))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        native(&daemon, "ku", "kuk", "kus", &events_body(&[("e", "tls")]))
+            .await
+            .0,
+        200
+    );
+    let records = broker.wait_for_events("over-tls", 1, &daemon).await;
+    assert_records_verify("ktk", "kts", &records);
+    daemon.wait_metric(&attempts("kafka", "retry"), 1.0).await;
+    assert!(broker.records("untrusted").is_empty());
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("UnknownIssuer"),
+        "the certificate was what failed: {logs}"
+    );
+    assert_eq!(daemon.metric(&attempts("kafka", "success")).await, 1.0);
 }

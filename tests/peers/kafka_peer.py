@@ -10,6 +10,7 @@ sink's rskafka), for tests/kafka.rs.
         {"partition", "offset", "key", "headers": {name: value}, "value",
          "expected_partition"}
         (key, header values and value decoded as UTF-8).
+    --ca-file CA.pem connects with TLS instead, trusting that CA.
 """
 
 import argparse
@@ -23,13 +24,20 @@ from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 
+def connection(args):
+    """Plaintext, or TLS trusting --ca-file."""
+    if args.ca_file:
+        return {"bootstrap_servers": args.bootstrap, "security_protocol": "SSL", "ssl_cafile": args.ca_file}
+    return {"bootstrap_servers": args.bootstrap}
+
+
 def create(args):
-    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap, client_id="hookline-test-peer")
+    admin = KafkaAdminClient(client_id="hookline-test-peer", **connection(args))
     try:
         admin.create_topics([NewTopic(args.topic, num_partitions=args.partitions, replication_factor=1)])
     except TopicAlreadyExistsError:
         pass
-    consumer = KafkaConsumer(bootstrap_servers=args.bootstrap)
+    consumer = KafkaConsumer(**connection(args))
     deadline = time.monotonic() + 20
     while True:
         partitions = consumer.partitions_for_topic(args.topic) or set()
@@ -47,7 +55,7 @@ def create(args):
 
 def consume(args):
     consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap,
+        **connection(args),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -90,6 +98,7 @@ def main():
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--ca-file", help="connect with TLS, trusting this PEM CA")
     args = parser.parse_args()
     {"create": create, "consume": consume}[args.command](args)
 

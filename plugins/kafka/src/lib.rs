@@ -143,14 +143,18 @@ impl SharedClient {
             .get_or_try_init(|| async {
                 let mut builder = ClientBuilder::new(self.brokers.clone())
                     .client_id("hookline")
-                    // Hookline's retry policy owns retries: rskafka may retry
-                    // a broken connection or a leader move for a moment, then
-                    // reports the error for the engine to classify.
+                    // Hookline's retry policy owns retries. rskafka retries
+                    // once or twice (a connection the broker closed while
+                    // idle, a leader that just moved), then reports the error
+                    // for the engine to classify. The deadline is short
+                    // because rskafka nests these loops (a produce retries
+                    // a metadata request that retries a connect, each with
+                    // its own deadline counting only its own sleeps).
                     .backoff_config(BackoffConfig {
                         init_backoff: Duration::from_millis(100),
-                        max_backoff: Duration::from_secs(1),
+                        max_backoff: Duration::from_millis(500),
                         base: 2.0,
-                        deadline: Some(Duration::from_secs(2)),
+                        deadline: Some(Duration::from_millis(300)),
                     });
                 if let Some(tls) = &self.tls {
                     builder = builder.tls_config(Arc::clone(tls));
