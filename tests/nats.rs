@@ -812,6 +812,39 @@ async fn users_nkeys_and_permissions_a_refused_publish_or_login_dead_letters() {
 /// config names its public key, UDXU4RCS….
 const NKEY_SEED: &str = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
 
+#[tokio::test]
+async fn a_token_and_a_server_list_with_a_dead_first_server() {
+    let server = NatsServer::start_with(Some("authorization { token: \"t0ken-s3cret\" }\n".to_string()));
+    let admin = async_nats::ConnectOptions::with_token("t0ken-s3cret".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(admin);
+    create_stream(&js, stream_config("TOKEN", "hooks.token")).await;
+    // Port 1 refuses connections: the client goes on to the next server.
+    let dead = "nats://127.0.0.1:1";
+    let apps = AppsDir::new();
+    let app = json!({"id": "k", "key": "kk", "secret": "ks", "webhooks": [
+        {"nats_subject": "hooks.token", "event_types": ["channel_occupied"],
+         "nats": {"url": format!("{dead}, {}", server.url()), "token": "t0ken-s3cret"}},
+        {"id": "array", "nats_subject": "hooks.token", "event_types": ["channel_occupied"],
+         "nats": {"url": [dead, server.url()], "token": "t0ken-s3cret"}}]});
+    apps.write("token.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "k", "kk", "ks", &events_body(&[("channel_occupied", "c")]))
+            .await
+            .0,
+        200
+    );
+    let messages = wait_for_messages(&js, "TOKEN", 2).await;
+    daemon.wait_idle().await;
+    assert_eq!(stream_messages(&js, "TOKEN").await.len(), 2);
+    assert_npm_valid("kk", "ks", &messages);
+    assert!(dlq_letters(&daemon.dir.path().join("data")).is_empty());
+    assert!(!daemon.logs().contains("t0ken-s3cret"), "no token is logged");
+}
+
 /// A throwaway CA and a server certificate for 127.0.0.1, made with the
 /// openssl command (Debian's, from scripts/setup-tests.sh).
 fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
