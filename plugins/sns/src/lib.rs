@@ -95,6 +95,20 @@ impl Sink for SnsSink {
         format!("sns:{}@{}", self.target.topic_name, self.target.region)
     }
 
+    fn check_headers(&self, headers: &[(String, String)]) -> Result<(), SinkConfigError> {
+        // The four signed headers every message carries, values aside.
+        let signed = [
+            "X-Pusher-Key",
+            "X-Pusher-Signature",
+            "X-Hookline-Batch-Id",
+            "X-Hookline-Batch-Time",
+        ]
+        .map(|name| (name, "-".to_string()));
+        attributes(headers, &signed)
+            .map(|_| ())
+            .map_err(|e| SinkConfigError::new(e.to_string()))
+    }
+
     fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize> {
         let extra: usize = extra_headers
             .iter()
@@ -116,7 +130,7 @@ impl Sink for SnsSink {
         Box::pin(async move {
             let message = std::str::from_utf8(&request.body)
                 .map_err(|_| DeliveryError::Final("the batch body is not UTF-8 text, which SNS requires".into()))?;
-            let attributes = attributes(&request)?;
+            let attributes = attributes(request.extra_headers, request.signed_headers)?;
             let size = message.len()
                 + attributes
                     .iter()
@@ -198,12 +212,14 @@ impl SnsSink {
 /// (those with empty values left out, as SNS refuses empty attribute
 /// values), then the signed ones, which replace a webhook header of the
 /// same name (case-insensitively).
-fn attributes<'a>(request: &'a SinkRequest<'_>) -> Result<Vec<(&'a str, &'a str)>, DeliveryError> {
-    let mut out: Vec<(&str, &str)> = Vec::with_capacity(request.extra_headers.len() + request.signed_headers.len());
-    for (name, value) in request.extra_headers {
+fn attributes<'a>(
+    extra_headers: &'a [(String, String)],
+    signed_headers: &'a [(&'static str, String)],
+) -> Result<Vec<(&'a str, &'a str)>, DeliveryError> {
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(extra_headers.len() + signed_headers.len());
+    for (name, value) in extra_headers {
         if value.is_empty()
-            || request
-                .signed_headers
+            || signed_headers
                 .iter()
                 .any(|(signed, _)| signed.eq_ignore_ascii_case(name))
         {
@@ -217,7 +233,7 @@ fn attributes<'a>(request: &'a SinkRequest<'_>) -> Result<Vec<(&'a str, &'a str)
         }
         out.push((name, value));
     }
-    for (name, value) in request.signed_headers {
+    for (name, value) in signed_headers {
         out.push((name, value));
     }
     if out.len() > MAX_ATTRIBUTES {
@@ -225,8 +241,8 @@ fn attributes<'a>(request: &'a SinkRequest<'_>) -> Result<Vec<(&'a str, &'a str)
             "{} message attributes, where SNS delivers at most {MAX_ATTRIBUTES} ({} of them Hookline's); keep at \
              most {} entries in the webhook's `headers`",
             out.len(),
-            request.signed_headers.len(),
-            MAX_ATTRIBUTES - request.signed_headers.len()
+            signed_headers.len(),
+            MAX_ATTRIBUTES - signed_headers.len()
         )));
     }
     Ok(out)
@@ -308,7 +324,7 @@ mod tests {
         ];
         let request = request(&signed, &extra);
         assert_eq!(
-            attributes(&request).unwrap(),
+            attributes(request.extra_headers, request.signed_headers).unwrap(),
             [
                 ("X-Env", "prod"),
                 ("X-Pusher-Key", "k"),
@@ -323,18 +339,31 @@ mod tests {
     fn too_many_or_misnamed_headers_are_final_and_say_what_to_do() {
         let signed = signed();
         let extra: Vec<(String, String)> = (0..7).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
-        let err = attributes(&request(&signed, &extra)).unwrap_err();
+        let err = attributes(&extra, &signed).unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Final(m) if m.contains("at most 6 entries")),
             "{err}"
         );
         let extra = [("X~Odd".to_string(), "v".to_string())];
-        let err = attributes(&request(&signed, &extra)).unwrap_err();
+        let err = attributes(&extra, &signed).unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Final(m) if m.contains("\"X~Odd\"")),
             "{err}"
         );
         assert!(!is_attribute_name("AWS.Trace") && !is_attribute_name("a..b") && is_attribute_name("X-Env.v2"));
+    }
+
+    #[test]
+    fn headers_no_publish_could_carry_are_refused_at_load() {
+        let spec = serde_json::json!({"sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:t"});
+        let sink = SnsSinkPlugin::new().build(spec.as_object().unwrap()).unwrap();
+        let six: Vec<(String, String)> = (0..6).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
+        assert!(sink.check_headers(&six).is_ok());
+        let seven: Vec<(String, String)> = (0..7).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
+        let err = sink.check_headers(&seven).unwrap_err();
+        assert!(err.message.contains("at most 6 entries"), "{err}");
+        let odd = [("X~Odd".to_string(), "v".to_string())];
+        assert!(sink.check_headers(&odd).is_err());
     }
 
     #[test]
