@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::jetstream;
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishErrorKind};
 use async_nats::{ConnectErrorKind, Event, HeaderMap, ServerError};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 use tokio::sync::OnceCell;
@@ -393,6 +393,9 @@ impl Sink for NatsSink {
                 let connected = || client.connection_state() == State::Connected;
                 match tokio::time::timeout(wait, publish).await {
                     Ok(Ok(_ack)) => Ok(()),
+                    Ok(Err(error)) if error.kind() == PublishErrorKind::StreamNotFound => {
+                        Err(no_responders(&context, &self.target.subject).await)
+                    }
                     Ok(Err(error)) => Err(match error.kind() {
                         PublishErrorKind::TimedOut => {
                             self.connection.permission_violation(&self.target.subject, started)
@@ -449,14 +452,31 @@ fn classify_ack_timeout(subject: &str, connected: bool) -> DeliveryError {
     }
 }
 
+/// How long the JetStream API may take to say which stream captures a
+/// subject, after a publish found no responder.
+const STREAM_LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// A JetStream publish that found no responder: either no stream captures
+/// the subject (a missing stream, final like a missing queue: the dead
+/// letter says which subject and can be replayed once a stream is made),
+/// or JetStream is not answering yet (starting after a restart), which is
+/// retried like a throttle. The JetStream API tells them apart.
+async fn no_responders(context: &jetstream::Context, subject: &str) -> DeliveryError {
+    match tokio::time::timeout(STREAM_LOOKUP_WAIT, context.stream_by_subject(subject)).await {
+        Ok(Err(error)) if matches!(error.kind(), GetStreamByNameErrorKind::NotFound) => DeliveryError::Final(format!(
+            "no JetStream stream captures the subject {subject:?}; create one whose subjects include it (then replay \
+             the dead letters), or set `nats.jetstream` to false for core NATS"
+        )),
+        _ => DeliveryError::Throttled { retry_after: None },
+    }
+}
+
 /// Maps a JetStream publish error to a delivery outcome, from its kind and
 /// the JetStream API error code; never from message text.
 fn classify_publish(error: &jetstream::context::PublishError, subject: &str, connected: bool) -> DeliveryError {
     match error.kind() {
-        // "No responders": no stream captures the subject right now (none
-        // was made yet, it was deleted, or JetStream is still starting after
-        // a restart). Retried without using up attempts, so a stream created
-        // later receives the batch; the retry window still bounds it.
+        // "No responders" when the JetStream API could not be asked which
+        // stream captures the subject (see `no_responders`).
         PublishErrorKind::StreamNotFound => DeliveryError::Throttled { retry_after: None },
         PublishErrorKind::TimedOut | PublishErrorKind::MaxAckPending => classify_ack_timeout(subject, connected),
         PublishErrorKind::BrokenPipe => DeliveryError::Connect(format!(
