@@ -394,7 +394,7 @@ impl Sink for NatsSink {
                 match tokio::time::timeout(wait, publish).await {
                     Ok(Ok(_ack)) => Ok(()),
                     Ok(Err(error)) if error.kind() == PublishErrorKind::StreamNotFound => {
-                        Err(no_responders(&context, &self.target.subject).await)
+                        Err(no_responders(context, &self.target.subject).await)
                     }
                     Ok(Err(error)) => Err(match error.kind() {
                         PublishErrorKind::TimedOut => {
