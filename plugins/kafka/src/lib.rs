@@ -298,6 +298,20 @@ impl Sink for KafkaSink {
                 Ok(()) => Ok(()),
                 Err(error) => {
                     self.client.forget(topic, partition);
+                    if matches!(
+                        protocol_code(&error),
+                        Some(ProtocolError::UnknownTopicOrPartition | ProtocolError::UnknownTopicId)
+                    ) {
+                        // Final only once a fresh metadata answer agrees: a
+                        // leader may not know a topic created a moment ago.
+                        return Err(if self.topic_is_gone().await {
+                            self.missing_topic()
+                        } else {
+                            DeliveryError::Transient(format!(
+                                "the leader of Kafka topic {topic:?} partition {partition} does not know it yet"
+                            ))
+                        });
+                    }
                     let error = self.classify(error);
                     if matches!(error, DeliveryError::Final(_)) && self.topic_is_gone().await {
                         return Err(self.missing_topic());
@@ -433,6 +447,17 @@ fn classify(error: &ClientError, topic: &str) -> DeliveryError {
             }
         }
         other => DeliveryError::Transient(format!("{other}")),
+    }
+}
+
+/// The Kafka error code behind an error, through rskafka's retry wrapper.
+fn protocol_code(error: &ClientError) -> Option<ProtocolError> {
+    match error {
+        ClientError::ServerError { protocol_error, .. } => Some(*protocol_error),
+        ClientError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
+            source.downcast_ref::<ClientError>().and_then(protocol_code)
+        }
+        _ => None,
     }
 }
 
@@ -667,5 +692,7 @@ mod tests {
             source: Box::new(server(ProtocolError::LeaderNotAvailable)),
         });
         assert!(matches!(classify(&gave_up, "t"), DeliveryError::Transient(_)));
+        assert_eq!(protocol_code(&gave_up), Some(ProtocolError::LeaderNotAvailable));
+        assert_eq!(protocol_code(&ClientError::Timeout), None);
     }
 }
