@@ -170,14 +170,16 @@ fi
 # --- 3a. tansu, a Kafka-protocol broker (the kafka sink's tests) --------------
 # Built from crates.io once per machine into a cache outside the clone (CI's
 # fresh clones reuse it), and linked into the venv, where tests/kafka.rs
-# looks for it. Building takes about 8 minutes on 2 cores.
+# looks for it. --locked builds the dependency set tansu was published with
+# (checked to build and pass tests/kafka.rs). Building takes 8 minutes on 2
+# idle cores, about 20 beside other builds.
 TANSU_VERSION=0.6.0
 TANSU_ROOT="${HOOKLINE_PEER_CACHE:-$HOME/.cache/hookline-peers}/tansu-$TANSU_VERSION"
 if [ -x "$TANSU_ROOT/bin/tansu" ]; then
     say "tansu $TANSU_VERSION: present ($TANSU_ROOT)"
 else
     say "tansu $TANSU_VERSION: cargo install into $TANSU_ROOT (about 8 minutes)"
-    cargo install tansu --version "=$TANSU_VERSION" --features dynostore --root "$TANSU_ROOT"
+    cargo install tansu --version "=$TANSU_VERSION" --features dynostore --locked --root "$TANSU_ROOT"
 fi
 ln -sfn "$TANSU_ROOT/bin/tansu" "$VENV/bin/tansu"
 # openssl makes a test CA and socat fronts the broker with TLS (tansu 0.6.0
