@@ -295,6 +295,36 @@ fn check_prints_a_refused_files_warnings_beside_its_errors() {
     }
 }
 
+/// Every app and webhook the README's "Queues and streams" section shows
+/// passes `check` (a webhook shown alone, in an app of its own), so the
+/// keys it documents are the keys the daemon reads.
+#[test]
+fn the_readmes_queue_and_stream_examples_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Queues and streams")
+        .expect("a Queues and streams section");
+    let section = &readme[start..start + 1 + readme[start + 1..].find("\n## ").unwrap()];
+    let apps = AppsDir::new();
+    let mut shown = 0;
+    for (i, block) in section.split("```json\n").skip(1).enumerate() {
+        let json: serde_json::Value = serde_json::from_str(&block[..block.find("```").unwrap()]).unwrap();
+        let app = if json.get("webhooks").is_some() {
+            json
+        } else {
+            serde_json::json!({"id": format!("shown-{i}"), "key": format!("shown-key-{i}"), "secret": "s",
+                "webhooks": [json]})
+        };
+        apps.write(&format!("shown-{i}.json"), &app.to_string());
+        shown += 1;
+    }
+    assert!(shown >= 3, "{shown} JSON blocks");
+    let (ok, stdout, stderr) = check_with_env(apps.path(), &[("AWS_DEMO_SECRET", "s"), ("NATS_TOKEN", "t")]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
 /// A key of another sink kind (`sqs` on an http webhook, `lambda` on a
 /// NATS one) is named with the kind it belongs to, not taken silently;
 /// a key two kinds share (`region`) is fine on either.

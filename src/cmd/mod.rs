@@ -103,13 +103,18 @@ pub(crate) fn report_fatal(error: &anyhow::Error) {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` sets levels (default `info`).
+/// The levels when `RUST_LOG` is unset: `info`, except for the NATS and
+/// Kafka clients, which log every reconnect attempt at `info` while a
+/// server is down (Hookline's own attempt log says it once per attempt).
+const DEFAULT_LOG_LEVELS: &str = "info,async_nats=warn,rskafka=warn";
+
+/// Logs to stderr; `RUST_LOG` sets levels (default [`DEFAULT_LOG_LEVELS`]).
 pub(crate) fn init_logging(format: LogFormat) {
     if LOG_FORMAT.set(format).is_err() {
         return;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_LEVELS));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
