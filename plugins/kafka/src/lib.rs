@@ -364,8 +364,10 @@ fn record(request: &SinkRequest<'_>, key: KeyBy) -> Record {
     let key = match key {
         KeyBy::Webhook => request.webhook_id,
         KeyBy::App => request.app_id,
-        // Always set when batches are formed per channel.
-        KeyBy::Channel => request.channel.unwrap_or_default(),
+        // Set whenever batches are formed per channel; a batch formed before
+        // `key` became "channel" (stored, or a replayed dead letter) may mix
+        // channels: it goes under the webhook's key, as one stream.
+        KeyBy::Channel => request.channel.unwrap_or(request.webhook_id),
     };
     Record {
         key: Some(key.as_bytes().to_vec()),

@@ -102,13 +102,15 @@ fn attributes<'a>(request: &'a SinkRequest<'a>) -> Vec<(&'a str, &'a str)> {
     out
 }
 
-/// The webhook headers that are not replaced by a signed header.
+/// The webhook headers that are not replaced by a signed header, those
+/// with empty values left out (SQS refuses an empty attribute value).
 fn webhook_headers<'a>(
     extra: &'a [(String, String)],
     signed: &'a [(&'static str, String)],
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
     extra
         .iter()
+        .filter(|(_, value)| !value.is_empty())
         .filter(move |(name, _)| !signed.iter().any(|(s, _)| s.eq_ignore_ascii_case(name)))
         .map(|(k, v)| (k.as_str(), v.as_str()))
 }
@@ -397,6 +399,7 @@ mod tests {
         let extra = vec![
             ("x-pusher-signature".to_string(), "forged".to_string()),
             ("X-Env".to_string(), "prod".to_string()),
+            ("X-Empty".to_string(), String::new()),
         ];
         let request = SinkRequest {
             body: bytes::Bytes::from_static(b"{}"),
@@ -411,6 +414,7 @@ mod tests {
         assert_eq!(attributes.len(), 5);
         assert_eq!(attributes[0], ("X-Env", "prod"));
         assert!(!attributes.iter().any(|(_, v)| *v == "forged"));
+        assert!(!attributes.iter().any(|(k, _)| *k == "X-Empty"), "SQS refuses empty values");
         assert_eq!(headers_problem(&extra, &signed), None);
         let many: Vec<(String, String)> = (0..7).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
         let problem = headers_problem(&many, &signed).unwrap();
