@@ -21,6 +21,8 @@ struct NatsServer {
     dir: tempfile::TempDir,
     /// A configuration file's text, when the server needs one.
     config: Option<String>,
+    /// Whether it runs JetStream (`-js`).
+    jetstream: bool,
 }
 
 impl NatsServer {
@@ -31,6 +33,15 @@ impl NatsServer {
     /// Starts a server with this configuration file (`max_payload`,
     /// `authorization`), when given.
     fn start_with(config: Option<String>) -> Self {
+        Self::start_configured(config, true)
+    }
+
+    /// A core-NATS-only server: no JetStream.
+    fn start_without_jetstream() -> Self {
+        Self::start_configured(None, false)
+    }
+
+    fn start_configured(config: Option<String>, jetstream: bool) -> Self {
         let mut dir = tempfile::tempdir().unwrap();
         for _ in 0..10 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -43,6 +54,7 @@ impl NatsServer {
                 port,
                 dir,
                 config: config.clone(),
+                jetstream,
             };
             if server.spawn() {
                 return server;
@@ -64,8 +76,10 @@ impl NatsServer {
         // A fresh log: readiness is read from it.
         let _ = std::fs::remove_file(self.log_path());
         let mut command = Command::new("nats-server");
+        if self.jetstream {
+            command.arg("-js");
+        }
         command
-            .arg("-js")
             .arg("-sd")
             .arg(self.dir.path().join("store"))
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -741,6 +755,32 @@ async fn a_deleted_stream_dead_letters_naming_the_subject_and_a_replay_delivers_
     let messages = wait_for_messages(&js, "GONE", 1).await;
     assert_eq!(messages[0].json()["events"][0]["channel"], "second");
     assert_npm_valid("gk", "gs", &messages);
+}
+
+/// JetStream is the default: a server without it cannot acknowledge a
+/// publish, and no retry will change that, so the batch is dead-lettered at
+/// once, saying what to do, instead of waited on for the whole retry window.
+#[tokio::test]
+async fn a_server_without_jetstream_dead_letters_saying_to_enable_it() {
+    let server = NatsServer::start_without_jetstream();
+    let apps = AppsDir::new();
+    let app = json!({"id": "n", "key": "nk", "secret": "ns",
+        "webhooks": [{"nats_subject": "hooks.plain", "event_types": ["g"], "nats": {"url": server.url()},
+                      "retry": {"min_backoff_ms": 100, "max_backoff_ms": 200, "max_attempts": 5}}]});
+    apps.write("plain.json", &app.to_string());
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(&daemon, "n", "nk", "ns", &events_body(&[("g", "c")])).await.0,
+        200
+    );
+    daemon.wait_metric(&attempts("nats", "dead_letter"), 1.0).await;
+    assert_eq!(daemon.metric(&attempts("nats", "retry")).await, 0.0);
+    let letters = dlq_letters(&daemon.dir.path().join("data"));
+    assert!(
+        letters[0].to_string().contains("does not have JetStream enabled"),
+        "{:#}",
+        letters[0]
+    );
 }
 
 #[tokio::test]

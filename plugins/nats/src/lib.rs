@@ -394,7 +394,7 @@ impl Sink for NatsSink {
                 match tokio::time::timeout(wait, publish).await {
                     Ok(Ok(_ack)) => Ok(()),
                     Ok(Err(error)) if error.kind() == PublishErrorKind::StreamNotFound => {
-                        Err(no_responders(context, &self.target.subject).await)
+                        Err(no_responders(client, context, &self.target.subject).await)
                     }
                     Ok(Err(error)) => Err(match error.kind() {
                         PublishErrorKind::TimedOut => {
@@ -461,14 +461,43 @@ const STREAM_LOOKUP_WAIT: Duration = Duration::from_secs(2);
 /// letter says which subject and can be replayed once a stream is made),
 /// or JetStream is not answering yet (starting after a restart), which is
 /// retried like a throttle. The JetStream API tells them apart.
-async fn no_responders(context: &jetstream::Context, subject: &str) -> DeliveryError {
+async fn no_responders(client: &async_nats::Client, context: &jetstream::Context, subject: &str) -> DeliveryError {
+    let not_enabled = || {
+        DeliveryError::Final(format!(
+            "the NATS server does not have JetStream enabled for the subject {subject:?}; enable it (nats-server -js, \
+             or the account's jetstream limits), or set `nats.jetstream` to false for core NATS, which has no \
+             acknowledgement"
+        ))
+    };
+    if !client.server_info().jetstream {
+        return not_enabled();
+    }
     match tokio::time::timeout(STREAM_LOOKUP_WAIT, context.stream_by_subject(subject)).await {
         Ok(Err(error)) if matches!(error.kind(), GetStreamByNameErrorKind::NotFound) => DeliveryError::Final(format!(
             "no JetStream stream captures the subject {subject:?}; create one whose subjects include it (then replay \
              the dead letters), or set `nats.jetstream` to false for core NATS"
         )),
+        Ok(Err(error))
+            if jetstream_code(&error).is_some_and(|code| {
+                code == ErrorCode::JETSTREAM_NOT_ENABLED || code == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+            }) =>
+        {
+            not_enabled()
+        }
         _ => DeliveryError::Throttled { retry_after: None },
     }
+}
+
+/// The JetStream API error code somewhere in an error's sources.
+fn jetstream_code(error: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(api) = error.downcast_ref::<jetstream::Error>() {
+            return Some(api.error_code());
+        }
+        source = error.source();
+    }
+    None
 }
 
 /// Maps a JetStream publish error to a delivery outcome, from its kind and
