@@ -98,10 +98,33 @@ pub struct Webhook {
     pub filters: FilterChain,
 }
 
+/// The keys whose values are a sink's credentials, wherever they sit in a
+/// webhook (`lambda.client_options.credentials.secretAccessKey`,
+/// `nats.token`, `kafka.sasl.password`, …).
+const SINK_SECRET_KEYS: &[&str] = &["secretAccessKey", "sessionToken", "token", "password", "nkey"];
+
+/// Replaces the values of [`SINK_SECRET_KEYS`] anywhere under `value`.
+fn blank_sink_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if SINK_SECRET_KEYS.contains(&key.as_str()) {
+                    *v = Value::Null;
+                } else {
+                    blank_sink_secrets(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(blank_sink_secrets),
+        _ => {}
+    }
+}
+
 /// A short hash of an app's definition and filter contents, leaving out the
-/// secret and header values (it is stored beside events in a shared store,
-/// where a hash of a weak secret could be guessed offline): two nodes with
-/// the same fingerprint batch and route the app's events the same way.
+/// secret, header values and sink credentials (it is stored beside events
+/// in a shared store, where a hash of a weak secret could be guessed
+/// offline): two nodes with the same fingerprint batch and route the app's
+/// events the same way.
 pub(super) fn fingerprint(definition: &Value, filter_digests: &[&str]) -> Arc<str> {
     use sha2::Digest;
     let mut shown = definition.clone();
@@ -112,6 +135,7 @@ pub(super) fn fingerprint(definition: &Value, filter_digests: &[&str]) -> Arc<st
                 if let Some(Value::Object(headers)) = webhook.get_mut("headers") {
                     headers.values_mut().for_each(|v| *v = Value::Null);
                 }
+                blank_sink_secrets(webhook);
             }
         }
     }
@@ -792,6 +816,26 @@ fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_leaves_out_secrets_headers_and_sink_credentials() {
+        let app = |token: &str, password: &str, secret_key: &str, subject: &str| {
+            serde_json::json!({"id": "a", "key": "k", "secret": token, "webhooks": [
+                {"nats_subject": subject, "event_types": ["x"], "headers": {"X-Token": token},
+                 "nats": {"token": token, "user": "u", "password": password}},
+                {"sqs_queue_url": "http://q", "event_types": ["x"],
+                 "sqs": {"client_options": {"credentials": {"accessKeyId": "A", "secretAccessKey": secret_key}}}},
+                {"kafka_topic": "t", "event_types": ["x"],
+                 "kafka": {"brokers": ["b:9092"], "sasl": {"mechanism": "PLAIN", "username": "u", "password": password}}}]})
+        };
+        let one = fingerprint(&app("t1", "p1", "s1", "hooks.a"), &[]);
+        assert_eq!(one, fingerprint(&app("t2", "p2", "s2", "hooks.a"), &[]));
+        assert_ne!(
+            one,
+            fingerprint(&app("t1", "p1", "s1", "hooks.b"), &[]),
+            "routing still counts"
+        );
+    }
 
     #[test]
     fn channel_filter_needs_both_conditions() {
