@@ -14,7 +14,11 @@
 //!   asynchronous, `SinkPlugin::build` is not, and `hookline check` must not
 //!   touch the network);
 //! * [`classify_sdk_error`]: the SDK's transport-level error variants as
-//!   [`DeliveryError`]s, leaving only the service's own errors to the sink.
+//!   [`DeliveryError`]s, leaving only the service's own errors to the sink;
+//! * [`GroupBy`], [`fifo_id`] and [`attribute_name_problem`]: FIFO group and
+//!   deduplication ids and message attribute names, as SQS and SNS take them;
+//! * [`envelope`] and [`json_string`]: the `{"payload", "headers"}` JSON the
+//!   lambda and eventbridge sinks send.
 //!
 //! Nothing here reads error message text: outcomes follow the SDK's typed
 //! variants, HTTP statuses and AWS error codes.
@@ -39,6 +43,10 @@ use aws_types::sdk_config::RetryConfig;
 use hookline_sink_api::{DeliveryError, SinkConfigError, json_type_name};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
+
+mod message;
+
+pub use message::{GroupBy, attribute_name_problem, envelope, fifo_id, json_string};
 
 /// `<kind>.client_options.credentials`, named as soketi (the AWS JS SDK)
 /// names them. Never shown by `Debug`.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsError, PutEventsOutput};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use hookline_aws_client::{AwsClients, ServiceFailure, classify_sdk_error, is_throttling_code};
+use hookline_aws_client::{AwsClients, ServiceFailure, classify_sdk_error, envelope, is_throttling_code, json_string};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 
 pub use config::{DEFAULT_DETAIL_TYPE, DEFAULT_SOURCE, EventBridgeTarget};
@@ -184,45 +184,6 @@ impl EventBridgeSink {
     }
 }
 
-/// Wraps the signed body in the event's `Detail`. The Pusher headers are
-/// written last and replace any webhook header of the same name
-/// (case-insensitively).
-fn envelope(request: &SinkRequest<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(request.body.len() + 512);
-    out.extend_from_slice(br#"{"payload":"#);
-    out.extend_from_slice(&request.body);
-    out.extend_from_slice(br#","headers":{"#);
-    let mut first = true;
-    let mut write = |out: &mut Vec<u8>, name: &str, value: &str| {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(json_string(name).as_bytes());
-        out.push(b':');
-        out.extend_from_slice(json_string(value).as_bytes());
-    };
-    for (name, value) in request.extra_headers {
-        if request
-            .signed_headers
-            .iter()
-            .any(|(signed, _)| signed.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        write(&mut out, name, value);
-    }
-    for (name, value) in request.signed_headers {
-        write(&mut out, name, value);
-    }
-    out.extend_from_slice(b"}}");
-    out
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string always serializes")
-}
-
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -250,36 +211,6 @@ mod tests {
         .unwrap();
         let client = plugin.clients.get(&target.region, &target.client_options, Client::new);
         EventBridgeSink { client, target }
-    }
-
-    #[test]
-    fn the_detail_embeds_the_exact_body_and_pusher_headers_win() {
-        let body = bytes::Bytes::from_static(br#"{"time_ms":1,"events":[{"name":"a","channel":"\u001f\ud800"}]}"#);
-        let signed = [
-            ("X-Pusher-Key", "k".to_string()),
-            ("X-Pusher-Signature", "sig".to_string()),
-        ];
-        let extra = [
-            ("x-pusher-signature".to_string(), "forged".to_string()),
-            ("X-Env".to_string(), "prod".to_string()),
-        ];
-        let request = SinkRequest {
-            body: body.clone(),
-            signed_headers: &signed,
-            extra_headers: &extra,
-            timeout: Duration::from_secs(1),
-            app_id: "app",
-            webhook_id: "hook",
-            channel: None,
-        };
-        let detail = String::from_utf8(envelope(&request)).unwrap();
-        assert_eq!(
-            detail,
-            format!(
-                r#"{{"payload":{},"headers":{{"X-Env":"prod","X-Pusher-Key":"k","X-Pusher-Signature":"sig"}}}}"#,
-                std::str::from_utf8(&body).unwrap()
-            )
-        );
     }
 
     #[test]

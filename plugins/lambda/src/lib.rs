@@ -19,7 +19,9 @@ use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use hookline_aws_client::{AwsClients, ClientOptions, ServiceFailure, classify_sdk_error, retry_after_seconds};
+use hookline_aws_client::{
+    AwsClients, ClientOptions, ServiceFailure, classify_sdk_error, envelope, json_string, retry_after_seconds,
+};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 
 pub use config::{EVENT_PAYLOAD_LIMIT, InlineCredentials, LambdaTarget, REQUEST_RESPONSE_PAYLOAD_LIMIT};
@@ -158,45 +160,6 @@ impl Sink for LambdaSink {
     }
 }
 
-/// Wraps the signed body in the payload the function receives. The Pusher
-/// headers are written last and replace any webhook header of the same
-/// name (case-insensitively), as soketi merges them.
-fn envelope(request: &SinkRequest<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(request.body.len() + 512);
-    out.extend_from_slice(br#"{"payload":"#);
-    out.extend_from_slice(&request.body);
-    out.extend_from_slice(br#","headers":{"#);
-    let mut first = true;
-    let mut write = |out: &mut Vec<u8>, name: &str, value: &str| {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(json_string(name).as_bytes());
-        out.push(b':');
-        out.extend_from_slice(json_string(value).as_bytes());
-    };
-    for (name, value) in request.extra_headers {
-        if request
-            .signed_headers
-            .iter()
-            .any(|(signed, _)| signed.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        write(&mut out, name, value);
-    }
-    for (name, value) in request.signed_headers {
-        write(&mut out, name, value);
-    }
-    out.extend_from_slice(b"}}");
-    out
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string always serializes")
-}
-
 /// Maps the SDK's typed errors to delivery outcomes; never reads messages.
 fn classify(error: SdkError<InvokeError>, function: &str) -> DeliveryError {
     classify_sdk_error(error, "Invoke", |failure: ServiceFailure<InvokeError>| {
@@ -233,36 +196,6 @@ fn classify(error: SdkError<InvokeError>, function: &str) -> DeliveryError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_envelope_embeds_the_exact_body_and_pusher_headers_win() {
-        let body = bytes::Bytes::from_static(br#"{"time_ms":1,"events":[{"name":"a","channel":"\u001f\ud800"}]}"#);
-        let signed = [
-            ("X-Pusher-Key", "k".to_string()),
-            ("X-Pusher-Signature", "sig".to_string()),
-        ];
-        let extra = [
-            ("x-pusher-signature".to_string(), "forged".to_string()),
-            ("X-Env".to_string(), "prod".to_string()),
-        ];
-        let request = SinkRequest {
-            body: body.clone(),
-            signed_headers: &signed,
-            extra_headers: &extra,
-            timeout: Duration::from_secs(1),
-            app_id: "app",
-            webhook_id: "hook",
-            channel: None,
-        };
-        let payload = String::from_utf8(envelope(&request)).unwrap();
-        assert_eq!(
-            payload,
-            format!(
-                r#"{{"payload":{},"headers":{{"X-Env":"prod","X-Pusher-Key":"k","X-Pusher-Signature":"sig"}}}}"#,
-                std::str::from_utf8(&body).unwrap()
-            )
-        );
-    }
 
     #[test]
     fn body_limit_leaves_room_for_the_envelope() {

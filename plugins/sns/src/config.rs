@@ -1,22 +1,9 @@
 //! The sns webhook's own keys: `sns_topic_arn`, `region`, and the `sns`
 //! object (`region`, `client_options`, `group_by`).
 
-use hookline_aws_client::{ClientOptions, RegionSources};
+use hookline_aws_client::{ClientOptions, GroupBy, RegionSources};
 use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
 use serde::Deserialize;
-
-/// Which value orders a FIFO topic's messages (`MessageGroupId`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    /// One ordered stream per webhook (the webhook's `id`).
-    #[default]
-    Webhook,
-    /// One ordered stream per app (the app's `id`).
-    App,
-    /// One ordered stream per channel; batches then hold one channel each.
-    Channel,
-}
 
 /// A validated sns webhook target.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,11 +19,11 @@ use std::time::Duration;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::operation::publish::PublishError;
 use aws_sdk_sns::types::MessageAttributeValue;
-use hookline_aws_client::{AwsClients, ServiceFailure, classify_sdk_error};
+use hookline_aws_client::{AwsClients, ServiceFailure, attribute_name_problem, classify_sdk_error, fifo_id};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
-use sha2::{Digest, Sha256};
 
-pub use config::{GroupBy, SnsTarget};
+pub use config::SnsTarget;
+pub use hookline_aws_client::GroupBy;
 
 /// SNS's limit for one published message: the message and its attributes
 /// (each attribute's name, data type and value) together.
@@ -152,13 +152,7 @@ impl Sink for SnsSink {
             }
             if self.target.fifo {
                 let batch_id = signed_value(&request, "X-Hookline-Batch-Id");
-                let group = match self.target.group_by {
-                    GroupBy::Webhook => request.webhook_id,
-                    GroupBy::App => request.app_id,
-                    // Always set when batches_per_channel() is true; a
-                    // batch without one still needs a group.
-                    GroupBy::Channel => request.channel.unwrap_or(request.webhook_id),
-                };
+                let group = self.target.group_by.value(&request);
                 publish = publish
                     .message_deduplication_id(fifo_id(batch_id))
                     .message_group_id(fifo_id(group));
@@ -225,7 +219,7 @@ fn attributes<'a>(
         {
             continue;
         }
-        if !is_attribute_name(name) {
+        if attribute_name_problem(name).is_some() {
             return Err(DeliveryError::Final(format!(
                 "the webhook header {name:?} cannot be an SNS message attribute name (letters, digits, `_`, `-` \
                  and `.`, not starting with `AWS.` or `Amazon.`); rename or remove it in the webhook's `headers`"
@@ -260,33 +254,6 @@ fn signed_value<'a>(request: &'a SinkRequest<'_>, name: &str) -> &'a str {
         .find(|(n, _)| *n == name)
         .map(|(_, v)| v.as_str())
         .unwrap_or_default()
-}
-
-/// Whether SNS takes `name` as a message attribute name.
-fn is_attribute_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    !name.is_empty()
-        && name.len() <= 256
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && !name.starts_with('.')
-        && !name.ends_with('.')
-        && !name.contains("..")
-        && !lower.starts_with("aws.")
-        && !lower.starts_with("amazon.")
-}
-
-/// A FIFO `MessageGroupId` or `MessageDeduplicationId`: the value itself
-/// when SNS takes it (1 to 128 printable ASCII characters), else a SHA-256
-/// of it, so that every value still maps to one stable id (a Pusher channel
-/// name may have up to 164 characters).
-fn fifo_id(value: &str) -> String {
-    if !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()) {
-        value.to_string()
-    } else {
-        format!("sha256-{}", hex::encode(Sha256::digest(value.as_bytes())))
-    }
 }
 
 #[cfg(test)]
@@ -350,7 +317,6 @@ mod tests {
             matches!(&err, DeliveryError::Final(m) if m.contains("\"X~Odd\"")),
             "{err}"
         );
-        assert!(!is_attribute_name("AWS.Trace") && !is_attribute_name("a..b") && is_attribute_name("X-Env.v2"));
     }
 
     #[test]
@@ -364,16 +330,6 @@ mod tests {
         assert!(err.message.contains("at most 6 entries"), "{err}");
         let odd = [("X~Odd".to_string(), "v".to_string())];
         assert!(sink.check_headers(&odd).is_err());
-    }
-
-    #[test]
-    fn fifo_ids_pass_through_or_hash() {
-        assert_eq!(fifo_id("private-chat@room;1"), "private-chat@room;1");
-        let long = "c".repeat(164);
-        let id = fifo_id(&long);
-        assert!(id.starts_with("sha256-") && id.len() == 71, "{id}");
-        assert_eq!(id, fifo_id(&long), "stable");
-        assert!(fifo_id("with space").starts_with("sha256-"));
     }
 
     #[test]

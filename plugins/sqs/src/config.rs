@@ -1,7 +1,7 @@
 //! The sqs webhook's own keys: `sqs_queue_url`, `region`, and the `sqs`
 //! object (`region`, `client_options`, `group_by`, `max_body_bytes`).
 
-use hookline_aws_client::{ClientOptions, RegionSources};
+use hookline_aws_client::{ClientOptions, GroupBy, RegionSources};
 use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
 use serde::Deserialize;
 
@@ -11,19 +11,6 @@ use serde::Deserialize;
 pub const DEFAULT_MESSAGE_LIMIT: usize = 256 * 1024;
 /// The largest message SQS accepts at all.
 pub const MAX_MESSAGE_LIMIT: usize = 1024 * 1024;
-
-/// What a FIFO queue's `MessageGroupId` is taken from: messages of one
-/// group are delivered in order, groups in parallel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    /// The webhook's id: every batch of the webhook in one ordered group.
-    Webhook,
-    /// The app id.
-    App,
-    /// The channel: one batch per channel, one group per channel.
-    Channel,
-}
 
 /// A validated sqs webhook target.
 #[derive(Clone, PartialEq, Eq)]

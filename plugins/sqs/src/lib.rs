@@ -22,11 +22,13 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::send_message::SendMessageError;
 use aws_sdk_sqs::types::MessageAttributeValue;
-use hookline_aws_client::{AwsClients, ServiceFailure, classify_sdk_error, is_throttling_code};
+use hookline_aws_client::{
+    AwsClients, ServiceFailure, attribute_name_problem, classify_sdk_error, fifo_id, is_throttling_code,
+};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
-use sha2::{Digest, Sha256};
 
-pub use config::{DEFAULT_MESSAGE_LIMIT, GroupBy, MAX_MESSAGE_LIMIT, SqsTarget, region_of_aws_host};
+pub use config::{DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT, SqsTarget, region_of_aws_host};
+pub use hookline_aws_client::GroupBy;
 
 /// SQS's limit on message attributes per message.
 pub const MAX_ATTRIBUTES: usize = 10;
@@ -115,27 +117,6 @@ fn webhook_headers<'a>(
         .map(|(k, v)| (k.as_str(), v.as_str()))
 }
 
-/// A webhook header name that SQS would refuse as an attribute name, and why:
-/// SQS allows letters, digits, `_`, `-` and `.`, no leading, trailing or
-/// doubled `.`, no `AWS.` or `Amazon.` prefix, 256 characters at most.
-fn attribute_name_problem(name: &str) -> Option<&'static str> {
-    let lower = name.to_ascii_lowercase();
-    if name.is_empty() || name.len() > 256 {
-        Some("is empty or longer than 256 characters")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        Some("may hold only letters, digits, `_`, `-` and `.`")
-    } else if name.starts_with('.') || name.ends_with('.') || name.contains("..") {
-        Some("may not start or end with `.` or hold `..`")
-    } else if lower.starts_with("aws.") || lower.starts_with("amazon.") {
-        Some("may not start with `AWS.` or `Amazon.`")
-    } else {
-        None
-    }
-}
-
 /// Why these webhook headers cannot all travel as SQS attributes, if so.
 fn headers_problem(extra: &[(String, String)], signed: &[(&'static str, String)]) -> Option<String> {
     let headers: Vec<(&str, &str)> = webhook_headers(extra, signed).collect();
@@ -161,27 +142,9 @@ fn attributes_size<'a>(attributes: impl Iterator<Item = (&'a str, &'a str)>) -> 
         .sum()
 }
 
-/// A FIFO group or deduplication id as SQS accepts it (1 to 128 printable
-/// ASCII characters); anything else is replaced by its SHA-256, so that a
-/// long or non-ASCII channel or webhook id still maps to one stable group.
-fn fifo_id(value: &str) -> String {
-    if !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        value.to_string()
-    } else {
-        format!("sha256-{}", hex::encode(Sha256::digest(value.as_bytes())))
-    }
-}
-
 impl SqsSink {
     fn group_id(&self, request: &SinkRequest<'_>) -> Option<String> {
-        let value = match self.target.group_by? {
-            GroupBy::Webhook => request.webhook_id,
-            GroupBy::App => request.app_id,
-            // The engine sets the channel on every batch of a sink whose
-            // batches_per_channel is true; a missing one would be its bug,
-            // and the webhook is the safe (fully ordered) fallback.
-            GroupBy::Channel => request.channel.unwrap_or(request.webhook_id),
-        };
+        let value = self.target.group_by?.value(request);
         Some(fifo_id(value))
     }
 
@@ -414,7 +377,10 @@ mod tests {
         assert_eq!(attributes.len(), 5);
         assert_eq!(attributes[0], ("X-Env", "prod"));
         assert!(!attributes.iter().any(|(_, v)| *v == "forged"));
-        assert!(!attributes.iter().any(|(k, _)| *k == "X-Empty"), "SQS refuses empty values");
+        assert!(
+            !attributes.iter().any(|(k, _)| *k == "X-Empty"),
+            "SQS refuses empty values"
+        );
         assert_eq!(headers_problem(&extra, &signed), None);
         let many: Vec<(String, String)> = (0..7).map(|i| (format!("X-H{i}"), "v".to_string())).collect();
         let problem = headers_problem(&many, &signed).unwrap();
@@ -423,16 +389,5 @@ mod tests {
         assert!(headers_problem(&bad, &signed).unwrap().contains("`X-Odd!`"));
         let aws = vec![("AWS.Trace".to_string(), "v".to_string())];
         assert!(headers_problem(&aws, &signed).unwrap().contains("AWS."));
-    }
-
-    #[test]
-    fn fifo_ids_are_valid_and_stable() {
-        assert_eq!(fifo_id("presence-room-1"), "presence-room-1");
-        let long = "c".repeat(164);
-        let hashed = fifo_id(&long);
-        assert!(hashed.starts_with("sha256-") && hashed.len() <= 128, "{hashed}");
-        assert_eq!(hashed, fifo_id(&long));
-        assert_ne!(fifo_id("my hook"), "my hook");
-        assert_ne!(fifo_id(""), "");
     }
 }
