@@ -581,107 +581,14 @@ async fn check_accepts_the_example_app_files() {
     assert!(ok, "{stderr}");
 }
 
-/// An HTTP relay in front of moto that forwards every request and answers
-/// moto's answer, except that the first `lose` answers are replaced by a
-/// 502 (the daemon sees a failure of a publish that did take place, and
-/// resends it), and the first `hold` answers are held back for a minute (a
-/// daemon killed meanwhile never learns that its publish took place). The
-/// first `throttle` requests are not forwarded at all: they are answered
-/// with SNS's `Throttling` error, as AWS sends it.
-struct LossyRelay {
-    addr: std::net::SocketAddr,
-    forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Every request, throttled or forwarded.
-    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl LossyRelay {
-    async fn start(upstream: String, lose: usize, hold: usize) -> Self {
-        Self::start_throttling(upstream, 0, lose, hold).await
-    }
-
-    async fn start_throttling(upstream: String, throttle: usize, lose: usize, hold: usize) -> Self {
-        use axum::response::IntoResponse;
-        use std::sync::atomic::Ordering;
-        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = forwarded.clone();
-        let throttled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let requests = throttled.clone();
-        let client = reqwest::Client::new();
-        let handler = move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let count = count.clone();
-            let client = client.clone();
-            let upstream = upstream.clone();
-            let throttled = throttled.clone();
-            async move {
-                if throttled.fetch_add(1, Ordering::SeqCst) < throttle {
-                    let error = "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error>\
-                        <Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
-                        <RequestId>1</RequestId></ErrorResponse>";
-                    return (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        [("content-type", "text/xml".to_string())],
-                        error.to_string(),
-                    )
-                        .into_response();
-                }
-                let mut request = client.post(format!("{upstream}{uri}")).body(body);
-                for (name, value) in &headers {
-                    if name != "host" && name != "content-length" {
-                        request = request.header(name.as_str(), value.as_bytes());
-                    }
-                }
-                let answer = request.send().await.unwrap();
-                let status = answer.status().as_u16();
-                let content_type = answer
-                    .headers()
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                let text = answer.text().await.unwrap();
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                if n < hold {
-                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                }
-                if n < lose {
-                    return (axum::http::StatusCode::BAD_GATEWAY, "the relay lost the answer").into_response();
-                }
-                (
-                    axum::http::StatusCode::from_u16(status).unwrap(),
-                    [("content-type", content_type)],
-                    text,
-                )
-                    .into_response()
-            }
-        };
-        let router = axum::Router::new().fallback(axum::routing::post(handler));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self {
-            addr,
-            forwarded,
-            requests,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn forwarded(&self) -> usize {
-        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 #[tokio::test]
 async fn sns_fifo_a_resend_after_a_lost_answer_is_deduplicated_by_the_batch_id() {
     let moto = Moto::start();
     let (fifo, fifo_queue) = topic_with_queue(&moto, "resent.fifo");
     let (standard, standard_queue) = topic_with_queue(&moto, "resent-standard");
     // Each relay loses moto's first two answers: three publishes of one batch.
-    let fifo_relay = LossyRelay::start(moto.endpoint(), 2, 0).await;
-    let standard_relay = LossyRelay::start(moto.endpoint(), 2, 0).await;
+    let fifo_relay = LossyRelay::start(moto.endpoint(), 2).await;
+    let standard_relay = LossyRelay::start(moto.endpoint(), 2).await;
     let retry = json!({"min_backoff_ms": 10, "max_backoff_ms": 20});
     let app = json!({"id": "r", "key": "rk", "secret": "rs", "batching": {"max_wait_ms": 200}, "webhooks": [
         {"sns_topic_arn": fifo, "event_types": ["client_event"], "retry": retry,
@@ -731,8 +638,22 @@ async fn sns_fifo_kill_9_between_publish_and_answer_loses_nothing_and_duplicates
     let (standard, standard_queue) = topic_with_queue(&moto, "crash-standard");
     // Each relay holds back moto's first answer: the daemon is killed after
     // that publish took place and before it learnt so.
-    let fifo_relay = LossyRelay::start(moto.endpoint(), 0, 1).await;
-    let standard_relay = LossyRelay::start(moto.endpoint(), 0, 1).await;
+    let fifo_relay = LossyRelay::start_with(
+        moto.endpoint(),
+        RelayFaults {
+            hold: 1,
+            ..RelayFaults::default()
+        },
+    )
+    .await;
+    let standard_relay = LossyRelay::start_with(
+        moto.endpoint(),
+        RelayFaults {
+            hold: 1,
+            ..RelayFaults::default()
+        },
+    )
+    .await;
     let webhook = |topic: &str, relay: &LossyRelay| {
         json!({"sns_topic_arn": topic, "event_types": ["client_event"],
                "retry": {"min_backoff_ms": 10, "max_backoff_ms": 50},
@@ -777,11 +698,7 @@ async fn sns_fifo_kill_9_between_publish_and_answer_loses_nothing_and_duplicates
     // Both first publishes took place (moto answered the relays, which
     // hold the answers). moto de-duplicates only against messages still in
     // a queue, so the FIFO queue is read only at the end.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while fifo_relay.forwarded() < 1 || standard_relay.forwarded() < 1 {
-        assert!(std::time::Instant::now() < deadline, "no publish reached moto");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    tokio::join!(fifo_relay.wait_forwarded(1), standard_relay.wait_forwarded(1));
     drop(daemon); // kill -9
     let daemon = Daemon::start_with(apps.path(), options());
     for r in 20..40 {
@@ -830,7 +747,14 @@ async fn sns_fifo_kill_9_between_publish_and_answer_loses_nothing_and_duplicates
 async fn sns_throttling_is_retried_without_using_up_attempts() {
     let moto = Moto::start();
     let (topic, queue) = topic_with_queue(&moto, "busy");
-    let relay = LossyRelay::start_throttling(moto.endpoint(), 3, 0, 0).await;
+    let relay = LossyRelay::start_with(
+        moto.endpoint(),
+        RelayFaults {
+            throttle: 3,
+            ..RelayFaults::default()
+        },
+    )
+    .await;
     let app = json!({"id": "t", "key": "tk", "secret": "ts", "batching": {"enabled": false}, "webhooks": [
         {"sns_topic_arn": topic, "event_types": ["channel_occupied"],
          "retry": {"max_attempts": 1, "min_backoff_ms": 10, "max_backoff_ms": 20},
@@ -842,7 +766,7 @@ async fn sns_throttling_is_retried_without_using_up_attempts() {
     let messages = moto.wait_messages(&queue, 1).await;
     daemon.wait_metric(&attempts("sns", "success"), 1.0).await;
     assert_eq!(relay.forwarded(), 1);
-    assert_eq!(relay.requests.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(relay.requests(), 4);
     assert_eq!(daemon.metric(&attempts("sns", "dead_letter")).await, 0.0);
     assert_officially_valid("tk", "ts", &received(&messages));
 }

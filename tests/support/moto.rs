@@ -245,26 +245,66 @@ impl Drop for SqsServer {
     }
 }
 
+/// What a [`LossyRelay`] does to the first requests it sees; each counts
+/// from the relay's start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayFaults {
+    /// The first `throttle` requests are not forwarded at all: they are
+    /// answered with SNS's `Throttling` error (query-protocol XML, 400), as
+    /// AWS sends it.
+    pub throttle: usize,
+    /// The first `lose` forwarded requests have their answer replaced by a
+    /// 502: the sender sees a failure of a request that did take effect.
+    pub lose: usize,
+    /// The first `hold` forwarded requests have their answer held back for
+    /// a minute: a sender killed meanwhile never learns that its request
+    /// took effect.
+    pub hold: usize,
+}
+
 /// An HTTP relay in front of an AWS endpoint (moto) that forwards every
-/// request and passes the answer back, except that the first `lose`
-/// answers are replaced by a 502: the sender sees a failure of a request
-/// that did take effect, and sends it again (a lost answer, as after a
-/// network cut or a crash between sending and recording).
+/// request and passes the answer back, except for the [`RelayFaults`]: a
+/// lost answer makes the sender send the request again (as after a network
+/// cut or a crash between sending and recording).
 pub struct LossyRelay {
     pub addr: SocketAddr,
-    forwarded: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests forwarded upstream and answered there.
+    forwarded: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Every request, throttled or forwarded.
+    requests: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LossyRelay {
-    /// Starts the relay on 127.0.0.1 (a free port), in the test's runtime.
+    /// Starts the relay on 127.0.0.1 (a free port), in the test's runtime,
+    /// losing the first `lose` answers.
     pub async fn start(upstream: String, lose: usize) -> Self {
+        Self::start_with(
+            upstream,
+            RelayFaults {
+                lose,
+                ..RelayFaults::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts the relay on 127.0.0.1 (a free port), in the test's runtime,
+    /// with these faults.
+    pub async fn start_with(upstream: String, faults: RelayFaults) -> Self {
         use std::sync::atomic::Ordering;
-        let forwarded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = forwarded.clone();
+        let forwarded = Arc::new(tokio::sync::watch::Sender::new(0usize));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, seen) = (forwarded.clone(), requests.clone());
         let client = reqwest::Client::new();
         let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (count, client, upstream) = (count.clone(), client.clone(), upstream.clone());
+            let (count, seen, client, upstream) = (count.clone(), seen.clone(), client.clone(), upstream.clone());
             async move {
+                if seen.fetch_add(1, Ordering::SeqCst) < faults.throttle {
+                    let error = "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error>\
+                        <Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+                        <RequestId>1</RequestId></ErrorResponse>";
+                    return (StatusCode::BAD_REQUEST, [("content-type", "text/xml")], error).into_response();
+                }
                 let mut request = client.post(format!("{upstream}{uri}")).body(body);
                 for (name, value) in &headers {
                     if name != "host" && name != "content-length" {
@@ -280,7 +320,15 @@ impl LossyRelay {
                     }
                 }
                 let body = answer.bytes().await.unwrap();
-                if count.fetch_add(1, Ordering::SeqCst) < lose {
+                let mut n = 0;
+                count.send_modify(|count| {
+                    n = *count;
+                    *count += 1;
+                });
+                if n < faults.hold {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                if n < faults.lose {
                     return (StatusCode::BAD_GATEWAY, "the relay lost the answer").into_response();
                 }
                 (status, kept, body).into_response()
@@ -290,15 +338,41 @@ impl LossyRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { addr, forwarded }
+        Self {
+            addr,
+            forwarded,
+            requests,
+        }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// How many requests were forwarded so far.
+    /// How many requests were forwarded (and answered upstream) so far.
     pub fn forwarded(&self) -> usize {
-        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
+        *self.forwarded.borrow()
+    }
+
+    /// Waits, within [`PATIENCE`], until at least `n` requests were
+    /// forwarded and answered upstream (whatever the relay then does with
+    /// the answers).
+    pub async fn wait_forwarded(&self, n: usize) {
+        let mut count = self.forwarded.subscribe();
+        match tokio::time::timeout(PATIENCE, count.wait_for(|&count| count >= n)).await {
+            Ok(result) => {
+                result.unwrap();
+            }
+            Err(_) => panic!(
+                "relay {}: {} of {n} requests reached the upstream",
+                self.addr,
+                self.forwarded()
+            ),
+        }
+    }
+
+    /// How many requests came, throttled or forwarded.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
