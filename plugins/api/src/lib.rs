@@ -230,6 +230,62 @@ pub fn optional_str<'a>(spec: &'a WebhookSpec, key: &str) -> Result<Option<&'a s
     }
 }
 
+/// Reads the object under `key` (`"nats"`, `"kafka"`) of a webhook spec as a
+/// `T`: absent or null is `None`; anything but an object, or an object serde
+/// refuses, is an error naming the key. The error never echoes a value
+/// (see [`serde_error_without_values`]): the object may hold credentials.
+pub fn object_key<T: serde::de::DeserializeOwned>(spec: &WebhookSpec, key: &str) -> Result<Option<T>, SinkConfigError> {
+    match spec.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| SinkConfigError::new(format!("`{key}`: {}", serde_error_without_values(&e)))),
+        Some(other) => Err(SinkConfigError::new(format!(
+            "`{key}` must be an object, found {}",
+            json_type_name(other)
+        ))),
+    }
+}
+
+/// A serde error's message with the values it quotes replaced by their
+/// type: `invalid type: string "hunter2", expected a number` becomes
+/// `invalid type: a string, expected a number`, since a misplaced password
+/// or token must not reach `hookline check`'s output or the logs. Field
+/// names (`unknown field `pasword``) are kept: they say what to fix.
+pub fn serde_error_without_values(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    // serde's `Unexpected` forms that carry a value.
+    const QUOTED: &[(&str, char, &str)] = &[
+        ("string \"", '"', "a string"),
+        ("integer `", '`', "an integer"),
+        ("floating point `", '`', "a number"),
+        ("character `", '`', "a character"),
+    ];
+    'scan: while !rest.is_empty() {
+        for (opening, closing, replacement) in QUOTED {
+            if let Some(after) = rest.strip_prefix(opening) {
+                // The value may itself hold the closing mark: the quoted part
+                // ends at the last mark before the `, expected` that follows.
+                let end = after
+                    .find(", expected")
+                    .and_then(|stop| after[..stop].rfind(*closing))
+                    .or_else(|| after.find(*closing));
+                if let Some(end) = end {
+                    out.push_str(replacement);
+                    rest = &after[end + closing.len_utf8()..];
+                    continue 'scan;
+                }
+            }
+        }
+        let mut chars = rest.chars();
+        out.extend(chars.next());
+        rest = chars.as_str();
+    }
+    out
+}
+
 /// A webhook id or target as it may be logged or used as a metric label:
 /// a URL loses its user, password, query string and every path segment
 /// after the first (where tokens live: Slack-style `/services/T/B/SECRET`),
@@ -331,6 +387,41 @@ mod tests {
         assert_eq!(DeliveryError::Timeout.retry_class(), retry);
         assert_eq!(DeliveryError::Connect("refused".into()).retry_class(), retry);
         assert_eq!(DeliveryError::Final("gone".into()).retry_class(), RetryClass::Final);
+    }
+
+    #[test]
+    fn object_errors_never_echo_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Auth {
+            password: Option<u32>,
+            sasl: Option<std::collections::HashMap<String, String>>,
+        }
+        let spec = |auth: serde_json::Value| serde_json::json!({"auth": auth}).as_object().unwrap().clone();
+        for (auth, secret) in [
+            (serde_json::json!({"password": "hun\"ter2, expected"}), "hun"),
+            (serde_json::json!({"sasl": "user:s3cret"}), "s3cret"),
+            (serde_json::json!({"password": -987654}), "987654"),
+            (serde_json::json!({"password": 1.5}), "1.5"),
+        ] {
+            let error = object_key::<Auth>(&spec(auth), "auth").unwrap_err().message;
+            assert!(!error.contains(secret), "{error}");
+            assert!(error.starts_with("`auth`: invalid "), "{error}");
+        }
+        let error = object_key::<Auth>(&spec(serde_json::json!({"pasword": "x"})), "auth")
+            .unwrap_err()
+            .message;
+        assert!(error.contains("unknown field `pasword`"), "{error}");
+        assert!(
+            object_key::<Auth>(&spec(serde_json::Value::Null), "auth")
+                .unwrap()
+                .is_none()
+        );
+        let error = object_key::<Auth>(&spec(serde_json::json!("pw")), "auth")
+            .unwrap_err()
+            .message;
+        assert_eq!(error, "`auth` must be an object, found a string");
     }
 
     #[test]

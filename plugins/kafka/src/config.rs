@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, object_key, optional_str};
 use serde::Deserialize;
 
 /// Kafka's default `message.max.bytes` is 1 MiB plus 12 bytes; Hookline stays
@@ -147,22 +147,11 @@ impl KafkaTarget {
     pub fn from_spec(spec: &WebhookSpec) -> Result<Self, SinkConfigError> {
         let topic = optional_str(spec, "kafka_topic")?.unwrap_or_default().to_string();
         validate_topic(&topic)?;
-        let kafka: KafkaObject = match spec.get("kafka") {
-            None | Some(serde_json::Value::Null) => {
-                return Err(SinkConfigError::new(format!(
-                    "the Kafka webhook for topic {topic:?} names no brokers; set `kafka.brokers`, e.g. [\"kafka-1:9092\"]"
-                )));
-            }
-            Some(value @ serde_json::Value::Object(_)) => {
-                serde_json::from_value(value.clone()).map_err(|e| SinkConfigError::new(format!("`kafka`: {e}")))?
-            }
-            Some(other) => {
-                return Err(SinkConfigError::new(format!(
-                    "`kafka` must be an object, found {}",
-                    json_type_name(other)
-                )));
-            }
-        };
+        let kafka: KafkaObject = object_key(spec, "kafka")?.ok_or_else(|| {
+            SinkConfigError::new(format!(
+                "the Kafka webhook for topic {topic:?} names no brokers; set `kafka.brokers`, e.g. [\"kafka-1:9092\"]"
+            ))
+        })?;
         let tls = kafka.tls.map(read_tls).transpose()?.flatten();
         let brokers = brokers(kafka.brokers.as_ref(), &topic, tls.is_some())?;
         if let Some(acks) = &kafka.acks

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use hookline_sink_api::{SinkConfigError, WebhookSpec, object_key, optional_str};
 use serde::Deserialize;
 
 /// The server a webhook connects to when `nats.url` is not set.
@@ -154,18 +154,7 @@ impl NatsTarget {
     pub fn from_spec(spec: &WebhookSpec) -> Result<Self, SinkConfigError> {
         let subject = optional_str(spec, "nats_subject")?.unwrap_or_default().to_string();
         validate_subject(&subject)?;
-        let nats: NatsObject = match spec.get("nats") {
-            None | Some(serde_json::Value::Null) => NatsObject::default(),
-            Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone())
-                // serde's messages name the field but never echo values.
-                .map_err(|e| SinkConfigError::new(format!("`nats`: {e}")))?,
-            Some(other) => {
-                return Err(SinkConfigError::new(format!(
-                    "`nats` must be an object, found {}",
-                    json_type_name(other)
-                )));
-            }
-        };
+        let nats: NatsObject = object_key(spec, "nats")?.unwrap_or_default();
         let servers = parse_servers(nats.url)?;
         let auth = parse_auth(nats.credentials, nats.token, nats.nkey, nats.user, nats.password)?;
         let tls = nats.tls.unwrap_or_default();
