@@ -17,7 +17,7 @@
 //!   [`DeliveryError`]s, leaving only the service's own errors to the sink;
 //! * [`GroupBy`], [`fifo_id`] and [`attribute_name_problem`]: FIFO group and
 //!   deduplication ids and message attribute names, as SQS and SNS take them;
-//! * [`envelope`] and [`json_string`]: the `{"payload", "headers"}` JSON the
+//! * [`envelope`], [`envelope_overhead`] and [`json_string`]: the `{"payload", "headers"}` JSON the
 //!   lambda and eventbridge sinks send.
 //!
 //! Nothing here reads error message text: outcomes follow the SDK's typed
@@ -46,7 +46,7 @@ use tokio::sync::OnceCell;
 
 mod message;
 
-pub use message::{GroupBy, attribute_name_problem, envelope, fifo_id, json_string};
+pub use message::{GroupBy, attribute_name_problem, envelope, envelope_overhead, fifo_id, json_string};
 
 /// `<kind>.client_options.credentials`, named as soketi (the AWS JS SDK)
 /// names them. Never shown by `Debug`.

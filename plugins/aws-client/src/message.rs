@@ -110,6 +110,18 @@ pub fn envelope(request: &SinkRequest<'_>) -> Vec<u8> {
     out
 }
 
+/// The bytes [`envelope`] adds around the body for these webhook headers,
+/// the signed headers left out (each sink keeps its own allowance for
+/// them): the envelope's punctuation and each header's JSON `"name":"value"`
+/// with its separator.
+pub fn envelope_overhead(extra_headers: &[(String, String)]) -> usize {
+    r#"{"payload":,"headers":{}}"#.len()
+        + extra_headers
+            .iter()
+            .map(|(k, v)| json_string(k).len() + json_string(v).len() + 2)
+            .sum::<usize>()
+}
+
 /// `s` as a JSON string literal, quotes included.
 pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serializes")
@@ -149,6 +161,23 @@ mod tests {
                 std::str::from_utf8(&body).unwrap()
             )
         );
+    }
+
+    #[test]
+    fn the_overhead_counts_what_the_envelope_adds_for_webhook_headers() {
+        let extra = [("X-Env".to_string(), "pr\"od".to_string())];
+        let request = SinkRequest {
+            body: bytes::Bytes::from_static(b"{}"),
+            signed_headers: &[],
+            extra_headers: &extra,
+            timeout: Duration::from_secs(1),
+            app_id: "app",
+            webhook_id: "hook",
+            channel: None,
+        };
+        // `envelope` writes no separator after the last header: one byte spare.
+        assert_eq!(envelope(&request).len() + 1, 2 + envelope_overhead(&extra));
+        assert_eq!(envelope_overhead(&[]), r#"{"payload":,"headers":{}}"#.len());
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::time::Duration;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsError, PutEventsOutput};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use hookline_aws_client::{AwsClients, ServiceFailure, classify_sdk_error, envelope, is_throttling_code, json_string};
+use hookline_aws_client::{
+    AwsClients, ServiceFailure, classify_sdk_error, envelope, envelope_overhead, is_throttling_code,
+};
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 
 pub use config::{DEFAULT_DETAIL_TYPE, DEFAULT_SOURCE, EventBridgeTarget};
@@ -94,12 +96,7 @@ impl Sink for EventBridgeSink {
     }
 
     fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize> {
-        let envelope = r#"{"payload":,"headers":{}}"#.len()
-            + extra_headers
-                .iter()
-                .map(|(k, v)| json_string(k).len() + json_string(v).len() + 2)
-                .sum::<usize>()
-            + SIGNED_HEADERS_ALLOWANCE;
+        let envelope = envelope_overhead(extra_headers) + SIGNED_HEADERS_ALLOWANCE;
         let fixed = self.target.source.len() + self.target.detail_type.len();
         Some(ENTRY_LIMIT.saturating_sub(envelope + fixed))
     }

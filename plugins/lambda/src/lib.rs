@@ -20,7 +20,7 @@ use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use hookline_aws_client::{
-    AwsClients, ClientOptions, ServiceFailure, classify_sdk_error, envelope, json_string, retry_after_seconds,
+    AwsClients, ClientOptions, ServiceFailure, classify_sdk_error, envelope, envelope_overhead, retry_after_seconds,
 };
 use hookline_sink_api::{BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec};
 
@@ -95,12 +95,7 @@ impl Sink for LambdaSink {
     }
 
     fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize> {
-        let envelope = r#"{"payload":,"headers":{}}"#.len()
-            + extra_headers
-                .iter()
-                .map(|(k, v)| json_string(k).len() + json_string(v).len() + 2)
-                .sum::<usize>()
-            + SIGNED_HEADERS_ALLOWANCE;
+        let envelope = envelope_overhead(extra_headers) + SIGNED_HEADERS_ALLOWANCE;
         Some(self.target.max_payload_bytes.saturating_sub(envelope))
     }
 
