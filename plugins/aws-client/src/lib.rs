@@ -40,7 +40,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use aws_types::sdk_config::RetryConfig;
-use hookline_sink_api::{DeliveryError, SinkConfigError, json_type_name};
+use hookline_sink_api::{DeliveryError, SinkConfigError, json_type_name, serde_error_without_values};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
@@ -89,8 +89,9 @@ impl ClientOptions {
     pub fn from_value(kind: &str, value: Option<&serde_json::Value>) -> Result<Self, SinkConfigError> {
         let options = match value {
             None | Some(serde_json::Value::Null) => Self::default(),
-            Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone())
-                .map_err(|e| SinkConfigError::new(format!("`{kind}.client_options`: {e}")))?,
+            Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone()).map_err(|e| {
+                SinkConfigError::new(format!("`{kind}.client_options`: {}", serde_error_without_values(&e)))
+            })?,
             Some(other) => {
                 return Err(SinkConfigError::new(format!(
                     "`{kind}.client_options` must be an object, found {}",

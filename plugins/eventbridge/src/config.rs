@@ -3,7 +3,7 @@
 //! `source`).
 
 use hookline_aws_client::{ClientOptions, RegionSources};
-use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use hookline_sink_api::{SinkConfigError, WebhookSpec, object_key, optional_str};
 use serde::Deserialize;
 
 /// The `DetailType` of every entry unless `eventbridge.detail_type` says otherwise.
@@ -86,17 +86,7 @@ impl EventBridgeTarget {
         let bus = optional_str(spec, "eventbridge_bus")?
             .ok_or_else(|| SinkConfigError::new("`eventbridge_bus` must be a bus name or ARN"))?;
         let (bus_name, arn_region) = parse_bus(bus)?;
-        let object: EventBridgeObject = match spec.get("eventbridge") {
-            None | Some(serde_json::Value::Null) => EventBridgeObject::default(),
-            Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value.clone())
-                .map_err(|e| SinkConfigError::new(format!("`eventbridge`: {e}")))?,
-            Some(other) => {
-                return Err(SinkConfigError::new(format!(
-                    "`eventbridge` must be an object, found {}",
-                    json_type_name(other)
-                )));
-            }
-        };
+        let object: EventBridgeObject = object_key(spec, "eventbridge")?.unwrap_or_default();
         let region = RegionSources {
             kind: "eventbridge",
             service: "EventBridge",

@@ -4,7 +4,7 @@
 
 pub use hookline_aws_client::InlineCredentials;
 use hookline_aws_client::{ClientOptions, RegionSources};
-use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use hookline_sink_api::{SinkConfigError, WebhookSpec, object_key, optional_str};
 use serde::Deserialize;
 
 /// AWS's limit for an `Event` (asynchronous) invocation payload.
@@ -60,18 +60,7 @@ impl LambdaTarget {
             .filter(|f| !f.is_empty())
             .ok_or_else(|| SinkConfigError::new("`lambda_function` must be a function name or ARN"))?
             .to_string();
-        let lambda: LambdaObject = match spec.get("lambda") {
-            None | Some(serde_json::Value::Null) => LambdaObject::default(),
-            Some(value @ serde_json::Value::Object(_)) => {
-                serde_json::from_value(value.clone()).map_err(|e| SinkConfigError::new(format!("`lambda`: {e}")))?
-            }
-            Some(other) => {
-                return Err(SinkConfigError::new(format!(
-                    "`lambda` must be an object, found {}",
-                    json_type_name(other)
-                )));
-            }
-        };
+        let lambda: LambdaObject = object_key(spec, "lambda")?.unwrap_or_default();
         let region = RegionSources {
             kind: "lambda",
             service: "Lambda",

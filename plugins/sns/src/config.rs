@@ -2,7 +2,7 @@
 //! object (`region`, `client_options`, `group_by`).
 
 use hookline_aws_client::{ClientOptions, GroupBy, RegionSources};
-use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use hookline_sink_api::{SinkConfigError, WebhookSpec, object_key, optional_str};
 use serde::Deserialize;
 
 /// A validated sns webhook target.
@@ -75,18 +75,7 @@ impl SnsTarget {
         let topic_arn = optional_str(spec, "sns_topic_arn")?
             .ok_or_else(|| SinkConfigError::new("`sns_topic_arn` must be a topic ARN"))?;
         let arn = parse_topic_arn(topic_arn)?;
-        let sns: SnsObject = match spec.get("sns") {
-            None | Some(serde_json::Value::Null) => SnsObject::default(),
-            Some(value @ serde_json::Value::Object(_)) => {
-                serde_json::from_value(value.clone()).map_err(|e| SinkConfigError::new(format!("`sns`: {e}")))?
-            }
-            Some(other) => {
-                return Err(SinkConfigError::new(format!(
-                    "`sns` must be an object, found {}",
-                    json_type_name(other)
-                )));
-            }
-        };
+        let sns: SnsObject = object_key(spec, "sns")?.unwrap_or_default();
         let region = RegionSources {
             kind: "sns",
             service: "SNS",

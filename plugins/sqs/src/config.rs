@@ -2,7 +2,7 @@
 //! object (`region`, `client_options`, `group_by`, `max_body_bytes`).
 
 use hookline_aws_client::{ClientOptions, GroupBy, RegionSources};
-use hookline_sink_api::{SinkConfigError, WebhookSpec, json_type_name, optional_str};
+use hookline_sink_api::{SinkConfigError, WebhookSpec, object_key, optional_str};
 use serde::Deserialize;
 
 /// SQS's classic limit for a message, body and attributes together. SQS
@@ -119,18 +119,7 @@ impl SqsTarget {
                 "`sqs_queue_url` {queue_url:?} must not have a query string or fragment; write the bare queue URL"
             )));
         }
-        let sqs: SqsObject = match spec.get("sqs") {
-            None | Some(serde_json::Value::Null) => SqsObject::default(),
-            Some(value @ serde_json::Value::Object(_)) => {
-                serde_json::from_value(value.clone()).map_err(|e| SinkConfigError::new(format!("`sqs`: {e}")))?
-            }
-            Some(other) => {
-                return Err(SinkConfigError::new(format!(
-                    "`sqs` must be an object, found {}",
-                    json_type_name(other)
-                )));
-            }
-        };
+        let sqs: SqsObject = object_key(spec, "sqs")?.unwrap_or_default();
         let host = url.host_str().unwrap_or_default();
         let url_region = region_of_aws_host(host);
         let region = RegionSources {
