@@ -5,7 +5,8 @@
 # On a fresh clone of an idle 2-core machine it takes about 30 minutes (most
 # of it compiling: the workspace in the dev profile, the static container
 # image, the WASM filters and the language runtimes' components) and leaves
-# about 9 GB in target/. Every test binary runs even when an earlier one fails
+# about 11 GB in target/; the first run on a machine also builds the tansu
+# Kafka broker into ~/.cache/hookline-peers (10 to 20 minutes, once). Every test binary runs even when an earlier one fails
 # (--no-fail-fast), so one run reports every failure.
 set -euo pipefail
 
