@@ -697,3 +697,45 @@ async fn the_page_takes_the_bearer_token_too() {
         );
     }
 }
+
+/// Queue and stream webhooks show in the API with their kind and a target
+/// that names the queue, topic, bus, subject or topic and never a
+/// credential, and no credential reaches the logs.
+#[tokio::test]
+async fn queue_and_stream_webhooks_show_their_kind_and_a_target_without_credentials() {
+    let apps = AppsDir::new();
+    let secrets = ["sqs-secret-key", "nats-secret-token", "kafka-secret-pw"];
+    let app = serde_json::json!({"id": "q", "key": "qk", "secret": "qs", "webhooks": [
+        {"sqs_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo", "event_types": ["x"],
+         "sqs": {"client_options": {"credentials": {"accessKeyId": "AKIDSHOWN", "secretAccessKey": secrets[0]}}}},
+        {"sns_topic_arn": "arn:aws:sns:us-east-2:123456789012:presence", "event_types": ["x"]},
+        {"eventbridge_bus": "default", "region": "eu-central-1", "event_types": ["x"]},
+        {"nats_subject": "hooks.a", "event_types": ["x"],
+         "nats": {"url": "nats://127.0.0.1:4999", "token": secrets[1]}},
+        {"kafka_topic": "events", "event_types": ["x"],
+         "kafka": {"brokers": ["127.0.0.1:9999"],
+                   "sasl": {"mechanism": "PLAIN", "username": "u", "password": secrets[2]}}}]});
+    apps.write("q.json", &app.to_string());
+    let daemon = admin_daemon(&apps, Some(TOKEN));
+    let api = Api::of(&daemon, Some(TOKEN));
+    let (status, view) = api.get("/api/v1/apps").await;
+    assert_eq!(status, 200);
+    assert_documented(&openapi(), "/api/v1/apps", "get", status, &view);
+    let webhooks = view["apps"][0]["webhooks"].as_array().unwrap();
+    let shown = |key: &str| -> Vec<String> { webhooks.iter().map(|w| w[key].as_str().unwrap().to_string()).collect() };
+    assert_eq!(shown("kind"), ["sqs", "sns", "eventbridge", "nats", "kafka"]);
+    assert_eq!(
+        shown("target"),
+        [
+            "sqs:orders.fifo@eu-west-1",
+            "sns:presence@us-east-2",
+            "eventbridge:default@eu-central-1",
+            "nats:hooks.a@127.0.0.1:4999",
+            "kafka:events@127.0.0.1:9999"
+        ]
+    );
+    for secret in secrets {
+        assert!(!view.to_string().contains(secret), "{secret} in {view}");
+        assert!(!daemon.logs().contains(secret), "{secret} in the logs");
+    }
+}
