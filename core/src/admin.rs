@@ -176,10 +176,11 @@ impl OfflineAdmin {
         store: SharedStore,
         filters: bool,
     ) -> Result<Self, crate::filter::FilterError> {
+        let components = filters.then(|| crate::sink_component::SinkComponentHost::for_daemon(settings));
         let filters = filters
             .then(|| crate::filter::FilterHost::for_daemon(settings, None))
             .transpose()?;
-        let registry = Arc::new(AppRegistry::for_settings(settings, sinks, env, filters));
+        let registry = Arc::new(AppRegistry::for_settings(settings, sinks, env, filters, components));
         Ok(Self {
             ctx: AdminContext {
                 store,

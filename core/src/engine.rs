@@ -158,7 +158,14 @@ impl Engine {
         }
         let filters =
             FilterHost::for_daemon(&settings, Some(&metrics)).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let registry = Arc::new(AppRegistry::for_settings(&settings, sinks, env, Some(filters.clone())));
+        let components = crate::sink_component::SinkComponentHost::for_daemon(&settings);
+        let registry = Arc::new(AppRegistry::for_settings(
+            &settings,
+            sinks,
+            env,
+            Some(filters.clone()),
+            Some(components),
+        ));
         let ids = Arc::new(BatchIds::starting_at(store.first_key()));
         let backlog = Arc::new(crate::backlog::Backlog::new(
             settings.delivery.max_backlog_bytes,

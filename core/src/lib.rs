@@ -37,6 +37,7 @@ pub mod event;
 pub mod filter;
 pub mod settings;
 pub mod signing;
+pub mod sink_component;
 pub mod sinks;
 pub mod store;
 

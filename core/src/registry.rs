@@ -130,9 +130,11 @@ impl AppRegistry {
         sinks: SinkRegistry,
         env: EnvLookup,
         filters: Option<Arc<FilterHost>>,
+        components: Option<Arc<crate::sink_component::SinkComponentHost>>,
     ) -> Self {
         let mut defaults = LoadDefaults::from(settings);
         defaults.filters = filters;
+        defaults.components = components;
         Self::new(settings.apps_dir.clone(), AppLoader::new(sinks, defaults, env))
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hookline_sink_api::{Sink, SinkConfigError, SinkPlugin, WebhookSpec};
+use hookline_sink_api::{BuildContext, Sink, SinkConfigError, SinkPlugin, WebhookSpec};
 
 /// The plugins the daemon was started with. The engine knows no plugin by
 /// name; the binary registers them.
@@ -47,6 +47,8 @@ impl SinkRegistry {
     /// unknown. Both are ignored.
     pub fn key_warnings(&self, kind: Option<&str>, spec: &WebhookSpec) -> Vec<String> {
         let reads = |p: &Arc<dyn SinkPlugin>, key: &str| p.selector_key() == key || p.own_keys().contains(&key);
+        // A sink's own kind is its plugin's, a colon, and a detail.
+        let kind = kind.map(|k| k.split_once(':').map_or(k, |(plugin, _)| plugin));
         let mut warnings = Vec::new();
         for key in spec.keys() {
             if self.plugins.iter().any(|p| Some(p.kind()) == kind && reads(p, key)) {
@@ -71,8 +73,13 @@ impl SinkRegistry {
     }
 
     /// Picks the plugin for a webhook and builds its sink; returns the
-    /// plugin's kind, the selector value (the default webhook id) and the sink.
-    pub fn build(&self, spec: &WebhookSpec) -> Result<(&'static str, String, Arc<dyn Sink>), SinkConfigError> {
+    /// sink's kind (the plugin's, or the sink's own, see [`Sink::kind`]),
+    /// the default webhook id and the sink.
+    pub fn build(
+        &self,
+        spec: &WebhookSpec,
+        context: &BuildContext<'_>,
+    ) -> Result<(&'static str, String, Arc<dyn Sink>), SinkConfigError> {
         let present: Vec<&Arc<dyn SinkPlugin>> = self
             .plugins
             .iter()
@@ -104,16 +111,28 @@ impl SinkRegistry {
                 )));
             }
         };
-        let selector = match spec.get(plugin.selector_key()) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => {
-                return Err(SinkConfigError::new(format!(
-                    "`{}` must be a non-empty string",
-                    plugin.selector_key()
-                )));
-            }
+        let Some(default_id) = plugin.default_id(spec) else {
+            return Err(SinkConfigError::new(format!(
+                "`{}` must be a non-empty string",
+                plugin.selector_key()
+            )));
         };
-        let sink = plugin.build(spec)?;
-        Ok((plugin.kind(), selector, Arc::from(sink)))
+        let sink = plugin.build_with(spec, context)?;
+        let kind = sink.kind().map_or(plugin.kind(), intern_kind);
+        Ok((kind, default_id, Arc::from(sink)))
     }
+}
+
+/// One `&'static str` per distinct kind a sink named (`wasm:slack.wasm`):
+/// metric labels and webhooks hold the kind as a `&'static str`, and the
+/// kinds of a process are few (one per component file name).
+fn intern_kind(kind: String) -> &'static str {
+    static KINDS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut kinds = KINDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = kinds.iter().find(|k| **k == kind) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(kind.into_boxed_str());
+    kinds.push(leaked);
+    leaked
 }

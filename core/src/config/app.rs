@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookline_sink_api::{Sink, json_type_name};
+use hookline_sink_api::{BuildContext, Sink, json_type_name};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -150,20 +150,36 @@ pub(super) fn fingerprint(definition: &Value, filter_digests: &[&str]) -> Arc<st
 }
 
 impl App {
-    /// The content hashes of every filter the app's webhooks run, in order.
+    /// The content hashes of every component the app's webhooks run (their
+    /// filters, then their sink component), in order.
     pub fn filter_digests(&self) -> Vec<&str> {
-        self.webhooks
-            .iter()
-            .flat_map(|w| w.filters.filters.iter().map(|f| f.digest()))
-            .collect()
+        component_digests(&self.webhooks)
     }
 
     /// Every filter file the app uses.
     pub fn filter_paths(&self) -> impl Iterator<Item = &Path> {
-        self.webhooks
-            .iter()
-            .flat_map(|w| w.filters.filters.iter().map(|f| f.spec().path.as_path()))
+        self.webhooks.iter().flat_map(|w| {
+            w.filters
+                .filters
+                .iter()
+                .map(|f| f.spec().path.as_path())
+                .chain(w.sink.source_file().map(|(path, _)| path))
+        })
     }
+}
+
+/// The content hashes of the webhooks' filters and sink components.
+fn component_digests(webhooks: &[Arc<Webhook>]) -> Vec<&str> {
+    webhooks
+        .iter()
+        .flat_map(|w| {
+            w.filters
+                .filters
+                .iter()
+                .map(|f| f.digest())
+                .chain(w.sink.source_file().map(|(_, digest)| digest))
+        })
+        .collect()
 }
 
 impl Webhook {
@@ -352,7 +368,8 @@ pub(crate) fn build_app(
                 continue;
             }
         };
-        match build_webhook(definition, sinks, defaults, app_retry, warnings, &place, base_dir) {
+        let context = BuildContext { base_dir, app_id: id };
+        match build_webhook(definition, sinks, defaults, app_retry, warnings, &place, &context) {
             Ok(webhook) => built.push(webhook),
             Err(errors) => problems.0.extend(errors.into_iter().map(|e| format!("{place}: {e}"))),
         }
@@ -384,10 +401,7 @@ pub(crate) fn build_app(
     }
     match (key, secret, enabled, batching) {
         (Some(key), Some(secret), Some(enabled), Some(batching)) if problems.0.is_empty() => {
-            let digests: Vec<&str> = webhooks
-                .iter()
-                .flat_map(|w| w.filters.filters.iter().map(|f| f.digest()))
-                .collect();
+            let digests = component_digests(&webhooks);
             let fingerprint = fingerprint(&definition, &digests);
             Ok(App {
                 id: id.into(),
@@ -439,7 +453,7 @@ fn build_webhook(
     app_retry: RetrySettings,
     warnings: &mut Vec<String>,
     place: &str,
-    base_dir: &Path,
+    context: &BuildContext<'_>,
 ) -> Result<PendingWebhook, Vec<String>> {
     let mut problems = Problems::default();
     let WebhookDefinition {
@@ -454,7 +468,7 @@ fn build_webhook(
         ordering,
         target,
     } = definition;
-    let built = problems.take("", sinks.build(&target).map_err(|e| e.message));
+    let built = problems.take("", sinks.build(&target, context).map_err(|e| e.message));
     let kind = built.as_ref().map(|(kind, _, _)| *kind);
     warnings.extend(
         sinks
@@ -493,7 +507,7 @@ fn build_webhook(
     let filter_specs = problems.take(
         "",
         filter_entries.and_then(|entries| {
-            filter_specs(&Value::Array(entries), base_dir, defaults).map_err(|e| format!("`filters`: {e}"))
+            filter_specs(&Value::Array(entries), context.base_dir, defaults).map_err(|e| format!("`filters`: {e}"))
         }),
     );
     let headers = problems.take(

@@ -24,9 +24,12 @@ pub struct LoadDefaults {
     pub max_in_flight: usize,
     /// The WASM filter host; `None` refuses app files that use filters.
     pub filters: Option<std::sync::Arc<crate::filter::FilterHost>>,
-    /// Read `filters` entries but compile none: the apps carry no filters.
-    /// For tools that need only apps' ids, keys and secrets.
+    /// Read `filters` entries and `sink` objects but compile none: the apps
+    /// carry no filters and their sink components deliver nothing. For
+    /// tools that need only apps' ids, keys and secrets.
     pub skip_filters: bool,
+    /// The sink component host; `None` refuses webhooks with a `sink`.
+    pub components: Option<std::sync::Arc<crate::sink_component::SinkComponentHost>>,
 }
 
 impl From<&Settings> for LoadDefaults {
@@ -37,6 +40,7 @@ impl From<&Settings> for LoadDefaults {
             max_in_flight: settings.delivery.max_in_flight,
             filters: None,
             skip_filters: false,
+            components: None,
         }
     }
 }
@@ -107,7 +111,15 @@ pub struct LoadedFile {
 impl AppLoader {
     /// A loader building sinks from `sinks`, with `defaults` for unset fields
     /// and `env` resolving `${NAME}` references.
-    pub fn new(sinks: SinkRegistry, defaults: LoadDefaults, env: EnvLookup) -> Self {
+    /// Sink components (the `sink` key) are built with `defaults.components`.
+    pub fn new(mut sinks: SinkRegistry, defaults: LoadDefaults, env: EnvLookup) -> Self {
+        use crate::sink_component::ComponentSinkPlugin;
+        let components = if defaults.skip_filters {
+            ComponentSinkPlugin::unloaded()
+        } else {
+            ComponentSinkPlugin::new(defaults.components.clone())
+        };
+        sinks.register(std::sync::Arc::new(components));
         Self { sinks, defaults, env }
     }
 

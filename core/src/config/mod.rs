@@ -30,7 +30,8 @@ use crate::sinks::SinkRegistry;
 pub async fn check_apps(settings: &Settings, sinks: SinkRegistry, env: EnvLookup) -> std::io::Result<ReloadReport> {
     let filters =
         FilterHost::new(settings.filters.clone(), None, None).map_err(|e| std::io::Error::other(e.to_string()))?;
-    crate::registry::AppRegistry::for_settings(settings, sinks, env, Some(filters))
+    let components = crate::sink_component::SinkComponentHost::new(settings.filters.clone(), None);
+    crate::registry::AppRegistry::for_settings(settings, sinks, env, Some(filters), Some(components))
         .reload()
         .await
 }

@@ -266,6 +266,7 @@ impl LaneContext {
             app_id: &record.app_id,
             webhook_id: &webhook.id,
             channel: channel.as_deref(),
+            attempt: record.attempts.saturating_add(1),
         };
         // The sink may enforce the timeout itself; this bounds it regardless.
         match tokio::time::timeout(webhook.timeout + Duration::from_millis(50), webhook.sink.send(request)).await {

@@ -30,7 +30,7 @@ pub fn set_after_compile(hook: fn()) {
 /// Compiled filter components: in memory by content and engine hash, so
 /// one file used by many webhooks compiles once, and on disk (signed with
 /// the daemon's cache key) so a restart does not compile again.
-pub(super) struct CompileCache {
+pub(crate) struct CompileCache {
     dir: Option<PathBuf>,
     /// Signs and checks the on-disk entries (with `dir`).
     key: Option<[u8; 32]>,
@@ -52,7 +52,7 @@ impl std::fmt::Debug for CompileCache {
 impl CompileCache {
     /// A cache under `dir` (memory only without one); `metrics`, when
     /// given, count compilations and cache hits.
-    pub(super) fn open(dir: Option<PathBuf>, metrics: Option<&Metrics>) -> std::io::Result<Self> {
+    pub(crate) fn open(dir: Option<PathBuf>, metrics: Option<&Metrics>) -> std::io::Result<Self> {
         let key = dir.as_deref().map(cache_key).transpose()?;
         Ok(Self {
             dir,
@@ -65,7 +65,7 @@ impl CompileCache {
 
     /// The component of the file at `path`, compiled for `engine` (or
     /// taken from memory or disk), and its key (content and engine hash).
-    pub(super) fn component(&self, engine: &Engine, path: &Path) -> Result<(Component, String), String> {
+    pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<(Component, String), String> {
         let bytes = read_component_file(path)?;
         // SHA-256, not `DefaultHasher`, whose output may change between Rust
         // releases and would orphan the on-disk cache.
@@ -128,7 +128,7 @@ impl CompileCache {
     /// Forgets compiled components no loaded filter uses (by key), and
     /// removes on-disk entries unused for a week; returns how many were
     /// forgotten from memory.
-    pub(super) fn forget_unused(&self, in_use: &HashSet<&str>) -> usize {
+    pub(crate) fn forget_unused(&self, in_use: &HashSet<&str>) -> usize {
         let mut compiled = self
             .compiled
             .lock()

@@ -491,7 +491,7 @@ impl std::fmt::Display for Decision {
 }
 
 /// A trap in words: deadline, memory cap, or the guest's own trap.
-fn describe_trap(error: &wasmtime::Error) -> String {
+pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "ran past its CPU deadline (cpu_ms)".to_string(),
         Some(wasmtime::Trap::UnreachableCodeReached) => "panicked or aborted (wasm `unreachable`)".to_string(),

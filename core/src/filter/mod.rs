@@ -23,6 +23,19 @@ use std::sync::Arc;
 use crate::event::Event;
 
 pub use cache::set_after_compile;
+
+/// The machinery sink components share with filters: the compile cache,
+/// the deadline ticker, the memory limiter, captured output, and how a
+/// trap is put in words.
+pub(crate) mod shared {
+    pub(crate) use super::cache::CompileCache;
+    pub(crate) use super::convert::{EventView, event_views};
+    pub(crate) use super::host::describe_trap;
+    pub(crate) use super::limits::SandboxLimits;
+    pub(crate) use super::output::CapturedOutput;
+    pub(crate) use super::sandbox::{LOG_LINES_PER_CALL, LOG_MESSAGE_CAP, truncate};
+    pub(crate) use super::ticker::{DeadlineTicker, EPOCH_TICK};
+}
 pub use host::{Decision, FilterHost, LoadedFilter};
 
 /// Converts one event of a `replace` verdict as a guest lowered it (for

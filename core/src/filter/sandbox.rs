@@ -44,9 +44,9 @@ const ALLOWED_PACKAGES: &[&str] = &[
     "wasi:sockets/",
 ];
 /// Lines a call may log, through the `log` import and its output together.
-pub(super) const LOG_LINES_PER_CALL: u32 = 100;
+pub(crate) const LOG_LINES_PER_CALL: u32 = 100;
 /// Longest log message kept from a filter.
-pub(super) const LOG_MESSAGE_CAP: usize = 4096;
+pub(crate) const LOG_MESSAGE_CAP: usize = 4096;
 /// WASI resources (pollables, streams…) an instance may hold at once.
 const MAX_RESOURCES: usize = 4096;
 
@@ -206,7 +206,7 @@ pub(super) fn sandbox_linker(engine: &Engine) -> wasmtime::Result<Linker<HostSta
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
-pub(super) fn truncate(text: &str, max: usize) -> &str {
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

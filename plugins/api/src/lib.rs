@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -48,6 +49,36 @@ pub trait SinkPlugin: Send + Sync + 'static {
     /// Called whenever the app file holding the webhook is loaded; the
     /// returned sink is used for every delivery formed under that config.
     fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError>;
+
+    /// Like [`Self::build`], with what the engine knows about where the
+    /// webhook is defined: the engine calls this one. A plugin whose keys
+    /// name files (relative to the app file) overrides it; the default
+    /// builds from the keys alone.
+    fn build_with(&self, spec: &WebhookSpec, context: &BuildContext<'_>) -> Result<Box<dyn Sink>, SinkConfigError> {
+        let _ = context;
+        self.build(spec)
+    }
+
+    /// The webhook's default `id`, from its selector value: the value
+    /// itself when it is a string (`url`, `lambda_function`), `None` when
+    /// the value is not a non-empty string. A plugin whose selector is an
+    /// object names the string that identifies it.
+    fn default_id(&self, spec: &WebhookSpec) -> Option<String> {
+        match spec.get(self.selector_key()) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Where a webhook is being built.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildContext<'a> {
+    /// The directory of the app file that defines the webhook: paths in
+    /// its keys are relative to it.
+    pub base_dir: &'a Path,
+    /// The app the webhook belongs to.
+    pub app_id: &'a str,
 }
 
 /// A built delivery target: sends one signed request.
@@ -60,6 +91,23 @@ pub trait Sink: Send + Sync + fmt::Debug + 'static {
     /// sink can send in one request, once its own envelope is counted;
     /// `None` when there is no limit. The engine splits batches to fit.
     fn max_body_bytes(&self, extra_headers: &[(String, String)]) -> Option<usize>;
+
+    /// The kind shown on the status page, in the admin API and in metrics,
+    /// when it is not the plugin's [`SinkPlugin::kind`] (a sink component
+    /// names its file: `wasm:slack.wasm`): the plugin's kind, a colon and a
+    /// detail. The engine keeps one copy of
+    /// each distinct kind for the life of the process.
+    fn kind(&self) -> Option<String> {
+        None
+    }
+
+    /// The file this sink runs (a sink component) and a hash of its
+    /// content, when there is one: the daemon watches the file, reloading
+    /// the app when it changes, and the hash is part of the app's
+    /// fingerprint.
+    fn source_file(&self) -> Option<(&Path, &str)> {
+        None
+    }
 
     /// The timeout the engine applies to an attempt when the webhook sets none.
     fn default_timeout(&self) -> Duration;
@@ -106,6 +154,9 @@ pub struct SinkRequest<'a> {
     /// The channel of the batch's events, when they all share one; always
     /// set for a sink whose [`Sink::batches_per_channel`] is true.
     pub channel: Option<&'a str>,
+    /// Which attempt this is: 1 for the first, then one more per failed
+    /// attempt that counted (a throttle does not).
+    pub attempt: u32,
 }
 
 /// Why an attempt failed, typed so the engine can decide whether to retry
@@ -144,6 +195,16 @@ pub enum DeliveryError {
     /// a service error, a function not ready yet).
     #[error("{0}")]
     Transient(String),
+    /// A failure the sink says is transient, with the least wait it asked
+    /// for before the next try (a sink component's `retry` with `after-ms`):
+    /// retried like a 503 with `Retry-After`, the attempt counting.
+    #[error("{reason} (retry after {} ms)", retry_after.as_millis())]
+    TransientAfter {
+        /// What went wrong.
+        reason: String,
+        /// The least wait before the next attempt.
+        retry_after: Duration,
+    },
     /// A failure that no retry will fix (not found, access denied, invalid
     /// request, a 3xx or 4xx answer).
     #[error("{0}")]
@@ -177,6 +238,9 @@ impl DeliveryError {
             DeliveryError::Timeout | DeliveryError::Connect(_) | DeliveryError::Transient(_) => {
                 RetryClass::Retry { at_least: None }
             }
+            DeliveryError::TransientAfter { retry_after, .. } => RetryClass::Retry {
+                at_least: Some(*retry_after),
+            },
             // With no stated wait, a zero wait: the engine never retries
             // sooner than its backoff, so this backs off without counting.
             DeliveryError::Throttled { retry_after } => RetryClass::RetryAfter(retry_after.unwrap_or_default()),

@@ -152,6 +152,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel: None,
+            attempt: 1,
         };
         let payload = String::from_utf8(envelope(&request)).unwrap();
         assert_eq!(
@@ -174,6 +175,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel: None,
+            attempt: 1,
         };
         // `envelope` writes no separator after the last header: one byte spare.
         assert_eq!(envelope(&request).len() + 1, 2 + envelope_overhead(&extra));
@@ -214,6 +216,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel,
+            attempt: 1,
         };
         assert_eq!(GroupBy::default(), GroupBy::Webhook);
         assert_eq!(GroupBy::Webhook.value(&request(Some("c"))), "hook");

@@ -273,6 +273,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel: None,
+            attempt: 1,
         };
         let headers = build_headers(&request).unwrap();
         assert_eq!(headers.get_all("x-pusher-signature").iter().count(), 1);

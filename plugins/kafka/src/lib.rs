@@ -578,6 +578,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel: Some("c"),
+            attempt: 1,
         };
         let r = record(&request, KeyBy::Webhook);
         assert_eq!(r.value.as_deref(), Some(&body[..]));

@@ -662,6 +662,7 @@ mod tests {
             app_id: "a",
             webhook_id: "w",
             channel: None,
+            attempt: 1,
         };
         let headers = s.headers(&request).unwrap();
         assert_eq!(headers.get("X-Pusher-Signature").unwrap().as_str(), "sig");
@@ -694,6 +695,7 @@ mod tests {
             app_id: "a",
             webhook_id: "w",
             channel: None,
+            attempt: 1,
         };
         for _ in 0..2 {
             let error = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(2), s.send(request.clone()))

@@ -269,6 +269,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel: None,
+            attempt: 1,
         }
     }
 

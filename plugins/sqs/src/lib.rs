@@ -372,6 +372,7 @@ mod tests {
             app_id: "app",
             webhook_id: "hook",
             channel: None,
+            attempt: 1,
         };
         let attributes = attributes(&request);
         assert_eq!(attributes.len(), 5);

@@ -1,0 +1,414 @@
+//! A sink component's only door to the world: outgoing HTTP, checked and
+//! sent by the host.
+//!
+//! Every request a guest hands to `wasi:http/outgoing-handler` lands in
+//! [`OutboundHooks::send_request`] before any connection exists. It must
+//! name an absolute URI whose scheme, host and port are one of the
+//! webhook's `allowed_hosts`; names are resolved by the host, which refuses
+//! non-public addresses unless the origin allows them; the origin's secret
+//! headers are added here, where the guest never sees them; and the request
+//! goes out on one pooled client shared by every component, with redirects
+//! left to the guest (which may only follow them to allowed origins).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Largest request body a guest may send.
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// One entry of a webhook's `allowed_hosts`.
+#[derive(Clone)]
+pub(crate) struct AllowedOrigin {
+    pub scheme: http::uri::Scheme,
+    /// Lower case, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    /// Added to every request to this origin (replacing the guest's own).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Loopback, private and link-local addresses are allowed.
+    pub allow_private: bool,
+}
+
+impl std::fmt::Debug for AllowedOrigin {
+    // Header values are secrets: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AllowedOrigin")
+            .field("origin", &self.to_string())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            )
+            .field("allow_private", &self.allow_private)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for AllowedOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{}://{host}:{}", self.scheme, self.port)
+    }
+}
+
+impl AllowedOrigin {
+    /// Parses an origin (`https://hooks.slack.com`, `http://127.0.0.1:8080`):
+    /// a scheme (http or https), a host, an optional port, nothing else.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let url = url::Url::parse(text)
+            .map_err(|e| format!("`{text}` is not an origin ({e}); write it as https://host[:port]"))?;
+        let scheme = match url.scheme() {
+            "http" => http::uri::Scheme::HTTP,
+            "https" => http::uri::Scheme::HTTPS,
+            other => {
+                return Err(format!(
+                    "`{text}` has the scheme `{other}`; only http and https origins are allowed"
+                ));
+            }
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "`{text}` holds credentials; put them in the entry's `headers` (e.g. Authorization) instead"
+            ));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "`{text}` has a path, query or fragment; an origin is only scheme://host[:port] (every path on it is allowed)"
+            ));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("`{text}` has no host")),
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            headers: Vec::new(),
+            allow_private: false,
+        })
+    }
+
+    fn matches(&self, scheme: &http::uri::Scheme, host: &str, port: u16) -> bool {
+        self.scheme == *scheme && self.host == host && self.port == port
+    }
+}
+
+/// Whether an address is one a sink may not reach unless its origin says
+/// `allow_private`: loopback, private (RFC 1918, unique local), link-local,
+/// carrier-grade NAT, unspecified, broadcast, multicast, and IPv4 written
+/// as IPv6.
+pub(crate) fn is_non_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (b & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_non_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The resolver of the strict client: a name any of whose addresses is
+/// non-public is refused (a public name pointed at 127.0.0.1 is the classic
+/// way around an allowlist).
+struct PublicOnlyResolver;
+
+#[derive(Debug)]
+struct NonPublicAddress(IpAddr);
+
+impl std::fmt::Display for NonPublicAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "resolves to the non-public address {}", self.0)
+    }
+}
+
+impl std::error::Error for NonPublicAddress {}
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| is_non_public(a.ip())) {
+                return Err(Box::new(NonPublicAddress(bad.ip())) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The two pooled clients every sink component shares: one that reaches
+/// public addresses only, one for origins with `allow_private`.
+#[derive(Clone, Debug)]
+pub(crate) struct OutboundClients {
+    public_only: reqwest::Client,
+    any_address: reqwest::Client,
+}
+
+impl OutboundClients {
+    pub(crate) fn new() -> Result<Self, reqwest::Error> {
+        let builder = || {
+            reqwest::Client::builder()
+                // A proxy would resolve names itself, past the address check.
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+        };
+        Ok(Self {
+            public_only: builder().dns_resolver(Arc::new(PublicOnlyResolver)).build()?,
+            any_address: builder().build()?,
+        })
+    }
+}
+
+/// What one delivery call may reach, and until when.
+pub(crate) struct OutboundHooks {
+    pub origins: Arc<[AllowedOrigin]>,
+    pub clients: OutboundClients,
+    /// When the attempt's `timeout_ms` runs out: no request outlives it.
+    pub deadline: Instant,
+    /// Largest response body read for the guest.
+    pub max_response_bytes: usize,
+    /// No request at all (while `validate-config` runs: loads and
+    /// `hookline check` stay offline).
+    pub offline: bool,
+    /// Requests refused in the current call, for the log.
+    pub denied: Vec<String>,
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+/// A refusal, after reading what the guest writes of the body: a guest
+/// whose body stream closed under it (StarlingMonkey) traps instead of
+/// seeing the refusal.
+fn refuse(body: WasiBody, error: HttpError) -> ResponseFuture {
+    Box::new(async move {
+        let _ = http_body_util::Limited::new(body, MAX_REQUEST_BYTES).collect().await;
+        Err(error)
+    })
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    /// A request without a scheme is refused rather than sent as https.
+    fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
+        None
+    }
+
+    /// The client writes `Host` from the checked URI.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _body_sent: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let uri = request.uri().clone();
+        let (Some(scheme), Some(host)) = (uri.scheme().cloned(), uri.host()) else {
+            self.denied.push(format!("`{uri}` is not an absolute URI"));
+            return refuse(request.into_body(), HttpError::HttpRequestUriInvalid);
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
+        let origin = format!("{scheme}://{}:{port}", uri.authority().map_or("", |a| a.host()));
+        if self.offline {
+            self.denied
+                .push(format!("{origin}: validate-config may not make requests"));
+            return refuse(request.into_body(), HttpError::HttpRequestDenied);
+        }
+        let Some(allowed) = self.origins.iter().find(|o| o.matches(&scheme, &host, port)).cloned() else {
+            self.denied
+                .push(format!("{origin} is not in the webhook's allowed_hosts"));
+            return refuse(request.into_body(), HttpError::HttpRequestDenied);
+        };
+        // The client resolves names through the address check; an address
+        // written in the URI never reaches a resolver.
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && is_non_public(ip)
+            && !allowed.allow_private
+        {
+            self.denied.push(format!(
+                "{origin} is a non-public address; set \"allow_private\": true on its allowed_hosts entry to reach it"
+            ));
+            return refuse(request.into_body(), HttpError::DestinationIpProhibited);
+        }
+        let client = if allowed.allow_private {
+            self.clients.any_address.clone()
+        } else {
+            self.clients.public_only.clone()
+        };
+        let deadline = self.deadline;
+        let first_byte = options.and_then(|o| o.first_byte_timeout);
+        let max_response_bytes = self.max_response_bytes;
+        Box::new(async move {
+            let (mut parts, body) = request.into_parts();
+            for (name, value) in &allowed.headers {
+                parts.headers.insert(name.clone(), value.clone());
+            }
+            let body = http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+                .collect()
+                .await
+                .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REQUEST_BYTES as u64)))?
+                .to_bytes();
+            let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
+                .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+            // The guest's own first-byte timeout, never past the attempt's.
+            let answer_by = first_byte.map_or(deadline, |t| deadline.min(Instant::now() + t));
+            let response = match tokio::time::timeout_at(answer_by, client.execute(request)).await {
+                Err(_) => return Err(HttpError::ConnectionReadTimeout),
+                Ok(Err(e)) if caused_by::<NonPublicAddress>(&e) => return Err(HttpError::DestinationIpProhibited),
+                Ok(Err(e)) if e.is_timeout() => return Err(HttpError::ConnectionTimeout),
+                Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
+                Ok(Err(e)) => return Err(HttpError::InternalError(Some(error_chain(&e)))),
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status();
+            let version = response.version();
+            let headers = response.headers().clone();
+            let mut response = response;
+            let mut body = Vec::new();
+            loop {
+                match tokio::time::timeout_at(deadline, response.chunk()).await {
+                    Err(_) => return Err(HttpError::HttpResponseTimeout),
+                    Ok(Err(_)) => return Err(HttpError::HttpResponseIncomplete),
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(chunk))) => {
+                        if body.len() + chunk.len() > max_response_bytes {
+                            return Err(HttpError::HttpResponseBodySize(Some(max_response_bytes as u64)));
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            let mut out = http::Response::new(
+                Full::new(Bytes::from(body))
+                    .map_err(|never: Infallible| match never {})
+                    .boxed_unsync(),
+            );
+            *out.status_mut() = status;
+            *out.version_mut() = version;
+            *out.headers_mut() = headers;
+            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
+            Ok((out, done))
+        })
+    }
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let o = AllowedOrigin::parse("https://Hooks.Slack.com").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("hooks.slack.com", 443));
+        assert_eq!(AllowedOrigin::parse("http://127.0.0.1:8080").unwrap().port, 8080);
+        assert_eq!(AllowedOrigin::parse("http://[::1]:81").unwrap().host, "::1");
+        assert!(
+            AllowedOrigin::parse("https://hooks.slack.com/services/x")
+                .unwrap_err()
+                .contains("path")
+        );
+        assert!(
+            AllowedOrigin::parse("ftp://x")
+                .unwrap_err()
+                .contains("only http and https")
+        );
+        assert!(
+            AllowedOrigin::parse("https://u:p@x")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(AllowedOrigin::parse("hooks.slack.com").is_err());
+    }
+
+    #[test]
+    fn non_public_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_non_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!is_non_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}
