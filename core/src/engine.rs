@@ -112,6 +112,8 @@ pub struct Engine {
     admin_socket: std::sync::Mutex<Option<crate::admin::SocketGuard>>,
     /// The WASM filter host (its compiled code is pruned after reloads).
     filters: Arc<FilterHost>,
+    /// The sink component host (pruned likewise).
+    components: Arc<crate::sink_component::SinkComponentHost>,
     /// One `/metrics` render at a time brings the takeover counters up to
     /// the store's count.
     ownership_render: std::sync::Mutex<()>,
@@ -164,7 +166,7 @@ impl Engine {
             sinks,
             env,
             Some(filters.clone()),
-            Some(components),
+            Some(components.clone()),
         ));
         let ids = Arc::new(BatchIds::starting_at(store.first_key()));
         let backlog = Arc::new(crate::backlog::Backlog::new(
@@ -194,6 +196,7 @@ impl Engine {
             relay_replays: crate::replay::RelayReplays::default(),
             admin_socket: std::sync::Mutex::new(None),
             filters,
+            components,
             ownership_render: std::sync::Mutex::new(()),
             started: std::time::Instant::now(),
             ingested: crate::activity::SharedRate::default(),
@@ -412,9 +415,9 @@ impl Engine {
             let snapshot = self.registry.snapshot();
             let in_use: std::collections::HashSet<&str> =
                 snapshot.apps().flat_map(|app| app.filter_digests()).collect();
-            let forgotten = self.filters.forget_unused(&in_use);
+            let forgotten = self.filters.forget_unused(&in_use) + self.components.forget_unused(&in_use);
             if forgotten > 0 {
-                tracing::debug!(forgotten, "compiled filters no app uses any more were released");
+                tracing::debug!(forgotten, "compiled components no app uses any more were released");
             }
         }
         for warning in &report.warnings {

@@ -35,6 +35,8 @@ pub(crate) struct CompileCache {
     /// Signs and checks the on-disk entries (with `dir`).
     key: Option<[u8; 32]>,
     compiled: Mutex<HashMap<String, Component>>,
+    /// What it compiles, for its log lines (`filter`, `sink component`).
+    noun: &'static str,
     /// Components compiled from source in this process.
     compilations: Counter,
     /// Components loaded from the on-disk cache.
@@ -52,12 +54,14 @@ impl std::fmt::Debug for CompileCache {
 impl CompileCache {
     /// A cache under `dir` (memory only without one); `metrics`, when
     /// given, count compilations and cache hits.
-    pub(crate) fn open(dir: Option<PathBuf>, metrics: Option<&Metrics>) -> std::io::Result<Self> {
+    /// `noun` names what it compiles in its log lines (`filter`).
+    pub(crate) fn open(dir: Option<PathBuf>, metrics: Option<&Metrics>, noun: &'static str) -> std::io::Result<Self> {
         let key = dir.as_deref().map(cache_key).transpose()?;
         Ok(Self {
             dir,
             key,
             compiled: Mutex::default(),
+            noun,
             compilations: metrics.map(|m| m.filter_compilations.clone()).unwrap_or_default(),
             hits: metrics.map(|m| m.filter_cache_hits.clone()).unwrap_or_default(),
         })
@@ -90,23 +94,23 @@ impl CompileCache {
                     return Ok((component, key));
                 }
                 Err(error) => {
-                    tracing::warn!(file = %file.display(), %error, "ignoring an unusable cached filter")
+                    tracing::warn!(file = %file.display(), %error, "ignoring an unusable cached {}", self.noun)
                 }
             }
         }
         // A language runtime (CPython, StarlingMonkey) takes seconds to
         // compile; the two lines say what a start or reload is waiting on.
         let started = std::time::Instant::now();
-        tracing::info!(file = %path.display(), kib = bytes.len() >> 10, "compiling filter");
+        tracing::info!(file = %path.display(), kib = bytes.len() >> 10, "compiling {}", self.noun);
         let component = match Component::new(engine, &bytes) {
             Ok(component) => {
                 let ms = started.elapsed().as_millis() as u64;
-                tracing::info!(file = %path.display(), ms, "filter compiled");
+                tracing::info!(file = %path.display(), ms, "{} compiled", self.noun);
                 component
             }
             Err(e) => {
                 let ms = started.elapsed().as_millis() as u64;
-                tracing::warn!(file = %path.display(), ms, "filter did not compile");
+                tracing::warn!(file = %path.display(), ms, "{} did not compile", self.noun);
                 return Err(format!(
                     "is not a valid WebAssembly component (build it for wasm32-wasip2): {e:#}"
                 ));
@@ -116,7 +120,7 @@ impl CompileCache {
         if let (Some(file), Some(mac_key)) = (cached, &self.key)
             && let Err(error) = store_precompiled(&component, mac_key, &file)
         {
-            tracing::warn!(file = %file.display(), %error, "cannot cache the compiled filter");
+            tracing::warn!(file = %file.display(), %error, "cannot cache the compiled {}", self.noun);
         }
         if let Some(hook) = AFTER_COMPILE.get() {
             hook();
@@ -189,7 +193,7 @@ fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
     }
     if metadata.len() > MAX_COMPONENT_BYTES {
         return Err(format!(
-            "is {} MiB, more than the {} MiB a filter may be",
+            "is {} MiB, more than the {} MiB a component may be",
             metadata.len() >> 20,
             MAX_COMPONENT_BYTES >> 20
         ));
@@ -201,7 +205,7 @@ fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot read the file: {e}"))?;
     if bytes.len() as u64 > MAX_COMPONENT_BYTES {
         return Err(format!(
-            "grew past the {} MiB a filter may be",
+            "grew past the {} MiB a component may be",
             MAX_COMPONENT_BYTES >> 20
         ));
     }
@@ -354,7 +358,7 @@ mod tests {
         std::fs::write(&wasm, "(component)").unwrap();
         let cache = dir.path().join("cache");
         let engine = test_engine();
-        let host = CompileCache::open(Some(cache.clone()), None).unwrap();
+        let host = CompileCache::open(Some(cache.clone()), None, "filter").unwrap();
         let before = AFTER_COMPILE_CALLS.load(Ordering::SeqCst);
         host.component(&engine, &wasm).unwrap();
         assert_eq!(
@@ -363,7 +367,7 @@ mod tests {
             "a compilation runs the hook"
         );
         host.component(&engine, &wasm).unwrap();
-        let restarted = CompileCache::open(Some(cache), None).unwrap();
+        let restarted = CompileCache::open(Some(cache), None, "filter").unwrap();
         restarted.component(&engine, &wasm).unwrap();
         assert_eq!(
             AFTER_COMPILE_CALLS.load(Ordering::SeqCst),
@@ -374,7 +378,7 @@ mod tests {
 
     #[test]
     fn compiled_components_no_filter_uses_are_forgotten() {
-        let host = CompileCache::open(None, None).unwrap();
+        let host = CompileCache::open(None, None, "filter").unwrap();
         // Put in directly: compiling through `component` would run the
         // after-compile hook another test counts.
         let empty = Component::new(&test_engine(), "(component)").unwrap();

@@ -81,7 +81,7 @@ impl FilterHost {
         let engine = Engine::new(&config).map_err(|e| fail(format!("cannot start wasmtime: {e:#}")))?;
         let linker = sandbox_linker(&engine).map_err(|e| fail(format!("cannot link the sandbox: {e:#}")))?;
         let cache_text = cache_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
-        let cache = CompileCache::open(cache_dir, metrics)
+        let cache = CompileCache::open(cache_dir, metrics, "filter")
             .map_err(|e| fail(format!("cannot set up the filter cache {cache_text}: {e}")))?;
         let ticker =
             DeadlineTicker::start(&engine).map_err(|e| fail(format!("cannot start the deadline ticker: {e}")))?;

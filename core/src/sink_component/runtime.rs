@@ -122,6 +122,14 @@ impl SinkComponentHost {
         &self.defaults
     }
 
+    /// Forgets compiled components no loaded sink uses (by digest).
+    pub fn forget_unused(&self, in_use: &std::collections::HashSet<&str>) -> usize {
+        match self.runtime.get() {
+            Some(Ok(runtime)) => runtime.cache.forget_unused(in_use),
+            _ => 0,
+        }
+    }
+
     fn runtime(&self) -> Result<Arc<Runtime>, String> {
         self.runtime
             .get_or_init(|| Runtime::start(self.cache_dir.clone()).map(Arc::new))
@@ -169,7 +177,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| format!("cannot start wasmtime for sink components: {e:#}"))?;
         let linker = sink_linker(&engine).map_err(|e| format!("cannot link the sink sandbox: {e:#}"))?;
         let cache_text = cache_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
-        let cache = CompileCache::open(cache_dir, None)
+        let cache = CompileCache::open(cache_dir, None, "sink component")
             .map_err(|e| format!("cannot set up the sink component cache {cache_text}: {e}"))?;
         let ticker = DeadlineTicker::start(&engine).map_err(|e| format!("cannot start the deadline ticker: {e}"))?;
         let clients = OutboundClients::new().map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
