@@ -9,6 +9,8 @@
 #     cache (the kafka sink's tests), linked into that venv,
 #   * the JavaScript filters' packages (the @hookline/filter SDK from
 #     sdk/js, with componentize-qjs), for the tests that build them,
+#   * the JavaScript sinks' packages (the @hookline/sink SDK from
+#     sdk/js-sink, with componentize-js and rolldown),
 #   * redis-server and redis-cli from Debian (tests start their own server;
 #     the packaged service is neither needed nor started),
 #   * nats-server from Debian (the nats sink's tests start their own, with
@@ -213,6 +215,24 @@ for project in examples/filters/drop-by-channel-js tests/filters/hostile-js; do
     stamp="$dir/node_modules/.hookline-setup-stamp"
     want="$(cat "$dir/package-lock.json" "$ROOT"/sdk/js/package.json "$ROOT"/sdk/js/index.js \
         "$ROOT"/sdk/js/bin/*.mjs "$ROOT"/sdk/js/wit/filter.wit | sha256sum | cut -d' ' -f1) $(node --version)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say "$project: up to date"
+    else
+        say "$project: npm ci"
+        (cd "$dir" && npm ci --install-links --no-audit --no-fund --loglevel=error)
+        printf '%s\n' "$want" > "$stamp"
+    fi
+done
+
+# JavaScript sink components: the @hookline/sink SDK from sdk/js-sink, with
+# componentize-js 0.23.0, @bytecodealliance/preview2-shim 0.25.0 and
+# rolldown 1.3.3 (pinned in the SDK's package.json and the lockfile).
+for project in tests/sinks/js; do
+    dir="$ROOT/$project"
+    stamp="$dir/node_modules/.hookline-setup-stamp"
+    want="$(cat "$dir/package-lock.json" "$ROOT"/sdk/js-sink/package.json "$ROOT"/sdk/js-sink/*.js \
+        "$ROOT"/sdk/js-sink/bin/*.mjs "$ROOT"/sdk/js-sink/wit/*.wit "$ROOT"/sdk/js-sink/wit/deps/*.wit \
+        | sha256sum | cut -d' ' -f1) $(node --version)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         say "$project: up to date"
     else
