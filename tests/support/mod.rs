@@ -29,6 +29,7 @@ mod peers;
 mod receiver;
 mod redis;
 mod requests;
+mod sinks;
 mod wasm;
 
 pub use daemon::*;
@@ -38,4 +39,5 @@ pub use peers::*;
 pub use receiver::*;
 pub use redis::*;
 pub use requests::*;
+pub use sinks::*;
 pub use wasm::*;
