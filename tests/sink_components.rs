@@ -168,11 +168,15 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
 
     let hostile = wasm_sink("hostile_sink.wasm");
     let mine = local(&receiver.url(""));
+    // A webhook of the hostile sink in `mode`, its id the mode (or `id`).
     let webhook = |mode: &str, extra: Value| {
         let mut sink = json!({"wasm": hostile.to_str().unwrap(), "config": {"mode": mode},
                               "allowed_hosts": [mine.clone()]});
+        let mut id = mode.to_string();
         for (k, v) in extra.as_object().unwrap() {
-            if k == "config" {
+            if k == "id" {
+                id = v.as_str().unwrap().to_string();
+            } else if k == "config" {
                 for (ck, cv) in v.as_object().unwrap() {
                     sink["config"][ck] = cv.clone();
                 }
@@ -180,7 +184,7 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
                 sink[k] = v.clone();
             }
         }
-        json!({"id": mode, "sink": sink, "event_types": ["channel_occupied"],
+        json!({"id": id, "sink": sink, "event_types": ["channel_occupied"],
                "retry": {"min_backoff_ms": 100, "max_backoff_ms": 300}})
     };
     let app = json!({"id": "h", "key": "hk", "secret": "hs", "batching": {"max_wait_ms": 10}, "webhooks": [
@@ -191,6 +195,10 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
         webhook("undeclared-host", json!({"config": {"url": undeclared.url("/nope")}})),
         webhook("loopback", json!({"config": {"url": loopback.url("/nope")},
                                    "allowed_hosts": [loopback.url("")]})),
+        // The same by name: the host resolves it and refuses the address.
+        webhook("loopback", json!({"id": "loopback-by-name",
+                                   "config": {"url": format!("http://localhost:{}/nope", loopback.addr.port())},
+                                   "allowed_hosts": [format!("http://localhost:{}", loopback.addr.port())]})),
         webhook("spin", json!({"cpu_ms": 50})),
         webhook("grow", json!({"memory_mb": 32})),
         webhook("endless-body", json!({"config": {"url": endless.url("/stream")},
@@ -237,6 +245,14 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
     ] {
         wait_log(&daemon, &expected).await;
     }
+    wait_log_line(
+        &daemon,
+        &[
+            "webhook=loopback-by-name",
+            "loopback: error ErrorCode::DestinationIpProhibited",
+        ],
+    )
+    .await;
 
     // Meanwhile, the plain webhook and the well-behaved sink deliver each
     // event promptly: calm events go on until each hostile webhook has

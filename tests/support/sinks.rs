@@ -44,6 +44,23 @@ pub async fn wait_log(daemon: &Daemon, needle: &str) -> String {
     }
 }
 
+/// Waits until one line of the daemon's log holds every one of `needles`;
+/// returns that line.
+pub async fn wait_log_line(daemon: &Daemon, needles: &[&str]) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let logs = daemon.logs();
+        if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line showed all of {needles:?}; logs:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A listener that counts the connections made to it and answers none
 /// (each is closed at once): what a request that must never go out aims at.
 pub struct CountingListener {
