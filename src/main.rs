@@ -80,6 +80,9 @@ enum Command {
     /// Work with WASM filters.
     #[command(subcommand)]
     Filter(cmd::filter::Command),
+    /// Work with WASM sink components.
+    #[command(subcommand)]
+    Sink(cmd::sink::Command),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::Args),
     /// Print the man page, or write every page (one per subcommand) with --out DIR.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             Command::Send(args) => cmd::send::run(args).await,
             Command::Listen(args) => cmd::listen::run(args).await,
             Command::Filter(command) => cmd::filter::run(command).await,
+            Command::Sink(command) => cmd::sink::run(command).await,
             Command::Dlq(args) => cmd::dlq::run(args).await,
             Command::Completions(_) | Command::Man(_) => unreachable!("handled before the runtime starts"),
         }

@@ -9,6 +9,7 @@ pub(crate) mod man;
 pub(crate) mod scaffold;
 pub(crate) mod send;
 pub(crate) mod serve;
+pub(crate) mod sink;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
