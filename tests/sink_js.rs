@@ -274,3 +274,56 @@ fn the_javascript_sdk_carries_the_same_wit() {
         "sdk/js-sink/wit/deps has other files than sdk/wit/deps plus filter.wit"
     );
 }
+
+/// Runs `PROGRAM ARGS` in `dir` and asserts it succeeds.
+fn run_ok(dir: &Path, program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .env("HOOKLINE_BIN", "")
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `hookline sink new --lang js` starts a project whose own tests pass
+/// natively and which builds into a component.
+#[test]
+fn sink_new_lang_js_scaffolds_a_project_that_tests_and_builds() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("my-js-sink");
+    let created = Command::new(hookline_bin())
+        .args(["sink", "new"])
+        .arg(&dir)
+        .args(["--lang", "js", "--sdk"])
+        .arg(repo("sdk"))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8_lossy(&created.stdout).contains("npm run build"));
+    // From npm's cache, which scripts/setup-tests.sh filled.
+    run_ok(
+        &dir,
+        "npm",
+        &[
+            "install",
+            "--install-links",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+        ],
+    );
+    run_ok(&dir, "node", &["--test"]);
+    run_ok(&dir, "npm", &["run", "build"]);
+    let wasm = std::fs::metadata(dir.join("my_js_sink.wasm")).expect("npm run build writes my_js_sink.wasm");
+    assert!(
+        wasm.len() > 1 << 20,
+        "a StarlingMonkey component is megabytes, not {} bytes",
+        wasm.len()
+    );
+}

@@ -133,12 +133,9 @@ async fn a_scaffolded_sink_tests_natively_builds_for_wasm_and_delivers_in_the_da
 }
 
 #[test]
-fn sink_new_takes_rust_only_for_now_and_never_overwrites() {
+fn sink_new_refuses_other_languages_and_never_overwrites() {
+    // `--lang js`: tests/sink_js.rs.
     let root = tempfile::tempdir().unwrap();
-    let js = sink_new(&root.path().join("js-sink"), "js");
-    assert!(!js.status.success());
-    assert!(text(&js).contains("--lang rust"), "{}", text(&js));
-    assert!(!root.path().join("js-sink").exists());
     let python = sink_new(&root.path().join("py-sink"), "python");
     assert!(!python.status.success());
     assert!(text(&python).contains("rust"), "{}", text(&python));

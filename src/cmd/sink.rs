@@ -1,6 +1,7 @@
 //! `hookline sink …`, for authors of sink components: `hookline sink new`
 //! starts a project (a sink and its native test) on the Rust SDK
-//! (`sdk/sink`, crate `hookline-sink`).
+//! (`sdk/sink`, crate `hookline-sink`) or the JavaScript one (`sdk/js-sink`,
+//! package `@hookline/sink`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +23,8 @@ pub(crate) enum Command {
 pub(crate) enum Lang {
     /// Rust, with the hookline-sink crate (`sdk/sink`).
     Rust,
-    /// JavaScript: not yet.
-    #[value(hide = true)]
+    /// JavaScript, with @hookline/sink (`sdk/js-sink`; componentize-js,
+    /// whose `fetch` goes over wasi:http).
     Js,
 }
 
@@ -50,9 +51,13 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode> {
 /// `hookline sink new`.
 fn new(args: NewArgs) -> Result<ExitCode> {
     let sdk = super::scaffold::find_sdk(args.sdk)?;
-    if !sdk.join("wit/sink.wit").is_file() || !sdk.join("sink/Cargo.toml").is_file() {
+    let package = match args.lang {
+        Lang::Rust => "sink/Cargo.toml",
+        Lang::Js => "js-sink/package.json",
+    };
+    if !sdk.join("wit/sink.wit").is_file() || !sdk.join(package).is_file() {
         bail!(
-            "{} has no sink SDK (wit/sink.wit and sink/Cargo.toml): pass --sdk with the sdk/ directory of a Hookline checkout that has sink components",
+            "{} has no sink SDK (wit/sink.wit and {package}): pass --sdk with the sdk/ directory of a Hookline checkout that has sink components",
             sdk.display()
         );
     }
@@ -64,9 +69,6 @@ fn new(args: NewArgs) -> Result<ExitCode> {
 /// Writes the project into `dir` (which must not exist); returns what to
 /// run next.
 pub(crate) fn scaffold(dir: &Path, lang: Lang, sdk: &Path) -> Result<String> {
-    if lang != Lang::Rust {
-        bail!("--lang {lang:?}: sink components can be written in Rust only for now; use --lang rust");
-    }
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -77,6 +79,9 @@ pub(crate) fn scaffold(dir: &Path, lang: Lang, sdk: &Path) -> Result<String> {
     }
     let sdk_text = sdk.to_str().context("the SDK path is not UTF-8")?;
     let snake = name.replace('-', "_");
+    if lang == Lang::Js {
+        return scaffold_js(dir, name, &snake, sdk_text);
+    }
     let files = [
         (
             "Cargo.toml",
@@ -97,6 +102,164 @@ pub(crate) fn scaffold(dir: &Path, lang: Lang, sdk: &Path) -> Result<String> {
         dir.display()
     ))
 }
+
+/// Writes `files` (relative paths) into `dir`.
+fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
+    for (file, text) in files {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().expect("a file in the project"))
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The JavaScript project: sink.js, its native test, package.json.
+fn scaffold_js(dir: &Path, name: &str, snake: &str, sdk: &str) -> Result<String> {
+    // npm package names are lower case.
+    let package = name.to_ascii_lowercase();
+    write_files(
+        dir,
+        &[
+            (
+                "package.json",
+                JS_PACKAGE
+                    .replace("{name}", &package)
+                    .replace("{snake}", snake)
+                    .replace("{sdk}", sdk),
+            ),
+            ("sink.js", JS_SINK.to_string()),
+            ("sink.test.js", JS_TEST.to_string()),
+            ("README.md", JS_README.replace("{name}", name).replace("{snake}", snake)),
+            (".gitignore", "node_modules/\n.hookline/\n*.wasm\n".to_string()),
+        ],
+    )?;
+    Ok(format!(
+        "cd {}\nnpm install --install-links\nnpm test\nnpm run build   # {snake}.wasm",
+        dir.display()
+    ))
+}
+
+const JS_PACKAGE: &str = r#"{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {
+    "build": "hookline-sink-js build sink.js -o {snake}.wasm",
+    "test": "node --test"
+  },
+  "dependencies": {
+    "@hookline/sink": "file:{sdk}/js-sink"
+  }
+}
+"#;
+
+const JS_SINK: &str = r#"// POSTs each batch's events, as a JSON array, to the configured URL.
+import { outcomeOf } from "@hookline/sink";
+
+// The sink's "config" in the app file: {"url": "https://…"}.
+export function validateConfig(config) {
+  for (const field of Object.keys(config ?? {})) {
+    if (field !== "url") return `unknown field \`${field}\`, expected \`url\``;
+  }
+  if (typeof config?.url !== "string" || !/^https?:\/\/[^/]/.test(config.url)) {
+    return `\`url\` must be an absolute http(s) URL, not ${JSON.stringify(config?.url)}`;
+  }
+}
+
+// `request.events` are the parsed events (`name`, `channel`, `userId`, …,
+// `extra`); `request.body` and `request.headers` are what Hookline's HTTP
+// sink would send (`forward(url, request)` sends them untouched). The
+// origin of every URL fetched must be in the webhook's `allowed_hosts`:
+// any other is refused, which `fetch` reports as a NetworkError.
+export async function deliver(request) {
+  const events = JSON.parse(request.body).events;
+  // 2xx: delivered; 429, 408, 425, 5xx and no answer: retried
+  // (Retry-After honoured); any other status: dead letters.
+  return outcomeOf(
+    fetch(request.config.url, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": request.batchId },
+      body: JSON.stringify(events),
+    }),
+  );
+}
+"#;
+
+const JS_TEST: &str = r#"// Runs natively, node's fetch against a local server: npm test
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { Receiver, request, withAllowedHosts } from "@hookline/sink/testing";
+import { deliver, validateConfig } from "./sink.js";
+
+let receiver;
+before(async () => {
+  receiver = await Receiver.start();
+});
+after(() => receiver.close());
+
+test("posts the events as a JSON array", async () => {
+  const req = request({ config: { url: receiver.url("/events") }, events: [{ name: "channel_occupied", channel: "room-1" }] });
+  assert.deepEqual(await deliver(req), { tag: "delivered" });
+  const received = receiver.requests.at(-1);
+  assert.equal(received.path, "/events");
+  assert.equal(received.headers["idempotency-key"], req.batchId);
+  assert.deepEqual(JSON.parse(received.body), [{ name: "channel_occupied", channel: "room-1" }]);
+});
+
+test("a throttled answer is retried after its wait", async () => {
+  receiver.script({ status: 429, headers: { "retry-after": "2" } });
+  const outcome = await deliver(request({ config: { url: receiver.url("/events") } }));
+  assert.deepEqual(outcome, { tag: "retry", val: { reason: "answered 429 (throttled)", afterMs: 2000 } });
+});
+
+test("a host outside allowed_hosts is retried, naming the NetworkError", async () => {
+  const outcome = await withAllowedHosts([receiver.origin], () =>
+    deliver(request({ config: { url: "https://api.example.com/events" } })),
+  );
+  assert.equal(outcome.tag, "retry");
+  assert.match(outcome.val.reason, /NetworkError/);
+});
+
+test("requires an absolute url", () => {
+  assert.match(validateConfig({ url: "example.com" }), /absolute/);
+  assert.equal(validateConfig({ url: "https://example.com/in" }), undefined);
+});
+"#;
+
+const JS_README: &str = r#"# {name}
+
+A Hookline sink component in JavaScript: POSTs each batch's events, as a
+JSON array, to the configured `url`.
+
+```sh
+npm install --install-links   # @hookline/sink, componentize-js, rolldown
+npm test                      # natively, node's fetch against a local HTTP server
+npm run build                 # {snake}.wasm (StarlingMonkey, about 12 MiB)
+```
+
+In an app file (`wasm` is relative to the app file; the origin of `url`
+must be listed in `allowed_hosts`, whose `headers` the host adds to every
+request to that origin, so a secret never enters the component):
+
+```json
+{
+  "id": "app-1", "key": "app-key", "secret": "${APP_SECRET}",
+  "webhooks": [{
+    "id": "{name}",
+    "sink": {
+      "wasm": "{name}/{snake}.wasm",
+      "config": {"url": "https://api.example.com/events"},
+      "allowed_hosts": [
+        {"origin": "https://api.example.com", "headers": {"Authorization": "Bearer ${API_TOKEN}"}}
+      ]
+    }
+  }]
+}
+```
+"#;
 
 const RUST_CARGO: &str = r#"[package]
 name = "{name}"
@@ -246,12 +409,29 @@ mod tests {
     }
 
     #[test]
-    fn refuses_other_languages_and_bad_names() {
+    fn writes_a_javascript_project() {
         let root = tempfile::tempdir().unwrap();
         let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
-        let error = scaffold(&root.path().join("js-sink"), Lang::Js, &sdk).unwrap_err();
-        assert!(error.to_string().contains("--lang rust"), "{error}");
-        assert!(!root.path().join("js-sink").exists());
+        let dir = root.path().join("My-Sink");
+        let next = scaffold(&dir, Lang::Js, &sdk).unwrap();
+        assert!(next.ends_with("npm run build   # My_Sink.wasm"), "{next}");
+        let package = std::fs::read_to_string(dir.join("package.json")).unwrap();
+        let package: serde_json::Value = serde_json::from_str(&package).unwrap();
+        assert_eq!(package["name"], "my-sink");
+        assert_eq!(
+            package["dependencies"]["@hookline/sink"],
+            format!("file:{}/js-sink", sdk.display())
+        );
+        assert!(dir.join("sink.js").is_file() && dir.join("sink.test.js").is_file());
+        let error = scaffold(&dir, Lang::Js, &sdk).unwrap_err();
+        assert!(error.to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        let root = tempfile::tempdir().unwrap();
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
         assert!(scaffold(&root.path().join("no spaces"), Lang::Rust, &sdk).is_err());
+        assert!(scaffold(&root.path().join("no spaces"), Lang::Js, &sdk).is_err());
     }
 }
