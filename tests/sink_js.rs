@@ -204,25 +204,29 @@ async fn a_javascript_sink_delivers_and_an_undeclared_host_is_a_retry_naming_net
     );
 }
 
-/// `check` runs the sink's `validateConfig`: a config without `url` is
-/// refused naming the field, a good one passes.
+/// `check` runs the sink's `validateConfig`: of two webhooks on the same
+/// component (compiled once), the one whose config lacks `url` is refused
+/// naming the field, the other passes.
 #[test]
 fn check_runs_the_javascript_validate_config() {
     let apps = AppsDir::new();
     install(&apps);
-    let app = |config: Value| {
-        json!({"id": "js", "key": "k", "secret": "s", "webhooks": [
-            {"event_types": ["channel_occupied"],
-             "sink": {"wasm": "sink_js.wasm", "config": config, "allowed_hosts": ["https://example.com"]}}]})
-        .to_string()
+    let webhook = |config: Value| {
+        json!({"event_types": ["channel_occupied"],
+               "sink": {"wasm": "sink_js.wasm", "config": config, "allowed_hosts": ["https://example.com"]}})
     };
-    apps.write("app.json", &app(json!({"mode": "forward"})));
+    let app = json!({"id": "js", "key": "k", "secret": "s", "webhooks": [
+        webhook(json!({"url": "https://example.com/in"})),
+        webhook(json!({"mode": "forward"}))]});
+    apps.write("app.json", &app.to_string());
     let (ok, stderr) = check(&apps);
     assert!(!ok, "{stderr}");
-    assert!(stderr.contains("config.url must be a string"), "{stderr}");
-    apps.write("app.json", &app(json!({"url": "https://example.com/in"})));
-    let (ok, stderr) = check(&apps);
-    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("webhook 1: `sink.wasm`")
+            && stderr.contains("config refused by the sink: config.url must be a string"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("webhook 0"), "{stderr}");
 }
 
 /// The sink's own tests run natively (`node --test`: node's fetch against
