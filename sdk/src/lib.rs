@@ -295,7 +295,7 @@ pub mod __private {
         pub mod bindings {
             wit_bindgen::generate!({
                 world: "filter",
-                path: "wit",
+                path: "wit/filter.wit",
                 pub_export_macro: true,
                 export_macro_name: "__export_filter_world",
             });

@@ -272,6 +272,17 @@ impl ComponentSink {
         }
     }
 
+    /// Loads the component a `sink` object names, as a webhook of `app_id`
+    /// in an app file in `base_dir` would (for `hookline sink run`).
+    pub fn load(host: &SinkComponentHost, sink: &Value, base_dir: &Path, app_id: &str) -> Result<Self, String> {
+        let mut spec = WebhookSpec::new();
+        spec.insert(SELECTOR.to_string(), sink.clone());
+        let parsed = ComponentSinkSpec::read(&spec, base_dir, host.defaults())?;
+        let path = parsed.path.display().to_string();
+        let loaded = host.load(parsed, app_id).map_err(|e| format!("{path}: {e}"))?;
+        Ok(Self::loaded(loaded))
+    }
+
     /// Runs the component on one signed request and says what it decided
     /// (for `hookline sink run`, which prints it).
     pub async fn call(&self, request: &SinkRequest<'_>) -> CallOutcome {

@@ -1,0 +1,120 @@
+//! What a sink component adds to one delivery: the CloudEvents example
+//! sink (`examples/sinks/cloudevents`, batch mode, built for wasm32-wasip2
+//! on first use) against the built-in HTTP sink, each sending the same
+//! signed 10-event batch to the same local hyper receiver, one request per
+//! attempt. The difference of the two medians is the component's added
+//! p50 per delivery (the issue asks at most 50 µs).
+//!
+//! Run with `cargo bench -p hookline-core --bench sink_component`.
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::time::Duration;
+
+#[path = "../../tests/support/cargo_wasm.rs"]
+mod cargo_wasm;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use hookline_core::event::{join_events, parse_ingest_body, render_body};
+use hookline_core::settings::FilterSettings;
+use hookline_core::signing::hmac_sha256_hex;
+use hookline_core::sink_component::{ComponentSink, SinkComponentHost};
+use hookline_sink_api::{Sink, SinkPlugin, SinkRequest};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A receiver answering every request 200 `{}`, as the load script's.
+async fn receiver() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn body() -> String {
+    let items: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"name":"client_event","channel":"private-room-{i}","event":"client-message","data":"{{\"text\":\"hello number {i}\",\"n\":{i}}}","socket_id":"123.456","user_id":"user-{i}"}}"#
+            )
+        })
+        .collect();
+    let events = parse_ingest_body(format!(r#"{{"events":[{}]}}"#, items.join(",")).as_bytes())
+        .unwrap()
+        .events;
+    render_body(1_700_000_000_000, &join_events(&events))
+}
+
+fn deliveries(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let wasm = cargo_wasm::build_wasm_packages(root, &["cloudevents"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join("cloudevents.wasm");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = runtime.block_on(receiver());
+    let url = format!("http://{addr}/hook");
+
+    let http = hookline_sink_http::HttpSinkPlugin::new()
+        .unwrap()
+        .build(&serde_json::from_value(serde_json::json!({ "url": url })).unwrap())
+        .unwrap();
+    let host = SinkComponentHost::new(FilterSettings::default(), None);
+    let sink = serde_json::json!({
+        "wasm": wasm,
+        "config": { "url": url },
+        "allowed_hosts": [{ "origin": format!("http://{addr}"), "allow_private": true }],
+    });
+    let component = ComponentSink::load(&host, &sink, root, "bench").unwrap_or_else(|e| panic!("{e}"));
+
+    let body = body();
+    let signed = [
+        ("X-Pusher-Key", "bench-key".to_string()),
+        ("X-Pusher-Signature", hmac_sha256_hex(b"bench-secret", body.as_bytes())),
+        ("X-Hookline-Batch-Id", "0123456789abcdef-1".to_string()),
+        ("X-Hookline-Batch-Time", "1700000000000".to_string()),
+    ];
+    let request = SinkRequest {
+        body: Bytes::from(body),
+        signed_headers: &signed,
+        extra_headers: &[],
+        timeout: Duration::from_secs(10),
+        app_id: "bench",
+        webhook_id: "hook",
+        channel: None,
+        attempt: 1,
+    };
+    let mut group = c.benchmark_group("delivery of a 10-event batch");
+    group.bench_function("built-in http sink", |b| {
+        b.to_async(&runtime).iter(|| async { http.send(request.clone()).await.unwrap() })
+    });
+    group.bench_function("cloudevents sink component", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { component.send(request.clone()).await.unwrap() })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, deliveries);
+criterion_main!(benches);
