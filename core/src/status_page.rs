@@ -148,7 +148,7 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
                  <td>{in_flight}</td><td>{ok_m} / {ok_h}</td><td>{bad_m} / {bad_h}</td><td>{spark}</td></tr>",
                 app_id = escape(&app.id),
                 id = escape(&w.id),
-                kind = w.kind,
+                kind = escape(w.kind),
                 target = escape(&w.target),
                 why = escape(&why),
                 circuit = w.activity.circuit.name(),

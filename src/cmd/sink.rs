@@ -14,8 +14,53 @@ pub(crate) enum Command {
     /// Start a sink component project (a sink that POSTs each batch's
     /// events as JSON, and its native test) in a new directory.
     New(NewArgs),
-    // `run`: `hookline sink run SINK.wasm --config … --batch FILE` takes its
-    // variant here and its function beside `new` below.
+    /// Deliver one batch through a sink component, for real, to the origins
+    /// allowed, and print its outcome (exit 0 only when delivered).
+    Run(RunArgs),
+}
+
+/// Flags of `hookline sink run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The sink component (`.wasm`).
+    sink: PathBuf,
+    /// The sink's `config`, as JSON.
+    #[arg(long, default_value = "null")]
+    config: String,
+    /// An origin the sink may send to (`https://hooks.slack.com`); repeat
+    /// for more. Secret headers need `--allowed-hosts`.
+    #[arg(long = "allow", value_name = "ORIGIN")]
+    allow: Vec<String>,
+    /// Let the `--allow` origins be loopback or private addresses (a
+    /// receiver on this machine).
+    #[arg(long)]
+    allow_private: bool,
+    /// The whole `allowed_hosts` array, as in an app file (entries with
+    /// `headers` and `allow_private`), as JSON; `${NAME}` is not expanded.
+    #[arg(long, value_name = "JSON")]
+    allowed_hosts: Option<String>,
+    /// The batch: `{"time_ms", "events": […]}` or an array of events; `-`
+    /// (the default) reads stdin.
+    #[arg(long, default_value = "-")]
+    batch: PathBuf,
+    /// The app id, key and secret the batch is signed for.
+    #[arg(long, default_value = "app")]
+    app: String,
+    #[arg(long, default_value = "test-key")]
+    key: String,
+    #[arg(long, default_value = "test-secret")]
+    secret: String,
+    /// The webhook id the sink is told.
+    #[arg(long, default_value = "hook")]
+    webhook: String,
+    /// The attempt's timeout.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// The CPU budget and memory cap of the call.
+    #[arg(long, default_value_t = 50)]
+    cpu_ms: u64,
+    #[arg(long, default_value_t = 64)]
+    memory_mb: u64,
 }
 
 /// A sink component language.
@@ -45,7 +90,102 @@ pub(crate) struct NewArgs {
 pub(crate) async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::New(args) => new(args),
+        Command::Run(args) => run_sink(args).await,
     }
+}
+
+/// `hookline sink run`: loads the component as a webhook would, signs the
+/// batch as the daemon does, and delivers it once.
+async fn run_sink(args: RunArgs) -> Result<ExitCode> {
+    use std::io::Read;
+
+    use hookline_core::event::{join_events, parse_ingest_body, render_body};
+    use hookline_core::signing::hmac_sha256_hex;
+    use hookline_core::sink_component::{CallOutcome, ComponentSink, SinkComponentHost};
+
+    super::init_logging(hookline_core::settings::LogFormat::Text);
+    let config: serde_json::Value = serde_json::from_str(&args.config).context("--config is not valid JSON")?;
+    let allowed_hosts: serde_json::Value = match &args.allowed_hosts {
+        Some(text) => serde_json::from_str(text).context("--allowed-hosts is not valid JSON")?,
+        None => args
+            .allow
+            .iter()
+            .map(|origin| serde_json::json!({ "origin": origin, "allow_private": args.allow_private }))
+            .collect(),
+    };
+    let mut input = Vec::new();
+    if args.batch.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut input)
+            .context("cannot read the batch from stdin")?;
+    } else {
+        input = std::fs::read(&args.batch).with_context(|| format!("cannot read --batch {}", args.batch.display()))?;
+    }
+    // An array of events is the `events` of a batch.
+    if input.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let mut wrapped = b"{\"events\":".to_vec();
+        wrapped.extend_from_slice(&input);
+        wrapped.push(b'}');
+        input = wrapped;
+    }
+    let batch = parse_ingest_body(&input).map_err(|e| anyhow::anyhow!("the batch: {e}"))?;
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let body = render_body(time_ms, &join_events(&batch.events));
+    let signed = [
+        ("X-Pusher-Key", args.key.clone()),
+        (
+            "X-Pusher-Signature",
+            hmac_sha256_hex(args.secret.as_bytes(), body.as_bytes()),
+        ),
+        ("X-Hookline-Batch-Id", format!("{:016x}-1", time_ms)),
+        ("X-Hookline-Batch-Time", time_ms.to_string()),
+    ];
+    let sink = serde_json::json!({
+        "wasm": args.sink,
+        "config": config,
+        "allowed_hosts": allowed_hosts,
+        "cpu_ms": args.cpu_ms,
+        "memory_mb": args.memory_mb,
+    });
+    let host = SinkComponentHost::new(hookline_core::settings::FilterSettings::default(), None);
+    let app = args.app.clone();
+    let component = tokio::task::spawn_blocking(move || ComponentSink::load(&host, &sink, Path::new("."), &app))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let request = hookline_sink_api::SinkRequest {
+        body: bytes::Bytes::from(body),
+        signed_headers: &signed,
+        extra_headers: &[],
+        timeout: std::time::Duration::from_millis(args.timeout_ms.max(1)),
+        app_id: &args.app,
+        webhook_id: &args.webhook,
+        channel: None,
+        attempt: 1,
+    };
+    let outcome = tokio::time::timeout(
+        request.timeout + std::time::Duration::from_millis(50),
+        component.call(&request),
+    )
+    .await
+    .unwrap_or_else(|_| CallOutcome::Failed(format!("timed out after {} ms (--timeout-ms)", args.timeout_ms)));
+    match outcome {
+        CallOutcome::Delivered => {
+            println!("delivered");
+            return Ok(ExitCode::SUCCESS);
+        }
+        CallOutcome::Retry {
+            after: Some(after),
+            reason,
+        } => {
+            println!("retry (after {} ms): {reason}", after.as_millis())
+        }
+        CallOutcome::Retry { after: None, reason } => println!("retry: {reason}"),
+        CallOutcome::Reject(reason) => println!("reject: {reason}"),
+        CallOutcome::Failed(cause) => println!("failed: {cause}"),
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 /// `hookline sink new`.

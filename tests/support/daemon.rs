@@ -258,13 +258,20 @@ impl Daemon {
 /// The longest a daemon's start may take, compiles and all.
 const START_AT_MOST: Duration = Duration::from_secs(600);
 
-/// How many filter compilations a daemon's log shows started and not yet
-/// finished (its "compiling filter" lines less its "filter compiled" and
-/// "filter did not compile" lines).
+/// How many component compilations (filters and sink components) a
+/// daemon's log shows started and not yet finished (its "compiling filter"
+/// and "compiling sink component" lines less their "… compiled" and "… did
+/// not compile" lines).
 pub fn compiles_under_way(log: &str) -> usize {
-    let started = log.matches("compiling filter").count();
-    let finished = log.matches("filter compiled").count() + log.matches("filter did not compile").count();
-    started.saturating_sub(finished)
+    ["filter", "sink component"]
+        .iter()
+        .map(|noun| {
+            let started = log.matches(&format!("compiling {noun}")).count();
+            let finished = log.matches(&format!("{noun} compiled")).count()
+                + log.matches(&format!("{noun} did not compile")).count();
+            started.saturating_sub(finished)
+        })
+        .sum()
 }
 
 /// The address in the daemon's ready line on stdout: `listening on ADDR`,

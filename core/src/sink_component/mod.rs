@@ -251,8 +251,24 @@ impl std::fmt::Debug for ComponentSink {
 }
 
 impl ComponentSink {
+    /// `wasm:<file name>`, with any character but letters, digits and
+    /// `.` `_` `-` `+` written `_`: the kind is a metric label and goes into
+    /// HTML.
     fn kind_of(spec: &ComponentSinkSpec) -> String {
-        let name = spec.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name: String = spec
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-+".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         format!("wasm:{name}")
     }
 

@@ -204,8 +204,14 @@ pub(crate) struct OutboundHooks {
     /// No request at all (while `validate-config` runs: loads and
     /// `hookline check` stay offline).
     pub offline: bool,
-    /// Requests refused in the current call, for the log.
-    pub denied: Vec<String>,
+    /// Names the component in the log lines of refused requests.
+    pub label: Arc<str>,
+}
+
+/// Logs a refused request (the URI is not logged: its query may hold a
+/// token; the origin is).
+fn log_refusal(label: &str, why: &str) {
+    tracing::warn!(sink = label, "outgoing request refused: {why}");
 }
 
 type ResponseFuture = Box<
@@ -249,7 +255,7 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> ResponseFuture {
         let uri = request.uri().clone();
         let (Some(scheme), Some(host)) = (uri.scheme().cloned(), uri.host()) else {
-            self.denied.push(format!("`{uri}` is not an absolute URI"));
+            log_refusal(&self.label, "the request's URI is not absolute (scheme://host/path)");
             return refuse(request.into_body(), HttpError::HttpRequestUriInvalid);
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
@@ -258,13 +264,11 @@ impl WasiHttpHooks for OutboundHooks {
             .unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
         let origin = format!("{scheme}://{}:{port}", uri.authority().map_or("", |a| a.host()));
         if self.offline {
-            self.denied
-                .push(format!("{origin}: validate-config may not make requests"));
+            log_refusal(&self.label, &format!("{origin}: validate-config may not make requests"));
             return refuse(request.into_body(), HttpError::HttpRequestDenied);
         }
         let Some(allowed) = self.origins.iter().find(|o| o.matches(&scheme, &host, port)).cloned() else {
-            self.denied
-                .push(format!("{origin} is not in the webhook's allowed_hosts"));
+            log_refusal(&self.label, &format!("{origin} is not in the webhook's allowed_hosts"));
             return refuse(request.into_body(), HttpError::HttpRequestDenied);
         };
         // The client resolves names through the address check; an address
@@ -273,9 +277,12 @@ impl WasiHttpHooks for OutboundHooks {
             && is_non_public(ip)
             && !allowed.allow_private
         {
-            self.denied.push(format!(
-                "{origin} is a non-public address; set \"allow_private\": true on its allowed_hosts entry to reach it"
-            ));
+            log_refusal(
+                &self.label,
+                &format!(
+                    "{origin} is a non-public address; set \"allow_private\": true on its allowed_hosts entry to reach it"
+                ),
+            );
             return refuse(request.into_body(), HttpError::DestinationIpProhibited);
         }
         let client = if allowed.allow_private {
@@ -286,6 +293,7 @@ impl WasiHttpHooks for OutboundHooks {
         let deadline = self.deadline;
         let first_byte = options.and_then(|o| o.first_byte_timeout);
         let max_response_bytes = self.max_response_bytes;
+        let label = self.label.clone();
         Box::new(async move {
             let (mut parts, body) = request.into_parts();
             for (name, value) in &allowed.headers {
@@ -302,7 +310,15 @@ impl WasiHttpHooks for OutboundHooks {
             let answer_by = first_byte.map_or(deadline, |t| deadline.min(Instant::now() + t));
             let response = match tokio::time::timeout_at(answer_by, client.execute(request)).await {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
-                Ok(Err(e)) if caused_by::<NonPublicAddress>(&e) => return Err(HttpError::DestinationIpProhibited),
+                Ok(Err(e)) if caused_by::<NonPublicAddress>(&e) => {
+                    log_refusal(
+                        &label,
+                        &format!(
+                            "{origin} resolves to a non-public address; set \"allow_private\": true on its allowed_hosts entry to reach it"
+                        ),
+                    );
+                    return Err(HttpError::DestinationIpProhibited);
+                }
                 Ok(Err(e)) if e.is_timeout() => return Err(HttpError::ConnectionTimeout),
                 Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
                 Ok(Err(e)) => return Err(HttpError::InternalError(Some(error_chain(&e)))),

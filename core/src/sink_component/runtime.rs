@@ -404,7 +404,7 @@ impl LoadedSink {
                 deadline: tokio::time::Instant::now(),
                 max_response_bytes: self.spec.max_response_bytes,
                 offline: true,
-                denied: Vec::new(),
+                label: self.label.clone(),
             },
             limits: SandboxLimits::new(memory),
             stdout,
@@ -461,7 +461,6 @@ impl LoadedSink {
         state.cpu.start_call(budget);
         state.hooks.deadline = deadline;
         state.hooks.offline = offline;
-        state.hooks.denied.clear();
         instance.store.set_epoch_deadline(Self::ticks(budget));
     }
 
@@ -469,9 +468,6 @@ impl LoadedSink {
     /// pools the instance when the call ended cleanly.
     fn finish_call(&self, mut instance: Instance, clean: bool) {
         let state = instance.store.data_mut();
-        for denied in state.hooks.denied.drain(..) {
-            tracing::warn!(sink = &*self.label, "outgoing request refused: {denied}");
-        }
         for (stream, output) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
             let (bytes, _) = output.take();
             for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()) {
