@@ -171,6 +171,34 @@ fn assert_all_valid(requests: &[Value]) {
     }
 }
 
+/// Waits until `n` batches of the sink kind `kind` are settled: delivered
+/// or dead-lettered (a receiver's 400 for a malformed message dead-letters
+/// it, and the test then fails at once on the receiver's reason rather than
+/// after waiting out a delivery that will never come).
+async fn wait_settled(daemon: &Daemon, kind: &str, n: f64) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = daemon.metrics_text().await;
+        let settled = metric_in(&text, &attempts(kind, "success")) + metric_in(&text, &attempts(kind, "dead_letter"));
+        if settled >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind}: {settled} of {n} batches settled; the daemon's log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the metric line starting with `selector` in `text` (0 when absent).
+fn metric_in(text: &str, selector: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(selector).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// The batch id the daemon delivered for `webhook`, from its log.
 async fn delivered_batch_id(daemon: &Daemon, webhook: &str) -> String {
     let webhook = format!("webhook={webhook} ");
@@ -277,7 +305,7 @@ async fn slack_messages_are_valid_block_kit_chunked_to_slacks_limits() {
     events[7]["event"] = json!("client-big");
     send(&daemon, "slack-app", "slack-key", "slack-secret", &events).await;
 
-    daemon.wait_metric(&attempts("wasm:slack.wasm", "success"), 1.0).await;
+    wait_settled(&daemon, "wasm:slack.wasm", 1.0).await;
     let messages = receiver.on("/services/T0/B0/chunks").await;
     assert_all_valid(&messages);
     let blocks: Vec<u64> = messages
@@ -341,7 +369,7 @@ async fn slack_429_retry_after_is_honoured_and_the_retry_resumes_at_the_refused_
 
     send(&daemon, "slack-app", "slack-key", "slack-secret", &slack_events(60)).await;
 
-    daemon.wait_metric(&attempts("wasm:slack.wasm", "success"), 1.0).await;
+    wait_settled(&daemon, "wasm:slack.wasm", 1.0).await;
     let messages = receiver.on(path).await;
     assert_all_valid(&messages);
     let statuses: Vec<u64> = messages.iter().map(|m| m["status"].as_u64().unwrap()).collect();
@@ -442,9 +470,7 @@ async fn cloudevents_in_both_modes_validate_as_cloudevents_1_0_with_the_sdk() {
     let started = now_secs();
 
     send(&daemon, "ce-app", "ce-key", "ce-secret", &events).await;
-    daemon
-        .wait_metric(&attempts("wasm:cloudevents.wasm", "success"), 2.0)
-        .await;
+    wait_settled(&daemon, "wasm:cloudevents.wasm", 2.0).await;
 
     let batch = receiver.on("/batch").await;
     assert_all_valid(&batch);
@@ -550,10 +576,7 @@ async fn datadog_gets_its_api_key_from_the_host_and_a_403_dead_letters() {
         json!({"name": "channel_vacated", "channel": "room-9"}),
     ];
     send(&daemon, "dd-app", "dd-key", "dd-secret", &events).await;
-    daemon.wait_metric(&attempts("wasm:datadog.wasm", "success"), 1.0).await;
-    daemon
-        .wait_metric(&attempts("wasm:datadog.wasm", "dead_letter"), 1.0)
-        .await;
+    wait_settled(&daemon, "wasm:datadog.wasm", 2.0).await;
 
     let requests = receiver.on("/api/v1/events").await;
     let (keyed, unkeyed): (Vec<&Value>, Vec<&Value>) =
