@@ -664,8 +664,10 @@ async fn sink_run(args: Vec<String>) -> (bool, String, String) {
 
 /// `hookline sink run` with the CloudEvents example and a batch file: for
 /// real to the receiver (`delivered`, exit 0, the SDK validated it); a 503
-/// (`retry…`, exit 1); and without `--allow` the request is refused by the
-/// host naming allowed_hosts (exit 1) and nothing reaches the receiver.
+/// (`retry…`, exit 1); without `--allow` the request is refused by the host
+/// naming allowed_hosts (exit 1), and with `--allow` but not
+/// `--allow-private` the loopback receiver is refused too; neither refused
+/// request reaches the receiver.
 #[tokio::test]
 async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not() {
     let receiver = Peer::start("cloudevents_receiver.py", &[]);
@@ -677,7 +679,8 @@ async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not
     let events = sample_events();
     std::fs::write(&batch, Value::Array(events.clone()).to_string()).unwrap();
     let wasm = examples().join("cloudevents.wasm");
-    let run = |path: &str, allow: bool| {
+    // `allow`: no --allow at all, --allow without --allow-private, or both.
+    let run = |path: &str, allow: Allow| {
         let mut args = vec![
             wasm.to_str().unwrap().to_string(),
             "--config".into(),
@@ -689,14 +692,17 @@ async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not
             "--webhook".into(),
             "run-hook".into(),
         ];
-        if allow {
-            args.extend(["--allow".into(), receiver.url(""), "--allow-private".into()]);
+        if allow != Allow::Nothing {
+            args.extend(["--allow".into(), receiver.url("")]);
+        }
+        if allow == Allow::Private {
+            args.push("--allow-private".into());
         }
         sink_run(args)
     };
     let started = now_secs();
 
-    let (ok, stdout, stderr) = run("/run", true).await;
+    let (ok, stdout, stderr) = run("/run", Allow::Private).await;
     assert!(ok, "exit 1: {stdout}\n{stderr}");
     assert_eq!(stdout.trim(), "delivered", "{stderr}");
     let got = receiver.on("/run").await;
@@ -713,13 +719,13 @@ async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not
     assert!(!batch_id.is_empty());
     assert_cloud_events(parsed, &events, &batch_id, "/hookline/run-app/run-hook", started);
 
-    let (ok, stdout, stderr) = run("/down", true).await;
+    let (ok, stdout, stderr) = run("/down", Allow::Private).await;
     assert!(!ok, "a 503 exited 0: {stdout}");
     assert!(stdout.starts_with("retry"), "{stdout}\n{stderr}");
     assert!(stdout.contains("503"), "{stdout}");
     assert_eq!(receiver.on("/down").await.len(), 1);
 
-    let (ok, stdout, stderr) = run("/denied", false).await;
+    let (ok, stdout, stderr) = run("/denied", Allow::Nothing).await;
     assert!(!ok, "an undeclared origin exited 0: {stdout}");
     assert!(
         stdout.starts_with("retry") || stdout.starts_with("reject"),
@@ -731,4 +737,27 @@ async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not
         2,
         "a refused request reached the receiver"
     );
+
+    // The origin allowed, but 127.0.0.1 without --allow-private: refused by
+    // the host after its own resolution, the log saying what to set.
+    let (ok, stdout, stderr) = run("/private", Allow::Origin).await;
+    assert!(!ok, "a loopback origin without --allow-private exited 0: {stdout}");
+    assert!(
+        stdout.starts_with("retry") || stdout.starts_with("reject"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains(r#"set "allow_private": true"#), "{stdout}\n{stderr}");
+    assert_eq!(
+        receiver.requests().await.len(),
+        2,
+        "a request to a loopback address reached the receiver"
+    );
+}
+
+/// What `hookline sink run` is given to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allow {
+    Nothing,
+    Origin,
+    Private,
 }
