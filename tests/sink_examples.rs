@@ -665,9 +665,10 @@ async fn sink_run(args: Vec<String>) -> (bool, String, String) {
 /// `hookline sink run` with the CloudEvents example and a batch file: for
 /// real to the receiver (`delivered`, exit 0, the SDK validated it); a 503
 /// (`retry…`, exit 1); without `--allow` the request is refused by the host
-/// naming allowed_hosts (exit 1), and with `--allow` but not
-/// `--allow-private` the loopback receiver is refused too; neither refused
-/// request reaches the receiver.
+/// and the SDK rejects it naming allowed_hosts (exit 1), and with `--allow`
+/// but not `--allow-private` the loopback receiver is refused too, the SDK
+/// rejecting it naming allow_private; neither refused request reaches the
+/// receiver.
 #[tokio::test]
 async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not() {
     let receiver = Peer::start("cloudevents_receiver.py", &[]);
@@ -727,10 +728,9 @@ async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not
 
     let (ok, stdout, stderr) = run("/denied", Allow::Nothing).await;
     assert!(!ok, "an undeclared origin exited 0: {stdout}");
-    assert!(
-        stdout.starts_with("retry") || stdout.starts_with("reject"),
-        "{stdout}\n{stderr}"
-    );
+    // HTTP-request-denied: only an app-file change fixes it, so the SDK
+    // rejects at once.
+    assert!(stdout.starts_with("reject: "), "{stdout}\n{stderr}");
     assert!(stdout.contains("allowed_hosts"), "{stdout}\n{stderr}");
     assert_eq!(
         receiver.requests().await.len(),
@@ -742,8 +742,11 @@ async fn sink_run_delivers_the_cloudevents_example_and_reports_what_it_could_not
     // the host after its own resolution, the log saying what to set.
     let (ok, stdout, stderr) = run("/private", Allow::Origin).await;
     assert!(!ok, "a loopback origin without --allow-private exited 0: {stdout}");
+    // destination-IP-prohibited: rejected like a denied origin, the reason
+    // saying what to set.
+    assert!(stdout.starts_with("reject: "), "{stdout}\n{stderr}");
     assert!(
-        stdout.starts_with("retry") || stdout.starts_with("reject"),
+        stdout.contains("non-public address") && stdout.contains(r#"set "allow_private": true"#),
         "{stdout}\n{stderr}"
     );
     assert!(stderr.contains(r#"set "allow_private": true"#), "{stdout}\n{stderr}");

@@ -209,10 +209,20 @@ pub enum Error {
         problem: String,
     },
     /// The host refused to send it: its origin is not in the webhook's
-    /// `allowed_hosts` (or resolves to a private address without
-    /// `allow_private`).
+    /// `allowed_hosts` (`HTTP-request-denied`).
     #[error("the host denied the request to {origin}: add its origin to the webhook's allowed_hosts")]
     Denied {
+        /// `scheme://host[:port]`.
+        origin: String,
+    },
+    /// The host refused to send it: the origin is allowed, but its address
+    /// (written in the URL, or what its name resolves to) is loopback,
+    /// private or link-local, and its `allowed_hosts` entry does not say
+    /// `allow_private` (`destination-IP-prohibited`).
+    #[error(
+        "the host refused the request to {origin}: it is or resolves to a non-public address (loopback, private or link-local); if the receiver is on your own network, set \"allow_private\": true on its entry in the webhook's allowed_hosts"
+    )]
+    NonPublicAddress {
         /// `scheme://host[:port]`.
         origin: String,
     },
@@ -233,8 +243,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether another attempt may succeed (everything but a bad URL and a
-    /// denied origin, which only an app file change fixes).
+    /// Whether another attempt may succeed (everything but a bad URL, a
+    /// denied origin and a refused non-public address, which only an app
+    /// file change fixes).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Timeout { .. } | Error::Transport { .. })
     }
@@ -536,6 +547,7 @@ mod imp {
         let origin = origin.to_string();
         match code {
             ErrorCode::HttpRequestDenied => Error::Denied { origin },
+            ErrorCode::DestinationIpProhibited => Error::NonPublicAddress { origin },
             ErrorCode::ConnectionTimeout
             | ErrorCode::ConnectionReadTimeout
             | ErrorCode::ConnectionWriteTimeout
@@ -576,6 +588,26 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(0));
         assert!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").unwrap() > 1_000_000);
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn refusals_by_the_host_are_final_and_say_what_to_change() {
+        let denied = Error::Denied {
+            origin: "https://evil.example:443".into(),
+        };
+        assert!(!denied.is_transient());
+        assert!(denied.to_string().contains("allowed_hosts"), "{denied}");
+        let private = Error::NonPublicAddress {
+            origin: "http://127.0.0.1:8080".into(),
+        };
+        assert!(!private.is_transient());
+        let text = private.to_string();
+        assert!(
+            text.contains("http://127.0.0.1:8080")
+                && text.contains("non-public address")
+                && text.contains(r#"set "allow_private": true"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -164,7 +164,10 @@ pub struct Request {
     /// 1 on the first attempt, then 2, 3, … (throttled attempts do not
     /// count).
     pub attempt: u32,
-    /// When the batch was formed, in milliseconds since the Unix epoch.
+    /// The signed body's `time_ms`: when this attempt was stamped, in
+    /// milliseconds since the Unix epoch (each attempt, and each replay, is
+    /// stamped and signed anew). When the batch was formed is the
+    /// `X-Hookline-Batch-Time` header.
     pub time_ms: u64,
     /// The batch's events, parsed.
     pub events: Vec<Event>,
@@ -326,9 +329,9 @@ impl Outcome {
     }
 
     /// [`Outcome::from_response`] for an answer; for no answer, a retry
-    /// naming the error, except a denied origin or a bad URL, which only an
-    /// app file change fixes: rejected (a replay from the dead letters
-    /// delivers once it is fixed).
+    /// naming the error, except a denied origin, a refused non-public
+    /// address or a bad URL, which only an app file change fixes: rejected
+    /// (a replay from the dead letters delivers once it is fixed).
     pub fn from_http(result: Result<http::Response, http::Error>) -> Self {
         match result {
             Ok(response) => Outcome::from_response(&response),
@@ -662,6 +665,13 @@ mod tests {
             panic!("denied is final");
         };
         assert!(reason.contains("allowed_hosts"), "{reason}");
+        let private = http::Error::NonPublicAddress {
+            origin: "http://127.0.0.1:8080".into(),
+        };
+        let Outcome::Reject(reason) = Outcome::from_http(Err(private)) else {
+            panic!("a refused non-public address is final");
+        };
+        assert!(reason.contains(r#""allow_private": true"#), "{reason}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn request(events: Vec<Event>) -> RequestBuilder {
 }
 
 /// Builds a [`Request`] as the host does. Defaults: app `app`, webhook
-/// `webhook`, batch `0190a1b2c3d4-0`, attempt 1, formed now, key
+/// `webhook`, batch `0190a1b2c3d4-0`, attempt 1, stamped now, key
 /// `test-key`, secret `test-secret`, timeout 10 s, no webhook headers.
 #[derive(Debug, Clone)]
 pub struct RequestBuilder {
@@ -90,8 +90,9 @@ impl RequestBuilder {
         self
     }
 
-    /// When the batch was formed (ms since the Unix epoch); also the
-    /// body's `time_ms`.
+    /// The attempt's time (ms since the Unix epoch): the body's `time_ms`
+    /// and [`Request::time_ms`]; here also `X-Hookline-Batch-Time`, which
+    /// in Hookline is when the batch was formed.
     pub fn time_ms(mut self, ms: u64) -> Self {
         self.time_ms = ms;
         self
