@@ -13,8 +13,8 @@
 //! across retries and replays, unique within its source, so a receiver can
 //! de-duplicate); `source` `/hookline/<app id>/<webhook id>` (or the
 //! config's `source`); `type` `com.pusher.<event name>` (or the config's
-//! `type_prefix`); `time` when the batch was formed (RFC 3339);
-//! `subject` the channel; `datacontenttype` `application/json`; `data` the
+//! `type_prefix`); `time` the attempt's `time_ms` (RFC 3339: the signed
+//! body's, stamped anew at each attempt); `subject` the channel; `datacontenttype` `application/json`; `data` the
 //! event object as Pusher sent it.
 //!
 //! Build with `cargo build --release --target wasm32-wasip2 -p cloudevents`.

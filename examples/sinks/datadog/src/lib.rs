@@ -8,9 +8,9 @@
 //! reason that says where the key goes.
 //!
 //! Each event: `title` `<event name> on <channel>`, `text` the event as
-//! JSON, `date_happened` when the batch was formed, `aggregation_key` the
-//! batch id (a batch's events group together, and a resent event joins its
-//! group), `tags` `app:…`, `channel:…`, `event:…` and the config's own.
+//! JSON, `date_happened` the attempt's `time_ms` (the signed body's,
+//! stamped anew at each attempt), `aggregation_key` the batch id (a
+//! batch's events group together, and a resent event joins its group), `tags` `app:…`, `channel:…`, `event:…` and the config's own.
 //!
 //! Build with `cargo build --release --target wasm32-wasip2 -p datadog`.
 
