@@ -38,7 +38,9 @@ async fn receiver() -> std::net::SocketAddr {
                 let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
                     use http_body_util::BodyExt;
                     let _ = request.into_body().collect().await;
-                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}"))))
+                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::from_static(
+                        b"{}",
+                    ))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -50,7 +52,11 @@ async fn receiver() -> std::net::SocketAddr {
 }
 
 fn body() -> String {
-    let items: Vec<String> = (0..10)
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let items: Vec<String> = (0..n)
         .map(|i| {
             format!(
                 r#"{{"name":"client_event","channel":"private-room-{i}","event":"client-message","data":"{{\"text\":\"hello number {i}\",\"n\":{i}}}","socket_id":"123.456","user_id":"user-{i}"}}"#
@@ -65,14 +71,18 @@ fn body() -> String {
 
 fn deliveries(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let wasm = cargo_wasm::build_wasm_packages(root, &["cloudevents"])
-        .unwrap_or_else(|e| panic!("{e}"))
-        .join("cloudevents.wasm");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let dir = cargo_wasm::build_wasm_packages(root, &["cloudevents", "raw-sink"]).unwrap_or_else(|e| panic!("{e}"));
+    let wasm = dir.join("cloudevents.wasm");
+    let runtime = if std::env::var_os("BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     let addr = runtime.block_on(receiver());
     let url = format!("http://{addr}/hook");
 
@@ -87,6 +97,14 @@ fn deliveries(c: &mut Criterion) {
         "allowed_hosts": [{ "origin": format!("http://{addr}"), "allow_private": true }],
     });
     let component = ComponentSink::load(&host, &sink, root, "bench").unwrap_or_else(|e| panic!("{e}"));
+    let raw_sink = serde_json::json!({
+        "wasm": dir.join("raw_sink.wasm"),
+        "config": { "url": url },
+        "allowed_hosts": [{ "origin": format!("http://{addr}"), "allow_private": true }],
+    });
+    let raw = ComponentSink::load(&host, &raw_sink, root, "bench").unwrap_or_else(|e| panic!("{e}"));
+    let noop_sink = serde_json::json!({ "wasm": dir.join("raw_sink.wasm"), "config": { "url": url, "noop": true } });
+    let noop = ComponentSink::load(&host, &noop_sink, root, "bench").unwrap_or_else(|e| panic!("{e}"));
 
     let body = body();
     let signed = [
@@ -107,11 +125,20 @@ fn deliveries(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("delivery of a 10-event batch");
     group.bench_function("built-in http sink", |b| {
-        b.to_async(&runtime).iter(|| async { http.send(request.clone()).await.unwrap() })
+        b.to_async(&runtime)
+            .iter(|| async { http.send(request.clone()).await.unwrap() })
     });
     group.bench_function("cloudevents sink component", |b| {
         b.to_async(&runtime)
             .iter(|| async { component.send(request.clone()).await.unwrap() })
+    });
+    group.bench_function("raw sink component (forwards the body)", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { raw.send(request.clone()).await.unwrap() })
+    });
+    group.bench_function("a call that sends nothing", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { noop.send(request.clone()).await.unwrap() })
     });
     group.finish();
 }

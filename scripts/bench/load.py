@@ -27,11 +27,12 @@ them (one wrk per node, concurrency divided); delivered events/s and
 latency are summed over the nodes, CPU per event counts the daemons (and,
 in brackets, Redis), and peak RSS is the largest daemon's.
 
-`--sink http,nats,kafka,sqs,sns,eventbridge` runs each row once per sink
+`--sink http,wasm,nats,kafka,sqs,sns,eventbridge` runs each row once per sink
 kind, each against a real service of the run's own (scripts/bench/
 sink_peers.py: nats-server with JetStream, the tansu Kafka broker, moto for
 the AWS kinds, whose figures measure moto, a Python server, more than
-Hookline); http (the default) is the bare hyper receiver.
+Hookline); http (the default) is the bare hyper receiver; wasm is the
+CloudEvents example sink component posting to that same receiver.
 
 `--baseline-work-ns 500,1000,2000` adds bare hyper rows whose server
 busy-waits that long per request: the calibration curve of what a given
@@ -305,7 +306,7 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
         for i in range(nodes):
             node_env = dict(env, HOOKLINE_STORE_NODE_ID=f"node-{i}")
             data_dir = os.path.join(run_dir, f"data-{i}")
-            if filt != "none":
+            if filt != "none" or sink == "wasm":
                 # A daemon restarts on its compile cache: compile once, in a
                 # first start that is stopped at once, so RSS is not the
                 # compiler's leftovers.

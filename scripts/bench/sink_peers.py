@@ -4,6 +4,9 @@
 (webhook keys selecting that sink, a function that stops the service):
 
   * http         a bare hyper server (every answer 200 {}), as before;
+  * wasm         the CloudEvents example sink component (examples/sinks/
+                 cloudevents, batch mode: one request per batch) sending to
+                 that same bare hyper server;
   * nats         nats-server with JetStream, a file-backed stream on `bench.>`;
   * kafka        the tansu broker (memory storage), a one-partition topic;
   * sqs, sns,    moto's server mode (Python: its figures measure moto, not
@@ -23,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VENV = os.path.join(ROOT, "tests", "peers", ".venv", "bin")
 TANSU = os.path.join(os.environ.get("HOOKLINE_PEER_CACHE", os.path.expanduser("~/.cache/hookline-peers")),
                      "tansu-0.6.0", "bin", "tansu")
-KINDS = ("http", "nats", "kafka", "sqs", "sns", "eventbridge")
+KINDS = ("http", "wasm", "nats", "kafka", "sqs", "sns", "eventbridge")
 AWS_KEYS = {"accessKeyId": "bench", "secretAccessKey": "bench"}
 
 
@@ -86,6 +89,13 @@ def nats_request(port, subject, payload):
 def start(kind, run_dir, http_receiver=None):
     if kind == "http":
         return {"url": f"http://{http_receiver}/hook"}, lambda: None
+    if kind == "wasm":
+        subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip2", "--target-dir",
+                        os.path.join(ROOT, "target", "wasm"), "-p", "cloudevents"], cwd=ROOT, check=True)
+        wasm = os.path.join(ROOT, "target", "wasm", "wasm32-wasip2", "release", "cloudevents.wasm")
+        return {"sink": {"wasm": wasm, "config": {"url": f"http://{http_receiver}/hook"},
+                         "allowed_hosts": [{"origin": f"http://{http_receiver}", "allow_private": True}]}}, \
+            lambda: None
     if kind == "nats":
         port = free_port()
         store = os.path.join(run_dir, "nats")

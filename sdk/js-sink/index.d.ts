@@ -26,7 +26,7 @@ export interface Request<Config = unknown> {
   batchId: string;
   /** 1 on the first attempt, then 2, 3, … */
   attempt: number;
-  /** When the batch was formed, in milliseconds since the Unix epoch. */
+  /** The signed body's `time_ms`: when this attempt was rendered, in milliseconds since the Unix epoch. */
   timeMs: number;
   /** How long this attempt may take; outgoing requests are cut there. */
   timeoutMs: number;

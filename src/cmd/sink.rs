@@ -389,6 +389,7 @@ request to that origin, so a secret never enters the component):
   "id": "app-1", "key": "app-key", "secret": "${APP_SECRET}",
   "webhooks": [{
     "id": "{name}",
+    "event_types": ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"],
     "sink": {
       "wasm": "{name}/{snake}.wasm",
       "config": {"url": "https://api.example.com/events"},
@@ -513,6 +514,7 @@ request to that origin, so a secret never enters the component):
   "id": "app-1", "key": "app-key", "secret": "${APP_SECRET}",
   "webhooks": [{
     "id": "{name}",
+    "event_types": ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"],
     "sink": {
       "wasm": "{name}/target/wasm32-wasip2/release/{snake}.wasm",
       "config": {"url": "https://api.example.com/events"},

@@ -237,6 +237,13 @@ fn refuse(body: WasiBody, error: HttpError) -> ResponseFuture {
 }
 
 impl WasiHttpHooks for OutboundHooks {
+    /// Room for a whole body of writes before the guest must wait: the
+    /// request is sent once the body is complete anyway, and each wait is a
+    /// round trip between the guest and the request's task.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        64
+    }
+
     /// A request without a scheme is refused rather than sent as https.
     fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
         None

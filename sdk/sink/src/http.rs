@@ -397,8 +397,6 @@ mod imp {
     };
     use crate::__private::bindings::wasi::io::streams::StreamError;
 
-    /// `blocking-write-and-flush` takes at most 4096 bytes a call.
-    const CHUNK: usize = 4096;
     /// The most read a call; the host caps the whole body.
     const READ: u64 = 64 * 1024;
 
@@ -481,11 +479,27 @@ mod imp {
             let stream = body
                 .write()
                 .map_err(|()| "the body stream was already taken".to_string())?;
-            for chunk in bytes.chunks(CHUNK) {
-                stream
-                    .blocking_write_and_flush(chunk)
+            // As much as the stream takes per write (not 4096-byte
+            // `blocking-write-and-flush` calls): each wait for room is a
+            // round trip through the host.
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let room = stream
+                    .check_write()
                     .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
+                if room == 0 {
+                    stream.subscribe().block();
+                    continue;
+                }
+                let (now, later) = rest.split_at(rest.len().min(usize::try_from(room).unwrap_or(usize::MAX)));
+                stream
+                    .write(now)
+                    .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
+                rest = later;
             }
+            stream
+                .blocking_flush()
+                .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
             // The stream is a child of the body: dropped before finish.
         }
         OutgoingBody::finish(body, None).map_err(|code| format!("finishing the body: {code:?}"))

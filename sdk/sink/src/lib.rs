@@ -208,6 +208,47 @@ impl Request {
             .body(self.body.clone())
     }
 
+    /// The events' JSON texts exactly as they are in the signed body,
+    /// without parsing them into values (the cheap way to copy an event
+    /// into another document); `None` when the body is not Hookline's
+    /// `{"time_ms":…,"events":[…]}` with one object per event.
+    pub fn event_texts(&self) -> Option<Vec<&str>> {
+        let body = std::str::from_utf8(&self.body).ok()?;
+        let start = body.find("\"events\":[")? + "\"events\":[".len();
+        let bytes = body.as_bytes();
+        let mut texts = Vec::with_capacity(self.events.len());
+        let (mut depth, mut in_string, mut escaped, mut begin) = (0usize, false, false, None);
+        for (i, &b) in bytes.iter().enumerate().skip(start) {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    if depth == 0 {
+                        begin = Some(i);
+                    }
+                    depth += 1;
+                }
+                b'}' | b']' if depth == 0 => break,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        texts.push(&body[begin?..=i]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (texts.len() == self.events.len()).then_some(texts)
+    }
+
     /// The events as the JSON objects they arrived as (from the signed
     /// body; rebuilt from [`Request::events`] if the body is unreadable).
     pub fn events_json(&self) -> Vec<serde_json::Value> {
@@ -684,6 +725,24 @@ mod tests {
         assert!(parse_config::<C>("null").unwrap_err().contains("\"config\""));
         assert!(parse_config::<C>("{}").unwrap_err().starts_with("invalid config"));
         assert!(parse_config::<Option<C>>("null").unwrap().is_none());
+    }
+
+    #[test]
+    fn event_texts_are_the_bodys_objects_byte_for_byte() {
+        let mut request = Request {
+            events: vec![Event::new("a", "c1"), Event::new("b", "c2")],
+            ..Request::default()
+        };
+        request.body = br#"{"time_ms":1,"events":[{"name":"a","channel":"c1","data":"}]\"{"},{"name":"b","channel":"c2","x":[1,{"y":2}]}]}"#.to_vec();
+        assert_eq!(
+            request.event_texts().unwrap(),
+            [
+                r#"{"name":"a","channel":"c1","data":"}]\"{"}"#,
+                r#"{"name":"b","channel":"c2","x":[1,{"y":2}]}"#
+            ]
+        );
+        request.body = br#"{"time_ms":1,"events":[{"name":"a","channel":"c1"}]}"#.to_vec();
+        assert_eq!(request.event_texts(), None, "one event short");
     }
 
     #[test]
