@@ -74,6 +74,17 @@ impl ComponentSinkSpec {
             .enumerate()
             .map(|(i, entry)| allowed_origin(entry).map_err(|e| format!("`sink.allowed_hosts[{i}]`: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
+        // One entry per origin: a second one's `headers` would never apply.
+        for (i, origin) in allowed_hosts.iter().enumerate() {
+            if let Some(first) = allowed_hosts[..i]
+                .iter()
+                .position(|o| o.to_string() == origin.to_string())
+            {
+                return Err(format!(
+                    "`sink.allowed_hosts[{i}]`: {origin} is already `sink.allowed_hosts[{first}]`; merge the two entries"
+                ));
+            }
+        }
         let cpu_ms = object.cpu_ms.unwrap_or(defaults.cpu_ms);
         let memory_mb = object.memory_mb.unwrap_or(defaults.memory_mb);
         if cpu_ms == 0 || memory_mb == 0 {
@@ -455,6 +466,10 @@ mod tests {
         assert!(e.contains("path"), "{e}");
         let e = read(serde_json::json!({"wasm": "a.wasm", "alowed_hosts": []})).unwrap_err();
         assert!(e.contains("alowed_hosts"), "{e}");
+        let e =
+            read(serde_json::json!({"wasm": "a.wasm", "allowed_hosts": ["https://x", {"origin": "https://X:443"}]}))
+                .unwrap_err();
+        assert!(e.contains("allowed_hosts[1]") && e.contains("already"), "{e}");
         let e = read(serde_json::json!({"config": {}})).unwrap_err();
         assert!(e.contains("wasm"), "{e}");
         let e = read(

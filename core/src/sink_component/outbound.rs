@@ -12,8 +12,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +22,13 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Largest request body a guest may send.
+/// Largest request body a guest may send (and at most its memory cap:
+/// the host buffers each body, and the guest's cap must bound that too).
 const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Outgoing requests one call may have open at once.
+const MAX_OPEN_REQUESTS: usize = 8;
+/// Refusals logged per call; the rest are counted in the last line.
+const REFUSALS_LOGGED_PER_CALL: u32 = 3;
 
 /// One entry of a webhook's `allowed_hosts`.
 #[derive(Clone)]
@@ -115,7 +121,7 @@ impl AllowedOrigin {
 pub(crate) fn is_non_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -124,17 +130,52 @@ pub(crate) fn is_non_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || a == 0
                 || (a == 100 && (b & 0xc0) == 64)
+                // IETF protocol assignments, benchmarking, reserved.
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b & 0xfe) == 18)
+                || a >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let s = v6.segments();
+            // IPv4 inside IPv6: mapped, compatible, NAT64 (DNS64 turns an
+            // internal A record into one) and 6to4: judged by the IPv4.
+            let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
+                Some(v4)
+            } else if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                Some(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ))
+            } else if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4])
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+            {
+                Some(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ))
+            } else if s[0] == 0x2002 {
+                Some(Ipv4Addr::new(
+                    (s[1] >> 8) as u8,
+                    s[1] as u8,
+                    (s[2] >> 8) as u8,
+                    s[2] as u8,
+                ))
+            } else {
+                None
+            };
+            if let Some(v4) = embedded {
                 return is_non_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
         }
     }
 }
@@ -206,12 +247,35 @@ pub(crate) struct OutboundHooks {
     pub offline: bool,
     /// Names the component in the log lines of refused requests.
     pub label: Arc<str>,
+    /// Largest request body (the smaller of 16 MiB and the memory cap).
+    pub max_request_bytes: usize,
+    /// Requests of this instance not yet answered.
+    pub open: Arc<AtomicUsize>,
+    /// Refusals in the current call (reset by the call).
+    pub refusals: Arc<AtomicU32>,
 }
 
-/// Logs a refused request (the URI is not logged: its query may hold a
-/// token; the origin is).
-fn log_refusal(label: &str, why: &str) {
-    tracing::warn!(sink = label, "outgoing request refused: {why}");
+/// Logs a refused request, at most [`REFUSALS_LOGGED_PER_CALL`] per call
+/// (a guest looping on refusals must not flood the log). The URI is not
+/// logged: its query may hold a token; the origin is.
+fn log_refusal(label: &str, refusals: &AtomicU32, why: &str) {
+    match refusals.fetch_add(1, Ordering::Relaxed) {
+        n if n < REFUSALS_LOGGED_PER_CALL => tracing::warn!(sink = label, "outgoing request refused: {why}"),
+        REFUSALS_LOGGED_PER_CALL => tracing::warn!(
+            sink = label,
+            "outgoing request refused: {why}; further refusals in this call are not logged"
+        ),
+        _ => {}
+    }
+}
+
+/// Counts a request as open until dropped.
+struct OpenRequest(Arc<AtomicUsize>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type ResponseFuture = Box<
@@ -231,7 +295,15 @@ type ResponseFuture = Box<
 /// seeing the refusal.
 fn refuse(body: WasiBody, error: HttpError) -> ResponseFuture {
     Box::new(async move {
-        let _ = http_body_util::Limited::new(body, MAX_REQUEST_BYTES).collect().await;
+        // Read and dropped, not kept; a guest writing forever is cut off.
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > MAX_REQUEST_BYTES {
+                break;
+            }
+        }
         Err(error)
     })
 }
@@ -262,7 +334,11 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> ResponseFuture {
         let uri = request.uri().clone();
         let (Some(scheme), Some(host)) = (uri.scheme().cloned(), uri.host()) else {
-            log_refusal(&self.label, "the request's URI is not absolute (scheme://host/path)");
+            log_refusal(
+                &self.label,
+                &self.refusals,
+                "the request's URI is not absolute (scheme://host/path)",
+            );
             return refuse(request.into_body(), HttpError::HttpRequestUriInvalid);
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
@@ -271,11 +347,19 @@ impl WasiHttpHooks for OutboundHooks {
             .unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
         let origin = format!("{scheme}://{}:{port}", uri.authority().map_or("", |a| a.host()));
         if self.offline {
-            log_refusal(&self.label, &format!("{origin}: validate-config may not make requests"));
+            log_refusal(
+                &self.label,
+                &self.refusals,
+                &format!("{origin}: validate-config may not make requests"),
+            );
             return refuse(request.into_body(), HttpError::HttpRequestDenied);
         }
         let Some(allowed) = self.origins.iter().find(|o| o.matches(&scheme, &host, port)).cloned() else {
-            log_refusal(&self.label, &format!("{origin} is not in the webhook's allowed_hosts"));
+            log_refusal(
+                &self.label,
+                &self.refusals,
+                &format!("{origin} is not in the webhook's allowed_hosts"),
+            );
             return refuse(request.into_body(), HttpError::HttpRequestDenied);
         };
         // The client resolves names through the address check; an address
@@ -286,6 +370,7 @@ impl WasiHttpHooks for OutboundHooks {
         {
             log_refusal(
                 &self.label,
+                &self.refusals,
                 &format!(
                     "{origin} is a non-public address; set \"allow_private\": true on its allowed_hosts entry to reach it"
                 ),
@@ -300,16 +385,28 @@ impl WasiHttpHooks for OutboundHooks {
         let deadline = self.deadline;
         let first_byte = options.and_then(|o| o.first_byte_timeout);
         let max_response_bytes = self.max_response_bytes;
-        let label = self.label.clone();
+        let max_request_bytes = self.max_request_bytes;
+        let (label, refusals) = (self.label.clone(), self.refusals.clone());
+        if self.open.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_REQUESTS {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            log_refusal(
+                &self.label,
+                &self.refusals,
+                &format!("{origin}: more than {MAX_OPEN_REQUESTS} requests of one call are open at once"),
+            );
+            return refuse(request.into_body(), HttpError::HttpRequestDenied);
+        }
+        let open = OpenRequest(self.open.clone());
         Box::new(async move {
+            let _open = open;
             let (mut parts, body) = request.into_parts();
             for (name, value) in &allowed.headers {
                 parts.headers.insert(name.clone(), value.clone());
             }
-            let body = http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+            let body = http_body_util::Limited::new(body, max_request_bytes)
                 .collect()
                 .await
-                .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_REQUEST_BYTES as u64)))?
+                .map_err(|_| HttpError::HttpRequestBodySize(Some(max_request_bytes as u64)))?
                 .to_bytes();
             let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
                 .map_err(|_| HttpError::HttpRequestUriInvalid)?;
@@ -320,6 +417,7 @@ impl WasiHttpHooks for OutboundHooks {
                 Ok(Err(e)) if caused_by::<NonPublicAddress>(&e) => {
                     log_refusal(
                         &label,
+                        &refusals,
                         &format!(
                             "{origin} resolves to a non-public address; set \"allow_private\": true on its allowed_hosts entry to reach it"
                         ),
@@ -430,7 +528,14 @@ mod tests {
         ] {
             assert!(is_non_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!is_non_public(ip.parse().unwrap()), "{ip}");
         }
     }

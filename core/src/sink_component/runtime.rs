@@ -74,6 +74,12 @@ const MAX_RESOURCES: usize = 4096;
 const MAX_POOLED_RESOURCES: usize = 64;
 /// Longest reason kept from an outcome.
 const REASON_CAP: usize = 2048;
+/// The longest `validate-config` may take, sleeps and all (it runs at load
+/// time, where nothing else bounds it).
+const VALIDATE_TIME: Duration = Duration::from_secs(10);
+/// Most random bytes one `wasi:random` call returns: a call is host time,
+/// which the CPU budget does not count.
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// Loads sink components; the engine starts on the first load, so a daemon
 /// without sink components pays nothing for them.
@@ -249,6 +255,12 @@ impl CpuMeter {
 #[error("ran past its CPU budget of {0} ms (cpu_ms; time waiting on the network does not count)")]
 struct CpuBudgetSpent(u128);
 
+/// A call still running at the attempt's deadline (a guest busy in host
+/// calls, which the CPU budget leaves out).
+#[derive(Debug, thiserror::Error)]
+#[error("was still running when the attempt's time ran out (timeout_ms)")]
+struct AttemptTimeSpent;
+
 /// Per-instance state.
 pub(crate) struct SinkState {
     wasi: WasiCtx,
@@ -390,6 +402,7 @@ impl LoadedSink {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -405,6 +418,9 @@ impl LoadedSink {
                 max_response_bytes: self.spec.max_response_bytes,
                 offline: true,
                 label: self.label.clone(),
+                max_request_bytes: memory.min(16 << 20),
+                open: Arc::default(),
+                refusals: Arc::default(),
             },
             limits: SandboxLimits::new(memory),
             stdout,
@@ -429,12 +445,21 @@ impl LoadedSink {
             Ok(())
         });
         store.epoch_deadline_callback(|store| {
-            let cpu = &store.data().cpu;
+            let state = store.data();
+            let now = tokio::time::Instant::now();
+            if now >= state.hooks.deadline {
+                return Err(AttemptTimeSpent.into());
+            }
+            let cpu = &state.cpu;
             let used = cpu.used();
             if used >= cpu.budget {
                 return Err(CpuBudgetSpent(cpu.budget.as_millis()).into());
             }
-            Ok(UpdateDeadline::Continue(Self::ticks(cpu.budget - used)))
+            // Yield, so that a call busy in host calls (not counted as CPU)
+            // still lets its worker thread serve others, and its deadline
+            // fire.
+            let next = (cpu.budget - used).min(state.hooks.deadline - now);
+            Ok(UpdateDeadline::Yield(Self::ticks(next)))
         });
         store.set_epoch_deadline(Self::ticks(self.budget()));
         let bindings = self
@@ -461,6 +486,7 @@ impl LoadedSink {
         state.cpu.start_call(budget);
         state.hooks.deadline = deadline;
         state.hooks.offline = offline;
+        state.hooks.refusals.store(0, std::sync::atomic::Ordering::Relaxed);
         instance.store.set_epoch_deadline(Self::ticks(budget));
     }
 
@@ -505,27 +531,31 @@ impl LoadedSink {
         let run = async {
             let _ticking = self.runtime.ticker.hold();
             let mut instance = self.take_instance().await?;
-            self.start_call(&mut instance, tokio::time::Instant::now(), true);
+            self.start_call(&mut instance, tokio::time::Instant::now() + VALIDATE_TIME, true);
             let result = instance
                 .bindings
                 .call_validate_config(&mut instance.store, &self.spec.config)
                 .await;
-            let (clean, result) = match result {
-                Ok(Ok(())) => (true, Ok(())),
-                Ok(Err(message)) => (
-                    true,
-                    Err(format!(
-                        "config refused by the sink: {}",
-                        truncate(&message, REASON_CAP)
-                    )),
-                ),
-                Err(e) => (
-                    false,
-                    Err(format!("trapped in validate-config: {}", describe_error(&e))),
-                ),
+            let result = match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(format!(
+                    "config refused by the sink: {}",
+                    truncate(&message, REASON_CAP)
+                )),
+                Err(e) => Err(format!("trapped in validate-config: {}", describe_error(&e))),
             };
-            self.finish_call(instance, clean);
+            // Never pooled: it ran on this throwaway runtime, which a task
+            // it left behind would not outlive.
+            self.finish_call(instance, false);
             result
+        };
+        let run = async {
+            tokio::time::timeout(VALIDATE_TIME, run).await.unwrap_or_else(|_| {
+                Err(format!(
+                    "validate-config did not return within {} s (it runs when the app loads and may not wait on anything)",
+                    VALIDATE_TIME.as_secs()
+                ))
+            })
         };
         // Its own thread and runtime: this runs inside and outside tokio.
         std::thread::scope(|scope| {
@@ -575,6 +605,9 @@ impl LoadedSink {
 /// A failed call in words: the CPU budget, or the trap as filters name it.
 fn describe_error(error: &wasmtime::Error) -> String {
     if let Some(spent) = error.downcast_ref::<CpuBudgetSpent>() {
+        return spent.to_string();
+    }
+    if let Some(spent) = error.downcast_ref::<AttemptTimeSpent>() {
         return spent.to_string();
     }
     describe_trap(error)
