@@ -187,6 +187,10 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
         json!({"id": id, "sink": sink, "event_types": ["channel_occupied"],
                "retry": {"min_backoff_ms": 100, "max_backoff_ms": 300}})
     };
+    // `timeout_ms` is a webhook key, beside the sink: only the attempt's
+    // deadline stops a guest busy in host calls.
+    let mut busy_in_host = webhook("busy-in-host", json!({"cpu_ms": 50}));
+    busy_in_host["timeout_ms"] = json!(300);
     let app = json!({"id": "h", "key": "hk", "secret": "hs", "batching": {"max_wait_ms": 10}, "webhooks": [
         {"id": "plain", "url": receiver.url("/plain"), "event_types": ["channel_occupied", "channel_vacated"]},
         {"id": "raw", "event_types": ["channel_occupied", "channel_vacated"],
@@ -200,6 +204,7 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
                                    "config": {"url": format!("http://localhost:{}/nope", loopback.addr.port())},
                                    "allowed_hosts": [format!("http://localhost:{}", loopback.addr.port())]})),
         webhook("spin", json!({"cpu_ms": 50})),
+        busy_in_host,
         webhook("grow", json!({"memory_mb": 32})),
         webhook("endless-body", json!({"config": {"url": endless.url("/stream")},
                                        "allowed_hosts": [local(&endless.url(""))],
@@ -240,6 +245,7 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
             port(loopback.addr)
         ),
         "hostile_sink.wasm failed: ran past its CPU budget of 50 ms (cpu_ms;".to_string(),
+        "hostile_sink.wasm failed: was still running when the attempt's time ran out (timeout_ms)".to_string(),
         "hostile_sink.wasm failed: hit its memory cap (memory_mb)".to_string(),
         "endless-body: error ErrorCode::HttpResponseBodySize(Some(65536))".to_string(),
     ] {
@@ -261,6 +267,7 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
         "undeclared-host: error ErrorCode::HttpRequestDenied",
         "loopback: error ErrorCode::DestinationIpProhibited",
         "ran past its CPU budget of 50 ms",
+        "was still running when the attempt's time ran out",
         "hit its memory cap (memory_mb)",
         "endless-body: error ErrorCode::HttpResponseBodySize",
     ];
@@ -454,6 +461,7 @@ fn check_passes_a_good_sink_and_names_what_is_wrong_with_a_bad_one() {
 
     let bad = AppsDir::new();
     install(&bad, "raw_sink.wasm", "raw_sink.wasm");
+    install(&bad, "hostile_sink.wasm", "hostile_sink.wasm");
     let filter = wasm_filter("drop_by_channel.wasm");
     let files = [
         (
@@ -473,6 +481,17 @@ fn check_passes_a_good_sink_and_names_what_is_wrong_with_a_bad_one() {
         (
             "refused.json",
             app("refused", sink("sinks/raw_sink.wasm", json!({}), json!([]))),
+        ),
+        (
+            "sleeps.json",
+            app(
+                "sleeps",
+                sink(
+                    "sinks/hostile_sink.wasm",
+                    json!({"mode": "sleep-in-validate"}),
+                    json!([]),
+                ),
+            ),
         ),
         (
             "origin.json",
@@ -518,6 +537,8 @@ fn check_passes_a_good_sink_and_names_what_is_wrong_with_a_bad_one() {
             && not_a_sink.contains("does not implement the hookline:sink@0.1.0 `sink` world"),
         "{out}"
     );
+    let sleeps = line("sleeps.json");
+    assert!(sleeps.contains("validate-config did not return within 10 s"), "{out}");
     let refused = line("refused.json");
     assert!(
         refused.contains("`sink.wasm`") && refused.contains("config refused by the sink: config needs a \"url\""),

@@ -50,9 +50,11 @@ const MODES: &[&str] = &[
     "undeclared-host",
     "loopback",
     "spin",
+    "busy-in-host",
     "grow",
     "endless-body",
     "echo-secret",
+    "sleep-in-validate",
 ];
 
 struct HostileSink;
@@ -236,6 +238,10 @@ impl Guest for HostileSink {
         if !MODES.contains(&mode.as_str()) {
             return Err(format!("unknown mode `{mode}`; one of {MODES:?}"));
         }
+        if mode == "sleep-in-validate" {
+            // A load must not wait on this: the host bounds validate-config.
+            wasi::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
+        }
         Ok(())
     }
 
@@ -258,6 +264,11 @@ impl Guest for HostileSink {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            // Host calls are not CPU (they are where network waits are), so
+            // only the attempt's deadline stops a loop of them.
+            "busy-in-host" => loop {
+                std::hint::black_box(wasi::random::random::get_random_bytes(1 << 16));
+            },
             "grow" => {
                 let have = core::arch::wasm32::memory_size(0);
                 // 65536 pages of 64 KiB: the whole 4 GiB.
