@@ -139,24 +139,13 @@ pub(crate) fn is_non_public(ip: IpAddr) -> bool {
             let s = v6.segments();
             // IPv4 inside IPv6: mapped, compatible, NAT64 (DNS64 turns an
             // internal A record into one) and 6to4: judged by the IPv4.
+            let low32 = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+            let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+            let nat64 = s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1);
             let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
                 Some(v4)
-            } else if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
-                Some(Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                ))
-            } else if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4])
-                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
-            {
-                Some(Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                ))
+            } else if compatible || nat64 {
+                Some(low32())
             } else if s[0] == 0x2002 {
                 Some(Ipv4Addr::new(
                     (s[1] >> 8) as u8,
