@@ -33,7 +33,9 @@ pub(crate) mod shared {
     pub(crate) use super::host::describe_trap;
     pub(crate) use super::limits::SandboxLimits;
     pub(crate) use super::output::CapturedOutput;
-    pub(crate) use super::sandbox::{LOG_LINES_PER_CALL, LOG_MESSAGE_CAP, truncate};
+    pub(crate) use super::sandbox::{
+        ImportRules, LOG_LINES_PER_CALL, LOG_MESSAGE_CAP, check_component_imports, deny_all_wasi, truncate,
+    };
     pub(crate) use super::ticker::{DeadlineTicker, EPOCH_TICK};
 }
 pub use host::{Decision, FilterHost, LoadedFilter};

@@ -80,15 +80,8 @@ impl HostState {
     /// for all its memories and tables, and a clock for calls of `budget`.
     pub(super) fn new(label: Arc<str>, memory: usize, budget: Duration) -> Self {
         let (stdout, stderr) = (CapturedOutput::default(), CapturedOutput::default());
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            // wasi:sockets is linked deny-all (see `sandbox_linker`).
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
+        // wasi:sockets is linked deny-all (see `sandbox_linker`).
+        let wasi = deny_all_wasi(stdout.clone(), stderr.clone()).build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         Self {
@@ -141,24 +134,76 @@ impl HasData for HasState {
 
 /// Refuses any import outside the sandbox's allowlist, naming it.
 pub(super) fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
+    check_component_imports(
+        engine,
+        component,
+        &ImportRules {
+            allowed: ALLOWED_PACKAGES,
+            package: WIT_PACKAGE,
+            version: WIT_VERSION,
+            sdk: "hookline-filter",
+            what: "filters",
+            allowed_text: "wasi:io, wasi:cli, wasi:clocks, wasi:random, wasi:filesystem with nothing opened, wasi:sockets with every operation denied, and the world's `log`",
+        },
+    )
+}
+
+/// What a kind of component may import.
+pub(crate) struct ImportRules<'a> {
+    /// Interface name prefixes allowed besides the world's `log`.
+    pub allowed: &'a [&'a str],
+    /// The world's own package and the version this host implements.
+    pub package: &'a str,
+    pub version: &'a str,
+    /// The SDK to rebuild with, and the kind's plural, for messages.
+    pub sdk: &'a str,
+    pub what: &'a str,
+    /// The allowlist in words.
+    pub allowed_text: &'a str,
+}
+
+/// Refuses any import outside `rules`, naming it (and a world of another
+/// version, naming both).
+pub(crate) fn check_component_imports(
+    engine: &Engine,
+    component: &Component,
+    rules: &ImportRules<'_>,
+) -> Result<(), String> {
     for (name, _) in component.component_type().imports(engine) {
-        if name == "log" || ALLOWED_PACKAGES.iter().any(|p| name.starts_with(p)) {
+        if name == "log" || rules.allowed.iter().any(|p| name.starts_with(p)) {
             continue;
         }
-        if let Some(rest) = name.strip_prefix(WIT_PACKAGE) {
+        if let Some(rest) = name.strip_prefix(rules.package) {
             let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
-            if version != WIT_VERSION {
+            if version != rules.version {
                 return Err(format!(
-                    "was built against {WIT_PACKAGE}@{version}, but this Hookline provides {WIT_PACKAGE}@{WIT_VERSION}; rebuild it with a matching hookline-filter SDK"
+                    "was built against {}@{version}, but this Hookline provides {}@{}; rebuild it with a matching {} SDK",
+                    rules.package, rules.package, rules.version, rules.sdk
                 ));
             }
             continue;
         }
         return Err(format!(
-            "imports `{name}`, which filters may not use (allowed: wasi:io, wasi:cli, wasi:clocks, wasi:random, wasi:filesystem with nothing opened, wasi:sockets with every operation denied, and the world's `log`)"
+            "imports `{name}`, which {} may not use (allowed: {})",
+            rules.what, rules.allowed_text
         ));
     }
     Ok(())
+}
+
+/// A WASI context that grants nothing: no directory, no variable, no
+/// argument, stdin closed, stdout and stderr captured, and `wasi:sockets`
+/// answering `access-denied` before any socket exists.
+pub(crate) fn deny_all_wasi(stdout: CapturedOutput, stderr: CapturedOutput) -> wasmtime_wasi::WasiCtxBuilder {
+    let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+    builder
+        .stdout(stdout)
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    builder
 }
 
 /// The linker with exactly the granted WASI interfaces (not the all-in-one

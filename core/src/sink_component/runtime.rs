@@ -18,8 +18,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::outbound::{OutboundClients, OutboundHooks};
 use super::{ComponentSinkSpec, RequestView};
 use crate::filter::shared::{
-    CapturedOutput, CompileCache, DeadlineTicker, EPOCH_TICK, LOG_LINES_PER_CALL, LOG_MESSAGE_CAP, SandboxLimits,
-    describe_trap, truncate,
+    CapturedOutput, CompileCache, DeadlineTicker, EPOCH_TICK, ImportRules, LOG_LINES_PER_CALL, LOG_MESSAGE_CAP,
+    SandboxLimits, check_component_imports, deny_all_wasi, describe_trap, truncate,
 };
 use crate::settings::FilterSettings;
 
@@ -199,24 +199,18 @@ impl Runtime {
 
 /// Refuses any import outside the sandbox's allowlist, naming it.
 fn check_imports(engine: &Engine, component: &wasmtime::component::Component) -> Result<(), String> {
-    for (name, _) in component.component_type().imports(engine) {
-        if name == "log" || ALLOWED_PACKAGES.iter().any(|p| name.starts_with(p)) {
-            continue;
-        }
-        if let Some(rest) = name.strip_prefix(WIT_PACKAGE) {
-            let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
-            if version != WIT_VERSION {
-                return Err(format!(
-                    "was built against {WIT_PACKAGE}@{version}, but this Hookline provides {WIT_PACKAGE}@{WIT_VERSION}; rebuild it with a matching hookline-sink SDK"
-                ));
-            }
-            continue;
-        }
-        return Err(format!(
-            "imports `{name}`, which sink components may not use (allowed: wasi:http/outgoing-handler to the webhook's allowed_hosts, wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem with nothing opened, wasi:sockets with every operation denied, and the world's `log`)"
-        ));
-    }
-    Ok(())
+    check_component_imports(
+        engine,
+        component,
+        &ImportRules {
+            allowed: ALLOWED_PACKAGES,
+            package: WIT_PACKAGE,
+            version: WIT_VERSION,
+            sdk: "hookline-sink",
+            what: "sink components",
+            allowed_text: "wasi:http/outgoing-handler to the webhook's allowed_hosts, wasi:io, wasi:clocks, wasi:random, wasi:cli, wasi:filesystem with nothing opened, wasi:sockets with every operation denied, and the world's `log`",
+        },
+    )
 }
 
 /// Guest CPU time of the current call: wall time since it started, less
@@ -395,13 +389,7 @@ impl LoadedSink {
 
     async fn instantiate(&self) -> Result<Instance, String> {
         let (stdout, stderr) = (CapturedOutput::default(), CapturedOutput::default());
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
+        let wasi = deny_all_wasi(stdout.clone(), stderr.clone())
             .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let mut table = ResourceTable::new();
