@@ -395,7 +395,7 @@ mod imp {
         ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as WasiMethod, OutgoingBody,
         OutgoingRequest, RequestOptions, Scheme, http_error_code,
     };
-    use crate::__private::bindings::wasi::io::streams::StreamError;
+    use crate::__private::bindings::wasi::io::streams::{OutputStream, StreamError};
 
     /// The most read a call; the host caps the whole body.
     const READ: u64 = 64 * 1024;
@@ -448,12 +448,27 @@ mod imp {
         let body = outgoing
             .body()
             .map_err(|()| transport("the request body was already taken".into()))?;
-        let future = outgoing_handler::handle(outgoing, options).map_err(|code| error_from(code, &origin))?;
-        // The host reads the body while it sends; when it denies the
-        // request it closes the stream, and the reason is in the future.
-        if let Err(written) = write_body(body, &request.body) {
-            return Err(answer(&future, &origin).err().unwrap_or_else(|| transport(written)));
-        }
+        // The body goes into the host's buffer before the request is handed
+        // over, so that a body that fits (most do) leaves whole, without a
+        // wait between this guest and the task that sends it.
+        let stream = body
+            .write()
+            .map_err(|()| transport("the body stream was already taken".into()))?;
+        let rest = write_available(&stream, &request.body).map_err(&transport)?;
+        let future = if rest.is_empty() {
+            // The stream is a child of the body: dropped before finish.
+            drop(stream);
+            OutgoingBody::finish(body, None).map_err(|code| transport(format!("finishing the body: {code:?}")))?;
+            outgoing_handler::handle(outgoing, options).map_err(|code| error_from(code, &origin))?
+        } else {
+            let future = outgoing_handler::handle(outgoing, options).map_err(|code| error_from(code, &origin))?;
+            // The host reads the rest while it sends; when it denies the
+            // request it closes the stream, and the reason is in the future.
+            if let Err(written) = write_rest(stream, body, rest) {
+                return Err(answer(&future, &origin).err().unwrap_or_else(|| transport(written)));
+            }
+            future
+        };
         let incoming = answer(&future, &origin)?;
         let status = incoming.status();
         let headers = incoming
@@ -474,34 +489,41 @@ mod imp {
         })
     }
 
-    fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
-        {
-            let stream = body
-                .write()
-                .map_err(|()| "the body stream was already taken".to_string())?;
-            // As much as the stream takes per write (not 4096-byte
-            // `blocking-write-and-flush` calls): each wait for room is a
-            // round trip through the host.
-            let mut rest = bytes;
-            while !rest.is_empty() {
-                let room = stream
-                    .check_write()
-                    .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
-                if room == 0 {
-                    stream.subscribe().block();
-                    continue;
-                }
-                let (now, later) = rest.split_at(rest.len().min(usize::try_from(room).unwrap_or(usize::MAX)));
-                stream
-                    .write(now)
-                    .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
-                rest = later;
-            }
-            stream
-                .blocking_flush()
+    /// Writes as much of `bytes` as the stream takes without waiting;
+    /// returns what is left.
+    fn write_available<'a>(stream: &OutputStream, mut bytes: &'a [u8]) -> Result<&'a [u8], String> {
+        while !bytes.is_empty() {
+            let room = stream
+                .check_write()
                 .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
-            // The stream is a child of the body: dropped before finish.
+            if room == 0 {
+                break;
+            }
+            let (now, later) = bytes.split_at(bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX)));
+            stream
+                .write(now)
+                .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
+            bytes = later;
         }
+        Ok(bytes)
+    }
+
+    /// Writes the rest of a body the host is already sending, waiting for
+    /// room as it goes (as much as the stream takes per write, not 4096-byte
+    /// `blocking-write-and-flush` calls: each wait is a round trip through
+    /// the host), and finishes it.
+    fn write_rest(stream: OutputStream, body: OutgoingBody, mut rest: &[u8]) -> Result<(), String> {
+        while !rest.is_empty() {
+            rest = write_available(&stream, rest)?;
+            if !rest.is_empty() {
+                stream.subscribe().block();
+            }
+        }
+        stream
+            .blocking_flush()
+            .map_err(|e| format!("writing the body: {}", stream_error(e)))?;
+        // The stream is a child of the body: dropped before finish.
+        drop(stream);
         OutgoingBody::finish(body, None).map_err(|code| format!("finishing the body: {code:?}"))
     }
 

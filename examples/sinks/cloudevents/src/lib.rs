@@ -75,21 +75,14 @@ impl Sink for CloudEvents {
     }
 
     fn deliver(request: &Request, config: &Config) -> Outcome {
-        let events = cloud_event_texts(request, config);
         match config.mode {
-            Mode::Batch => {
-                let mut body = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
-                body.push('[');
-                body.push_str(&events.join(","));
-                body.push(']');
-                Outcome::from_http(
-                    http::Request::post(&config.url)
-                        .header("Content-Type", "application/cloudevents-batch+json")
-                        .body(body.into_bytes())
-                        .send(),
-                )
-            }
-            Mode::Structured => deliver_in_parts(request, events, |event| {
+            Mode::Batch => Outcome::from_http(
+                http::Request::post(&config.url)
+                    .header("Content-Type", "application/cloudevents-batch+json")
+                    .body(cloud_event_batch(request, config).into_bytes())
+                    .send(),
+            ),
+            Mode::Structured => deliver_in_parts(request, cloud_event_texts(request, config), |event| {
                 Outcome::from_http(
                     http::Request::post(&config.url)
                         .header("Content-Type", "application/cloudevents+json")
@@ -111,52 +104,84 @@ pub fn cloud_events(request: &Request, config: &Config) -> Vec<Value> {
         .collect()
 }
 
-/// The batch's events as CloudEvent JSON texts, in order, written
-/// directly: each event's object is copied from the signed body as its
-/// `data`, without parsing it (the hot path: a batch may hold hundreds).
+/// The batch's events as CloudEvent JSON texts, in order (see
+/// [`cloud_event_batch`]).
 pub fn cloud_event_texts(request: &Request, config: &Config) -> Vec<String> {
-    let Some(texts) = request.event_texts() else {
-        // Not Hookline's body shape: the slower path through values.
-        return cloud_event_values(request, config)
-            .iter()
-            .map(|event| event.to_string())
-            .collect();
-    };
-    let source = config.source.clone().unwrap_or_else(|| {
-        format!(
-            "/hookline/{}/{}",
-            path_segment(&request.app_id),
-            path_segment(&request.webhook_id)
-        )
+    let mut texts = Vec::with_capacity(request.events.len());
+    write_cloud_events(request, config, |write| {
+        let mut text = String::new();
+        write(&mut text);
+        texts.push(text);
     });
-    let (source, time) = (json_string(&source), json_string(&rfc3339(request.time_ms)));
     texts
-        .iter()
-        .zip(&request.events)
-        .enumerate()
-        .map(|(index, (data, event))| {
-            let mut out = String::with_capacity(data.len() + 256);
-            out.push_str(r#"{"specversion":"1.0","id":"#);
-            out.push_str(&json_string(&format!("{}-{index}", request.batch_id)));
-            out.push_str(r#","source":"#);
-            out.push_str(&source);
-            out.push_str(r#","type":"#);
-            out.push_str(&json_string(&format!("{}.{}", config.type_prefix, event.name)));
-            out.push_str(r#","time":"#);
-            out.push_str(&time);
-            out.push_str(r#","subject":"#);
-            out.push_str(&json_string(&event.channel));
-            out.push_str(r#","datacontenttype":"application/json","data":"#);
-            out.push_str(data);
-            out.push('}');
-            out
-        })
-        .collect()
 }
 
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serializes")
+/// The batch's events as one JSON array of CloudEvents, written directly:
+/// each event's object is copied from the signed body as its `data`,
+/// without parsing it (the hot path: a batch may hold hundreds).
+pub fn cloud_event_batch(request: &Request, config: &Config) -> String {
+    let mut body = String::with_capacity(2 * request.body.len() + 64);
+    body.push('[');
+    write_cloud_events(request, config, |write| {
+        if body.len() > 1 {
+            body.push(',');
+        }
+        write(&mut body);
+    });
+    body.push(']');
+    body
+}
+
+/// Hands `each` a writer per CloudEvent, in order.
+fn write_cloud_events(request: &Request, config: &Config, mut each: impl FnMut(&dyn Fn(&mut String))) {
+    let Some(texts) = request.event_texts() else {
+        // Not Hookline's body shape: the slower path through values.
+        for event in cloud_event_values(request, config) {
+            each(&|out: &mut String| out.push_str(&event.to_string()));
+        }
+        return;
+    };
+    let mut head = String::with_capacity(256);
+    head.push_str(r#"{"specversion":"1.0","source":"#);
+    match &config.source {
+        Some(source) => push_json_string(&mut head, source),
+        None => push_json_string(
+            &mut head,
+            &format!(
+                "/hookline/{}/{}",
+                path_segment(&request.app_id),
+                path_segment(&request.webhook_id)
+            ),
+        ),
+    }
+    head.push_str(r#","time":"#);
+    push_json_string(&mut head, &rfc3339(request.time_ms));
+    head.push_str(r#","datacontenttype":"application/json","id":"#);
+    for (index, (data, event)) in texts.iter().zip(&request.events).enumerate() {
+        each(&|out: &mut String| {
+            out.reserve(head.len() + data.len() + 128);
+            out.push_str(&head);
+            push_json_string(out, &format!("{}-{index}", request.batch_id));
+            out.push_str(r#","type":"#);
+            push_json_string(out, &format!("{}.{}", config.type_prefix, event.name));
+            out.push_str(r#","subject":"#);
+            push_json_string(out, &event.channel);
+            out.push_str(r#","data":"#);
+            out.push_str(data);
+            out.push('}');
+        });
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(text).expect("a string always serializes"));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
 }
 
 /// The CloudEvents built as values (for bodies not of Hookline's shape).
