@@ -72,6 +72,10 @@ impl Text {
 /// The optional fields of one event, located.
 #[derive(Debug, Default, Clone, Copy)]
 struct Fields {
+    /// Found by [`fast_fields`] only (the parsed path takes them from the
+    /// [`Event`]).
+    name: Option<Text>,
+    channel: Option<Text>,
     user_id: Option<Text>,
     socket_id: Option<Text>,
     event: Option<Text>,
@@ -88,7 +92,7 @@ pub(crate) fn event_views<'a>(events: &'a [Event], scratch: &'a mut String) -> V
         .iter()
         .map(|event| {
             let mark = scratch.len();
-            fast_fields(event, scratch).unwrap_or_else(|| {
+            fast_fields(&event.json, scratch).unwrap_or_else(|| {
                 scratch.truncate(mark);
                 parsed_fields(event, scratch)
             })
@@ -114,12 +118,87 @@ pub(crate) fn event_views<'a>(events: &'a [Event], scratch: &'a mut String) -> V
         .collect()
 }
 
+/// The `time_ms` and events of a signed body as WIT views, found in one
+/// pass over its text: the body is `{"time_ms":T,"events":[e1,…]}` exactly
+/// as [`crate::event::render_body`] writes it, every event already
+/// canonical, so nothing is parsed again. `None` when the body is not of
+/// that shape or an event needs the parser (see [`fast_fields`]); the
+/// caller then parses it.
+pub(crate) fn signed_body_views<'a>(body: &'a str, scratch: &'a mut String) -> Option<(u64, Vec<EventView<'a>>)> {
+    let rest = body.strip_prefix(r#"{"time_ms":"#)?;
+    let digits = rest.find(',')?;
+    let time_ms: u64 = rest[..digits].parse().ok()?;
+    let events = rest[digits..].strip_prefix(r#","events":["#)?.strip_suffix("]}")?;
+    let bytes = events.as_bytes();
+    let mut texts = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = object_end(bytes, i)?;
+        texts.push(&events[i..end]);
+        i = end;
+        match bytes.get(i) {
+            None => break,
+            Some(b',') if i + 1 < bytes.len() => i += 1,
+            Some(_) => return None,
+        }
+    }
+    scratch.clear();
+    let fields = texts
+        .iter()
+        .map(|text| fast_fields(text, scratch))
+        .collect::<Option<Vec<Fields>>>()?;
+    let scratch: &'a str = scratch;
+    let views = texts
+        .iter()
+        .zip(fields)
+        .map(|(event, f)| {
+            let text = |t: Option<Text>| t.map(|t| t.resolve(event, scratch));
+            Some(EventView {
+                name: text(f.name)?,
+                channel: text(f.channel)?,
+                user_id: text(f.user_id),
+                socket_id: text(f.socket_id),
+                event: text(f.event),
+                data: text(f.data),
+                subscription_count: f.subscription_count,
+                extra: text(f.extra),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((time_ms, views))
+}
+
+/// The index just past the JSON object or array starting at `start`.
+fn object_end(bytes: &[u8], start: usize) -> Option<usize> {
+    if !matches!(bytes.get(start), Some(b'{' | b'[')) {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        match *bytes.get(i)? {
+            b'"' => {
+                i = string_end(bytes, i)?.0;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
 /// One pass over the canonical text (no whitespace, valid JSON), taking
 /// unescaped strings in place and copying `extra` members byte for byte;
 /// `None` for anything unusual (an escaped key, an object or array value),
 /// which [`parsed_fields`] handles.
-fn fast_fields(event: &Event, scratch: &mut String) -> Option<Fields> {
-    let text = &*event.json;
+fn fast_fields(text: &str, scratch: &mut String) -> Option<Fields> {
     let bytes = text.as_bytes();
     let mut out = Fields::default();
     let mut extra: Option<String> = None;
@@ -152,7 +231,14 @@ fn fast_fields(event: &Event, scratch: &mut String) -> Option<Fields> {
             }
         };
         let taken = match key {
-            "name" | "channel" => true,
+            "name" => {
+                out.name = string();
+                true
+            }
+            "channel" => {
+                out.channel = string();
+                true
+            }
             "user_id" => string().map(|s| out.user_id = Some(s)).is_some(),
             "socket_id" => string().map(|s| out.socket_id = Some(s)).is_some(),
             "event" => string().map(|s| out.event = Some(s)).is_some(),
@@ -501,13 +587,48 @@ mod tests {
         ] {
             let e = event(text);
             let parsed = view_with(&e, |e, s| Some(parsed_fields(e, s)));
-            let quick = view_with(&e, fast_fields);
+            let quick = view_with(&e, |e, s| fast_fields(&e.json, s));
             assert_eq!(quick.is_some(), fast, "{text}");
             if let Some(quick) = quick {
                 assert_eq!(format!("{:?}", Some(quick)), format!("{parsed:?}"), "{text}");
             }
             // Whichever path it takes, the views are the parser's.
             assert_eq!(format!("{:?}", Some(to_wit(&e))), format!("{parsed:?}"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_signed_body_reads_back_as_its_events_without_the_parser() {
+        let texts = [
+            r#"{"name":"n","channel":"c"}"#,
+            r#"{"name":"client_event","channel":"c\"q\\","event":"e\u0001","data":"{\"x\":[1,2]}","user_id":"u","socket_id":"1.2","subscription_count":3,"t":true,"n":null,"f":1.5,"s":"\\\""}"#,
+            r#"{"name":"client_event","channel":"c","data":"tab\tquote\"slash\\nl\n é 😀","user_id":"u"}"#,
+        ];
+        let events: Vec<Event> = texts.iter().map(|t| event(t)).collect();
+        let joined: Vec<&str> = events.iter().map(|e| &*e.json).collect();
+        let body = crate::event::render_body(1_700_000_000_123, &joined.join(","));
+        let mut scratch = String::new();
+        let (time_ms, views) = signed_body_views(&body, &mut scratch).expect("a rendered body takes the quick path");
+        assert_eq!(time_ms, 1_700_000_000_123);
+        let quick: Vec<wit::Event> = views.iter().map(owned_view).collect();
+        let parsed: Vec<wit::Event> = events.iter().map(to_wit).collect();
+        assert_eq!(format!("{quick:?}"), format!("{parsed:?}"));
+
+        let empty = crate::event::render_body(5, "");
+        assert_eq!(
+            signed_body_views(&empty, &mut scratch).map(|(t, v)| (t, v.len())),
+            Some((5, 0))
+        );
+        // Anything else is left to the parser.
+        for other in [
+            r#"{"events":[{"name":"n","channel":"c"}]}"#,
+            r#"{"time_ms":1,"events":[{"name":"n","channel":"c"},]}"#,
+            r#"{"time_ms":1,"events":[{"name":"n","channel":"c"}"#,
+            r#"{"time_ms":1,"events":[{"name":"n"}]}"#,
+            r#"{"time_ms":1,"events":[{"name":"n","channel":5}]}"#,
+            r#"{"time_ms":1,"events":[{"name":"n","channel":"c","data":{"a":1}}]}"#,
+        ] {
+            assert!(signed_body_views(other, &mut scratch).is_none(), "{other}");
         }
     }
 

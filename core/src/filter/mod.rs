@@ -29,7 +29,7 @@ pub use cache::set_after_compile;
 /// trap is put in words.
 pub(crate) mod shared {
     pub(crate) use super::cache::CompileCache;
-    pub(crate) use super::convert::{EventView, event_views};
+    pub(crate) use super::convert::{EventView, event_views, signed_body_views};
     pub(crate) use super::host::describe_trap;
     pub(crate) use super::limits::SandboxLimits;
     pub(crate) use super::output::CapturedOutput;

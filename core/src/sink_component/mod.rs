@@ -22,7 +22,7 @@ use hookline_sink_api::{
 use serde_json::Value;
 use wasmtime::component::{ComponentType, Lower};
 
-use crate::filter::shared::{EventView, event_views};
+use crate::filter::shared::{EventView, event_views, signed_body_views};
 use runtime::LoadedSink;
 pub use runtime::{CallOutcome, SinkComponentHost};
 
@@ -316,12 +316,27 @@ impl ComponentSink {
         let Some(loaded) = &self.loaded else {
             return CallOutcome::Failed("the component was not loaded in this command".to_string());
         };
-        let body = match crate::event::parse_ingest_body(&request.body) {
-            Ok(body) => body,
-            Err(e) => return CallOutcome::Failed(format!("the signed body does not parse back: {e}")),
+        // The body was rendered from canonical events: read them back in
+        // one pass, and through the parser only when that cannot.
+        let (mut scratch, mut parsed_scratch) = (String::new(), String::new());
+        let parsed;
+        let found = std::str::from_utf8(&request.body)
+            .ok()
+            .and_then(|text| signed_body_views(text, &mut scratch));
+        let (time_ms, events) = match found {
+            Some(found) => found,
+            None => {
+                parsed = match crate::event::parse_ingest_body(&request.body) {
+                    Ok(body) => body,
+                    Err(e) => return CallOutcome::Failed(format!("the signed body does not parse back: {e}")),
+                };
+                let time_ms = parsed
+                    .time_ms
+                    .filter(|t| t.is_finite() && *t >= 0.0)
+                    .map_or(0, |t| t as u64);
+                (time_ms, event_views(&parsed.events, &mut parsed_scratch))
+            }
         };
-        let mut scratch = String::new();
-        let events = event_views(&body.events, &mut scratch);
         let headers: Vec<(&str, &str)> = request
             .signed_headers
             .iter()
@@ -340,10 +355,7 @@ impl ComponentSink {
             webhook_id: request.webhook_id,
             batch_id: header("X-Hookline-Batch-Id"),
             attempt: request.attempt,
-            time_ms: body
-                .time_ms
-                .filter(|t| t.is_finite() && *t >= 0.0)
-                .map_or(0, |t| t as u64),
+            time_ms,
             events: &events,
             body: &request.body,
             headers: &headers,
