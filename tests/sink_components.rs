@@ -188,7 +188,7 @@ async fn a_hostile_sink_is_contained_while_the_apps_other_webhooks_keep_flowing(
                "retry": {"min_backoff_ms": 100, "max_backoff_ms": 300}})
     };
     // `timeout_ms` is a webhook key, beside the sink: only the attempt's
-    // deadline stops a guest busy in host calls.
+    // deadline stops a guest that keeps waiting in the host.
     let mut busy_in_host = webhook("busy-in-host", json!({"cpu_ms": 50}));
     busy_in_host["timeout_ms"] = json!(300);
     let app = json!({"id": "h", "key": "hk", "secret": "hs", "batching": {"max_wait_ms": 10}, "webhooks": [

@@ -2,16 +2,18 @@
 //! first load), its linker, the compile cache, and each loaded component's
 //! pool of instances and its calls.
 //!
-//! A call's CPU budget counts guest time only: a call hook adds up the time
-//! spent in host calls (where network waits happen), and when the epoch
-//! deadline fires the budget is checked against wall time less that.
+//! A call's CPU budget counts the time its future is polled (the guest, and
+//! host calls that return at once), not the time it waits suspended in the
+//! host (the network, a sleep): when the epoch deadline fires, the budget
+//! is checked against that ([`CpuMeter`]).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
-use wasmtime::{CallHook, Config, Engine, Store, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -213,35 +215,73 @@ fn check_imports(engine: &Engine, component: &wasmtime::component::Component) ->
     )
 }
 
-/// Guest CPU time of the current call: wall time since it started, less
-/// the time spent in host calls (where network waits and sleeps happen).
+/// A call's CPU time: the time its future spends being polled. That is
+/// the guest running, and the host working for it in calls that return at
+/// once; a call waiting in the host (on the network, in a sleep) is
+/// suspended, not polled, and does not count. Two clock reads per poll, not
+/// per host call: a call hook would also run for every string lowered.
 #[derive(Debug)]
 struct CpuMeter {
-    started: Instant,
-    in_host_since: Option<Instant>,
-    host_time: Duration,
-    budget: Duration,
+    base: Instant,
+    /// Nanoseconds polled in finished polls of the current call.
+    spent: AtomicU64,
+    /// When the poll under way began (nanoseconds past `base`, plus one);
+    /// 0 between polls.
+    polling_since: AtomicU64,
+    budget: AtomicU64,
 }
 
 impl CpuMeter {
     fn new(budget: Duration) -> Self {
         Self {
-            started: Instant::now(),
-            in_host_since: None,
-            host_time: Duration::ZERO,
-            budget,
+            base: Instant::now(),
+            spent: AtomicU64::new(0),
+            polling_since: AtomicU64::new(0),
+            budget: AtomicU64::new(nanos(budget)),
         }
     }
 
-    fn start_call(&mut self, budget: Duration) {
-        *self = Self::new(budget);
+    fn start_call(&self, budget: Duration) {
+        self.spent.store(0, Ordering::Relaxed);
+        self.budget.store(nanos(budget), Ordering::Relaxed);
+    }
+
+    fn budget(&self) -> Duration {
+        Duration::from_nanos(self.budget.load(Ordering::Relaxed))
+    }
+
+    fn now(&self) -> u64 {
+        nanos(self.base.elapsed())
     }
 
     fn used(&self) -> Duration {
-        let now = Instant::now();
-        let in_host = self.in_host_since.map_or(Duration::ZERO, |since| now - since);
-        (now - self.started).saturating_sub(self.host_time + in_host)
+        let since = self.polling_since.load(Ordering::Relaxed);
+        let polling = if since == 0 {
+            0
+        } else {
+            self.now().saturating_sub(since - 1)
+        };
+        Duration::from_nanos(self.spent.load(Ordering::Relaxed) + polling)
     }
+
+    /// Runs `call`, counting the time spent polling it.
+    async fn meter<F: std::future::Future>(&self, call: F) -> F::Output {
+        let mut call = std::pin::pin!(call);
+        std::future::poll_fn(|cx| {
+            let start = self.now();
+            self.polling_since.store(start + 1, Ordering::Relaxed);
+            let result = call.as_mut().poll(cx);
+            self.polling_since.store(0, Ordering::Relaxed);
+            self.spent
+                .fetch_add(self.now().saturating_sub(start), Ordering::Relaxed);
+            result
+        })
+        .await
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Why a call was stopped by the host.
@@ -249,8 +289,8 @@ impl CpuMeter {
 #[error("ran past its CPU budget of {0} ms (cpu_ms; time waiting on the network does not count)")]
 struct CpuBudgetSpent(u128);
 
-/// A call still running at the attempt's deadline (a guest busy in host
-/// calls, which the CPU budget leaves out).
+/// A call still running at the attempt's deadline (a guest that keeps
+/// waiting in the host, which the CPU budget leaves out).
 #[derive(Debug, thiserror::Error)]
 #[error("was still running when the attempt's time ran out (timeout_ms)")]
 struct AttemptTimeSpent;
@@ -266,7 +306,7 @@ pub(crate) struct SinkState {
     stderr: CapturedOutput,
     label: Arc<str>,
     log_budget: u32,
-    cpu: CpuMeter,
+    cpu: Arc<CpuMeter>,
 }
 
 impl WasiView for SinkState {
@@ -415,44 +455,30 @@ impl LoadedSink {
             stderr,
             label: self.label.clone(),
             log_budget: LOG_LINES_PER_CALL,
-            cpu: CpuMeter::new(self.budget()),
+            cpu: Arc::new(CpuMeter::new(self.budget())),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.call_hook(|mut store, hook| {
-            let cpu = &mut store.data_mut().cpu;
-            match hook {
-                CallHook::CallingHost => cpu.in_host_since = Some(Instant::now()),
-                CallHook::ReturningFromHost => {
-                    if let Some(since) = cpu.in_host_since.take() {
-                        cpu.host_time += since.elapsed();
-                    }
-                }
-                _ => {}
-            }
-            Ok(())
-        });
         store.epoch_deadline_callback(|store| {
             let state = store.data();
             let now = tokio::time::Instant::now();
             if now >= state.hooks.deadline {
                 return Err(AttemptTimeSpent.into());
             }
-            let cpu = &state.cpu;
-            let used = cpu.used();
-            if used >= cpu.budget {
-                return Err(CpuBudgetSpent(cpu.budget.as_millis()).into());
+            let (used, budget) = (state.cpu.used(), state.cpu.budget());
+            if used >= budget {
+                return Err(CpuBudgetSpent(budget.as_millis()).into());
             }
-            // Yield, so that a call busy in host calls (not counted as CPU)
-            // still lets its worker thread serve others, and its deadline
-            // fire.
-            let next = (cpu.budget - used).min(state.hooks.deadline - now);
+            // The epoch also advances while the call waits, which is not
+            // CPU: check again when the rest of the budget could be spent
+            // (or the deadline comes), yielding the worker meanwhile.
+            let next = (budget - used).min(state.hooks.deadline - now);
             Ok(UpdateDeadline::Yield(Self::ticks(next)))
         });
         store.set_epoch_deadline(Self::ticks(self.budget()));
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
+        let cpu = store.data().cpu.clone();
+        let bindings = cpu
+            .meter(self.pre.instantiate_async(&mut store))
             .await
             .map_err(|e| format!("cannot be instantiated: {}", describe_error(&e)))?;
         let deliver = *bindings.func_deliver().func();
@@ -520,9 +546,13 @@ impl LoadedSink {
             let _ticking = self.runtime.ticker.hold();
             let mut instance = self.take_instance().await?;
             self.start_call(&mut instance, tokio::time::Instant::now() + VALIDATE_TIME, true);
-            let result = instance
-                .bindings
-                .call_validate_config(&mut instance.store, &self.spec.config)
+            let cpu = instance.store.data().cpu.clone();
+            let result = cpu
+                .meter(
+                    instance
+                        .bindings
+                        .call_validate_config(&mut instance.store, &self.spec.config),
+                )
                 .await;
             let result = match result {
                 Ok(Ok(())) => Ok(()),
@@ -569,8 +599,9 @@ impl LoadedSink {
         };
         self.start_call(&mut instance, tokio::time::Instant::now() + timeout, false);
         let func = deliver_func(instance.deliver);
-        let result = func
-            .call_async(&mut instance.store, (request,))
+        let cpu = instance.store.data().cpu.clone();
+        let result = cpu
+            .meter(func.call_async(&mut instance.store, (request,)))
             .await
             .map(|(outcome,)| outcome);
         let (clean, outcome) = match result {

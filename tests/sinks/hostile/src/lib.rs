@@ -12,6 +12,7 @@
 //!   answers `retry` whose reason says what came back: `mode: error
 //!   <code>` or `mode: status <n>`.
 //! * `spin`: loops forever.
+//! * `busy-in-host`: waits 1 ms in the host, forever.
 //! * `grow`: asks `memory.grow` for all of the 4 GiB a 32-bit memory can
 //!   hold; if that returns at all, answers `retry` saying what it got.
 //! * `endless-body`: GETs `url` (which streams a body that never ends) and
@@ -266,8 +267,10 @@ impl Guest for HostileSink {
             }
             // Host calls are not CPU (they are where network waits are), so
             // only the attempt's deadline stops a loop of them.
+            // Waiting in the host is not CPU: only the attempt's deadline
+            // stops this.
             "busy-in-host" => loop {
-                std::hint::black_box(wasi::random::random::get_random_bytes(1 << 16));
+                wasi::clocks::monotonic_clock::subscribe_duration(1_000_000).block();
             },
             "grow" => {
                 let have = core::arch::wasm32::memory_size(0);
