@@ -572,8 +572,20 @@ impl Engine {
         self.begin_shutdown();
         self.batchers.flush_and_stop().await;
         let grace = self.settings.shutdown.grace();
-        if self.dispatcher.drain(grace).await {
-            tracing::info!("every accepted event was delivered or dead-lettered; bye");
+        let started = std::time::Instant::now();
+        // On a shared store the other nodes take this node's partitions over
+        // now, rather than when its leases would run out; its lanes let go
+        // of what they held.
+        let handed = self.store.leave(grace).await;
+        if handed > 0 {
+            tracing::info!(partitions = handed, "handed this node's partitions to the other nodes");
+        }
+        if self.dispatcher.drain(grace.saturating_sub(started.elapsed())).await {
+            if handed > 0 {
+                tracing::info!("everything this node held was delivered, dead-lettered or handed over; bye");
+            } else {
+                tracing::info!("every accepted event was delivered or dead-lettered; bye");
+            }
         } else {
             tracing::info!(
                 backlog_bytes = self.backlog.bytes(),

@@ -21,7 +21,7 @@ use crate::activity::WebhookActivity;
 use crate::config::Ordering;
 use crate::event::{Event, join_events};
 use crate::metrics::{DeliveryLabels, SinkLabels};
-use crate::store::{AttemptRecord, Commit, DeadLetter};
+use crate::store::{AttemptGuard, AttemptRecord, Commit, DeadLetter};
 use crate::timer::sleep_until;
 
 /// How often a lane paused by an unreachable store looks again.
@@ -38,7 +38,9 @@ pub(crate) async fn run(
     let mut ready: VecDeque<Delivery> = VecDeque::new();
     // Keyed by (due time, sequence) so equal due times keep their order.
     let mut waiting: BTreeMap<(Instant, u64), Delivery> = BTreeMap::new();
-    let mut in_flight: JoinSet<(Delivery, Result<(), DeliveryError>)> = JoinSet::new();
+    let mut in_flight: JoinSet<Attempted> = JoinSet::new();
+    // On a shared store: changes when this node stops holding a partition.
+    let mut ownership = ctx.store.ownership_changes();
     let mut sequence = 0u64;
     let mut open = true;
     let mut rng = rand::rngs::StdRng::from_os_rng();
@@ -71,7 +73,9 @@ pub(crate) async fn run(
                 None => open = false,
             },
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let (delivery, outcome) = match joined {
+                // Held until the result is recorded: a hand-over of the
+                // partition waits for it.
+                let (delivery, outcome, _attempt) = match joined {
                     Ok(done) => done,
                     Err(panic) => {
                         tracing::error!(error = %panic, "a delivery attempt panicked; its batch is lost");
@@ -101,6 +105,9 @@ pub(crate) async fn run(
                     }
                 }
             },
+            Ok(()) = changed(&mut ownership), if ownership.is_some() => {
+                let_go_of_others(&ctx, &mut ready, &mut waiting);
+            }
             () = sleep_until(reopens_at), if reopens_at.is_some() => {}
             () = tokio::time::sleep(STORE_RECHECK), if paused => {}
             () = sleep_until(next_due), if next_due.is_some() => {
@@ -121,12 +128,53 @@ pub(crate) async fn run(
     }
 }
 
+/// What an attempt task gives back: the delivery, the outcome, and the
+/// store's guard for the attempt.
+type Attempted = (Delivery, Result<(), DeliveryError>, AttemptGuard);
+
+/// Resolves when the watched value changes; never without a watch.
+async fn changed(watch: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Result<(), ()> {
+    match watch {
+        Some(watch) => watch.changed().await.map_err(drop),
+        None => std::future::pending().await,
+    }
+}
+
+/// Lets go of the deliveries whose partition this node no longer holds
+/// (their new owner resumes them from the store).
+fn let_go_of_others(
+    ctx: &LaneContext,
+    ready: &mut VecDeque<Delivery>,
+    waiting: &mut BTreeMap<(Instant, u64), Delivery>,
+) {
+    let mine = |d: &Delivery| ctx.store.begin_attempt(d.record.key).is_some();
+    let (kept, gone): (VecDeque<Delivery>, VecDeque<Delivery>) = ready.drain(..).partition(|d| mine(d));
+    *ready = kept;
+    for delivery in gone {
+        let_go(ctx, delivery);
+    }
+    let gone: Vec<(Instant, u64)> = waiting.iter().filter(|(_, d)| !mine(d)).map(|(k, _)| *k).collect();
+    for key in gone {
+        if let Some(delivery) = waiting.remove(&key) {
+            let_go(ctx, delivery);
+        }
+    }
+}
+
+/// Lets go of a delivery another node now owns.
+fn let_go(ctx: &LaneContext, delivery: Delivery) {
+    tracing::debug!(app = %delivery.record.app_id, webhook = %delivery.webhook.log_id, batch_id = %delivery.record.batch_id,
+        "partition handed to another node: letting the delivery go");
+    ctx.store.let_go(delivery.record.key);
+    finish(ctx, &delivery);
+}
+
 /// Starts attempts while the lane has room.
 fn start_ready(
     ctx: &Arc<LaneContext>,
     ready: &mut VecDeque<Delivery>,
     waiting: &BTreeMap<(Instant, u64), Delivery>,
-    in_flight: &mut JoinSet<(Delivery, Result<(), DeliveryError>)>,
+    in_flight: &mut JoinSet<Attempted>,
     breaker: &mut Breaker,
 ) {
     if !ctx.store.delivery_allowed() {
@@ -145,6 +193,11 @@ fn start_ready(
             return;
         }
         let delivery = ready.pop_front().expect("front() was Some");
+        // No attempt starts once the partition is not this node's.
+        let Some(guard) = ctx.store.begin_attempt(delivery.record.key) else {
+            let_go(ctx, delivery);
+            continue;
+        };
         let ctx = ctx.clone();
         in_flight.spawn(async move {
             let mut delivery = delivery;
@@ -156,7 +209,7 @@ fn start_ready(
                     "the sink panicked during the attempt".to_string(),
                 ))
             });
-            (delivery, outcome)
+            (delivery, outcome, guard)
         });
     }
 }

@@ -857,6 +857,8 @@ impl Store for DurableStore {
             owned: vec![0],
             lag: Default::default(),
             takeovers: Default::default(),
+            members: Vec::new(),
+            handovers: Default::default(),
         }
     }
 

@@ -237,6 +237,14 @@ pub struct Ownership {
     pub lag: std::collections::BTreeMap<u32, u64>,
     /// Partitions taken over by this node since it started, by partition.
     pub takeovers: std::collections::BTreeMap<u32, u64>,
+    /// The live nodes of a shared store as this node last saw them (their
+    /// fair shares of the partitions); empty on the embedded store.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Partitions this node handed to others since it started, by cause
+    /// (`rebalance`: another node's share now; `leave`: this node stopped).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub handovers: std::collections::BTreeMap<String, u64>,
 }
 
 /// The engine's side of ownership: what a store hands over as this node
@@ -372,6 +380,67 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads a delivery's events back (they may have been dropped from
     /// memory while it waited).
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>>;
+
+    /// Asks to start an attempt of delivery `key`. `None`: not here — a
+    /// shared store's node no longer holds the delivery's partition (its
+    /// lease was lost, or the partition is being handed to another node);
+    /// the lane lets the delivery go ([`Store::let_go`]) and its new owner
+    /// resumes it from the store. The guard is held until the attempt's
+    /// result is recorded: a hand-over waits for those under way.
+    fn begin_attempt(&self, _key: DeliveryKey) -> Option<AttemptGuard> {
+        Some(AttemptGuard::default())
+    }
+
+    /// Forgets a delivery this node no longer delivers (see
+    /// [`Store::begin_attempt`]); nothing is written.
+    fn let_go(&self, _key: DeliveryKey) {}
+
+    /// Changes whenever this node stops holding a partition, so lanes let
+    /// go of deliveries waiting to be retried at once; `None` for a store
+    /// whose node holds everything.
+    fn ownership_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Hands over everything this node owns before it stops, within
+    /// `within`: no attempt starts any more, those under way finish, and
+    /// other nodes take the partitions over at once rather than when the
+    /// leases would run out. Returns how many partitions it handed over:
+    /// a store whose node holds everything has nothing to hand over.
+    fn leave(&self, _within: std::time::Duration) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
+    }
+}
+
+/// Held while an attempt runs and its result is recorded (see
+/// [`Store::begin_attempt`]); dropping it ends the attempt for the store.
+#[derive(Default)]
+pub struct AttemptGuard {
+    /// Runs the store's end of the attempt when dropped.
+    _end: Option<Box<dyn Send + Sync>>,
+}
+
+impl AttemptGuard {
+    /// A guard that runs `end` when dropped.
+    pub fn on_drop(end: impl FnOnce() + Send + Sync + 'static) -> Self {
+        struct OnDrop<F: FnOnce()>(Option<F>);
+        impl<F: FnOnce()> Drop for OnDrop<F> {
+            fn drop(&mut self) {
+                if let Some(end) = self.0.take() {
+                    end();
+                }
+            }
+        }
+        Self {
+            _end: Some(Box::new(OnDrop(Some(end)))),
+        }
+    }
+}
+
+impl std::fmt::Debug for AttemptGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptGuard")
+    }
 }
 
 /// A shared store.

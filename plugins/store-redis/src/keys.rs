@@ -5,6 +5,13 @@
 pub(crate) const GROUP: &str = "hookline";
 /// Counter giving each node start its own range of delivery keys.
 pub(crate) const INCARNATION: &str = "hookline:incarnation";
+/// Sorted set of the live nodes (one hash tag with [`GENERATION`]: the
+/// heartbeat script touches both), scored by their last heartbeat (Redis
+/// time, milliseconds).
+pub(crate) const NODES: &str = "hookline:{nodes}:live";
+/// Bumped whenever a node joins, leaves or hands a partition over: nodes
+/// watch it to run a lease round at once.
+pub(crate) const GENERATION: &str = "hookline:{nodes}:generation";
 
 /// A partition's keys.
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@
 //! (`XAUTOCLAIM`).
 
 mod appender;
+mod assignment;
 mod conn;
 mod keys;
 mod ownership;
@@ -25,7 +26,7 @@ mod reply;
 mod scripts;
 mod tickets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -33,8 +34,8 @@ use std::time::Duration;
 use conn::{Conn, Connector};
 use hookline_core::event::Event;
 use hookline_core::store::{
-    Acceptance, Accepted, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, Owner,
-    Ownership, Store, StoreError,
+    Acceptance, Accepted, AttemptGuard, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord,
+    Owner, Ownership, Store, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -98,6 +99,28 @@ struct Inner {
     dead_count: AtomicU64,
     owner: OnceLock<Arc<dyn Owner>>,
     stopped: AtomicBool,
+    /// Owned partitions being handed to another node: no attempt starts.
+    releasing: Mutex<HashSet<u32>>,
+    /// Per owned partition: attempts under way and fenced writes not yet
+    /// answered. A hand-over waits for them.
+    busy: Mutex<HashMap<u32, usize>>,
+    /// Told whenever a partition's `busy` count falls to zero.
+    quiet: tokio::sync::Notify,
+    /// Bumped whenever this node stops holding a partition.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The node is stopping: it acquires nothing more and is not a member.
+    leaving: AtomicBool,
+    /// Runs a lease round at once (the cluster's membership changed).
+    wake: tokio::sync::Notify,
+    /// Per owned partition: until when its lease surely holds, by this
+    /// node's monotonic clock (from when the last renewal was sent). No
+    /// attempt starts past it, even before a round notices the loss (a
+    /// node paused past its lease).
+    expires: Mutex<HashMap<u32, std::time::Instant>>,
+    /// The live nodes as the last lease round saw them.
+    members: Mutex<Vec<String>>,
+    /// Partitions handed over since start, by cause.
+    handovers: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -211,6 +234,15 @@ impl RedisStore {
                 dead_count: AtomicU64::new(0),
                 owner: OnceLock::new(),
                 stopped: AtomicBool::new(false),
+                releasing: Mutex::default(),
+                busy: Mutex::default(),
+                quiet: tokio::sync::Notify::new(),
+                changes: tokio::sync::watch::Sender::new(0),
+                leaving: AtomicBool::new(false),
+                wake: tokio::sync::Notify::new(),
+                expires: Mutex::default(),
+                members: Mutex::default(),
+                handovers: Mutex::default(),
             }),
         }))
     }
@@ -283,6 +315,46 @@ impl Inner {
         self.owned.lock().expect("owned lock").get(&partition).cloned()
     }
 
+    /// Counts work under way in `partition` until the guard is dropped (a
+    /// hand-over waits for it).
+    fn busy(self: &Arc<Self>, partition: u32) -> AttemptGuard {
+        *self.busy.lock().expect("busy lock").entry(partition).or_default() += 1;
+        let inner = self.clone();
+        AttemptGuard::on_drop(move || {
+            let mut busy = inner.busy.lock().expect("busy lock");
+            if let Some(count) = busy.get_mut(&partition) {
+                *count -= 1;
+                if *count == 0 {
+                    busy.remove(&partition);
+                    inner.quiet.notify_waiters();
+                }
+            }
+        })
+    }
+
+    /// Whether attempts of `partition` may start here.
+    fn delivers(&self, partition: u32) -> bool {
+        self.owned.lock().expect("owned lock").contains_key(&partition)
+            && !self.releasing.lock().expect("releasing lock").contains(&partition)
+            && self
+                .expires
+                .lock()
+                .expect("expires lock")
+                .get(&partition)
+                .is_some_and(|at| std::time::Instant::now() < *at)
+    }
+
+    /// Notes that `partition`'s lease was set or renewed by a call sent at
+    /// `sent`.
+    fn lease_holds_from(&self, partition: u32, sent: std::time::Instant) {
+        // A tenth of the lease spare, as for letting go when renewals fail.
+        let holds = Duration::from_millis(self.config.lease_ms - self.config.lease_ms / 10);
+        self.expires
+            .lock()
+            .expect("expires lock")
+            .insert(partition, sent + holds);
+    }
+
     /// Records whether Redis answered, for `/readyz`.
     fn note<T>(&self, result: &Result<T, redis::RedisError>) {
         let mut failing = self.failing.lock().expect("failing lock");
@@ -298,11 +370,14 @@ impl Inner {
     fn spawn_write(
         self: &Arc<Self>,
         what: &'static str,
+        partition: u32,
         write: impl std::future::Future<Output = redis::RedisResult<()>> + Send + 'static,
     ) {
         let inner = self.clone();
+        let busy = self.busy(partition);
         tokio::spawn(async move {
             let result = write.await;
+            drop(busy);
             inner.note(&result);
             if let Err(error) = result {
                 tracing::warn!(%error, "redis store: could not record {what}; at worst a batch is attempted again");
@@ -351,6 +426,15 @@ impl Store for RedisStore {
             owned,
             lag: self.inner.lag.lock().expect("lag lock").clone(),
             takeovers: self.inner.takeovers.lock().expect("takeovers lock").clone(),
+            members: self.inner.members.lock().expect("members lock").clone(),
+            handovers: self
+                .inner
+                .handovers
+                .lock()
+                .expect("handovers lock")
+                .iter()
+                .map(|(cause, n)| (cause.to_string(), *n))
+                .collect(),
         }
     }
 
@@ -465,7 +549,7 @@ impl Store for RedisStore {
             return;
         };
         let inner = self.inner.clone();
-        self.inner.spawn_write("a delivery", async move {
+        self.inner.spawn_write("a delivery", partition, async move {
             let keys = PartitionKeys::new(partition);
             inner
                 .scripts
@@ -616,6 +700,29 @@ impl Store for RedisStore {
                 .ok_or_else(|| StoreError(format!("the events of delivery {key} are missing from Redis")))
         })
     }
+
+    fn begin_attempt(&self, key: DeliveryKey) -> Option<AttemptGuard> {
+        let partition = self
+            .inner
+            .partition_of_key
+            .lock()
+            .expect("keys lock")
+            .get(&key)
+            .copied()?;
+        self.inner.delivers(partition).then(|| self.inner.busy(partition))
+    }
+
+    fn let_go(&self, key: DeliveryKey) {
+        self.inner.partition_of_key.lock().expect("keys lock").remove(&key);
+    }
+
+    fn ownership_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.changes.subscribe())
+    }
+
+    fn leave(&self, within: Duration) -> BoxFuture<'_, usize> {
+        Box::pin(ownership::leave(self.inner.clone(), within))
+    }
 }
 
 impl RedisStore {
@@ -631,7 +738,7 @@ impl RedisStore {
             String::new()
         };
         let inner = self.inner.clone();
-        self.inner.spawn_write("attempt state", async move {
+        self.inner.spawn_write("attempt state", partition, async move {
             let keys = PartitionKeys::new(partition);
             inner
                 .scripts

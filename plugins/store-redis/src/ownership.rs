@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use hookline_core::event::Event;
 use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
 
+use crate::assignment;
 use crate::conn::Conn;
 use crate::keys::{self, PartitionKeys};
 use crate::reply::{self, Entry};
@@ -38,6 +39,8 @@ const READ_BLOCK_MS: u64 = 500;
 /// How long an entry accepted under another config of its app waits for
 /// this node to load the same one.
 const CONFIG_SKEW_WAIT: Duration = Duration::from_secs(2);
+/// How often a node looks for a change of the cluster's generation.
+const GENERATION_POLL: Duration = Duration::from_millis(200);
 /// Pause after a failed Redis call before trying again.
 const RETRY: Duration = Duration::from_millis(200);
 /// How long after another node's lease should have run out the round that
@@ -64,6 +67,7 @@ pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
     // Unrenewed for a lease, another node may own them: let go a little
     // before Redis does.
     let let_go_within = lease - Duration::from_millis(inner.config.lease_ms / 10);
+    tokio::spawn(watch_generation(inner.clone()));
     tokio::spawn(async move {
         // Renewals extend a lease from when they are sent: count from then.
         let mut last_renewed = first;
@@ -72,7 +76,10 @@ pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
         // lease this node waits on runs out.
         let mut next_round = next_free.map_or(first + every, |free| free.min(first + every));
         loop {
-            tokio::time::sleep_until(next_round.into()).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next_round.into()) => {}
+                () = inner.wake.notified() => {}
+            }
             if inner.stopped.load(Ordering::Acquire) {
                 return;
             }
@@ -123,8 +130,129 @@ fn lose(inner: &Inner, partition: u32) {
     }
     inner.tickets.lock().expect("tickets lock").purge(partition);
     inner.lag.lock().expect("lag lock").remove(&partition);
+    inner.expires.lock().expect("expires lock").remove(&partition);
+    inner.changes.send_modify(|n| *n += 1);
     tracing::warn!(partition, node = %inner.config.node_id, "redis store: lease lost");
     owner(inner).partition_lost(partition);
+}
+
+/// Runs a lease round whenever the cluster's generation changes (a node
+/// joined or left, a partition was handed over), rather than at the next
+/// renewal: hand-overs take a poll interval, not a third of a lease.
+async fn watch_generation(inner: Arc<Inner>) {
+    let mut conn = inner.conn();
+    let mut seen: Option<Option<u64>> = None;
+    while !inner.stopped.load(Ordering::Acquire) {
+        let now: redis::RedisResult<Option<u64>> = redis::cmd("GET").arg(keys::GENERATION).query_async(&mut conn).await;
+        if let Ok(now) = now {
+            if seen.is_some_and(|seen| seen != now) {
+                inner.wake.notify_one();
+            }
+            seen = Some(now);
+        }
+        tokio::time::sleep(GENERATION_POLL).await;
+    }
+}
+
+/// Hands a partition this node holds to whichever node takes it next:
+/// attempts stop starting at once (lanes let go of what they hold), the
+/// inbox reader stops and the entries it read are let go, attempts and
+/// writes under way get up to `within` to finish, then the lease is
+/// released (fenced by its token) and the other nodes are told. Returns
+/// whether the lease was released here.
+pub(crate) async fn release(inner: Arc<Inner>, partition: u32, within: Duration, cause: &'static str) -> bool {
+    if !inner.releasing.lock().expect("releasing lock").insert(partition) {
+        return false;
+    }
+    inner.changes.send_modify(|n| *n += 1);
+    if let Some(reader) = inner.readers.lock().expect("readers lock").remove(&partition) {
+        reader.abort();
+    }
+    inner.tickets.lock().expect("tickets lock").purge(partition);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let quiet = inner.quiet.notified();
+        tokio::pin!(quiet);
+        quiet.as_mut().enable();
+        if !inner.busy.lock().expect("busy lock").contains_key(&partition) {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, quiet).await.is_err() {
+            tracing::warn!(
+                partition,
+                within_ms = within.as_millis() as u64,
+                "redis store: attempts still under way when handing the partition over; their results are fenced"
+            );
+            break;
+        }
+    }
+    let token = inner.token(partition);
+    let mut released = false;
+    if let Some(token) = token {
+        let keys = PartitionKeys::new(partition);
+        let answer: redis::RedisResult<i64> = inner
+            .scripts
+            .release
+            .key(&keys.lease)
+            .arg(&token)
+            .invoke_async(&mut inner.conn())
+            .await;
+        released = matches!(answer, Ok(1));
+        if let Err(error) = &answer {
+            // The lease runs out by itself; the next owner waits for that.
+            tracing::warn!(partition, %error, "redis store: cannot release the lease");
+        }
+    }
+    inner.owned.lock().expect("owned lock").remove(&partition);
+    inner.lag.lock().expect("lag lock").remove(&partition);
+    inner.expires.lock().expect("expires lock").remove(&partition);
+    inner.releasing.lock().expect("releasing lock").remove(&partition);
+    *inner
+        .handovers
+        .lock()
+        .expect("handovers lock")
+        .entry(cause)
+        .or_default() += 1;
+    let _: redis::RedisResult<u64> = redis::cmd("INCR")
+        .arg(keys::GENERATION)
+        .query_async(&mut inner.conn())
+        .await;
+    tracing::info!(partition, cause, released, "redis store: partition handed over");
+    released
+}
+
+/// Leaves the cluster (the daemon is stopping): this node stops being a
+/// member, so the others' shares take in its partitions, and, when other
+/// nodes are live, hands each partition over (see [`release`]) within
+/// `within`. Returns how many were handed over.
+pub(crate) async fn leave(inner: Arc<Inner>, within: Duration) -> usize {
+    inner.leaving.store(true, Ordering::Release);
+    let left: redis::RedisResult<i64> = redis::cmd("ZREM")
+        .arg(keys::NODES)
+        .arg(&inner.config.node_id)
+        .query_async(&mut inner.conn())
+        .await;
+    if let Err(error) = left {
+        tracing::warn!(%error, "redis store: cannot leave the node set; the others see this node gone when its heartbeat runs out");
+    }
+    let others = inner
+        .members
+        .lock()
+        .expect("members lock")
+        .iter()
+        .any(|n| *n != inner.config.node_id);
+    if !others {
+        // Nobody would take them: deliver within the grace period as a
+        // lone node does, and let the leases run out.
+        return 0;
+    }
+    let held: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
+    let releases = held.iter().map(|&p| release(inner.clone(), p, within, "leave"));
+    futures_util::future::join_all(releases)
+        .await
+        .into_iter()
+        .filter(|r| *r)
+        .count()
 }
 
 /// What one lease round did.
@@ -166,9 +294,35 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
         .iter()
         .map(|(p, t)| (*p, t.clone()))
         .collect();
+    // Membership by Redis's clock: a node is live while its last heartbeat
+    // is younger than a lease.
+    let leaving = inner.leaving.load(Ordering::Acquire);
+    let live: Vec<String> = if leaving {
+        Vec::new()
+    } else {
+        inner
+            .scripts
+            .heartbeat
+            .key(keys::NODES)
+            .key(keys::GENERATION)
+            .arg(node)
+            .arg(lease_ms)
+            .arg("0")
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| store_error(&e))?
+    };
+    let assigned = assignment::assign(&live, inner.config.partitions);
+    let mine = |partition: u32| {
+        assigned
+            .get(partition as usize)
+            .is_some_and(|&i| live.get(i).is_some_and(|n| n == node))
+    };
+    *inner.members.lock().expect("members lock") = live.clone();
     let mut renewed = Vec::with_capacity(held.len());
     for (partition, token) in held {
         let keys = PartitionKeys::new(partition);
+        let sent = Instant::now();
         let kept: i64 = inner
             .scripts
             .renew
@@ -178,8 +332,20 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| store_error(&e))?;
+        if kept != 0 {
+            inner.lease_holds_from(partition, sent);
+        }
         if kept == 0 {
             lose(inner, partition);
+        } else if !leaving && !mine(partition) {
+            // Another node's share now (it joined, or this node's share
+            // shrank): hand it over, in the background.
+            tokio::spawn(release(
+                inner.clone(),
+                partition,
+                Duration::from_millis(lease_ms),
+                "rebalance",
+            ));
         } else {
             renewed.push((partition, token));
         }
@@ -194,7 +360,7 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
     let mut next_free: Option<Instant> = None;
     for i in 0..partitions {
         let partition = (offset + i) % partitions;
-        if inner.owned.lock().expect("owned lock").contains_key(&partition) {
+        if leaving || !mine(partition) || inner.owned.lock().expect("owned lock").contains_key(&partition) {
             continue;
         }
         let keys = PartitionKeys::new(partition);
@@ -219,6 +385,7 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
                 continue;
             }
         };
+        inner.lease_holds_from(partition, asked);
         inner.owned.lock().expect("owned lock").insert(partition, token.clone());
         *inner
             .takeovers
@@ -236,7 +403,7 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
         taken.push(taken_over);
     }
     for (partition, token) in renewed {
-        if !holding(inner, partition, &token) {
+        if !holding(inner, partition, &token) || inner.releasing.lock().expect("releasing lock").contains(&partition) {
             continue;
         }
         let keys = PartitionKeys::new(partition);

@@ -29,6 +29,12 @@ pub(crate) struct Scripts {
     pub acquire: Script,
     /// KEYS lease; ARGV token, lease_ms → 1 renewed, 0 lost.
     pub renew: Script,
+    /// KEYS lease; ARGV token → 1 released, 0 not held under the token.
+    pub release: Script,
+    /// KEYS nodes, generation; ARGV node, ttl_ms, joining ('1'/'0') → the
+    /// live nodes (heartbeat within ttl_ms by Redis's clock), this one
+    /// included; a joining node bumps the generation.
+    pub heartbeat: Script,
     /// KEYS lease, inbox, progress, deliveries, events, seq; ARGV token,
     /// group, then the marks (count, then id, consumed, complete each),
     /// the retired key ('' for none: a split replaces it, and is refused
@@ -67,6 +73,21 @@ impl Scripts {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then
                    redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
                  return 0",
+            ),
+            release: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then
+                   redis.call('DEL', KEYS[1]) return 1 end
+                 return 0",
+            ),
+            heartbeat: Script::new(
+                "local t = redis.call('TIME')
+                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                 local ttl = tonumber(ARGV[2])
+                 local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+                 redis.call('ZADD', KEYS[1], now, ARGV[1])
+                 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+                 if (not known) or ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
+                 return redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf')",
             ),
             commit: Script::new(fenced!(
                 "local marks = tonumber(ARGV[3])
