@@ -482,15 +482,32 @@ async fn shares_even_out_as_nodes_join_and_a_stopping_node_hands_over_at_once() 
     send_some(&[&a, &b, &c], &mut sent).await;
     wait_all_delivered(&receiver, &sent, || format!("{}\n{}", a.logs(), d.logs())).await;
     check_deliveries(&receiver, &sent);
-    // Each hand-over is counted by cause.
-    let handed: u64 = [&a, &b, &c]
-        .iter()
-        .map(|n| n.logs().matches("partition handed over").count() as u64)
-        .sum();
+    // Each hand-over is counted by cause: b, c and d joining took 16 of a's
+    // 32 and more of the others'; d's SIGTERM handed over its 8.
+    let mut joins = 0.0;
+    for node in [&a, &b, &c] {
+        joins += node
+            .metric_sum("hookline_partition_handovers_total{cause=\"join\"}")
+            .await;
+    }
     assert!(
-        handed >= 16,
-        "a, b and c handed over only {handed} partitions as the others joined"
+        joins >= 16.0,
+        "a, b and c handed over only {joins} partitions as the others joined"
     );
+    assert!(d.logs().contains("partitions=8"), "{}", d.logs());
+    // d's name leaves the consumer groups once its partitions are taken over.
+    let deadline = Instant::now() + PATIENCE;
+    for partition in 0..SHARED {
+        let inbox = format!("hookline:{{p{partition}}}:inbox");
+        loop {
+            let consumers = redis.cli(&["XINFO", "CONSUMERS", &inbox, "hookline"]);
+            if !consumers.lines().any(|l| l.trim() == "d") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{inbox} still lists d: {consumers}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A rolling restart under steady load (contract §9): each of three nodes in

@@ -378,6 +378,11 @@ impl Engine {
             let counter = metrics.partition_takeovers.get_or_create(&labels);
             counter.inc_by(takeovers.saturating_sub(counter.get()));
         }
+        for (cause, handed) in &ownership.handovers {
+            let labels = crate::metrics::HandoverLabels { cause: cause.clone() };
+            let counter = metrics.partition_handovers.get_or_create(&labels);
+            counter.inc_by(handed.saturating_sub(counter.get()));
+        }
     }
 
     /// What the admin socket needs to answer `hookline dlq`.

@@ -55,6 +55,13 @@ pub struct WebhookLabels {
     pub webhook: String,
 }
 
+/// Labels naming why partitions were handed to another node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoverLabels {
+    /// `join`, `leave`, `sigterm` or `lease_lost`.
+    pub cause: String,
+}
+
 /// Labels naming a store partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -111,6 +118,8 @@ pub struct Metrics {
     pub partition_lag: Family<PartitionLabels, Gauge>,
     /// Partitions this node took over (at start or from a dead node).
     pub partition_takeovers: Family<PartitionLabels, Counter>,
+    /// Partitions this node handed to others, by cause.
+    pub partition_handovers: Family<HandoverLabels, Counter>,
     /// Inbox entries accepted by a node running another config of their
     /// app than this one (held for a short while for this node's reload).
     pub config_skew: Counter,
@@ -196,6 +205,12 @@ impl Metrics {
             "Store partitions this node took over",
             partition_takeovers.clone(),
         );
+        let partition_handovers = Family::<HandoverLabels, Counter>::default();
+        registry.register(
+            "partition_handovers",
+            "Store partitions this node handed to another node, by cause (join, leave, sigterm, lease_lost)",
+            partition_handovers.clone(),
+        );
         let oldest_pending_seconds = Gauge::default();
         registry.register(
             "oldest_pending_seconds",
@@ -249,6 +264,7 @@ impl Metrics {
             partition_owned,
             partition_lag,
             partition_takeovers,
+            partition_handovers,
             config_skew,
         }
     }

@@ -241,8 +241,9 @@ pub struct Ownership {
     /// fair shares of the partitions); empty on the embedded store.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
-    /// Partitions this node handed to others since it started, by cause
-    /// (`rebalance`: another node's share now; `leave`: this node stopped).
+    /// Partitions this node let go of since it started, by cause: `join`
+    /// and `leave` (the live node set changed and the partition is another
+    /// node's share now), `sigterm` (this node stopped), `lease_lost`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub handovers: std::collections::BTreeMap<String, u64>,
 }

@@ -132,6 +132,12 @@ fn lose(inner: &Inner, partition: u32) {
     inner.lag.lock().expect("lag lock").remove(&partition);
     inner.expires.lock().expect("expires lock").remove(&partition);
     inner.changes.send_modify(|n| *n += 1);
+    *inner
+        .handovers
+        .lock()
+        .expect("handovers lock")
+        .entry("lease_lost")
+        .or_default() += 1;
     tracing::warn!(partition, node = %inner.config.node_id, "redis store: lease lost");
     owner(inner).partition_lost(partition);
 }
@@ -247,7 +253,7 @@ pub(crate) async fn leave(inner: Arc<Inner>, within: Duration) -> usize {
         return 0;
     }
     let held: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
-    let releases = held.iter().map(|&p| release(inner.clone(), p, within, "leave"));
+    let releases = held.iter().map(|&p| release(inner.clone(), p, within, "sigterm"));
     futures_util::future::join_all(releases)
         .await
         .into_iter()
@@ -318,7 +324,14 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
             .get(partition as usize)
             .is_some_and(|&i| live.get(i).is_some_and(|n| n == node))
     };
-    *inner.members.lock().expect("members lock") = live.clone();
+    // Partitions handed over now go because a node joined, or because one
+    // left and the shares of those that stay moved.
+    let cause = {
+        let mut members = inner.members.lock().expect("members lock");
+        let cause = if live.len() >= members.len() { "join" } else { "leave" };
+        *members = live.clone();
+        cause
+    };
     let mut renewed = Vec::with_capacity(held.len());
     for (partition, token) in held {
         let keys = PartitionKeys::new(partition);
@@ -344,7 +357,7 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
                 inner.clone(),
                 partition,
                 Duration::from_millis(lease_ms),
-                "rebalance",
+                cause,
             ));
         } else {
             renewed.push((partition, token));
@@ -524,6 +537,7 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
         });
     }
     let claimed = claim(inner, partition, token, 0, &mut conn).await?;
+    forget_gone_consumers(inner, &keys, &mut conn).await;
     tracing::info!(
         partition,
         token,
@@ -532,6 +546,39 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
         "redis store: partition taken over"
     );
     Ok(())
+}
+
+/// Removes from the partition's consumer group the consumers of nodes no
+/// longer live that hold no entry (this node just claimed every pending
+/// one): without it, a name per node start would pile up in every group.
+async fn forget_gone_consumers(inner: &Inner, keys: &PartitionKeys, conn: &mut Conn) {
+    let consumers: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&keys.inbox)
+        .arg(keys::GROUP)
+        .query_async(conn)
+        .await;
+    let Ok(consumers) = consumers else {
+        return;
+    };
+    let live = inner.members.lock().expect("members lock").clone();
+    for consumer in consumers {
+        let name = match consumer.get("name") {
+            Some(redis::Value::BulkString(name)) => String::from_utf8_lossy(name).into_owned(),
+            Some(redis::Value::SimpleString(name)) => name.clone(),
+            _ => continue,
+        };
+        let pending = matches!(consumer.get("pending"), Some(redis::Value::Int(0)));
+        if pending && name != inner.config.node_id && !live.contains(&name) {
+            let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&keys.inbox)
+                .arg(keys::GROUP)
+                .arg(&name)
+                .query_async(conn)
+                .await;
+        }
+    }
 }
 
 /// Claims the partition's pending entries idle for at least `min_idle_ms`
