@@ -629,6 +629,86 @@ async fn a_rolling_restart_under_load_pauses_no_app_and_loses_nothing() {
     );
 }
 
+/// Lost lease (contract §9): a node paused past its lease (SIGSTOP) starts
+/// no attempt of what it held once it wakes (SIGCONT), even before its
+/// next lease round notices. Each node names itself in a webhook header
+/// (`${NODE}`; header values are not part of the app's fingerprint), so the
+/// receiver can tell who sent what.
+#[tokio::test]
+async fn a_node_paused_past_its_lease_starts_no_attempt_when_it_wakes() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let apps_json: Vec<serde_json::Value> = (0..APPS)
+        .map(|i| {
+            serde_json::json!({"id": format!("app-{i}"), "key": format!("key-{i}"), "secret": format!("secret-{i}"),
+                "batching": {"max_wait_ms": 20, "max_events": 5},
+                "webhooks": [{"url": receiver.url(&format!("/h/{i}")), "event_types": ["channel_occupied"],
+                              "headers": {"X-Node": "${NODE}"}}]})
+        })
+        .collect();
+    let apps = AppsDir::new();
+    apps.write("apps.json", &serde_json::Value::Array(apps_json).to_string());
+    let start = |name: &str| {
+        let mut env = redis.daemon_env(name);
+        env.push(("NODE".to_string(), name.to_string()));
+        node_on(env, &apps)
+    };
+    let (a, b) = (start("a"), start("b"));
+    wait_fair_shares(&[&a, &b], PARTITIONS).await;
+    // Every endpoint fails for now: a's lanes hold deliveries it keeps
+    // retrying (every 50 to 300 ms).
+    for i in 0..APPS {
+        receiver.by_default(&format!("/h/{i}"), Reply::status(503));
+    }
+    let mut sent: Sent = Vec::new();
+    for seq in 0..40u64 {
+        let app = seq as usize % APPS;
+        if send(&b, app, seq).await {
+            sent.push((app, seq));
+        }
+    }
+    receiver
+        .wait_until(|all| all.iter().filter(|r| r.header("x-node") == "a").count() >= 8)
+        .await;
+    a.signal("STOP");
+    // b takes everything over once a's leases run out, and delivers it.
+    fair_shares_within(&[&b], PARTITIONS, PATIENCE).await;
+    for i in 0..APPS {
+        receiver.by_default(&format!("/h/{i}"), Reply::status(200));
+    }
+    wait_all_delivered(&receiver, &sent, || b.logs()).await;
+    let delivered_by_b: HashSet<String> = receiver
+        .all()
+        .iter()
+        .filter(|r| r.status_ok() && r.header("x-node") == "b")
+        .map(|r| r.header("x-hookline-batch-id").to_string())
+        .collect();
+    let woke = receiver.all().len();
+    a.signal("CONT");
+    // a comes back, notices, and takes a fair share again.
+    wait_fair_shares(&[&a, &b], PARTITIONS).await;
+    let mut more: Sent = Vec::new();
+    for seq in 40..56u64 {
+        let app = seq as usize % APPS;
+        if send(&a, app, seq).await {
+            more.push((app, seq));
+        }
+    }
+    wait_all_delivered(&receiver, &more, || a.logs()).await;
+    let stale: Vec<String> = receiver.all()[woke..]
+        .iter()
+        .filter(|r| r.header("x-node") == "a" && delivered_by_b.contains(r.header("x-hookline-batch-id")))
+        .map(|r| r.header("x-hookline-batch-id").to_string())
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "a attempted batches b had taken over and delivered: {stale:?}\n{}",
+        a.logs()
+    );
+    sent.extend(more);
+    check_deliveries(&receiver, &sent);
+}
+
 /// Redis killed (kill -9) and restarted from its AOF under load: ingest
 /// answers 503 meanwhile, and everything that got a 2xx is delivered
 /// without anyone touching the daemons.
