@@ -829,6 +829,39 @@ fn a_redis_that_could_lose_writes_is_refused() {
     }
 }
 
+/// On a Redis Cluster the settings are checked on every master, not only
+/// the one `redis_url` names: each holds some partitions' events.
+#[test]
+fn every_master_of_a_redis_cluster_is_checked() {
+    let redis = RedisCluster::start();
+    assert!(
+        redis
+            .cli(2, &["CONFIG", "SET", "appendfsync", "everysec"])
+            .contains("OK")
+    );
+    let apps = AppsDir::new();
+    apps.write("apps.json", "[]");
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(hookline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--apps"])
+        .arg(apps.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .envs(redis.daemon_env("a"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "started on a cluster with a master that could lose writes"
+    );
+    let culprit = format!("127.0.0.1:{} (a master of the cluster)", redis.port(2));
+    assert!(
+        stderr.contains(&culprit) && stderr.contains("appendfsync always"),
+        "{stderr}"
+    );
+}
+
 /// Events accepted by a node whose app file is newer than the owner's wait
 /// a short while for the owner's reload and are batched under the new
 /// config (here: a second webhook only the new config has), counted as

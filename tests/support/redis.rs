@@ -208,6 +208,21 @@ impl RedisCluster {
         }
     }
 
+    /// `redis-cli` against the cluster's `node`-th node; its output.
+    pub fn cli(&self, node: usize, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.ports[node].to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The `node`-th node's port.
+    pub fn port(&self, node: usize) -> u16 {
+        self.ports[node]
+    }
+
     /// The daemon settings that put its store on this cluster.
     pub fn daemon_env(&self, node: &str) -> Vec<(String, String)> {
         store_env(&format!("redis://127.0.0.1:{}", self.ports[0]), node)

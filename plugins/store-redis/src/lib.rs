@@ -187,12 +187,15 @@ impl RedisStore {
                 "cannot reach Redis at {shown}: {e}; is it running, and is store.redis_url right?"
             ))
         })?;
-        // Checked on the node store.redis_url names (in a cluster, on the
-        // others too is the operator's part).
+        // Checked on the node store.redis_url names (in a cluster, on every
+        // master below).
         check_redis(&mut seed, config.require_fsync, &shown).await?;
         let connector = conn::connector(&config.url, &mut seed)
             .await
             .map_err(|e| StoreError(format!("cannot read INFO cluster from Redis at {shown}: {e}")))?;
+        if let Connector::Cluster(_) = &connector {
+            check_every_master(&config, &mut seed).await?;
+        }
         let kind = match &connector {
             Connector::Single(_) => "a single Redis",
             Connector::Cluster(_) => "a Redis Cluster",
@@ -255,6 +258,64 @@ impl Drop for RedisStore {
 }
 
 /// Refuses a Redis that could lose or evict what it acknowledged.
+/// Runs the settings checks on every master of the cluster `seed` belongs
+/// to (`CLUSTER NODES`), naming the one at fault: each holds some
+/// partitions' accepted events.
+async fn check_every_master(config: &RedisStoreConfig, seed: &mut ConnectionManager) -> Result<(), StoreError> {
+    use redis::IntoConnectionInfo;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(seed)
+        .await
+        .map_err(|e| StoreError(format!("cannot read CLUSTER NODES: {e}")))?;
+    let base = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| StoreError(format!("store.redis_url is not a Redis URL: {e}")))?;
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            continue;
+        }
+        // `ip:port@cport[,hostname]`
+        let address = address.split(['@', ',']).next().unwrap_or_default();
+        let Some((host, port)) = address.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let addr = match base.addr() {
+            redis::ConnectionAddr::TcpTls {
+                insecure, tls_params, ..
+            } => redis::ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        let shown = format!("{host}:{port} (a master of the cluster)");
+        let client = redis::Client::open(base.clone().set_addr(addr))
+            .map_err(|e| StoreError(format!("cannot reach Redis at {shown}: {e}")))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(1);
+        let mut conn = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(|e| StoreError(format!("cannot reach Redis at {shown}: {e}")))?;
+        check_redis(&mut conn, config.require_fsync, &shown).await?;
+    }
+    Ok(())
+}
+
 async fn check_redis(conn: &mut ConnectionManager, require_fsync: bool, shown: &str) -> Result<(), StoreError> {
     let info: String = redis::cmd("INFO")
         .arg("server")
