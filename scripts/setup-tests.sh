@@ -12,7 +12,8 @@
 #   * the JavaScript sinks' packages (the @hookline/sink SDK from
 #     sdk/js-sink, with componentize-js and rolldown),
 #   * redis-server and redis-cli from Debian (tests start their own server;
-#     the packaged service is neither needed nor started),
+#     the packaged service is neither needed nor started), and faketime
+#     (libfaketime: the cluster's clock-skew test),
 #   * nats-server from Debian (the nats sink's tests start their own, with
 #     JetStream), and openssl (their TLS test's throwaway certificates),
 #   * Debian chromium, which npm playwright-core (a test peer) drives for the
@@ -83,6 +84,14 @@ else
     say "redis-server: installing"
     # No service start inside containers without an init system.
     apt_install redis-server
+fi
+
+# --- 2b. libfaketime (the cluster's clock-skew test runs nodes 5 s off) -------
+if [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]; then
+    say "faketime: present"
+else
+    say "faketime: installing"
+    apt_install faketime
 fi
 
 # --- 2c. NATS (the nats sink's tests) -----------------------------------------

@@ -643,6 +643,7 @@ async fn a_node_paused_past_its_lease_starts_no_attempt_when_it_wakes() {
             serde_json::json!({"id": format!("app-{i}"), "key": format!("key-{i}"), "secret": format!("secret-{i}"),
                 "batching": {"max_wait_ms": 20, "max_events": 5},
                 "webhooks": [{"url": receiver.url(&format!("/h/{i}")), "event_types": ["channel_occupied"],
+                              "ordering": if i == STRICT_APP { "strict" } else { "none" },
                               "headers": {"X-Node": "${NODE}"}}]})
         })
         .collect();
@@ -706,6 +707,74 @@ async fn a_node_paused_past_its_lease_starts_no_attempt_when_it_wakes() {
         a.logs()
     );
     sent.extend(more);
+    check_deliveries(&receiver, &sent);
+}
+
+/// Clock skew (contract §9): one node's clock 5 s ahead and another's 5 s
+/// behind (libfaketime, monotonic clocks left true, as NTP trouble leaves
+/// them) change nothing: shares even out as usual, a killed node's
+/// partitions move within the lease + 1 s, and the batches it was
+/// retrying are retried on time by their new owner, not 5 or 10 s late.
+#[tokio::test]
+async fn clocks_five_seconds_off_change_nothing() {
+    const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing (scripts/setup-tests.sh installs faketime)"
+    );
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    for i in 0..APPS {
+        receiver.by_default(&format!("/h/{i}"), Reply::status(503));
+    }
+    let apps = AppsDir::new();
+    apps.write("apps.json", &apps_json(&receiver));
+    let start = |name: &str, skew: Option<&str>| {
+        let mut env = redis.daemon_env(name);
+        if let Some(skew) = skew {
+            for (key, value) in [
+                ("LD_PRELOAD", FAKETIME),
+                ("FAKETIME", skew),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ] {
+                env.push((key.to_string(), value.to_string()));
+            }
+        }
+        node_on(env, &apps)
+    };
+    let on_time = start("on-time", None);
+    let mut ahead = start("ahead", Some("+5s"));
+    let behind = start("behind", Some("-5s"));
+    fair_shares_within(&[&on_time, &ahead, &behind], PARTITIONS, 2 * LEASE).await;
+    // Every endpoint fails: each node retries its batches (every 50 to
+    // 300 ms), storing when each is due next.
+    let mut sent: Sent = Vec::new();
+    for seq in 0..24u64 {
+        let app = seq as usize % APPS;
+        let node = [&on_time, &ahead, &behind][seq as usize % 3];
+        if send(node, app, seq).await {
+            sent.push((app, seq));
+        }
+    }
+    receiver
+        .wait_until(|all| (0..APPS).all(|i| all.iter().filter(|r| r.path == format!("/h/{i}")).count() >= 2))
+        .await;
+    let orphaned = owned(&ahead).await;
+    assert!(!orphaned.is_empty());
+    ahead.signal("KILL");
+    ahead.wait();
+    let killed = Instant::now();
+    for i in 0..APPS {
+        receiver.by_default(&format!("/h/{i}"), Reply::status(200));
+    }
+    wait_all_delivered(&receiver, &sent, || format!("{}\n{}", on_time.logs(), behind.logs())).await;
+    let took = killed.elapsed();
+    eprintln!("ahead's batches delivered by the others {took:?} after the kill");
+    assert!(
+        took <= LEASE + Duration::from_secs(2),
+        "ahead's batches were delivered only {took:?} after the kill (lease {LEASE:?})"
+    );
+    fair_shares_within(&[&on_time, &behind], PARTITIONS, PATIENCE).await;
     check_deliveries(&receiver, &sent);
 }
 

@@ -21,7 +21,7 @@ use crate::activity::WebhookActivity;
 use crate::config::Ordering;
 use crate::event::{Event, join_events};
 use crate::metrics::{DeliveryLabels, SinkLabels};
-use crate::store::{AttemptGuard, AttemptRecord, Commit, DeadLetter};
+use crate::store::{Attempt, AttemptGuard, AttemptRecord, Commit, DeadLetter};
 use crate::timer::sleep_until;
 
 /// How often a lane paused by an unreachable store looks again.
@@ -46,7 +46,7 @@ pub(crate) async fn run(
     let mut rng = rand::rngs::StdRng::from_os_rng();
 
     loop {
-        start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker);
+        let store_says_wait = start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker);
         activity.set_lane(in_flight.len(), breaker.circuit());
         if !open && ready.is_empty() && waiting.is_empty() && in_flight.is_empty() {
             return;
@@ -56,7 +56,7 @@ pub(crate) async fn run(
         // would wake the loop for nothing.
         let reopens_at = if ready.is_empty() { None } else { breaker.reopens_at() };
         // A store that cannot be reached pauses attempts; look again soon.
-        let paused = !ready.is_empty() && !ctx.store.delivery_allowed();
+        let paused = !ready.is_empty() && (store_says_wait || !ctx.store.delivery_allowed());
         tokio::select! {
             received = incoming.recv(), if open => match received {
                 Some(mut delivery) => {
@@ -147,7 +147,7 @@ fn let_go_of_others(
     ready: &mut VecDeque<Delivery>,
     waiting: &mut BTreeMap<(Instant, u64), Delivery>,
 ) {
-    let mine = |d: &Delivery| ctx.store.begin_attempt(d.record.key).is_some();
+    let mine = |d: &Delivery| !matches!(ctx.store.begin_attempt(d.record.key), Attempt::Elsewhere);
     let (kept, gone): (VecDeque<Delivery>, VecDeque<Delivery>) = ready.drain(..).partition(|d| mine(d));
     *ready = kept;
     for delivery in gone {
@@ -169,16 +169,17 @@ fn let_go(ctx: &LaneContext, delivery: Delivery) {
     finish(ctx, &delivery);
 }
 
-/// Starts attempts while the lane has room.
+/// Starts attempts while the lane has room; `true` when the store asked
+/// to wait before the next (look again soon).
 fn start_ready(
     ctx: &Arc<LaneContext>,
     ready: &mut VecDeque<Delivery>,
     waiting: &BTreeMap<(Instant, u64), Delivery>,
     in_flight: &mut JoinSet<Attempted>,
     breaker: &mut Breaker,
-) {
+) -> bool {
     if !ctx.store.delivery_allowed() {
-        return;
+        return false;
     }
     while let Some(front) = ready.front() {
         let (limit, strict) = match front.webhook.ordering {
@@ -190,14 +191,19 @@ fn start_ready(
             || (strict && !waiting.is_empty())
             || !breaker.allows(in_flight.len(), Instant::now())
         {
-            return;
+            return false;
         }
-        let delivery = ready.pop_front().expect("front() was Some");
-        // No attempt starts once the partition is not this node's.
-        let Some(guard) = ctx.store.begin_attempt(delivery.record.key) else {
-            let_go(ctx, delivery);
-            continue;
+        // No attempt starts unless this node surely holds the partition.
+        let guard = match ctx.store.begin_attempt(front.record.key) {
+            Attempt::Start(guard) => guard,
+            Attempt::Wait => return true,
+            Attempt::Elsewhere => {
+                let delivery = ready.pop_front().expect("front() was Some");
+                let_go(ctx, delivery);
+                continue;
+            }
         };
+        let delivery = ready.pop_front().expect("front() was Some");
         let ctx = ctx.clone();
         in_flight.spawn(async move {
             let mut delivery = delivery;
@@ -212,6 +218,7 @@ fn start_ready(
             (delivery, outcome, guard)
         });
     }
+    false
 }
 
 async fn succeeded(ctx: &LaneContext, delivery: Delivery) {

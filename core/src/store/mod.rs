@@ -382,14 +382,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// memory while it waited).
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>>;
 
-    /// Asks to start an attempt of delivery `key`. `None`: not here — a
-    /// shared store's node no longer holds the delivery's partition (its
-    /// lease was lost, or the partition is being handed to another node);
-    /// the lane lets the delivery go ([`Store::let_go`]) and its new owner
-    /// resumes it from the store. The guard is held until the attempt's
-    /// result is recorded: a hand-over waits for those under way.
-    fn begin_attempt(&self, _key: DeliveryKey) -> Option<AttemptGuard> {
-        Some(AttemptGuard::default())
+    /// Asks to start an attempt of delivery `key`: see [`Attempt`]. The
+    /// guard of [`Attempt::Start`] is held until the attempt's result is
+    /// recorded: a hand-over waits for those under way.
+    fn begin_attempt(&self, _key: DeliveryKey) -> Attempt {
+        Attempt::Start(AttemptGuard::default())
     }
 
     /// Forgets a delivery this node no longer delivers (see
@@ -411,6 +408,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn leave(&self, _within: std::time::Duration) -> BoxFuture<'_, usize> {
         Box::pin(async { 0 })
     }
+}
+
+/// Whether an attempt may start (see [`Store::begin_attempt`]).
+#[derive(Debug)]
+pub enum Attempt {
+    /// Start it; hold the guard until its result is recorded.
+    Start(AttemptGuard),
+    /// Not yet: a shared store's node holds the partition but cannot tell
+    /// that its lease still holds (a renewal is late). Keep the delivery
+    /// and ask again shortly.
+    Wait,
+    /// Never here: the node no longer holds the delivery's partition (its
+    /// lease was lost, or it is being handed to another node). The lane
+    /// lets the delivery go ([`Store::let_go`]); its new owner resumes it
+    /// from the store.
+    Elsewhere,
 }
 
 /// Held while an attempt runs and its result is recorded (see

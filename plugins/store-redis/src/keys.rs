@@ -32,6 +32,9 @@ pub(crate) struct PartitionKeys {
     pub events: String,
     /// Dead letter key → dead letter JSON (record, reason, time).
     pub dead: String,
+    /// Delivery key → when its next attempt is due, in Redis's clock
+    /// (milliseconds): nodes' own clocks may disagree.
+    pub due: String,
 }
 
 impl PartitionKeys {
@@ -46,6 +49,7 @@ impl PartitionKeys {
             deliveries: key("deliveries"),
             events: key("events"),
             dead: key("dead"),
+            due: key("due"),
         }
     }
 }

@@ -34,8 +34,8 @@ use std::time::Duration;
 use conn::{Conn, Connector};
 use hookline_core::event::Event;
 use hookline_core::store::{
-    Acceptance, Accepted, AttemptGuard, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord,
-    Owner, Ownership, Store, StoreError,
+    Acceptance, Accepted, Attempt, AttemptGuard, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey,
+    DeliveryRecord, Owner, Ownership, Store, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -121,6 +121,10 @@ struct Inner {
     members: Mutex<Vec<String>>,
     /// Partitions handed over since start, by cause.
     handovers: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Held by a lease round, and by `leave` while it takes this node out.
+    round_lock: tokio::sync::Mutex<()>,
+    /// Told whenever a hand-over ends.
+    released: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Inner {
@@ -131,6 +135,17 @@ impl std::fmt::Debug for Inner {
             .field("owned", &self.owned.lock().map(|o| o.len()).unwrap_or(0))
             .finish_non_exhaustive()
     }
+}
+
+/// Whether this node delivers a partition now.
+enum Delivers {
+    Yes,
+    /// It holds the partition, but its last renewal is too old to be sure
+    /// the lease holds (a round is late, or the node was paused): wait for
+    /// the next round to renew it or find it lost.
+    NotSure,
+    /// It does not hold it, or is handing it over.
+    No,
 }
 
 /// The URL without its user and password, for messages.
@@ -246,6 +261,8 @@ impl RedisStore {
                 expires: Mutex::default(),
                 members: Mutex::default(),
                 handovers: Mutex::default(),
+                round_lock: tokio::sync::Mutex::new(()),
+                released: tokio::sync::Notify::new(),
             }),
         }))
     }
@@ -394,15 +411,18 @@ impl Inner {
     }
 
     /// Whether attempts of `partition` may start here.
-    fn delivers(&self, partition: u32) -> bool {
-        self.owned.lock().expect("owned lock").contains_key(&partition)
-            && !self.releasing.lock().expect("releasing lock").contains(&partition)
-            && self
-                .expires
-                .lock()
-                .expect("expires lock")
-                .get(&partition)
-                .is_some_and(|at| std::time::Instant::now() < *at)
+    fn delivers(&self, partition: u32) -> Delivers {
+        let held = self.owned.lock().expect("owned lock").contains_key(&partition);
+        if !held || self.releasing.lock().expect("releasing lock").contains(&partition) {
+            return Delivers::No;
+        }
+        let sure = self
+            .expires
+            .lock()
+            .expect("expires lock")
+            .get(&partition)
+            .is_some_and(|at| std::time::Instant::now() < *at);
+        if sure { Delivers::Yes } else { Delivers::NotSure }
     }
 
     /// Notes that `partition`'s lease was set or renewed by a call sent at
@@ -618,6 +638,7 @@ impl Store for RedisStore {
                 .key(&keys.lease)
                 .key(&keys.deliveries)
                 .key(&keys.events)
+                .key(&keys.due)
                 .arg(&token)
                 .arg(key)
                 .invoke_async::<i64>(&mut inner.conn())
@@ -647,6 +668,7 @@ impl Store for RedisStore {
                 .key(&keys.deliveries)
                 .key(&keys.events)
                 .key(&keys.dead)
+                .key(&keys.due)
                 .arg(&token)
                 .arg(letter.record.key)
                 .arg(meta)
@@ -762,15 +784,19 @@ impl Store for RedisStore {
         })
     }
 
-    fn begin_attempt(&self, key: DeliveryKey) -> Option<AttemptGuard> {
+    fn begin_attempt(&self, key: DeliveryKey) -> Attempt {
         let partition = self
             .inner
             .partition_of_key
             .lock()
             .expect("keys lock")
             .get(&key)
-            .copied()?;
-        self.inner.delivers(partition).then(|| self.inner.busy(partition))
+            .copied();
+        match partition.map(|p| (p, self.inner.delivers(p))) {
+            Some((partition, Delivers::Yes)) => Attempt::Start(self.inner.busy(partition)),
+            Some((_, Delivers::NotSure)) => Attempt::Wait,
+            Some((_, Delivers::No)) | None => Attempt::Elsewhere,
+        }
     }
 
     fn let_go(&self, key: DeliveryKey) {
@@ -793,6 +819,14 @@ impl RedisStore {
             return;
         };
         let (key, json) = (record.key, record_json(record));
+        // The next attempt's time travels as a wait from now: the script
+        // keeps it as a due time by Redis's clock, which the next owner
+        // reads in its own (nodes' clocks may disagree).
+        let wait = match record.not_before_ms.checked_sub(hookline_core::store::now_ms()) {
+            Some(wait) if wait > 0 => wait.to_string(),
+            _ if record.not_before_ms > 0 => "0".to_string(),
+            _ => String::new(),
+        };
         let events = if with_events {
             record.events.to_string()
         } else {
@@ -807,11 +841,13 @@ impl RedisStore {
                 .key(&keys.lease)
                 .key(&keys.deliveries)
                 .key(&keys.events)
+                .key(&keys.due)
                 .arg(&token)
                 .arg(key)
                 .arg(json)
                 .arg(if with_events { "1" } else { "0" })
                 .arg(events)
+                .arg(wait)
                 .invoke_async::<i64>(&mut inner.conn())
                 .await
                 .map(drop)

@@ -5,18 +5,19 @@
 //! interval), counted from the start of the last round: it renews the
 //! leases it holds (a lease it cannot renew is lost: its reader stops, the
 //! entries it held are let go, and the engine is told), then acquires
-//! **every** partition that is free, in one round, starting at a
+//! every free partition of its share, in one round, starting at a
 //! node-specific place so that nodes starting together try different
 //! partitions first; then it measures lag and sweeps its partitions for
 //! inbox entries nobody holds (read by a node that lost its lease, or by a
 //! read that failed half-way). A lease it could not take tells it how long
 //! that lease has left; when the soonest of those runs out before the next
 //! round is due, the next round runs then instead. So when a node dies,
-//! every survivor wakes as its leases run out, and the first to wake takes
-//! every partition it held: within `lease_ms` of the death, plus the time
-//! one round takes. Each acquired partition gets a task that takes it over
-//! and then reads its inbox. Partitions are not moved away from a live
-//! owner: they move when it dies.
+//! every survivor wakes as its leases run out (or its heartbeat does) and
+//! takes its share of what it held: within `lease_ms` of the death, plus
+//! the time one round takes. Each acquired partition gets a task that takes
+//! it over and then reads its inbox. Shares follow the live node set
+//! (`assignment`): a partition outside this node's share is handed over
+//! (`release`), and a stopping node hands over everything (`leave`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -167,6 +168,9 @@ async fn watch_generation(inner: Arc<Inner>) {
 /// released (fenced by its token) and the other nodes are told. Returns
 /// whether the lease was released here.
 pub(crate) async fn release(inner: Arc<Inner>, partition: u32, within: Duration, cause: &'static str) -> bool {
+    let Some(token) = inner.token(partition) else {
+        return false;
+    };
     if !inner.releasing.lock().expect("releasing lock").insert(partition) {
         return false;
     }
@@ -192,9 +196,11 @@ pub(crate) async fn release(inner: Arc<Inner>, partition: u32, within: Duration,
             break;
         }
     }
-    let token = inner.token(partition);
+    // Only the lease this hand-over began with: if it was lost meanwhile
+    // (and maybe taken again under a new token), that one is not touched.
+    let still_held = holding(&inner, partition, &token);
     let mut released = false;
-    if let Some(token) = token {
+    if still_held {
         let keys = PartitionKeys::new(partition);
         let answer: redis::RedisResult<i64> = inner
             .scripts
@@ -208,21 +214,29 @@ pub(crate) async fn release(inner: Arc<Inner>, partition: u32, within: Duration,
             // The lease runs out by itself; the next owner waits for that.
             tracing::warn!(partition, %error, "redis store: cannot release the lease");
         }
+        let mut owned = inner.owned.lock().expect("owned lock");
+        if owned.get(&partition) == Some(&token) {
+            owned.remove(&partition);
+            inner.lag.lock().expect("lag lock").remove(&partition);
+            inner.expires.lock().expect("expires lock").remove(&partition);
+        }
     }
-    inner.owned.lock().expect("owned lock").remove(&partition);
-    inner.lag.lock().expect("lag lock").remove(&partition);
-    inner.expires.lock().expect("expires lock").remove(&partition);
     inner.releasing.lock().expect("releasing lock").remove(&partition);
-    *inner
-        .handovers
-        .lock()
-        .expect("handovers lock")
-        .entry(cause)
-        .or_default() += 1;
+    // Attempts that failed meanwhile went back to wait: let go of them too.
+    inner.changes.send_modify(|n| *n += 1);
+    if still_held {
+        *inner
+            .handovers
+            .lock()
+            .expect("handovers lock")
+            .entry(cause)
+            .or_default() += 1;
+    }
     let _: redis::RedisResult<u64> = redis::cmd("INCR")
         .arg(keys::GENERATION)
         .query_async(&mut inner.conn())
         .await;
+    inner.released.notify_waiters();
     tracing::info!(partition, cause, released, "redis store: partition handed over");
     released
 }
@@ -232,33 +246,54 @@ pub(crate) async fn release(inner: Arc<Inner>, partition: u32, within: Duration,
 /// nodes are live, hands each partition over (see [`release`]) within
 /// `within`. Returns how many were handed over.
 pub(crate) async fn leave(inner: Arc<Inner>, within: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
     inner.leaving.store(true, Ordering::Release);
-    let left: redis::RedisResult<i64> = redis::cmd("ZREM")
-        .arg(keys::NODES)
-        .arg(&inner.config.node_id)
-        .query_async(&mut inner.conn())
-        .await;
-    if let Err(error) = left {
-        tracing::warn!(%error, "redis store: cannot leave the node set; the others see this node gone when its heartbeat runs out");
-    }
-    let others = inner
-        .members
-        .lock()
-        .expect("members lock")
-        .iter()
-        .any(|n| *n != inner.config.node_id);
-    if !others {
-        // Nobody would take them: deliver within the grace period as a
-        // lone node does, and let the leases run out.
-        return 0;
-    }
-    let held: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
+    // After the round under way (which may have sent a heartbeat or taken
+    // a partition); later rounds only renew.
+    let held: Vec<u32> = {
+        let _no_round = inner.round_lock.lock().await;
+        let mut conn = inner.conn();
+        let left: redis::RedisResult<i64> = redis::cmd("ZREM")
+            .arg(keys::NODES)
+            .arg(&inner.config.node_id)
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = left {
+            tracing::warn!(%error, "redis store: cannot leave the node set; the others see this node gone when its heartbeat runs out");
+        }
+        let live: redis::RedisResult<Vec<String>> = inner
+            .scripts
+            .live
+            .key(keys::NODES)
+            .arg(inner.config.lease_ms)
+            .invoke_async(&mut conn)
+            .await;
+        let others = live.is_ok_and(|live| live.iter().any(|n| *n != inner.config.node_id));
+        if !others {
+            // Nobody would take them: deliver within the grace period as a
+            // lone node does, and let the leases run out.
+            return 0;
+        }
+        let _: redis::RedisResult<u64> = redis::cmd("INCR").arg(keys::GENERATION).query_async(&mut conn).await;
+        inner.owned.lock().expect("owned lock").keys().copied().collect()
+    };
     let releases = held.iter().map(|&p| release(inner.clone(), p, within, "sigterm"));
-    futures_util::future::join_all(releases)
+    let handed = futures_util::future::join_all(releases)
         .await
         .into_iter()
         .filter(|r| *r)
-        .count()
+        .count();
+    // Hand-overs a round began before are awaited too.
+    loop {
+        let done = inner.released.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if inner.releasing.lock().expect("releasing lock").is_empty()
+            || tokio::time::timeout_at(deadline, done).await.is_err()
+        {
+            return handed;
+        }
+    }
 }
 
 /// What one lease round did.
@@ -290,6 +325,8 @@ impl redis::FromRedisValue for Acquired {
 /// One round: renew what this node owns, acquire every free partition,
 /// then measure lag and sweep what it owned before the round.
 async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
+    // One round at a time, and none while `leave` takes this node out.
+    let _one = inner.round_lock.lock().await;
     let mut conn = inner.conn();
     let node = &inner.config.node_id;
     let lease_ms = inner.config.lease_ms;
@@ -303,10 +340,13 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
     // Membership by Redis's clock: a node is live while its last heartbeat
     // is younger than a lease.
     let leaving = inner.leaving.load(Ordering::Acquire);
-    let live: Vec<String> = if leaving {
-        Vec::new()
+    // A failed heartbeat (its key's Redis Cluster shard down) must not stop
+    // the renewals: the last live set stands, and nothing moves this round.
+    let (live, rebalance, member_expires) = if leaving {
+        (Vec::new(), false, None)
     } else {
-        inner
+        let asked = Instant::now();
+        let beat: redis::RedisResult<Vec<String>> = inner
             .scripts
             .heartbeat
             .key(keys::NODES)
@@ -315,8 +355,17 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
             .arg(lease_ms)
             .arg("0")
             .invoke_async(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))?
+            .await;
+        match beat {
+            Ok(reply) => {
+                let (live, soonest) = read_heartbeat(&reply, node, lease_ms);
+                (live, true, soonest.map(|left| asked + left + EXPIRY_MARGIN))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis store: cannot record this node's heartbeat; keeping the last live set");
+                (inner.members.lock().expect("members lock").clone(), false, None)
+            }
+        }
     };
     let assigned = assignment::assign(&live, inner.config.partitions);
     let mine = |partition: u32| {
@@ -345,12 +394,12 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| store_error(&e))?;
-        if kept != 0 {
+        if kept != 0 && holding(inner, partition, &token) {
             inner.lease_holds_from(partition, sent);
         }
         if kept == 0 {
             lose(inner, partition);
-        } else if !leaving && !mine(partition) {
+        } else if rebalance && !mine(partition) {
             // Another node's share now (it joined, or this node's share
             // shrank): hand it over, in the background.
             tokio::spawn(release(
@@ -421,22 +470,54 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
         }
         let keys = PartitionKeys::new(partition);
         // Lag: entries never read by the group, plus read and not batched.
-        let groups: redis::Value = redis::cmd("XINFO")
+        // One partition's sweep failing (or its hand-over starting) does not
+        // fail the round: its renewals went through.
+        let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&keys.inbox)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))?;
-        inner
-            .lag
-            .lock()
-            .expect("lag lock")
-            .insert(partition, reply::group_lag(&groups, keys::GROUP));
+            .await;
+        if let Ok(groups) = groups {
+            inner
+                .lag
+                .lock()
+                .expect("lag lock")
+                .insert(partition, reply::group_lag(&groups, keys::GROUP));
+        }
         // Entries idle for a lease and not held here: read by a node that
         // lost its lease, or read here by a call that failed half-way.
-        claim(inner, partition, &token, lease_ms, &mut conn).await?;
+        if let Err(error) = claim(inner, partition, &token, lease_ms, &mut conn).await
+            && !error.is_not_owner()
+        {
+            tracing::warn!(partition, %error, "redis store: sweeping the inbox failed; next round tries again");
+        }
     }
+    // A live node's heartbeat running out moves its share: look then.
+    let next_free = match (next_free, member_expires) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(Round { taken, next_free })
+}
+
+/// The heartbeat script's answer: the live nodes (sorted), and how long
+/// until the first other node's heartbeat runs out (by Redis's clock).
+fn read_heartbeat(reply: &[String], node: &str, ttl_ms: u64) -> (Vec<String>, Option<Duration>) {
+    let now: u64 = reply.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut live = Vec::new();
+    let mut soonest: Option<u64> = None;
+    for pair in reply.get(1..).unwrap_or_default().chunks(2) {
+        let [name, score] = pair else { continue };
+        if name != node
+            && let Ok(score) = score.parse::<f64>()
+        {
+            let left = (score as u64 + ttl_ms).saturating_sub(now);
+            soonest = Some(soonest.map_or(left, |s| s.min(left)));
+        }
+        live.push(name.clone());
+    }
+    live.sort();
+    (live, soonest.map(Duration::from_millis))
 }
 
 /// Whether this node still holds `partition` under `token`.
@@ -495,6 +576,17 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
         }
     }
     deliveries.sort_by_key(|(seq, _)| *seq);
+    // Retry times as due times by Redis's clock, read into this node's.
+    let due: std::collections::HashMap<u64, u64> = redis::cmd("HGETALL")
+        .arg(&keys.due)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| store_error(&e))?;
+    let redis_now = if due.is_empty() {
+        0
+    } else {
+        redis_time_ms(&mut conn).await?
+    };
     let mut loaded = 0u64;
     let mut resumed = 0usize;
     for (_, mut record) in deliveries {
@@ -510,6 +602,9 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
             .contains_key(&record.key)
         {
             continue;
+        }
+        if let Some(at) = due.get(&record.key) {
+            record.not_before_ms = hookline_core::store::now_ms() + at.saturating_sub(redis_now);
         }
         let events: Option<String> = redis::cmd("HGET")
             .arg(&keys.events)
@@ -548,6 +643,15 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
     Ok(())
 }
 
+/// Redis's clock, in milliseconds since the epoch.
+async fn redis_time_ms(conn: &mut Conn) -> Result<u64, StoreError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(conn)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(secs * 1000 + micros / 1000)
+}
+
 /// Removes from the partition's consumer group the consumers of nodes no
 /// longer live that hold no entry (this node just claimed every pending
 /// one): without it, a name per node start would pile up in every group.
@@ -570,12 +674,13 @@ async fn forget_gone_consumers(inner: &Inner, keys: &PartitionKeys, conn: &mut C
         };
         let pending = matches!(consumer.get("pending"), Some(redis::Value::Int(0)));
         if pending && name != inner.config.node_id && !live.contains(&name) {
-            let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(&keys.inbox)
+            let _: redis::RedisResult<i64> = inner
+                .scripts
+                .forget_consumer
+                .key(&keys.inbox)
                 .arg(keys::GROUP)
                 .arg(&name)
-                .query_async(conn)
+                .invoke_async(conn)
                 .await;
         }
     }

@@ -31,10 +31,18 @@ pub(crate) struct Scripts {
     pub renew: Script,
     /// KEYS lease; ARGV token → 1 released, 0 not held under the token.
     pub release: Script,
-    /// KEYS nodes, generation; ARGV node, ttl_ms, joining ('1'/'0') → the
-    /// live nodes (heartbeat within ttl_ms by Redis's clock), this one
-    /// included; a joining node bumps the generation.
+    /// KEYS nodes, generation; ARGV node, ttl_ms, joining ('1'/'0') →
+    /// Redis's time (ms), then each live node (heartbeat within ttl_ms by
+    /// Redis's clock, this one included) and its last heartbeat; a joining
+    /// node, or one found gone, bumps the generation.
     pub heartbeat: Script,
+    /// KEYS nodes; ARGV ttl_ms → the live nodes (read only).
+    pub live: Script,
+    /// KEYS inbox; ARGV group, consumer → removes the consumer if it holds
+    /// no entry, checked and done at once (a read could hand it one
+    /// between a check and a separate delete, and deleting drops what it
+    /// holds).
+    pub forget_consumer: Script,
     /// KEYS lease, inbox, progress, deliveries, events, seq; ARGV token,
     /// group, then the marks (count, then id, consumed, complete each),
     /// the retired key ('' for none: a split replaces it, and is refused
@@ -43,13 +51,14 @@ pub(crate) struct Scripts {
     pub commit: Script,
     /// KEYS lease, inbox; ARGV token, group, id: a replay notice read.
     pub ack: Script,
-    /// KEYS lease, deliveries, events; ARGV token, key, record,
-    /// with_events ('1'/'0'), events.
+    /// KEYS lease, deliveries, events, due; ARGV token, key, record,
+    /// with_events ('1'/'0'), events, and the milliseconds until the next
+    /// attempt ('' for none), kept as a due time by Redis's clock.
     pub update: Script,
-    /// KEYS lease, deliveries, events; ARGV token, key.
+    /// KEYS lease, deliveries, events, due; ARGV token, key.
     pub delivered: Script,
-    /// KEYS lease, deliveries, events, dead; ARGV token, key, dead meta,
-    /// events → 1, or 0 when the delivery is gone (delivered or
+    /// KEYS lease, deliveries, events, dead, due; ARGV token, key, dead
+    /// meta, events → 1, or 0 when the delivery is gone (delivered or
     /// dead-lettered by another owner meanwhile).
     pub dead_letter: Script,
     /// KEYS dead, deliveries, inbox, seq; ARGV key, record → 1 requeued,
@@ -85,9 +94,22 @@ impl Scripts {
                  local ttl = tonumber(ARGV[2])
                  local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
                  redis.call('ZADD', KEYS[1], now, ARGV[1])
-                 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-                 if (not known) or ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
-                 return redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf')",
+                 local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+                 if (not known) or gone > 0 or ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
+                 local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf', 'WITHSCORES')
+                 table.insert(live, 1, tostring(now))
+                 return live",
+            ),
+            live: Script::new(
+                "local t = redis.call('TIME')
+                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')",
+            ),
+            forget_consumer: Script::new(
+                "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+                   return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+                 end
+                 return -1",
             ),
             commit: Script::new(fenced!(
                 "local marks = tonumber(ARGV[3])
@@ -131,15 +153,22 @@ impl Scripts {
                  local seq = string.match(old, '^(%d+)|')
                  redis.call('HSET', KEYS[2], ARGV[2], seq .. '|' .. ARGV[3])
                  if ARGV[4] == '1' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[5]) end
+                 if ARGV[6] ~= '' then
+                   local t = redis.call('TIME')
+                   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                   redis.call('HSET', KEYS[4], ARGV[2], now + tonumber(ARGV[6]))
+                 end
                  return 1"
             )),
             delivered: Script::new(fenced!(
                 "redis.call('HDEL', KEYS[2], ARGV[2])
                  redis.call('HDEL', KEYS[3], ARGV[2])
+                 redis.call('HDEL', KEYS[4], ARGV[2])
                  return 1"
             )),
             dead_letter: Script::new(fenced!(
                 "if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
+                 redis.call('HDEL', KEYS[5], ARGV[2])
                  if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
                    redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
                  end
