@@ -158,6 +158,8 @@ impl FilterHost {
 
 /// An instance holding more than this after a call is not reused.
 const MAX_POOLED_RESOURCES: usize = 64;
+/// The least time `validate-config` (and instantiation) may take.
+const MIN_VALIDATE_BUDGET: Duration = Duration::from_secs(1);
 
 /// A filter loaded for one (app, webhook), with its reusable instances.
 pub struct LoadedFilter {
@@ -213,7 +215,8 @@ impl LoadedFilter {
         let state = HostState::new(self.label.clone(), memory, self.call_budget());
         let mut store = Store::new(&self.host.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        // Instantiation is a one-time cost, bounded like validate-config.
+        store.set_epoch_deadline(Self::deadline_ticks(self.validate_budget()));
         store.epoch_deadline_trap();
         let bindings = self
             .pre
@@ -237,15 +240,27 @@ impl LoadedFilter {
         Duration::from_millis(self.spec.cpu_ms.max(1))
     }
 
-    /// [`Self::call_budget`] in epoch ticks.
-    fn deadline_ticks(&self) -> u64 {
-        let ticks = self.call_budget().as_micros() / EPOCH_TICK.as_micros().max(1);
+    /// `validate-config`'s budget: at least [`MIN_VALIDATE_BUDGET`]. It runs
+    /// once per load, not per batch, and a language runtime's first call
+    /// (CPython's, say) can take longer than a batch's budget on a busy
+    /// host.
+    fn validate_budget(&self) -> Duration {
+        self.call_budget().max(MIN_VALIDATE_BUDGET)
+    }
+
+    /// `budget` in epoch ticks.
+    fn deadline_ticks(budget: Duration) -> u64 {
+        let ticks = budget.as_micros() / EPOCH_TICK.as_micros().max(1);
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
     }
 
     /// Runs `work` on a pooled (or fresh) instance; the instance goes back to
     /// the pool only if the call succeeded.
-    fn with_instance<R>(&self, work: impl FnOnce(&mut Instance) -> Result<R, FilterError>) -> Result<R, FilterError> {
+    fn with_instance<R>(
+        &self,
+        budget: Duration,
+        work: impl FnOnce(&mut Instance) -> Result<R, FilterError>,
+    ) -> Result<R, FilterError> {
         let _ticking = self.host.ticker.hold();
         let pooled = self.pool.lock().expect("pool lock is never held across a panic").pop();
         let mut instance = match pooled {
@@ -253,8 +268,8 @@ impl LoadedFilter {
             None => self.instantiate()?,
         };
         instance.store.data_mut().log_budget = LOG_LINES_PER_CALL;
-        instance.store.set_epoch_deadline(self.deadline_ticks());
-        instance.store.data_mut().clock.start_call(self.call_budget());
+        instance.store.set_epoch_deadline(Self::deadline_ticks(budget));
+        instance.store.data_mut().clock.start_call(budget);
         let result = match work(&mut instance) {
             Ok(_) if instance.store.data().clock.overran() => {
                 Err(self.error("ran past its CPU deadline (cpu_ms) while sleeping".to_string()))
@@ -310,7 +325,7 @@ impl LoadedFilter {
 
     /// Runs `validate-config` with this entry's config.
     pub fn validate_config(&self) -> Result<(), FilterError> {
-        self.with_instance(|instance| {
+        self.with_instance(self.validate_budget(), |instance| {
             match instance
                 .bindings
                 .call_validate_config(&mut instance.store, &self.spec.config)
@@ -369,7 +384,7 @@ impl LoadedFilter {
             events: self.max_output_events,
             bytes: OUTPUT_BYTES_CAP,
         };
-        let verdict = self.with_instance(|instance| {
+        let verdict = self.with_instance(self.call_budget(), |instance| {
             let (result, overrun) = with_budget(budget, || {
                 filter_func(instance.filter).call(&mut instance.store, (ctx, batch))
             });
