@@ -276,6 +276,23 @@ async fn owned_by(nodes: &[&Daemon]) -> HashSet<u64> {
     all
 }
 
+/// `env` with the store setting `key` changed to `value`.
+fn with_setting(mut env: Vec<(String, String)>, key: &str, value: impl ToString) -> Vec<(String, String)> {
+    for (name, old) in &mut env {
+        if name == key {
+            *old = value.to_string();
+        }
+    }
+    env
+}
+
+/// Every app's endpoint answers `status` from now on.
+fn answer_every_app(receiver: &Receiver, status: u16) {
+    for i in 0..APPS {
+        receiver.by_default(&format!("/h/{i}"), Reply::status(status));
+    }
+}
+
 /// The partition an app hashes to (contract §9: 64-bit FNV-1a of its id,
 /// modulo the partitions).
 fn partition_of(app_id: &str, partitions: usize) -> u64 {
@@ -348,15 +365,7 @@ async fn takeover_after_a_kill_completes_within_the_lease_on_a_loaded_machine() 
     let receiver = Receiver::start().await;
     let apps = AppsDir::new();
     apps.write("apps.json", &apps_json(&receiver));
-    let store = |name: &str| {
-        let mut env = redis.daemon_env(name);
-        for (key, value) in &mut env {
-            if key == "HOOKLINE_STORE_LEASE_MS" {
-                *value = LEASE_MS.to_string();
-            }
-        }
-        env
-    };
+    let store = |name: &str| with_setting(redis.daemon_env(name), "HOOKLINE_STORE_LEASE_MS", LEASE_MS);
     let mut victim = node_on(store("a"), &apps);
     // Start the survivors out of phase with a's renewals, as nodes started
     // at different times are: once a's lease has run 1.2 s of the 2 s
@@ -425,13 +434,10 @@ async fn shares_even_out_as_nodes_join_and_a_stopping_node_hands_over_at_once() 
     let apps = AppsDir::new();
     apps.write("apps.json", &apps_json(&receiver));
     let start = |name: &str| {
-        let mut env = redis.daemon_env(name);
-        for (key, value) in &mut env {
-            if key == "HOOKLINE_STORE_PARTITIONS" {
-                *value = SHARED.to_string();
-            }
-        }
-        node_on(env, &apps)
+        node_on(
+            with_setting(redis.daemon_env(name), "HOOKLINE_STORE_PARTITIONS", SHARED),
+            &apps,
+        )
     };
     let mut sent: Sent = Vec::new();
     let mut seq = 0u64;
@@ -522,13 +528,10 @@ async fn a_rolling_restart_under_load_pauses_no_app_and_loses_nothing() {
     let apps = AppsDir::new();
     apps.write("apps.json", &apps_json(&receiver));
     let start = |name: &str| {
-        let mut env = redis.daemon_env(name);
-        for (key, value) in &mut env {
-            if key == "HOOKLINE_STORE_LEASE_MS" {
-                *value = "10000".to_string();
-            }
-        }
-        node_on(env, &apps)
+        node_on(
+            with_setting(redis.daemon_env(name), "HOOKLINE_STORE_LEASE_MS", 10000),
+            &apps,
+        )
     };
     let names = ["a", "b", "c"];
     let mut nodes: Vec<Daemon> = names.iter().map(|n| start(n)).collect();
@@ -658,9 +661,7 @@ async fn a_node_paused_past_its_lease_starts_no_attempt_when_it_wakes() {
     wait_fair_shares(&[&a, &b], PARTITIONS).await;
     // Every endpoint fails for now: a's lanes hold deliveries it keeps
     // retrying (every 50 to 300 ms).
-    for i in 0..APPS {
-        receiver.by_default(&format!("/h/{i}"), Reply::status(503));
-    }
+    answer_every_app(&receiver, 503);
     let mut sent: Sent = Vec::new();
     for seq in 0..40u64 {
         let app = seq as usize % APPS;
@@ -674,9 +675,7 @@ async fn a_node_paused_past_its_lease_starts_no_attempt_when_it_wakes() {
     a.signal("STOP");
     // b takes everything over once a's leases run out, and delivers it.
     fair_shares_within(&[&b], PARTITIONS, PATIENCE).await;
-    for i in 0..APPS {
-        receiver.by_default(&format!("/h/{i}"), Reply::status(200));
-    }
+    answer_every_app(&receiver, 200);
     wait_all_delivered(&receiver, &sent, || b.logs()).await;
     let delivered_by_b: HashSet<String> = receiver
         .all()
@@ -724,9 +723,7 @@ async fn clocks_five_seconds_off_change_nothing() {
     );
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
-    for i in 0..APPS {
-        receiver.by_default(&format!("/h/{i}"), Reply::status(503));
-    }
+    answer_every_app(&receiver, 503);
     let apps = AppsDir::new();
     apps.write("apps.json", &apps_json(&receiver));
     let start = |name: &str, skew: Option<&str>| {
@@ -764,9 +761,7 @@ async fn clocks_five_seconds_off_change_nothing() {
     ahead.signal("KILL");
     ahead.wait();
     let killed = Instant::now();
-    for i in 0..APPS {
-        receiver.by_default(&format!("/h/{i}"), Reply::status(200));
-    }
+    answer_every_app(&receiver, 200);
     wait_all_delivered(&receiver, &sent, || format!("{}\n{}", on_time.logs(), behind.logs())).await;
     let took = killed.elapsed();
     eprintln!("ahead's batches delivered by the others {took:?} after the kill");

@@ -84,6 +84,24 @@ struct Fields {
     extra: Option<Text>,
 }
 
+impl Fields {
+    /// The WIT view of one event whose fields these are: texts resolved
+    /// against its JSON and `scratch`.
+    fn view<'a>(self, json: &'a str, scratch: &'a str, name: &'a str, channel: &'a str) -> EventView<'a> {
+        let text = |t: Option<Text>| t.map(|t| t.resolve(json, scratch));
+        EventView {
+            name,
+            channel,
+            user_id: text(self.user_id),
+            socket_id: text(self.socket_id),
+            event: text(self.event),
+            data: text(self.data),
+            subscription_count: self.subscription_count,
+            extra: text(self.extra),
+        }
+    }
+}
+
 /// The WIT view of `events`: the known fields typed, the rest as `extra`.
 /// Texts that need unescaping or assembling are written to `scratch`.
 pub(crate) fn event_views<'a>(events: &'a [Event], scratch: &'a mut String) -> Vec<EventView<'a>> {
@@ -102,19 +120,7 @@ pub(crate) fn event_views<'a>(events: &'a [Event], scratch: &'a mut String) -> V
     events
         .iter()
         .zip(fields)
-        .map(|(event, f)| {
-            let text = |t: Option<Text>| t.map(|t| t.resolve(&event.json, scratch));
-            EventView {
-                name: &event.name,
-                channel: &event.channel,
-                user_id: text(f.user_id),
-                socket_id: text(f.socket_id),
-                event: text(f.event),
-                data: text(f.data),
-                subscription_count: f.subscription_count,
-                extra: text(f.extra),
-            }
-        })
+        .map(|(event, f)| f.view(&event.json, scratch, &event.name, &event.channel))
         .collect()
 }
 
@@ -153,16 +159,7 @@ pub(crate) fn signed_body_views<'a>(body: &'a str, scratch: &'a mut String) -> O
         .zip(fields)
         .map(|(event, f)| {
             let text = |t: Option<Text>| t.map(|t| t.resolve(event, scratch));
-            Some(EventView {
-                name: text(f.name)?,
-                channel: text(f.channel)?,
-                user_id: text(f.user_id),
-                socket_id: text(f.socket_id),
-                event: text(f.event),
-                data: text(f.data),
-                subscription_count: f.subscription_count,
-                extra: text(f.extra),
-            })
+            Some(f.view(event, scratch, text(f.name)?, text(f.channel)?))
         })
         .collect::<Option<Vec<_>>>()?;
     Some((time_ms, views))

@@ -68,17 +68,10 @@ impl Connector {
     /// so ingest answers 503 at once and the next request tries again.
     pub(crate) async fn connect(&self, response: Duration) -> RedisResult<Conn> {
         match self {
-            Connector::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(response))
-                    .set_max_delay(Duration::from_secs(1))
-                    .set_number_of_retries(1);
-                client
-                    .get_connection_manager_with_config(config)
-                    .await
-                    .map(Conn::Single)
-            }
+            Connector::Single(client) => client
+                .get_connection_manager_with_config(manager_config(response))
+                .await
+                .map(Conn::Single),
             Connector::Cluster(client) => {
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(Duration::from_secs(5))
@@ -87,6 +80,17 @@ impl Connector {
             }
         }
     }
+}
+
+/// How every connection to a single Redis behaves: replies may take
+/// `response`; Redis down, one reconnect try and then an error, so ingest
+/// answers 503 at once and the next request tries again.
+pub(crate) fn manager_config(response: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(response))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(1)
 }
 
 /// The connector for `url`: a cluster client when the node it names runs

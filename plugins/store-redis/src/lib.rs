@@ -37,7 +37,7 @@ use hookline_core::store::{
     Acceptance, Accepted, Attempt, AttemptGuard, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey,
     DeliveryRecord, Owner, Ownership, Store, StoreError,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use keys::{PartitionKeys, partition_of};
 use scripts::Scripts;
@@ -190,18 +190,14 @@ impl RedisStore {
         let shown = redacted(&config.url);
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| StoreError(format!("store.redis_url {shown} is not a Redis URL: {e}")))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_max_delay(Duration::from_secs(1))
-            // Redis down: answer 503 at once rather than after seconds of
-            // reconnecting (the next request tries again).
-            .set_number_of_retries(1);
-        let mut seed = client.get_connection_manager_with_config(manager).await.map_err(|e| {
-            StoreError(format!(
-                "cannot reach Redis at {shown}: {e}; is it running, and is store.redis_url right?"
-            ))
-        })?;
+        let mut seed = client
+            .get_connection_manager_with_config(conn::manager_config(Duration::from_secs(10)))
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot reach Redis at {shown}: {e}; is it running, and is store.redis_url right?"
+                ))
+            })?;
         // Checked on the node store.redis_url names (in a cluster, on every
         // master below).
         check_redis(&mut seed, config.require_fsync, &shown).await?;
@@ -320,12 +316,8 @@ async fn check_every_master(config: &RedisStoreConfig, seed: &mut ConnectionMana
         let shown = format!("{host}:{port} (a master of the cluster)");
         let client = redis::Client::open(base.clone().set_addr(addr))
             .map_err(|e| StoreError(format!("cannot reach Redis at {shown}: {e}")))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(1);
         let mut conn = client
-            .get_connection_manager_with_config(manager)
+            .get_connection_manager_with_config(conn::manager_config(Duration::from_secs(10)))
             .await
             .map_err(|e| StoreError(format!("cannot reach Redis at {shown}: {e}")))?;
         check_redis(&mut conn, config.require_fsync, &shown).await?;

@@ -353,7 +353,6 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
             .key(keys::GENERATION)
             .arg(node)
             .arg(lease_ms)
-            .arg("0")
             .invoke_async(&mut conn)
             .await;
         match beat {
@@ -493,10 +492,7 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
         }
     }
     // A live node's heartbeat running out moves its share: look then.
-    let next_free = match (next_free, member_expires) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let next_free = next_free.into_iter().chain(member_expires).min();
     Ok(Round { taken, next_free })
 }
 

@@ -20,6 +20,18 @@ macro_rules! fenced {
     };
 }
 
+/// Sets `now`, Redis's clock in milliseconds, before the body: membership
+/// and due times use it, never a node's own clock.
+macro_rules! with_redis_now {
+    ($body:expr) => {
+        concat!(
+            "local t = redis.call('TIME')\n",
+            "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
+            $body
+        )
+    };
+}
+
 /// The scripts, loaded once per store.
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -31,7 +43,7 @@ pub(crate) struct Scripts {
     pub renew: Script,
     /// KEYS lease; ARGV token → 1 released, 0 not held under the token.
     pub release: Script,
-    /// KEYS nodes, generation; ARGV node, ttl_ms, joining ('1'/'0') →
+    /// KEYS nodes, generation; ARGV node, ttl_ms →
     /// Redis's time (ms), then each live node (heartbeat within ttl_ms by
     /// Redis's clock, this one included) and its last heartbeat; a joining
     /// node, or one found gone, bumps the generation.
@@ -88,23 +100,19 @@ impl Scripts {
                    redis.call('DEL', KEYS[1]) return 1 end
                  return 0",
             ),
-            heartbeat: Script::new(
-                "local t = redis.call('TIME')
-                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-                 local ttl = tonumber(ARGV[2])
+            heartbeat: Script::new(with_redis_now!(
+                "local ttl = tonumber(ARGV[2])
                  local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
                  redis.call('ZADD', KEYS[1], now, ARGV[1])
                  local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-                 if (not known) or gone > 0 or ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
+                 if (not known) or gone > 0 then redis.call('INCR', KEYS[2]) end
                  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf', 'WITHSCORES')
                  table.insert(live, 1, tostring(now))
-                 return live",
-            ),
-            live: Script::new(
-                "local t = redis.call('TIME')
-                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-                 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')",
-            ),
+                 return live"
+            )),
+            live: Script::new(with_redis_now!(
+                "return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')"
+            )),
             forget_consumer: Script::new(
                 "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
                    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
@@ -147,19 +155,15 @@ impl Scripts {
                  redis.call('XDEL', KEYS[2], ARGV[3])
                  return 1"
             )),
-            update: Script::new(fenced!(
+            update: Script::new(fenced!(with_redis_now!(
                 "local old = redis.call('HGET', KEYS[2], ARGV[2])
                  if not old then return 0 end
                  local seq = string.match(old, '^(%d+)|')
                  redis.call('HSET', KEYS[2], ARGV[2], seq .. '|' .. ARGV[3])
                  if ARGV[4] == '1' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[5]) end
-                 if ARGV[6] ~= '' then
-                   local t = redis.call('TIME')
-                   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-                   redis.call('HSET', KEYS[4], ARGV[2], now + tonumber(ARGV[6]))
-                 end
+                 if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], ARGV[2], now + tonumber(ARGV[6])) end
                  return 1"
-            )),
+            ))),
             delivered: Script::new(fenced!(
                 "redis.call('HDEL', KEYS[2], ARGV[2])
                  redis.call('HDEL', KEYS[3], ARGV[2])
