@@ -516,6 +516,122 @@ async fn shares_even_out_as_nodes_join_and_a_stopping_node_hands_over_at_once() 
     }
 }
 
+/// The backlog budget is the deployment's (contract §9): with
+/// `max_backlog_bytes` 1 MiB, a receiver that answers only 503 and ingest
+/// spread over three nodes, ingest on every node answers 503 once the
+/// cluster holds 1 MiB of undelivered events, although no node holds more
+/// than about a third of it. Each request waits until every node's view of
+/// the cluster's backlog has caught up with the last one (the nodes report
+/// their backlogs every 200 ms), so the refusal is measured against what
+/// the cluster holds.
+#[tokio::test]
+async fn the_backlog_budget_is_the_clusters_not_each_nodes() {
+    const BUDGET: u64 = 1 << 20;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    answer_every_app(&receiver, 503);
+    let apps = AppsDir::new();
+    let app_files: Vec<serde_json::Value> = (0..APPS)
+        .map(|i| {
+            serde_json::json!({"id": format!("app-{i}"), "key": format!("key-{i}"), "secret": format!("secret-{i}"),
+                "batching": {"max_wait_ms": 20, "max_events": 50},
+                "webhooks": [{"url": receiver.url(&format!("/h/{i}")), "event_types": ["client_event"]}]})
+        })
+        .collect();
+    apps.write("apps.json", &serde_json::Value::Array(app_files).to_string());
+    let start = |name: &str| {
+        let env = with_setting(redis.daemon_env(name), "HOOKLINE_STORE_PARTITIONS", PARTITIONS);
+        let mut options = DaemonOptions::with_env(&[
+            ("HOOKLINE_DELIVERY_MAX_BACKLOG_BYTES", &BUDGET.to_string()),
+            ("HOOKLINE_RETRY_MIN_BACKOFF_MS", "1000"),
+            ("HOOKLINE_RETRY_MAX_BACKOFF_MS", "5000"),
+        ]);
+        options.env.extend(env);
+        Daemon::start_with(apps.path(), options)
+    };
+    let nodes = [start("a"), start("b"), start("c")];
+    let refs: Vec<&Daemon> = nodes.iter().collect();
+    wait_fair_shares(&refs, PARTITIONS).await;
+
+    // What each node holds, and what each believes the cluster holds.
+    let views = async || {
+        let mut own = Vec::new();
+        let mut cluster = Vec::new();
+        for node in &nodes {
+            let status = readyz(node).await;
+            own.push(status["backlog_bytes"].as_u64().unwrap());
+            cluster.push(status["ownership"]["cluster_backlog_bytes"].as_u64().unwrap());
+        }
+        (own, cluster)
+    };
+    // 48 events of 1 KiB each per request: about 50 KiB.
+    let body = |seq: u64| {
+        let events: Vec<serde_json::Value> = (0..48)
+            .map(|i| {
+                serde_json::json!({"name": "client_event", "channel": format!("c-{seq}-{i}"),
+                                        "event": "client-x", "data": "x".repeat(1024)})
+            })
+            .collect();
+        serde_json::json!({ "events": events }).to_string()
+    };
+    let mut held = 0u64;
+    let mut refused = None;
+    for seq in 0..200u64 {
+        let node = &nodes[seq as usize % nodes.len()];
+        let app = seq as usize % APPS;
+        let response = post_native(
+            &node.url(),
+            &format!("app-{app}"),
+            &format!("key-{app}"),
+            &format!("secret-{app}"),
+            &body(seq),
+        )
+        .await
+        .unwrap();
+        let status = response.status().as_u16();
+        if status == 503 {
+            refused = Some((seq, response.text().await.unwrap()));
+            break;
+        }
+        assert_eq!(status, 200, "request {seq} to {}", node.url());
+        // Every node's view has caught up with this request's events.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (own, cluster) = views().await;
+            let total: u64 = own.iter().sum();
+            if total > held && cluster.iter().all(|&c| c == total) {
+                held = total;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes' views never caught up: own {own:?}, cluster views {cluster:?}, held before {held}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (seq, text) = refused.expect("ingest never answered 503");
+    let (own, _) = views().await;
+    eprintln!("refused request {seq} with the cluster holding {held} bytes, by node {own:?}: {text}");
+    assert!(text.contains("max_backlog_bytes"), "{text}");
+    assert!(held > BUDGET, "refused at {held} bytes, under the 1 MiB budget");
+    assert!(
+        held < BUDGET + 64 * 1024,
+        "refused only at {held} bytes: more than one request past the budget"
+    );
+    assert!(
+        own.iter().all(|&bytes| bytes < BUDGET / 2),
+        "one node holds most of the backlog: {own:?}"
+    );
+    // Every node refuses now, whichever partition the app is in.
+    for (i, node) in nodes.iter().enumerate() {
+        let response = post_native(&node.url(), "app-1", "key-1", "secret-1", &body(1000 + i as u64))
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{}", node.url());
+    }
+}
+
 /// A rolling restart under steady load (contract §9): each of three nodes in
 /// turn gets SIGTERM and starts again. The stopping node hands its
 /// partitions over at once, so no app's deliveries pause for anything like

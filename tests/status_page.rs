@@ -9,6 +9,8 @@
 //! show each its own id, kind and target, and a dead letter shows the id
 //! its webhook has in the webhooks table. A browser that sends
 //! `Authorization: Bearer` on every request gets the page without the form.
+//! Three daemons on one Redis: the page of one shows each node's share and
+//! every partition's owner, as the nodes' `/readyz` say.
 
 mod support;
 
@@ -169,5 +171,80 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
             .lines()
             .any(|l| l.contains("admin action: dead letters replay") && l.contains(&id)),
         "no audit line for the replay"
+    );
+}
+
+/// Three nodes on one Redis (contract §9): once they hold fair shares, the
+/// status page of one of them, read in Chromium, shows each node with its
+/// share and every partition with the owner each node's `/readyz` names.
+#[tokio::test]
+async fn the_page_shows_each_nodes_share_and_every_partitions_owner() {
+    const PARTITIONS: usize = 8;
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    let redis = RedisServer::start();
+    let apps = AppsDir::new();
+    apps.write("a.json", r#"{"id": "a", "key": "ka", "secret": "sa", "webhooks": []}"#);
+    let start = |name: &str| {
+        let mut options = DaemonOptions::with_env(&[
+            ("HOOKLINE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("HOOKLINE_ADMIN_TOKEN", TOKEN),
+        ]);
+        options.env.extend(redis.daemon_env(name));
+        Daemon::start_with(apps.path(), options)
+    };
+    let nodes = [start("a"), start("b"), start("c")];
+    // Fair shares: 3, 3 and 2 of 8, each partition once.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let owners = loop {
+        let mut owners = std::collections::BTreeMap::new();
+        let mut counts = Vec::new();
+        for node in &nodes {
+            let status = readyz(node).await;
+            let owned = status["ownership"]["owned"].as_array().cloned().unwrap_or_default();
+            counts.push(owned.len());
+            for partition in owned {
+                owners.insert(
+                    partition.to_string(),
+                    status["ownership"]["node"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        counts.sort_unstable();
+        if counts == [2, 3, 3] && owners.len() == PARTITIONS {
+            break owners;
+        }
+        assert!(std::time::Instant::now() < deadline, "no fair shares: {counts:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("status-page-cluster.png");
+    let admin = format!("http://{}", nodes[0].admin.unwrap());
+    let output = Command::new(node())
+        .arg(peers_dir().join("cluster_page.mjs"))
+        .args([&admin, TOKEN, "3", &PARTITIONS.to_string()])
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .current_dir(peers_dir())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser failed: {stdout}");
+    let shown: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CLUSTER "))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .unwrap_or_else(|| panic!("no CLUSTER line: {stdout}"));
+    let expected_owners: serde_json::Value = serde_json::to_value(&owners).unwrap();
+    assert_eq!(shown["owners"], expected_owners, "every partition's owner");
+    let mut shares = std::collections::BTreeMap::new();
+    for owner in owners.values() {
+        *shares.entry(owner.clone()).or_insert(0u64) += 1;
+    }
+    assert_eq!(
+        shown["shares"],
+        serde_json::to_value(&shares).unwrap(),
+        "each node's share"
     );
 }

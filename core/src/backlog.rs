@@ -55,9 +55,11 @@ impl Backlog {
         self.limit
     }
 
-    /// Whether ingest should refuse (past `max_backlog_bytes`).
-    pub(crate) fn is_full(&self) -> bool {
-        self.bytes() > self.limit
+    /// Whether ingest should refuse: this node's backlog and what other
+    /// nodes of a shared store hold (`elsewhere`) together are past
+    /// `max_backlog_bytes`.
+    pub(crate) fn is_full(&self, elsewhere: u64) -> bool {
+        self.bytes().saturating_add(elsewhere) > self.limit
     }
 
     /// Counts `bytes` more.
@@ -115,9 +117,10 @@ mod tests {
     fn the_backlog_is_full_past_its_limit() {
         let backlog = Backlog::new(100, 1024);
         backlog.add(100);
-        assert!(!backlog.is_full());
+        assert!(!backlog.is_full(0));
+        assert!(backlog.is_full(1), "other nodes' backlog counts");
         backlog.add(1);
-        assert!(backlog.is_full());
+        assert!(backlog.is_full(0));
         backlog.remove(50);
         assert_eq!(backlog.bytes(), 51);
     }

@@ -479,7 +479,7 @@ impl Engine {
         if events.is_empty() {
             return Ok(());
         }
-        if self.backlog.is_full() {
+        if self.backlog.is_full(self.store.backlog_elsewhere()) {
             return Err(Refusal::BacklogFull(self.backlog.limit()));
         }
         let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
@@ -682,6 +682,10 @@ impl Owner for EngineOwner {
 
     fn has_room(&self) -> bool {
         self.engine.upgrade().is_some_and(|engine| engine.backlog.has_room())
+    }
+
+    fn backlog_bytes(&self) -> u64 {
+        self.engine.upgrade().map_or(0, |engine| engine.backlog.bytes())
     }
 
     fn partition_lost(&self, partition: u32) {

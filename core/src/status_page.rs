@@ -12,6 +12,7 @@ use std::fmt::Write;
 
 use crate::activity::Circuit;
 use crate::admin_http::{AppView, LetterPage, StatusView, WebhookView};
+use crate::store::Ownership;
 
 /// The page's stylesheet.
 pub(crate) const CSS: &str = include_str!("status_page/status.css");
@@ -39,6 +40,7 @@ pub(crate) fn render(status: &StatusView, apps: &[AppView], letters: Result<Lett
     let mut page = head(&format!("Hookline — {}", status.node_id));
     page.push_str("<header><h1>Hookline</h1><p id=\"flash\" role=\"status\"></p></header><main id=\"live\">");
     summary(&mut page, status);
+    cluster(&mut page, &status.store.ownership);
     webhooks(&mut page, apps);
     dead_letters(&mut page, letters);
     page.push_str("</main><script src=\"/assets/status.js\"></script></body></html>");
@@ -66,7 +68,7 @@ fn summary(page: &mut String, s: &StatusView) {
          <div><dt>State</dt><dd class=\"{ready_class}\" id=\"ready\">{ready_text}</dd></div>\
          <div><dt>Config</dt><dd>generation {generation}, {apps} apps, {hooks} webhooks{reload}</dd></div>\
          <div><dt>Store</dt><dd class=\"{store}\">{backend}: {health}</dd></div>\
-         <div><dt>Backlog</dt><dd>{backlog} in {pending} deliveries{oldest}</dd></div>\
+         <div><dt>Backlog</dt><dd>{backlog} in {pending} deliveries{oldest}{cluster}</dd></div>\
          <div><dt>Dead letters</dt><dd id=\"dead-letter-count\">{dead}</dd></div>\
          <div><dt>Ingested</dt><dd>{in_m} events last minute, {in_h} last hour</dd></div>\
          <div><dt>Delivered</dt><dd>{ok_m} batches last minute, {ok_h} last hour; {bad_m} failed attempts last minute</dd></div>\
@@ -87,6 +89,12 @@ fn summary(page: &mut String, s: &StatusView) {
         backend = escape(&s.store.backend),
         health = escape(&s.store.health),
         backlog = bytes(s.store.backlog_bytes),
+        cluster = s
+            .store
+            .ownership
+            .cluster_backlog_bytes
+            .map(|b| format!("; {} in the cluster", bytes(b)))
+            .unwrap_or_default(),
         pending = s.store.pending_deliveries,
         oldest = s
             .store
@@ -108,6 +116,70 @@ fn summary(page: &mut String, s: &StatusView) {
         page.push_str("</ul>");
     }
     page.push_str("</section>");
+}
+
+/// A shared store's nodes: each one's share of the partitions and its
+/// backlog, and every partition's owner (nothing on the embedded store).
+/// A node's colour is its place among the nodes (CSS classes, as the page's
+/// CSP allows no inline style).
+fn cluster(page: &mut String, ownership: &Ownership) {
+    if ownership.nodes.is_empty() {
+        return;
+    }
+    let _ = write!(
+        page,
+        "<section id=\"cluster\"><h2>Cluster</h2><table id=\"nodes\"><thead><tr><th>Node</th>\
+         <th>Partitions</th><th>Fair share</th><th>Backlog</th></tr></thead><tbody>"
+    );
+    let live = ownership.nodes.len() as u32;
+    let (least, most) = (ownership.partitions / live, ownership.partitions.div_ceil(live));
+    let mut owner_of: Vec<Option<usize>> = vec![None; ownership.partitions as usize];
+    for (i, (name, share)) in ownership.nodes.iter().enumerate() {
+        for &partition in &share.owned {
+            if let Some(owner) = owner_of.get_mut(partition as usize) {
+                *owner = Some(i);
+            }
+        }
+        let count = share.owned.len() as u32;
+        let fair = if (least..=most).contains(&count) { "ok" } else { "bad" };
+        let _ = write!(
+            page,
+            "<tr data-node=\"{name}\"><td><span class=\"swatch node-{colour}\"></span> <code>{name}</code>{this}</td>\
+             <td class=\"owned\" title=\"{list}\">{count}</td><td class=\"{fair}\">{least}–{most}</td><td>{backlog}</td></tr>",
+            name = escape(name),
+            colour = i % 8,
+            this = if *name == ownership.node {
+                " <small>(this node)</small>"
+            } else {
+                ""
+            },
+            list = share.owned.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+            backlog = bytes(share.backlog_bytes),
+        );
+    }
+    page.push_str("</tbody></table><p>Every partition and its owner:</p><ol id=\"partitions\" start=\"0\">");
+    let names: Vec<&String> = ownership.nodes.keys().collect();
+    for (partition, owner) in owner_of.iter().enumerate() {
+        match owner {
+            Some(i) => {
+                let _ = write!(
+                    page,
+                    "<li class=\"partition node-{colour}\" data-partition=\"{partition}\" data-owner=\"{name}\" \
+                     title=\"partition {partition}: {name}\">{partition}</li>",
+                    colour = i % 8,
+                    name = escape(names[*i]),
+                );
+            }
+            None => {
+                let _ = write!(
+                    page,
+                    "<li class=\"partition unowned\" data-partition=\"{partition}\" data-owner=\"\" \
+                     title=\"partition {partition}: no owner (moving)\">{partition}</li>"
+                );
+            }
+        }
+    }
+    page.push_str("</ol></section>");
 }
 
 /// `ok`, `failing` or `idle`, and why.
@@ -308,6 +380,61 @@ mod tests {
             escape("<script>alert('x')</script>&\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
         );
+    }
+
+    #[test]
+    fn the_cluster_section_names_every_partitions_owner_and_flags_an_unfair_share() {
+        use crate::store::NodeShare;
+        let share = |owned: Vec<u32>| NodeShare {
+            owned,
+            backlog_bytes: 2048,
+        };
+        let ownership = Ownership {
+            backend: "redis",
+            node: "b".to_string(),
+            partitions: 4,
+            owned: vec![2],
+            lag: Default::default(),
+            takeovers: Default::default(),
+            members: vec!["a".to_string(), "b".to_string()],
+            handovers: Default::default(),
+            nodes: [
+                ("a".to_string(), share(vec![0, 1, 3])),
+                ("b".to_string(), share(vec![2])),
+            ]
+            .into(),
+            cluster_backlog_bytes: Some(4096),
+        };
+        let mut page = String::new();
+        cluster(&mut page, &ownership);
+        for (partition, owner) in [(0, "a"), (1, "a"), (2, "b"), (3, "a")] {
+            assert!(
+                page.contains(&format!("data-partition=\"{partition}\" data-owner=\"{owner}\"")),
+                "{page}"
+            );
+        }
+        // 3 and 1 of 4 over two nodes: both outside 2–2.
+        assert_eq!(page.matches("<td class=\"bad\">2–2</td>").count(), 2, "{page}");
+        assert!(page.contains("<code>b</code> <small>(this node)</small>"), "{page}");
+
+        let mut moving = ownership.clone();
+        moving.nodes.get_mut("a").unwrap().owned = vec![0, 1];
+        let mut page = String::new();
+        cluster(&mut page, &moving);
+        assert!(
+            page.contains("class=\"partition unowned\" data-partition=\"3\""),
+            "{page}"
+        );
+
+        let mut page = String::new();
+        cluster(
+            &mut page,
+            &Ownership {
+                nodes: Default::default(),
+                ..ownership
+            },
+        );
+        assert!(page.is_empty(), "the embedded store has no cluster section");
     }
 
     #[test]

@@ -859,6 +859,8 @@ impl Store for DurableStore {
             takeovers: Default::default(),
             members: Vec::new(),
             handovers: Default::default(),
+            nodes: Default::default(),
+            cluster_backlog_bytes: None,
         }
     }
 

@@ -246,6 +246,25 @@ pub struct Ownership {
     /// node's share now), `sigterm` (this node stopped), `lease_lost`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub handovers: std::collections::BTreeMap<String, u64>,
+    /// Every live node of a shared store as it last reported itself: the
+    /// partitions it owns (so every partition's owner) and its backlog;
+    /// empty on the embedded store.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nodes: std::collections::BTreeMap<String, NodeShare>,
+    /// The backlog of the whole deployment (this node's now, the others' as
+    /// last reported): what `max_backlog_bytes` bounds. `None` on the
+    /// embedded store, whose node's backlog is the whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_backlog_bytes: Option<u64>,
+}
+
+/// One node of a shared store, as it last reported itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeShare {
+    /// The partitions it owns.
+    pub owned: Vec<u32>,
+    /// Bytes of undelivered events in them (its backlog).
+    pub backlog_bytes: u64,
 }
 
 /// The engine's side of ownership: what a store hands over as this node
@@ -276,6 +295,12 @@ pub trait Owner: Send + Sync + 'static {
     /// more from its inboxes while it does not (backpressure).
     fn has_room(&self) -> bool {
         true
+    }
+    /// Bytes of undelivered events this node holds (its backlog), which a
+    /// shared store reports to the other nodes: `max_backlog_bytes` bounds
+    /// the deployment's sum.
+    fn backlog_bytes(&self) -> u64 {
+        0
     }
 }
 
@@ -407,6 +432,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// a store whose node holds everything has nothing to hand over.
     fn leave(&self, _within: std::time::Duration) -> BoxFuture<'_, usize> {
         Box::pin(async { 0 })
+    }
+
+    /// Bytes of undelivered events the other nodes hold, as they last
+    /// reported them (see [`Owner::backlog_bytes`]): ingest refuses once
+    /// this node's backlog and theirs together pass `max_backlog_bytes`.
+    /// Zero for a store whose node holds everything.
+    fn backlog_elsewhere(&self) -> u64 {
+        0
     }
 }
 

@@ -12,6 +12,9 @@ pub(crate) const NODES: &str = "hookline:{nodes}:live";
 /// Bumped whenever a node joins, leaves or hands a partition over: nodes
 /// watch it to run a lease round at once.
 pub(crate) const GENERATION: &str = "hookline:{nodes}:generation";
+/// Hash of each node's last report: `backlog bytes|owned partitions`
+/// (comma-separated). Nodes no longer live are dropped from it.
+pub(crate) const REPORTS: &str = "hookline:{nodes}:reports";
 
 /// A partition's keys.
 #[derive(Debug, Clone)]

@@ -35,7 +35,7 @@ use conn::{Conn, Connector};
 use hookline_core::event::Event;
 use hookline_core::store::{
     Acceptance, Accepted, Attempt, AttemptGuard, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey,
-    DeliveryRecord, Owner, Ownership, Store, StoreError,
+    DeliveryRecord, NodeShare, Owner, Ownership, Store, StoreError,
 };
 use redis::aio::ConnectionManager;
 
@@ -125,6 +125,10 @@ struct Inner {
     round_lock: tokio::sync::Mutex<()>,
     /// Told whenever a hand-over ends.
     released: tokio::sync::Notify,
+    /// Every live node's last report (see [`keys::REPORTS`]).
+    reports: Mutex<std::collections::BTreeMap<String, NodeShare>>,
+    /// The other live nodes' backlogs, as last reported.
+    elsewhere: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -259,6 +263,8 @@ impl RedisStore {
                 handovers: Mutex::default(),
                 round_lock: tokio::sync::Mutex::new(()),
                 released: tokio::sync::Notify::new(),
+                reports: Mutex::default(),
+                elsewhere: AtomicU64::new(0),
             }),
         }))
     }
@@ -375,6 +381,11 @@ async fn check_redis(conn: &mut ConnectionManager, require_fsync: bool, shown: &
 impl Inner {
     fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// This node's backlog now (the engine's count).
+    fn own_backlog(&self) -> u64 {
+        self.owner.get().map_or(0, |owner| owner.backlog_bytes())
     }
 
     fn partition(&self, app_id: &str) -> u32 {
@@ -508,6 +519,12 @@ impl Store for RedisStore {
                 .iter()
                 .map(|(cause, n)| (cause.to_string(), *n))
                 .collect(),
+            nodes: self.inner.reports.lock().expect("reports lock").clone(),
+            cluster_backlog_bytes: Some(
+                self.inner
+                    .own_backlog()
+                    .saturating_add(self.inner.elsewhere.load(Ordering::Relaxed)),
+            ),
         }
     }
 
@@ -801,6 +818,10 @@ impl Store for RedisStore {
 
     fn leave(&self, within: Duration) -> BoxFuture<'_, usize> {
         Box::pin(ownership::leave(self.inner.clone(), within))
+    }
+
+    fn backlog_elsewhere(&self) -> u64 {
+        self.inner.elsewhere.load(Ordering::Relaxed)
     }
 }
 

@@ -19,12 +19,13 @@
 //! (`assignment`): a partition outside this node's share is handed over
 //! (`release`), and a stopping node hands over everything (`leave`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hookline_core::event::Event;
-use hookline_core::store::{DeliveryRecord, InboxEntry, Owner, RecoveredDelivery, StoreError};
+use hookline_core::store::{DeliveryRecord, InboxEntry, NodeShare, Owner, RecoveredDelivery, StoreError};
 
 use crate::assignment;
 use crate::conn::Conn;
@@ -40,7 +41,8 @@ const READ_BLOCK_MS: u64 = 500;
 /// How long an entry accepted under another config of its app waits for
 /// this node to load the same one.
 const CONFIG_SKEW_WAIT: Duration = Duration::from_secs(2);
-/// How often a node looks for a change of the cluster's generation.
+/// How often a node reports its backlog and partitions, and looks for a
+/// change of the cluster's generation.
 const GENERATION_POLL: Duration = Duration::from_millis(200);
 /// Pause after a failed Redis call before trying again.
 const RETRY: Duration = Duration::from_millis(200);
@@ -68,7 +70,7 @@ pub(crate) async fn start(inner: Arc<Inner>) -> Result<(), StoreError> {
     // Unrenewed for a lease, another node may own them: let go a little
     // before Redis does.
     let let_go_within = lease - Duration::from_millis(inner.config.lease_ms / 10);
-    tokio::spawn(watch_generation(inner.clone()));
+    tokio::spawn(exchange(inner.clone()));
     tokio::spawn(async move {
         // Renewals extend a lease from when they are sent: count from then.
         let mut last_renewed = first;
@@ -143,21 +145,82 @@ fn lose(inner: &Inner, partition: u32) {
     owner(inner).partition_lost(partition);
 }
 
-/// Runs a lease round whenever the cluster's generation changes (a node
+/// Every [`GENERATION_POLL`]: reports this node's backlog and owned
+/// partitions, learns every live node's (the cluster-wide backlog that
+/// `max_backlog_bytes` bounds, and every partition's owner), and runs a
+/// lease round at once when the cluster's generation changed (a node
 /// joined or left, a partition was handed over), rather than at the next
 /// renewal: hand-overs take a poll interval, not a third of a lease.
-async fn watch_generation(inner: Arc<Inner>) {
+async fn exchange(inner: Arc<Inner>) {
     let mut conn = inner.conn();
-    let mut seen: Option<Option<u64>> = None;
+    let node = inner.config.node_id.clone();
+    let mut seen: Option<String> = None;
     while !inner.stopped.load(Ordering::Acquire) {
-        let now: redis::RedisResult<Option<u64>> = redis::cmd("GET").arg(keys::GENERATION).query_async(&mut conn).await;
-        if let Ok(now) = now {
-            if seen.is_some_and(|seen| seen != now) {
+        let report = {
+            let mut owned: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
+            owned.sort_unstable();
+            NodeShare {
+                owned,
+                backlog_bytes: inner.own_backlog(),
+            }
+        };
+        let reply: redis::RedisResult<Vec<String>> = inner
+            .scripts
+            .exchange
+            .key(keys::NODES)
+            .key(keys::GENERATION)
+            .key(keys::REPORTS)
+            .arg(&node)
+            .arg(write_report(&report))
+            .arg(inner.config.lease_ms)
+            .invoke_async(&mut conn)
+            .await;
+        if let Ok(reply) = reply {
+            let generation = reply.first().cloned().unwrap_or_default();
+            if seen.as_ref().is_some_and(|seen| *seen != generation) {
                 inner.wake.notify_one();
             }
-            seen = Some(now);
+            seen = Some(generation);
+            let mut reports: BTreeMap<String, NodeShare> = BTreeMap::new();
+            for pair in reply.get(1..).unwrap_or_default().chunks(2) {
+                let [name, text] = pair else { continue };
+                reports.insert(name.clone(), read_report(text));
+            }
+            let elsewhere = reports
+                .iter()
+                .filter(|(name, _)| **name != node)
+                .map(|(_, share)| share.backlog_bytes)
+                .sum();
+            inner.elsewhere.store(elsewhere, Ordering::Relaxed);
+            // This node as it is now, even when the others no longer see
+            // it live (it is leaving).
+            reports.insert(node.clone(), report);
+            *inner.reports.lock().expect("reports lock") = reports;
         }
         tokio::time::sleep(GENERATION_POLL).await;
+    }
+}
+
+/// A node's report as stored: `backlog bytes|p,p,…`.
+fn write_report(share: &NodeShare) -> String {
+    let mut text = share.backlog_bytes.to_string();
+    text.push('|');
+    for (i, partition) in share.owned.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&partition.to_string());
+    }
+    text
+}
+
+/// Reads [`write_report`]'s text; anything unreadable (a node that has not
+/// reported yet) reads as nothing owned and an empty backlog.
+fn read_report(text: &str) -> NodeShare {
+    let (bytes, owned) = text.split_once('|').unwrap_or(("0", ""));
+    NodeShare {
+        owned: owned.split(',').filter_map(|p| p.parse().ok()).collect(),
+        backlog_bytes: bytes.parse().unwrap_or(0),
     }
 }
 
@@ -923,7 +986,20 @@ mod tests {
 
     use redis::{FromRedisValue, Value};
 
-    use super::Acquired;
+    use super::{Acquired, NodeShare, read_report, write_report};
+
+    #[test]
+    fn a_report_reads_back_as_written_and_a_missing_one_as_nothing() {
+        let share = NodeShare {
+            owned: vec![0, 7, 31],
+            backlog_bytes: 1_048_576,
+        };
+        assert_eq!(write_report(&share), "1048576|0,7,31");
+        assert_eq!(read_report(&write_report(&share)), share);
+        let empty = NodeShare::default();
+        assert_eq!(read_report(&write_report(&empty)), empty);
+        assert_eq!(read_report(""), empty);
+    }
 
     #[test]
     fn the_acquire_answer_is_a_token_or_the_time_another_lease_has_left() {

@@ -50,6 +50,10 @@ pub(crate) struct Scripts {
     pub heartbeat: Script,
     /// KEYS nodes; ARGV ttl_ms → the live nodes (read only).
     pub live: Script,
+    /// KEYS nodes, generation, reports; ARGV node, report, ttl_ms: records
+    /// this node's report, drops those of nodes no longer live → the
+    /// generation, then each live node and its report ('' for none yet).
+    pub exchange: Script,
     /// KEYS inbox; ARGV group, consumer → removes the consumer if it holds
     /// no entry, checked and done at once (a read could hand it one
     /// between a check and a separate delete, and deleting drops what it
@@ -112,6 +116,21 @@ impl Scripts {
             )),
             live: Script::new(with_redis_now!(
                 "return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')"
+            )),
+            exchange: Script::new(with_redis_now!(
+                "redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+                 local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf')
+                 local is_live = {}
+                 for _, n in ipairs(live) do is_live[n] = true end
+                 for _, n in ipairs(redis.call('HKEYS', KEYS[3])) do
+                   if not is_live[n] and n ~= ARGV[1] then redis.call('HDEL', KEYS[3], n) end
+                 end
+                 local out = {redis.call('GET', KEYS[2]) or '0'}
+                 for _, n in ipairs(live) do
+                   table.insert(out, n)
+                   table.insert(out, redis.call('HGET', KEYS[3], n) or '')
+                 end
+                 return out"
             )),
             forget_consumer: Script::new(
                 "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
