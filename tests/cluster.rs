@@ -632,6 +632,132 @@ async fn the_backlog_budget_is_the_clusters_not_each_nodes() {
     }
 }
 
+/// Fair shares of partitions are not fair shares of work (contract §9): a
+/// dozen equally busy apps whose partitions fall 3 / 3 / 6 on three nodes.
+/// Under steady traffic, the first node publishes swaps and the partitions
+/// trade owners until each node has four of the apps, while every node
+/// keeps its fair share of partitions; the moves are counted as `balance`
+/// hand-overs, and every event is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_node_evens_out_the_work_of_a_dozen_apps() {
+    const SHARED: usize = 32;
+    const BUSY: usize = 12;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app_files: Vec<serde_json::Value> = (0..BUSY)
+        .map(|i| {
+            serde_json::json!({"id": format!("bench-{i}"), "key": format!("key-{i}"), "secret": format!("secret-{i}"),
+                "batching": {"max_wait_ms": 20, "max_events": 100},
+                "webhooks": [{"url": receiver.url(&format!("/h/{i}")), "event_types": ["channel_occupied"]}]})
+        })
+        .collect();
+    apps.write("apps.json", &serde_json::Value::Array(app_files).to_string());
+    let start = |name: &str| {
+        let env = with_setting(redis.daemon_env(name), "HOOKLINE_STORE_PARTITIONS", SHARED);
+        let mut options = DaemonOptions::with_env(&[("HOOKLINE_STORE_BALANCE_MS", "500")]);
+        options.env.extend(env);
+        Daemon::start_with(apps.path(), options)
+    };
+    let nodes = [start("a"), start("b"), start("c")];
+    let refs: Vec<&Daemon> = nodes.iter().collect();
+    // How many of the busy apps each node owns.
+    let apps_per_node = async || {
+        let mut counts = Vec::new();
+        for node in &nodes {
+            let owned: HashSet<u64> = owned(node).await.into_iter().collect();
+            counts.push(
+                (0..BUSY)
+                    .filter(|i| owned.contains(&partition_of(&format!("bench-{i}"), SHARED)))
+                    .count(),
+            );
+        }
+        counts.sort_unstable();
+        counts
+    };
+    wait_fair_shares(&refs, SHARED).await;
+    assert_eq!(
+        apps_per_node().await,
+        [3, 3, 6],
+        "the fair shares of partitions hold 3, 3 and 6 of the apps"
+    );
+
+    // Steady traffic: 10 events per request, every app alike, every node.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = nodes.iter().map(Daemon::url).collect();
+    let mut senders = Vec::new();
+    for task in 0..4usize {
+        let (stop, urls) = (stop.clone(), urls.clone());
+        senders.push(tokio::spawn(async move {
+            let mut sent: Vec<(usize, u64)> = Vec::new();
+            let mut seq = task as u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let app = (seq as usize / 4) % BUSY;
+                let channels: Vec<String> = (0..10).map(|k| format!("c-{app}-{}", seq * 10 + k)).collect();
+                let events: Vec<(&str, &str)> = channels.iter().map(|c| ("channel_occupied", c.as_str())).collect();
+                let url = &urls[seq as usize % urls.len()];
+                let body = events_body(&events);
+                let response = post_native(
+                    url,
+                    &format!("bench-{app}"),
+                    &format!("key-{app}"),
+                    &format!("secret-{app}"),
+                    &body,
+                )
+                .await;
+                if response.is_ok_and(|r| r.status() == 200) {
+                    sent.extend((0..10).map(|k| (app, seq * 10 + k)));
+                }
+                seq += 4;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sent
+        }));
+    }
+    let began = Instant::now();
+    let deadline = began + PATIENCE;
+    loop {
+        if apps_per_node().await == [4, 4, 4] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the work never evened out: {:?}",
+            apps_per_node().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("four apps per node after {:?} of traffic", began.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent: Sent = Vec::new();
+    for sender in senders {
+        sent.extend(sender.await.unwrap());
+    }
+    let shares = wait_fair_shares(&refs, SHARED).await;
+    assert_eq!(apps_per_node().await, [4, 4, 4], "shares {shares:?}");
+    let mut balanced = 0.0;
+    for node in &nodes {
+        balanced += node
+            .metric_sum("hookline_partition_handovers_total{cause=\"balance\"}")
+            .await;
+    }
+    assert!(balanced >= 1.0, "no hand-over counted as balance");
+    wait_all_delivered(&receiver, &sent, || nodes[0].logs()).await;
+    // No event in two batches (apps are not strict here, so order is not
+    // checked).
+    let mut batch_of: HashMap<(usize, u64), String> = HashMap::new();
+    for received in receiver.all() {
+        let id = received.header("x-hookline-batch-id").to_string();
+        for event in events_of(&received) {
+            assert_eq!(
+                *batch_of.entry(event).or_insert_with(|| id.clone()),
+                id,
+                "{event:?} came in two batches"
+            );
+        }
+    }
+}
+
 /// A rolling restart under steady load (contract §9): each of three nodes in
 /// turn gets SIGTERM and starts again. The stopping node hands its
 /// partitions over at once, so no app's deliveries pause for anything like

@@ -58,7 +58,7 @@ pub struct WebhookLabels {
 /// Labels naming why partitions were handed to another node.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandoverLabels {
-    /// `join`, `leave`, `sigterm` or `lease_lost`.
+    /// `join`, `leave`, `balance`, `sigterm` or `lease_lost`.
     pub cause: String,
 }
 
@@ -208,7 +208,7 @@ impl Metrics {
         let partition_handovers = Family::<HandoverLabels, Counter>::default();
         registry.register(
             "partition_handovers",
-            "Store partitions this node handed to another node, by cause (join, leave, sigterm, lease_lost)",
+            "Store partitions this node handed to another node, by cause (join, leave, balance, sigterm, lease_lost)",
             partition_handovers.clone(),
         );
         let oldest_pending_seconds = Gauge::default();

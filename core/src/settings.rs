@@ -286,6 +286,9 @@ pub struct StoreSettings {
     /// How long a partition's lease lasts unrenewed: a dead node's
     /// partitions move to the others after this.
     pub lease_ms: u64,
+    /// How often the first live node looks at the partitions' traffic and
+    /// evens out the nodes' work by swapping owners; 0: never.
+    pub balance_ms: u64,
 }
 
 impl Default for StoreSettings {
@@ -296,6 +299,7 @@ impl Default for StoreSettings {
             partitions: 32,
             node_id: String::new(),
             lease_ms: 10_000,
+            balance_ms: 5_000,
         }
     }
 }

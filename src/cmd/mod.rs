@@ -43,6 +43,7 @@ pub(crate) async fn open_store(settings: &hookline_core::settings::Settings) -> 
                 partitions: settings.store.partitions,
                 node_id,
                 lease_ms: settings.store.lease_ms,
+                balance_ms: settings.store.balance_ms,
                 require_fsync: settings.ingest.durability == Durability::Fsync,
                 memory_budget: settings.delivery.max_memory_bytes,
             };

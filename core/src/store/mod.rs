@@ -243,7 +243,8 @@ pub struct Ownership {
     pub members: Vec<String>,
     /// Partitions this node let go of since it started, by cause: `join`
     /// and `leave` (the live node set changed and the partition is another
-    /// node's share now), `sigterm` (this node stopped), `lease_lost`.
+    /// node's share now), `balance` (the swaps evening out the nodes' work
+    /// changed), `sigterm` (this node stopped), `lease_lost`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub handovers: std::collections::BTreeMap<String, u64>,
     /// Every live node of a shared store as it last reported itself: the

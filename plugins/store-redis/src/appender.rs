@@ -97,9 +97,10 @@ async fn rounds(conn: Conn, failing: Arc<Mutex<Option<String>>>, mut rx: mpsc::U
         partitions.dedup();
         let sends = partitions.iter().map(|&partition| {
             let mut pipe = redis::pipe();
+            let keys = PartitionKeys::new(partition);
             for entry in entries.iter().filter(|e| e.partition == partition) {
                 pipe.cmd("XADD")
-                    .arg(PartitionKeys::new(entry.partition).inbox)
+                    .arg(&keys.inbox)
                     .arg("*")
                     .arg("k")
                     .arg("e")
@@ -111,6 +112,8 @@ async fn rounds(conn: Conn, failing: Arc<Mutex<Option<String>>>, mut rx: mpsc::U
                     .arg(&entry.config)
                     .arg("e")
                     .arg(&entry.payload);
+                // The partition's traffic, for balancing the nodes' work.
+                pipe.cmd("INCRBY").arg(&keys.accepted).arg(entry.count).ignore();
             }
             let mut conn = conn.clone();
             async move {

@@ -7,6 +7,13 @@
 //! Scores do not depend on who else is live, so when a node joins or
 //! leaves most (partition, node) pairs keep their place: about P/N
 //! partitions move, not a reshuffle.
+//!
+//! Fair shares of partitions are not fair shares of work: a dozen busy
+//! apps hash to a dozen partitions, and one node may own half of them. So
+//! one node (the first live one) measures each partition's traffic and
+//! publishes swaps: pairs of partitions whose owners trade places
+//! ([`balance`], [`apply_swaps`]). A swap keeps every node's count of
+//! partitions, so shares stay ⌊P/N⌋ or ⌈P/N⌉ whatever the swaps are.
 
 /// The owner every partition should have, indexed by partition: an index
 /// into `nodes` (which must be sorted and without duplicates; the caller
@@ -41,6 +48,64 @@ pub(crate) fn assign(nodes: &[String], partitions: u32) -> Vec<usize> {
         }
     }
     owner
+}
+
+/// Swaps the owners of each pair of partitions, in order (pairs naming a
+/// partition past the end are skipped: they were made for more partitions).
+pub(crate) fn apply_swaps(owner: &mut [usize], swaps: &[(u32, u32)]) {
+    for &(a, b) in swaps {
+        if (a as usize) < owner.len() && (b as usize) < owner.len() {
+            owner.swap(a as usize, b as usize);
+        }
+    }
+}
+
+/// The work each node has under `owner` (indexed by node), given each
+/// partition's `load`.
+pub(crate) fn node_loads(owner: &[usize], nodes: usize, load: &[u64]) -> Vec<u64> {
+    let mut loads = vec![0; nodes];
+    for (partition, &i) in owner.iter().enumerate() {
+        if let Some(slot) = loads.get_mut(i) {
+            *slot += load.get(partition).copied().unwrap_or(0);
+        }
+    }
+    loads
+}
+
+/// Swaps that even out the nodes' work under `base` (the fair-share
+/// assignment of [`assign`]), given each partition's `load`: again and
+/// again, the busiest node trades a partition with the idlest, the pair
+/// that brings the two closest, while that lowers the busier of the two.
+/// Deterministic (ties go to the lower partition); at most P swaps.
+pub(crate) fn balance(base: &[usize], nodes: usize, load: &[u64]) -> Vec<(u32, u32)> {
+    let mut owner = base.to_vec();
+    let mut swaps = Vec::new();
+    for _ in 0..owner.len() {
+        let loads = node_loads(&owner, nodes, load);
+        let busiest = (0..nodes).max_by_key(|&i| (loads[i], std::cmp::Reverse(i)));
+        let idlest = (0..nodes).min_by_key(|&i| (loads[i], i));
+        let (Some(h), Some(l)) = (busiest, idlest) else { break };
+        let gap = loads[h] - loads[l];
+        // Moving `d` of work from h to l lowers the busier of the two by
+        // min(d, gap - d): best when d is closest to half the gap.
+        let mut best: Option<(u64, usize, usize)> = None;
+        for a in (0..owner.len()).filter(|&a| owner[a] == h) {
+            for b in (0..owner.len()).filter(|&b| owner[b] == l) {
+                let (la, lb) = (load.get(a).copied().unwrap_or(0), load.get(b).copied().unwrap_or(0));
+                if la <= lb || la - lb >= gap {
+                    continue;
+                }
+                let gain = (la - lb).min(gap - (la - lb));
+                if best.is_none_or(|(g, _, _)| gain > g) {
+                    best = Some((gain, a, b));
+                }
+            }
+        }
+        let Some((_, a, b)) = best else { break };
+        owner.swap(a, b);
+        swaps.push((a as u32, b as u32));
+    }
+    swaps
 }
 
 /// A well-mixed 64-bit score of (node, partition): FNV-1a, then the
@@ -90,6 +155,35 @@ mod tests {
             }
         }
         assert!(assign(&[], 32).is_empty());
+    }
+
+    #[test]
+    fn swaps_even_out_the_work_and_keep_every_share() {
+        let live = nodes(&["node-0", "node-1", "node-2"]);
+        let base = assign(&live, 32);
+        // Twelve busy partitions, most of them on one node.
+        let mut load = vec![0u64; 32];
+        let mut busy: Vec<usize> = (0..32).filter(|&p| base[p] == 0).take(6).collect();
+        busy.extend((0..32).filter(|&p| base[p] == 1).take(3));
+        busy.extend((0..32).filter(|&p| base[p] == 2).take(3));
+        for &p in &busy {
+            load[p] = 1000;
+        }
+        assert_eq!(node_loads(&base, 3, &load), [6000, 3000, 3000]);
+        let swaps = balance(&base, 3, &load);
+        let mut owner = base.clone();
+        apply_swaps(&mut owner, &swaps);
+        assert_eq!(node_loads(&owner, 3, &load), [4000, 4000, 4000], "{swaps:?}");
+        assert_eq!(shares(&owner, 3), shares(&base, 3), "swaps keep every node's count");
+        assert_eq!(swaps.len(), 2);
+        // Even work needs no swap; neither does none.
+        assert!(balance(&owner, 3, &load).is_empty());
+        assert!(balance(&base, 3, &[0; 32]).is_empty());
+        // Pairs made for more partitions than there are now are skipped.
+        let mut fewer = assign(&live, 8);
+        let before = fewer.clone();
+        apply_swaps(&mut fewer, &[(3, 20)]);
+        assert_eq!(fewer, before);
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub(crate) const GENERATION: &str = "hookline:{nodes}:generation";
 /// Hash of each node's last report: `backlog bytes|owned partitions`
 /// (comma-separated). Nodes no longer live are dropped from it.
 pub(crate) const REPORTS: &str = "hookline:{nodes}:reports";
+/// The swaps that even out the nodes' work (`a:b,c:d`: partitions whose
+/// fair-share owners trade places), written by the first live node.
+pub(crate) const SWAPS: &str = "hookline:{nodes}:swaps";
 
 /// A partition's keys.
 #[derive(Debug, Clone)]
@@ -38,6 +41,9 @@ pub(crate) struct PartitionKeys {
     /// Delivery key → when its next attempt is due, in Redis's clock
     /// (milliseconds): nodes' own clocks may disagree.
     pub due: String,
+    /// Events ever accepted into the partition: its traffic, which the
+    /// node balancing the work samples.
+    pub accepted: String,
 }
 
 impl PartitionKeys {
@@ -53,6 +59,7 @@ impl PartitionKeys {
             events: key("events"),
             dead: key("dead"),
             due: key("due"),
+            accepted: key("accepted"),
         }
     }
 }

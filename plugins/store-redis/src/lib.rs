@@ -55,6 +55,8 @@ pub struct RedisStoreConfig {
     pub node_id: String,
     /// How long an unrenewed lease lasts.
     pub lease_ms: u64,
+    /// How often the first live node evens out the nodes' work; 0: never.
+    pub balance_ms: u64,
     /// `ingest.durability = "fsync"`: Redis must fsync every write.
     pub require_fsync: bool,
     /// Bytes of resumed deliveries' events kept in memory; the rest are
@@ -129,6 +131,11 @@ struct Inner {
     reports: Mutex<std::collections::BTreeMap<String, NodeShare>>,
     /// The other live nodes' backlogs, as last reported.
     elsewhere: AtomicU64,
+    /// The swaps evening out the work, as the last lease round read them.
+    swaps: Mutex<Vec<(u32, u32)>>,
+    /// The node balancing the work: its last sample of every partition's
+    /// accepted-events counter.
+    traffic: Mutex<Option<ownership::Traffic>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -265,6 +272,8 @@ impl RedisStore {
                 released: tokio::sync::Notify::new(),
                 reports: Mutex::default(),
                 elsewhere: AtomicU64::new(0),
+                swaps: Mutex::default(),
+                traffic: Mutex::default(),
             }),
         }))
     }

@@ -149,13 +149,21 @@ fn lose(inner: &Inner, partition: u32) {
 /// partitions, learns every live node's (the cluster-wide backlog that
 /// `max_backlog_bytes` bounds, and every partition's owner), and runs a
 /// lease round at once when the cluster's generation changed (a node
-/// joined or left, a partition was handed over), rather than at the next
-/// renewal: hand-overs take a poll interval, not a third of a lease.
+/// joined or left, a partition was handed over, the swaps changed), rather
+/// than at the next renewal: hand-overs take a poll interval, not a third
+/// of a lease. Every `balance_ms`, the first live node evens out the work
+/// ([`balance_work`]).
 async fn exchange(inner: Arc<Inner>) {
     let mut conn = inner.conn();
     let node = inner.config.node_id.clone();
     let mut seen: Option<String> = None;
+    let balance_every = Duration::from_millis(inner.config.balance_ms);
+    let mut next_balance = Instant::now() + balance_every;
     while !inner.stopped.load(Ordering::Acquire) {
+        if inner.config.balance_ms > 0 && Instant::now() >= next_balance {
+            next_balance = Instant::now() + balance_every;
+            balance_work(&inner, &mut conn).await;
+        }
         let report = {
             let mut owned: Vec<u32> = inner.owned.lock().expect("owned lock").keys().copied().collect();
             owned.sort_unstable();
@@ -405,8 +413,8 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
     let leaving = inner.leaving.load(Ordering::Acquire);
     // A failed heartbeat (its key's Redis Cluster shard down) must not stop
     // the renewals: the last live set stands, and nothing moves this round.
-    let (live, rebalance, member_expires) = if leaving {
-        (Vec::new(), false, None)
+    let (live, swaps, rebalance, member_expires) = if leaving {
+        (Vec::new(), Vec::new(), false, None)
     } else {
         let asked = Instant::now();
         let beat: redis::RedisResult<Vec<String>> = inner
@@ -414,33 +422,46 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
             .heartbeat
             .key(keys::NODES)
             .key(keys::GENERATION)
+            .key(keys::SWAPS)
             .arg(node)
             .arg(lease_ms)
             .invoke_async(&mut conn)
             .await;
         match beat {
             Ok(reply) => {
-                let (live, soonest) = read_heartbeat(&reply, node, lease_ms);
-                (live, true, soonest.map(|left| asked + left + EXPIRY_MARGIN))
+                let Heartbeat { live, swaps, soonest } = read_heartbeat(&reply, node, lease_ms);
+                (live, swaps, true, soonest.map(|left| asked + left + EXPIRY_MARGIN))
             }
             Err(error) => {
                 tracing::warn!(%error, "redis store: cannot record this node's heartbeat; keeping the last live set");
-                (inner.members.lock().expect("members lock").clone(), false, None)
+                let live = inner.members.lock().expect("members lock").clone();
+                (live, inner.swaps.lock().expect("swaps lock").clone(), false, None)
             }
         }
     };
-    let assigned = assignment::assign(&live, inner.config.partitions);
+    let mut assigned = assignment::assign(&live, inner.config.partitions);
+    assignment::apply_swaps(&mut assigned, &swaps);
     let mine = |partition: u32| {
         assigned
             .get(partition as usize)
             .is_some_and(|&i| live.get(i).is_some_and(|n| n == node))
     };
     // Partitions handed over now go because a node joined, or because one
-    // left and the shares of those that stay moved.
+    // left and the shares of those that stay moved, or, the live set
+    // unchanged, because the swaps evening out the work changed.
     let cause = {
         let mut members = inner.members.lock().expect("members lock");
-        let cause = if live.len() >= members.len() { "join" } else { "leave" };
+        let cause = if live == *members {
+            "balance"
+        } else if live.len() >= members.len() {
+            "join"
+        } else {
+            "leave"
+        };
         *members = live.clone();
+        if rebalance {
+            *inner.swaps.lock().expect("swaps lock") = swaps;
+        }
         cause
     };
     let mut renewed = Vec::with_capacity(held.len());
@@ -559,13 +580,22 @@ async fn round(inner: &Arc<Inner>) -> Result<Round, StoreError> {
     Ok(Round { taken, next_free })
 }
 
-/// The heartbeat script's answer: the live nodes (sorted), and how long
-/// until the first other node's heartbeat runs out (by Redis's clock).
-fn read_heartbeat(reply: &[String], node: &str, ttl_ms: u64) -> (Vec<String>, Option<Duration>) {
+/// What the heartbeat script answered.
+struct Heartbeat {
+    /// The live nodes, sorted.
+    live: Vec<String>,
+    /// The swaps evening out the work (see [`assignment::balance`]).
+    swaps: Vec<(u32, u32)>,
+    /// How long until the first other node's heartbeat runs out (by
+    /// Redis's clock).
+    soonest: Option<Duration>,
+}
+
+fn read_heartbeat(reply: &[String], node: &str, ttl_ms: u64) -> Heartbeat {
     let now: u64 = reply.first().and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut live = Vec::new();
     let mut soonest: Option<u64> = None;
-    for pair in reply.get(1..).unwrap_or_default().chunks(2) {
+    for pair in reply.get(2..).unwrap_or_default().chunks(2) {
         let [name, score] = pair else { continue };
         if name != node
             && let Ok(score) = score.parse::<f64>()
@@ -576,7 +606,140 @@ fn read_heartbeat(reply: &[String], node: &str, ttl_ms: u64) -> (Vec<String>, Op
         live.push(name.clone());
     }
     live.sort();
-    (live, soonest.map(Duration::from_millis))
+    let swaps = read_swaps(reply.get(1).map_or("", String::as_str), &live);
+    Heartbeat {
+        live,
+        swaps,
+        soonest: soonest.map(Duration::from_millis),
+    }
+}
+
+/// Swaps as stored: the live set they were made for (a fingerprint), then
+/// the pairs: `fingerprint|a:b,c:d`.
+fn write_swaps(live: &[String], swaps: &[(u32, u32)]) -> String {
+    let pairs: Vec<String> = swaps.iter().map(|(a, b)| format!("{a}:{b}")).collect();
+    format!("{:016x}|{}", live_set_fingerprint(live), pairs.join(","))
+}
+
+/// Reads [`write_swaps`]'s text: the pairs, when they were made for `live`
+/// (swaps made for another live set even out nothing; the balancing node
+/// makes new ones), skipping what does not read.
+fn read_swaps(text: &str, live: &[String]) -> Vec<(u32, u32)> {
+    let Some((fingerprint, pairs)) = text.split_once('|') else {
+        return Vec::new();
+    };
+    if u64::from_str_radix(fingerprint, 16).ok() != Some(live_set_fingerprint(live)) {
+        return Vec::new();
+    }
+    pairs
+        .split(',')
+        .filter_map(|pair| {
+            let (a, b) = pair.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+/// FNV-1a of the sorted live set's names, each ended by a zero byte.
+fn live_set_fingerprint(live: &[String]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in live.iter().flat_map(|name| name.bytes().chain([0])) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// A sample of every partition's accepted-events counter, taken by the
+/// node balancing the work.
+pub(crate) struct Traffic {
+    at: Instant,
+    counts: Vec<u64>,
+}
+
+/// Below this many accepted events per second, the whole deployment
+/// together, the work is not worth moving partitions for.
+const BALANCE_MIN_RATE: u64 = 100;
+/// New swaps are published only when they bring the busiest node's work
+/// down to this share (percent) of what it is now or lower: small gains
+/// are not worth a hand-over.
+const BALANCE_GAIN_PERCENT: u64 = 85;
+
+/// The first live node's duty, every `balance_ms`: samples every
+/// partition's traffic, and when the fair shares leave one node with
+/// clearly more work than swaps would, publishes the swaps (and bumps the
+/// generation, so every node runs a lease round and the partitions move
+/// by the usual hand-over).
+async fn balance_work(inner: &Inner, conn: &mut Conn) {
+    let node = &inner.config.node_id;
+    let live = inner.members.lock().expect("members lock").clone();
+    if live.first() != Some(node) || inner.leaving.load(Ordering::Acquire) {
+        *inner.traffic.lock().expect("traffic lock") = None;
+        return;
+    }
+    let reads = (0..inner.config.partitions).map(|partition| {
+        let mut conn = conn.clone();
+        async move {
+            let count: redis::RedisResult<Option<u64>> = redis::cmd("GET")
+                .arg(PartitionKeys::new(partition).accepted)
+                .query_async(&mut conn)
+                .await;
+            count.map(Option::unwrap_or_default)
+        }
+    });
+    let Ok(counts) = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .collect::<redis::RedisResult<Vec<u64>>>()
+    else {
+        return;
+    };
+    let at = Instant::now();
+    let Some(last) = inner.traffic.lock().expect("traffic lock").replace(Traffic {
+        at,
+        counts: counts.clone(),
+    }) else {
+        return;
+    };
+    let seconds = at.duration_since(last.at).as_secs_f64().max(0.001);
+    let load: Vec<u64> = counts
+        .iter()
+        .zip(&last.counts)
+        .map(|(now, then)| (now.saturating_sub(*then) as f64 / seconds) as u64)
+        .collect();
+    if load.iter().sum::<u64>() < BALANCE_MIN_RATE {
+        return;
+    }
+    let base = assignment::assign(&live, inner.config.partitions);
+    let busiest = |swaps: &[(u32, u32)]| {
+        let mut owner = base.clone();
+        assignment::apply_swaps(&mut owner, swaps);
+        assignment::node_loads(&owner, live.len(), &load)
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+    };
+    let current = inner.swaps.lock().expect("swaps lock").clone();
+    let proposed = assignment::balance(&base, live.len(), &load);
+    let (now, then) = (busiest(&current), busiest(&proposed));
+    if proposed == current || then * 100 > now * BALANCE_GAIN_PERCENT {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(keys::SWAPS)
+        .arg(write_swaps(&live, &proposed))
+        .ignore();
+    pipe.cmd("INCR").arg(keys::GENERATION).ignore();
+    match pipe.query_async::<()>(conn).await {
+        Ok(()) => tracing::info!(
+            busiest_before = now,
+            busiest_after = then,
+            swaps = proposed.len(),
+            "redis store: evening out the nodes' work (accepted events per second): partitions trade owners"
+        ),
+        Err(error) => tracing::warn!(%error, "redis store: cannot publish the swaps evening out the work"),
+    }
 }
 
 /// Whether this node still holds `partition` under `token`.
@@ -986,7 +1149,19 @@ mod tests {
 
     use redis::{FromRedisValue, Value};
 
-    use super::{Acquired, NodeShare, read_report, write_report};
+    use super::{Acquired, NodeShare, read_report, read_swaps, write_report, write_swaps};
+
+    #[test]
+    fn swaps_apply_only_to_the_live_set_they_were_made_for() {
+        let live: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let text = write_swaps(&live, &[(1, 5), (30, 2)]);
+        assert_eq!(read_swaps(&text, &live), [(1, 5), (30, 2)]);
+        let four: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert!(read_swaps(&text, &four).is_empty(), "made for three nodes, not four");
+        assert!(read_swaps(&write_swaps(&live, &[]), &live).is_empty());
+        assert!(read_swaps("", &live).is_empty());
+        assert!(read_swaps("garbage", &live).is_empty());
+    }
 
     #[test]
     fn a_report_reads_back_as_written_and_a_missing_one_as_nothing() {

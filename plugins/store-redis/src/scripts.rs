@@ -43,10 +43,11 @@ pub(crate) struct Scripts {
     pub renew: Script,
     /// KEYS lease; ARGV token → 1 released, 0 not held under the token.
     pub release: Script,
-    /// KEYS nodes, generation; ARGV node, ttl_ms →
-    /// Redis's time (ms), then each live node (heartbeat within ttl_ms by
-    /// Redis's clock, this one included) and its last heartbeat; a joining
-    /// node, or one found gone, bumps the generation.
+    /// KEYS nodes, generation, swaps; ARGV node, ttl_ms →
+    /// Redis's time (ms), the swaps ('' for none), then each live node
+    /// (heartbeat within ttl_ms by Redis's clock, this one included) and
+    /// its last heartbeat; a joining node, or one found gone, bumps the
+    /// generation.
     pub heartbeat: Script,
     /// KEYS nodes; ARGV ttl_ms → the live nodes (read only).
     pub live: Script,
@@ -111,6 +112,7 @@ impl Scripts {
                  local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
                  if (not known) or gone > 0 then redis.call('INCR', KEYS[2]) end
                  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - ttl, '+inf', 'WITHSCORES')
+                 table.insert(live, 1, redis.call('GET', KEYS[3]) or '')
                  table.insert(live, 1, tostring(now))
                  return live"
             )),
