@@ -111,7 +111,40 @@ pub fn json_canonical(input: &[u8]) -> Option<String> {
     assert_eq!(written, canonical, "the parsed value writes other text");
     let again = json::canonicalize(canonical.as_bytes()).expect("canonical text parses");
     assert_eq!(again, canonical, "canonical text is not a fixed point");
+    check_scan_joined(&canonical);
     Some(canonical)
+}
+
+/// The stores' quick split of canonical objects agrees with the parser:
+/// every canonical object splits off whole, twice joined splits in two,
+/// and the top-level string fields it picks are the parser's.
+fn check_scan_joined(canonical: &str) {
+    let value = json::parse(canonical.as_bytes()).expect("canonical text parses");
+    if value.as_object().is_none() {
+        return;
+    }
+    let joined = format!("{canonical},{canonical}");
+    let scanned = json::scan_joined(&joined, ["name", "channel"]);
+    // A wanted string written with an escape sends the caller to the parser.
+    let escaped = |key: &str| {
+        value
+            .get(key)
+            .is_some_and(|v| v.as_js_string().is_some() && v.to_canonical_string().contains('\\'))
+    };
+    if escaped("name") || escaped("channel") {
+        return;
+    }
+    let plain = |key: &str| value.get(key).and_then(json::Value::as_str);
+    let scanned = scanned.expect("canonical objects split");
+    assert_eq!(scanned.len(), 2, "two joined objects split in two");
+    for object in scanned {
+        assert_eq!(object.text, canonical, "an object splits off whole");
+        assert_eq!(
+            object.fields,
+            [plain("name"), plain("channel")],
+            "the fields picked are the parser's"
+        );
+    }
 }
 
 /// Whether `input` nests deeper than the parser takes (refused on purpose,

@@ -125,6 +125,129 @@ fn parse_nesting(input: &[u8], max_depth: usize) -> Result<Value, JsonError> {
     Ok(value)
 }
 
+/// One object of a joined text read by [`scan_joined`]: its text, and the
+/// values of the top-level keys asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scanned<'a, const N: usize> {
+    /// The object's text, braces included.
+    pub text: &'a str,
+    /// Per key asked for, its value when it is a string without escapes.
+    pub fields: [Option<&'a str>; N],
+}
+
+/// Splits objects joined by commas (`{…},{…}`, as the stores keep events
+/// Hookline canonicalised itself) without parsing them into values: it
+/// follows strings and nesting only, and picks the string values of `keys`
+/// at the top level of each object. `None` when the text is not shaped so
+/// (unbalanced, a value it cannot follow, nesting past [`MAX_DEPTH`]) or a
+/// wanted value holds an escape: the caller parses instead, which also
+/// explains what is wrong. It does not validate literals or numbers: use
+/// it only on text Hookline wrote.
+pub(crate) fn scan_joined<'a, const N: usize>(joined: &'a str, keys: [&str; N]) -> Option<Vec<Scanned<'a, N>>> {
+    let bytes = joined.as_bytes();
+    let mut objects = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'{' {
+            return None;
+        }
+        let start = i;
+        let mut fields = [None; N];
+        let mut depth = 0usize;
+        // One bit per open container, 1 for an object: a closing bracket
+        // must match (MAX_DEPTH is 128).
+        let mut objects_open: u128 = 0;
+        // At depth 1: the next string is a key; the key just read is
+        // wanted (its index in `keys`).
+        let mut key_next = false;
+        let mut wanted: Option<usize> = None;
+        loop {
+            match *bytes.get(i)? {
+                open @ (b'{' | b'[') => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return None;
+                    }
+                    objects_open = (objects_open << 1) | u128::from(open == b'{');
+                    key_next = open == b'{' && depth == 1;
+                    wanted = None;
+                    i += 1;
+                }
+                close @ (b'}' | b']') => {
+                    if (objects_open & 1 == 1) != (close == b'}') {
+                        return None;
+                    }
+                    objects_open >>= 1;
+                    depth -= 1;
+                    i += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b'"' => {
+                    let (end, escaped) = js_string_end(bytes, i)?;
+                    let inside = &joined[i + 1..end - 1];
+                    if depth == 1 && key_next {
+                        key_next = false;
+                        wanted = if escaped {
+                            None
+                        } else {
+                            keys.iter().position(|k| *k == inside)
+                        };
+                    } else if depth == 1
+                        && let Some(k) = wanted.take()
+                    {
+                        if escaped {
+                            return None;
+                        }
+                        fields[k] = Some(inside);
+                    }
+                    i = end;
+                }
+                b',' => {
+                    key_next = depth == 1;
+                    wanted = None;
+                    i += 1;
+                }
+                b':' => i += 1,
+                _ => {
+                    if depth == 1 {
+                        wanted = None;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        objects.push(Scanned {
+            text: &joined[start..i],
+            fields,
+        });
+        match bytes.get(i) {
+            None => break,
+            Some(b',') if i + 1 < bytes.len() => i += 1,
+            Some(_) => return None,
+        }
+    }
+    Some(objects)
+}
+
+/// Where the string starting with the quote at `open` ends (just past its
+/// closing quote), and whether it holds an escape.
+fn js_string_end(bytes: &[u8], open: usize) -> Option<(usize, bool)> {
+    let mut i = open + 1;
+    let mut escaped = false;
+    loop {
+        match *bytes.get(i)? {
+            b'"' => return Some((i + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+}
+
 /// Appends `s` as `JSON.stringify` writes a string: in double quotes, with
 /// `"` and `\` escaped, control characters as `\b`, `\f`, `\n`, `\r`, `\t` or
 /// `\u00xx` (lowercase hex), and everything else literally.

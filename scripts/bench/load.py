@@ -34,6 +34,10 @@ the AWS kinds, whose figures measure moto, a Python server, more than
 Hookline); http (the default) is the bare hyper receiver; wasm is the
 CloudEvents example sink component posting to that same receiver.
 
+`--scale` is the scaling mode (scripts/bench/scale.py): one Redis, 12 apps,
+batching on, 10 events per request, each daemon capped at 30 % of a CPU by a
+cgroup; delivered events/s at 1 and 3 nodes and each node's share.
+
 `--baseline-work-ns 500,1000,2000` adds bare hyper rows whose server
 busy-waits that long per request: the calibration curve of what a given
 per-request cost is worth in requests/s on this machine's loopback.
@@ -188,7 +192,8 @@ def main():
                         help="the webhook's filter, one row each: none, drop-by-channel (Rust), "
                              "drop-by-channel-js (QuickJS), drop-by-channel-py (CPython), e.g. none,drop-by-channel")
     parser.add_argument("--store", default="embedded", help="embedded, redis, or both (embedded,redis)")
-    parser.add_argument("--nodes", default="1", help="daemons per run on the Redis store, e.g. 1,3")
+    parser.add_argument("--nodes", default=None,
+                        help="daemons per run on the Redis store, e.g. 1,3 (default 1; with --scale, 1,3)")
     parser.add_argument("--sink", default="http",
                         help="the webhook's sink kind, one row each: " + ", ".join(sink_peers.KINDS))
     parser.add_argument("--delay-ms", type=int, default=0,
@@ -197,6 +202,12 @@ def main():
     parser.add_argument("--baseline-work-ns", default="",
                         help="also drive bare hyper doing this much busy work per request, one row each "
                              "(e.g. 500,1000,2000): what a given per-request cost is worth in req/s here")
+    parser.add_argument("--scale", action="store_true",
+                        help="the scaling mode (scripts/bench/scale.py): one Redis, --apps apps, each daemon capped "
+                             "at --cpu-quota %% of a CPU; delivery at each of --nodes (default there 1,3)")
+    parser.add_argument("--apps", type=int, default=12, help="--scale: apps driven evenly")
+    parser.add_argument("--cpu-quota", type=int, default=30, help="--scale: each daemon's cap, %% of one CPU")
+    parser.add_argument("--warmup", type=int, default=15, help="--scale: seconds of load before measuring")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -204,6 +215,14 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--example", "bare-hyper"],
                        cwd=ROOT, check=True)
+    if args.scale:
+        import scale  # noqa: E402
+        args.nodes = args.nodes or "1,3"
+        if args.events == "1,10":
+            args.events = "10"
+        scale.run(args, sys.modules[__name__])
+        return
+    args.nodes = args.nodes or "1"
     filters = args.filter.split(",")
     wasm_dir = tempfile.mkdtemp(prefix="hookline-load-filters-")
     args.filter_wasm = build_filters(filters, wasm_dir)

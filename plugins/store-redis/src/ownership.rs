@@ -933,7 +933,7 @@ async fn claim(
             .query_async(conn)
             .await
             .map_err(|e| store_error(&e))?;
-        let (next, entries) = reply::auto_claim(&value);
+        let (next, entries) = reply::auto_claim(value);
         handed += hand_over(inner, partition, token, true, conn, entries).await?;
         if next == "0-0" {
             return Ok(handed);
@@ -1128,7 +1128,7 @@ async fn read_inbox(inner: &Inner, partition: u32, token: &str) {
             .await;
         inner.note(&read);
         let handed = match read {
-            Ok(value) => hand_over(inner, partition, token, false, &mut shared, reply::read_group(&value))
+            Ok(value) => hand_over(inner, partition, token, false, &mut shared, reply::read_group(value))
                 .await
                 .map(drop),
             Err(error) => Err(store_error(&error)),

@@ -35,49 +35,64 @@ fn items(value: &Value) -> &[Value] {
     }
 }
 
+fn into_items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
 /// Entries as `[[id, [field, value, …]], …]`; an entry whose fields are
-/// nil (deleted meanwhile) is skipped.
-pub(crate) fn entries(value: &Value) -> Vec<Entry> {
-    items(value)
-        .iter()
+/// nil (deleted meanwhile) is skipped. Taken by value: an entry's events
+/// (its largest field) move out of the reply rather than being copied.
+pub(crate) fn entries(value: Value) -> Vec<Entry> {
+    into_items(value)
+        .into_iter()
         .filter_map(|entry| {
-            let [id, fields] = items(entry) else { return None };
-            let flat = items(fields);
+            let [id, fields]: [Value; 2] = into_items(entry).try_into().ok()?;
+            let flat = into_items(fields);
             if flat.is_empty() {
                 return None;
             }
-            let fields = flat
-                .chunks(2)
-                .filter_map(|pair| match pair {
-                    [k, Value::BulkString(v)] => Some((text(k)?, v.clone())),
-                    [k, v] => Some((text(k)?, text(v)?.into_bytes())),
-                    _ => None,
-                })
-                .collect();
-            Some(Entry { id: text(id)?, fields })
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                let value = match v {
+                    Value::BulkString(bytes) => bytes,
+                    other => match text(&other) {
+                        Some(text) => text.into_bytes(),
+                        None => continue,
+                    },
+                };
+                if let Some(key) = text(&k) {
+                    fields.push((key, value));
+                }
+            }
+            Some(Entry { id: text(&id)?, fields })
         })
         .collect()
 }
 
 /// `XREADGROUP … STREAMS one >`: the entries of the one stream read (nil,
 /// on a timeout, is none). RESP3 answers a map instead of an array.
-pub(crate) fn read_group(value: &Value) -> Vec<Entry> {
+pub(crate) fn read_group(value: Value) -> Vec<Entry> {
     match value {
-        Value::Map(streams) => streams.iter().flat_map(|(_, e)| entries(e)).collect(),
-        _ => items(value)
-            .iter()
-            .flat_map(|stream| match items(stream) {
-                [_, e] => entries(e),
-                _ => Vec::new(),
+        Value::Map(streams) => streams.into_iter().flat_map(|(_, e)| entries(e)).collect(),
+        other => into_items(other)
+            .into_iter()
+            .flat_map(|stream| match <[Value; 2]>::try_from(into_items(stream)) {
+                Ok([_, e]) => entries(e),
+                Err(_) => Vec::new(),
             })
             .collect(),
     }
 }
 
 /// `XAUTOCLAIM`: the next cursor and the entries claimed.
-pub(crate) fn auto_claim(value: &Value) -> (String, Vec<Entry>) {
-    match items(value) {
-        [cursor, claimed, ..] => (text(cursor).unwrap_or_else(|| "0-0".to_string()), entries(claimed)),
+pub(crate) fn auto_claim(value: Value) -> (String, Vec<Entry>) {
+    let mut items = into_items(value).into_iter();
+    match (items.next(), items.next()) {
+        (Some(cursor), Some(claimed)) => (text(&cursor).unwrap_or_else(|| "0-0".to_string()), entries(claimed)),
         _ => ("0-0".to_string(), Vec::new()),
     }
 }
@@ -140,11 +155,11 @@ mod tests {
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
-        let entries = read_group(&reply);
+        let entries = read_group(reply.clone());
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].id, "1-0");
         assert_eq!(entries[0].field("a"), Some("app"));
-        assert!(read_group(&Value::Nil).is_empty());
+        assert!(read_group(Value::Nil).is_empty());
     }
 
     #[test]
@@ -171,7 +186,7 @@ mod tests {
             ])]),
             Value::Array(vec![]),
         ]);
-        let (cursor, claimed) = auto_claim(&reply);
+        let (cursor, claimed) = auto_claim(reply);
         assert_eq!(cursor, "5-0");
         assert_eq!(claimed[0].field("k"), Some("r"));
     }
