@@ -208,6 +208,7 @@ def main():
     parser.add_argument("--apps", type=int, default=12, help="--scale: apps driven evenly")
     parser.add_argument("--cpu-quota", type=int, default=30, help="--scale: each daemon's cap, %% of one CPU")
     parser.add_argument("--warmup", type=int, default=15, help="--scale: seconds of load before measuring")
+    parser.add_argument("--repeat", type=int, default=3, help="--scale: rounds of every node count")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -218,6 +219,8 @@ def main():
     if args.scale:
         import scale  # noqa: E402
         args.nodes = args.nodes or "1,3"
+        if args.concurrency == "8,32":
+            args.concurrency = "32"
         if args.events == "1,10":
             args.events = "10"
         scale.run(args, sys.modules[__name__])

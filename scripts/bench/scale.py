@@ -5,19 +5,22 @@ batching on, `--events` per request (10), `--apps` apps (12) driven evenly.
 Each daemon runs in a cgroup-v1 `cpu` group of its own capped at
 `--cpu-quota` percent of one CPU (30), so that three capped nodes on this
 2-core machine measure scale-out rather than the machine. For each node
-count in `--nodes` (1,3): the daemons start, wrk drives every node (its
-connections split between them, each request to the next app in turn) for
+count in `--nodes` (1,3), `--repeat` times (3, the counts interleaved): the
+daemons start, wrk drives every node with `--concurrency` connections per
+node (32: each node's clients come with it; one node is saturated at 32),
+each request to the next app in turn, for
 `--warmup` seconds (the nodes settle: fair shares, then the work evened
 out), then for `--duration` seconds, measured: accepted and delivered
 events/s, each node's share of the deliveries and its CPU use. Prints a
-Markdown table and how many times one node's delivery rate the largest
-node count reached.
+Markdown table, and per node count the median delivered rate, how many
+times one node's median it is, and the largest share any node had.
 
 Needs root (it creates /sys/fs/cgroup/cpu/hookline-bench-N).
 """
 
 import concurrent.futures
 import json
+import statistics
 import os
 import shutil
 import subprocess
@@ -89,30 +92,39 @@ def run(args, tools):
         raise SystemExit(f"--scale needs root and a cgroup-v1 cpu hierarchy at {CGROUP_ROOT}")
     durability = args.durability.split(",")[0]
     events = int(args.events.split(",")[0])
-    concurrency = int(args.concurrency.split(",")[-1])
+    per_node = int(args.concurrency.split(",")[-1])
     node_counts = [int(n) for n in args.nodes.split(",")]
     body = tools.body_of(events)
     print(f"# scaling: {args.apps} apps, {events} events per request, batching on, durability {durability}, "
-          f"each daemon capped at {args.cpu_quota} % of a CPU, wrk c={concurrency}, "
-          f"{args.warmup} s warm-up then {args.duration} s measured", flush=True)
+          f"each daemon capped at {args.cpu_quota} % of a CPU, wrk c={per_node} per node, "
+          f"{args.warmup} s warm-up then {args.duration} s measured, {args.repeat} rounds", flush=True)
     tmp = tempfile.mkdtemp(prefix="hookline-scale-")
     receiver, receiver_addr = tools.start([args.baseline, "127.0.0.1:0"])
     results = []
     try:
-        for nodes in node_counts:
-            results.append(run_nodes(args, tools, tmp, receiver_addr, durability, body, events, concurrency, nodes))
+        # Rounds interleave the node counts, so drift in the machine's
+        # speed touches every count alike.
+        for _ in range(args.repeat):
+            for nodes in node_counts:
+                results.append(run_nodes(args, tools, tmp, receiver_addr, durability, body, events,
+                                         per_node * nodes, nodes))
     finally:
         receiver.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print("| nodes | accepted events/s | delivered events/s | × one node | share of deliveries by node "
+    print("| nodes | accepted events/s | delivered events/s | share of deliveries by node "
           "| CPU by node (% of one) | throttled | Redis CPU | machine idle |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    one = next((r["rate"] for r in results if r["nodes"] == 1), None)
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        ratio = f"{r['rate'] / one:.2f}" if one else "-"
-        print(f"| {r['nodes']} | {r['accepted']:.0f}{r['note']} | {r['rate']:.0f} | {ratio} | {r['shares']} "
+        print(f"| {r['nodes']} | {r['accepted']:.0f}{r['note']} | {r['rate']:.0f} | {r['shares']} "
               f"| {r['cpus']} | {r['held']} | {r['redis']} | {r['idle']} |")
+    medians = {n: statistics.median(r["rate"] for r in results if r["nodes"] == n) for n in node_counts}
+    print()
+    for n in node_counts:
+        ratio = f", {medians[n] / medians[1]:.2f}× one node" if 1 in medians and medians[1] else ""
+        worst = max(r["top_share"] for r in results if r["nodes"] == n)
+        print(f"{n} node(s): median {medians[n]:.0f} delivered events/s{ratio}; "
+              f"the busiest node did at most {worst:.0%} of the deliveries")
 
 
 def run_nodes(args, tools, tmp, receiver_addr, durability, body, events, concurrency, nodes):
@@ -188,4 +200,5 @@ def run_nodes(args, tools, tmp, receiver_addr, durability, body, events, concurr
     print(f"{nodes} node(s): delivered {rate:.0f} events/s, shares {shares}, CPU {cpus}, "
           f"redis {redis_cpu:.0%}, machine idle {idle:.0%} of one CPU", flush=True)
     return {"nodes": nodes, "accepted": rps * events, "note": f" ({bad} non-2xx)" if bad else "", "rate": rate,
-            "shares": shares, "cpus": cpus, "held": held, "redis": f"{redis_cpu:.0%}", "idle": f"{idle:.0%}"}
+            "shares": shares, "cpus": cpus, "held": held, "redis": f"{redis_cpu:.0%}", "idle": f"{idle:.0%}",
+            "top_share": max(delivered) / total if total else 0.0}
