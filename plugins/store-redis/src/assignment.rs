@@ -76,8 +76,10 @@ pub(crate) fn node_loads(owner: &[usize], nodes: usize, load: &[u64]) -> Vec<u64
 /// assignment of [`assign`]), given each partition's `load`: again and
 /// again, the busiest node trades a partition with the idlest, the pair
 /// that brings the two closest, while that lowers the busier of the two.
-/// Deterministic (ties go to the lower partition); at most P swaps.
+/// Deterministic; at most P swaps, each found in O(P log P) (it runs on the
+/// balancing node's exchange loop, with up to [`crate::MAX_PARTITIONS`]).
 pub(crate) fn balance(base: &[usize], nodes: usize, load: &[u64]) -> Vec<(u32, u32)> {
+    let load_of = |partition: usize| load.get(partition).copied().unwrap_or(0);
     let mut owner = base.to_vec();
     let mut swaps = Vec::new();
     for _ in 0..owner.len() {
@@ -87,11 +89,18 @@ pub(crate) fn balance(base: &[usize], nodes: usize, load: &[u64]) -> Vec<(u32, u
         let (Some(h), Some(l)) = (busiest, idlest) else { break };
         let gap = loads[h] - loads[l];
         // Moving `d` of work from h to l lowers the busier of the two by
-        // min(d, gap - d): best when d is closest to half the gap.
+        // min(d, gap - d): best when d is closest to half the gap, so for
+        // each of h's partitions the best of l's sits beside load - gap/2.
+        let mut idle: Vec<(u64, usize)> = (0..owner.len())
+            .filter(|&b| owner[b] == l)
+            .map(|b| (load_of(b), b))
+            .collect();
+        idle.sort_unstable();
         let mut best: Option<(u64, usize, usize)> = None;
         for a in (0..owner.len()).filter(|&a| owner[a] == h) {
-            for b in (0..owner.len()).filter(|&b| owner[b] == l) {
-                let (la, lb) = (load.get(a).copied().unwrap_or(0), load.get(b).copied().unwrap_or(0));
+            let la = load_of(a);
+            let at = idle.partition_point(|&(lb, _)| lb < la.saturating_sub(gap / 2));
+            for &(lb, b) in idle[at.saturating_sub(1)..].iter().take(2) {
                 if la <= lb || la - lb >= gap {
                     continue;
                 }
@@ -184,6 +193,35 @@ mod tests {
         let before = fewer.clone();
         apply_swaps(&mut fewer, &[(3, 20)]);
         assert_eq!(fewer, before);
+    }
+
+    #[test]
+    fn the_most_partitions_balance_evenly() {
+        let live = nodes(&["a", "b", "c"]);
+        let base = assign(&live, crate::MAX_PARTITIONS);
+        // Uneven, pseudo-random work: a few hot partitions among many cool.
+        let mut seed: u64 = 7;
+        let load: Vec<u64> = (0..crate::MAX_PARTITIONS)
+            .map(|p| {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let r = seed >> 33;
+                if p % 97 == 0 { 5_000 + r % 5_000 } else { r % 100 }
+            })
+            .collect();
+        let swaps = balance(&base, 3, &load);
+        let mut owner = base.clone();
+        apply_swaps(&mut owner, &swaps);
+        let (before, after) = (node_loads(&base, 3, &load), node_loads(&owner, 3, &load));
+        let spread = |loads: &[u64]| loads.iter().max().unwrap() - loads.iter().min().unwrap();
+        assert!(
+            spread(&after) <= 100,
+            "{before:?} -> {after:?} in {} swaps",
+            swaps.len()
+        );
+        assert!(spread(&before) > 5_000, "the work starts uneven: {before:?}");
+        assert_eq!(shares(&owner, 3), shares(&base, 3));
     }
 
     #[test]

@@ -159,6 +159,8 @@ async fn exchange(inner: Arc<Inner>) {
     let mut seen: Option<String> = None;
     let balance_every = Duration::from_millis(inner.config.balance_ms);
     let mut next_balance = Instant::now() + balance_every;
+    let lease = Duration::from_millis(inner.config.lease_ms);
+    let mut last_exchanged = Instant::now();
     while !inner.stopped.load(Ordering::Acquire) {
         if inner.config.balance_ms > 0 && Instant::now() >= next_balance {
             next_balance = Instant::now() + balance_every;
@@ -200,10 +202,17 @@ async fn exchange(inner: Arc<Inner>) {
                 .map(|(_, share)| share.backlog_bytes)
                 .sum();
             inner.elsewhere.store(elsewhere, Ordering::Relaxed);
-            // This node as it is now, even when the others no longer see
-            // it live (it is leaving).
-            reports.insert(node.clone(), report);
+            // This node as it is now, while the others see it live.
+            if let Some(mine) = reports.get_mut(&node) {
+                *mine = report;
+            }
             *inner.reports.lock().expect("reports lock") = reports;
+            last_exchanged = Instant::now();
+        } else if last_exchanged.elapsed() > lease {
+            // The others' reports are older than a lease: what they held
+            // then says nothing now. This node's own backlog still counts.
+            inner.elsewhere.store(0, Ordering::Relaxed);
+            inner.reports.lock().expect("reports lock").clear();
         }
         tokio::time::sleep(GENERATION_POLL).await;
     }
@@ -655,6 +664,10 @@ fn live_set_fingerprint(live: &[String]) -> u64 {
 pub(crate) struct Traffic {
     at: Instant,
     counts: Vec<u64>,
+    /// Whether the window that ended at `at` asked for new swaps: swaps
+    /// are published only when two windows in a row ask, so a burst in one
+    /// window moves nothing.
+    wanted: bool,
 }
 
 /// Below this many accepted events per second, the whole deployment
@@ -665,17 +678,41 @@ const BALANCE_MIN_RATE: u64 = 100;
 /// are not worth a hand-over.
 const BALANCE_GAIN_PERCENT: u64 = 85;
 
+/// How long published swaps last unless the balancing node renews them
+/// (every `balance_ms`): swaps outlive a balancing node that died only long
+/// enough for the next one to take over, and never revive for a live set
+/// that recurs much later.
+fn swaps_ttl_ms(config: &crate::RedisStoreConfig) -> u64 {
+    config.balance_ms.saturating_mul(3).saturating_add(config.lease_ms)
+}
+
 /// The first live node's duty, every `balance_ms`: samples every
 /// partition's traffic, and when the fair shares leave one node with
-/// clearly more work than swaps would, publishes the swaps (and bumps the
-/// generation, so every node runs a lease round and the partitions move
-/// by the usual hand-over).
+/// clearly more work than swaps would, in this window and the one before,
+/// publishes the swaps (and bumps the generation, so every node runs a
+/// lease round and the partitions move by the usual hand-over).
+///
+/// Swaps are published only while every live node reports (see
+/// [`exchange`]): a node of an older version would ignore them, and the
+/// partitions they move would have no owner.
 async fn balance_work(inner: &Inner, conn: &mut Conn) {
     let node = &inner.config.node_id;
     let live = inner.members.lock().expect("members lock").clone();
     if live.first() != Some(node) || inner.leaving.load(Ordering::Acquire) {
         *inner.traffic.lock().expect("traffic lock") = None;
         return;
+    }
+    let current = inner.swaps.lock().expect("swaps lock").clone();
+    if !current.is_empty() {
+        // The swaps in force are this live set's: they stay while it does.
+        let renewed: redis::RedisResult<()> = redis::cmd("PEXPIRE")
+            .arg(keys::SWAPS)
+            .arg(swaps_ttl_ms(&inner.config))
+            .query_async(conn)
+            .await;
+        if let Err(error) = renewed {
+            tracing::warn!(%error, "redis store: cannot renew the swaps evening out the work");
+        }
     }
     let reads = (0..inner.config.partitions).map(|partition| {
         let mut conn = conn.clone();
@@ -695,40 +732,48 @@ async fn balance_work(inner: &Inner, conn: &mut Conn) {
         return;
     };
     let at = Instant::now();
-    let Some(last) = inner.traffic.lock().expect("traffic lock").replace(Traffic {
+    let mut traffic = inner.traffic.lock().expect("traffic lock").take();
+    let proposed = traffic.as_ref().and_then(|last| {
+        let seconds = at.duration_since(last.at).as_secs_f64().max(0.001);
+        let load: Vec<u64> = counts
+            .iter()
+            .zip(&last.counts)
+            .map(|(now, then)| (now.saturating_sub(*then) as f64 / seconds) as u64)
+            .collect();
+        let reported = inner.reports.lock().expect("reports lock");
+        if load.iter().sum::<u64>() < BALANCE_MIN_RATE || !live.iter().all(|n| reported.contains_key(n)) {
+            return None;
+        }
+        drop(reported);
+        let base = assignment::assign(&live, inner.config.partitions);
+        let busiest = |swaps: &[(u32, u32)]| {
+            let mut owner = base.clone();
+            assignment::apply_swaps(&mut owner, swaps);
+            assignment::node_loads(&owner, live.len(), &load)
+                .into_iter()
+                .max()
+                .unwrap_or(0)
+        };
+        let proposed = assignment::balance(&base, live.len(), &load);
+        let (now, then) = (busiest(&current), busiest(&proposed));
+        (proposed != current && then * 100 <= now * BALANCE_GAIN_PERCENT).then_some((proposed, now, then))
+    });
+    let asked_before = traffic.as_ref().is_some_and(|last| last.wanted);
+    traffic = Some(Traffic {
         at,
-        counts: counts.clone(),
-    }) else {
+        counts,
+        wanted: proposed.is_some(),
+    });
+    *inner.traffic.lock().expect("traffic lock") = traffic;
+    let Some((proposed, now, then)) = proposed.filter(|_| asked_before) else {
         return;
     };
-    let seconds = at.duration_since(last.at).as_secs_f64().max(0.001);
-    let load: Vec<u64> = counts
-        .iter()
-        .zip(&last.counts)
-        .map(|(now, then)| (now.saturating_sub(*then) as f64 / seconds) as u64)
-        .collect();
-    if load.iter().sum::<u64>() < BALANCE_MIN_RATE {
-        return;
-    }
-    let base = assignment::assign(&live, inner.config.partitions);
-    let busiest = |swaps: &[(u32, u32)]| {
-        let mut owner = base.clone();
-        assignment::apply_swaps(&mut owner, swaps);
-        assignment::node_loads(&owner, live.len(), &load)
-            .into_iter()
-            .max()
-            .unwrap_or(0)
-    };
-    let current = inner.swaps.lock().expect("swaps lock").clone();
-    let proposed = assignment::balance(&base, live.len(), &load);
-    let (now, then) = (busiest(&current), busiest(&proposed));
-    if proposed == current || then * 100 > now * BALANCE_GAIN_PERCENT {
-        return;
-    }
     let mut pipe = redis::pipe();
     pipe.cmd("SET")
         .arg(keys::SWAPS)
         .arg(write_swaps(&live, &proposed))
+        .arg("PX")
+        .arg(swaps_ttl_ms(&inner.config))
         .ignore();
     pipe.cmd("INCR").arg(keys::GENERATION).ignore();
     match pipe.query_async::<()>(conn).await {
