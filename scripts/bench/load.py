@@ -38,12 +38,20 @@ CloudEvents example sink component posting to that same receiver.
 batching on, 10 events per request, each daemon capped at 30 % of a CPU by a
 cgroup; delivered events/s at 1 and 3 nodes and each node's share.
 
+`--compare REV` builds another revision (a git worktree of REV, built into
+target/compare-REV) and runs every Hookline row on both builds, this tree's
+and REV's, interleaved (this, REV, this, REV…; `--rounds`, default 2, pairs
+per row), then prints each row's medians and the ratio of this tree to REV.
+Deliveries/s (successful delivery attempts) is its own column: with batching
+off it is the rate of signed deliveries, every event its own.
+
 `--baseline-work-ns 500,1000,2000` adds bare hyper rows whose server
 busy-waits that long per request: the calibration curve of what a given
 per-request cost is worth in requests/s on this machine's loopback.
 
     python3 scripts/bench/load.py [--duration 10] [--concurrency 8,32] [--filter none,drop-by-channel]
                                   [--store embedded,redis] [--nodes 1,3] [--sink http,nats] [--no-build]
+                                  [--compare REV [--rounds 2]]
 
 Installs wrk (Debian package) if it is missing.
 """
@@ -53,6 +61,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,14 +122,17 @@ def wrk(url, body, concurrency, duration, script_dir, delay_ms=0):
 def metrics(addr):
     text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
     delivered = 0.0
+    deliveries = 0.0
     buckets = []
     for line in text.splitlines():
         if line.startswith("hookline_events_delivered_total"):
             delivered += float(line.split()[-1])
+        if line.startswith("hookline_delivery_attempts_total") and 'outcome="success"' in line:
+            deliveries += float(line.split()[-1])
         m = re.match(r'hookline_delivery_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
         if m:
             buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2))))
-    return delivered, buckets
+    return delivered, deliveries, buckets
 
 
 def quantile(before, after, q):
@@ -209,6 +221,10 @@ def main():
     parser.add_argument("--cpu-quota", type=int, default=30, help="--scale: each daemon's cap, %% of one CPU")
     parser.add_argument("--warmup", type=int, default=15, help="--scale: seconds of load before measuring")
     parser.add_argument("--repeat", type=int, default=3, help="--scale: rounds of every node count")
+    parser.add_argument("--compare", default=None, metavar="REV",
+                        help="also run every Hookline row on REV's build (its own worktree and target directory), "
+                             "interleaved with this tree's")
+    parser.add_argument("--rounds", type=int, default=2, help="--compare: pairs of runs per row")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
 
@@ -216,6 +232,9 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--example", "bare-hyper"],
                        cwd=ROOT, check=True)
+    builds = [("this", args.bin)]
+    if args.compare:
+        builds.append((args.compare, build_revision(args.compare)))
     if args.scale:
         import scale  # noqa: E402
         args.nodes = args.nodes or "1,3"
@@ -264,19 +283,59 @@ def main():
                         for filt in filters:
                             for store, nodes in setups:
                                 for sink in args.sink.split(","):
-                                    results.append(run_hookline(args, tmp, receiver_addr, durability, batching, n,
-                                                                c, baseline_rps[c], filt, store, nodes, sink))
+                                    row = []
+                                    for _ in range(args.rounds if args.compare else 1):
+                                        for build, binary in builds:
+                                            row.append((build, run_hookline(
+                                                args, tmp, receiver_addr, durability, batching, n, c,
+                                                baseline_rps[c], filt, store, nodes, sink, build, binary)))
+                                    results.append(row)
     finally:
         receiver.kill()
         baseline.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(wasm_dir, ignore_errors=True)
     print()
-    print("| sink | store | durability | batching | filter | events/req | conc. | accepted req/s | accepted events/s "
-          "| delivered events/s | vs baseline req/s | p50 / p99 latency | CPU per event | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(r)
+    print("| build | sink | store | durability | batching | filter | events/req | conc. | accepted req/s "
+          "| accepted events/s | delivered events/s | deliveries/s | vs baseline req/s | p50 / p99 latency "
+          "| CPU per event | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in results:
+        for _, r in row:
+            print(r["line"])
+    if args.compare:
+        print()
+        print(f"# medians over {args.rounds} interleaved rounds; ratio = this tree ÷ {args.compare}")
+        print("| durability | batching | filter | events/req | conc. | accepted req/s (this / base) "
+              "| vs bare hyper (this / base) | deliveries/s (this / base) | ratio req/s | ratio deliveries/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for row in results:
+            this = [r for b, r in row if b == "this"]
+            base = [r for b, r in row if b != "this"]
+            med = lambda rs, k: statistics.median(r[k] for r in rs)
+            ratio = lambda a, b: f"{a / b:.2f}×" if b else "-"
+            first = this[0]
+            print(f"| {first['durability']} | {first['batching']} | {first['filter']} | {first['events']} "
+                  f"| {first['conc']} | {med(this, 'rps'):.0f} / {med(base, 'rps'):.0f} "
+                  f"| {med(this, 'vs_base'):.0%} / {med(base, 'vs_base'):.0%} "
+                  f"| {med(this, 'deliveries'):.0f} / {med(base, 'deliveries'):.0f} "
+                  f"| {ratio(med(this, 'rps'), med(base, 'rps'))} "
+                  f"| {ratio(med(this, 'deliveries'), med(base, 'deliveries'))} |")
+
+
+def build_revision(rev):
+    """Builds `hookline` at `rev` in a worktree of its own, into
+    target/compare-REV (so neither build invalidates the other's cache);
+    returns the binary's path."""
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    worktree = os.path.join(ROOT, "target", f"compare-{commit}", "src")
+    if not os.path.isdir(worktree):
+        subprocess.run(["git", "worktree", "add", "--detach", worktree, commit], cwd=ROOT, check=True)
+    target_dir = os.path.join(ROOT, "target", f"compare-{commit}", "target")
+    subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--target-dir", target_dir],
+                   cwd=worktree, check=True)
+    return os.path.join(target_dir, "release", "hookline")
 
 
 def start_redis(run_dir, durability):
@@ -296,15 +355,19 @@ def start_redis(run_dir, durability):
 
 
 def merged_metrics(addrs):
-    delivered, buckets = 0.0, None
+    delivered, deliveries, buckets = 0.0, 0.0, None
     for addr in addrs:
-        d, b = metrics(addr)
+        d, n, b = metrics(addr)
         delivered += d
+        deliveries += n
         buckets = b if buckets is None else [(le, x + y) for (le, x), (_, y) in zip(buckets, b)]
-    return delivered, buckets or []
+    return delivered, deliveries, buckets or []
 
 
-def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt, store, nodes, sink):
+def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps, filt, store, nodes, sink,
+                 build="this", binary=None):
+    """One row: returns its figures, `line` the row as printed."""
+    binary = binary or args.bin
     run_dir = tempfile.mkdtemp(dir=tmp)
     apps = os.path.join(run_dir, "apps")
     os.makedirs(apps)
@@ -332,18 +395,18 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
                 # A daemon restarts on its compile cache: compile once, in a
                 # first start that is stopped at once, so RSS is not the
                 # compiler's leftovers.
-                warm, _ = start([args.bin, "serve", "--apps", apps, "--data-dir", data_dir,
+                warm, _ = start([binary, "serve", "--apps", apps, "--data-dir", data_dir,
                                  "--listen", "127.0.0.1:0"], env=node_env)
                 warm.terminate()
                 warm.wait()
-            proc, addr = start([args.bin, "serve", "--apps", apps, "--data-dir", data_dir,
+            proc, addr = start([binary, "serve", "--apps", apps, "--data-dir", data_dir,
                                 "--listen", "127.0.0.1:0"], env=node_env)
             procs.append(proc)
             addrs.append(addr)
         idle_rss = max(status_mib(p.pid, "VmRSS") for p in procs)
         body = body_of(n)
         path = signed_path('bench', 'bench-key', 'bench-secret', body.encode())
-        delivered0, buckets0 = merged_metrics(addrs)
+        delivered0, deliveries0, buckets0 = merged_metrics(addrs)
         pids = [p.pid for p in procs]
         cpu0 = sum(cpu_seconds(pid) for pid in pids)
         redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
@@ -366,7 +429,7 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
         elapsed = time.time() - start_time
         cpu1 = sum(cpu_seconds(pid) for pid in pids)
         redis_cpu1 = cpu_seconds(redis.pid) if redis else 0.0
-        delivered1, buckets1 = merged_metrics(addrs)
+        delivered1, deliveries1, buckets1 = merged_metrics(addrs)
         p50 = quantile(buckets0, buckets1, 0.5)
         p99 = quantile(buckets0, buckets1, 0.99)
         peak = max(status_mib(pid, "VmHWM") for pid in pids)
@@ -390,11 +453,13 @@ def run_hookline(args, tmp, receiver_addr, durability, batching, n, c, base_rps,
     cpu_per_event = (cpu1 - cpu0) / events * 1e6
     redis_note = f" (+ redis {(redis_cpu1 - redis_cpu0) / events * 1e6:.1f})" if redis else ""
     label = store if store == "embedded" else f"redis ×{nodes}"
-    line = (f"| {sink} | {label} | {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} | {rps * n:.0f} | "
-            f"{(delivered1 - delivered0) / elapsed:.0f} | {rps / base_rps:.0%} | {fmt(p50)} / {fmt(p99)} | "
-            f"{cpu_per_event:.1f} µs{redis_note} | {peak:.1f} MiB (idle {idle_rss:.1f}) |")
+    deliveries = (deliveries1 - deliveries0) / elapsed
+    line = (f"| {build} | {sink} | {label} | {durability} | {batching} | {filt} | {n} | {c} | {rps:.0f}{note} "
+            f"| {rps * n:.0f} | {(delivered1 - delivered0) / elapsed:.0f} | {deliveries:.0f} | {rps / base_rps:.0%} "
+            f"| {fmt(p50)} / {fmt(p99)} | {cpu_per_event:.1f} µs{redis_note} | {peak:.1f} MiB (idle {idle_rss:.1f}) |")
     print(line, flush=True)
-    return line
+    return {"line": line, "durability": durability, "batching": batching, "filter": filt, "events": n, "conc": c,
+            "rps": rps, "vs_base": rps / base_rps, "deliveries": deliveries}
 
 
 if __name__ == "__main__":
