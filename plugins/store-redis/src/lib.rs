@@ -131,6 +131,8 @@ struct Inner {
     reports: Mutex<std::collections::BTreeMap<String, NodeShare>>,
     /// The other live nodes' backlogs, as last reported.
     elsewhere: AtomicU64,
+    /// The live nodes whose last report says they apply swaps.
+    swap_aware: Mutex<Vec<String>>,
     /// The swaps evening out the work, as the last lease round read them.
     swaps: Mutex<Vec<(u32, u32)>>,
     /// The node balancing the work: its last sample of every partition's
@@ -272,6 +274,7 @@ impl RedisStore {
                 released: tokio::sync::Notify::new(),
                 reports: Mutex::default(),
                 elsewhere: AtomicU64::new(0),
+                swap_aware: Mutex::default(),
                 swaps: Mutex::default(),
                 traffic: Mutex::default(),
             }),

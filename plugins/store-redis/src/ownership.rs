@@ -192,10 +192,16 @@ async fn exchange(inner: Arc<Inner>) {
             }
             seen = Some(generation);
             let mut reports: BTreeMap<String, NodeShare> = BTreeMap::new();
+            let mut swap_aware = Vec::new();
             for pair in reply.get(1..).unwrap_or_default().chunks(2) {
                 let [name, text] = pair else { continue };
-                reports.insert(name.clone(), read_report(text));
+                let (share, applies_swaps) = read_report(text);
+                if applies_swaps {
+                    swap_aware.push(name.clone());
+                }
+                reports.insert(name.clone(), share);
             }
+            *inner.swap_aware.lock().expect("swap_aware lock") = swap_aware;
             let elsewhere = reports
                 .iter()
                 .filter(|(name, _)| **name != node)
@@ -213,12 +219,19 @@ async fn exchange(inner: Arc<Inner>) {
             // then says nothing now. This node's own backlog still counts.
             inner.elsewhere.store(0, Ordering::Relaxed);
             inner.reports.lock().expect("reports lock").clear();
+            inner.swap_aware.lock().expect("swap_aware lock").clear();
         }
         tokio::time::sleep(GENERATION_POLL).await;
     }
 }
 
-/// A node's report as stored: `backlog bytes|p,p,…`.
+/// What a report's third field says this node does: it applies the
+/// published swaps. Nodes that do not say so (older versions) make the
+/// balancing node publish none, as they would leave swapped partitions
+/// unowned.
+const APPLIES_SWAPS: &str = "swaps";
+
+/// A node's report as stored: `backlog bytes|p,p,…|swaps`.
 fn write_report(share: &NodeShare) -> String {
     let mut text = share.backlog_bytes.to_string();
     text.push('|');
@@ -228,17 +241,24 @@ fn write_report(share: &NodeShare) -> String {
         }
         text.push_str(&partition.to_string());
     }
+    text.push('|');
+    text.push_str(APPLIES_SWAPS);
     text
 }
 
-/// Reads [`write_report`]'s text; anything unreadable (a node that has not
-/// reported yet) reads as nothing owned and an empty backlog.
-fn read_report(text: &str) -> NodeShare {
-    let (bytes, owned) = text.split_once('|').unwrap_or(("0", ""));
-    NodeShare {
+/// Reads [`write_report`]'s text, and whether the node applies swaps;
+/// anything unreadable (a node that has not reported yet) reads as nothing
+/// owned, an empty backlog, and no swaps.
+fn read_report(text: &str) -> (NodeShare, bool) {
+    let mut fields = text.split('|');
+    let bytes = fields.next().unwrap_or("0");
+    let owned = fields.next().unwrap_or("");
+    let applies_swaps = fields.next() == Some(APPLIES_SWAPS);
+    let share = NodeShare {
         owned: owned.split(',').filter_map(|p| p.parse().ok()).collect(),
         backlog_bytes: bytes.parse().unwrap_or(0),
-    }
+    };
+    (share, applies_swaps)
 }
 
 /// Hands a partition this node holds to whichever node takes it next:
@@ -663,6 +683,9 @@ fn live_set_fingerprint(live: &[String]) -> u64 {
 /// node balancing the work.
 pub(crate) struct Traffic {
     at: Instant,
+    /// The live set it was taken under: a window spanning a membership
+    /// change measures nothing the new set can act on.
+    live: Vec<String>,
     counts: Vec<u64>,
     /// Whether the window that ended at `at` asked for new swaps: swaps
     /// are published only when two windows in a row ask, so a burst in one
@@ -732,7 +755,12 @@ async fn balance_work(inner: &Inner, conn: &mut Conn) {
         return;
     };
     let at = Instant::now();
-    let mut traffic = inner.traffic.lock().expect("traffic lock").take();
+    let mut traffic = inner
+        .traffic
+        .lock()
+        .expect("traffic lock")
+        .take()
+        .filter(|last| last.live == live);
     let proposed = traffic.as_ref().and_then(|last| {
         let seconds = at.duration_since(last.at).as_secs_f64().max(0.001);
         let load: Vec<u64> = counts
@@ -740,11 +768,13 @@ async fn balance_work(inner: &Inner, conn: &mut Conn) {
             .zip(&last.counts)
             .map(|(now, then)| (now.saturating_sub(*then) as f64 / seconds) as u64)
             .collect();
-        let reported = inner.reports.lock().expect("reports lock");
-        if load.iter().sum::<u64>() < BALANCE_MIN_RATE || !live.iter().all(|n| reported.contains_key(n)) {
+        let every_node_applies_swaps = {
+            let aware = inner.swap_aware.lock().expect("swap_aware lock");
+            live.iter().all(|n| aware.contains(n))
+        };
+        if load.iter().sum::<u64>() < BALANCE_MIN_RATE || !every_node_applies_swaps {
             return None;
         }
-        drop(reported);
         let base = assignment::assign(&live, inner.config.partitions);
         let busiest = |swaps: &[(u32, u32)]| {
             let mut owner = base.clone();
@@ -761,8 +791,11 @@ async fn balance_work(inner: &Inner, conn: &mut Conn) {
     let asked_before = traffic.as_ref().is_some_and(|last| last.wanted);
     traffic = Some(Traffic {
         at,
+        live: live.clone(),
         counts,
-        wanted: proposed.is_some(),
+        // A window that publishes starts the count again: the next swaps
+        // too need two windows of their own.
+        wanted: proposed.is_some() && !asked_before,
     });
     *inner.traffic.lock().expect("traffic lock") = traffic;
     let Some((proposed, now, then)) = proposed.filter(|_| asked_before) else {
@@ -1214,11 +1247,14 @@ mod tests {
             owned: vec![0, 7, 31],
             backlog_bytes: 1_048_576,
         };
-        assert_eq!(write_report(&share), "1048576|0,7,31");
-        assert_eq!(read_report(&write_report(&share)), share);
+        assert_eq!(write_report(&share), "1048576|0,7,31|swaps");
+        assert_eq!(read_report(&write_report(&share)), (share.clone(), true));
         let empty = NodeShare::default();
-        assert_eq!(read_report(&write_report(&empty)), empty);
-        assert_eq!(read_report(""), empty);
+        assert_eq!(read_report(&write_report(&empty)), (empty.clone(), true));
+        assert_eq!(read_report(""), (empty, false), "not reported yet");
+        // A node of the version before swaps: its share counts, but it
+        // would not apply swaps.
+        assert_eq!(read_report("1048576|0,7,31"), (share, false));
     }
 
     #[test]
