@@ -335,6 +335,58 @@ fn filter_run_prints_each_verdict_and_the_resulting_batch() {
     assert!(err.contains("ran past its CPU deadline"), "{err}");
 }
 
+/// A filter whose `validate-config` refuses its config at start, where
+/// filters load in the background: once the load fails, the file is
+/// refused as at a reload (named in `file_errors`, its app gone), and the
+/// other file's app keeps serving.
+#[tokio::test]
+async fn a_filter_refusing_its_config_at_start_refuses_its_file_once_loaded() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let bad = json!({"id": "typo", "key": "tk", "secret": "ts", "webhooks": [{"url": receiver.url("/typo"),
+        "event_types": ["a"], "filters": [filter_entry("drop_by_channel.wasm", json!({"chanels": ["x"]}))]}]});
+    apps.write("typo.json", &bad.to_string());
+    apps.write(
+        "good.json",
+        &json!({"id": "good", "key": "gk", "secret": "gs",
+            "webhooks": [{"url": receiver.url("/good"), "event_types": ["a"]}]})
+        .to_string(),
+    );
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            filters_in_background: true,
+            ..Default::default()
+        },
+    );
+    let status = wait_ready(&daemon, "the file refused", |s| {
+        !s["file_errors"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let error = status["file_errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("typo.json") && error.contains("unknown field `chanels`"),
+        "{status}"
+    );
+    assert_eq!(status["apps"], 1, "{status}");
+    assert_eq!(status["compiling"], json!([]), "{status}");
+    assert_eq!(
+        native(&daemon, "typo", "tk", "ts", &events_body(&[("a", "c")])).await.0,
+        404,
+        "the refused file's app is gone"
+    );
+    assert_eq!(
+        native(&daemon, "good", "gk", "gs", &events_body(&[("a", "c")])).await.0,
+        200
+    );
+    receiver.wait_for("/good", 1).await;
+    assert!(
+        daemon.logs().contains("a filter loading in the background failed"),
+        "{}",
+        daemon.logs()
+    );
+}
+
 #[tokio::test]
 async fn a_restart_loads_filters_from_the_compile_cache() {
     let receiver = Receiver::start().await;

@@ -87,6 +87,47 @@ async fn javascript_on_starlingmonkey_delivers_the_same_bytes() {
     );
 }
 
+/// At start, a CPython filter compiles in the background (a cold compile
+/// cache): the daemon listens at once and accepts the app's events while
+/// `/readyz` lists the filter as compiling; the batch waits for the filter
+/// and is delivered filtered once it has loaded.
+#[tokio::test]
+async fn a_python_filter_compiles_while_the_daemon_already_takes_events() {
+    let wasm = py_filter("examples/filters/drop-by-channel-py");
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = json!({"id": "p", "key": "pk", "secret": "ps", "batching": {"max_wait_ms": 20},
+        "webhooks": [{"url": receiver.url("/p"), "event_types": ["channel_occupied"],
+                      "filters": [entry(&wasm, json!({"channels": ["debug-*"]}))]}]});
+    apps.write("p.json", &app.to_string());
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions {
+            filters_in_background: true,
+            ..Default::default()
+        },
+    );
+    let body = events_body(&[("channel_occupied", "debug-1"), ("channel_occupied", "room-1")]);
+    assert_eq!(native(&daemon, "p", "pk", "ps", &body).await.0, 200);
+    let status = readyz(&daemon).await;
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(
+        status["compiling"],
+        json!([wasm.display().to_string()]),
+        "the events were accepted while the filter compiled"
+    );
+    assert!(receiver.on("/p").is_empty(), "nothing is delivered unfiltered");
+    wait_filters_loaded(&daemon).await;
+    let delivered = receiver.wait_for_events("/p", 1).await;
+    let channels: Vec<String> = delivered
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+        .map(|e| e["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(channels, ["room-1"], "the filter dropped debug-1");
+    assert!(daemon.logs().contains("every filter loaded"), "{}", daemon.logs());
+}
+
 /// `validate-config` refuses a config naming the field, in every language.
 #[test]
 fn validate_config_errors_name_the_field_in_every_language() {

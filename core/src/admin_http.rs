@@ -376,6 +376,9 @@ pub(crate) struct StatusView {
     pub last_reload: Option<LastReload>,
     /// App files refused (their last good apps keep serving).
     pub file_errors: Vec<String>,
+    /// Filter files still compiling since the start (their apps' batches
+    /// wait for them).
+    pub compiling: Vec<String>,
     /// Apps serving.
     pub apps: usize,
     /// Webhooks of those apps.
@@ -461,6 +464,7 @@ pub(crate) fn status_view(engine: &Engine, apps: &[AppView]) -> StatusView {
         generation: status.generation,
         last_reload: status.last_reload,
         file_errors: status.file_errors,
+        compiling: status.compiling,
         apps: status.apps,
         webhooks: webhooks.count(),
         store: StoreView {

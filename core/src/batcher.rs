@@ -455,6 +455,9 @@ async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64,
     if webhook.filters.is_empty() {
         return FilterResult::Deliver(events);
     }
+    // At start, the chain may still be compiling: the batch waits here, as
+    // behind a slow filter (one that failed to load asks for a retry).
+    let _ = webhook.filters.ready().await;
     let (app_id, hook) = (app.id.clone(), webhook.clone());
     let outcome = run_off_workers(move || hook.filters.run(&app_id, &hook.id, batch_time_ms, events)).await;
     match outcome {

@@ -73,6 +73,9 @@ pub struct Status {
     pub node_id: String,
     /// The store backend, this node, and the partitions it owns.
     pub ownership: Ownership,
+    /// Filter files still compiling in the background since the start
+    /// (their apps' batches wait for them).
+    pub compiling: Vec<String>,
 }
 
 /// What the last reload did, for `/readyz`.
@@ -201,7 +204,7 @@ impl Engine {
             started: std::time::Instant::now(),
             ingested: crate::activity::SharedRate::default(),
         });
-        let report = engine.reload().await?;
+        let report = engine.load_at_start().await?;
         let admin_socket = crate::admin::serve_socket(&engine.settings.data_dir, engine.admin_context())?;
         *engine
             .admin_socket
@@ -414,6 +417,55 @@ impl Engine {
     /// batches of changed and removed apps under their old config.
     pub async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
         let report = self.registry.reload().await?;
+        Ok(self.reloaded(report))
+    }
+
+    /// The first load: as [`Self::reload`], with filter chains loading in
+    /// the background (see [`AppRegistry::load_at_start`]). Once they are
+    /// all loaded, apps whose chains failed are loaded again without a last
+    /// good version: a file still failing is refused, as it would have been.
+    async fn load_at_start(self: &Arc<Self>) -> Result<ReloadReport, std::io::Error> {
+        let report = self.registry.load_at_start().await?;
+        let report = self.reloaded(report);
+        let chains: Vec<(Arc<App>, crate::filter::FilterChain)> = self
+            .registry
+            .snapshot()
+            .apps()
+            .flat_map(|app| {
+                app.webhooks
+                    .iter()
+                    .filter(|w| !w.filters.is_empty())
+                    .map(|w| (app.clone(), w.filters.clone()))
+            })
+            .collect();
+        if !chains.is_empty() {
+            let engine = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut broken: Vec<Arc<App>> = Vec::new();
+                for (app, chain) in chains {
+                    if chain.ready().await.is_err() && !broken.iter().any(|b| Arc::ptr_eq(b, &app)) {
+                        broken.push(app);
+                    }
+                }
+                let Some(engine) = engine.upgrade() else { return };
+                if broken.is_empty() {
+                    tracing::info!("every filter loaded");
+                    return;
+                }
+                match engine.registry.reload_without(broken).await {
+                    Ok(report) => {
+                        engine.reloaded(report);
+                    }
+                    Err(error) => tracing::error!(%error, "could not reload the apps whose filters failed to load"),
+                }
+            });
+        }
+        Ok(report)
+    }
+
+    /// Acts on what a (re)load did: closes the open batches of changed and
+    /// removed apps, releases unused compiled code, logs and counts it.
+    fn reloaded(&self, report: ReloadReport) -> ReloadReport {
         self.batchers
             .config_changed(report.changed.iter().chain(report.removed.iter()));
         if report.changed_anything() {
@@ -462,7 +514,7 @@ impl Engine {
         } else {
             tracing::debug!(generation = report.generation, "reload found nothing changed");
         }
-        Ok(report)
+        report
     }
 
     /// Takes accepted events: stores them, then adds them to the app's open
@@ -526,6 +578,7 @@ impl Engine {
                 .clone(),
             node_id: ownership.node.clone(),
             ownership,
+            compiling: self.filters.loading().iter().map(|p| p.display().to_string()).collect(),
         }
     }
 

@@ -167,12 +167,32 @@ impl AppRegistry {
     /// Re-reads every app file and swaps in the result. A file that fails
     /// keeps its last good apps; a file that disappeared takes its apps away.
     pub(crate) async fn reload(&self) -> Result<ReloadReport, std::io::Error> {
+        self.reload_with(self.loader.clone(), Vec::new()).await
+    }
+
+    /// The daemon's first load: as [`Self::reload`], but filter chains load
+    /// in the background, so ingest is served before language runtimes
+    /// compile (their apps' batches wait for them).
+    pub(crate) async fn load_at_start(&self) -> Result<ReloadReport, std::io::Error> {
+        self.reload_with(self.loader.loading_filters_in_background(), Vec::new())
+            .await
+    }
+
+    /// A reload after the background loads of `broken` apps failed: those
+    /// apps (these very versions, not a later reload's) are no file's last
+    /// good version, so a file that still fails takes them away (and is
+    /// reported), as it would have at start.
+    pub(crate) async fn reload_without(&self, broken: Vec<Arc<App>>) -> Result<ReloadReport, std::io::Error> {
+        self.reload_with(self.loader.clone(), broken).await
+    }
+
+    async fn reload_with(&self, loader: AppLoader, broken: Vec<Arc<App>>) -> Result<ReloadReport, std::io::Error> {
         let _guard = self.reload_lock.lock().await;
         let previous = self.snapshot();
         // Loading compiles filters and runs their `validate-config`: seconds
         // of CPU that must not hold an async worker (ingest runs there).
-        let (dir, loader, last) = (self.dir.clone(), self.loader.clone(), previous.clone());
-        let (files, failures, warnings) = tokio::task::spawn_blocking(move || read_dir(&dir, &loader, &last))
+        let (dir, last) = (self.dir.clone(), previous.clone());
+        let (files, failures, warnings) = tokio::task::spawn_blocking(move || read_dir(&dir, &loader, &last, &broken))
             .await
             .map_err(|e| std::io::Error::other(format!("loading the apps failed: {e}")))??;
         let mut next = resolve(files);
@@ -210,8 +230,14 @@ impl AppRegistry {
 }
 
 /// Loads every file of `dir`; returns the per-file candidates (new apps, or
-/// the last good ones with the error) plus this round's failures.
-fn read_dir(dir: &Path, loader: &AppLoader, previous: &Snapshot) -> Result<DirRead, std::io::Error> {
+/// the last good ones with the error) plus this round's failures. The
+/// `broken` apps are no file's last good version.
+fn read_dir(
+    dir: &Path,
+    loader: &AppLoader,
+    previous: &Snapshot,
+    broken: &[Arc<App>],
+) -> Result<DirRead, std::io::Error> {
     let mut paths = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| {
         std::io::Error::new(
@@ -230,7 +256,17 @@ fn read_dir(dir: &Path, loader: &AppLoader, previous: &Snapshot) -> Result<DirRe
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
     for path in paths {
-        let last_good = previous.files.get(&path).map(|f| f.apps.clone()).unwrap_or_default();
+        let last_good: Vec<Arc<App>> = previous
+            .files
+            .get(&path)
+            .map(|f| {
+                f.apps
+                    .iter()
+                    .filter(|app| !broken.iter().any(|b| Arc::ptr_eq(b, app)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         match loader.load_file(&path) {
             Ok(loaded) => {

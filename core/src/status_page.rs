@@ -108,6 +108,13 @@ fn summary(page: &mut String, s: &StatusView) {
         ok_h = s.delivered_batches.last_hour,
         bad_m = s.failed_attempts.last_minute,
     );
+    if !s.compiling.is_empty() {
+        page.push_str("<p id=\"compiling\">Still compiling (their apps' batches wait): ");
+        for (i, file) in s.compiling.iter().enumerate() {
+            let _ = write!(page, "{}<code>{}</code>", if i > 0 { ", " } else { "" }, escape(file));
+        }
+        page.push_str("</p>");
+    }
     if !s.file_errors.is_empty() {
         page.push_str("<ul class=\"file-errors\">");
         for error in &s.file_errors {

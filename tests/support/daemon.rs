@@ -32,6 +32,11 @@ pub struct DaemonOptions {
     pub umask: Option<u32>,
     /// Runs the daemon with this open-file limit, soft and hard (through `sh`).
     pub nofile: Option<u64>,
+    /// Returns once the daemon listens, while its filters may still be
+    /// loading in the background; by default the start also waits for
+    /// them (patiently while a compile is under way), as tests of what
+    /// filters do expect.
+    pub filters_in_background: bool,
 }
 
 impl DaemonOptions {
@@ -142,12 +147,38 @@ impl Daemon {
                 }
             }
         };
-        Self {
+        let daemon = Self {
             child: Some(child),
             addr,
             admin,
             dir,
             stderr_path,
+        };
+        if !options.filters_in_background {
+            daemon.wait_filters_loaded_blocking();
+        }
+        daemon
+    }
+
+    /// Waits until `/readyz` lists no filter loading in the background:
+    /// up to START_AT_MOST, while the log shows a compile under way at
+    /// least every PATIENCE.
+    fn wait_filters_loaded_blocking(&self) {
+        let (begun, mut progress) = (Instant::now(), Instant::now());
+        loop {
+            let compiling = readyz_blocking(self.addr).map(|s| s["compiling"].as_array().map_or(0, Vec::len));
+            if compiling == Some(0) {
+                return;
+            }
+            if compiles_under_way(&self.logs()) > 0 {
+                progress = Instant::now();
+            }
+            assert!(
+                progress.elapsed() < PATIENCE && begun.elapsed() < START_AT_MOST,
+                "the daemon's filters did not load (compiling: {compiling:?}); stderr:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -258,6 +289,28 @@ impl Daemon {
 /// The longest a daemon's start may take, compiles and all.
 const START_AT_MOST: Duration = Duration::from_secs(600);
 
+/// Waits until no filter loads in the background any more (`/readyz`'s
+/// `compiling` is empty): up to START_AT_MOST, while the log shows a
+/// compile under way at least every PATIENCE. Returns that status.
+pub async fn wait_filters_loaded(daemon: &Daemon) -> serde_json::Value {
+    let (begun, mut progress) = (Instant::now(), Instant::now());
+    loop {
+        let status = readyz(daemon).await;
+        if status["compiling"].as_array().is_some_and(Vec::is_empty) {
+            return status;
+        }
+        if compiles_under_way(&daemon.logs()) > 0 {
+            progress = Instant::now();
+        }
+        assert!(
+            progress.elapsed() < PATIENCE && begun.elapsed() < START_AT_MOST,
+            "the daemon's filters did not load: {status}; logs:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How many component compilations (filters and sink components) a
 /// daemon's log shows started and not yet finished (its "compiling filter"
 /// and "compiling sink component" lines less their "… compiled" and "… did
@@ -341,6 +394,21 @@ pub fn dlq_letters(data_dir: &Path) -> Vec<serde_json::Value> {
 /// The delivery-attempt counter of `sink` with `outcome`.
 pub fn attempts(sink: &str, outcome: &str) -> String {
     format!(r#"hookline_delivery_attempts_total{{sink="{sink}",outcome="{outcome}"}}"#)
+}
+
+/// `/readyz` as JSON, from a plain HTTP/1.0 exchange (for code that does
+/// not run on the test's runtime); `None` if the daemon did not answer.
+fn readyz_blocking(addr: SocketAddr) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(PATIENCE)).ok()?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: hookline\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (_, body) = answer.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
 }
 
 /// `/readyz` as JSON.

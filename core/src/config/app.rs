@@ -160,9 +160,9 @@ impl App {
     pub fn filter_paths(&self) -> impl Iterator<Item = &Path> {
         self.webhooks.iter().flat_map(|w| {
             w.filters
-                .filters
+                .specs()
                 .iter()
-                .map(|f| f.spec().path.as_path())
+                .map(|spec| spec.path.as_path())
                 .chain(w.sink.source_file().map(|(path, _)| path))
         })
     }
@@ -174,9 +174,7 @@ fn component_digests(webhooks: &[Arc<Webhook>]) -> Vec<&str> {
         .iter()
         .flat_map(|w| {
             w.filters
-                .filters
-                .iter()
-                .map(|f| f.digest())
+                .digests()
                 .chain(w.sink.source_file().map(|(_, digest)| digest))
         })
         .collect()
@@ -394,8 +392,14 @@ pub(crate) fn build_app(
     if webhooks.is_empty()
         && let Some(specs) = &app_filters
     {
-        // No webhook runs the app's filters, but they are checked all the same.
-        if let Err(e) = load_chain(specs.iter(), defaults, id, "") {
+        // No webhook runs the app's filters, but they are checked all the
+        // same, now: no batch of this app would wait for a background load
+        // and show its failure.
+        let now = LoadDefaults {
+            load_filters_in_background: false,
+            ..defaults.clone()
+        };
+        if let Err(e) = load_chain(specs.iter(), &now, id, "") {
             problems.0.push(format!("{label}: `filters`: {e}"));
         }
     }
@@ -794,7 +798,8 @@ fn filter_specs(value: &Value, base_dir: &Path, defaults: &LoadDefaults) -> Resu
         .collect()
 }
 
-/// Loads (compiles, checks, validates) a webhook's chain; an empty one
+/// Loads (compiles, checks, validates) a webhook's chain, now or, with
+/// `defaults.load_filters_in_background`, in the background; an empty one
 /// when `defaults.skip_filters`.
 fn load_chain<'a>(
     specs: impl Iterator<Item = &'a FilterSpec>,
@@ -802,20 +807,25 @@ fn load_chain<'a>(
     app_id: &str,
     webhook_id: &str,
 ) -> Result<FilterChain, String> {
-    let mut chain = FilterChain::default();
-    if defaults.skip_filters {
-        return Ok(chain);
+    let specs: Vec<FilterSpec> = specs.cloned().collect();
+    if defaults.skip_filters || specs.is_empty() {
+        return Ok(FilterChain::default());
     }
-    for spec in specs {
-        let host = defaults
-            .filters
-            .as_ref()
-            .ok_or("WASM filters are not available in this command")?;
-        chain
-            .filters
-            .push(host.load(spec.clone(), app_id, webhook_id).map_err(|e| e.to_string())?);
+    let host = defaults
+        .filters
+        .as_ref()
+        .ok_or("WASM filters are not available in this command")?;
+    if defaults.load_filters_in_background {
+        return host
+            .load_in_background(specs, app_id, webhook_id)
+            .map_err(|e| e.to_string());
     }
-    Ok(chain)
+    let filters = specs
+        .into_iter()
+        .map(|spec| host.load(spec, app_id, webhook_id))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(FilterChain::of(filters))
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {

@@ -30,6 +30,9 @@ pub struct LoadDefaults {
     pub skip_filters: bool,
     /// The sink component host; `None` refuses webhooks with a `sink`.
     pub components: Option<std::sync::Arc<crate::sink_component::SinkComponentHost>>,
+    /// Load filter chains in the background (the daemon's first load): an
+    /// app serves ingest at once and its batches wait for its chains.
+    pub load_filters_in_background: bool,
 }
 
 impl From<&Settings> for LoadDefaults {
@@ -41,6 +44,7 @@ impl From<&Settings> for LoadDefaults {
             filters: None,
             skip_filters: false,
             components: None,
+            load_filters_in_background: false,
         }
     }
 }
@@ -121,6 +125,14 @@ impl AppLoader {
         };
         sinks.register(std::sync::Arc::new(components));
         Self { sinks, defaults, env }
+    }
+
+    /// This loader, loading filter chains in the background (see
+    /// [`LoadDefaults::load_filters_in_background`]).
+    pub fn loading_filters_in_background(&self) -> Self {
+        let mut loader = self.clone();
+        loader.defaults.load_filters_in_background = true;
+        loader
     }
 
     /// Reads and validates one file. Any problem fails the whole file, so a

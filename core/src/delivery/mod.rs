@@ -300,6 +300,7 @@ impl LaneContext {
             }
         };
         let (app_id, time_ms) = (record.app_id.clone(), record.batch_time_ms);
+        let _ = current.filters.ready().await;
         let outcome = run_off_workers(move || current.filters.run(&app_id, &current.id, time_ms, events)).await;
         match outcome {
             Ok(ChainOutcome::Deliver(events)) => {

@@ -35,6 +35,10 @@ pub(crate) struct CompileCache {
     /// Signs and checks the on-disk entries (with `dir`).
     key: Option<[u8; 32]>,
     compiled: Mutex<HashMap<String, Component>>,
+    /// One lock per key being loaded: loads of one component (many
+    /// webhooks, a start's background loads and a reload) wait for the
+    /// first, then take its result from memory, rather than all compile.
+    loading: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
     /// What it compiles, for its log lines (`filter`, `sink component`).
     noun: &'static str,
     /// Components compiled from source in this process.
@@ -61,6 +65,7 @@ impl CompileCache {
             dir,
             key,
             compiled: Mutex::default(),
+            loading: Mutex::default(),
             noun,
             compilations: metrics.map(|m| m.filter_compilations.clone()).unwrap_or_default(),
             hits: metrics.map(|m| m.filter_cache_hits.clone()).unwrap_or_default(),
@@ -71,11 +76,34 @@ impl CompileCache {
     /// taken from memory or disk), and its key (content and engine hash).
     pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<(Component, String), String> {
         let bytes = read_component_file(path)?;
-        // SHA-256, not `DefaultHasher`, whose output may change between Rust
-        // releases and would orphan the on-disk cache.
-        let mut engine_hash = Sha256Hasher::default();
-        engine.precompile_compatibility_hash().hash(&mut engine_hash);
-        let key = format!("{}-{:016x}", hex::encode(Sha256::digest(&bytes)), engine_hash.finish());
+        let key = cache_key_of(engine, &bytes);
+        let lock = self
+            .loading
+            .lock()
+            .expect("loading lock is never held across a panic")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let loaded = {
+            let _one_at_a_time = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.load(engine, path, &bytes, key.clone())
+        };
+        let mut loading = self.loading.lock().expect("loading lock is never held across a panic");
+        // The map's entry and this one: nobody else waits.
+        if std::sync::Arc::strong_count(&lock) == 2 {
+            loading.remove(&key);
+        }
+        loaded
+    }
+
+    /// The key [`Self::component`] gives the file at `path` (its content
+    /// and the engine's hash), without compiling it: what an app's
+    /// fingerprint needs before its filters are loaded.
+    pub(crate) fn key_of(&self, engine: &Engine, path: &Path) -> Result<String, String> {
+        Ok(cache_key_of(engine, &read_component_file(path)?))
+    }
+
+    fn load(&self, engine: &Engine, path: &Path, bytes: &[u8], key: String) -> Result<(Component, String), String> {
         if let Some(component) = self
             .compiled
             .lock()
@@ -102,7 +130,7 @@ impl CompileCache {
         // compile; the two lines say what a start or reload is waiting on.
         let started = std::time::Instant::now();
         tracing::info!(file = %path.display(), kib = bytes.len() >> 10, "compiling {}", self.noun);
-        let component = match Component::new(engine, &bytes) {
+        let component = match Component::new(engine, bytes) {
             Ok(component) => {
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(file = %path.display(), ms, "{} compiled", self.noun);
@@ -159,6 +187,15 @@ impl CompileCache {
             .expect("compiled lock is never held across a panic")
             .insert(key, component.clone());
     }
+}
+
+/// A component's cache key: the SHA-256 of its bytes (not
+/// `DefaultHasher`, whose output may change between Rust releases and
+/// would orphan the on-disk cache) and the engine's compatibility hash.
+fn cache_key_of(engine: &Engine, bytes: &[u8]) -> String {
+    let mut engine_hash = Sha256Hasher::default();
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    format!("{}-{:016x}", hex::encode(Sha256::digest(bytes)), engine_hash.finish())
 }
 
 /// The key that signs the compiled filter cache, kept beside it (0600).

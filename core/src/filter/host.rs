@@ -44,6 +44,11 @@ pub struct FilterHost {
     calls: [Counter; 5],
     /// Time per call.
     duration: Histogram,
+    /// Background loads under way: each component's path, and how many.
+    loading: Mutex<std::collections::BTreeMap<PathBuf, usize>>,
+    /// Background loads running at once, at most (one per core: a
+    /// language runtime's compilation is seconds of CPU).
+    load_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for FilterHost {
@@ -98,6 +103,10 @@ impl FilterHost {
             duration: metrics
                 .map(|m| m.filter_duration.clone())
                 .unwrap_or_else(|| Histogram::new(std::iter::empty())),
+            loading: Mutex::default(),
+            load_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
         }))
     }
 
@@ -145,6 +154,96 @@ impl FilterHost {
         });
         loaded.validate_config()?;
         Ok(loaded)
+    }
+
+    /// A chain of `specs` for one (app, webhook) that loads in the
+    /// background, as [`Self::load`] would, in order: the daemon's start
+    /// serves ingest before language runtimes have compiled. Only reading
+    /// each file (for its key) happens here, so a missing file is still
+    /// refused at once. Runs on the Tokio runtime's blocking pool, at most
+    /// one load per core at a time; [`Self::loading`] lists what is under way.
+    pub fn load_in_background(
+        self: &Arc<Self>,
+        specs: Vec<FilterSpec>,
+        app_id: &str,
+        webhook_id: &str,
+    ) -> Result<super::FilterChain, FilterError> {
+        let mut digests = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let key = self
+                .cache
+                .key_of(&self.engine, &spec.path)
+                .map_err(|message| FilterError {
+                    path: spec.path.display().to_string(),
+                    message,
+                })?;
+            digests.push(key);
+        }
+        let (sender, receiver) = tokio::sync::watch::channel(None);
+        {
+            let mut loading = self.loading.lock().expect("loading lock is never held across a panic");
+            for spec in &specs {
+                *loading.entry(spec.path.clone()).or_default() += 1;
+            }
+        }
+        let (host, chain_specs) = (self.clone(), specs.clone());
+        let (app_id, webhook_id) = (app_id.to_string(), webhook_id.to_string());
+        let load = move || {
+            let mut filters = Vec::with_capacity(chain_specs.len());
+            for spec in chain_specs.iter().cloned() {
+                match host.load(spec, &app_id, &webhook_id) {
+                    Ok(filter) => filters.push(filter),
+                    Err(error) => {
+                        tracing::error!(app = %app_id, webhook = %hookline_sink_api::redact_for_logs(&webhook_id),
+                            %error, "a filter loading in the background failed; the app's batches wait in the store");
+                        host.done_loading(&chain_specs);
+                        return Err(error.to_string());
+                    }
+                }
+            }
+            host.done_loading(&chain_specs);
+            Ok(Arc::from(filters))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let slots = self.load_slots.clone();
+                runtime.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let result = tokio::task::spawn_blocking(load)
+                        .await
+                        .unwrap_or_else(|panic| Err(format!("loading the filters panicked: {panic}")));
+                    sender.send_replace(Some(result));
+                });
+            }
+            Err(_) => {
+                std::thread::spawn(move || {
+                    sender.send_replace(Some(load()));
+                });
+            }
+        }
+        Ok(super::FilterChain::loading(specs, digests, receiver))
+    }
+
+    fn done_loading(&self, specs: &[FilterSpec]) {
+        let mut loading = self.loading.lock().expect("loading lock is never held across a panic");
+        for spec in specs {
+            if let Some(count) = loading.get_mut(&spec.path) {
+                *count -= 1;
+                if *count == 0 {
+                    loading.remove(&spec.path);
+                }
+            }
+        }
+    }
+
+    /// The filter files whose background loads are under way.
+    pub fn loading(&self) -> Vec<PathBuf> {
+        self.loading
+            .lock()
+            .expect("loading lock is never held across a panic")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Forgets compiled components no loaded filter uses (by digest), so

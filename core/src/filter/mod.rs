@@ -101,10 +101,36 @@ pub struct FilterError {
 }
 
 /// The filters a webhook's batches go through: the app's, then its own.
+///
+/// Loaded when its app file is (a reload, `hookline check`), or, at the
+/// daemon's start, in the background ([`FilterHost::load_in_background`]):
+/// the daemon serves ingest at once and the app's batches wait for
+/// [`Self::ready`].
 #[derive(Debug, Clone, Default)]
 pub struct FilterChain {
-    /// In order.
-    pub filters: Vec<Arc<LoadedFilter>>,
+    /// Each filter's entry, in order.
+    specs: Vec<FilterSpec>,
+    /// Each filter's component key (content and engine hash), in order.
+    digests: Vec<String>,
+    loaded: Loaded,
+}
+
+/// A chain's filters, or (at start) the promise of them.
+#[derive(Debug, Clone)]
+enum Loaded {
+    Ready(Arc<[Arc<LoadedFilter>]>),
+    /// `None` while loading; then the filters, or why one could not load.
+    Loading(tokio::sync::watch::Receiver<Option<LoadResult>>),
+}
+
+/// A background load's result: the filters, or the message of the first
+/// that could not load.
+pub(crate) type LoadResult = Result<Arc<[Arc<LoadedFilter>]>, String>;
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Self::Ready(Arc::from(Vec::new()))
+    }
 }
 
 /// What a chain decided for one batch.
@@ -125,24 +151,89 @@ pub enum ChainOutcome {
 }
 
 impl FilterChain {
+    /// A chain of filters already loaded.
+    pub fn of(filters: Vec<Arc<LoadedFilter>>) -> Self {
+        Self {
+            specs: filters.iter().map(|f| f.spec().clone()).collect(),
+            digests: filters.iter().map(|f| f.digest().to_string()).collect(),
+            loaded: Loaded::Ready(Arc::from(filters)),
+        }
+    }
+
+    /// A chain whose filters are loading: `loaded` says when they are.
+    pub(crate) fn loading(
+        specs: Vec<FilterSpec>,
+        digests: Vec<String>,
+        loaded: tokio::sync::watch::Receiver<Option<LoadResult>>,
+    ) -> Self {
+        Self {
+            specs,
+            digests,
+            loaded: Loaded::Loading(loaded),
+        }
+    }
+
     /// Whether the chain has no filters.
     pub fn is_empty(&self) -> bool {
-        self.filters.is_empty()
+        self.specs.is_empty()
+    }
+
+    /// Each filter's entry, in order.
+    pub fn specs(&self) -> &[FilterSpec] {
+        &self.specs
+    }
+
+    /// Each filter's component key (content and engine hash), in order.
+    pub fn digests(&self) -> impl Iterator<Item = &str> {
+        self.digests.iter().map(String::as_str)
+    }
+
+    /// Waits until the chain's filters are loaded (at once for a chain
+    /// loaded with its app file); `Err` says which could not load.
+    pub async fn ready(&self) -> Result<(), String> {
+        match &self.loaded {
+            Loaded::Ready(_) => Ok(()),
+            Loaded::Loading(receiver) => {
+                let mut receiver = receiver.clone();
+                let result = match receiver.wait_for(Option::is_some).await {
+                    Ok(loaded) => loaded.as_ref().map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone)),
+                    Err(_) => None,
+                };
+                result.unwrap_or_else(|| Err("the filters' load stopped before it finished".to_string()))
+            }
+        }
+    }
+
+    /// The filters, once loaded.
+    fn filters(&self) -> Result<Arc<[Arc<LoadedFilter>]>, String> {
+        match &self.loaded {
+            Loaded::Ready(filters) => Ok(filters.clone()),
+            Loaded::Loading(receiver) => match &*receiver.borrow() {
+                Some(loaded) => loaded.clone(),
+                None => Err("the filters are still compiling".to_string()),
+            },
+        }
     }
 
     /// Runs every filter in order. Blocking: call it through
-    /// [`run_off_workers`], never on an async worker as such.
+    /// [`run_off_workers`], never on an async worker as such. A chain that
+    /// is not loaded (see [`Self::ready`]) asks for a retry, whatever the
+    /// filters' `on_error`: its batch is not theirs to skip or drop.
     pub fn run(&self, app_id: &str, webhook_id: &str, time_ms: u64, mut events: Vec<Event>) -> ChainOutcome {
+        let filters = match self.filters() {
+            Ok(filters) => filters,
+            Err(reason) => return ChainOutcome::Retry { reason, events },
+        };
         // Only failures are logged: redact the webhook id (a URL parse) then.
         let shown = || hookline_sink_api::redact_for_logs(webhook_id);
         // A retry needs the chain's input. It is copied only when a filter
         // changed the events and another filter comes after it.
         let mut input: Option<Vec<Event>> = None;
-        for (position, filter) in self.filters.iter().enumerate() {
+        for (position, filter) in filters.iter().enumerate() {
             match filter.call_verbose(app_id, webhook_id, time_ms, &events) {
                 Ok((decision, replaced)) => {
                     let changes = matches!(decision, Decision::Select(_) | Decision::Replace(_));
-                    if changes && input.is_none() && position + 1 < self.filters.len() {
+                    if changes && input.is_none() && position + 1 < filters.len() {
                         input = Some(events.clone());
                     }
                     match decision.apply(events, replaced) {
