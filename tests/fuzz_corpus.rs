@@ -51,6 +51,11 @@ fn native_ingest_corpus() {
 }
 
 #[test]
+fn store_journal_corpus() {
+    replay("store_journal", fuzzing::store_journal);
+}
+
+#[test]
 fn relay_body_corpus() {
     replay("relay_body", fuzzing::relay_ingest);
 }

@@ -71,6 +71,12 @@ pub fn native_auth_case(body: &[u8]) -> (String, impl Fn(&str, &[u8]) -> bool) {
     })
 }
 
+/// The store journal's reader: any bytes read as whole records up to the
+/// first that is not, never a panic, and what it reads round-trips.
+pub fn store_journal(bytes: &[u8]) {
+    crate::store::check_journal_reader(bytes);
+}
+
 /// Relay ingest: the body and its `time_ms`.
 pub fn relay_ingest(body: &[u8]) {
     if let Some(parsed) = ingest_body(body)

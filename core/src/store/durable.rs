@@ -15,10 +15,23 @@
 //! - `events`: the events of a delivery or dead letter, by the same key, so
 //!   updating attempt state never rewrites the events.
 //!
+//! The group commit goes through a journal ([`super::journal`]): each group
+//! is applied to redb without an fsync, its writes are appended to
+//! `store.journal` in one write, and with `durability = "fsync"` one
+//! `fdatasync` of the journal makes them durable before anyone is
+//! answered. Every [`FOLD_EVERY`] (or when the journal fills) one durable
+//! redb commit folds the journal in, and the journal starts again. On
+//! open, what the journal holds past the last fold is applied again.
+//! With `durability = "memory"` the journal is not flushed per group: a
+//! killed process loses nothing the kernel has, a lost machine up to
+//! [`FOLD_EVERY`].
+//!
 //! After an I/O error (a full disk) redb refuses further writes until the
-//! database is reopened, so the writer drops it and reopens it for the next
-//! group: service resumes by itself once the disk has room.
+//! database is reopened, so the writer drops it, reopens it and applies
+//! the journal again for the next group: service resumes by itself once
+//! the disk has room.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
@@ -31,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
+use super::journal::Journal;
 use super::{
     Acceptance, Accepted, BoxFuture, Commit, DeadLetter, DeadLetterQuery, DeliveryKey, DeliveryRecord, InboxEntry,
     InboxMark, InboxTicket, Owner, Ownership, Recovered, RecoveredDelivery, Store, StoreError,
@@ -41,6 +55,9 @@ const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
 const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// `journal`: the last journal generation folded into this file.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const FOLDED: &str = "journal";
 
 /// The file name inside the data directory.
 pub const STORE_FILE: &str = "store.redb";
@@ -53,6 +70,13 @@ const MAX_GROUP: usize = 4096;
 /// this many jobs wait for the writer: the queue in front of the disk stays
 /// bounded, and ingest slows to what the disk takes.
 const MAX_UNWRITTEN: usize = 1024;
+
+/// How often the journal is folded into redb (one durable commit) while
+/// there are writes: what a restart replays, and what a lost machine (not
+/// a killed process) can lose with `durability = "memory"`.
+const FOLD_EVERY: Duration = Duration::from_millis(200);
+/// The journal is folded sooner once it holds this much.
+const FOLD_BYTES: u64 = super::journal::SEGMENT_BYTES / 2;
 
 /// With `durability = "memory"`, how long the busy writer gathers jobs.
 const GATHER: Duration = Duration::from_millis(1);
@@ -105,6 +129,157 @@ enum Job {
     LoadEvents(DeliveryKey, Reply<String>),
 }
 
+/// A write job as the journal keeps it (reads are not kept): applied
+/// again on open through the same [`transact`] as the first time, so the
+/// same writes result.
+#[derive(Serialize, Deserialize)]
+enum Logged<'a> {
+    Accept {
+        ticket: InboxTicket,
+        meta: Cow<'a, InboxMeta>,
+        payload: Cow<'a, str>,
+    },
+    Commit {
+        marks: Cow<'a, [InboxMark]>,
+        /// Each delivery's record and its events (the record's own
+        /// `events` field is not serialised).
+        deliveries: Vec<(Cow<'a, DeliveryRecord>, Cow<'a, str>)>,
+        retired: Option<DeliveryKey>,
+    },
+    Update {
+        record: Cow<'a, DeliveryRecord>,
+        events: Option<Cow<'a, str>>,
+    },
+    Delivered(DeliveryKey),
+    DeadLetter {
+        record: Cow<'a, DeliveryRecord>,
+        events: Cow<'a, str>,
+        reason: Cow<'a, str>,
+        dead_at_ms: u64,
+    },
+    Requeue(Cow<'a, DeliveryRecord>),
+    Purge(Cow<'a, [DeliveryKey]>),
+    Expire(u64),
+}
+
+impl<'a> Logged<'a> {
+    /// What the journal keeps of `job`; `None` for a read.
+    fn of(job: &'a Job) -> Option<Self> {
+        Some(match job {
+            Job::Accept {
+                ticket, meta, payload, ..
+            } => Logged::Accept {
+                ticket: *ticket,
+                meta: Cow::Borrowed(meta),
+                payload: Cow::Borrowed(payload),
+            },
+            Job::Commit(commit, _) => Logged::Commit {
+                marks: Cow::Borrowed(&commit.marks),
+                deliveries: commit
+                    .deliveries
+                    .iter()
+                    .map(|r| (Cow::Borrowed(r), Cow::Borrowed(&*r.events)))
+                    .collect(),
+                retired: commit.retired,
+            },
+            Job::Update(record, with_events) => Logged::Update {
+                record: Cow::Borrowed(record),
+                events: with_events.then(|| Cow::Borrowed(&*record.events)),
+            },
+            Job::Delivered(key) => Logged::Delivered(*key),
+            Job::DeadLetter(letter, _) => Logged::DeadLetter {
+                record: Cow::Borrowed(&letter.record),
+                events: Cow::Borrowed(&*letter.record.events),
+                reason: Cow::Borrowed(&letter.reason),
+                dead_at_ms: letter.dead_at_ms,
+            },
+            Job::Requeue(record, _) => Logged::Requeue(Cow::Borrowed(record)),
+            Job::Purge(keys, _) => Logged::Purge(Cow::Borrowed(keys)),
+            Job::Expire(before_ms, _) => Logged::Expire(*before_ms),
+            Job::ListDead(..) | Job::LoadEvents(..) => return None,
+        })
+    }
+
+    /// The job again, answering no one.
+    fn into_job(self) -> Job {
+        fn reply<T>() -> Reply<T> {
+            oneshot::channel().0
+        }
+        let with_events = |record: Cow<'_, DeliveryRecord>, events: &str| {
+            let mut record = record.into_owned();
+            record.events = events.into();
+            record
+        };
+        match self {
+            Logged::Accept { ticket, meta, payload } => Job::Accept {
+                ticket,
+                meta: meta.into_owned(),
+                payload: payload.into_owned(),
+                reply: None,
+            },
+            Logged::Commit {
+                marks,
+                deliveries,
+                retired,
+            } => Job::Commit(
+                Commit {
+                    marks: marks.into_owned(),
+                    deliveries: deliveries
+                        .into_iter()
+                        .map(|(record, events)| with_events(record, &events))
+                        .collect(),
+                    retired,
+                },
+                reply(),
+            ),
+            Logged::Update { record, events } => {
+                let with = events.is_some();
+                Job::Update(with_events(record, events.as_deref().unwrap_or("")), with)
+            }
+            Logged::Delivered(key) => Job::Delivered(key),
+            Logged::DeadLetter {
+                record,
+                events,
+                reason,
+                dead_at_ms,
+            } => Job::DeadLetter(
+                DeadLetter {
+                    record: with_events(record, &events),
+                    reason: reason.into_owned(),
+                    dead_at_ms,
+                },
+                reply(),
+            ),
+            Logged::Requeue(record) => Job::Requeue(record.into_owned(), reply()),
+            Logged::Purge(keys) => Job::Purge(keys.into_owned(), reply()),
+            Logged::Expire(before_ms) => Job::Expire(before_ms, reply()),
+        }
+    }
+}
+
+/// The journal records (framed) of `group`'s writes.
+fn journal_records(journal: &Journal, group: &[Job]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for logged in group.iter().filter_map(Logged::of) {
+        let payload = postcard::to_allocvec(&logged).expect("store records always serialise");
+        journal.frame(&payload, &mut out);
+    }
+    out
+}
+
+/// Reads the journal's records back into jobs.
+fn replayed_jobs(records: Vec<Vec<u8>>) -> Result<Vec<Job>, String> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            postcard::from_bytes::<Logged<'_>>(record)
+                .map(Logged::into_job)
+                .map_err(|e| format!("journal record {i} is whole but unreadable ({e})"))
+        })
+        .collect()
+}
+
 /// The redb-backed [`Store`].
 #[derive(Debug)]
 pub struct DurableStore {
@@ -146,13 +321,16 @@ impl DurableStore {
         let path = data_dir.join(STORE_FILE);
         crate::private_fs::private_file(&path)
             .map_err(|e| StoreError(format!("cannot make {} owner-only (0600): {e}", path.display())))?;
-        let db = open_database(&path)?;
+        let (db, journal) = open_with_journal(&path)?;
         let (recovered, first_key, dead_letters) = read_all(&db, memory_budget).map_err(|e| damaged(&path, &e))?;
         let next_ticket = recovered.inbox.last().map_or(1, |e| e.ticket + 1);
         let (tx, rx) = std_mpsc::channel();
         let writer = Writer {
             path: path.clone(),
             db: Some(db),
+            journal: Some(journal),
+            wait_for_disk,
+            last_fold: Instant::now(),
             unwritten: Arc::default(),
             dead_count: Arc::new(AtomicU64::new(dead_letters)),
             failing: Arc::default(),
@@ -248,8 +426,50 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     for table in [INBOX, DELIVERIES, DEAD, EVENTS] {
         txn.open_table(table).map_err(|e| write_error(path, &e.into()))?;
     }
+    txn.open_table(META).map_err(|e| write_error(path, &e.into()))?;
     txn.commit().map_err(|e| write_error(path, &e.into()))?;
     Ok(db)
+}
+
+/// Opens the database, applies what the journal holds past the last fold
+/// and folds it; the journal then starts again.
+fn open_with_journal(path: &Path) -> Result<(Database, Journal), StoreError> {
+    let db = open_database(path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let folded = {
+        let read = || -> Result<Option<u64>, redb::Error> {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            Ok(meta.get(FOLDED)?.map(|v| v.value()))
+        };
+        read().map_err(|e| damaged(path, &e.to_string()))?
+    };
+    let journal_path = dir.join(super::journal::JOURNAL_FILE);
+    if folded.is_none() && journal_path.exists() {
+        // A store file that never folded a journal (new, or moved aside
+        // after damage) must not take another file's journal.
+        let aside = dir.join(format!("{}.orphaned-{}", super::journal::JOURNAL_FILE, super::now_ms()));
+        std::fs::rename(&journal_path, &aside)
+            .map_err(|e| StoreError(format!("cannot move {} aside: {e}", journal_path.display())))?;
+        tracing::warn!(journal = %aside.display(), "a journal not belonging to the store file was moved aside");
+    }
+    let journal_error =
+        |e: std::io::Error| StoreError(format!("cannot open the journal {}: {e}", journal_path.display()));
+    let (mut journal, replay) = Journal::open(dir, folded.unwrap_or(0)).map_err(journal_error)?;
+    if let Some(cut) = &replay.cut {
+        tracing::warn!(journal = %journal_path.display(), "{cut}");
+    }
+    let records = replay.records.len();
+    let jobs = replayed_jobs(replay.records).map_err(|e| damaged(&journal_path, &e))?;
+    if !jobs.is_empty() || folded.is_none() {
+        let generation = journal.generation();
+        transact(&db, jobs, &mut Vec::new(), Fold(Some(generation))).map_err(|e| write_error(path, &e))?;
+        journal.restart(generation + 1).map_err(journal_error)?;
+        if records > 0 {
+            tracing::info!(records, "writes the journal held past the last fold were applied again");
+        }
+    }
+    Ok((db, journal))
 }
 
 fn damaged(path: &Path, detail: &str) -> StoreError {
@@ -367,6 +587,13 @@ struct Writer {
     path: PathBuf,
     /// `None` after an I/O error, until reopened.
     db: Option<Database>,
+    /// `None` after an I/O error, until reopened (with `db`).
+    journal: Option<Journal>,
+    /// `durability = "fsync"`: every group's journal records are flushed
+    /// before it is answered.
+    wait_for_disk: bool,
+    /// When the journal was last folded into redb.
+    last_fold: Instant,
     unwritten: Arc<AtomicUsize>,
     dead_count: Arc<AtomicU64>,
     failing: Arc<Mutex<Option<String>>>,
@@ -420,17 +647,22 @@ impl Writer {
                         Err(std_mpsc::TryRecvError::Disconnected) => break,
                     }
                 }
-                _ => match self.held.values().map(|held| held.since).min() {
-                    None => match jobs.recv() {
-                        Ok(job) => Some(job),
-                        Err(_) => break,
-                    },
-                    Some(oldest) => match jobs.recv_timeout(HOLD.saturating_sub(oldest.elapsed())) {
-                        Ok(job) => Some(job),
-                        Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-                    },
-                },
+                _ => {
+                    // Wake for the oldest held request, or to fold the
+                    // journal in once the writes stop.
+                    let held_due = self.held.values().map(|held| held.since + HOLD).min();
+                    match held_due.into_iter().chain(self.fold_deadline()).min() {
+                        None => match jobs.recv() {
+                            Ok(job) => Some(job),
+                            Err(_) => break,
+                        },
+                        Some(due) => match jobs.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                            Ok(job) => Some(job),
+                            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                        },
+                    }
+                }
             };
             busy = first.is_some();
             let mut group: Vec<Job> = first.into_iter().collect();
@@ -447,11 +679,18 @@ impl Writer {
                 self.settle(tentative);
             }
             self.unwritten.fetch_sub(applied, AtomicOrdering::Relaxed);
+            if self.fold_due() {
+                self.fold();
+            }
         }
-        // The store was dropped: write what is still held.
+        // The store was dropped: write what is still held, and fold it all
+        // in, so the next start has nothing to apply again.
         let (group, tentative) = self.hold_back(Vec::new(), Duration::ZERO);
         if !group.is_empty() && self.apply_group(group) {
             self.settle(tentative);
+        }
+        if self.journal.as_ref().is_some_and(|journal| journal.used() > 0) {
+            self.fold();
         }
     }
 
@@ -538,14 +777,16 @@ impl Writer {
         }
     }
 
-    /// Applies `group` in one transaction; whether it was written.
+    /// Applies `group` in one transaction and journals it (flushed with
+    /// `durability = "fsync"`), or, when it does not fit in the journal,
+    /// folds it in at once; answers its jobs; whether it was written.
     fn apply_group(&mut self, group: Vec<Job>) -> bool {
-        let db = match self.db.take() {
-            Some(db) => db,
-            None => match open_database(&self.path) {
-                Ok(db) => {
+        let (db, mut journal) = match (self.db.take(), self.journal.take()) {
+            (Some(db), Some(journal)) => (db, journal),
+            _ => match open_with_journal(&self.path) {
+                Ok(opened) => {
                     tracing::info!(store = %self.path.display(), "store reopened after an error");
-                    db
+                    opened
                 }
                 Err(error) => {
                     self.set_failing(Some(error.to_string()));
@@ -555,26 +796,87 @@ impl Writer {
                 }
             },
         };
+        let records = journal_records(&journal, &group);
+        let fold = (!journal.fits(&records)).then(|| journal.generation());
         let mut answers = Vec::with_capacity(group.len());
-        let result = transact(&db, group, &mut answers);
-        match result {
+        let written = transact(&db, group, &mut answers, Fold(fold))
+            .map_err(|e| write_error(&self.path, &e))
+            .and_then(|dead_delta| {
+                let journaled = match fold {
+                    Some(generation) => journal.restart(generation + 1),
+                    None if records.is_empty() => Ok(()),
+                    None => journal.append(&records, self.wait_for_disk),
+                };
+                journaled
+                    .map(|()| dead_delta)
+                    .map_err(|e| StoreError(format!("cannot write the journal {}: {e}", journal.path().display())))
+            });
+        match written {
             Ok(dead_delta) => {
+                if fold.is_some() {
+                    self.last_fold = Instant::now();
+                }
                 self.db = Some(db);
+                self.journal = Some(journal);
                 self.set_failing(None);
                 let count = self.dead_count.load(AtomicOrdering::Relaxed) as i64 + dead_delta;
                 self.dead_count.store(count.max(0) as u64, AtomicOrdering::Relaxed);
                 answers.into_iter().for_each(Answer::send);
+                if self.fold_due() {
+                    self.fold();
+                }
                 true
             }
             Err(error) => {
-                let error = write_error(&self.path, &error);
                 self.set_failing(Some(error.to_string()));
                 tracing::error!(%error, "store write failed; ingest answers 503 until it succeeds again");
-                // redb refuses writes after an I/O error until reopened.
+                // redb refuses writes after an I/O error until reopened, and
+                // what this group applied must not stay: reopening keeps the
+                // last fold and applies the journal again.
                 drop(db);
+                drop(journal);
                 answers.into_iter().for_each(|a| a.fail(&error));
                 false
             }
+        }
+    }
+
+    /// Whether the journal holds writes that should be folded in now.
+    fn fold_due(&self) -> bool {
+        self.journal.as_ref().is_some_and(|journal| {
+            journal.used() > 0 && (journal.used() >= FOLD_BYTES || self.last_fold.elapsed() >= FOLD_EVERY)
+        })
+    }
+
+    /// When the journal's writes should be folded in, if it holds any.
+    fn fold_deadline(&self) -> Option<Instant> {
+        self.journal
+            .as_ref()
+            .filter(|journal| journal.used() > 0)
+            .map(|_| self.last_fold + FOLD_EVERY)
+    }
+
+    /// Folds the journal into redb (one durable commit) and starts it
+    /// again. A failure leaves the journal as it is (it is applied again on
+    /// reopen) and drops the database, as a failed group does.
+    fn fold(&mut self) {
+        let (Some(db), Some(journal)) = (&self.db, &mut self.journal) else {
+            return;
+        };
+        let generation = journal.generation();
+        let folded = transact(db, Vec::new(), &mut Vec::new(), Fold(Some(generation)))
+            .map_err(|e| write_error(&self.path, &e))
+            .and_then(|_| {
+                journal
+                    .restart(generation + 1)
+                    .map_err(|e| StoreError(format!("cannot write the journal {}: {e}", journal.path().display())))
+            });
+        self.last_fold = Instant::now();
+        if let Err(error) = folded {
+            self.set_failing(Some(error.to_string()));
+            tracing::error!(%error, "folding the journal into the store failed; ingest answers 503 until it succeeds again");
+            self.db = None;
+            self.journal = None;
         }
     }
 }
@@ -597,13 +899,25 @@ fn unanswered(job: Job) -> Answer {
     }
 }
 
-/// Applies a group of jobs in one transaction and commits it (with an
-/// fsync) if any of them wrote. Returns how the number of dead letters
+/// How a transaction commits: `Fold(None)` without an fsync (the journal
+/// holds its writes), `Fold(Some(generation))` durably, recording that the
+/// journal's records up to `generation` are in the file.
+#[derive(Clone, Copy)]
+struct Fold(Option<u64>);
+
+/// Applies a group of jobs in one transaction and commits it if any of
+/// them wrote (or it folds). Returns how the number of dead letters
 /// changed.
-fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>) -> Result<i64, redb::Error> {
+fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>, fold: Fold) -> Result<i64, redb::Error> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
     let mut wrote = false;
+    if let Fold(Some(generation)) = fold {
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(META)?.insert(FOLDED, generation)?;
+        wrote = true;
+    } else {
+        txn.set_durability(Durability::None)?;
+    }
     let mut dead_delta = 0i64;
     {
         let mut inbox = txn.open_table(INBOX)?;
@@ -986,6 +1300,140 @@ mod tests {
         }
     }
 
+    /// One write of every kind, in an order that exercises each: what a
+    /// store holds after them is known (see the test below).
+    fn every_kind_of_write() -> Vec<Job> {
+        fn reply<T>() -> Reply<T> {
+            oneshot::channel().0
+        }
+        let accept = |ticket: InboxTicket, events: &[u32]| Job::Accept {
+            ticket,
+            meta: InboxMeta {
+                app_id: "app".into(),
+                count: events.len() as u32,
+                consumed: 0,
+            },
+            payload: crate::event::join_events(&events.iter().map(|n| event(*n)).collect::<Vec<_>>()),
+            reply: None,
+        };
+        let letter = |key: u64, dead_at_ms: u64| {
+            Job::DeadLetter(
+                DeadLetter {
+                    record: record(key, &format!(r#"{{"name":"dead","n":{key}}}"#)),
+                    reason: format!("gone {key}"),
+                    dead_at_ms,
+                },
+                reply(),
+            )
+        };
+        let mut attempted = record(7, r#"{"name":"e","channel":"c1"}"#);
+        attempted.attempts = 3;
+        let mut refiltered = record(8, r#"{"name":"e","channel":"c2"}"#);
+        refiltered.events = r#"{"name":"filtered"}"#.into();
+        vec![
+            accept(1, &[1, 2]),
+            accept(2, &[3]),
+            accept(3, &[4]),
+            Job::Commit(
+                Commit {
+                    marks: vec![
+                        InboxMark {
+                            ticket: 1,
+                            consumed: 1,
+                            complete: false,
+                        },
+                        InboxMark {
+                            ticket: 2,
+                            consumed: 1,
+                            complete: true,
+                        },
+                    ],
+                    deliveries: vec![
+                        record(7, r#"{"name":"e","channel":"c1"}"#),
+                        record(8, r#"{"name":"e","channel":"c2"}"#),
+                    ],
+                    retired: None,
+                },
+                reply(),
+            ),
+            Job::Update(attempted, false),
+            Job::Update(refiltered, true),
+            letter(9, 100),
+            letter(10, 100),
+            Job::Requeue(record(10, ""), reply()),
+            letter(11, 5),
+            Job::Expire(6, reply()),
+            letter(12, 100),
+            Job::Purge(vec![12], reply()),
+            Job::Delivered(7),
+        ]
+    }
+
+    /// What a store in `dir` holds, as comparable text.
+    async fn contents(dir: &Path) -> String {
+        let store = reopen(dir);
+        let recovered = recovered(&store).await;
+        let letters = store.dead_letters(DeadLetterQuery::default()).await.unwrap();
+        let mut text = String::new();
+        for entry in &recovered.inbox {
+            text += &format!(
+                "inbox {} consumed {} events {}\n",
+                entry.ticket,
+                entry.consumed,
+                entry.events.len()
+            );
+        }
+        for found in &recovered.deliveries {
+            let r = &found.record;
+            text += &format!("delivery {} attempts {} events {}\n", r.key, r.attempts, r.events);
+        }
+        for letter in &letters {
+            text += &format!(
+                "dead {} {} at {}\n",
+                letter.record.key, letter.reason, letter.dead_at_ms
+            );
+        }
+        text
+    }
+
+    /// Writes the journal held past the last fold (a crash before the next)
+    /// are applied again on open, giving what applying them gave.
+    #[tokio::test]
+    async fn writes_journaled_but_not_folded_are_applied_again_on_open() {
+        let applied = tempfile::tempdir().unwrap();
+        {
+            let store = reopen(applied.path());
+            for job in every_kind_of_write() {
+                store.send(job);
+            }
+        }
+        let expected = contents(applied.path()).await;
+        assert_eq!(
+            expected,
+            "inbox 1 consumed 1 events 2\ninbox 3 consumed 0 events 1\n\
+             delivery 8 attempts 0 events {\"name\":\"filtered\"}\n\
+             delivery 10 attempts 0 events {\"name\":\"dead\",\"n\":10}\n\
+             dead 9 gone 9 at 100\n"
+        );
+
+        let crashed = tempfile::tempdir().unwrap();
+        drop(reopen(crashed.path()));
+        // As a crash leaves it: the writes journaled (flushed), not folded.
+        let folded = {
+            let db = open_database(&crashed.path().join(STORE_FILE)).unwrap();
+            let txn = db.begin_read().unwrap();
+            txn.open_table(META).unwrap().get(FOLDED).unwrap().unwrap().value()
+        };
+        let (mut journal, replay) = Journal::open(crashed.path(), folded).unwrap();
+        assert!(replay.records.is_empty(), "the last store folded everything");
+        let records = journal_records(&journal, &every_kind_of_write());
+        journal.append(&records, true).unwrap();
+        drop(journal);
+        assert_eq!(contents(crashed.path()).await, expected);
+        // Applied once: the next open finds them folded.
+        assert_eq!(contents(crashed.path()).await, expected);
+    }
+
     #[tokio::test]
     async fn what_was_accepted_and_committed_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1095,6 +1543,9 @@ mod tests {
         Writer {
             path: PathBuf::new(),
             db: None,
+            journal: None,
+            wait_for_disk: false,
+            last_fold: Instant::now(),
             unwritten: Arc::default(),
             dead_count: Arc::default(),
             failing: Arc::default(),

@@ -27,12 +27,15 @@
 
 mod codec;
 mod durable;
+mod journal;
 
 /// The clock records are stamped with: milliseconds since the Unix epoch.
 pub use crate::delivery::now_ms;
 pub use durable::{DurableStore, STORE_FILE};
 /// What the store's asynchronous calls return (a boxed, `Send` future).
 pub use futures_util::future::BoxFuture;
+pub use journal::JOURNAL_FILE;
+pub(crate) use journal::check_reader as check_journal_reader;
 
 use std::sync::Arc;
 
@@ -130,7 +133,7 @@ pub struct DeadLetterQuery {
 }
 
 /// How far the batcher has consumed one inbox ticket's events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxMark {
     /// The request's ticket.
     pub ticket: InboxTicket,
