@@ -475,7 +475,8 @@ fn open_with_journal(path: &Path) -> Result<(Database, Journal), StoreError> {
 fn damaged(path: &Path, detail: &str) -> StoreError {
     StoreError(format!(
         "the store {} is damaged ({detail}). Hookline will not serve from a damaged store: move the file aside \
-         (it still holds the undelivered events; keep it for recovery) and start again, or restore it from a backup",
+         with store.journal beside it (they still hold the undelivered events; keep them for recovery) and start \
+         again, or restore them from a backup",
         path.display()
     ))
 }
