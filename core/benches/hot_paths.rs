@@ -108,9 +108,7 @@ fn filter_stage(c: &mut Criterion) {
         cpu_ms: 50,
         memory_mb: 64,
     };
-    let chain = FilterChain {
-        filters: vec![host.load(spec, "app", "webhook").unwrap()],
-    };
+    let chain = FilterChain::of(vec![host.load(spec, "app", "webhook").unwrap()]);
     for (name, make) in [
         ("filter/drop-by-channel", events as fn(usize) -> Vec<Event>),
         ("filter/drop-by-channel-mixed", mixed_events),

@@ -25,6 +25,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -80,10 +81,15 @@ impl Journal {
                 File::open(dir)?.sync_all()?;
             }
         }
-        let mut bytes = Vec::with_capacity(SEGMENT_BYTES as usize);
-        (&file).read_to_end(&mut bytes)?;
-        let (generation, replay) = match read_header(&bytes) {
-            Some(generation) if generation > folded => (generation, read_records(&bytes, generation)),
+        let mut head = [0u8; HEADER_LEN as usize];
+        let (generation, replay) = match file.read_exact_at(&mut head, 0).ok().and_then(|()| read_header(&head)) {
+            Some(generation) if generation > folded => {
+                // Only then is the whole file read: after a clean stop
+                // (everything folded) opening reads 20 bytes.
+                let mut bytes = Vec::with_capacity(SEGMENT_BYTES as usize);
+                (&file).read_to_end(&mut bytes)?;
+                (generation, read_records(&bytes, generation))
+            }
             Some(generation) => (generation, Replay::default()),
             // Never written (a fresh file), or a header torn while it was
             // rewritten: only ever rewritten right after a fold, so there
@@ -166,7 +172,7 @@ impl Replay {
 /// appends never change its size or allocation.
 fn preallocate(file: &File) -> std::io::Result<()> {
     let len = file.metadata()?.len();
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; 64 << 10];
     let mut at = len;
     while at < SEGMENT_BYTES {
         let n = zeros.len().min((SEGMENT_BYTES - at) as usize);
