@@ -148,6 +148,50 @@ fn check_deliveries(receiver: &Receiver, sent: &Sent) {
     );
 }
 
+/// A node killed -9 leaves inbox entries it had read and not batched. Its
+/// successor claims them at the takeover while its lease rounds sweep the
+/// inbox for entries idle for a lease: with many entries the two claims
+/// meet, and each entry must still be given to the batcher once (an event
+/// is only ever in one batch). The dead node's state is written as it
+/// leaves it: entries read by its consumer, idle for a minute.
+#[tokio::test]
+async fn entries_a_dead_node_read_are_batched_once_when_the_takeover_and_the_sweep_meet() {
+    const ENTRIES: u64 = 20_000;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    let app = serde_json::json!({"id": "app-0", "key": "key-0", "secret": "secret-0",
+        "batching": {"max_wait_ms": 20, "max_events": 100},
+        "webhooks": [{"url": receiver.url("/h/0"), "event_types": ["channel_occupied"]}]});
+    apps.write("apps.json", &serde_json::json!([app]).to_string());
+    let inbox = format!("hookline:{{p{}}}:inbox", partition_of("app-0", PARTITIONS));
+    let left = redis.cli(&["EVAL", DEAD_NODES_INBOX, "1", &inbox, &ENTRIES.to_string()]);
+    assert_eq!(left.trim(), ENTRIES.to_string(), "the dead node's entries: {left}");
+    // The shortest lease: a round (and its sweep) every third of a second.
+    let heir = node_on(
+        with_setting(redis.daemon_env("heir"), "HOOKLINE_STORE_LEASE_MS", 1000),
+        &apps,
+    );
+    let sent: Sent = (0..ENTRIES).map(|seq| (0, seq)).collect();
+    wait_all_delivered(&receiver, &sent, || heir.logs()).await;
+    check_deliveries(&receiver, &sent);
+}
+
+/// Appends ARGV[1] entries of `app-0` to the inbox KEYS[1], reads them as
+/// the consumer `ghost` and makes them idle for a minute; answers how many.
+const DEAD_NODES_INBOX: &str = r#"
+redis.call('XGROUP', 'CREATE', KEYS[1], 'hookline', '0', 'MKSTREAM')
+for i = 0, tonumber(ARGV[1]) - 1 do
+  redis.call('XADD', KEYS[1], '*', 'k', 'e', 'a', 'app-0',
+    'e', '{"name":"channel_occupied","channel":"c-0-' .. i .. '"}')
+end
+local read = redis.call('XREADGROUP', 'GROUP', 'hookline', 'ghost', 'COUNT', ARGV[1], 'STREAMS', KEYS[1], '>')
+for _, entry in ipairs(read[1][2]) do
+  redis.call('XCLAIM', KEYS[1], 'hookline', 'ghost', 0, entry[1], 'IDLE', 60000, 'JUSTID')
+end
+return #read[1][2]
+"#;
+
 /// Three daemons, eight apps over several partitions, a strict webhook and
 /// receivers that fail at first; load spread over the nodes; kill -9 the
 /// node owning the most partitions mid-flight. Every 2xx'd event is

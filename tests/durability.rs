@@ -100,6 +100,7 @@ on_both_stores!(
     a_failing_endpoint_opens_its_circuit_which_closes_by_itself,
     memory_durability_accepts_delivers_and_keeps_what_waits_across_a_restart,
     the_grace_period_bounds_shutdown_and_what_is_left_resumes,
+    kill_9_in_memory_mode_loses_only_the_last_moments,
 );
 
 /// App `a` (key `ka`, secret `sa`), batching off, one webhook at `/h`.
@@ -141,15 +142,6 @@ async fn kill_9_in_memory_mode_loses_only_the_last_moments(backend: Backend) {
         Some(MEMORY_LOSS_BOUND),
     )
     .await;
-}
-
-/// On the embedded store only: on Redis, memory mode after a kill -9 was
-/// seen to deliver some events again under a second batch id (the first
-/// run of this test on Redis, in CI); until that is understood and fixed,
-/// it is a known limit there (README, "Durability and dead letters").
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_in_memory_mode_loses_only_the_last_moments_on_the_embedded_store() {
-    kill_9_in_memory_mode_loses_only_the_last_moments(Backend::Embedded).await;
 }
 
 /// Far more than the writer holds a request back (5 ms) and gathers (1 ms),

@@ -624,7 +624,7 @@ impl Store for RedisStore {
                 let mut known = inner.tickets.lock().expect("tickets lock");
                 for (mark, ticket) in commit.marks.iter().zip(tickets.iter().flatten()) {
                     if mark.complete || mark.consumed >= ticket.count {
-                        known.remove(mark.ticket);
+                        known.finish(mark.ticket);
                     }
                 }
             }

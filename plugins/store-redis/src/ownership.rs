@@ -894,24 +894,25 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
             return Ok(());
         }
         // Still in a lane here (the same delivery, the same batch id), or
-        // handed over by an earlier try.
-        if inner
-            .partition_of_key
-            .lock()
-            .expect("keys lock")
-            .contains_key(&record.key)
-        {
+        // handed over by an earlier try or a replay notice read meanwhile.
+        if !reserve_key(inner, record.key, partition) {
             continue;
         }
         if let Some(at) = due.get(&record.key) {
             record.not_before_ms = hookline_core::store::now_ms() + at.saturating_sub(redis_now);
         }
-        let events: Option<String> = redis::cmd("HGET")
+        let events: redis::RedisResult<Option<String>> = redis::cmd("HGET")
             .arg(&keys.events)
             .arg(record.key)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| store_error(&e))?;
+            .await;
+        let events = match events {
+            Ok(events) => events,
+            Err(error) => {
+                inner.partition_of_key.lock().expect("keys lock").remove(&record.key);
+                return Err(store_error(&error));
+            }
+        };
         let events = events.unwrap_or_default();
         let events_bytes = events.len() as u64;
         let events_loaded = loaded + events_bytes <= inner.config.memory_budget;
@@ -919,11 +920,6 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
             loaded += events_bytes;
             record.events = events.into();
         }
-        inner
-            .partition_of_key
-            .lock()
-            .expect("keys lock")
-            .insert(record.key, partition);
         resumed += 1;
         owner(inner).resume_delivery(RecoveredDelivery {
             record,
@@ -986,6 +982,18 @@ async fn forget_gone_consumers(inner: &Inner, keys: &PartitionKeys, conn: &mut C
     }
 }
 
+/// Marks a stored delivery as handed to the engine here; `false` when it
+/// already is (in a lane, or being handed over by another task).
+fn reserve_key(inner: &Inner, key: u64, partition: u32) -> bool {
+    match inner.partition_of_key.lock().expect("keys lock").entry(key) {
+        std::collections::hash_map::Entry::Occupied(_) => false,
+        std::collections::hash_map::Entry::Vacant(vacant) => {
+            vacant.insert(partition);
+            true
+        }
+    }
+}
+
 /// Claims the partition's pending entries idle for at least `min_idle_ms`
 /// (from any consumer) and hands over those not held here; returns how many
 /// were handed over.
@@ -997,6 +1005,7 @@ async fn claim(
     conn: &mut Conn,
 ) -> Result<usize, StoreError> {
     let keys = PartitionKeys::new(partition);
+    let _claiming = Claiming::start(inner);
     let mut cursor = "0-0".to_string();
     let mut handed = 0usize;
     loop {
@@ -1017,6 +1026,23 @@ async fn claim(
             return Ok(handed);
         }
         cursor = next;
+    }
+}
+
+/// A claim under way, for [`crate::tickets::Tickets`]; ended when dropped
+/// (also when its task is aborted).
+struct Claiming<'a>(&'a Inner);
+
+impl<'a> Claiming<'a> {
+    fn start(inner: &'a Inner) -> Self {
+        inner.tickets.lock().expect("tickets lock").claim_started();
+        Self(inner)
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        self.0.tickets.lock().expect("tickets lock").claim_ended();
     }
 }
 
@@ -1055,14 +1081,45 @@ async fn hand_over(
                         continue;
                     }
                 };
+                // Held from here, before any await: the takeover's claim and
+                // the round's sweep can hand the same entries over at once,
+                // and only one of them may give an entry to the engine.
+                let ticket = inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+                {
+                    // Checked under the lock `lose` purges under: an entry is
+                    // never held under a token already let go.
+                    let mut tickets = inner.tickets.lock().expect("tickets lock");
+                    if !holding(inner, partition, token) {
+                        return Err(StoreError::not_owner(partition));
+                    }
+                    if tickets.holds(partition, &entry.id) {
+                        continue;
+                    }
+                    tickets.insert(
+                        ticket,
+                        Ticket {
+                            partition,
+                            id: entry.id.clone(),
+                            count: events.len() as u32,
+                            token: token.to_string(),
+                        },
+                    );
+                }
+                let let_go = || inner.tickets.lock().expect("tickets lock").remove(ticket);
                 // Only an entry some owner read before can be partly batched.
                 let consumed: Option<u32> = if claimed {
-                    redis::cmd("HGET")
+                    match redis::cmd("HGET")
                         .arg(&keys.progress)
                         .arg(&entry.id)
                         .query_async(conn)
                         .await
-                        .map_err(|e| store_error(&e))?
+                    {
+                        Ok(consumed) => consumed,
+                        Err(error) => {
+                            let_go();
+                            return Err(store_error(&error));
+                        }
+                    }
                 } else {
                     None
                 };
@@ -1078,23 +1135,9 @@ async fn hand_over(
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
-                let ticket = inner.next_ticket.fetch_add(1, Ordering::Relaxed);
-                {
-                    // Checked under the lock `lose` purges under: an entry is
-                    // never held under a token already let go.
-                    let mut tickets = inner.tickets.lock().expect("tickets lock");
-                    if !holding(inner, partition, token) {
-                        return Err(StoreError::not_owner(partition));
-                    }
-                    tickets.insert(
-                        ticket,
-                        Ticket {
-                            partition,
-                            id: entry.id.clone(),
-                            count: events.len() as u32,
-                            token: token.to_string(),
-                        },
-                    );
+                if !holding(inner, partition, token) {
+                    let_go();
+                    return Err(StoreError::not_owner(partition));
                 }
                 let taken = owner(inner).resume_events(InboxEntry {
                     ticket,
@@ -1109,16 +1152,18 @@ async fn hand_over(
                 } else {
                     // Not batched here (its app is not configured on this
                     // node): left pending, the sweep offers it again.
-                    inner.tickets.lock().expect("tickets lock").remove(ticket);
+                    let_go();
                 }
             }
             Some("r") => {
                 let Some(key) = entry.field("key").and_then(|k| k.parse::<u64>().ok()) else {
                     continue;
                 };
-                let already = inner.partition_of_key.lock().expect("keys lock").contains_key(&key);
-                if !already {
-                    let (record, events): (Option<String>, Option<String>) = redis::pipe()
+                // Reserved before any await, as an inbox entry is: a sweep
+                // and a takeover may read the same notice at once.
+                if reserve_key(inner, key, partition) {
+                    let let_go = || inner.partition_of_key.lock().expect("keys lock").remove(&key);
+                    let read: redis::RedisResult<(Option<String>, Option<String>)> = redis::pipe()
                         .cmd("HGET")
                         .arg(&keys.deliveries)
                         .arg(key)
@@ -1126,20 +1171,30 @@ async fn hand_over(
                         .arg(&keys.events)
                         .arg(key)
                         .query_async(conn)
-                        .await
-                        .map_err(|e| store_error(&e))?;
+                        .await;
+                    let (record, events) = match read {
+                        Ok(read) => read,
+                        Err(error) => {
+                            let_go();
+                            return Err(store_error(&error));
+                        }
+                    };
                     let record = record
                         .as_deref()
                         .and_then(|v| v.split_once('|'))
                         .and_then(|(_, json)| serde_json::from_str::<DeliveryRecord>(json).ok());
-                    if let Some(mut record) = record {
-                        record.events = events.unwrap_or_default().into();
-                        inner.partition_of_key.lock().expect("keys lock").insert(key, partition);
-                        if owner(inner).replayed(record) {
-                            handed += 1;
-                        } else {
-                            // Not sent here: a takeover or restart resumes it.
-                            inner.partition_of_key.lock().expect("keys lock").remove(&key);
+                    match record {
+                        Some(mut record) => {
+                            record.events = events.unwrap_or_default().into();
+                            if owner(inner).replayed(record) {
+                                handed += 1;
+                            } else {
+                                // Not sent here: a takeover or restart resumes it.
+                                let_go();
+                            }
+                        }
+                        None => {
+                            let_go();
                         }
                     }
                 }

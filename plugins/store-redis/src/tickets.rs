@@ -19,16 +19,53 @@ pub(crate) struct Ticket {
 
 /// Held entries by ticket, and by (partition, entry id) so an entry is
 /// never handed over twice while it is held.
+///
+/// A claim (`XAUTOCLAIM`, at a takeover or in a sweep) reads a page of
+/// pending entries and then hands them over one by one; an entry of that
+/// page may meanwhile be batched and committed (and so acknowledged) by an
+/// earlier hand-over. Entries finished while any claim is under way are
+/// remembered until the last claim ends, so a page read before their
+/// commit cannot hand them over a second time.
 #[derive(Debug, Default)]
 pub(crate) struct Tickets {
     by_ticket: HashMap<InboxTicket, Ticket>,
     ids: HashSet<(u32, String)>,
+    claims: usize,
+    finished: HashSet<(u32, String)>,
 }
 
 impl Tickets {
-    /// Whether this entry is held here.
+    /// Whether this entry is held here, or was finished during a claim
+    /// still under way: either way not to be handed over again now.
     pub(crate) fn holds(&self, partition: u32, id: &str) -> bool {
-        self.ids.contains(&(partition, id.to_string()))
+        let key = (partition, id.to_string());
+        self.ids.contains(&key) || self.finished.contains(&key)
+    }
+
+    /// A claim starts reading pages of pending entries.
+    pub(crate) fn claim_started(&mut self) {
+        self.claims += 1;
+    }
+
+    /// A claim is over; once none is under way, finished entries are
+    /// forgotten (acknowledged, no later claim can read them).
+    pub(crate) fn claim_ended(&mut self) {
+        self.claims = self.claims.saturating_sub(1);
+        if self.claims == 0 {
+            self.finished.clear();
+        }
+    }
+
+    /// Every event of the ticket's entry is committed (and the entry
+    /// acknowledged): it is let go.
+    pub(crate) fn finish(&mut self, ticket: InboxTicket) {
+        if let Some(held) = self.by_ticket.remove(&ticket) {
+            let key = (held.partition, held.id);
+            self.ids.remove(&key);
+            if self.claims > 0 {
+                self.finished.insert(key);
+            }
+        }
     }
 
     pub(crate) fn insert(&mut self, ticket: InboxTicket, held: Ticket) {
@@ -76,5 +113,23 @@ mod tests {
         assert!(!tickets.holds(0, "1-0"));
         tickets.purge(1);
         assert!(!tickets.holds(1, "1-0") && tickets.get(2).is_none());
+    }
+
+    #[test]
+    fn an_entry_finished_during_a_claim_stays_held_until_every_claim_ends() {
+        let mut tickets = Tickets::default();
+        tickets.insert(1, ticket(0, "1-0"));
+        tickets.finish(1);
+        assert!(!tickets.holds(0, "1-0"), "no claim under way: nothing to remember");
+
+        tickets.insert(2, ticket(0, "2-0"));
+        tickets.claim_started();
+        tickets.claim_started();
+        tickets.finish(2);
+        assert!(tickets.holds(0, "2-0"), "a claim's page may still list it");
+        tickets.claim_ended();
+        assert!(tickets.holds(0, "2-0"), "one claim is still under way");
+        tickets.claim_ended();
+        assert!(!tickets.holds(0, "2-0"));
     }
 }
