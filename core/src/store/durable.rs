@@ -15,11 +15,15 @@
 //! - `events`: the events of a delivery or dead letter, by the same key, so
 //!   updating attempt state never rewrites the events.
 //!
-//! The group commit goes through a journal ([`super::journal`]): each group
-//! is applied to redb without an fsync, its writes are appended to
-//! `store.journal` in one write, and with `durability = "fsync"` one
-//! `fdatasync` of the journal makes them durable before anyone is
-//! answered. Every [`FOLD_EVERY`] (or when the journal fills) one durable
+//! The group commit goes through a journal ([`super::journal`]): each
+//! group's writes are appended to `store.journal` in one write, and with
+//! `durability = "fsync"` one `fdatasync` of the journal makes them durable
+//! before anyone is answered. Blind writes (accepts, commits, attempt
+//! state, completions: answers that do not depend on what the store holds)
+//! are only journaled; they are applied to redb in order, in one
+//! transaction, with the next group that reads or counts, or at the fold —
+//! so a request accepted, batched and delivered within a fold costs redb
+//! little. Every [`FOLD_EVERY`] (or when the journal fills) one durable
 //! redb commit folds the journal in, and the journal starts again. On
 //! open, what the journal holds past the last fold is applied again.
 //! With `durability = "memory"` the journal is not flushed per group: a
@@ -117,7 +121,8 @@ enum Job {
         payload: String,
         reply: Option<Reply<()>>,
     },
-    Commit(Commit, Reply<()>),
+    /// Answered once stored (`None`: applied again, or deferred).
+    Commit(Commit, Option<Reply<()>>),
     /// New attempt state; with `true`, new events too.
     Update(DeliveryRecord, bool),
     Delivered(DeliveryKey),
@@ -127,6 +132,49 @@ enum Job {
     Purge(Vec<DeliveryKey>, Reply<usize>),
     Expire(u64, Reply<usize>),
     LoadEvents(DeliveryKey, Reply<String>),
+}
+
+impl Job {
+    /// A write whose answer does not depend on what the store holds: it
+    /// can be journaled and answered now and applied to redb later (in
+    /// order with the others).
+    fn is_blind(&self) -> bool {
+        matches!(
+            self,
+            Job::Accept { .. } | Job::Commit(..) | Job::Update(..) | Job::Delivered(_)
+        )
+    }
+
+    /// Whether someone waits for this write to be durable: with
+    /// `durability = "fsync"`, a group of only attempt state and
+    /// completions is not flushed (lost to a crash of the machine, they
+    /// mean an attempt again under the same batch id; the next flush covers
+    /// them anyway).
+    fn awaits_disk(&self) -> bool {
+        !matches!(self, Job::Update(..) | Job::Delivered(_))
+    }
+
+    /// A blind write without its answer, and the answer.
+    fn detach(self) -> (Job, Answer) {
+        match self {
+            Job::Accept {
+                ticket,
+                meta,
+                payload,
+                reply,
+            } => (
+                Job::Accept {
+                    ticket,
+                    meta,
+                    payload,
+                    reply: None,
+                },
+                Answer::Unit(reply),
+            ),
+            Job::Commit(commit, reply) => (Job::Commit(commit, None), Answer::Unit(reply)),
+            other => (other, Answer::None),
+        }
+    }
 }
 
 /// A write job as the journal keeps it (reads are not kept): applied
@@ -230,7 +278,7 @@ impl<'a> Logged<'a> {
                         .collect(),
                     retired,
                 },
-                reply(),
+                None,
             ),
             Logged::Update { record, events } => {
                 let with = events.is_some();
@@ -336,6 +384,7 @@ impl DurableStore {
             failing: Arc::default(),
             gather: (!wait_for_disk).then_some(GATHER),
             held: HashMap::new(),
+            deferred: Vec::new(),
         };
         let failing = writer.failing.clone();
         let unwritten = writer.unwritten.clone();
@@ -604,6 +653,13 @@ struct Writer {
     /// `durability = "memory"`: requests accepted and not yet written,
     /// each for about [`HOLD`].
     held: HashMap<InboxTicket, HeldAccept>,
+    /// Blind writes journaled (and answered) but not yet applied to redb:
+    /// applied in order, in one transaction, with the next group that
+    /// reads or counts, or at the fold. A request accepted, batched and
+    /// delivered within a fold then costs redb one transaction's share,
+    /// not three transactions. The journal holds them: after an error the
+    /// reopen applies them again.
+    deferred: Vec<Job>,
 }
 
 /// What a group does to the held requests, made final only once the group
@@ -799,6 +855,39 @@ impl Writer {
         };
         let records = journal_records(&journal, &group);
         let fold = (!journal.fits(&records)).then(|| journal.generation());
+        if fold.is_none() && group.iter().all(Job::is_blind) {
+            let flush = self.wait_for_disk && group.iter().any(Job::awaits_disk);
+            return match journal.append(&records, flush) {
+                Ok(()) => {
+                    self.db = Some(db);
+                    self.journal = Some(journal);
+                    self.set_failing(None);
+                    for job in group {
+                        let (job, answer) = job.detach();
+                        self.deferred.push(job);
+                        answer.send();
+                    }
+                    if self.fold_due() {
+                        self.fold();
+                    }
+                    true
+                }
+                Err(e) => {
+                    let error = StoreError(format!("cannot write the journal {}: {e}", journal.path().display()));
+                    self.write_failed(&error);
+                    group.into_iter().map(unanswered).for_each(|a| a.fail(&error));
+                    false
+                }
+            };
+        }
+        // The deferred writes first, in order: this group may read them.
+        let group: Vec<Job> = if self.deferred.is_empty() {
+            group
+        } else {
+            let mut all = std::mem::take(&mut self.deferred);
+            all.extend(group);
+            all
+        };
         let mut answers = Vec::with_capacity(group.len());
         let written = transact(&db, group, &mut answers, Fold(fold))
             .map_err(|e| write_error(&self.path, &e))
@@ -829,17 +918,27 @@ impl Writer {
                 true
             }
             Err(error) => {
-                self.set_failing(Some(error.to_string()));
-                tracing::error!(%error, "store write failed; ingest answers 503 until it succeeds again");
                 // redb refuses writes after an I/O error until reopened, and
                 // what this group applied must not stay: reopening keeps the
                 // last fold and applies the journal again.
                 drop(db);
                 drop(journal);
+                self.write_failed(&error);
                 answers.into_iter().for_each(|a| a.fail(&error));
                 false
             }
         }
+    }
+
+    /// A group could not be written: the database and journal are
+    /// reopened for the next (which applies the journal again, deferred
+    /// writes included).
+    fn write_failed(&mut self, error: &StoreError) {
+        self.set_failing(Some(error.to_string()));
+        tracing::error!(%error, "store write failed; ingest answers 503 until it succeeds again");
+        self.db = None;
+        self.journal = None;
+        self.deferred.clear();
     }
 
     /// Whether the journal holds writes that should be folded in now.
@@ -865,7 +964,9 @@ impl Writer {
             return;
         };
         let generation = journal.generation();
-        let folded = transact(db, Vec::new(), &mut Vec::new(), Fold(Some(generation)))
+        // Deferred writes are blind: they leave the dead letters' count as it is.
+        let deferred = std::mem::take(&mut self.deferred);
+        let folded = transact(db, deferred, &mut Vec::new(), Fold(Some(generation)))
             .map_err(|e| write_error(&self.path, &e))
             .and_then(|_| {
                 journal
@@ -874,6 +975,8 @@ impl Writer {
             });
         self.last_fold = Instant::now();
         if let Err(error) = folded {
+            // The journal still holds what the fold was to apply: the reopen
+            // applies it again.
             self.set_failing(Some(error.to_string()));
             tracing::error!(%error, "folding the journal into the store failed; ingest answers 503 until it succeeds again");
             self.db = None;
@@ -892,7 +995,8 @@ impl Writer {
 fn unanswered(job: Job) -> Answer {
     match job {
         Job::Accept { reply, .. } => Answer::Unit(reply),
-        Job::Commit(_, reply) | Job::DeadLetter(_, reply) | Job::Requeue(_, reply) => Answer::Unit(Some(reply)),
+        Job::Commit(_, reply) => Answer::Unit(reply),
+        Job::DeadLetter(_, reply) | Job::Requeue(_, reply) => Answer::Unit(Some(reply)),
         Job::ListDead(_, reply) => Answer::Letters(reply, Ok(Vec::new())),
         Job::Purge(_, reply) | Job::Expire(_, reply) => Answer::Count(reply, 0),
         Job::LoadEvents(_, reply) => Answer::Events(reply, Ok(String::new())),
@@ -979,7 +1083,7 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>, fold: Fol
                         deliveries.remove(key)?;
                         events.remove(key)?;
                     }
-                    Answer::Unit(Some(reply))
+                    Answer::Unit(reply)
                 }
                 Job::Update(record, with_events) => {
                     // A delivery already finished (or dead) is not brought back.
@@ -1180,7 +1284,7 @@ impl Store for DurableStore {
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.ask(|reply| Job::Commit(commit, reply))
+        self.ask(|reply| Job::Commit(commit, Some(reply)))
     }
 
     fn record_failure(&self, record: &DeliveryRecord) {
@@ -1355,7 +1459,7 @@ mod tests {
                     ],
                     retired: None,
                 },
-                reply(),
+                Some(reply()),
             ),
             Job::Update(attempted, false),
             Job::Update(refiltered, true),
@@ -1433,6 +1537,46 @@ mod tests {
         assert_eq!(contents(crashed.path()).await, expected);
         // Applied once: the next open finds them folded.
         assert_eq!(contents(crashed.path()).await, expected);
+    }
+
+    /// Blind writes are journaled and answered before redb has them: a
+    /// read, a dead letter and a requeue right after them see them, as a
+    /// fold does.
+    #[tokio::test]
+    async fn reads_and_counts_see_the_writes_not_yet_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopen(dir.path());
+        let ticket = accept(&store, &[event(1)]).await;
+        let delivery = record(7, r#"{"name":"e","channel":"c1"}"#);
+        store
+            .commit(Commit {
+                marks: vec![InboxMark {
+                    ticket,
+                    consumed: 1,
+                    complete: true,
+                }],
+                deliveries: vec![delivery.clone(), record(8, r#"{"name":"x"}"#)],
+                retired: None,
+            })
+            .await
+            .unwrap();
+        store.delivered(8);
+        assert_eq!(store.load_events(7).await.unwrap(), r#"{"name":"e","channel":"c1"}"#);
+        assert!(store.load_events(8).await.is_err(), "delivered: its events are gone");
+        let letter = |record: DeliveryRecord| DeadLetter {
+            record,
+            reason: "gone".into(),
+            dead_at_ms: 5,
+        };
+        store.dead_letter(letter(delivery.clone())).await.unwrap();
+        assert_eq!(store.dead_letter_count(), 1);
+        store.requeue(delivery).await.unwrap();
+        assert_eq!(store.dead_letter_count(), 0);
+        drop(store);
+        assert_eq!(
+            contents(dir.path()).await,
+            "delivery 7 attempts 0 events {\"name\":\"e\",\"channel\":\"c1\"}\n"
+        );
     }
 
     #[tokio::test]
@@ -1537,7 +1681,7 @@ mod tests {
             marks,
             ..Commit::default()
         };
-        Job::Commit(commit, oneshot::channel().0)
+        Job::Commit(commit, Some(oneshot::channel().0))
     }
 
     fn memory_writer() -> Writer {
@@ -1552,6 +1696,7 @@ mod tests {
             failing: Arc::default(),
             gather: Some(GATHER),
             held: HashMap::new(),
+            deferred: Vec::new(),
         }
     }
 
