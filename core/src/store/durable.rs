@@ -36,7 +36,7 @@
 //! the disk has room.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc as std_mpsc;
@@ -175,6 +175,57 @@ impl Job {
             other => (other, Answer::None),
         }
     }
+}
+
+/// Drops the deferred writes that later deferred writes undo — a request's
+/// inbox record once all its events are batched, a delivery's record and
+/// events once it is delivered (and the attempt state written between) —
+/// so applying what is left gives what applying them all would, with most
+/// of a busy fold's writes never reaching redb. `jobs` are blind writes in
+/// the order they were journaled.
+fn compact(jobs: Vec<Job>) -> Vec<Job> {
+    let mut counts: HashMap<InboxTicket, u32> = HashMap::new();
+    let mut batched: HashSet<InboxTicket> = HashSet::new();
+    let mut stored: HashSet<DeliveryKey> = HashSet::new();
+    let mut delivered: HashSet<DeliveryKey> = HashSet::new();
+    for job in &jobs {
+        match job {
+            Job::Accept { ticket, meta, .. } => {
+                counts.insert(*ticket, meta.count);
+            }
+            Job::Commit(commit, _) => {
+                for mark in &commit.marks {
+                    if let Some(&count) = counts.get(&mark.ticket)
+                        && (mark.complete || mark.consumed >= count)
+                    {
+                        batched.insert(mark.ticket);
+                    }
+                }
+                stored.extend(commit.deliveries.iter().map(|record| record.key));
+            }
+            Job::Delivered(key) if stored.contains(key) => {
+                delivered.insert(*key);
+            }
+            _ => {}
+        }
+    }
+    if batched.is_empty() && delivered.is_empty() {
+        return jobs;
+    }
+    jobs.into_iter()
+        .filter_map(|job| match job {
+            Job::Accept { ticket, .. } if batched.contains(&ticket) => None,
+            Job::Commit(mut commit, reply) => {
+                commit.marks.retain(|mark| !batched.contains(&mark.ticket));
+                commit.deliveries.retain(|record| !delivered.contains(&record.key));
+                let empty = commit.marks.is_empty() && commit.deliveries.is_empty() && commit.retired.is_none();
+                (!empty).then_some(Job::Commit(commit, reply))
+            }
+            Job::Update(record, _) if delivered.contains(&record.key) => None,
+            Job::Delivered(key) if delivered.contains(&key) => None,
+            other => Some(other),
+        })
+        .collect()
 }
 
 /// A write job as the journal keeps it (reads are not kept): applied
@@ -884,7 +935,7 @@ impl Writer {
         let group: Vec<Job> = if self.deferred.is_empty() {
             group
         } else {
-            let mut all = std::mem::take(&mut self.deferred);
+            let mut all = compact(std::mem::take(&mut self.deferred));
             all.extend(group);
             all
         };
@@ -965,7 +1016,7 @@ impl Writer {
         };
         let generation = journal.generation();
         // Deferred writes are blind: they leave the dead letters' count as it is.
-        let deferred = std::mem::take(&mut self.deferred);
+        let deferred = compact(std::mem::take(&mut self.deferred));
         let folded = transact(db, deferred, &mut Vec::new(), Fold(Some(generation)))
             .map_err(|e| write_error(&self.path, &e))
             .and_then(|_| {
@@ -1499,6 +1550,78 @@ mod tests {
             );
         }
         text
+    }
+
+    /// Deferred writes, compacted, leave the store as they would whole:
+    /// requests batched whole and deliveries delivered within them vanish,
+    /// what is still outstanding (a request batched in part, a delivery
+    /// not yet delivered, a completion of an earlier delivery) stays.
+    #[tokio::test]
+    async fn compacting_deferred_writes_leaves_what_applying_them_leaves() {
+        let accept = |ticket: InboxTicket, events: &[Event]| Job::Accept {
+            ticket,
+            meta: InboxMeta {
+                app_id: "app".into(),
+                count: events.len() as u32,
+                consumed: 0,
+            },
+            payload: crate::event::join_events(events),
+            reply: None,
+        };
+        let mark = |ticket, consumed, complete| InboxMark {
+            ticket,
+            consumed,
+            complete,
+        };
+        let commit = |marks: Vec<InboxMark>, deliveries: Vec<DeliveryRecord>| {
+            Job::Commit(
+                Commit {
+                    marks,
+                    deliveries,
+                    retired: None,
+                },
+                None,
+            )
+        };
+        let jobs = || {
+            let mut attempted = record(7, r#"{"name":"a"}"#);
+            attempted.attempts = 1;
+            vec![
+                accept(1, &[event(1), event(2)]),
+                accept(2, &[event(3)]),
+                accept(3, &[event(4), event(5)]),
+                // 1 in two parts (the second by count), 2 whole, 3 in part.
+                commit(
+                    vec![mark(1, 1, false), mark(2, 1, true)],
+                    vec![record(7, r#"{"name":"a"}"#), record(8, r#"{"name":"b"}"#)],
+                ),
+                commit(
+                    vec![mark(1, 2, false), mark(3, 1, false)],
+                    vec![record(9, r#"{"name":"c"}"#)],
+                ),
+                Job::Update(attempted, false),
+                Job::Delivered(7),
+                Job::Delivered(9),
+                // Stored before these writes: still removed.
+                Job::Delivered(4),
+            ]
+        };
+        let compacted = compact(jobs());
+        assert_eq!(compacted.len(), 4, "accept 3, delivery 8, mark 3, delivered 4");
+        let whole = tempfile::tempdir().unwrap();
+        let short = tempfile::tempdir().unwrap();
+        for (dir, jobs) in [(&whole, jobs()), (&short, compacted)] {
+            let db = open_database(&dir.path().join(STORE_FILE)).unwrap();
+            let earlier = vec![commit(vec![], vec![record(4, r#"{"name":"old"}"#)])];
+            transact(&db, earlier, &mut Vec::new(), Fold(None)).unwrap();
+            transact(&db, jobs, &mut Vec::new(), Fold(Some(0))).unwrap();
+        }
+        let left = contents(whole.path()).await;
+        assert_eq!(
+            left,
+            "inbox 3 consumed 1 events 2\ndelivery 8 attempts 0 events {\"name\":\"b\"}\n"
+        );
+        assert_eq!(contents(short.path()).await, left);
     }
 
     /// Writes the journal held past the last fold (a crash before the next)
