@@ -572,6 +572,13 @@ fn open_with_journal(path: &Path) -> Result<(Database, Journal), StoreError> {
     Ok((db, journal))
 }
 
+fn journal_write_error(journal: &Journal, error: &std::io::Error) -> StoreError {
+    StoreError(format!(
+        "cannot write the journal {}: {error}",
+        journal.path().display()
+    ))
+}
+
 fn damaged(path: &Path, detail: &str) -> StoreError {
     StoreError(format!(
         "the store {} is damaged ({detail}). Hookline will not serve from a damaged store: move the file aside \
@@ -906,52 +913,43 @@ impl Writer {
         };
         let records = journal_records(&journal, &group);
         let fold = (!journal.fits(&records)).then(|| journal.generation());
-        if fold.is_none() && group.iter().all(Job::is_blind) {
-            let flush = self.wait_for_disk && group.iter().any(Job::awaits_disk);
-            return match journal.append(&records, flush) {
-                Ok(()) => {
-                    self.db = Some(db);
-                    self.journal = Some(journal);
-                    self.set_failing(None);
-                    for job in group {
-                        let (job, answer) = job.detach();
-                        self.deferred.push(job);
-                        answer.send();
-                    }
-                    if self.fold_due() {
-                        self.fold();
-                    }
-                    true
-                }
-                Err(e) => {
-                    let error = StoreError(format!("cannot write the journal {}: {e}", journal.path().display()));
-                    self.write_failed(&error);
-                    group.into_iter().map(unanswered).for_each(|a| a.fail(&error));
-                    false
-                }
-            };
-        }
-        // The deferred writes first, in order: this group may read them.
-        let group: Vec<Job> = if self.deferred.is_empty() {
-            group
-        } else {
-            let mut all = compact(std::mem::take(&mut self.deferred));
-            all.extend(group);
-            all
-        };
         let mut answers = Vec::with_capacity(group.len());
-        let written = transact(&db, group, &mut answers, Fold(fold))
-            .map_err(|e| write_error(&self.path, &e))
-            .and_then(|dead_delta| {
-                let journaled = match fold {
-                    Some(generation) => journal.restart(generation + 1),
-                    None if records.is_empty() => Ok(()),
-                    None => journal.append(&records, self.wait_for_disk),
-                };
-                journaled
-                    .map(|()| dead_delta)
-                    .map_err(|e| StoreError(format!("cannot write the journal {}: {e}", journal.path().display())))
-            });
+        let written = if fold.is_none() && group.iter().all(Job::is_blind) {
+            // Journaled and answered now, applied to redb later (`deferred`;
+            // a failure below drops them all, and the reopen applies the
+            // journal again).
+            let flush = self.wait_for_disk && group.iter().any(Job::awaits_disk);
+            for job in group {
+                let (job, answer) = job.detach();
+                self.deferred.push(job);
+                answers.push(answer);
+            }
+            journal
+                .append(&records, flush)
+                .map(|()| 0)
+                .map_err(|e| journal_write_error(&journal, &e))
+        } else {
+            // The deferred writes first, in order: this group may read them.
+            let group: Vec<Job> = if self.deferred.is_empty() {
+                group
+            } else {
+                let mut all = compact(std::mem::take(&mut self.deferred));
+                all.extend(group);
+                all
+            };
+            transact(&db, group, &mut answers, Fold(fold))
+                .map_err(|e| write_error(&self.path, &e))
+                .and_then(|dead_delta| {
+                    let journaled = match fold {
+                        Some(generation) => journal.restart(generation + 1),
+                        None if records.is_empty() => Ok(()),
+                        None => journal.append(&records, self.wait_for_disk),
+                    };
+                    journaled
+                        .map(|()| dead_delta)
+                        .map_err(|e| journal_write_error(&journal, &e))
+                })
+        };
         match written {
             Ok(dead_delta) => {
                 if fold.is_some() {
@@ -1022,7 +1020,7 @@ impl Writer {
             .and_then(|_| {
                 journal
                     .restart(generation + 1)
-                    .map_err(|e| StoreError(format!("cannot write the journal {}: {e}", journal.path().display())))
+                    .map_err(|e| journal_write_error(journal, &e))
             });
         self.last_fold = Instant::now();
         if let Err(error) = folded {
@@ -1456,13 +1454,9 @@ mod tests {
         }
     }
 
-    /// One write of every kind, in an order that exercises each: what a
-    /// store holds after them is known (see the test below).
-    fn every_kind_of_write() -> Vec<Job> {
-        fn reply<T>() -> Reply<T> {
-            oneshot::channel().0
-        }
-        let accept = |ticket: InboxTicket, events: &[u32]| Job::Accept {
+    /// A request's inbox write, of the events numbered `events`.
+    fn accept_of(ticket: InboxTicket, events: &[u32]) -> Job {
+        Job::Accept {
             ticket,
             meta: InboxMeta {
                 app_id: "app".into(),
@@ -1471,7 +1465,15 @@ mod tests {
             },
             payload: crate::event::join_events(&events.iter().map(|n| event(*n)).collect::<Vec<_>>()),
             reply: None,
-        };
+        }
+    }
+
+    /// One write of every kind, in an order that exercises each: what a
+    /// store holds after them is known (see the test below).
+    fn every_kind_of_write() -> Vec<Job> {
+        fn reply<T>() -> Reply<T> {
+            oneshot::channel().0
+        }
         let letter = |key: u64, dead_at_ms: u64| {
             Job::DeadLetter(
                 DeadLetter {
@@ -1487,9 +1489,9 @@ mod tests {
         let mut refiltered = record(8, r#"{"name":"e","channel":"c2"}"#);
         refiltered.events = r#"{"name":"filtered"}"#.into();
         vec![
-            accept(1, &[1, 2]),
-            accept(2, &[3]),
-            accept(3, &[4]),
+            accept_of(1, &[1, 2]),
+            accept_of(2, &[3]),
+            accept_of(3, &[4]),
             Job::Commit(
                 Commit {
                     marks: vec![
@@ -1558,16 +1560,6 @@ mod tests {
     /// not yet delivered, a completion of an earlier delivery) stays.
     #[tokio::test]
     async fn compacting_deferred_writes_leaves_what_applying_them_leaves() {
-        let accept = |ticket: InboxTicket, events: &[Event]| Job::Accept {
-            ticket,
-            meta: InboxMeta {
-                app_id: "app".into(),
-                count: events.len() as u32,
-                consumed: 0,
-            },
-            payload: crate::event::join_events(events),
-            reply: None,
-        };
         let mark = |ticket, consumed, complete| InboxMark {
             ticket,
             consumed,
@@ -1587,9 +1579,9 @@ mod tests {
             let mut attempted = record(7, r#"{"name":"a"}"#);
             attempted.attempts = 1;
             vec![
-                accept(1, &[event(1), event(2)]),
-                accept(2, &[event(3)]),
-                accept(3, &[event(4), event(5)]),
+                accept_of(1, &[1, 2]),
+                accept_of(2, &[3]),
+                accept_of(3, &[4, 5]),
                 // 1 in two parts (the second by count), 2 whole, 3 in part.
                 commit(
                     vec![mark(1, 1, false), mark(2, 1, true)],
