@@ -909,7 +909,7 @@ async fn take_over(inner: &Inner, partition: u32, token: &str) -> Result<(), Sto
         let events = match events {
             Ok(events) => events,
             Err(error) => {
-                inner.partition_of_key.lock().expect("keys lock").remove(&record.key);
+                release_key(inner, record.key);
                 return Err(store_error(&error));
             }
         };
@@ -992,6 +992,11 @@ fn reserve_key(inner: &Inner, key: u64, partition: u32) -> bool {
             true
         }
     }
+}
+
+/// Undoes [`reserve_key`]: the delivery was not handed to the engine.
+fn release_key(inner: &Inner, key: u64) {
+    inner.partition_of_key.lock().expect("keys lock").remove(&key);
 }
 
 /// Claims the partition's pending entries idle for at least `min_idle_ms`
@@ -1162,7 +1167,6 @@ async fn hand_over(
                 // Reserved before any await, as an inbox entry is: a sweep
                 // and a takeover may read the same notice at once.
                 if reserve_key(inner, key, partition) {
-                    let let_go = || inner.partition_of_key.lock().expect("keys lock").remove(&key);
                     let read: redis::RedisResult<(Option<String>, Option<String>)> = redis::pipe()
                         .cmd("HGET")
                         .arg(&keys.deliveries)
@@ -1175,7 +1179,7 @@ async fn hand_over(
                     let (record, events) = match read {
                         Ok(read) => read,
                         Err(error) => {
-                            let_go();
+                            release_key(inner, key);
                             return Err(store_error(&error));
                         }
                     };
@@ -1190,12 +1194,10 @@ async fn hand_over(
                                 handed += 1;
                             } else {
                                 // Not sent here: a takeover or restart resumes it.
-                                let_go();
+                                release_key(inner, key);
                             }
                         }
-                        None => {
-                            let_go();
-                        }
+                        None => release_key(inner, key),
                     }
                 }
                 // The notice is done with; acknowledged only while this node

@@ -59,13 +59,12 @@ impl Tickets {
     /// Every event of the ticket's entry is committed (and the entry
     /// acknowledged): it is let go.
     pub(crate) fn finish(&mut self, ticket: InboxTicket) {
-        if let Some(held) = self.by_ticket.remove(&ticket) {
-            let key = (held.partition, held.id);
-            self.ids.remove(&key);
-            if self.claims > 0 {
-                self.finished.insert(key);
-            }
+        if self.claims > 0
+            && let Some(held) = self.by_ticket.get(&ticket)
+        {
+            self.finished.insert((held.partition, held.id.clone()));
         }
+        self.remove(ticket);
     }
 
     pub(crate) fn insert(&mut self, ticket: InboxTicket, held: Ticket) {
