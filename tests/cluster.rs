@@ -1370,3 +1370,48 @@ async fn a_redis_cluster_works_and_survives_a_node_kill() {
     );
     assert!(nodes[1].logs().contains("using a Redis Cluster"), "{}", nodes[1].logs());
 }
+
+/// `rate_limit` holds for the cluster: the node owning an app's partition
+/// is the only one delivering its batches, so a flood ingested through
+/// three nodes still arrives at 50 ± 5 a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_for_the_cluster() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let apps = receiver.apps(
+        r#"{"id": "limited", "key": "kl", "secret": "sl", "batching": {"enabled": false}, "webhooks": [
+            {"url": "RECEIVER/limited", "event_types": ["channel_occupied"],
+             "rate_limit": {"per_second": 50, "burst": 10}}]}"#,
+    );
+    // No balancing: a swap mid-flood would move the bucket, which is
+    // another test's subject.
+    let start = |name: &str| {
+        node_on(
+            with_setting(redis.daemon_env(name), "HOOKLINE_STORE_BALANCE_MS", 0),
+            &apps,
+        )
+    };
+    let (a, b, c) = (start("a"), start("b"), start("c"));
+    wait_fair_shares(&[&a, &b, &c], PARTITIONS).await;
+    let app = ("limited", "kl", "sl");
+    let urls = [a.url(), b.url(), c.url()];
+    tokio::join!(
+        flood(&urls[0], app, 200),
+        flood(&urls[1], app, 200),
+        flood(&urls[2], app, 200)
+    );
+    let got = receiver.wait_for("/limited", 600).await;
+    let first = got.iter().map(|r| r.at).min().unwrap();
+    let seconds = arrivals_per_second(&got, first + Duration::from_millis(200), 10);
+    for (second, count) in seconds.iter().enumerate() {
+        assert!(
+            (45..=55).contains(count),
+            "second {second} of the flood brought {count} deliveries, not 50 ± 5: {seconds:?}"
+        );
+    }
+    let mut waited = 0.0;
+    for node in [&a, &b, &c] {
+        waited += node.metric_sum("hookline_rate_limited_total").await;
+    }
+    assert!(waited >= 580.0, "only {waited} deliveries waited for a token");
+}

@@ -489,3 +489,32 @@ async fn timeout_ms_ends_a_slow_attempt_and_retries_it() {
         .await;
     assert_eq!(daemon.metric(&attempts("http", "retry")).await, 1.0);
 }
+
+/// `rate_limit`: at 50 per second with a burst of 10, a flood of 600
+/// single-event deliveries arrives at 50 ± 5 a second, and waiting for a
+/// token is neither an attempt nor a failure.
+#[tokio::test]
+async fn a_rate_limited_webhook_receives_a_flood_at_its_rate() {
+    let receiver = Receiver::start().await;
+    let (_apps, daemon) = start(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false}, "webhooks": [
+            {"url": "RECEIVER/limited", "event_types": ["channel_occupied"],
+             "rate_limit": {"per_second": 50, "burst": 10}}]}"#,
+        &receiver,
+    );
+    flood(&daemon.url(), ("a", "ka", "sa"), 600).await;
+    let got = receiver.wait_for("/limited", 600).await;
+    // The burst goes at once; after it, one delivery every 20 ms.
+    let start = got.iter().map(|r| r.at).min().unwrap();
+    let seconds = arrivals_per_second(&got, start + Duration::from_millis(200), 10);
+    for (second, count) in seconds.iter().enumerate() {
+        assert!(
+            (45..=55).contains(count),
+            "second {second} of the flood brought {count} deliveries, not 50 ± 5: {seconds:?}"
+        );
+    }
+    assert_eq!(daemon.metric(&attempts("http", "success")).await, 600.0);
+    assert_eq!(daemon.metric(&attempts("http", "retry")).await, 0.0);
+    let waited = daemon.metric_sum("hookline_rate_limited_total").await;
+    assert!(waited >= 580.0, "only {waited} deliveries waited for a token");
+}

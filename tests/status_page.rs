@@ -48,7 +48,8 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
             r#"{{"id": "b", "key": "kb", "secret": "sb", "batching": {{"enabled": false}},
                 "webhooks": [{{"url": "{base}/mine/one", "event_types": ["channel_vacated"]}},
                              {{"url": "{base}/mine/two", "event_types": ["channel_occupied"]}},
-                             {{"id": "audit", "url": "{base}/mine/three", "event_types": ["channel_vacated"]}}]}}"#,
+                             {{"id": "audit", "url": "{base}/mine/three", "event_types": ["channel_vacated"],
+                              "rate_limit": {{"per_second": 5}}}}]}}"#,
             base = receiver.url("")
         ),
     );
@@ -126,16 +127,16 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
     // The tables as the browser shows them: every webhook by its own id,
     // kind and target, and each dead letter by its webhook's id.
     let tables: serde_json::Value = serde_json::from_str(&expect("TABLES ")).unwrap();
-    let shown: Vec<[String; 4]> = serde_json::from_value(tables["webhooks"].clone()).unwrap();
+    let shown: Vec<[String; 5]> = serde_json::from_value(tables["webhooks"].clone()).unwrap();
     let hook = |path: &str| receiver.url(path);
-    let row =
-        |app: &str, id: &str, target: &str| [app.to_string(), id.to_string(), "http".to_string(), target.to_string()];
+    let row = |app: &str, id: &str, target: &str, limit: &str| [app, id, "http", target, limit].map(str::to_string);
     let redacted = hook("/mine/...");
+    // The rate limit under its webhook's attempts in flight.
     let expected = vec![
-        row("a", &hook("/hook"), &hook("/hook")),
-        row("b", &redacted, &redacted),
-        row("b", &format!("{redacted}#2"), &redacted),
-        row("b", "audit", &redacted),
+        row("a", &hook("/hook"), &hook("/hook"), ""),
+        row("b", &redacted, &redacted, ""),
+        row("b", &format!("{redacted}#2"), &redacted, ""),
+        row("b", "audit", &redacted, "≤ 5/s"),
     ];
     assert_eq!(shown, expected, "the webhooks table");
     let letters: Vec<[String; 2]> = serde_json::from_value(tables["letters"].clone()).unwrap();

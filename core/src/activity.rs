@@ -7,7 +7,7 @@
 //! recording an outcome is a lock and two increments.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
@@ -168,6 +168,10 @@ pub(crate) struct WebhookActivity {
     in_flight: AtomicUsize,
     /// A [`Circuit`].
     circuit: AtomicU8,
+    /// The next attempt waits for a rate-limit token.
+    rate_limited: AtomicBool,
+    /// Attempts that waited for a rate-limit token.
+    rate_limit_waits: AtomicU64,
     outcomes: Mutex<Outcomes>,
 }
 
@@ -186,6 +190,10 @@ pub(crate) struct ActivityView {
     pub circuit: Circuit,
     /// Attempts being made now.
     pub in_flight: usize,
+    /// Whether the next attempt is waiting for a rate-limit token.
+    pub rate_limited: bool,
+    /// Attempts that waited for a rate-limit token since the lane started.
+    pub rate_limit_waits: u64,
     /// When the last batch was delivered (ms since the Unix epoch).
     pub last_success_ms: Option<u64>,
     /// The last failed attempt.
@@ -212,6 +220,15 @@ impl WebhookActivity {
     pub(crate) fn set_lane(&self, in_flight: usize, circuit: Circuit) {
         self.in_flight.store(in_flight, Ordering::Relaxed);
         self.circuit.store(circuit as u8, Ordering::Relaxed);
+    }
+
+    /// Whether the lane's next attempt waits for a rate-limit token; `first`
+    /// counts a delivery's first wait.
+    pub(crate) fn set_rate_limited(&self, waiting: bool, first: bool) {
+        self.rate_limited.store(waiting, Ordering::Relaxed);
+        if first {
+            self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A batch was delivered.
@@ -241,6 +258,8 @@ impl WebhookActivity {
         ActivityView {
             circuit: Circuit::from_u8(self.circuit.load(Ordering::Relaxed)),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            rate_limit_waits: self.rate_limit_waits.load(Ordering::Relaxed),
             last_success_ms: outcomes.last_success_ms,
             last_error: outcomes.last_error.clone(),
             delivered: outcomes.delivered.view(now),

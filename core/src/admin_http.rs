@@ -440,6 +440,8 @@ pub(crate) struct WebhookView {
     pub pending: usize,
     /// Age of the oldest of them (ms), if any.
     pub oldest_pending_age_ms: Option<u64>,
+    /// Its `rate_limit`, if it has one.
+    pub rate_limit: Option<crate::config::RateLimit>,
     /// What the lane has been doing.
     #[serde(flatten)]
     pub activity: ActivityView,
@@ -507,6 +509,7 @@ pub(crate) fn app_views(engine: &Engine) -> Vec<AppView> {
                         target: webhook.sink.describe(),
                         pending: queued.deliveries,
                         oldest_pending_age_ms: queued.oldest_accepted_ms.map(|at| now.saturating_sub(at)),
+                        rate_limit: webhook.rate_limit,
                         activity: engine
                             .dispatcher()
                             .activity(&app.id, &webhook.id)

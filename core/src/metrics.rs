@@ -94,6 +94,8 @@ pub struct Metrics {
     pub reloads: Family<RefusedLabels, Counter>,
     /// Each webhook's circuit: 0 closed, 1 half-open (probing), 2 open.
     pub circuit_state: Family<WebhookLabels, Gauge>,
+    /// Deliveries that waited for a token of their webhook's `rate_limit`.
+    pub rate_limited: Family<WebhookLabels, Counter>,
     /// Filter calls by verdict (`error` for traps, deadline overruns, caps
     /// and `err` results).
     pub filter_calls: Family<VerdictLabels, Counter>,
@@ -170,6 +172,12 @@ impl Metrics {
             "circuit_state",
             "Webhook circuit breaker: 0 closed, 1 half-open, 2 open",
             circuit_state.clone(),
+        );
+        let rate_limited = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Deliveries that waited for a token of their webhook's rate_limit",
+            rate_limited.clone(),
         );
         let filter_calls = Family::<VerdictLabels, Counter>::default();
         registry.register("filter_calls", "Filter calls by verdict", filter_calls.clone());
@@ -257,6 +265,7 @@ impl Metrics {
             filter_queue,
             reloads,
             circuit_state,
+            rate_limited,
             filter_calls,
             filter_duration,
             dead_letters,

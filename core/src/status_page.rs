@@ -224,7 +224,7 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
                  <td class=\"target\" title=\"{target}\"><span class=\"kind\">{kind}</span> {target}</td>\
                  <td class=\"health\"><span class=\"badge {state}\">{state}</span> <small>{why}</small></td>\
                  <td class=\"circuit\">{circuit}</td><td class=\"pending\">{pending}</td><td>{oldest}</td>\
-                 <td>{in_flight}</td><td>{ok_m} / {ok_h}</td><td>{bad_m} / {bad_h}</td><td>{spark}</td></tr>",
+                 <td class=\"in-flight\">{in_flight}{limit}</td><td>{ok_m} / {ok_h}</td><td>{bad_m} / {bad_h}</td><td>{spark}</td></tr>",
                 app_id = escape(&app.id),
                 id = escape(&w.id),
                 kind = escape(w.kind),
@@ -234,6 +234,7 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
                 pending = w.pending,
                 oldest = w.oldest_pending_age_ms.map(duration).unwrap_or_else(|| "-".into()),
                 in_flight = w.activity.in_flight,
+                limit = rate_limit(w),
                 ok_m = w.activity.delivered.last_minute,
                 ok_h = w.activity.delivered.last_hour,
                 bad_m = w.activity.failed.last_minute,
@@ -246,6 +247,25 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
         page.push_str("<tr><td colspan=\"11\">No webhooks: add an app file to the apps directory.</td></tr>");
     }
     page.push_str("</tbody></table></section>");
+}
+
+/// A webhook's `rate_limit` under its attempts in flight, and whether the
+/// next attempt waits for a token now.
+fn rate_limit(w: &WebhookView) -> String {
+    let Some(limit) = w.rate_limit else {
+        return String::new();
+    };
+    let waiting = if w.activity.rate_limited {
+        " <span class=\"badge limited\">limited</span>"
+    } else {
+        ""
+    };
+    format!(
+        "<br><small class=\"rate-limit\" title=\"rate_limit: {per_second}/s, burst {burst}; {waits} deliveries waited for a token\">≤ {per_second}/s</small>{waiting}",
+        per_second = limit.per_second,
+        burst = limit.burst,
+        waits = w.activity.rate_limit_waits,
+    )
 }
 
 /// Deliveries (up) and failures (down) per minute over the last hour, as

@@ -93,6 +93,7 @@ try {
       row.querySelector("td.webhook-id")?.textContent.trim() ?? "",
       row.querySelector("td.target .kind")?.textContent.trim() ?? "",
       row.querySelector("td.target")?.getAttribute("title") ?? "",
+      row.querySelector("td.in-flight .rate-limit")?.textContent.trim() ?? "",
     ]),
   );
   const letters = await page.$$eval("#dead-letters tbody tr[data-id]", (rows) =>

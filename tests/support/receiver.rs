@@ -279,3 +279,35 @@ impl AppsDir {
         path
     }
 }
+
+/// How many of `received` arrived in each of the `seconds` whole seconds
+/// after `from`.
+pub fn arrivals_per_second(received: &[Received], from: Instant, seconds: usize) -> Vec<usize> {
+    let mut counts = vec![0; seconds];
+    for r in received {
+        if let Some(since) = r.at.checked_duration_since(from) {
+            let second = since.as_secs() as usize;
+            if second < seconds {
+                counts[second] += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Sends `events` `channel_occupied` events (channels `c-0`, `c-1`, …) to
+/// an app in requests of ten, as fast as the daemon answers.
+pub async fn flood(daemon_url: &str, app: (&str, &str, &str), events: usize) {
+    let (id, key, secret) = app;
+    for start in (0..events).step_by(10) {
+        let channels: Vec<String> = (start..(start + 10).min(events)).map(|i| format!("c-{i}")).collect();
+        let body = events_body(
+            &channels
+                .iter()
+                .map(|c| ("channel_occupied", c.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let response = post_native(daemon_url, id, key, secret, &body).await.unwrap();
+        assert_eq!(response.status(), 200, "the flood was refused");
+    }
+}

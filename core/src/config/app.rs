@@ -64,6 +64,36 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A webhook's `rate_limit` as configured.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RateLimit {
+    /// Attempts per second, on average.
+    pub per_second: f64,
+    /// Attempts that may start back to back after a quiet spell.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Checks an app file's `rate_limit` values; `burst` defaults to one
+    /// second's worth (at least 1).
+    pub(crate) fn new(per_second: f64, burst: Option<u64>) -> Result<Self, String> {
+        if !per_second.is_finite() || per_second <= 0.0 || per_second > 1_000_000.0 {
+            return Err(format!(
+                "`rate_limit.per_second` must be a number above 0 and at most 1000000, found {per_second}"
+            ));
+        }
+        let burst = match burst {
+            None => per_second.ceil().max(1.0) as u32,
+            Some(0) => return Err("`rate_limit.burst` must be at least 1".to_string()),
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or("`rate_limit.burst` must be at most 1000000")?,
+        };
+        Ok(Self { per_second, burst })
+    }
+}
+
 /// One delivery target of an app.
 #[derive(Debug)]
 pub struct Webhook {
@@ -92,6 +122,8 @@ pub struct Webhook {
     pub max_in_flight: usize,
     /// Whether batches may overtake each other.
     pub ordering: Ordering,
+    /// Attempts per second, if limited.
+    pub rate_limit: Option<RateLimit>,
     /// Largest signed body the sink takes, if it has a limit.
     pub max_body_bytes: Option<usize>,
     /// The app's WASM filters, then the webhook's own.
@@ -470,6 +502,7 @@ fn build_webhook(
         retry,
         max_in_flight,
         ordering,
+        rate_limit,
         target,
     } = definition;
     let built = problems.take("", sinks.build(&target, context).map_err(|e| e.message));
@@ -564,6 +597,16 @@ fn build_webhook(
             Field::Invalid { .. } => Err("`ordering` must be \"none\" or \"strict\"".to_string()),
         },
     );
+    let rate_limit = problems.take(
+        "",
+        match rate_limit {
+            Field::Absent => Ok(None),
+            Field::Valid(key) => RateLimit::new(key.per_second, key.burst).map(Some),
+            Field::Invalid { error, .. } => Err(format!(
+                "`rate_limit` must be {{\"per_second\": n, \"burst\": n}} (burst optional): {error}"
+            )),
+        },
+    );
     let (
         Some((kind, selector, sink)),
         Some(explicit_id),
@@ -574,6 +617,7 @@ fn build_webhook(
         Some(retry),
         Some(max_in_flight),
         Some(ordering),
+        Some(rate_limit),
         Some(filter_specs),
     ) = (
         built,
@@ -585,6 +629,7 @@ fn build_webhook(
         retry,
         max_in_flight,
         ordering,
+        rate_limit,
         filter_specs,
     )
     else {
@@ -610,6 +655,7 @@ fn build_webhook(
             retry,
             max_in_flight,
             ordering,
+            rate_limit,
             max_body_bytes,
             filters: FilterChain::default(),
         },
@@ -859,6 +905,15 @@ mod tests {
             fingerprint(&app("t1", "p1", "s1", "hooks.b"), &[]),
             "routing still counts"
         );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert_eq!(RateLimit::new(2.5, None).unwrap().burst, 3);
+        assert_eq!(RateLimit::new(0.1, None).unwrap().burst, 1);
+        assert!(RateLimit::new(0.0, None).unwrap_err().contains("per_second"));
+        assert!(RateLimit::new(f64::NAN, None).is_err());
+        assert!(RateLimit::new(1.0, Some(0)).unwrap_err().contains("burst"));
     }
 
     #[test]

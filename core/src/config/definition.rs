@@ -50,6 +50,14 @@ pub(super) enum FiltersKey {
     Channel(Map<String, Value>),
 }
 
+/// A webhook's `rate_limit` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RateLimitKey {
+    pub(super) per_second: f64,
+    pub(super) burst: Option<u64>,
+}
+
 /// One webhook of an app file.
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct WebhookDefinition {
@@ -80,6 +88,9 @@ pub(super) struct WebhookDefinition {
     /// `none` or `strict`.
     #[serde(default)]
     pub(super) ordering: Field<Ordering>,
+    /// `{"per_second", "burst"}`.
+    #[serde(default)]
+    pub(super) rate_limit: Field<RateLimitKey>,
     /// Every other key: the sink plugin's (`url`, `lambda_function`, …), and
     /// any unknown one, which is warned about.
     #[serde(flatten)]

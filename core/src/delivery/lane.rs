@@ -15,13 +15,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, Health};
+use super::rate_limit::TokenBucket;
 use super::retry::{NextStep, next_step};
 use super::{Delivery, LaneContext, now_ms};
 use crate::activity::WebhookActivity;
 use crate::config::Ordering;
 use crate::event::{Event, join_events};
-use crate::metrics::{DeliveryLabels, SinkLabels};
-use crate::store::{Attempt, AttemptGuard, AttemptRecord, Commit, DeadLetter};
+use crate::metrics::{DeliveryLabels, SinkLabels, WebhookLabels};
+use crate::store::{Attempt, AttemptGuard, AttemptRecord, Commit, DeadLetter, DeliveryKey};
 use crate::timer::sleep_until;
 
 /// How often a lane paused by an unreachable store looks again.
@@ -44,9 +45,16 @@ pub(crate) async fn run(
     let mut sequence = 0u64;
     let mut open = true;
     let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut limiter = Limiter::default();
 
     loop {
-        let store_says_wait = start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker);
+        let stopped = start_ready(&ctx, &mut ready, &waiting, &mut in_flight, &mut breaker, &mut limiter);
+        let store_says_wait = matches!(stopped, Stopped::StoreWait);
+        let token_at = match stopped {
+            Stopped::RateLimit(at) => Some(at),
+            _ => None,
+        };
+        limiter.show(&ctx, &activity, ready.front(), token_at.is_some());
         activity.set_lane(in_flight.len(), breaker.circuit());
         if !open && ready.is_empty() && waiting.is_empty() && in_flight.is_empty() {
             return;
@@ -109,6 +117,7 @@ pub(crate) async fn run(
                 let_go_of_others(&ctx, &mut ready, &mut waiting);
             }
             () = sleep_until(reopens_at), if reopens_at.is_some() => {}
+            () = sleep_until(token_at), if token_at.is_some() => {}
             () = tokio::time::sleep(STORE_RECHECK), if paused => {}
             () = sleep_until(next_due), if next_due.is_some() => {
                 let now = Instant::now();
@@ -169,17 +178,77 @@ fn let_go(ctx: &LaneContext, delivery: Delivery) {
     finish(ctx, &delivery);
 }
 
-/// Starts attempts while the lane has room; `true` when the store asked
-/// to wait before the next (look again soon).
+/// Why [`start_ready`] stopped.
+enum Stopped {
+    /// Nothing is ready, or the lane is full, or the circuit holds it.
+    Done,
+    /// The store asked to wait before the next attempt (look again soon).
+    StoreWait,
+    /// The next attempt waits for a rate-limit token, there at this time.
+    RateLimit(Instant),
+}
+
+/// The lane's rate limit: the webhook's token bucket (while its config
+/// has a `rate_limit`), and the delivery whose wait was last counted.
+#[derive(Default)]
+struct Limiter {
+    bucket: Option<TokenBucket>,
+    counted: Option<DeliveryKey>,
+}
+
+impl Limiter {
+    /// Takes a token for the delivery at the front, or says when to look
+    /// again.
+    fn take(&mut self, front: &Delivery) -> Result<(), Instant> {
+        let Some(limit) = front.webhook.rate_limit else {
+            self.bucket = None;
+            return Ok(());
+        };
+        let now = Instant::now();
+        let bucket = self.bucket.get_or_insert_with(|| TokenBucket::new(limit, now));
+        bucket.follow(limit, now);
+        bucket.take(now)
+    }
+
+    /// Gives back a token taken for an attempt that did not start.
+    fn refund(&mut self) {
+        if let Some(bucket) = &mut self.bucket {
+            bucket.refund();
+        }
+    }
+
+    /// Shows whether the front delivery waits for a token, counting each
+    /// delivery's wait once (in the metrics and on the status page).
+    fn show(&mut self, ctx: &LaneContext, activity: &WebhookActivity, front: Option<&Delivery>, waiting: bool) {
+        let first = match front {
+            Some(front) if waiting && self.counted != Some(front.record.key) => {
+                self.counted = Some(front.record.key);
+                ctx.metrics
+                    .rate_limited
+                    .get_or_create(&WebhookLabels {
+                        app: front.record.app_id.clone(),
+                        webhook: front.webhook.log_id.to_string(),
+                    })
+                    .inc();
+                true
+            }
+            _ => false,
+        };
+        activity.set_rate_limited(waiting, first);
+    }
+}
+
+/// Starts attempts while the lane has room, and says why it stopped.
 fn start_ready(
     ctx: &Arc<LaneContext>,
     ready: &mut VecDeque<Delivery>,
     waiting: &BTreeMap<(Instant, u64), Delivery>,
     in_flight: &mut JoinSet<Attempted>,
     breaker: &mut Breaker,
-) -> bool {
+    limiter: &mut Limiter,
+) -> Stopped {
     if !ctx.store.delivery_allowed() {
-        return false;
+        return Stopped::Done;
     }
     while let Some(front) = ready.front() {
         let (limit, strict) = match front.webhook.ordering {
@@ -191,13 +260,21 @@ fn start_ready(
             || (strict && !waiting.is_empty())
             || !breaker.allows(in_flight.len(), Instant::now())
         {
-            return false;
+            return Stopped::Done;
+        }
+        // Waiting for a token is neither an attempt nor a failure.
+        if let Err(at) = limiter.take(front) {
+            return Stopped::RateLimit(at);
         }
         // No attempt starts unless this node surely holds the partition.
         let guard = match ctx.store.begin_attempt(front.record.key) {
             Attempt::Start(guard) => guard,
-            Attempt::Wait => return true,
+            Attempt::Wait => {
+                limiter.refund();
+                return Stopped::StoreWait;
+            }
             Attempt::Elsewhere => {
+                limiter.refund();
                 let delivery = ready.pop_front().expect("front() was Some");
                 let_go(ctx, delivery);
                 continue;
@@ -218,7 +295,7 @@ fn start_ready(
             (delivery, outcome, guard)
         });
     }
-    false
+    Stopped::Done
 }
 
 async fn succeeded(ctx: &LaneContext, delivery: Delivery) {

@@ -7,6 +7,7 @@
 
 mod breaker;
 mod lane;
+pub(crate) mod rate_limit;
 pub(crate) mod retry;
 
 use std::collections::{BTreeMap, HashMap};
