@@ -194,8 +194,10 @@ else
 fi
 ln -sfn "$TANSU_ROOT/bin/tansu" "$VENV/bin/tansu"
 # openssl makes a test CA and socat fronts the broker with TLS (tansu 0.6.0
-# cannot serve TLS itself), for the kafka sink's TLS test.
-for tool in openssl socat; do
+# cannot serve TLS itself), for the kafka sink's TLS test, and a receiver
+# that requires a client certificate for the http sink's mTLS test;
+# tinyproxy is the real proxy the http sink's `proxy` test goes through.
+for tool in openssl socat tinyproxy; do
     if command -v "$tool" >/dev/null 2>&1; then
         say "$tool: present"
     else

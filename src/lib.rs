@@ -15,8 +15,18 @@ use hookline_core::sinks::SinkRegistry;
 ///
 /// When the HTTP client cannot be built (no TLS roots, say).
 pub fn builtin_sinks() -> Result<SinkRegistry, String> {
+    builtin_sinks_with_proxy(None)
+}
+
+/// [`builtin_sinks`], with the daemon's `delivery.proxy` for http webhooks
+/// that have no `proxy` of their own.
+///
+/// # Errors
+///
+/// When the HTTP client cannot be built, or the proxy is not a URL.
+pub fn builtin_sinks_with_proxy(proxy: Option<&str>) -> Result<SinkRegistry, String> {
     let mut sinks = SinkRegistry::new();
-    let http = hookline_sink_http::HttpSinkPlugin::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let http = hookline_sink_http::HttpSinkPlugin::with_default_proxy(proxy)?;
     sinks.register(Arc::new(http));
     sinks.register(Arc::new(hookline_sink_lambda::LambdaSinkPlugin::new()));
     sinks.register(Arc::new(hookline_sink_sqs::SqsSinkPlugin::new()));

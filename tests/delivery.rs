@@ -518,3 +518,153 @@ async fn a_rate_limited_webhook_receives_a_flood_at_its_rate() {
     let waited = daemon.metric_sum("hookline_rate_limited_total").await;
     assert!(waited >= 580.0, "only {waited} deliveries waited for a token");
 }
+
+/// `tls` (docs/contract.md §5): a receiver that requires a client
+/// certificate refuses a webhook without one, whose batch is retried with
+/// a reason that says so; with `client_cert` and `client_key` the same
+/// delivery arrives and the official Pusher library verifies it; and
+/// `server_name` checks a certificate issued to `localhost` on a URL that
+/// names 127.0.0.1.
+#[tokio::test]
+async fn a_client_certificate_opens_a_receiver_that_requires_one() {
+    let receiver = Receiver::start().await;
+    let port = free_addr().port();
+    let front = TlsFront::requiring_client_certificates(port, receiver.addr.port());
+    let pem = |name: &str| front.ca.file(name).display().to_string();
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &serde_json::json!({"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+        "webhooks": [
+            {"id": "without", "url": format!("https://localhost:{port}/without"), "event_types": ["channel_occupied"],
+             "tls": {"ca": pem("ca.pem")},
+             "retry": {"min_backoff_ms": 50, "max_backoff_ms": 100}},
+            {"id": "with", "url": format!("https://localhost:{port}/with"), "event_types": ["channel_occupied"],
+             "tls": {"ca": pem("ca.pem"), "client_cert": pem("client.pem"), "client_key": pem("client.key")}},
+            {"id": "named", "url": format!("https://127.0.0.1:{port}/named"), "event_types": ["channel_occupied"],
+             "tls": {"ca": pem("ca.pem"), "client_cert": pem("client.pem"), "client_key": pem("client.key"),
+                     "server_name": "localhost"}}
+        ]})
+        .to_string(),
+    );
+    let daemon = Daemon::start(apps.path());
+    assert_eq!(
+        native(
+            &daemon,
+            "a",
+            "ka",
+            "sa",
+            &events_body(&[("channel_occupied", "room-1")])
+        )
+        .await
+        .0,
+        200
+    );
+    let with = receiver.wait_for("/with", 1).await;
+    let named = receiver.wait_for("/named", 1).await;
+    assert_eq!(
+        verify_with_pypi("ka", "sa", &[with[0].clone(), named[0].clone()]),
+        [true, true]
+    );
+    // The one without a certificate never got through, and says why.
+    daemon.wait_metric(&attempts("http", "retry"), 2.0).await;
+    assert!(receiver.on("/without").is_empty());
+    let logs = daemon.logs();
+    let failure = logs
+        .lines()
+        .find(|l| l.contains("delivery failed, retrying") && l.contains("without"))
+        .unwrap_or_else(|| panic!("no retry logged for the webhook without a certificate:\n{logs}"));
+    assert!(
+        failure.contains("CertificateRequired") && failure.contains("tls.client_cert"),
+        "the retry's reason does not say a certificate was missing: {failure}"
+    );
+    eprintln!("without a client certificate: {failure}");
+}
+
+/// `hookline check` reads the PEM files of `tls` and names the one at
+/// fault.
+#[test]
+fn check_names_the_pem_file_at_fault() {
+    let ca = TestCa::new();
+    let apps = AppsDir::new();
+    let not_pem = apps.write("not-a-cert.pem", "hello\n");
+    let webhook = |tls: serde_json::Value| {
+        serde_json::json!({"id": "a", "key": "ka", "secret": "sa", "webhooks": [
+            {"url": "https://localhost:9/h", "event_types": ["channel_occupied"], "tls": tls}]})
+        .to_string()
+    };
+    apps.write(
+        "a.json",
+        &webhook(serde_json::json!({"client_cert": not_pem, "client_key": ca.file("client.key")})),
+    );
+    let (ok, out) = check(&apps);
+    assert!(
+        !ok && out.contains("tls.client_cert") && out.contains("not-a-cert.pem"),
+        "{out}"
+    );
+    apps.write(
+        "a.json",
+        &webhook(serde_json::json!({"client_cert": ca.file("client.pem"), "client_key": "missing.key"})),
+    );
+    let (ok, out) = check(&apps);
+    assert!(
+        !ok && out.contains("tls.client_key") && out.contains("missing.key"),
+        "{out}"
+    );
+    apps.write(
+        "a.json",
+        &webhook(
+            serde_json::json!({"client_cert": ca.file("client.pem"), "client_key": ca.file("client.key"),
+            "ca": ca.file("ca.pem"), "server_name": "localhost"}),
+        ),
+    );
+    let (ok, out) = check(&apps);
+    assert!(ok, "{out}");
+}
+
+/// `proxy` per webhook, and `delivery.proxy` for the rest with `NO_PROXY`
+/// honoured, through a real tinyproxy (which adds its `Via` header).
+#[tokio::test]
+async fn deliveries_go_through_the_proxy_their_webhook_or_the_daemon_names() {
+    let receiver = Receiver::start().await;
+    let proxy = Tinyproxy::start();
+    let apps = AppsDir::new();
+    let direct_port = receiver.addr.port();
+    apps.write(
+        "a.json",
+        &serde_json::json!({"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false},
+        "webhooks": [
+            {"url": receiver.url("/own"), "event_types": ["channel_occupied"], "proxy": proxy.url()},
+            {"url": receiver.url("/default"), "event_types": ["channel_occupied"]},
+            {"url": format!("http://localhost:{direct_port}/excepted"), "event_types": ["channel_occupied"]}
+        ]})
+        .to_string(),
+    );
+    let daemon = Daemon::start_with(
+        apps.path(),
+        DaemonOptions::with_env(&[("HOOKLINE_DELIVERY_PROXY", &proxy.url()), ("NO_PROXY", "localhost")]),
+    );
+    assert_eq!(
+        native(
+            &daemon,
+            "a",
+            "ka",
+            "sa",
+            &events_body(&[("channel_occupied", "room-1")])
+        )
+        .await
+        .0,
+        200
+    );
+    let mut via = Vec::new();
+    for path in ["/own", "/default", "/excepted"] {
+        via.push(receiver.wait_for(path, 1).await[0].header("via").to_string());
+    }
+    assert!(
+        via[0].contains("tinyproxy"),
+        "the webhook's own proxy was not used: {via:?}"
+    );
+    assert!(via[1].contains("tinyproxy"), "delivery.proxy was not used: {via:?}");
+    assert_eq!(via[2], "", "NO_PROXY=localhost went through the proxy");
+    assert_eq!(proxy.requests(), 2, "{}", proxy.log());
+}

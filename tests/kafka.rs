@@ -583,66 +583,14 @@ async fn check_refuses_a_broker_list_that_is_not_host_port_naming_the_key() {
     assert!(ok, "{stderr}");
 }
 
-/// A TLS front (socat, with a certificate from a CA made here by openssl)
-/// before a plaintext broker: the sink's `kafka.tls.ca_file` is what
-/// makes the handshake succeed. (tansu 0.6.0 cannot serve TLS itself: its
-/// `--cert` and `--key` flags are declared as mutually exclusive.)
-struct TlsFront {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl TlsFront {
-    fn start(port: u16, backend: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let script = r#"set -e
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=hookline-test-ca
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=localhost
-printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext
-"#;
-        let made = Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl runs");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        let child = Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                dir.path().join("server.pem").display(),
-                dir.path().join("server.key").display()
-            ))
-            .arg(format!("TCP:127.0.0.1:{backend}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat runs (scripts/setup-tests.sh installs it)");
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "socat did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, dir }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-}
-
-impl Drop for TlsFront {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn tls_with_a_ca_file_delivers_through_a_tls_listener() {
     let front_port = free_addr().port();
     let broker_port = free_addr().port();
+    // A TLS front before a plaintext broker: tansu 0.6.0 cannot serve TLS
+    // itself (its `--cert` and `--key` flags are declared as mutually
+    // exclusive), and the sink's `kafka.tls.ca_file` is what makes the
+    // handshake succeed.
     let front = TlsFront::start(front_port, broker_port);
     let broker = Tansu::start_advertising(broker_port, format!("localhost:{front_port}"), Some(front.ca_file()));
     broker.create_topic("over-tls", 1);

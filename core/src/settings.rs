@@ -167,6 +167,10 @@ pub struct DeliverySettings {
     pub circuit_open_ms: u64,
     /// The longest an open circuit stays open before a probe.
     pub circuit_max_open_ms: u64,
+    /// A proxy (`http://host:port`) for every http webhook without a
+    /// `proxy` of its own, except the hosts `NO_PROXY` names; empty: none
+    /// (the environment's `HTTP_PROXY`/`HTTPS_PROXY` still apply).
+    pub proxy: String,
 }
 
 impl Default for DeliverySettings {
@@ -179,6 +183,7 @@ impl Default for DeliverySettings {
             circuit_failures: 5,
             circuit_open_ms: 1_000,
             circuit_max_open_ms: 60_000,
+            proxy: String::new(),
         }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
         return Err(anyhow!(problem));
     }
-    let report = check_apps(&settings, super::sink_registry()?, super::process_env()).await?;
+    let report = check_apps(&settings, super::sink_registry(&settings)?, super::process_env()).await?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

@@ -159,7 +159,13 @@ async fn on_the_store(settings: &hookline_core::settings::Settings, request: Adm
         store
     };
     let replay = matches!(request, AdminRequest::Replay { .. });
-    let admin = OfflineAdmin::new(settings, super::sink_registry()?, super::process_env(), store, replay)?;
+    let admin = OfflineAdmin::new(
+        settings,
+        super::sink_registry(settings)?,
+        super::process_env(),
+        store,
+        replay,
+    )?;
     if replay {
         if let Some(problem) = super::missing_apps_dir(&settings.apps_dir) {
             bail!(

@@ -167,7 +167,7 @@ impl AppKeys {
             apps_dir: self.dir.clone(),
             ..hookline_core::Settings::default()
         };
-        let read = read_apps_without_filters(&settings, super::sink_registry()?, super::process_env())
+        let read = read_apps_without_filters(&settings, super::sink_registry(&settings)?, super::process_env())
             .await
             .with_context(|| format!("--apps {}", self.dir.display()))?;
         let problems: Vec<String> = read

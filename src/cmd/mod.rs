@@ -20,9 +20,10 @@ use hookline_core::settings::LogFormat;
 use hookline_core::sinks::SinkRegistry;
 use hookline_core::store::SharedStore;
 
-/// The sink plugins built into this binary.
-pub(crate) fn sink_registry() -> Result<SinkRegistry> {
-    hookline::builtin_sinks().map_err(anyhow::Error::msg)
+/// The sink plugins built into this binary, with the daemon's
+/// `delivery.proxy`.
+pub(crate) fn sink_registry(settings: &hookline_core::settings::Settings) -> Result<SinkRegistry> {
+    hookline::builtin_sinks_with_proxy(Some(&settings.delivery.proxy)).map_err(anyhow::Error::msg)
 }
 
 /// Opens the store `[store]` names: the embedded one in `data_dir`, or

@@ -88,7 +88,8 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
         .map_err(|e| anyhow!(e))?;
     hookline_core::filter::set_after_compile(crate::release_compiler_memory);
     let store = super::open_store(&settings).await?;
-    let (engine, report) = Engine::start(settings, super::sink_registry()?, super::process_env(), store).await?;
+    let sinks = super::sink_registry(&settings)?;
+    let (engine, report) = Engine::start(settings, sinks, super::process_env(), store).await?;
     if report.files == 0 {
         tracing::warn!("{}", super::empty_apps_dir(&engine.settings().apps_dir));
     }

@@ -2,14 +2,18 @@
 //! the signed body to that URL.
 //!
 //! One pooled [`reqwest::Client`] is shared by every http webhook (it is
-//! cheap to clone and keeps connections alive per host). Redirects are not
+//! cheap to clone and keeps connections alive per host); a webhook with
+//! its own `tls` or `proxy` gets a client of its own. Redirects are not
 //! followed: a 3xx is a final answer, as the product contract says.
 
+mod client;
+
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hookline_sink_api::{
-    BoxFuture, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec, optional_str,
+    BoxFuture, BuildContext, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec, optional_str,
 };
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -22,20 +26,34 @@ const DETAIL_LIMIT: usize = 512;
 /// Builds [`HttpSink`]s for webhooks that carry a `url`.
 #[derive(Debug, Clone)]
 pub struct HttpSinkPlugin {
-    /// Shared by every sink this plugin builds, so connections are pooled.
+    /// Shared by every sink this plugin builds without a `tls` or `proxy`
+    /// of its own, so connections are pooled.
     client: reqwest::Client,
+    /// The daemon's `delivery.proxy`.
+    default_proxy: Option<reqwest::Proxy>,
 }
 
 impl HttpSinkPlugin {
-    /// Creates the plugin with its pooled client.
+    /// Creates the plugin with its pooled client, which honours the
+    /// environment's `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`.
     pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT_VALUE)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            client: client::shared(None)?,
+            default_proxy: None,
+        })
+    }
+
+    /// Creates the plugin with a daemon-wide proxy (`delivery.proxy`) for
+    /// every webhook without its own, except the hosts `NO_PROXY` names.
+    pub fn with_default_proxy(proxy: Option<&str>) -> Result<Self, String> {
+        let Some(text) = proxy.filter(|p| !p.trim().is_empty()) else {
+            return Self::new().map_err(|e| format!("cannot build the HTTP client: {e}"));
+        };
+        let proxy = client::proxy_of(text).map_err(|e| format!("`delivery.proxy` {e}"))?;
+        Ok(Self {
+            client: client::shared(Some(&proxy)).map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            default_proxy: Some(proxy),
+        })
     }
 }
 
@@ -48,7 +66,21 @@ impl SinkPlugin for HttpSinkPlugin {
         "url"
     }
 
+    fn own_keys(&self) -> &'static [&'static str] {
+        &["tls", "proxy"]
+    }
+
     fn build(&self, spec: &WebhookSpec) -> Result<Box<dyn Sink>, SinkConfigError> {
+        self.build_with(
+            spec,
+            &BuildContext {
+                base_dir: Path::new("."),
+                app_id: "",
+            },
+        )
+    }
+
+    fn build_with(&self, spec: &WebhookSpec, context: &BuildContext<'_>) -> Result<Box<dyn Sink>, SinkConfigError> {
         let raw = optional_str(spec, "url")?.ok_or_else(|| SinkConfigError::new("`url` is missing"))?;
         let url =
             url::Url::parse(raw).map_err(|e| SinkConfigError::new(format!("`url` {raw:?} is not a valid URL: {e}")))?;
@@ -60,10 +92,24 @@ impl SinkPlugin for HttpSinkPlugin {
         if url.host().is_none() {
             return Err(SinkConfigError::new(format!("`url` {raw:?} has no host")));
         }
+        let described = hookline_sink_api::redact_for_logs(url.as_str());
+        let Some(options) = client::ClientOptions::read(spec, context.base_dir)? else {
+            return Ok(Box::new(HttpSink {
+                client: self.client.clone(),
+                described,
+                url,
+            }));
+        };
+        let mut target = url.clone();
+        if let Some(name) = &options.server_name {
+            target
+                .set_host(Some(name))
+                .map_err(|e| SinkConfigError::new(format!("`tls.server_name` {name:?}: {e}")))?;
+        }
         Ok(Box::new(HttpSink {
-            client: self.client.clone(),
-            described: hookline_sink_api::redact_for_logs(url.as_str()),
-            url,
+            client: client::own(options, self.default_proxy.as_ref(), &url)?,
+            described,
+            url: target,
         }))
     }
 }
@@ -72,6 +118,7 @@ impl SinkPlugin for HttpSinkPlugin {
 #[derive(Debug)]
 pub struct HttpSink {
     client: reqwest::Client,
+    /// Where requests go (its host is `tls.server_name` when set).
     url: url::Url,
     /// The URL without any `user:password@`, for logs.
     described: String,
@@ -170,7 +217,20 @@ fn classify_reqwest_error(error: reqwest::Error) -> DeliveryError {
     } else {
         // Connect errors, resets, TLS and protocol errors are all worth
         // another try: the endpoint may come back.
-        DeliveryError::Connect(error_chain(&error))
+        let mut reason = error_chain(&error);
+        reason.push_str(tls_hint(&reason));
+        DeliveryError::Connect(reason)
+    }
+}
+
+/// What to do about a TLS failure the reason names.
+fn tls_hint(reason: &str) -> &'static str {
+    if reason.contains("CertificateRequired") || reason.contains("alert: HandshakeFailure") {
+        " (the receiver wants a client certificate: set the webhook's tls.client_cert and tls.client_key)"
+    } else if reason.contains("UnknownIssuer") || reason.contains("invalid peer certificate") {
+        " (the receiver's certificate is not trusted: set the webhook's tls.ca to its CA, or tls.server_name to the name it was issued to)"
+    } else {
+        ""
     }
 }
 
