@@ -467,6 +467,46 @@ async fn dead_letters_page_filter_replay_and_purge_with_an_audit_line_each() {
     assert_eq!(by_reason["total"], 7);
     let (_, by_other_reason) = api.get("/api/v1/dead-letters?reason=timed%20out").await;
     assert_eq!(by_other_reason["total"], 0);
+    // By the last answer's class, and by when they died.
+    let (_, by_class) = api.get("/api/v1/dead-letters?status=4xx").await;
+    assert_eq!(by_class["total"], 7);
+    let (_, by_exact) = api.get("/api/v1/dead-letters?status=500").await;
+    assert_eq!(by_exact["total"], 0);
+    let (status, teapot) = api.get("/api/v1/dead-letters?status=teapot").await;
+    assert!(
+        status == 400 && teapot["error"].as_str().unwrap().contains("teapot"),
+        "{teapot}"
+    );
+    let mut died: Vec<u64> = seen.iter().map(|(_, at)| *at).collect();
+    died.sort_unstable();
+    let (_, before_last) = api.get(&format!("/api/v1/dead-letters?until_ms={}", died[6])).await;
+    let (_, from_last) = api.get(&format!("/api/v1/dead-letters?since_ms={}", died[6])).await;
+    assert_eq!(
+        before_last["total"].as_u64().unwrap() + from_last["total"].as_u64().unwrap(),
+        7,
+        "the window splits the letters in two"
+    );
+    assert!(from_last["total"].as_u64().unwrap() >= 1);
+    // A dry run says what a bulk purge would touch, and touches nothing.
+    let doc = openapi();
+    let (status, dry) = api
+        .post(
+            "/api/v1/dead-letters/purge",
+            serde_json::json!({"app": "b", "dry_run": true}),
+        )
+        .await;
+    assert_documented(&doc, "/api/v1/dead-letters/purge", "post", status, &dry);
+    assert_eq!((status, dry["total"].as_u64()), (200, Some(2)), "{dry}");
+    assert_eq!(dry["dead_letters"][0]["webhook_id"], shown_webhook.as_str());
+    let output = dlq_through_the_api(
+        &daemon,
+        TOKEN,
+        &["replay", "--app", "a", "--status", "4xx", "--dry-run"],
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("5 dead letters would be touched"), "{printed}");
+    let (_, all) = api.get("/api/v1/dead-letters").await;
+    assert_eq!(all["total"], 7, "a dry run touched letters");
 
     // Replay one: the receiver now answers, and gets it with its batch id.
     let (_, a_letters) = api.get("/api/v1/dead-letters?app=a").await;

@@ -729,3 +729,92 @@ async fn the_grace_period_bounds_shutdown_and_what_is_left_resumes(backend: Back
         first[0].header("x-hookline-batch-id")
     );
 }
+
+/// Bulk dead-letter work (`hookline dlq`, contract §7): of 10 000 dead
+/// letters, the ones whose reason and time window match are picked out — a
+/// dry run says how many and touches nothing — and replayed at the rate
+/// asked for, while the rest stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_dead_letters_are_filtered_and_replayed_at_the_rate_asked() {
+    const RATE: usize = 500;
+    let receiver = Receiver::start().await;
+    receiver.by_default("/gone", Reply::status(410));
+    receiver.by_default("/bad", Reply::status(400));
+    let apps = receiver.apps(
+        r#"{"id": "a", "key": "ka", "secret": "sa", "batching": {"enabled": false}, "webhooks": [
+            {"url": "RECEIVER/gone", "event_types": ["channel_occupied"]},
+            {"url": "RECEIVER/bad", "event_types": ["channel_vacated"]}]}"#,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    // Two waves of 5 000 letters: 3 000 answered 410, 2 000 answered 400.
+    let wave = async |first: usize| {
+        for start in (first..first + 5_000).step_by(10) {
+            let events: Vec<(&str, String)> = (start..start + 10)
+                .map(|i| {
+                    (
+                        if i % 5 < 3 {
+                            "channel_occupied"
+                        } else {
+                            "channel_vacated"
+                        },
+                        format!("c-{i}"),
+                    )
+                })
+                .collect();
+            let events: Vec<(&str, &str)> = events.iter().map(|(n, c)| (*n, c.as_str())).collect();
+            assert_eq!(native(&daemon, "a", "ka", "sa", &events_body(&events)).await.0, 200);
+        }
+    };
+    wave(0).await;
+    daemon.wait_metric("hookline_dead_letters", 5_000.0).await;
+    let between = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 1;
+    wave(5_000).await;
+    daemon.wait_metric("hookline_dead_letters", 10_000.0).await;
+    let until = between.to_string();
+    let pick = ["--reason", "answered 410", "--until", until.as_str()];
+
+    let (ok, out, err) = dlq(data.path(), &[&["replay", "--dry-run"][..], &pick].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("3000 dead letters would be touched"), "{out}");
+    assert_eq!(dlq_letters(data.path()).len(), 10_000, "a dry run touched letters");
+
+    receiver.by_default("/gone", Reply::status(200));
+    let rate = RATE.to_string();
+    let (ok, out, err) = dlq(data.path(), &[&["replay", "--rate", rate.as_str()][..], &pick].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("3000 dead letters: done"), "{out}");
+    let got = receiver.wait_for("/gone", 6_000 + 3_000).await;
+    let replayed: Vec<Received> = got.into_iter().filter(|r| r.status_ok()).collect();
+    assert_eq!(replayed.len(), 3_000);
+    let channels: HashSet<String> = replayed
+        .iter()
+        .map(|r| r.json()["events"][0]["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        channels.iter().all(|c| c[2..].parse::<usize>().unwrap() < 5_000),
+        "a letter of the second wave was replayed"
+    );
+    let first = replayed.iter().map(|r| r.at).min().unwrap();
+    let last = replayed.iter().map(|r| r.at).max().unwrap();
+    let spread = last - first;
+    assert!(
+        spread >= Duration::from_millis(2_999 * 1_000 / RATE as u64 - 200),
+        "3 000 letters at {RATE}/s arrived within {spread:?}"
+    );
+    for (second, count) in arrivals_per_second(&replayed, first, spread.as_secs() as usize)
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            *count <= RATE + RATE / 10,
+            "second {second} of the replay brought {count} letters, over {RATE}/s"
+        );
+    }
+    daemon.wait_idle().await;
+    assert_eq!(
+        dlq_letters(data.path()).len(),
+        7_000,
+        "the letters outside the filter stay"
+    );
+}

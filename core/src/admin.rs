@@ -36,14 +36,117 @@ pub enum Selector {
     All,
 }
 
+/// Which dead letters a listing or a bulk replay or purge touches: every
+/// condition that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LetterFilter {
+    /// Only this app's.
+    pub app: Option<String>,
+    /// Only this webhook's: its id as configured, or as the API shows it.
+    pub webhook: Option<String>,
+    /// Only those whose reason contains this (case-insensitive).
+    pub reason: Option<String>,
+    /// Only those whose last answer was in this class: `2xx` … `5xx`, an
+    /// exact status (`429`), or `none` (no answer: timeouts, refused
+    /// connections).
+    pub status: Option<String>,
+    /// Only those dead-lettered at or after this time (ms since the Unix
+    /// epoch).
+    pub since_ms: Option<u64>,
+    /// Only those dead-lettered before this time (ms since the Unix epoch).
+    pub until_ms: Option<u64>,
+}
+
+impl LetterFilter {
+    /// Whether any condition is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Refuses a `status` that is not a class, a status or `none`, and an
+    /// empty window.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(status) = &self.status {
+            StatusMatch::parse(status)?;
+        }
+        if let (Some(since), Some(until)) = (self.since_ms, self.until_ms)
+            && since >= until
+        {
+            return Err("the time window is empty: `since` must be before `until`".to_string());
+        }
+        Ok(())
+    }
+
+    /// Whether `letter` passes; `shown_id` gives its webhook's id as the
+    /// API shows it.
+    fn matches(&self, letter: &DeadLetter, shown_id: impl Fn(&DeadLetter) -> String) -> bool {
+        let record = &letter.record;
+        let last_status = record.history.iter().rev().find_map(|a| a.status);
+        self.app.as_deref().is_none_or(|a| record.app_id == a)
+            && self
+                .webhook
+                .as_deref()
+                .is_none_or(|w| record.webhook_id == w || shown_id(letter) == w)
+            && self
+                .reason
+                .as_deref()
+                .is_none_or(|r| letter.reason.to_lowercase().contains(&r.to_lowercase()))
+            && self
+                .status
+                .as_deref()
+                .is_none_or(|s| StatusMatch::parse(s).is_ok_and(|m| m.matches(last_status)))
+            && self.since_ms.is_none_or(|t| letter.dead_at_ms >= t)
+            && self.until_ms.is_none_or(|t| letter.dead_at_ms < t)
+    }
+}
+
+/// A `status` filter: `none`, a class (`4xx`) or an exact status (`429`).
+#[derive(Debug, Clone, Copy)]
+enum StatusMatch {
+    NoAnswer,
+    Class(u16),
+    Exact(u16),
+}
+
+impl StatusMatch {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim().to_ascii_lowercase();
+        if text == "none" {
+            return Ok(Self::NoAnswer);
+        }
+        if let Some(class) = text.strip_suffix("xx").and_then(|c| c.parse::<u16>().ok())
+            && (1..=5).contains(&class)
+        {
+            return Ok(Self::Class(class));
+        }
+        match text.parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => Ok(Self::Exact(code)),
+            _ => Err(format!(
+                "status {text:?} is not a class (2xx, 4xx, 5xx…), a status (429) or `none` (no answer)"
+            )),
+        }
+    }
+
+    fn matches(self, last_status: Option<u16>) -> bool {
+        match (self, last_status) {
+            (Self::NoAnswer, status) => status.is_none(),
+            (Self::Class(class), Some(status)) => status / 100 == class,
+            (Self::Exact(code), Some(status)) => status == code,
+            (_, None) => false,
+        }
+    }
+}
+
 /// A request to the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AdminRequest {
-    /// The dead letters, optionally of one app.
+    /// The dead letters that pass a filter.
     List {
-        /// Only this app's.
-        app: Option<String>,
+        /// Which ones.
+        #[serde(flatten)]
+        filter: LetterFilter,
     },
     /// One dead letter in full.
     Show {
@@ -55,11 +158,27 @@ pub enum AdminRequest {
     Replay {
         /// Which ones.
         selector: Selector,
+        /// Of those, only the ones that pass this.
+        #[serde(default)]
+        filter: LetterFilter,
+        /// Only say which ones would be replayed.
+        #[serde(default)]
+        dry_run: bool,
+        /// At most this many a second: each letter's first attempt is
+        /// spaced from the one before (`None`: all at once).
+        #[serde(default)]
+        rate: Option<f64>,
     },
     /// Forget dead letters.
     Purge {
         /// Which ones.
         selector: Selector,
+        /// Of those, only the ones that pass this.
+        #[serde(default)]
+        filter: LetterFilter,
+        /// Only say which ones would be purged.
+        #[serde(default)]
+        dry_run: bool,
     },
 }
 
@@ -131,6 +250,10 @@ pub struct AdminResponse {
     /// The failure is that no dead letter has the id asked for.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_found: bool,
+    /// A dry run: `letters` are the ones the request would touch, and
+    /// nothing was touched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl AdminResponse {
@@ -203,24 +326,67 @@ impl OfflineAdmin {
     }
 }
 
+/// The id a dead letter's webhook is shown with: the one `/api/v1/apps`
+/// and the status page show for that webhook, or, for a webhook no longer
+/// configured, its id redacted like the logs.
+pub(crate) fn shown_webhook_id(snapshot: &crate::registry::Snapshot, app_id: &str, webhook_id: &str) -> String {
+    snapshot.webhook(app_id, webhook_id).map_or_else(
+        || hookline_sink_api::redact_for_logs(webhook_id),
+        |w| w.log_id.to_string(),
+    )
+}
+
+/// The dead letters that pass `filter`, oldest first.
+pub(crate) async fn filtered_letters(
+    ctx: &AdminContext,
+    filter: &LetterFilter,
+    mut query: DeadLetterQuery,
+) -> Result<Vec<DeadLetter>, String> {
+    filter.check()?;
+    if query.app_id.is_none() {
+        query.app_id = filter.app.clone();
+    }
+    let mut letters = ctx.store.dead_letters(query).await.map_err(|e| e.to_string())?;
+    let snapshot = ctx.registry.snapshot();
+    letters.retain(|l| {
+        filter.matches(l, |l| {
+            shown_webhook_id(&snapshot, &l.record.app_id, &l.record.webhook_id)
+        })
+    });
+    letters.sort_by_key(|l| l.record.key);
+    Ok(letters)
+}
+
 /// Answers one request.
 pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminResponse {
     // Only what the request needs is read: a listing without events, one
     // letter by id, an app's letters by app.
-    let query = match &request {
-        AdminRequest::List { app } => DeadLetterQuery {
-            app_id: app.clone(),
-            ..DeadLetterQuery::default()
-        },
-        AdminRequest::Show { id } => DeadLetterQuery {
-            id: Some(id.clone()),
-            with_events: true,
-            ..DeadLetterQuery::default()
-        },
-        AdminRequest::Replay { selector } | AdminRequest::Purge { selector } => {
+    let no_filter = LetterFilter::default();
+    let (query, filter) = match &request {
+        AdminRequest::List { filter } => (DeadLetterQuery::default(), filter),
+        AdminRequest::Show { id } => (
+            DeadLetterQuery {
+                id: Some(id.clone()),
+                with_events: true,
+                ..DeadLetterQuery::default()
+            },
+            &no_filter,
+        ),
+        AdminRequest::Replay {
+            selector,
+            filter,
+            dry_run,
+            ..
+        }
+        | AdminRequest::Purge {
+            selector,
+            filter,
+            dry_run,
+        } => {
             let mut query = DeadLetterQuery {
-                // A replay re-sends the events; a purge needs only keys.
-                with_events: matches!(request, AdminRequest::Replay { .. }),
+                // A replay re-sends the events; a purge and a dry run need
+                // only what a listing shows.
+                with_events: matches!(request, AdminRequest::Replay { .. }) && !dry_run,
                 ..DeadLetterQuery::default()
             };
             match selector {
@@ -228,12 +394,12 @@ pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminRe
                 Selector::App(app) => query.app_id = Some(app.clone()),
                 Selector::All => {}
             }
-            query
+            (query, filter)
         }
     };
-    let letters = match ctx.store.dead_letters(query).await {
+    let letters = match filtered_letters(ctx, filter, query).await {
         Ok(letters) => letters,
-        Err(error) => return AdminResponse::failed(error.to_string()),
+        Err(error) => return AdminResponse::failed(error),
     };
     let pick = |selector: &Selector| -> Result<Vec<DeadLetter>, AdminResponse> {
         match selector {
@@ -249,6 +415,11 @@ pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminRe
             Selector::App(_) | Selector::All => Ok(letters.clone()),
         }
     };
+    let dry_run = |found: Vec<DeadLetter>| AdminResponse {
+        letters: found.iter().map(DeadLetterView::from).collect(),
+        dry_run: true,
+        ..AdminResponse::default()
+    };
     match request {
         AdminRequest::List { .. } => AdminResponse {
             letters: letters.iter().map(DeadLetterView::from).collect(),
@@ -261,15 +432,33 @@ pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminRe
             },
             Err(not_found) => not_found,
         },
-        AdminRequest::Replay { selector } => {
-            let response = match pick(&selector) {
-                Ok(found) => replay(ctx, found).await,
-                Err(not_found) => not_found,
+        AdminRequest::Replay {
+            selector,
+            dry_run: true,
+            ..
+        }
+        | AdminRequest::Purge {
+            selector,
+            dry_run: true,
+            ..
+        } => match pick(&selector) {
+            Ok(found) => dry_run(found),
+            Err(not_found) => not_found,
+        },
+        AdminRequest::Replay {
+            selector, filter, rate, ..
+        } => {
+            let response = match (pick(&selector), rate) {
+                (_, Some(rate)) if !(rate.is_finite() && rate > 0.0) => {
+                    AdminResponse::failed(format!("rate {rate} is not a number of letters per second above 0"))
+                }
+                (Ok(found), rate) => replay(ctx, found, rate).await,
+                (Err(not_found), _) => not_found,
             };
-            audit(ctx, "replay", &selector, &response);
+            audit(ctx, "replay", &selector, &filter, &response);
             response
         }
-        AdminRequest::Purge { selector } => {
+        AdminRequest::Purge { selector, filter, .. } => {
             let response = match pick(&selector) {
                 Ok(found) => {
                     let keys = found.iter().map(|l| l.record.key).collect();
@@ -283,29 +472,44 @@ pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminRe
                 }
                 Err(not_found) => not_found,
             };
-            audit(ctx, "purge", &selector, &response);
+            audit(ctx, "purge", &selector, &filter, &response);
             response
         }
     }
 }
 
 /// One audit line per replay or purge, whatever it came through.
-fn audit(ctx: &AdminContext, action: &'static str, selector: &Selector, response: &AdminResponse) {
+fn audit(
+    ctx: &AdminContext,
+    action: &'static str,
+    selector: &Selector,
+    filter: &LetterFilter,
+    response: &AdminResponse,
+) {
     let (kind, value) = match selector {
         Selector::Id(id) => ("id", id.as_str()),
         Selector::App(app) => ("app", app.as_str()),
         Selector::All => ("all", ""),
     };
-    tracing::info!(target: "hookline::audit", via = ctx.via, action, selector = kind, value,
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(filter).unwrap_or_default()
+    };
+    tracing::info!(target: "hookline::audit", via = ctx.via, action, selector = kind, value, filter,
         done = response.done.len(), refused = response.refused.len(), error = response.error.as_deref().unwrap_or(""),
         "admin action: dead letters {action}");
 }
 
 /// Moves dead letters back to the deliveries, each to the webhook with its
-/// id in the current config, with a fresh retry window and its batch id.
-async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
+/// id in the current config, with a fresh retry window and its batch id;
+/// at `rate`, the n-th one's first attempt waits n / `rate` seconds (kept
+/// in the store, so a restart keeps the pace).
+async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>, rate: Option<f64>) -> AdminResponse {
     let snapshot = ctx.registry.snapshot();
     let mut response = AdminResponse::default();
+    let start = now_ms();
+    let mut spaced = 0u64;
     for letter in letters {
         let mut record = letter.record;
         let webhook = snapshot.webhook(&record.app_id, &record.webhook_id).cloned();
@@ -321,7 +525,8 @@ async fn replay(ctx: &AdminContext, letters: Vec<DeadLetter>) -> AdminResponse {
             continue;
         };
         record.attempts = 0;
-        record.not_before_ms = 0;
+        record.not_before_ms = rate.map_or(0, |rate| start + (spaced as f64 * 1000.0 / rate) as u64);
+        spaced += 1;
         record.window_start_ms = Some(now_ms());
         let dispatch_here = match ctx.store.requeue(record.clone()).await {
             Ok(here) => here,
@@ -453,4 +658,26 @@ pub async fn ask_daemon(data_dir: &Path, request: &AdminRequest) -> std::io::Res
     serde_json::from_str(&line)
         .map(Some)
         .map_err(|e| std::io::Error::other(format!("the daemon's answer is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_filters_are_a_class_a_status_or_none() {
+        let m = |text: &str| StatusMatch::parse(text).unwrap();
+        assert!(m("4xx").matches(Some(410)) && !m("4xx").matches(Some(500)) && !m("4xx").matches(None));
+        assert!(m("429").matches(Some(429)) && !m("429").matches(Some(428)));
+        assert!(m("none").matches(None) && !m("NONE").matches(Some(200)));
+        for bad in ["6xx", "teapot", "42", "xx"] {
+            assert!(StatusMatch::parse(bad).unwrap_err().contains(bad), "{bad}");
+        }
+        let window = LetterFilter {
+            since_ms: Some(5),
+            until_ms: Some(5),
+            ..LetterFilter::default()
+        };
+        assert!(window.check().unwrap_err().contains("empty"));
+    }
 }

@@ -27,12 +27,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::activity::{ActivityView, Rate};
-use crate::admin::{AdminRequest, AdminResponse, DeadLetterView, Selector};
+use crate::admin::{AdminRequest, AdminResponse, DeadLetterView, LetterFilter, Selector, shown_webhook_id};
 use crate::config::EnvLookup;
 use crate::engine::{Engine, LastReload};
 use crate::registry::Snapshot;
 use crate::settings::AdminSettings;
-use crate::store::{DeadLetterQuery, Ownership};
+use crate::store::Ownership;
 
 /// The OpenAPI document of this API (checked in at `docs/openapi.json`).
 pub(crate) const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -351,7 +351,7 @@ fn redirect_home(cookie: Option<String>) -> Response {
 async fn page(State(state): State<AdminState>) -> Response {
     let apps = app_views(&state.engine);
     let status = status_view(&state.engine, &apps);
-    let letters = dead_letter_page(&state.engine, &LetterFilter::default())
+    let letters = dead_letter_page(&state.engine, &LetterQuery::default())
         .await
         .map_err(|e| e.to_string());
     html(StatusCode::OK, crate::status_page::render(&status, &apps, letters))
@@ -535,17 +535,36 @@ async fn apps(State(state): State<AdminState>) -> Response {
 
 /// `GET /api/v1/dead-letters` query.
 #[derive(Debug, Default, Deserialize)]
-pub(crate) struct LetterFilter {
+pub(crate) struct LetterQuery {
     /// Only this app's.
     app: Option<String>,
     /// Only this webhook's (its id as the API shows it, or as configured).
     webhook: Option<String>,
     /// Only those whose reason contains this (case-insensitive).
     reason: Option<String>,
+    /// Only those whose last answer was in this class (`4xx`, `429`, `none`).
+    status: Option<String>,
+    /// Only those dead-lettered at or after this (ms since the Unix epoch).
+    since_ms: Option<u64>,
+    /// Only those dead-lettered before this (ms since the Unix epoch).
+    until_ms: Option<u64>,
     /// At most this many (default 50, at most 500).
     limit: Option<usize>,
     /// The `next` of the previous page.
     cursor: Option<String>,
+}
+
+impl LetterQuery {
+    fn filter(&self) -> LetterFilter {
+        LetterFilter {
+            app: self.app.clone(),
+            webhook: self.webhook.clone(),
+            reason: self.reason.clone(),
+            status: self.status.clone(),
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
+        }
+    }
 }
 
 /// A page of dead letters.
@@ -561,16 +580,6 @@ pub(crate) struct LetterPage {
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
-
-/// The id a dead letter's webhook is shown with: the one `/api/v1/apps`
-/// and the page's webhooks table show for that webhook, or, for a webhook
-/// no longer configured, its id redacted like the logs.
-fn shown_webhook_id(snapshot: &Snapshot, app_id: &str, webhook_id: &str) -> String {
-    snapshot.webhook(app_id, webhook_id).map_or_else(
-        || hookline_sink_api::redact_for_logs(webhook_id),
-        |w| w.log_id.to_string(),
-    )
-}
 
 /// A dead letter as the API shows it: its webhook by its shown id.
 fn shown(snapshot: &Snapshot, view: DeadLetterView) -> DeadLetterView {
@@ -594,30 +603,17 @@ fn letter_json(snapshot: &Snapshot, view: DeadLetterView) -> serde_json::Value {
     value
 }
 
-pub(crate) async fn dead_letter_page(
-    engine: &Engine,
-    filter: &LetterFilter,
-) -> Result<LetterPage, crate::store::StoreError> {
-    let mut letters = engine
-        .store()
-        .dead_letters(DeadLetterQuery {
-            app_id: filter.app.clone(),
-            ..DeadLetterQuery::default()
-        })
-        .await?;
-    let reason = filter.reason.as_deref().map(str::to_lowercase);
+pub(crate) async fn dead_letter_page(engine: &Engine, query: &LetterQuery) -> Result<LetterPage, String> {
+    let letters = crate::admin::filtered_letters(
+        &engine.admin_context(),
+        &query.filter(),
+        crate::store::DeadLetterQuery::default(),
+    )
+    .await?;
     let snapshot = engine.registry().snapshot();
-    letters.retain(|l| {
-        let webhook_ok = filter.webhook.as_deref().is_none_or(|w| {
-            l.record.webhook_id == w || shown_webhook_id(&snapshot, &l.record.app_id, &l.record.webhook_id) == w
-        });
-        let reason_ok = reason.as_deref().is_none_or(|r| l.reason.to_lowercase().contains(r));
-        webhook_ok && reason_ok
-    });
-    letters.sort_by_key(|l| l.record.key);
     let total = letters.len();
-    let after: Option<u64> = filter.cursor.as_deref().and_then(|c| c.parse().ok());
-    let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let after: Option<u64> = query.cursor.as_deref().and_then(|c| c.parse().ok());
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let rest: Vec<_> = letters
         .into_iter()
         .filter(|l| after.is_none_or(|a| l.record.key > a))
@@ -634,14 +630,17 @@ pub(crate) async fn dead_letter_page(
     })
 }
 
-async fn list_dead_letters(State(state): State<AdminState>, Query(filter): Query<LetterFilter>) -> Response {
-    if filter.cursor.as_deref().is_some_and(|c| c.parse::<u64>().is_err()) {
+async fn list_dead_letters(State(state): State<AdminState>, Query(query): Query<LetterQuery>) -> Response {
+    if query.cursor.as_deref().is_some_and(|c| c.parse::<u64>().is_err()) {
         return api_error(
             StatusCode::BAD_REQUEST,
             "cursor is not one this API handed out; pass the `next` of the previous page",
         );
     }
-    match dead_letter_page(&state.engine, &filter).await {
+    if let Err(why) = query.filter().check() {
+        return api_error(StatusCode::BAD_REQUEST, &why);
+    }
+    match dead_letter_page(&state.engine, &query).await {
         Ok(page) => json(StatusCode::OK, &page),
         Err(error) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -667,6 +666,9 @@ async fn replay_one(State(state): State<AdminState>, Path(id): Path<String>) -> 
             &state.engine,
             AdminRequest::Replay {
                 selector: Selector::Id(id),
+                filter: LetterFilter::default(),
+                dry_run: false,
+                rate: None,
             },
         )
         .await,
@@ -679,49 +681,103 @@ async fn purge_one(State(state): State<AdminState>, Path(id): Path<String>) -> R
             &state.engine,
             AdminRequest::Purge {
                 selector: Selector::Id(id),
+                filter: LetterFilter::default(),
+                dry_run: false,
             },
         )
         .await,
     )
 }
 
-/// The body of the bulk replay and purge: one app's, or all (said
-/// explicitly, so an empty body never purges everything).
+/// The body of the bulk replay and purge: an app's letters, the ones
+/// that pass filters, or all (said explicitly, so an empty body never
+/// purges everything).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Many {
     app: Option<String>,
     #[serde(default)]
     all: bool,
+    webhook: Option<String>,
+    reason: Option<String>,
+    status: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    #[serde(default)]
+    dry_run: bool,
+    /// Replays only: letters a second.
+    rate: Option<f64>,
 }
 
-fn selector(body: &[u8]) -> Result<Selector, String> {
-    let many: Many = serde_json::from_slice(body)
-        .map_err(|e| format!("the body must be {{\"app\": \"ID\"}} or {{\"all\": true}}: {e}"))?;
-    match many {
-        Many {
-            app: Some(app),
-            all: false,
-        } => Ok(Selector::App(app)),
-        Many { app: None, all: true } => Ok(Selector::All),
-        _ => {
-            Err("the body must name an app ({\"app\": \"ID\"}) or say {\"all\": true}, not both or neither".to_string())
-        }
+/// Reads a bulk body: the filter, whether it is a dry run, and the rate.
+fn many(body: &[u8]) -> Result<(LetterFilter, bool, Option<f64>), String> {
+    const SHAPE: &str = "the body must name an app ({\"app\": \"ID\"}), filters (webhook, reason, status, since_ms, until_ms) or say {\"all\": true}";
+    let many: Many = serde_json::from_slice(body).map_err(|e| format!("{SHAPE}: {e}"))?;
+    let filter = LetterFilter {
+        app: many.app,
+        webhook: many.webhook,
+        reason: many.reason,
+        status: many.status,
+        since_ms: many.since_ms,
+        until_ms: many.until_ms,
+    };
+    if filter.is_empty() && !many.all {
+        return Err(SHAPE.to_string());
     }
+    filter.check()?;
+    Ok((filter, many.dry_run, many.rate))
 }
 
 async fn replay_many(State(state): State<AdminState>, body: Bytes) -> Response {
-    match selector(&body) {
-        Ok(selector) => done(admin(&state.engine, AdminRequest::Replay { selector }).await),
+    match many(&body) {
+        Ok((filter, dry_run, rate)) => bulk(
+            &state.engine,
+            admin(
+                &state.engine,
+                AdminRequest::Replay {
+                    selector: Selector::All,
+                    filter,
+                    dry_run,
+                    rate,
+                },
+            )
+            .await,
+        ),
         Err(why) => api_error(StatusCode::BAD_REQUEST, &why),
     }
 }
 
 async fn purge_many(State(state): State<AdminState>, body: Bytes) -> Response {
-    match selector(&body) {
-        Ok(selector) => done(admin(&state.engine, AdminRequest::Purge { selector }).await),
+    match many(&body) {
+        Ok((filter, dry_run, None)) => bulk(
+            &state.engine,
+            admin(
+                &state.engine,
+                AdminRequest::Purge {
+                    selector: Selector::All,
+                    filter,
+                    dry_run,
+                },
+            )
+            .await,
+        ),
+        Ok((_, _, Some(_))) => api_error(StatusCode::BAD_REQUEST, "`rate` is for replays; a purge has none"),
         Err(why) => api_error(StatusCode::BAD_REQUEST, &why),
     }
+}
+
+/// A bulk answer: a dry run's letters (with `total`, each webhook by its
+/// shown id), or what was done.
+fn bulk(engine: &Engine, response: AdminResponse) -> Response {
+    if !response.dry_run || response.error.is_some() {
+        return done(response);
+    }
+    let snapshot = engine.registry().snapshot();
+    let letters: Vec<DeadLetterView> = response.letters.into_iter().map(|l| shown(&snapshot, l)).collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "dry_run": true, "total": letters.len(), "dead_letters": letters }),
+    )
 }
 
 async fn admin(engine: &Engine, request: AdminRequest) -> AdminResponse {

@@ -2,7 +2,7 @@
 //! daemon's admin API (docs/openapi.json), from any host.
 
 use anyhow::{Context, Result, bail};
-use hookline_core::admin::{AdminRequest, AdminResponse, DeadLetterView, Selector};
+use hookline_core::admin::{AdminRequest, AdminResponse, DeadLetterView, LetterFilter, Selector};
 use serde::Deserialize;
 
 /// A page of `GET /api/v1/dead-letters`.
@@ -12,11 +12,31 @@ struct Page {
     next: Option<String>,
 }
 
-/// `{"done": […], "refused": […]}`.
+/// `{"done": […], "refused": […]}`, or a dry run's
+/// `{"dry_run": true, "dead_letters": […]}`.
 #[derive(Deserialize)]
 struct Done {
+    #[serde(default)]
     done: Vec<String>,
+    #[serde(default)]
     refused: Vec<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    dead_letters: Vec<DeadLetterView>,
+}
+
+trait Absorb {
+    fn absorb(&mut self, done: Done);
+}
+
+impl Absorb for AdminResponse {
+    fn absorb(&mut self, done: Done) {
+        self.done = done.done;
+        self.refused = done.refused;
+        self.dry_run = done.dry_run;
+        self.letters = done.dead_letters;
+    }
 }
 
 /// Sends `request` to the admin API at `base` and answers as the socket
@@ -45,17 +65,41 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
         }
         builder
     };
-    let body = |selector: &Selector| match selector {
-        Selector::App(app) => serde_json::json!({ "app": app }),
-        _ => serde_json::json!({ "all": true }),
+    // The filter's conditions, by their API names.
+    let conditions = |filter: &LetterFilter| -> Vec<(&'static str, String)> {
+        [
+            ("app", filter.app.clone()),
+            ("webhook", filter.webhook.clone()),
+            ("reason", filter.reason.clone()),
+            ("status", filter.status.clone()),
+            ("since_ms", filter.since_ms.map(|t| t.to_string())),
+            ("until_ms", filter.until_ms.map(|t| t.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+    };
+    let body = |filter: &LetterFilter, dry_run: bool, rate: Option<f64>| {
+        let mut body = serde_json::json!({ "all": true, "dry_run": dry_run });
+        for (name, value) in conditions(filter) {
+            body[name] = if name.ends_with("_ms") {
+                serde_json::json!(value.parse::<u64>().unwrap_or_default())
+            } else {
+                serde_json::json!(value)
+            };
+        }
+        if let Some(rate) = rate {
+            body["rate"] = serde_json::json!(rate);
+        }
+        body.to_string()
     };
     let mut response = AdminResponse::default();
     match request {
-        AdminRequest::List { app } => {
+        AdminRequest::List { filter } => {
             let mut cursor: Option<String> = None;
             loop {
                 let mut query = vec![("limit", "500".to_string())];
-                query.extend(app.clone().map(|a| ("app", a)));
+                query.extend(conditions(filter));
                 query.extend(cursor.clone().map(|c| ("cursor", c)));
                 let page: Page = read(call(reqwest::Method::GET, &[]).query(&query), base).await?;
                 response.letters.extend(page.dead_letters);
@@ -78,21 +122,42 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             view.events_json = events;
             response.letters.push(view);
         }
-        AdminRequest::Replay { selector } | AdminRequest::Purge { selector } => {
-            let replay = matches!(request, AdminRequest::Replay { .. });
-            let builder = match (selector, replay) {
-                (Selector::Id(id), true) => call(reqwest::Method::POST, &[id, "replay"]),
-                (Selector::Id(id), false) => call(reqwest::Method::DELETE, &[id]),
-                (selector, true) => call(reqwest::Method::POST, &["replay"])
-                    .header("content-type", "application/json")
-                    .body(body(selector).to_string()),
-                (selector, false) => call(reqwest::Method::POST, &["purge"])
-                    .header("content-type", "application/json")
-                    .body(body(selector).to_string()),
+        AdminRequest::Replay {
+            selector: Selector::Id(id),
+            dry_run: false,
+            ..
+        } => response.absorb(read(call(reqwest::Method::POST, &[id, "replay"]), base).await?),
+        AdminRequest::Purge {
+            selector: Selector::Id(id),
+            dry_run: false,
+            ..
+        } => response.absorb(read(call(reqwest::Method::DELETE, &[id]), base).await?),
+        AdminRequest::Replay {
+            selector,
+            filter,
+            dry_run,
+            ..
+        }
+        | AdminRequest::Purge {
+            selector,
+            filter,
+            dry_run,
+            ..
+        } => {
+            let (path, rate) = match request {
+                AdminRequest::Replay { rate, .. } => ("replay", *rate),
+                _ => ("purge", None),
             };
-            let done: Done = read(builder, base).await?;
-            response.done = done.done;
-            response.refused = done.refused;
+            let mut filter = filter.clone();
+            match selector {
+                Selector::Id(_) => bail!("a dry run takes filters, not an id: `dlq show ID` shows one letter"),
+                Selector::App(app) => filter.app = Some(app.clone()),
+                Selector::All => {}
+            }
+            let builder = call(reqwest::Method::POST, &[path])
+                .header("content-type", "application/json")
+                .body(body(&filter, *dry_run, rate));
+            response.absorb(read(builder, base).await?);
         }
     }
     Ok(response)
