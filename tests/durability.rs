@@ -818,3 +818,64 @@ async fn ten_thousand_dead_letters_are_filtered_and_replayed_at_the_rate_asked()
         "the letters outside the filter stay"
     );
 }
+
+/// Retention (contract §2 `dead_letters`): an app with `max_count: 3`
+/// keeps its three newest dead letters; an app with `max_age_ms` loses its
+/// letters once they are that old, and a daemon stopped meanwhile deletes
+/// them when it starts again. Each deletion is counted by cause.
+#[tokio::test]
+async fn dead_letters_past_their_apps_max_age_or_max_count_are_deleted_even_across_a_restart() {
+    const MAX_AGE: Duration = Duration::from_millis(1_500);
+    let receiver = Receiver::start().await;
+    receiver.by_default("/counted", Reply::status(400));
+    receiver.by_default("/aged", Reply::status(400));
+    let apps = receiver.apps(&format!(
+        r#"[{{"id": "counted", "key": "kc", "secret": "sc", "batching": {{"enabled": false}},
+             "dead_letters": {{"max_count": 3}},
+             "webhooks": [{{"url": "RECEIVER/counted", "event_types": ["channel_occupied"]}}]}},
+            {{"id": "aged", "key": "ka", "secret": "sa", "batching": {{"enabled": false}},
+             "dead_letters": {{"max_age_ms": {}}},
+             "webhooks": [{{"url": "RECEIVER/aged", "event_types": ["channel_occupied"]}}]}}]"#,
+        MAX_AGE.as_millis()
+    ));
+    let data = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    for i in 0..5 {
+        let body = events_body(&[("channel_occupied", &format!("c-{i}"))]);
+        assert_eq!(native(&daemon, "counted", "kc", "sc", &body).await.0, 200);
+        // One at a time, so "the oldest" is well defined.
+        receiver.wait_for("/counted", i + 1).await;
+    }
+    for i in 0..2 {
+        let body = events_body(&[("channel_occupied", &format!("a-{i}"))]);
+        assert_eq!(native(&daemon, "aged", "ka", "sa", &body).await.0, 200);
+    }
+    daemon
+        .wait_metric(r#"hookline_dead_letters_expired_total{cause="count"}"#, 2.0)
+        .await;
+    daemon.wait_metric("hookline_dead_letters", 5.0).await;
+    let died = Instant::now();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let kept: Vec<String> = dlq_letters(data.path())
+        .iter()
+        .filter(|l| l["app_id"] == "counted")
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    let newest: Vec<String> = receiver.on("/counted")[2..]
+        .iter()
+        .map(|r| r.header("x-hookline-batch-id").to_string())
+        .collect();
+    assert_eq!(kept, newest, "max_count kept other than the three newest");
+    // What is tested is time passing while no daemon runs.
+    if let Some(left) = MAX_AGE.checked_sub(died.elapsed()) {
+        std::thread::sleep(left + Duration::from_millis(100));
+    }
+    let daemon = Daemon::start_with(apps.path(), options(data.path(), &[]));
+    daemon
+        .wait_metric(r#"hookline_dead_letters_expired_total{cause="age"}"#, 2.0)
+        .await;
+    daemon.wait_metric("hookline_dead_letters", 3.0).await;
+    drop(daemon);
+    assert!(dlq_letters(data.path()).iter().all(|l| l["app_id"] == "counted"));
+}

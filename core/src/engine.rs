@@ -285,24 +285,21 @@ impl Engine {
             .dispatch(crate::delivery::Delivery::recovered(found, webhook));
     }
 
-    /// Removes dead letters older than `dead_letter.retention_ms`, now and
-    /// then.
+    /// Deletes dead letters past their app's `dead_letters` (or
+    /// `[dead_letter]`), now and then (see [`crate::retention`]).
     fn expire_dead_letters_periodically(self: Arc<Self>) {
-        let retention = self.settings.dead_letter.retention_ms;
-        let every = std::time::Duration::from_millis((retention / 10).clamp(100, 60_000));
+        let defaults = crate::config::LoadDefaults::from(&self.settings).dead_letters;
         let engine = Arc::downgrade(&self);
         drop(self);
         tokio::spawn(async move {
             loop {
                 let Some(engine) = engine.upgrade() else { return };
-                let before = crate::delivery::now_ms().saturating_sub(retention);
-                match engine.store.expire_dead_letters(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(expired = n, retention_ms = retention, "dead letters expired"),
-                    Err(error) => tracing::warn!(%error, "could not expire dead letters"),
-                }
+                let snapshot = engine.registry.snapshot();
+                let now = crate::delivery::now_ms();
+                let next =
+                    crate::retention::expire_once(&engine.store, &snapshot, defaults, &engine.metrics, now).await;
                 drop(engine);
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(next).await;
             }
         });
     }

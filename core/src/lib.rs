@@ -59,6 +59,7 @@ mod metrics;
 mod private_fs;
 mod registry;
 mod replay;
+mod retention;
 mod status_page;
 mod timer;
 mod watch;

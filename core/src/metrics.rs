@@ -23,6 +23,13 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+/// Labels of expired dead letters: why they went (`age`, `count`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiryLabels {
+    /// `age` (past `max_age_ms`) or `count` (past `max_count`).
+    pub cause: &'static str,
+}
+
 /// Labels of a delivery attempt's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
@@ -103,6 +110,8 @@ pub struct Metrics {
     pub filter_duration: Histogram,
     /// Dead letters kept.
     pub dead_letters: Gauge,
+    /// Dead letters deleted by retention, by cause.
+    pub dead_letters_expired: Family<ExpiryLabels, Counter>,
     /// Age in seconds of the oldest delivery not yet delivered.
     pub oldest_pending_seconds: Gauge,
     /// Filter components compiled from source.
@@ -189,6 +198,12 @@ impl Metrics {
         );
         let dead_letters = Gauge::default();
         registry.register("dead_letters", "Dead letters kept", dead_letters.clone());
+        let dead_letters_expired = Family::<ExpiryLabels, Counter>::default();
+        registry.register(
+            "dead_letters_expired",
+            "Dead letters deleted past their app's max_age_ms (age) or max_count (count)",
+            dead_letters_expired.clone(),
+        );
         let partition_owned = Family::<PartitionLabels, Gauge>::default();
         registry.register(
             "partition_owned",
@@ -269,6 +284,7 @@ impl Metrics {
             filter_calls,
             filter_duration,
             dead_letters,
+            dead_letters_expired,
             oldest_pending_seconds,
             partition_owned,
             partition_lag,

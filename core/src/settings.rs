@@ -218,14 +218,19 @@ impl Default for RetrySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadLetterSettings {
-    /// How long dead letters are kept.
+    /// How long dead letters are kept (an app's `dead_letters.max_age_ms`
+    /// overrides it).
     pub retention_ms: u64,
+    /// How many dead letters each app keeps at most, the oldest going
+    /// first; 0: no limit (an app's `dead_letters.max_count` overrides it).
+    pub max_count: u64,
 }
 
 impl Default for DeadLetterSettings {
     fn default() -> Self {
         Self {
             retention_ms: 7 * 86_400_000,
+            max_count: 0,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct App {
     pub enabled: bool,
     /// How this app's events are batched.
     pub batching: BatchingSettings,
+    /// How long and how many of its dead letters are kept.
+    pub dead_letters: DeadLetterRetention,
     /// Where its events go.
     pub webhooks: Vec<Arc<Webhook>>,
     /// The file the app was loaded from.
@@ -92,6 +94,40 @@ impl RateLimit {
         };
         Ok(Self { per_second, burst })
     }
+}
+
+/// An app's `dead_letters` over `[dead_letter]`: its dead letters are
+/// deleted past `max_age_ms`, and past `max_count` the oldest go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterRetention {
+    /// Dead letters older than this are deleted.
+    pub max_age_ms: u64,
+    /// At most this many are kept, if set.
+    pub max_count: Option<u64>,
+}
+
+/// An app's `dead_letters` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLettersKey {
+    max_age_ms: Option<u64>,
+    max_count: Option<u64>,
+}
+
+/// An app's `dead_letters` over the daemon's defaults.
+fn dead_letters(value: Option<&Value>, defaults: DeadLetterRetention) -> Result<DeadLetterRetention, String> {
+    let key: DeadLettersKey = match value {
+        None | Some(Value::Null) => return Ok(defaults),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("`dead_letters` must be {{\"max_age_ms\": n, \"max_count\": n}}: {e}"))?,
+    };
+    if key.max_age_ms == Some(0) || key.max_count == Some(0) {
+        return Err("`dead_letters.max_age_ms` and `dead_letters.max_count` must be at least 1".to_string());
+    }
+    Ok(DeadLetterRetention {
+        max_age_ms: key.max_age_ms.unwrap_or(defaults.max_age_ms),
+        max_count: key.max_count.or(defaults.max_count),
+    })
 }
 
 /// One delivery target of an app.
@@ -351,6 +387,7 @@ pub(crate) fn build_app(
         },
     );
     let batching = problems.take(&label, batching(obj.get("batching"), defaults.batching));
+    let dead_letters = problems.take(&label, dead_letters(obj.get("dead_letters"), defaults.dead_letters));
     let app_retry = problems
         .take(
             &label,
@@ -435,8 +472,8 @@ pub(crate) fn build_app(
             problems.0.push(format!("{label}: `filters`: {e}"));
         }
     }
-    match (key, secret, enabled, batching) {
-        (Some(key), Some(secret), Some(enabled), Some(batching)) if problems.0.is_empty() => {
+    match (key, secret, enabled, batching, dead_letters) {
+        (Some(key), Some(secret), Some(enabled), Some(batching), Some(dead_letters)) if problems.0.is_empty() => {
             let digests = component_digests(&webhooks);
             let fingerprint = fingerprint(&definition, &digests);
             Ok(App {
@@ -445,6 +482,7 @@ pub(crate) fn build_app(
                 secret: Secret::new(secret),
                 enabled,
                 batching,
+                dead_letters,
                 webhooks,
                 source: source.clone(),
                 definition,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::settings::{BatchingSettings, RetrySettings, Settings};
 use crate::sinks::SinkRegistry;
 
-use super::app::{App, build_app};
+use super::app::{App, DeadLetterRetention, build_app};
 use super::env::{EnvLookup, substitute_tree};
 
 /// The daemon-level defaults an app file's fields fall back to.
@@ -22,6 +22,8 @@ pub struct LoadDefaults {
     pub retry: RetrySettings,
     /// `[delivery] max_in_flight`
     pub max_in_flight: usize,
+    /// `[dead_letter]`: how long and how many dead letters an app keeps.
+    pub dead_letters: DeadLetterRetention,
     /// The WASM filter host; `None` refuses app files that use filters.
     pub filters: Option<std::sync::Arc<crate::filter::FilterHost>>,
     /// Read `filters` entries and `sink` objects but compile none: the apps
@@ -41,6 +43,10 @@ impl From<&Settings> for LoadDefaults {
             batching: settings.batching,
             retry: settings.retry,
             max_in_flight: settings.delivery.max_in_flight,
+            dead_letters: DeadLetterRetention {
+                max_age_ms: settings.dead_letter.retention_ms,
+                max_count: (settings.dead_letter.max_count > 0).then_some(settings.dead_letter.max_count),
+            },
             filters: None,
             skip_filters: false,
             components: None,

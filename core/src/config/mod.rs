@@ -12,7 +12,7 @@ mod env;
 mod file;
 
 pub use crate::registry::ReloadReport;
-pub use app::{App, ChannelFilter, Ordering, RateLimit, Secret, Webhook};
+pub use app::{App, ChannelFilter, DeadLetterRetention, Ordering, RateLimit, Secret, Webhook};
 pub use env::{EnvLookup, substitute_all as substitute_env};
 pub use file::{AppLoader, FileError, LoadDefaults, is_app_file};
 
