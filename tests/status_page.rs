@@ -156,6 +156,21 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
             "dead letter of {app}/{webhook} names no webhook in {shown:?}"
         );
     }
+    // Filtered by name (and still after a refresh), by health, and sorted
+    // failing first.
+    let filters: serde_json::Value = serde_json::from_str(&expect("FILTERS ")).unwrap();
+    let rows = |key: &str| -> Vec<[String; 2]> { serde_json::from_value(filters[key].clone()).unwrap() };
+    let audit = vec![["audit".to_string(), "idle".to_string()]];
+    assert_eq!(rows("byName"), audit, "{filters}");
+    assert_eq!(rows("byNameAfterRefresh"), audit, "{filters}");
+    let failing = rows("failing");
+    assert!(
+        failing.len() == 2 && failing.iter().all(|[_, health]| health == "failing"),
+        "{filters}"
+    );
+    let sorted: Vec<String> = rows("sorted").into_iter().map(|[_, health]| health).collect();
+    assert_eq!(sorted, ["failing", "failing", "idle", "idle"], "{filters}");
+    assert_eq!(filters["count"], "4 of 4");
     let id = expect("LETTER ");
     expect("STEP replayed");
     let replayed = back.wait_for("/hook", 1).await;

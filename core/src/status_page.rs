@@ -38,13 +38,26 @@ pub(crate) fn login(problem: Option<&str>) -> String {
 /// The whole page.
 pub(crate) fn render(status: &StatusView, apps: &[AppView], letters: Result<LetterPage, String>) -> String {
     let mut page = head(&format!("Hookline — {}", status.node_id));
-    page.push_str("<header><h1>Hookline</h1><p id=\"flash\" role=\"status\"></p></header><main id=\"live\">");
+    page.push_str("<header><h1>Hookline</h1><p id=\"flash\" role=\"status\"></p></header>");
+    // Outside the part that refreshes: what is typed here stays.
+    page.push_str(
+        "<form id=\"webhook-controls\" role=\"search\"><label>Webhooks: <input id=\"webhook-filter\" type=\"search\" \
+         placeholder=\"app or webhook\" autocomplete=\"off\"></label> <label>health <select id=\"health-filter\">\
+         <option value=\"\">any</option><option value=\"failing\">failing</option><option value=\"idle\">idle</option>\
+         <option value=\"ok\">ok</option></select></label> <label><input id=\"sort-health\" type=\"checkbox\"> \
+         failing first</label> <output id=\"webhook-count\"></output></form><main id=\"live\">",
+    );
     summary(&mut page, status);
     cluster(&mut page, &status.store.ownership);
     webhooks(&mut page, apps);
     dead_letters(&mut page, letters);
     page.push_str("</main><script src=\"/assets/status.js\"></script></body></html>");
     page
+}
+
+/// `1 event`, `2 events`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn head(title: &str) -> String {
@@ -66,12 +79,12 @@ fn summary(page: &mut String, s: &StatusView) {
          <div><dt>Version</dt><dd>{version}</dd></div>\
          <div><dt>Up</dt><dd>{uptime}</dd></div>\
          <div><dt>State</dt><dd class=\"{ready_class}\" id=\"ready\">{ready_text}</dd></div>\
-         <div><dt>Config</dt><dd>generation {generation}, {apps} apps, {hooks} webhooks{reload}</dd></div>\
+         <div><dt>Config</dt><dd>generation {generation}, {apps}, {hooks}{reload}</dd></div>\
          <div><dt>Store</dt><dd class=\"{store}\">{backend}: {health}</dd></div>\
-         <div><dt>Backlog</dt><dd>{backlog} in {pending} deliveries{oldest}{cluster}</dd></div>\
+         <div><dt>Backlog</dt><dd>{backlog} in {pending}{oldest}{cluster}</dd></div>\
          <div><dt>Dead letters</dt><dd id=\"dead-letter-count\">{dead}</dd></div>\
-         <div><dt>Ingested</dt><dd>{in_m} events last minute, {in_h} last hour</dd></div>\
-         <div><dt>Delivered</dt><dd>{ok_m} batches last minute, {ok_h} last hour; {bad_m} failed attempts last minute</dd></div>\
+         <div><dt>Ingested</dt><dd>{in_m} last minute, {in_h} last hour</dd></div>\
+         <div><dt>Delivered</dt><dd>{ok_m} last minute, {ok_h} last hour; {bad_m} last minute</dd></div>\
          </dl>",
         node = escape(&s.node_id),
         version = escape(s.version),
@@ -79,8 +92,8 @@ fn summary(page: &mut String, s: &StatusView) {
         ready_class = ready.0,
         ready_text = ready.1,
         generation = s.generation,
-        apps = s.apps,
-        hooks = s.webhooks,
+        apps = counted(s.apps as u64, "app", "apps"),
+        hooks = counted(s.webhooks as u64, "webhook", "webhooks"),
         reload = s
             .last_reload
             .as_ref()
@@ -95,18 +108,18 @@ fn summary(page: &mut String, s: &StatusView) {
             .cluster_backlog_bytes
             .map(|b| format!("; {} in the cluster", bytes(b)))
             .unwrap_or_default(),
-        pending = s.store.pending_deliveries,
+        pending = counted(s.store.pending_deliveries as u64, "delivery", "deliveries"),
         oldest = s
             .store
             .oldest_pending_age_ms
             .map(|a| format!(", oldest {}", duration(a)))
             .unwrap_or_default(),
         dead = s.store.dead_letters,
-        in_m = s.ingested_events.last_minute,
+        in_m = counted(s.ingested_events.last_minute, "event", "events"),
         in_h = s.ingested_events.last_hour,
-        ok_m = s.delivered_batches.last_minute,
+        ok_m = counted(s.delivered_batches.last_minute, "batch", "batches"),
         ok_h = s.delivered_batches.last_hour,
-        bad_m = s.failed_attempts.last_minute,
+        bad_m = counted(s.failed_attempts.last_minute, "failed attempt", "failed attempts"),
     );
     if !s.compiling.is_empty() {
         page.push_str("<p id=\"compiling\">Still compiling (their apps' batches wait): ");

@@ -100,6 +100,31 @@ try {
     rows.map((row) => [row.dataset.app, row.querySelector("td.webhook-id")?.textContent.trim() ?? ""]),
   );
   console.log(`TABLES ${JSON.stringify({ webhooks, letters })}`);
+  // The filter box, the health filter and "failing first" hold across the
+  // page's refreshes.
+  const visible = () =>
+    page.$$eval("#webhooks tbody tr[data-webhook]", (rows) =>
+      rows.filter((row) => !row.hidden).map((row) => [row.dataset.webhook, row.className]),
+    );
+  const refreshed = async () => {
+    const before = Number((await page.locator("body").getAttribute("data-refreshes")) || 0);
+    await page.waitForFunction((n) => Number(document.body.dataset.refreshes || 0) > n, before);
+  };
+  await page.fill("#webhook-filter", "audit");
+  const byName = await visible();
+  await refreshed();
+  const byNameAfterRefresh = await visible();
+  await page.fill("#webhook-filter", "");
+  await page.selectOption("#health-filter", "failing");
+  await refreshed();
+  const failing = await visible();
+  await page.selectOption("#health-filter", "");
+  await page.check("#sort-health");
+  await refreshed();
+  const sorted = await visible();
+  const count = await page.locator("#webhook-count").textContent();
+  await page.uncheck("#sort-health");
+  console.log(`FILTERS ${JSON.stringify({ byName, byNameAfterRefresh, failing, sorted, count })}`);
   const id = await letter.getAttribute("data-id");
   console.log(`LETTER ${id}`);
   await page.screenshot({ path: screenshot, fullPage: true });
