@@ -12,6 +12,12 @@ fn start(apps_json: &str, receiver: &Receiver) -> (AppsDir, Daemon) {
     start_with(apps_json, receiver, DaemonOptions::default())
 }
 
+/// Sends app `a` (key `ka`, secret `sa`) one `channel_occupied` on `room-1`.
+async fn occupy_room_1(daemon: &Daemon) {
+    let body = events_body(&[("channel_occupied", "room-1")]);
+    assert_eq!(native(daemon, "a", "ka", "sa", &body).await.0, 200);
+}
+
 fn start_with(apps_json: &str, receiver: &Receiver, options: DaemonOptions) -> (AppsDir, Daemon) {
     let apps = receiver.apps(apps_json);
     let daemon = Daemon::start_with(apps.path(), options);
@@ -548,18 +554,7 @@ async fn a_client_certificate_opens_a_receiver_that_requires_one() {
         .to_string(),
     );
     let daemon = Daemon::start(apps.path());
-    assert_eq!(
-        native(
-            &daemon,
-            "a",
-            "ka",
-            "sa",
-            &events_body(&[("channel_occupied", "room-1")])
-        )
-        .await
-        .0,
-        200
-    );
+    occupy_room_1(&daemon).await;
     let with = receiver.wait_for("/with", 1).await;
     let named = receiver.wait_for("/named", 1).await;
     assert_eq!(
@@ -644,18 +639,7 @@ async fn deliveries_go_through_the_proxy_their_webhook_or_the_daemon_names() {
         apps.path(),
         DaemonOptions::with_env(&[("HOOKLINE_DELIVERY_PROXY", &proxy.url()), ("NO_PROXY", "localhost")]),
     );
-    assert_eq!(
-        native(
-            &daemon,
-            "a",
-            "ka",
-            "sa",
-            &events_body(&[("channel_occupied", "room-1")])
-        )
-        .await
-        .0,
-        200
-    );
+    occupy_room_1(&daemon).await;
     let mut via = Vec::new();
     for path in ["/own", "/default", "/excepted"] {
         via.push(receiver.wait_for(path, 1).await[0].header("via").to_string());

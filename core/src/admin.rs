@@ -182,6 +182,26 @@ pub enum AdminRequest {
     },
 }
 
+impl AdminRequest {
+    /// A replay's or purge's selector, filter and whether it is a dry run.
+    pub fn target(&self) -> Option<(&Selector, &LetterFilter, bool)> {
+        match self {
+            Self::Replay {
+                selector,
+                filter,
+                dry_run,
+                ..
+            }
+            | Self::Purge {
+                selector,
+                filter,
+                dry_run,
+            } => Some((selector, filter, *dry_run)),
+            Self::List { .. } | Self::Show { .. } => None,
+        }
+    }
+}
+
 /// A dead letter as `hookline dlq` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetterView {
@@ -372,17 +392,8 @@ pub(crate) async fn handle(ctx: &AdminContext, request: AdminRequest) -> AdminRe
             },
             &no_filter,
         ),
-        AdminRequest::Replay {
-            selector,
-            filter,
-            dry_run,
-            ..
-        }
-        | AdminRequest::Purge {
-            selector,
-            filter,
-            dry_run,
-        } => {
+        AdminRequest::Replay { .. } | AdminRequest::Purge { .. } => {
+            let (selector, filter, dry_run) = request.target().expect("a replay or purge has a target");
             let mut query = DeadLetterQuery {
                 // A replay re-sends the events; a purge and a dry run need
                 // only what a listing shows.

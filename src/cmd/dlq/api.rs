@@ -132,18 +132,8 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             dry_run: false,
             ..
         } => response.absorb(read(call(reqwest::Method::DELETE, &[id]), base).await?),
-        AdminRequest::Replay {
-            selector,
-            filter,
-            dry_run,
-            ..
-        }
-        | AdminRequest::Purge {
-            selector,
-            filter,
-            dry_run,
-            ..
-        } => {
+        AdminRequest::Replay { .. } | AdminRequest::Purge { .. } => {
+            let (selector, filter, dry_run) = request.target().expect("a replay or purge has a target");
             let (path, rate) = match request {
                 AdminRequest::Replay { rate, .. } => ("replay", *rate),
                 _ => ("purge", None),
@@ -156,7 +146,7 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             }
             let builder = call(reqwest::Method::POST, &[path])
                 .header("content-type", "application/json")
-                .body(body(&filter, *dry_run, rate));
+                .body(body(&filter, dry_run, rate));
             response.absorb(read(builder, base).await?);
         }
     }
