@@ -67,37 +67,53 @@ impl LetterFilter {
     /// Refuses a `status` that is not a class, a status or `none`, and an
     /// empty window.
     pub fn check(&self) -> Result<(), String> {
-        if let Some(status) = &self.status {
-            StatusMatch::parse(status)?;
-        }
+        self.matcher().map(drop)
+    }
+
+    /// The filter made ready to test letters: its status parsed and its
+    /// reason lowercased once for all of them.
+    fn matcher(&self) -> Result<LetterMatcher<'_>, String> {
+        let status = self.status.as_deref().map(StatusMatch::parse).transpose()?;
         if let (Some(since), Some(until)) = (self.since_ms, self.until_ms)
             && since >= until
         {
             return Err("the time window is empty: `since` must be before `until`".to_string());
         }
-        Ok(())
+        Ok(LetterMatcher {
+            filter: self,
+            status,
+            reason: self.reason.as_deref().map(str::to_lowercase),
+        })
     }
+}
 
+/// A checked [`LetterFilter`], ready to test letters.
+struct LetterMatcher<'a> {
+    filter: &'a LetterFilter,
+    status: Option<StatusMatch>,
+    /// Lowercased.
+    reason: Option<String>,
+}
+
+impl LetterMatcher<'_> {
     /// Whether `letter` passes; `shown_id` gives its webhook's id as the
-    /// API shows it.
+    /// API shows it (asked only when the raw id does not match).
     fn matches(&self, letter: &DeadLetter, shown_id: impl Fn(&DeadLetter) -> String) -> bool {
-        let record = &letter.record;
-        let last_status = record.history.iter().rev().find_map(|a| a.status);
-        self.app.as_deref().is_none_or(|a| record.app_id == a)
-            && self
+        let (filter, record) = (self.filter, &letter.record);
+        filter.app.as_deref().is_none_or(|a| record.app_id == a)
+            && filter
                 .webhook
                 .as_deref()
                 .is_none_or(|w| record.webhook_id == w || shown_id(letter) == w)
             && self
                 .reason
                 .as_deref()
-                .is_none_or(|r| letter.reason.to_lowercase().contains(&r.to_lowercase()))
+                .is_none_or(|r| letter.reason.to_lowercase().contains(r))
             && self
                 .status
-                .as_deref()
-                .is_none_or(|s| StatusMatch::parse(s).is_ok_and(|m| m.matches(last_status)))
-            && self.since_ms.is_none_or(|t| letter.dead_at_ms >= t)
-            && self.until_ms.is_none_or(|t| letter.dead_at_ms < t)
+                .is_none_or(|m| m.matches(record.history.iter().rev().find_map(|a| a.status)))
+            && filter.since_ms.is_none_or(|t| letter.dead_at_ms >= t)
+            && filter.until_ms.is_none_or(|t| letter.dead_at_ms < t)
     }
 }
 
@@ -362,14 +378,14 @@ pub(crate) async fn filtered_letters(
     filter: &LetterFilter,
     mut query: DeadLetterQuery,
 ) -> Result<Vec<DeadLetter>, String> {
-    filter.check()?;
+    let matches = filter.matcher()?;
     if query.app_id.is_none() {
         query.app_id = filter.app.clone();
     }
     let mut letters = ctx.store.dead_letters(query).await.map_err(|e| e.to_string())?;
     let snapshot = ctx.registry.snapshot();
     letters.retain(|l| {
-        filter.matches(l, |l| {
+        matches.matches(l, |l| {
             shown_webhook_id(&snapshot, &l.record.app_id, &l.record.webhook_id)
         })
     });

@@ -288,7 +288,7 @@ impl Engine {
     /// Deletes dead letters past their app's `dead_letters` (or
     /// `[dead_letter]`), now and then (see [`crate::retention`]).
     fn expire_dead_letters_periodically(self: Arc<Self>) {
-        let defaults = crate::config::LoadDefaults::from(&self.settings).dead_letters;
+        let defaults = crate::config::DeadLetterRetention::from(&self.settings.dead_letter);
         let engine = Arc::downgrade(&self);
         drop(self);
         tokio::spawn(async move {

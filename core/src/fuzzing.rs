@@ -28,7 +28,7 @@ fn app() -> App {
         secret: Secret::new(SECRET),
         enabled: true,
         batching: Settings::default().batching,
-        dead_letters: crate::config::LoadDefaults::from(&Settings::default()).dead_letters,
+        dead_letters: crate::config::DeadLetterRetention::from(&Settings::default().dead_letter),
         webhooks: Vec::new(),
         source: Arc::from(Path::new("fuzz.json")),
         definition: serde_json::Value::Null,

@@ -295,6 +295,19 @@ pub fn arrivals_per_second(received: &[Received], from: Instant, seconds: usize)
     counts
 }
 
+/// Asserts that, after a burst, `received` arrived at `per_second` ±
+/// `within` in each of the ten seconds from 200 ms past the first arrival.
+pub fn assert_ten_seconds_at(received: &[Received], per_second: usize, within: usize) {
+    let first = received.iter().map(|r| r.at).min().expect("something arrived");
+    let seconds = arrivals_per_second(received, first + Duration::from_millis(200), 10);
+    for (second, count) in seconds.iter().enumerate() {
+        assert!(
+            count.abs_diff(per_second) <= within,
+            "second {second} of the flood brought {count} deliveries, not {per_second} ± {within}: {seconds:?}"
+        );
+    }
+}
+
 /// Sends `events` `channel_occupied` events (channels `c-0`, `c-1`, …) to
 /// an app in requests of ten, as fast as the daemon answers.
 pub async fn flood(daemon_url: &str, app: (&str, &str, &str), events: usize) {

@@ -106,6 +106,16 @@ pub struct DeadLetterRetention {
     pub max_count: Option<u64>,
 }
 
+impl From<&crate::settings::DeadLetterSettings> for DeadLetterRetention {
+    /// The daemon's `[dead_letter]`, which apps without `dead_letters` keep.
+    fn from(settings: &crate::settings::DeadLetterSettings) -> Self {
+        Self {
+            max_age_ms: settings.retention_ms,
+            max_count: (settings.max_count > 0).then_some(settings.max_count),
+        }
+    }
+}
+
 /// An app's `dead_letters` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

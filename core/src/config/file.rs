@@ -43,10 +43,7 @@ impl From<&Settings> for LoadDefaults {
             batching: settings.batching,
             retry: settings.retry,
             max_in_flight: settings.delivery.max_in_flight,
-            dead_letters: DeadLetterRetention {
-                max_age_ms: settings.dead_letter.retention_ms,
-                max_count: (settings.dead_letter.max_count > 0).then_some(settings.dead_letter.max_count),
-            },
+            dead_letters: DeadLetterRetention::from(&settings.dead_letter),
             filters: None,
             skip_filters: false,
             components: None,

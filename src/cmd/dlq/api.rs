@@ -26,17 +26,12 @@ struct Done {
     dead_letters: Vec<DeadLetterView>,
 }
 
-trait Absorb {
-    fn absorb(&mut self, done: Done);
-}
-
-impl Absorb for AdminResponse {
-    fn absorb(&mut self, done: Done) {
-        self.done = done.done;
-        self.refused = done.refused;
-        self.dry_run = done.dry_run;
-        self.letters = done.dead_letters;
-    }
+/// A replay's or purge's answer as the socket gives it.
+fn absorb(response: &mut AdminResponse, done: Done) {
+    response.done = done.done;
+    response.refused = done.refused;
+    response.dry_run = done.dry_run;
+    response.letters = done.dead_letters;
 }
 
 /// Sends `request` to the admin API at `base` and answers as the socket
@@ -65,33 +60,16 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
         }
         builder
     };
-    // The filter's conditions, by their API names.
-    let conditions = |filter: &LetterFilter| -> Vec<(&'static str, String)> {
-        [
-            ("app", filter.app.clone()),
-            ("webhook", filter.webhook.clone()),
-            ("reason", filter.reason.clone()),
-            ("status", filter.status.clone()),
-            ("since_ms", filter.since_ms.map(|t| t.to_string())),
-            ("until_ms", filter.until_ms.map(|t| t.to_string())),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|v| (name, v)))
-        .collect()
-    };
-    let body = |filter: &LetterFilter, dry_run: bool, rate: Option<f64>| {
-        let mut body = serde_json::json!({ "all": true, "dry_run": dry_run });
-        for (name, value) in conditions(filter) {
-            body[name] = if name.ends_with("_ms") {
-                serde_json::json!(value.parse::<u64>().unwrap_or_default())
-            } else {
-                serde_json::json!(value)
-            };
-        }
+    // The bulk body: the filter's conditions (unset ones null), all the
+    // letters that pass them, and the request's own keys.
+    let body = |filter: &LetterFilter, dry_run: bool, rate: Option<f64>| -> Result<String> {
+        let mut body = serde_json::to_value(filter).context("a filter serialises")?;
+        body["all"] = serde_json::json!(true);
+        body["dry_run"] = serde_json::json!(dry_run);
         if let Some(rate) = rate {
             body["rate"] = serde_json::json!(rate);
         }
-        body.to_string()
+        Ok(body.to_string())
     };
     let mut response = AdminResponse::default();
     match request {
@@ -99,9 +77,9 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             let mut cursor: Option<String> = None;
             loop {
                 let mut query = vec![("limit", "500".to_string())];
-                query.extend(conditions(filter));
                 query.extend(cursor.clone().map(|c| ("cursor", c)));
-                let page: Page = read(call(reqwest::Method::GET, &[]).query(&query), base).await?;
+                // The filter's unset conditions leave no parameter.
+                let page: Page = read(call(reqwest::Method::GET, &[]).query(filter).query(&query), base).await?;
                 response.letters.extend(page.dead_letters);
                 match page.next {
                     Some(next) => cursor = Some(next),
@@ -126,12 +104,15 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             selector: Selector::Id(id),
             dry_run: false,
             ..
-        } => response.absorb(read(call(reqwest::Method::POST, &[id, "replay"]), base).await?),
+        } => absorb(
+            &mut response,
+            read(call(reqwest::Method::POST, &[id, "replay"]), base).await?,
+        ),
         AdminRequest::Purge {
             selector: Selector::Id(id),
             dry_run: false,
             ..
-        } => response.absorb(read(call(reqwest::Method::DELETE, &[id]), base).await?),
+        } => absorb(&mut response, read(call(reqwest::Method::DELETE, &[id]), base).await?),
         AdminRequest::Replay { .. } | AdminRequest::Purge { .. } => {
             let (selector, filter, dry_run) = request.target().expect("a replay or purge has a target");
             let (path, rate) = match request {
@@ -146,8 +127,8 @@ pub(crate) async fn ask(base: &str, token: Option<&str>, request: &AdminRequest)
             }
             let builder = call(reqwest::Method::POST, &[path])
                 .header("content-type", "application/json")
-                .body(body(&filter, dry_run, rate));
-            response.absorb(read(builder, base).await?);
+                .body(body(&filter, dry_run, rate)?);
+            absorb(&mut response, read(builder, base).await?);
         }
     }
     Ok(response)
