@@ -779,3 +779,139 @@ async fn queue_and_stream_webhooks_show_their_kind_and_a_target_without_credenti
         assert!(!daemon.logs().contains(secret), "{secret} in the logs");
     }
 }
+
+/// The attempt log (contract §10): a receiver's 400 with its body and
+/// headers, a success after it, newest first and paged, request headers
+/// without their secrets, kept across a restart, and bounded by
+/// `delivery.attempt_log`.
+#[tokio::test]
+async fn the_attempt_log_shows_what_the_receiver_answered_and_survives_a_restart() {
+    let receiver = Receiver::start().await;
+    let apps = AppsDir::new();
+    apps.write(
+        "a.json",
+        &format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"enabled": false}},
+                "webhooks": [{{"url": "{}", "event_types": ["channel_occupied"],
+                               "headers": {{"Authorization": "Bearer hunter2-token"}}}}]}}"#,
+            receiver.url("/hook/secret-path")
+        ),
+    );
+    receiver.script(
+        "/hook/secret-path",
+        vec![
+            Reply::status(400)
+                .with_header("x-receiver", "test")
+                .with_body("channel room-0 is not one we know"),
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let start = |entries: &str| {
+        let mut options = DaemonOptions::with_env(&[
+            ("HOOKLINE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("HOOKLINE_ADMIN_TOKEN", TOKEN),
+            ("HOOKLINE_DELIVERY_ATTEMPT_LOG", entries),
+        ]);
+        options.data_dir = Some(data.path().to_path_buf());
+        Daemon::start_with(apps.path(), options)
+    };
+    let mut daemon = start("100");
+    let api = Api::of(&daemon, Some(TOKEN));
+    occupy(&daemon, "a", "ka", "sa", 1).await;
+    daemon.wait_metric("hookline_dead_letters", 1.0).await;
+    occupy(&daemon, "a", "ka", "sa", 1).await;
+    receiver.wait_for("/hook/secret-path", 2).await;
+    daemon.wait_idle().await;
+
+    // The id as /api/v1/apps shows it, percent-encoded into the path.
+    let (_, apps_view) = api.get("/api/v1/apps").await;
+    let id = apps_view["apps"][0]["webhooks"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id, receiver.url("/hook/..."));
+    let path = format!("/api/v1/apps/a/webhooks/{}/attempts", encode(&id));
+    let (status, page) = api.get(&path).await;
+    assert_eq!(status, 200, "{page}");
+    assert_documented(
+        &openapi(),
+        "/api/v1/apps/{app}/webhooks/{id}/attempts",
+        "get",
+        status,
+        &page,
+    );
+    assert_eq!(page["webhook"], id.as_str());
+    assert_eq!(page["total"], 2, "{page:#}");
+    let [delivered, failed] = [&page["attempts"][0], &page["attempts"][1]];
+    assert_eq!(delivered["outcome"], "delivered", "newest first: {page:#}");
+    assert_eq!(failed["outcome"], "failed");
+    assert_eq!(failed["status"], 400);
+    assert_eq!(failed["error_class"], "status");
+    assert_eq!(failed["response_body"], "channel room-0 is not one we know");
+    let answered: Vec<(String, String)> = serde_json::from_value(failed["response_headers"].clone()).unwrap();
+    assert!(answered.contains(&("x-receiver".into(), "test".into())), "{answered:?}");
+    let sent: Vec<(String, String)> = serde_json::from_value(failed["request_headers"].clone()).unwrap();
+    let value_of = |name: &str| sent.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(value_of("X-Pusher-Key"), Some("ka"));
+    assert_eq!(value_of("X-Pusher-Signature"), Some("(redacted)"));
+    assert_eq!(value_of("Authorization"), Some("(redacted)"));
+    assert!(!page.to_string().contains("hunter2"), "a secret in the log: {page}");
+    assert!(
+        !page.to_string().contains("secret-path"),
+        "the target's path in the log: {page}"
+    );
+    // The batch ids are the deliveries'.
+    let hits = receiver.on("/hook/secret-path");
+    assert_eq!(failed["batch_id"], hits[0].header("x-hookline-batch-id"));
+    assert_eq!(delivered["batch_id"], hits[1].header("x-hookline-batch-id"));
+
+    // Paged: one at a time, by `before`.
+    let (_, first) = api.get(&format!("{path}?limit=1")).await;
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(first["attempts"][0]["seq"], delivered["seq"]);
+    let before = first["next"].as_u64().expect("a next page");
+    let (_, second) = api.get(&format!("{path}?limit=1&before={before}")).await;
+    assert_eq!(second["attempts"][0]["seq"], failed["seq"]);
+    assert!(second["next"].is_null(), "{second}");
+
+    // An unknown webhook is a 404 that says where the ids are.
+    let (status, missing) = api.get("/api/v1/apps/a/webhooks/nope/attempts").await;
+    assert_eq!(status, 404);
+    assert!(
+        missing["error"].as_str().unwrap().contains("GET /api/v1/apps"),
+        "{missing}"
+    );
+
+    // After a restart the log is still there, and goes on from it; with a
+    // bound of 2 the oldest entry goes.
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let daemon = start("2");
+    let api = Api::of(&daemon, Some(TOKEN));
+    let (_, kept) = api.get(&path).await;
+    assert_eq!(kept["attempts"], page["attempts"], "kept across the restart");
+    occupy(&daemon, "a", "ka", "sa", 1).await;
+    receiver.wait_for("/hook/secret-path", 3).await;
+    daemon.wait_idle().await;
+    let (_, after) = api.get(&path).await;
+    assert_eq!(after["total"], 2, "{after:#}");
+    let seqs: Vec<u64> = after["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["seq"].as_u64().unwrap())
+        .collect();
+    let last = delivered["seq"].as_u64().unwrap();
+    assert_eq!(seqs, [last + 1, last], "{after:#}");
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

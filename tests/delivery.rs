@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -644,4 +645,180 @@ async fn deliveries_go_through_the_proxy_their_webhook_or_the_daemon_names() {
     assert!(via[1].contains("tinyproxy"), "delivery.proxy was not used: {via:?}");
     assert_eq!(via[2], "", "NO_PROXY=localhost went through the proxy");
     assert_eq!(proxy.requests(), 2, "{}", proxy.log());
+}
+
+/// A real OTLP/HTTP receiver (tests/peers/otlp_receiver.py, decoding with
+/// PyPI `opentelemetry-proto`): the spans it received, as JSON.
+struct OtlpReceiver {
+    process: std::process::Child,
+    port: u16,
+    spans: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl OtlpReceiver {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let mut process = Command::new(python())
+            .arg(peers_dir().join("otlp_receiver.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run the OTLP receiver (scripts/setup-tests.sh installs opentelemetry-proto)");
+        let mut lines = std::io::BufReader::new(process.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("a first line").unwrap();
+        let port = first
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("the OTLP receiver said {first:?}"))
+            .parse()
+            .unwrap();
+        let (tx, spans) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                match line.strip_prefix("SPAN ") {
+                    Some(span) => drop(tx.send(serde_json::from_str(span).unwrap())),
+                    None => panic!("the OTLP receiver refused what it got: {line}"),
+                }
+            }
+        });
+        Self { process, port, spans }
+    }
+
+    /// Spans received until `done` says they are all there.
+    fn until(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.spans.recv_timeout(left) {
+                Ok(span) => seen.push(span),
+                Err(_) => panic!("the spans never all arrived; got {seen:#?}"),
+            }
+        }
+        seen
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Traces (contract §5): with an OTLP endpoint set, one ingest request's
+/// `traceparent` is the parent of its span; the batch formed from two
+/// requests is the first's child and links to the second's; the filter
+/// chain and every attempt are the batch's children; the receiver gets the
+/// attempt's `traceparent` (the ingest's trace id) unless its webhook says
+/// `"traceparent": false`. The spans are decoded by the official protobuf
+/// definitions.
+#[tokio::test]
+async fn a_trace_runs_from_the_ingest_request_to_the_receiver() {
+    let otlp = OtlpReceiver::start();
+    let receiver = Receiver::start().await;
+    receiver.script("/traced", vec![Reply::status(503)]);
+    let filter = wasm_filter("drop_by_channel.wasm");
+    let (_apps, daemon) = start_with(
+        &format!(
+            r#"{{"id": "a", "key": "ka", "secret": "sa", "batching": {{"max_wait_ms": 400}},
+                "webhooks": [
+                  {{"id": "traced", "url": "{traced}", "event_types": ["channel_occupied"],
+                    "filters": [{{"wasm": "{filter}", "config": {{"channels": ["debug-*"]}}}}],
+                    "retry": {{"min_backoff_ms": 50, "max_backoff_ms": 100}}}},
+                  {{"id": "quiet", "url": "{quiet}", "event_types": ["channel_occupied"], "traceparent": false}}
+                ]}}"#,
+            traced = receiver.url("/traced"),
+            quiet = receiver.url("/quiet"),
+            filter = filter.display(),
+        ),
+        &receiver,
+        DaemonOptions::with_env(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://127.0.0.1:{}", otlp.port),
+            ),
+            ("OTEL_SERVICE_NAME", "hookline-traced"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ]),
+    );
+    // Two requests within one batch window: the first continues a trace.
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let path = "/apps/a/webhook_events";
+    let body = events_body(&[("channel_occupied", "room-1")]);
+    let query = hookline_core::signing::pusher_signed_query("ka", "sa", path, body.as_bytes(), unix_ms() / 1000);
+    let answer = reqwest::Client::new()
+        .post(format!("{}{path}?{query}", daemon.url()))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let second = events_body(&[("channel_occupied", "room-2")]);
+    assert_eq!(native(&daemon, "a", "ka", "sa", &second).await.0, 200);
+    let traced = receiver.wait_for("/traced", 2).await;
+    let quiet = receiver.wait_for("/quiet", 1).await;
+    assert_eq!(traced[1].event_count(), 2, "the two requests are one batch");
+
+    let named = |spans: &[serde_json::Value], name: &str| spans.iter().filter(|s| s["name"] == name).count();
+    let spans = otlp.until(|spans| {
+        named(spans, "ingest") >= 2
+            && named(spans, "batch") >= 1
+            && named(spans, "filter") >= 1
+            && named(spans, "deliver") >= 3
+    });
+    let all = |name: &str| -> Vec<&serde_json::Value> { spans.iter().filter(|s| s["name"] == name).collect() };
+    assert!(spans.iter().all(|s| s["service"] == "hookline-traced"), "{spans:#?}");
+    let ingests = all("ingest");
+    let first = ingests
+        .iter()
+        .find(|s| s["trace_id"] == trace_id)
+        .expect("the traced request's span");
+    assert_eq!(
+        first["parent_span_id"], parent_id,
+        "the request's traceparent is the ingest span's parent"
+    );
+    let other = ingests
+        .iter()
+        .find(|s| s["trace_id"] != trace_id)
+        .expect("the other request's span");
+    assert_eq!(
+        other["parent_span_id"], "",
+        "a request without traceparent starts a trace"
+    );
+    let batch = all("batch")[0];
+    assert_eq!(batch["trace_id"], trace_id);
+    assert_eq!(
+        batch["parent_span_id"], first["span_id"],
+        "the batch is the first request's child"
+    );
+    assert_eq!(
+        batch["links"],
+        serde_json::json!([{"trace_id": other["trace_id"], "span_id": other["span_id"]}]),
+        "the batch links to the other request it was formed from"
+    );
+    let filter_span = all("filter")[0];
+    assert_eq!(filter_span["parent_span_id"], batch["span_id"]);
+    assert_eq!(filter_span["attributes"]["webhook"], "traced");
+    let delivers = all("deliver");
+    assert!(
+        delivers
+            .iter()
+            .all(|d| d["parent_span_id"] == batch["span_id"] && d["trace_id"] == trace_id),
+        "{delivers:#?}"
+    );
+    // Each attempt's traceparent names its own span, in the ingest's trace.
+    for (hit, attempt, outcome) in [(&traced[0], 1, "failed"), (&traced[1], 2, "delivered")] {
+        let header = hit.header("traceparent").to_string();
+        let span = delivers
+            .iter()
+            .find(|d| d["attributes"]["webhook"] == "traced" && d["attributes"]["attempt"] == attempt)
+            .unwrap_or_else(|| panic!("no span of attempt {attempt}: {delivers:#?}"));
+        assert_eq!(
+            header,
+            format!("00-{trace_id}-{}-01", span["span_id"].as_str().unwrap())
+        );
+        assert_eq!(span["attributes"]["outcome"], outcome);
+    }
+    assert_eq!(quiet[0].header("traceparent"), "", "`traceparent: false` sends none");
 }

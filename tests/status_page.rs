@@ -41,7 +41,12 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
             receiver.url("/hook")
         ),
     );
-    receiver.by_default("/mine/two", Reply::status(400));
+    receiver.by_default(
+        "/mine/two",
+        Reply::status(400)
+            .with_header("x-receiver", "status-page")
+            .with_body("room-b is not a channel we know"),
+    );
     apps.write(
         "b.json",
         &format!(
@@ -171,6 +176,22 @@ async fn the_page_shows_a_failing_webhook_and_replays_its_dead_letter_with_the_b
     let sorted: Vec<String> = rows("sorted").into_iter().map(|[_, health]| health).collect();
     assert_eq!(sorted, ["failing", "failing", "idle", "idle"], "{filters}");
     assert_eq!(filters["count"], "4 of 4");
+    // The attempts panel of b's second webhook: its 400 and the body.
+    let attempts: serde_json::Value = serde_json::from_str(&expect("ATTEMPTS ")).unwrap();
+    assert_eq!(attempts["of"], format!("b / {redacted}#2"), "{attempts}");
+    assert_eq!(attempts["outcome"], "failed 400", "{attempts}");
+    assert_eq!(attempts["body"], "room-b is not a channel we know", "{attempts}");
+    assert!(
+        attempts["headers"]
+            .as_str()
+            .unwrap()
+            .contains("x-receiver: status-page"),
+        "{attempts}"
+    );
+    assert_eq!(
+        attempts["open"], true,
+        "the answer stays open across a refresh: {attempts}"
+    );
     let id = expect("LETTER ");
     expect("STEP replayed");
     let replayed = back.wait_for("/hook", 1).await;

@@ -125,6 +125,7 @@ fn deliveries(c: &mut Criterion) {
         webhook_id: "hook",
         channel: None,
         attempt: 1,
+        answer: None,
     }));
     let sinks: [(&str, &'static dyn Sink); 4] = [
         ("built-in http sink", Box::leak(http)),

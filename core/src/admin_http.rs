@@ -214,6 +214,7 @@ pub(crate) fn router(engine: Arc<Engine>, access: Arc<AdminAccess>) -> Router {
         .route("/", get(page))
         .route("/api/v1/status", get(status))
         .route("/api/v1/apps", get(apps))
+        .route("/api/v1/apps/{app}/webhooks/{id}/attempts", get(attempts))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/dead-letters/replay", post(replay_many))
         .route("/api/v1/dead-letters/purge", post(purge_many))
@@ -529,6 +530,65 @@ async fn status(State(state): State<AdminState>) -> Response {
 
 async fn apps(State(state): State<AdminState>) -> Response {
     json(StatusCode::OK, &serde_json::json!({ "apps": app_views(&state.engine) }))
+}
+
+// --- Attempt log ---------------------------------------------------------------
+
+/// `GET /api/v1/apps/{app}/webhooks/{id}/attempts` query.
+#[derive(Debug, Default, Deserialize)]
+struct AttemptQuery {
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+    /// Only attempts older than this `seq` (the `next` of the previous page).
+    before: Option<u64>,
+}
+
+async fn attempts(
+    State(state): State<AdminState>,
+    Path((app_id, webhook_id)): Path<(String, String)>,
+    Query(query): Query<AttemptQuery>,
+) -> Response {
+    let Some(log) = state.engine.attempt_log() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "the attempt log is off (delivery.attempt_log = 0); set it to the attempts to keep per webhook",
+        );
+    };
+    let snapshot = state.engine.registry().snapshot();
+    let Some(app) = snapshot.app(&app_id) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            &format!("no app {app_id:?} is loaded; GET /api/v1/apps lists them"),
+        );
+    };
+    // By its id as the API shows it (or as configured).
+    let Some(webhook) = app
+        .webhooks
+        .iter()
+        .find(|w| *w.log_id == *webhook_id || *w.id == *webhook_id)
+    else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            &format!("app {app_id:?} has no webhook {webhook_id:?}; use its id as GET /api/v1/apps shows it"),
+        );
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    match log.page(&app_id, &webhook.id, query.before, limit).await {
+        Ok(page) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "app": app_id,
+                "webhook": &*webhook.log_id,
+                "attempts": page.attempts,
+                "total": page.total,
+                "next": page.next,
+            }),
+        ),
+        Err(error) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot read the attempt log: {error}"),
+        ),
+    }
 }
 
 // --- Dead letters -------------------------------------------------------------

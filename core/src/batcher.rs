@@ -37,6 +37,7 @@ use crate::filter::{ChainOutcome, run_off_workers};
 use crate::metrics::Metrics;
 use crate::store::{Commit, DeliveryRecord, InboxMark, InboxTicket, SharedStore};
 use crate::timer::sleep_until;
+use crate::trace::Origin;
 
 enum Message {
     /// Events accepted under this config: one request's, from its inbox
@@ -48,6 +49,8 @@ enum Message {
         offset: u32,
         /// Their share of the intake budget, returned once they are stored.
         permit: Option<IntakePermit>,
+        /// The span of the request that accepted them, when traced.
+        origin: Option<Origin>,
     },
     /// The app's config changed or it was removed: close the open batch now.
     ConfigChanged,
@@ -105,6 +108,7 @@ impl Batchers {
         ticket: InboxTicket,
         offset: u32,
         permit: Option<IntakePermit>,
+        origin: Option<Origin>,
     ) {
         let mut senders = self.senders.lock().expect("senders lock is never held across a panic");
         let sender = senders.entry(app.id.clone()).or_insert_with(|| {
@@ -121,6 +125,7 @@ impl Batchers {
             ticket,
             offset,
             permit,
+            origin,
         };
         if sender.send(message).is_err() {
             tracing::error!("events pushed after shutdown began; ingest should have refused them");
@@ -157,6 +162,18 @@ struct OpenBatch {
     closes_at: Instant,
     /// When its first event arrived (ms since the Unix epoch).
     opened_ms: u64,
+    /// The spans of the requests its events came from, when traced.
+    origins: Vec<Origin>,
+}
+
+impl OpenBatch {
+    fn add_origin(&mut self, origin: Option<&Origin>) {
+        if let Some(origin) = origin
+            && self.origins.last() != Some(origin)
+        {
+            self.origins.push(origin.clone());
+        }
+    }
 }
 
 /// Deliveries formed but not yet stored, and the inbox progress they make.
@@ -182,7 +199,7 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
         let closes_at = open.as_ref().map(|b| b.closes_at);
         tokio::select! {
             message = incoming.recv() => match message {
-                Some(Message::Events { app, events, ticket, offset, permit }) => {
+                Some(Message::Events { app, events, ticket, offset, permit, origin }) => {
                     let total = offset + events.len() as u32;
                     for (i, event) in (offset..).zip(events) {
                         let mark = InboxMark { ticket, consumed: i + 1, complete: i + 1 == total };
@@ -196,6 +213,7 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
                                 marks: vec![mark],
                                 closes_at: Instant::now(),
                                 opened_ms: now_ms(),
+                                origins: origin.iter().cloned().collect(),
                             };
                             close(&shared, Some(alone), &mut formed, &mut stage).await;
                             continue;
@@ -206,8 +224,10 @@ async fn run(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Message>
                             marks: Vec::new(),
                             closes_at: Instant::now() + Duration::from_millis(app.batching.max_wait_ms),
                             opened_ms: now_ms(),
+                            origins: Vec::new(),
                         });
                         batch.events.push(event);
+                        batch.add_origin(origin.as_ref());
                         match batch.marks.last_mut() {
                             Some(last) if last.ticket == ticket => *last = mark,
                             _ => batch.marks.push(mark),
@@ -252,7 +272,7 @@ async fn close(shared: &Arc<Shared>, batch: Option<OpenBatch>, formed: &mut Form
         stage.start(shared.clone());
     }
     let Some(sender) = &stage.sender else {
-        let filtered = filter(&batch.app, &batch.events).await;
+        let filtered = filter(&batch).await;
         form(shared, batch, filtered, formed);
         return;
     };
@@ -320,7 +340,7 @@ async fn run_stage(shared: Arc<Shared>, mut incoming: mpsc::Receiver<ClosedBatch
         tokio::select! {
             closed = incoming.recv(), if open && running.len() < FILTER_CONCURRENCY => match closed {
                 Some(closed) => running.push_back(async move {
-                    let filtered = filter(&closed.batch.app, &closed.batch.events).await;
+                    let filtered = filter(&closed.batch).await;
                     (closed, filtered)
                 }),
                 None => open = false,
@@ -344,15 +364,23 @@ struct Filtered {
     batch_time_ms: u64,
     /// Per webhook of the app, in order.
     results: Vec<FilterResult>,
+    /// The batch's span, which its deliveries' attempts are children of.
+    trace: Option<Origin>,
 }
 
-async fn filter(app: &Arc<App>, events: &[Event]) -> Filtered {
+async fn filter(batch: &OpenBatch) -> Filtered {
+    let (app, events) = (&batch.app, &batch.events);
+    let span = crate::trace::batch_span(&app.id, events.len(), &batch.origins);
     let batch_time_ms = now_ms();
     let mut results = Vec::with_capacity(app.webhooks.len());
     for webhook in &app.webhooks {
-        results.push(run_filters(app, webhook, batch_time_ms, events).await);
+        results.push(run_filters(app, webhook, batch_time_ms, events, &span).await);
     }
-    Filtered { batch_time_ms, results }
+    Filtered {
+        batch_time_ms,
+        results,
+        trace: crate::trace::context_of(&span),
+    }
 }
 
 /// Routes one filtered app batch to its webhooks: the deliveries join
@@ -379,6 +407,7 @@ fn form(shared: &Shared, batch: OpenBatch, filtered: Filtered, formed: &mut Form
         for group in &groups {
             for chunk in chunk_to_fit(group, webhook.max_body_bytes) {
                 let mut delivery = new_delivery(shared, app, webhook, chunk, filtered.batch_time_ms);
+                delivery.trace.clone_from(&filtered.trace);
                 delivery.record.accepted_ms = batch.opened_ms;
                 delivery.record.pending_filter = pending_filter;
                 formed.deliveries.push(delivery);
@@ -446,7 +475,13 @@ enum FilterResult {
 
 /// The events of `batch` that `webhook` wants, through its filter chain
 /// (off the async workers).
-async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64, batch: &[Event]) -> FilterResult {
+async fn run_filters(
+    app: &Arc<App>,
+    webhook: &Arc<Webhook>,
+    batch_time_ms: u64,
+    batch: &[Event],
+    batch_span: &tracing::Span,
+) -> FilterResult {
     let selected = || -> Vec<Event> { select_for(webhook, batch).into_iter().cloned().collect() };
     let events = selected();
     if events.is_empty() {
@@ -459,7 +494,12 @@ async fn run_filters(app: &Arc<App>, webhook: &Arc<Webhook>, batch_time_ms: u64,
     // behind a slow filter (one that failed to load asks for a retry).
     let _ = webhook.filters.ready().await;
     let (app_id, hook) = (app.id.clone(), webhook.clone());
-    let outcome = run_off_workers(move || hook.filters.run(&app_id, &hook.id, batch_time_ms, events)).await;
+    let span = crate::trace::filter_span(batch_span, &webhook.log_id, events.len());
+    let outcome = tracing::Instrument::instrument(
+        run_off_workers(move || hook.filters.run(&app_id, &hook.id, batch_time_ms, events)),
+        span,
+    )
+    .await;
     match outcome {
         Ok(ChainOutcome::Deliver(events)) => FilterResult::Deliver(events),
         Ok(ChainOutcome::Drop(reason)) => {

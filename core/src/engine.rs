@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::attempt_log::{AttemptLog, LogBounds};
 use crate::backlog::IntakePermit;
 use crate::batcher::Batchers;
 use crate::config::{App, EnvLookup};
@@ -124,6 +125,8 @@ pub struct Engine {
     started: std::time::Instant,
     /// Events accepted, over the last minute and hour.
     ingested: crate::activity::SharedRate,
+    /// Each webhook's last attempts; `None` with `delivery.attempt_log = 0`.
+    attempt_log: Option<Arc<AttemptLog>>,
 }
 
 impl Engine {
@@ -176,6 +179,15 @@ impl Engine {
             settings.delivery.max_backlog_bytes,
             settings.delivery.max_memory_bytes,
         ));
+        let attempt_log = (settings.delivery.attempt_log > 0).then(|| {
+            AttemptLog::new(
+                store.clone(),
+                LogBounds {
+                    entries: settings.delivery.attempt_log,
+                    bytes: settings.delivery.attempt_log_bytes,
+                },
+            )
+        });
         let dispatcher = Arc::new(Dispatcher::new(
             settings.delivery.clone(),
             registry.clone(),
@@ -183,6 +195,7 @@ impl Engine {
             metrics.clone(),
             ids.clone(),
             backlog.clone(),
+            attempt_log.clone(),
         ));
         let batchers = Batchers::new(dispatcher.clone(), store.clone(), metrics.clone(), ids, backlog.clone());
         let engine = Arc::new(Self {
@@ -203,6 +216,7 @@ impl Engine {
             ownership_render: std::sync::Mutex::new(()),
             started: std::time::Instant::now(),
             ingested: crate::activity::SharedRate::default(),
+            attempt_log,
         });
         let report = engine.load_at_start().await?;
         let admin_socket = crate::admin::serve_socket(&engine.settings.data_dir, engine.admin_context())?;
@@ -221,6 +235,9 @@ impl Engine {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         owner.resumed.log();
         engine.clone().expire_dead_letters_periodically();
+        if let Some(log) = &engine.attempt_log {
+            tokio::spawn(AttemptLog::run(Arc::downgrade(log)));
+        }
         Ok((engine, report))
     }
 
@@ -250,7 +267,7 @@ impl Engine {
         self.backlog.add(bytes);
         let permit = self.backlog.try_admit(bytes as usize);
         self.batchers
-            .push(app.clone(), rest, entry.ticket, entry.consumed, permit);
+            .push(app.clone(), rest, entry.ticket, entry.consumed, permit, None);
         true
     }
 
@@ -312,6 +329,11 @@ impl Engine {
     /// The app registry.
     pub(crate) fn registry(&self) -> &Arc<AppRegistry> {
         &self.registry
+    }
+
+    /// Each webhook's last attempts, unless `delivery.attempt_log` is 0.
+    pub(crate) fn attempt_log(&self) -> Option<&Arc<AttemptLog>> {
+        self.attempt_log.as_ref()
     }
 
     /// The store.
@@ -648,6 +670,9 @@ impl Engine {
                 "grace period over with deliveries still pending; they are in the store and resume at the next start"
             );
         }
+        if let Some(log) = &self.attempt_log {
+            log.save().await;
+        }
         drop(
             self.admin_socket
                 .lock()
@@ -770,7 +795,8 @@ impl Handover<'_> {
             .add(u32::try_from(events.len()).unwrap_or(u32::MAX));
         if let Some(ticket) = self.ticket {
             self.engine.backlog.add(bytes);
-            self.engine.batchers.push(app, events, ticket, 0, Some(permit));
+            let origin = crate::trace::current_origin();
+            self.engine.batchers.push(app, events, ticket, 0, Some(permit), origin);
         }
     }
 }

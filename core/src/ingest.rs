@@ -166,7 +166,9 @@ async fn native(
 /// direct path ([`IngestService`]) and the router's.
 async fn answer_native(engine: &Arc<Engine>, app_id: &str, parts: &http::request::Parts, body: Body) -> Response {
     let query = parts.uri.query().unwrap_or("");
-    answer(engine, native_inner(engine, app_id, query, &parts.headers, body).await)
+    let span = crate::trace::ingest_span("native", app_id, &parts.headers);
+    let result = tracing::Instrument::instrument(native_inner(engine, app_id, query, &parts.headers, body), span).await;
+    answer(engine, result)
 }
 
 /// Every other path or method: a JSON 404 like every other answer.
@@ -207,7 +209,8 @@ async fn native_inner(
 
 async fn relay(State(engine): State<Arc<Engine>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = relay_inner(&engine, &parts.headers, body).await;
+    let span = crate::trace::ingest_span("relay", "", &parts.headers);
+    let result = tracing::Instrument::instrument(relay_inner(&engine, &parts.headers, body), span).await;
     answer(&engine, result)
 }
 
@@ -268,14 +271,15 @@ async fn relay_inner(engine: &Arc<Engine>, headers: &HeaderMap, body: Body) -> R
             // sender disconnects meanwhile: a ticket left unfinished would
             // let its retry in as a second copy.
             let (worker, app) = (engine.clone(), app.clone());
-            let accepted = tokio::spawn(async move {
+            // In the request's span, so its events carry its trace.
+            let accepted = tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let result = worker.accept(&app, parsed.events, "relay").await;
                 worker.relay_replays().finish(ticket, result.is_ok());
                 if result.is_ok() {
                     count_received(&worker, &app, "relay", count);
                 }
                 result
-            })
+            }))
             .await
             .unwrap_or_else(|e| Err(Refusal::Store(format!("accepting the events failed: {e}"))));
             accepted.map_err(busy)?;

@@ -32,6 +32,7 @@
 // The facade: what a program embedding the engine, a sink or store plugin,
 // or the `hookline` binary uses.
 pub mod admin;
+pub mod attempt_log;
 pub mod config;
 pub mod event;
 pub mod filter;
@@ -40,6 +41,7 @@ pub mod signing;
 pub mod sink_component;
 pub mod sinks;
 pub mod store;
+pub mod trace;
 
 // Hooks for the fuzz targets and the benchmarks; not an API.
 #[doc(hidden)]

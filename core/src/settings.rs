@@ -171,6 +171,12 @@ pub struct DeliverySettings {
     /// `proxy` of its own, except the hosts `NO_PROXY` names; empty: none
     /// (the environment's `HTTP_PROXY`/`HTTPS_PROXY` still apply).
     pub proxy: String,
+    /// Attempts kept per webhook in its attempt log (what the receiver
+    /// answered, shown by the admin API and the status page); 0 keeps none.
+    pub attempt_log: usize,
+    /// Bytes an attempt log keeps per webhook, at most: the oldest entries
+    /// go first (the newest is always kept).
+    pub attempt_log_bytes: usize,
 }
 
 impl Default for DeliverySettings {
@@ -184,6 +190,8 @@ impl Default for DeliverySettings {
             circuit_open_ms: 1_000,
             circuit_max_open_ms: 60_000,
             proxy: String::new(),
+            attempt_log: 100,
+            attempt_log_bytes: 256 << 10,
         }
     }
 }

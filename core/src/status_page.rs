@@ -45,7 +45,15 @@ pub(crate) fn render(status: &StatusView, apps: &[AppView], letters: Result<Lett
          placeholder=\"app or webhook\" autocomplete=\"off\"></label> <label>health <select id=\"health-filter\">\
          <option value=\"\">any</option><option value=\"failing\">failing</option><option value=\"idle\">idle</option>\
          <option value=\"ok\">ok</option></select></label> <label><input id=\"sort-health\" type=\"checkbox\"> \
-         failing first</label> <output id=\"webhook-count\"></output></form><main id=\"live\">",
+         failing first</label> <output id=\"webhook-count\"></output></form>",
+    );
+    // A webhook row opens its attempt log here (filled by the script from
+    // the API, so a receiver's answer only ever lands in text nodes).
+    page.push_str(
+        "<section id=\"attempts\" hidden><h2>Attempts of <code id=\"attempts-of\"></code> \
+         <button type=\"button\" id=\"attempts-close\">Close</button></h2><p id=\"attempts-note\"></p>\
+         <table><thead><tr><th>When</th><th>Batch</th><th>Attempt</th><th>Outcome</th><th>Latency</th>\
+         <th>Answer</th></tr></thead><tbody></tbody></table></section><main id=\"live\">",
     );
     summary(&mut page, status);
     cluster(&mut page, &status.store.ownership);
@@ -232,7 +240,7 @@ fn webhooks(page: &mut String, apps: &[AppView]) {
             let (state, why) = health(w);
             let _ = write!(
                 page,
-                "<tr data-app=\"{app_id}\" data-webhook=\"{id}\" class=\"{state}\">\
+                "<tr data-app=\"{app_id}\" data-webhook=\"{id}\" class=\"{state}\" title=\"Show its attempts\">\
                  <td>{app_id}</td><td class=\"webhook-id\"><code>{id}</code></td>\
                  <td class=\"target\" title=\"{target}\"><span class=\"kind\">{kind}</span> {target}</td>\
                  <td class=\"health\"><span class=\"badge {state}\">{state}</span> <small>{why}</small></td>\

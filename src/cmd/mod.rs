@@ -10,6 +10,7 @@ pub(crate) mod scaffold;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod sink;
+mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,14 +117,38 @@ pub(crate) fn init_logging(format: LogFormat) {
     if LOG_FORMAT.set(format).is_err() {
         return;
     }
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_LEVELS));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_LEVELS))
+        // Trace spans go to the OTLP exporter, never into log lines.
+        .add_directive(
+            format!("{}=off", hookline_core::trace::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
+    };
+    let (traces, trace_error) = match telemetry::layer() {
+        Ok(layer) => (layer, None),
+        Err(error) => (None, Some(error)),
+    };
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(traces)
+        .init();
+    if let Some(error) = trace_error {
+        tracing::error!(%error, "traces are off");
     }
+}
+
+/// Sends the traces not yet exported, at exit.
+pub(crate) fn flush_traces() {
+    telemetry::flush();
 }

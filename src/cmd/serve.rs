@@ -147,5 +147,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     }
     std::io::stdout().flush().ok();
     engine.serve(listener, shutdown).await?;
+    // Off the async workers: the exporter's last send blocks.
+    let _ = tokio::task::spawn_blocking(super::flush_traces).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -163,6 +163,7 @@ async fn run_sink(args: RunArgs) -> Result<ExitCode> {
         webhook_id: &args.webhook,
         channel: None,
         attempt: 1,
+        answer: None,
     };
     let outcome = tokio::time::timeout(
         request.timeout + std::time::Duration::from_millis(50),

@@ -125,6 +125,24 @@ try {
   const count = await page.locator("#webhook-count").textContent();
   await page.uncheck("#sort-health");
   console.log(`FILTERS ${JSON.stringify({ byName, byNameAfterRefresh, failing, sorted, count })}`);
+  // A webhook row opens its attempts: app b's second webhook answered 400
+  // with a body, which the panel shows (and still after a refresh).
+  await page.locator('#webhooks tbody tr[data-app="b"][data-webhook$="#2"] td.webhook-id').click();
+  const attempt = page.locator("#attempts tbody tr.failed").first();
+  await attempt.waitFor();
+  await attempt.locator("summary").click();
+  const loads = Number(await page.locator("#attempts").getAttribute("data-loads"));
+  await page.waitForFunction((n) => Number(document.getElementById("attempts").dataset.loads) > n, loads);
+  const shownAttempt = await page.locator("#attempts tbody tr.failed").first().evaluate((row) => ({
+    of: document.getElementById("attempts-of").textContent,
+    outcome: row.querySelector("td.outcome").textContent,
+    headers: row.querySelector("pre.response-headers").textContent,
+    body: row.querySelector("pre.response-body").textContent,
+    open: row.querySelector("details").open,
+  }));
+  console.log(`ATTEMPTS ${JSON.stringify(shownAttempt)}`);
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-attempts.png"), fullPage: true });
+  await page.click("#attempts-close");
   const id = await letter.getAttribute("data-id");
   console.log(`LETTER ${id}`);
   await page.screenshot({ path: screenshot, fullPage: true });

@@ -55,6 +55,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// How long the answer takes (after the request is recorded).
     pub delay: Duration,
+    /// The answer's body (empty by default).
+    pub body: String,
 }
 
 impl Reply {
@@ -63,7 +65,12 @@ impl Reply {
             status,
             headers: vec![],
             delay: Duration::ZERO,
+            body: String::new(),
         }
+    }
+    pub fn with_body(mut self, body: &str) -> Self {
+        self.body = body.to_string();
+        self
     }
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -239,7 +246,7 @@ async fn record(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: Head
         tokio::time::sleep(reply.delay).await;
         state.in_flight.fetch_sub(1, SeqCst);
     }
-    let mut response = StatusCode::from_u16(reply.status).unwrap().into_response();
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (k, v) in reply.headers {
         response.headers_mut().insert(
             axum::http::HeaderName::try_from(k).unwrap(),

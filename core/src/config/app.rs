@@ -170,6 +170,9 @@ pub struct Webhook {
     pub ordering: Ordering,
     /// Attempts per second, if limited.
     pub rate_limit: Option<RateLimit>,
+    /// Whether an HTTP delivery carries its attempt's W3C `traceparent`
+    /// (when traces are on).
+    pub traceparent: bool,
     /// Largest signed body the sink takes, if it has a limit.
     pub max_body_bytes: Option<usize>,
     /// The app's WASM filters, then the webhook's own.
@@ -551,6 +554,7 @@ fn build_webhook(
         max_in_flight,
         ordering,
         rate_limit,
+        traceparent,
         target,
     } = definition;
     let built = problems.take("", sinks.build(&target, context).map_err(|e| e.message));
@@ -655,6 +659,14 @@ fn build_webhook(
             )),
         },
     );
+    let traceparent = problems.take(
+        "",
+        match traceparent {
+            Field::Absent => Ok(true),
+            Field::Valid(on) => Ok(on),
+            Field::Invalid { .. } => Err("`traceparent` must be true or false".to_string()),
+        },
+    );
     let (
         Some((kind, selector, sink)),
         Some(explicit_id),
@@ -666,6 +678,7 @@ fn build_webhook(
         Some(max_in_flight),
         Some(ordering),
         Some(rate_limit),
+        Some(traceparent),
         Some(filter_specs),
     ) = (
         built,
@@ -678,6 +691,7 @@ fn build_webhook(
         max_in_flight,
         ordering,
         rate_limit,
+        traceparent,
         filter_specs,
     )
     else {
@@ -704,6 +718,7 @@ fn build_webhook(
             max_in_flight,
             ordering,
             rate_limit,
+            traceparent,
             max_body_bytes,
             filters: FilterChain::default(),
         },

@@ -91,6 +91,9 @@ pub(super) struct WebhookDefinition {
     /// `{"per_second", "burst"}`.
     #[serde(default)]
     pub(super) rate_limit: Field<RateLimitKey>,
+    /// Whether an HTTP delivery carries its attempt's `traceparent`.
+    #[serde(default)]
+    pub(super) traceparent: Field<bool>,
     /// Every other key: the sink plugin's (`url`, `lambda_function`, …), and
     /// any unknown one, which is warned about.
     #[serde(flatten)]

@@ -452,7 +452,9 @@ fn split(ctx: &LaneContext, delivery: &Delivery) -> Result<Vec<Delivery>, String
         record.history.clear();
         record.attempts = 0;
         record.not_before_ms = 0;
-        halves.push(Delivery::new(record, delivery.webhook.clone(), delivery.on_disk));
+        let mut half = Delivery::new(record, delivery.webhook.clone(), delivery.on_disk);
+        half.trace.clone_from(&delivery.trace);
+        halves.push(half);
     }
     // Second half behind the first, both ahead of the queue.
     halves.reverse();

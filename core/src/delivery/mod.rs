@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::activity::WebhookActivity;
+use crate::attempt_log::{AttemptLog, LoggedAttempt, redacted_request_headers};
 use crate::config::Webhook;
 use crate::event::Event;
 use crate::event::join_events;
@@ -43,6 +44,9 @@ pub(crate) struct Delivery {
     pub(crate) on_disk: bool,
     /// Its events are only in the store right now; read back before sending.
     spilled: bool,
+    /// The span of the batch it was formed from, when traced (in memory
+    /// only: a delivery resumed after a restart starts a trace of its own).
+    pub(crate) trace: Option<crate::trace::Origin>,
 }
 
 impl Delivery {
@@ -55,6 +59,7 @@ impl Delivery {
             webhook,
             on_disk,
             spilled: false,
+            trace: None,
         }
     }
 }
@@ -156,6 +161,8 @@ pub(crate) struct LaneContext {
     pub(crate) ids: Arc<BatchIds>,
     /// Bytes of undelivered events; ingest answers 503 past the limit.
     pub(crate) backlog: Arc<crate::backlog::Backlog>,
+    /// Where attempts are logged, unless `delivery.attempt_log` is 0.
+    pub(crate) attempt_log: Option<Arc<AttemptLog>>,
 }
 
 impl Delivery {
@@ -167,6 +174,7 @@ impl Delivery {
             webhook,
             on_disk: true,
             spilled: !found.events_loaded,
+            trace: None,
         }
     }
 }
@@ -215,10 +223,78 @@ impl LaneContext {
         self.memory.fetch_add(len, AtomicOrdering::Relaxed);
     }
 
+    /// Makes one attempt ([`Self::send_attempt`]) inside its trace span,
+    /// when traced, and logs it in the attempt log, if there is one.
+    pub(crate) async fn attempt(&self, delivery: &mut Delivery) -> Result<(), hookline_sink_api::DeliveryError> {
+        let traced = crate::trace::on();
+        if self.attempt_log.is_none() && !traced {
+            return self.send_attempt(delivery, None, None).await;
+        }
+        let (at_ms, started) = (now_ms(), std::time::Instant::now());
+        let attempt = delivery.record.attempts.saturating_add(1);
+        let webhook = delivery.webhook.clone();
+        let span = crate::trace::attempt_span(
+            delivery.trace.as_ref(),
+            &webhook.log_id,
+            &delivery.record.batch_id,
+            attempt,
+        );
+        // Only an HTTP request has headers for it.
+        let traceparent = (webhook.traceparent && webhook.kind == "http")
+            .then(|| crate::trace::traceparent(&span))
+            .flatten();
+        let mut noted = self.attempt_log.as_ref().map(|_| Noted::default());
+        // A panicking sink is a failed attempt, logged like the others.
+        let sent = std::panic::AssertUnwindSafe(tracing::Instrument::instrument(
+            self.send_attempt(delivery, noted.as_mut(), traceparent),
+            span.clone(),
+        ));
+        let outcome = futures_util::FutureExt::catch_unwind(sent).await.unwrap_or_else(|_| {
+            Err(hookline_sink_api::DeliveryError::Transient(
+                "the sink panicked during the attempt".to_string(),
+            ))
+        });
+        if traced {
+            span.record("outcome", if outcome.is_ok() { "delivered" } else { "failed" });
+            if let Some(status) = outcome
+                .as_ref()
+                .err()
+                .and_then(hookline_sink_api::DeliveryError::status)
+            {
+                span.record("status", i64::from(status));
+            }
+        }
+        let (Some(log), Some(noted)) = (&self.attempt_log, noted) else {
+            return outcome;
+        };
+        // Filtered down to nothing: no attempt was made.
+        if noted.sent || outcome.is_err() {
+            let record = &delivery.record;
+            let entry = LoggedAttempt::new(
+                at_ms,
+                &record.batch_id,
+                attempt,
+                record.event_count,
+                started.elapsed(),
+                &outcome,
+                noted.request_headers,
+                noted.answer.take(),
+            );
+            log.record(&record.app_id, &delivery.webhook.id, entry);
+        }
+        outcome
+    }
+
     /// Renders, signs and sends one attempt; first reads its events back if
     /// they left memory, and re-runs the filters when an earlier run asked
-    /// for a retry.
-    pub(crate) async fn attempt(&self, delivery: &mut Delivery) -> Result<(), hookline_sink_api::DeliveryError> {
+    /// for a retry. `noted` (when attempts are logged) gets the request's
+    /// headers and the receiver's answer.
+    async fn send_attempt(
+        &self,
+        delivery: &mut Delivery,
+        noted: Option<&mut Noted>,
+        traceparent: Option<String>,
+    ) -> Result<(), hookline_sink_api::DeliveryError> {
         if delivery.spilled {
             let events = self.store.load_events(delivery.record.key).await.map_err(|e| {
                 hookline_sink_api::DeliveryError::Transient(format!("cannot read the batch's events back: {e}"))
@@ -259,15 +335,38 @@ impl LaneContext {
         } else {
             None
         };
+        // The webhook's own headers, and the attempt's `traceparent` (which
+        // replaces one the app file sets).
+        let traced_headers;
+        let extra_headers = match traceparent {
+            None => &webhook.headers,
+            Some(traceparent) => {
+                let mut headers: Vec<(String, String)> = webhook
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| !name.eq_ignore_ascii_case("traceparent"))
+                    .cloned()
+                    .collect();
+                headers.push(("traceparent".to_string(), traceparent));
+                traced_headers = headers;
+                &traced_headers
+            }
+        };
+        let noted = noted.map(|noted| {
+            noted.sent = true;
+            noted.request_headers = redacted_request_headers(&signed_headers, extra_headers);
+            &*noted
+        });
         let request = hookline_sink_api::SinkRequest {
             body: bytes::Bytes::from(body),
             signed_headers: &signed_headers,
-            extra_headers: &webhook.headers,
+            extra_headers,
             timeout: webhook.timeout,
             app_id: &record.app_id,
             webhook_id: &webhook.id,
             channel: channel.as_deref(),
             attempt: record.attempts.saturating_add(1),
+            answer: noted.map(|noted| &noted.answer),
         };
         // The sink may enforce the timeout itself; this bounds it regardless.
         match tokio::time::timeout(webhook.timeout + Duration::from_millis(50), webhook.sink.send(request)).await {
@@ -275,6 +374,16 @@ impl LaneContext {
             Err(_) => Err(hookline_sink_api::DeliveryError::Timeout),
         }
     }
+}
+
+/// What an attempt leaves for the attempt log.
+#[derive(Default)]
+struct Noted {
+    /// The request reached the sink (it was not filtered down to nothing,
+    /// nor refused before sending).
+    sent: bool,
+    request_headers: Vec<(String, String)>,
+    answer: hookline_sink_api::AnswerSlot,
 }
 
 enum Refiltered {
@@ -356,6 +465,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         ids: Arc<BatchIds>,
         backlog: Arc<crate::backlog::Backlog>,
+        attempt_log: Option<Arc<AttemptLog>>,
     ) -> Self {
         Self {
             ctx: Arc::new(LaneContext {
@@ -367,6 +477,7 @@ impl Dispatcher {
                 metrics,
                 ids,
                 backlog,
+                attempt_log,
             }),
             lanes: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),

@@ -13,7 +13,9 @@
 //! - `deliveries`: a delivery's metadata and attempt state;
 //! - `dead_letters`: a dead letter's metadata (record, reason, time);
 //! - `events`: the events of a delivery or dead letter, by the same key, so
-//!   updating attempt state never rewrites the events.
+//!   updating attempt state never rewrites the events;
+//! - `attempt_log`: each webhook's attempt log (keyed by app and webhook
+//!   id), replaced whole by each save.
 //!
 //! The group commit goes through a journal ([`super::journal`]): each
 //! group's writes are appended to `store.journal` in one write, and with
@@ -59,6 +61,7 @@ const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
 const DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("deliveries");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const ATTEMPT_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("attempt_log");
 /// `journal`: the last journal generation folded into this file.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FOLDED: &str = "journal";
@@ -132,6 +135,10 @@ enum Job {
     Purge(Vec<DeliveryKey>, Reply<usize>),
     Expire(u64, Reply<usize>),
     LoadEvents(DeliveryKey, Reply<String>),
+    /// A webhook's attempt log, replacing the one kept (by
+    /// [`attempt_log_key`]).
+    SaveLog(String, String),
+    LoadLog(String, Reply<Option<String>>),
 }
 
 impl Job {
@@ -141,7 +148,7 @@ impl Job {
     fn is_blind(&self) -> bool {
         matches!(
             self,
-            Job::Accept { .. } | Job::Commit(..) | Job::Update(..) | Job::Delivered(_)
+            Job::Accept { .. } | Job::Commit(..) | Job::Update(..) | Job::Delivered(_) | Job::SaveLog(..)
         )
     }
 
@@ -151,7 +158,7 @@ impl Job {
     /// mean an attempt again under the same batch id; the next flush covers
     /// them anyway).
     fn awaits_disk(&self) -> bool {
-        !matches!(self, Job::Update(..) | Job::Delivered(_))
+        !matches!(self, Job::Update(..) | Job::Delivered(_) | Job::SaveLog(..))
     }
 
     /// A blind write without its answer, and the answer.
@@ -259,6 +266,7 @@ enum Logged<'a> {
     Requeue(Cow<'a, DeliveryRecord>),
     Purge(Cow<'a, [DeliveryKey]>),
     Expire(u64),
+    SaveLog(Cow<'a, str>, Cow<'a, str>),
 }
 
 impl<'a> Logged<'a> {
@@ -295,7 +303,8 @@ impl<'a> Logged<'a> {
             Job::Requeue(record, _) => Logged::Requeue(Cow::Borrowed(record)),
             Job::Purge(keys, _) => Logged::Purge(Cow::Borrowed(keys)),
             Job::Expire(before_ms, _) => Logged::Expire(*before_ms),
-            Job::ListDead(..) | Job::LoadEvents(..) => return None,
+            Job::SaveLog(key, log) => Logged::SaveLog(Cow::Borrowed(key), Cow::Borrowed(log)),
+            Job::ListDead(..) | Job::LoadEvents(..) | Job::LoadLog(..) => return None,
         })
     }
 
@@ -352,6 +361,7 @@ impl<'a> Logged<'a> {
             Logged::Requeue(record) => Job::Requeue(record.into_owned(), reply()),
             Logged::Purge(keys) => Job::Purge(keys.into_owned(), reply()),
             Logged::Expire(before_ms) => Job::Expire(before_ms, reply()),
+            Logged::SaveLog(key, log) => Job::SaveLog(key.into_owned(), log.into_owned()),
         }
     }
 }
@@ -665,6 +675,7 @@ enum Answer {
     Letters(Reply<Vec<DeadLetter>>, Result<Vec<DeadLetter>, StoreError>),
     Count(Reply<usize>, usize),
     Events(Reply<String>, Result<String, StoreError>),
+    Log(Reply<Option<String>>, Result<Option<String>, StoreError>),
     None,
 }
 
@@ -676,6 +687,7 @@ impl Answer {
             Answer::Letters(reply, result) => drop(reply.send(result)),
             Answer::Count(reply, n) => drop(reply.send(Ok(n))),
             Answer::Events(reply, result) => drop(reply.send(result)),
+            Answer::Log(reply, result) => drop(reply.send(result)),
             Answer::Unit(None) | Answer::None => {}
         }
     }
@@ -686,6 +698,7 @@ impl Answer {
             Answer::Letters(reply, _) => drop(reply.send(Err(error.clone()))),
             Answer::Count(reply, _) => drop(reply.send(Err(error.clone()))),
             Answer::Events(reply, _) => drop(reply.send(Err(error.clone()))),
+            Answer::Log(reply, _) => drop(reply.send(Err(error.clone()))),
             Answer::Unit(None) | Answer::None => {}
         }
     }
@@ -1049,7 +1062,8 @@ fn unanswered(job: Job) -> Answer {
         Job::ListDead(_, reply) => Answer::Letters(reply, Ok(Vec::new())),
         Job::Purge(_, reply) | Job::Expire(_, reply) => Answer::Count(reply, 0),
         Job::LoadEvents(_, reply) => Answer::Events(reply, Ok(String::new())),
-        Job::Update(..) | Job::Delivered(_) => Answer::None,
+        Job::LoadLog(_, reply) => Answer::Log(reply, Ok(None)),
+        Job::Update(..) | Job::Delivered(_) | Job::SaveLog(..) => Answer::None,
     }
 }
 
@@ -1078,9 +1092,10 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>, fold: Fol
         let mut deliveries = txn.open_table(DELIVERIES)?;
         let mut dead = txn.open_table(DEAD)?;
         let mut events = txn.open_table(EVENTS)?;
+        let mut attempt_log = txn.open_table(ATTEMPT_LOG)?;
         for job in group {
             wrote |= match &job {
-                Job::ListDead(..) | Job::LoadEvents(..) => false,
+                Job::ListDead(..) | Job::LoadEvents(..) | Job::LoadLog(..) => false,
                 // Its marks may all have been for held requests.
                 Job::Commit(
                     Commit {
@@ -1251,6 +1266,19 @@ fn transact(db: &Database, group: Vec<Job>, answers: &mut Vec<Answer>, fold: Fol
                         read_events(&events, key).map_err(|e| StoreError(format!("the store is damaged: {e}")));
                     Answer::Events(reply, result)
                 }
+                Job::SaveLog(key, log) => {
+                    attempt_log.insert(key.as_str(), encode(&(), &log).as_slice())?;
+                    Answer::None
+                }
+                Job::LoadLog(key, reply) => {
+                    let result = match attempt_log.get(key.as_str())? {
+                        None => Ok(None),
+                        Some(value) => decode::<()>(value.value())
+                            .map(|((), log)| Some(log))
+                            .map_err(|e| StoreError(format!("the attempt log of {key:?} is damaged: {e}"))),
+                    };
+                    Answer::Log(reply, result)
+                }
             };
             answers.push(answer);
         }
@@ -1383,6 +1411,23 @@ impl Store for DurableStore {
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>> {
         self.ask(|reply| Job::LoadEvents(key, reply))
     }
+
+    fn save_attempt_log(&self, app_id: &str, webhook_id: &str, log: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(Job::SaveLog(attempt_log_key(app_id, webhook_id), log));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn attempt_log(&self, app_id: &str, webhook_id: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let key = attempt_log_key(app_id, webhook_id);
+        self.ask(|reply| Job::LoadLog(key, reply))
+    }
+}
+
+/// A webhook's key in the `attempt_log` table (a newline separates them:
+/// an app id is its file's name, which holds none in practice, and a
+/// collision would only mix two logs).
+fn attempt_log_key(app_id: &str, webhook_id: &str) -> String {
+    format!("{app_id}\n{webhook_id}")
 }
 
 #[cfg(test)]

@@ -411,6 +411,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// memory while it waited).
     fn load_events(&self, key: DeliveryKey) -> BoxFuture<'_, Result<String, StoreError>>;
 
+    /// Replaces the attempt log kept for one webhook with `log` (the
+    /// engine's JSON text, see [`crate::attempt_log`]). The embedded store
+    /// does not wait for it: a crash loses at most the last save.
+    fn save_attempt_log(&self, app_id: &str, webhook_id: &str, log: String) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// One webhook's attempt log as last saved, if one was.
+    fn attempt_log(&self, app_id: &str, webhook_id: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
     /// Asks to start an attempt of delivery `key`: see [`Attempt`]. The
     /// guard of [`Attempt::Start`] is held until the attempt's result is
     /// recorded: a hand-over waits for those under way.

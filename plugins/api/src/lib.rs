@@ -157,6 +157,54 @@ pub struct SinkRequest<'a> {
     /// Which attempt this is: 1 for the first, then one more per failed
     /// attempt that counted (a throttle does not).
     pub attempt: u32,
+    /// Where to note what the receiver answered, when the attempt log keeps
+    /// it (`None`: it does not, so skip the work). A sink whose target
+    /// answers with headers and a body (HTTP) fills it in, on success and
+    /// on failure alike; others may leave it empty.
+    pub answer: Option<&'a AnswerSlot>,
+}
+
+/// The most of a receiver's answer body an [`Answer`] keeps.
+pub const ANSWER_BODY_LIMIT: usize = 4096;
+
+/// What a receiver answered to one attempt, as the attempt log shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The response headers, in the order received (names lowercase).
+    pub headers: Vec<(String, String)>,
+    /// The first [`ANSWER_BODY_LIMIT`] bytes of the body.
+    pub body: Bytes,
+    /// Whether the body was longer than that.
+    pub body_truncated: bool,
+}
+
+impl Answer {
+    /// An answer of `headers` and `body`, keeping at most
+    /// [`ANSWER_BODY_LIMIT`] bytes of the body.
+    pub fn new(headers: Vec<(String, String)>, body: &Bytes) -> Self {
+        Self {
+            headers,
+            body: body.slice(..body.len().min(ANSWER_BODY_LIMIT)),
+            body_truncated: body.len() > ANSWER_BODY_LIMIT,
+        }
+    }
+}
+
+/// Where a sink notes the [`Answer`] to an attempt (see
+/// [`SinkRequest::answer`]).
+#[derive(Debug, Default)]
+pub struct AnswerSlot(std::sync::Mutex<Option<Answer>>);
+
+impl AnswerSlot {
+    /// Notes the answer (a later one replaces it).
+    pub fn record(&self, answer: Answer) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(answer);
+    }
+
+    /// The answer noted, if any.
+    pub fn take(&self) -> Option<Answer> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 /// Why an attempt failed, typed so the engine can decide whether to retry

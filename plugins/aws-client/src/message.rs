@@ -153,6 +153,7 @@ mod tests {
             webhook_id: "hook",
             channel: None,
             attempt: 1,
+            answer: None,
         };
         let payload = String::from_utf8(envelope(&request)).unwrap();
         assert_eq!(
@@ -176,6 +177,7 @@ mod tests {
             webhook_id: "hook",
             channel: None,
             attempt: 1,
+            answer: None,
         };
         // `envelope` writes no separator after the last header: one byte spare.
         assert_eq!(envelope(&request).len() + 1, 2 + envelope_overhead(&extra));
@@ -217,6 +219,7 @@ mod tests {
             webhook_id: "hook",
             channel,
             attempt: 1,
+            answer: None,
         };
         assert_eq!(GroupBy::default(), GroupBy::Webhook);
         assert_eq!(GroupBy::Webhook.value(&request(Some("c"))), "hook");

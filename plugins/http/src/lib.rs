@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookline_sink_api::{
-    BoxFuture, BuildContext, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec, optional_str,
+    Answer, BoxFuture, BuildContext, DeliveryError, Sink, SinkConfigError, SinkPlugin, SinkRequest, WebhookSpec,
+    optional_str,
 };
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -150,17 +151,25 @@ impl Sink for HttpSink {
                 .await
                 .map_err(classify_reqwest_error)?;
             let status = response.status();
+            let headers = request.answer.map(|_| answer_headers(response.headers()));
+            let retry_after = if status.is_success() {
+                None
+            } else {
+                response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after)
+            };
+            // Read whole even on success, so the connection goes back to the pool.
+            let body = response.bytes().await.unwrap_or_default();
+            if let (Some(slot), Some(headers)) = (request.answer, headers) {
+                slot.record(Answer::new(headers, &body));
+            }
             if status.is_success() {
-                // Drain the body so the connection goes back to the pool.
-                let _ = response.bytes().await;
                 return Ok(());
             }
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let detail = excerpt(response.bytes().await.unwrap_or_default());
+            let detail = excerpt(body);
             Err(DeliveryError::Status {
                 code: status.as_u16(),
                 retry_after,
@@ -259,6 +268,20 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
+/// The response headers as the attempt log keeps them: a value that is
+/// not text shows as its length.
+fn answer_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = value
+                .to_str()
+                .map_or_else(|_| format!("({} bytes, not text)", value.len()), str::to_string);
+            (name.as_str().to_string(), value)
+        })
+        .collect()
+}
+
 fn excerpt(body: Bytes) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(DETAIL_LIMIT)]);
     text.trim().to_string()
@@ -334,6 +357,7 @@ mod tests {
             webhook_id: "hook",
             channel: None,
             attempt: 1,
+            answer: None,
         };
         let headers = build_headers(&request).unwrap();
         assert_eq!(headers.get_all("x-pusher-signature").iter().count(), 1);

@@ -579,6 +579,7 @@ mod tests {
             webhook_id: "hook",
             channel: Some("c"),
             attempt: 1,
+            answer: None,
         };
         let r = record(&request, KeyBy::Webhook);
         assert_eq!(r.value.as_deref(), Some(&body[..]));

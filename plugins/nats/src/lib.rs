@@ -663,6 +663,7 @@ mod tests {
             webhook_id: "w",
             channel: None,
             attempt: 1,
+            answer: None,
         };
         let headers = s.headers(&request).unwrap();
         assert_eq!(headers.get("X-Pusher-Signature").unwrap().as_str(), "sig");
@@ -696,6 +697,7 @@ mod tests {
             webhook_id: "w",
             channel: None,
             attempt: 1,
+            answer: None,
         };
         for _ in 0..2 {
             let error = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(2), s.send(request.clone()))

@@ -270,6 +270,7 @@ mod tests {
             webhook_id: "hook",
             channel: None,
             attempt: 1,
+            answer: None,
         }
     }
 

@@ -373,6 +373,7 @@ mod tests {
             webhook_id: "hook",
             channel: None,
             attempt: 1,
+            answer: None,
         };
         let attributes = attributes(&request);
         assert_eq!(attributes.len(), 5);

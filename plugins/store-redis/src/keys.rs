@@ -44,6 +44,9 @@ pub(crate) struct PartitionKeys {
     /// Events ever accepted into the partition: its traffic, which the
     /// node balancing the work samples.
     pub accepted: String,
+    /// `app id\nwebhook id` → that webhook's attempt log (JSON), which its
+    /// app's partition owner replaces.
+    pub attempt_log: String,
 }
 
 impl PartitionKeys {
@@ -58,6 +61,7 @@ impl PartitionKeys {
             deliveries: key("deliveries"),
             events: key("events"),
             dead: key("dead"),
+            attempt_log: key("attempt-log"),
             due: key("due"),
             accepted: key("accepted"),
         }

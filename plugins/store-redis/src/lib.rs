@@ -805,6 +805,37 @@ impl Store for RedisStore {
         })
     }
 
+    fn save_attempt_log(&self, app_id: &str, webhook_id: &str, log: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        let keys = PartitionKeys::new(self.inner.partition(app_id));
+        let field = attempt_log_field(app_id, webhook_id);
+        let inner = &self.inner;
+        Box::pin(async move {
+            let result: redis::RedisResult<()> = redis::cmd("HSET")
+                .arg(&keys.attempt_log)
+                .arg(field)
+                .arg(log)
+                .query_async(&mut inner.conn())
+                .await;
+            inner.note(&result);
+            result.map_err(|e| store_error(&e))
+        })
+    }
+
+    fn attempt_log(&self, app_id: &str, webhook_id: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let keys = PartitionKeys::new(self.inner.partition(app_id));
+        let field = attempt_log_field(app_id, webhook_id);
+        let inner = &self.inner;
+        Box::pin(async move {
+            let result: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+                .arg(&keys.attempt_log)
+                .arg(field)
+                .query_async(&mut inner.conn())
+                .await;
+            inner.note(&result);
+            result.map_err(|e| store_error(&e))
+        })
+    }
+
     fn begin_attempt(&self, key: DeliveryKey) -> Attempt {
         let partition = self
             .inner
@@ -953,6 +984,11 @@ pub fn default_node_id() -> String {
         .unwrap_or_default();
     let host = if host.is_empty() { "hookline".to_string() } else { host };
     format!("{host}-{}", std::process::id())
+}
+
+/// A webhook's field in its partition's attempt-log hash.
+fn attempt_log_field(app_id: &str, webhook_id: &str) -> String {
+    format!("{app_id}\n{webhook_id}")
 }
 
 #[cfg(test)]
