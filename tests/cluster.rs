@@ -1408,3 +1408,64 @@ async fn a_rate_limit_holds_for_the_cluster() {
     }
     assert!(waited >= 580.0, "only {waited} deliveries waited for a token");
 }
+
+/// The attempt log (contract §10) is in Redis: whichever node delivered an
+/// app's batches, every node's admin API shows the same attempts, the
+/// receiver's answer included.
+#[tokio::test]
+async fn every_node_shows_the_same_attempt_log() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.script("/h/0", vec![Reply::status(503).with_body("warming up")]);
+    let apps = AppsDir::new();
+    apps.write(
+        "apps.json",
+        &serde_json::json!([{"id": "app-0", "key": "key-0", "secret": "secret-0",
+            "batching": {"max_wait_ms": 10},
+            "webhooks": [{"id": "hook", "url": receiver.url("/h/0"), "event_types": ["channel_occupied"]}]}])
+        .to_string(),
+    );
+    let with_admin = |name: &str| {
+        let mut env = redis.daemon_env(name);
+        env.push(("HOOKLINE_ADMIN_LISTEN".into(), "127.0.0.1:0".into()));
+        node_on(env, &apps)
+    };
+    let (a, b) = (with_admin("a"), with_admin("b"));
+    assert!(send(&a, 0, 1).await);
+    receiver
+        .wait_until(|all| all.iter().any(|r| r.path == "/h/0" && r.status_ok()))
+        .await;
+    // The delivering node saves its log within a second of each attempt.
+    for node in [&a, &b] {
+        let url = format!(
+            "http://{}/api/v1/apps/app-0/webhooks/hook/attempts",
+            node.admin.unwrap()
+        );
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let page = loop {
+            let page: serde_json::Value =
+                serde_json::from_str(&reqwest::get(&url).await.unwrap().text().await.unwrap()).unwrap();
+            if page["total"] == 2 || std::time::Instant::now() > deadline {
+                break page;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let outcomes: Vec<(&str, Option<u64>, Option<&str>)> = page["attempts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|a| {
+                (
+                    a["outcome"].as_str().unwrap(),
+                    a["status"].as_u64(),
+                    a["response_body"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("delivered", None, Some("")), ("failed", Some(503), Some("warming up"))],
+            "{page:#}"
+        );
+    }
+}

@@ -45,6 +45,12 @@ per row), then prints each row's medians and the ratio of this tree to REV.
 Deliveries/s (successful delivery attempts) is its own column: with batching
 off it is the rate of signed deliveries, every event its own.
 
+`--compare-env 'NAME=VALUE …'` compares this tree's build with itself run
+under those extra environment variables instead (interleaved the same way):
+the cost of a setting, e.g. `HOOKLINE_DELIVERY_ATTEMPT_LOG=0` (the attempt
+log off) or `OTEL_EXPORTER_OTLP_ENDPOINT=… OTEL_TRACES_SAMPLER_ARG=0.01`
+(traces on); the ratio is then the plain build ÷ the one with the variables.
+
 `--baseline-work-ns 500,1000,2000` adds bare hyper rows whose server
 busy-waits that long per request: the calibration curve of what a given
 per-request cost is worth in requests/s on this machine's loopback.
@@ -60,6 +66,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -224,6 +231,8 @@ def main():
     parser.add_argument("--compare", default=None, metavar="REV",
                         help="also run every Hookline row on REV's build (its own worktree and target directory), "
                              "interleaved with this tree's")
+    parser.add_argument("--compare-env", default=None, metavar="'NAME=VALUE ...'",
+                        help="compare this tree's build with itself under these extra environment variables")
     parser.add_argument("--rounds", type=int, default=2, help="--compare: pairs of runs per row")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
@@ -235,6 +244,9 @@ def main():
     builds = [("this", args.bin)]
     if args.compare:
         builds.append((args.compare, build_revision(args.compare)))
+    elif args.compare_env:
+        args.compare = "env " + args.compare_env
+        builds.append((args.compare, env_wrapper(args.bin, args.compare_env)))
     if args.scale:
         import scale  # noqa: E402
         args.nodes = args.nodes or "1,3"
@@ -336,6 +348,22 @@ def build_revision(rev):
     subprocess.run(["cargo", "build", "--release", "--bin", "hookline", "--target-dir", target_dir],
                    cwd=worktree, check=True)
     return os.path.join(target_dir, "release", "hookline")
+
+
+def env_wrapper(binary, assignments):
+    """A script that runs `binary` with the `NAME=VALUE` assignments added to
+    its environment (it execs, so the daemon keeps the script's pid for the
+    CPU and RSS readings); returns its path."""
+    pairs = assignments.split()
+    for pair in pairs:
+        if "=" not in pair:
+            sys.exit(f"--compare-env: {pair!r} is not NAME=VALUE")
+    fd, path = tempfile.mkstemp(prefix="hookline-env-", suffix=".sh")
+    with os.fdopen(fd, "w") as f:
+        f.write("#!/bin/sh\nexec env " + " ".join(shlex.quote(p) for p in pairs) + " "
+                + shlex.quote(binary) + ' "$@"\n')
+    os.chmod(path, 0o755)
+    return path
 
 
 def start_redis(run_dir, durability):
