@@ -15,6 +15,7 @@
 //! Recording costs a lock and the entry's strings; nothing on the
 //! delivery path waits for the store.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,19 +55,20 @@ pub struct LoggedAttempt {
     /// How long the attempt took (ms).
     pub latency_ms: f64,
     /// `delivered` or `failed`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The status the receiver answered, if it answered with one.
     pub status: Option<u16>,
-    /// What kind of failure: `status`, `timeout`, `connect`, `throttled`,
-    /// `too_large`, `transient` or `final`; `null` on success.
-    pub error_class: Option<String>,
+    /// What kind of failure; `null` on success.
+    pub error_class: Option<ErrorClass>,
     /// What went wrong, as the dead letter would say it.
     pub error: Option<String>,
     /// The headers the engine sent beside the body: the signed ones, with
     /// `X-Pusher-Signature` and the webhook's own `headers` redacted.
-    pub request_headers: Vec<(String, String)>,
-    /// The receiver's response headers (HTTP webhooks).
-    pub response_headers: Vec<(String, String)>,
+    pub request_headers: Vec<Header>,
+    /// The receiver's response headers (HTTP webhooks), as `[name, value]`
+    /// pairs.
+    #[serde(with = "header_pairs")]
+    pub response_headers: http::HeaderMap,
     /// The first 4 KiB of the receiver's response body (HTTP webhooks), as
     /// text.
     pub response_body: Option<String>,
@@ -86,7 +88,7 @@ impl LoggedAttempt {
         events: usize,
         latency: Duration,
         outcome: &Result<(), DeliveryError>,
-        request_headers: Vec<(String, String)>,
+        request_headers: Vec<Header>,
         answer: Option<Answer>,
     ) -> Self {
         let answer = answer.unwrap_or_default();
@@ -99,12 +101,16 @@ impl LoggedAttempt {
             attempt,
             events,
             latency_ms: latency.as_micros() as f64 / 1000.0,
-            outcome: if outcome.is_ok() { "delivered" } else { "failed" }.to_string(),
+            outcome: if outcome.is_ok() {
+                Outcome::Delivered
+            } else {
+                Outcome::Failed
+            },
             status: match outcome {
                 Ok(()) => None,
                 Err(error) => error.status(),
             },
-            error_class: outcome.as_ref().err().map(|e| error_class(e).to_string()),
+            error_class: outcome.as_ref().err().map(ErrorClass::of),
             error: outcome.as_ref().err().map(ToString::to_string),
             request_headers,
             response_headers: answer.headers,
@@ -115,53 +121,119 @@ impl LoggedAttempt {
 
     /// About what the entry holds in memory and in the store.
     fn bytes(&self) -> usize {
-        let pairs = |headers: &[(String, String)]| headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum::<usize>();
+        let sent: usize = self.request_headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum();
+        let answered: usize = self
+            .response_headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 8)
+            .sum();
         ENTRY_OVERHEAD
             + self.batch_id.len()
             + self.error.as_ref().map_or(0, String::len)
-            + pairs(&self.request_headers)
-            + pairs(&self.response_headers)
+            + sent
+            + answered
             + self.response_body.as_ref().map_or(0, String::len)
     }
 }
 
-/// The class an attempt's failure is logged with.
-fn error_class(error: &DeliveryError) -> &'static str {
-    match error {
-        DeliveryError::Status { code: 429, .. } | DeliveryError::Throttled { .. } => "throttled",
-        DeliveryError::Status { .. } => "status",
-        DeliveryError::Timeout => "timeout",
-        DeliveryError::Connect(_) => "connect",
-        DeliveryError::TooLarge(_) => "too_large",
-        DeliveryError::Transient(_) | DeliveryError::TransientAfter { .. } => "transient",
-        DeliveryError::Final(_) => "final",
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The target took the batch.
+    Delivered,
+    /// It did not (see the error).
+    Failed,
+}
+
+/// What kind of failure an attempt met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The target answered with a status that is not a success.
+    Status,
+    /// No answer within the timeout.
+    Timeout,
+    /// No connection (DNS, refused, reset, TLS).
+    Connect,
+    /// A 429 or the target's throttling error.
+    Throttled,
+    /// Too large for the target (the batch is split).
+    TooLarge,
+    /// A failure the target or the engine says is transient.
+    Transient,
+    /// A failure no retry fixes.
+    Final,
+}
+
+impl ErrorClass {
+    fn of(error: &DeliveryError) -> Self {
+        match error {
+            DeliveryError::Status { code: 429, .. } | DeliveryError::Throttled { .. } => Self::Throttled,
+            DeliveryError::Status { .. } => Self::Status,
+            DeliveryError::Timeout => Self::Timeout,
+            DeliveryError::Connect(_) => Self::Connect,
+            DeliveryError::TooLarge(_) => Self::TooLarge,
+            DeliveryError::Transient(_) | DeliveryError::TransientAfter { .. } => Self::Transient,
+            DeliveryError::Final(_) => Self::Final,
+        }
     }
 }
 
 /// The headers handed to the sink, as the log shows them: the signed ones
 /// but the signature, the `traceparent`, and the names only of the
 /// webhook's own (they often carry credentials).
-pub(crate) fn redacted_request_headers(
-    signed: &[(&'static str, String)],
-    extra: &[(String, String)],
-) -> Vec<(String, String)> {
+pub(crate) fn redacted_request_headers(signed: &[(&'static str, String)], extra: &[(String, String)]) -> Vec<Header> {
     let signed = signed.iter().map(|(name, value)| {
         let shown = if name.eq_ignore_ascii_case("X-Pusher-Signature") {
-            REDACTED.to_string()
+            Cow::Borrowed(REDACTED)
         } else {
-            value.clone()
+            Cow::Owned(value.clone())
         };
-        ((*name).to_string(), shown)
+        (Cow::Borrowed(*name), shown)
     });
     let extra = extra.iter().map(|(name, value)| {
         let shown = if name == "traceparent" {
-            value.clone()
+            Cow::Owned(value.clone())
         } else {
-            REDACTED.to_string()
+            Cow::Borrowed(REDACTED)
         };
-        (name.clone(), shown)
+        (Cow::Owned(name.clone()), shown)
     });
     extra.chain(signed).collect()
+}
+
+/// A header as the log keeps it: fixed names and redactions are not copied
+/// per attempt.
+pub type Header = (Cow<'static, str>, Cow<'static, str>);
+
+/// Response headers as `[name, value]` pairs (a value that is not text
+/// shows as its length).
+mod header_pairs {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(headers: &http::HeaderMap, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(headers.iter().map(|(name, value)| {
+            let shown = value
+                .to_str()
+                .map_or_else(|_| format!("({} bytes, not text)", value.len()), str::to_string);
+            (name.as_str(), shown)
+        }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<http::HeaderMap, D::Error> {
+        let pairs = Vec::<(String, String)>::deserialize(deserializer)?;
+        let mut headers = http::HeaderMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::try_from(name.as_str()),
+                http::HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        Ok(headers)
+    }
 }
 
 /// A page of one webhook's log.
@@ -374,7 +446,7 @@ mod tests {
     use super::*;
 
     fn entry(batch: &str, body: &str) -> LoggedAttempt {
-        let answer = Answer::new(Vec::new(), &bytes::Bytes::from(body.to_string()));
+        let answer = Answer::new(http::HeaderMap::new(), &bytes::Bytes::from(body.to_string()));
         LoggedAttempt::new(
             1,
             batch,
@@ -436,6 +508,10 @@ mod tests {
         ];
         let extra = [("Authorization".to_string(), "Bearer secret".to_string())];
         let shown = redacted_request_headers(&signed, &extra);
+        let shown: Vec<(String, String)> = shown
+            .into_iter()
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
         assert_eq!(
             shown,
             [
@@ -449,7 +525,7 @@ mod tests {
     #[test]
     fn a_failed_attempt_keeps_its_status_class_and_the_answer() {
         let answer = Answer::new(
-            vec![("content-type".into(), "text/plain".into())],
+            http::HeaderMap::from_iter([(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"))]),
             &bytes::Bytes::from_static(b"no such channel"),
         );
         let failed = Err(DeliveryError::Status {
@@ -467,9 +543,9 @@ mod tests {
             Vec::new(),
             Some(answer),
         );
-        assert_eq!(logged.outcome, "failed");
+        assert_eq!(logged.outcome, Outcome::Failed);
         assert_eq!(logged.status, Some(400));
-        assert_eq!(logged.error_class.as_deref(), Some("status"));
+        assert_eq!(logged.error_class, Some(ErrorClass::Status));
         assert_eq!(logged.response_body.as_deref(), Some("no such channel"));
         assert_eq!(logged.latency_ms, 1.5);
     }

@@ -34,11 +34,17 @@ where
         .with_http()
         .build()
         .map_err(|e| format!("{variable}: cannot export traces there ({e}); give an http:// or https:// URL"))?;
+    let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
+    let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+    let sampling = hookline_core::trace::Sampling::from_env(sampler.as_deref(), ratio.as_deref())?;
     let service = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|name| !name.trim().is_empty())
         .unwrap_or_else(|| "hookline".to_string());
+    // The engine samples each request before it makes a span (see
+    // `hookline_core::trace`): every span it makes is kept.
     let provider = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
@@ -48,7 +54,7 @@ where
         .build();
     let tracer = provider.tracer("hookline");
     let _ = PROVIDER.set(provider);
-    hookline_core::trace::enable();
+    hookline_core::trace::enable(sampling);
     let only_ours =
         tracing_subscriber::filter::Targets::new().with_target(hookline_core::trace::TARGET, tracing::Level::TRACE);
     Ok(Some(

@@ -382,7 +382,7 @@ struct Noted {
     /// The request reached the sink (it was not filtered down to nothing,
     /// nor refused before sending).
     sent: bool,
-    request_headers: Vec<(String, String)>,
+    request_headers: Vec<crate::attempt_log::Header>,
     answer: hookline_sink_api::AnswerSlot,
 }
 

@@ -170,8 +170,9 @@ pub const ANSWER_BODY_LIMIT: usize = 4096;
 /// What a receiver answered to one attempt, as the attempt log shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
-    /// The response headers, in the order received (names lowercase).
-    pub headers: Vec<(String, String)>,
+    /// The response headers (kept as received: cloning them shares their
+    /// bytes).
+    pub headers: http::HeaderMap,
     /// The first [`ANSWER_BODY_LIMIT`] bytes of the body.
     pub body: Bytes,
     /// Whether the body was longer than that.
@@ -181,7 +182,7 @@ pub struct Answer {
 impl Answer {
     /// An answer of `headers` and `body`, keeping at most
     /// [`ANSWER_BODY_LIMIT`] bytes of the body.
-    pub fn new(headers: Vec<(String, String)>, body: &Bytes) -> Self {
+    pub fn new(headers: http::HeaderMap, body: &Bytes) -> Self {
         Self {
             headers,
             body: body.slice(..body.len().min(ANSWER_BODY_LIMIT)),

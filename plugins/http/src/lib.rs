@@ -151,7 +151,7 @@ impl Sink for HttpSink {
                 .await
                 .map_err(classify_reqwest_error)?;
             let status = response.status();
-            let headers = request.answer.map(|_| answer_headers(response.headers()));
+            let headers = request.answer.map(|_| response.headers().clone());
             let retry_after = if status.is_success() {
                 None
             } else {
@@ -266,20 +266,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
-}
-
-/// The response headers as the attempt log keeps them: a value that is
-/// not text shows as its length.
-fn answer_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = value
-                .to_str()
-                .map_or_else(|_| format!("({} bytes, not text)", value.len()), str::to_string);
-            (name.as_str().to_string(), value)
-        })
-        .collect()
 }
 
 fn excerpt(body: Bytes) -> String {
