@@ -129,16 +129,7 @@ pub(crate) fn ingest_span(kind: &'static str, app_id: &str, headers: &http::Head
 /// The context of the span the caller runs in, to travel with the events
 /// it accepts; `None` when spans are off or the request is not traced.
 pub(crate) fn current_origin() -> Option<Origin> {
-    if !on() {
-        return None;
-    }
-    let current = Span::current();
-    if current.is_none() {
-        return None;
-    }
-    let context = current.context();
-    let origin = context.span().span_context().clone();
-    origin.is_valid().then_some(origin)
+    context_of(&Span::current())
 }
 
 /// The span of one batch closing and going through its filters: a child of
